@@ -1,0 +1,16 @@
+"""Attention for both models, in one place: backends, relative-position bias, sparse pattern."""
+
+from .backends import BACKENDS, AttentionConfig, attend, reference_attention
+from .relative_position import relative_position_bias, relative_position_bias_reference
+from .sparse import dilated_positions, sparse_attention
+
+__all__ = [
+    "BACKENDS",
+    "AttentionConfig",
+    "attend",
+    "dilated_positions",
+    "reference_attention",
+    "relative_position_bias",
+    "relative_position_bias_reference",
+    "sparse_attention",
+]

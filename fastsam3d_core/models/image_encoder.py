@@ -1,0 +1,221 @@
+"""3-D ViT image encoder of FastSAM3D and SAM-Med3D (spec §1.2, §3.1).
+
+Axis convention: the input is ``(B, 1, D0, D1, D2)`` with spatial axes in the order of the training
+tensors (torchio canonical (i, j, k), spec §4.1); tokens are kept channels-last as
+``(B, G0, G1, G2, C)`` and flattened in C order.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..attention import AttentionConfig, attend
+from ..attention.relative_position import (
+    relative_position_bias,
+    relative_position_bias_reference,
+)
+from .common import LayerNorm3d, MLPBlock
+
+
+class EncoderAttention(nn.Module):
+    """Multi-head self-attention over a cubic token grid with the checkpoints' rel-pos bias."""
+
+    def __init__(self, dim: int, num_heads: int, grid_side: int) -> None:
+        super().__init__()
+        head_dim = dim // num_heads
+        self.num_heads = num_heads
+        self.grid_side = grid_side
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+        self.rel_pos_d = nn.Parameter(torch.zeros(2 * grid_side - 1, head_dim))
+        self.rel_pos_h = nn.Parameter(torch.zeros(2 * grid_side - 1, head_dim))
+        self.rel_pos_w = nn.Parameter(torch.zeros(2 * grid_side - 1, head_dim))
+        self.config = AttentionConfig()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x ``(B, S, S, S, dim)``. Returns ``(B, S, S, S, dim)``."""
+        batch, *grid, dim = x.shape
+        if grid != [self.grid_side] * 3:
+            raise ValueError(f"attention expects a {self.grid_side}³ token grid, got {grid}")
+        tokens = self.grid_side**3
+        # (B, N, 3·dim) -> (3, B, heads, N, head_dim); channels are [q|k|v] × head × head_dim.
+        qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        bias_fn = (
+            relative_position_bias_reference
+            if self.config.backend == "reference"
+            else relative_position_bias
+        )
+        bias = bias_fn(
+            q.reshape(batch * self.num_heads, tokens, -1),
+            self.rel_pos_d,
+            self.rel_pos_h,
+            self.rel_pos_w,
+            self.grid_side,
+        ).reshape(batch, self.num_heads, tokens, tokens)
+        out = attend(q, k, v, bias, self.config)
+        # Heads are concatenated head-major: (B, heads, N, c) -> (B, N, heads·c).
+        out = out.transpose(1, 2).reshape(batch, *grid, dim)
+        return self.proj(out)
+
+
+class EncoderBlock(nn.Module):
+    """Attention block, optionally over one zero-padded window.
+
+    With ``normalise_stream=False`` this is the standard pre-norm block of SAM-Med3D:
+    ``x += Attn(LN1 x); x += MLP(LN2 x)``. With ``True`` it is FastSAM3D's block (spec §0 item 2),
+    in which the normalised tensor replaces the stream: ``x = LN2(x + Attn(LN1 x)); x += MLP(x)``.
+
+    ``window_size > 0`` zero-pads the LN1 output on the high side of each axis to a multiple of the
+    window and attends within each window, padded tokens included (spec §3.1, teacher differences).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        *,
+        mlp_ratio: float,
+        grid_side: int,
+        window_size: int,
+        normalise_stream: bool,
+        norm_eps: float,
+    ) -> None:
+        super().__init__()
+        self.window_size = window_size
+        self.normalise_stream = normalise_stream
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.attn = EncoderAttention(dim, num_heads, window_size if window_size else grid_side)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = MLPBlock(dim, int(dim * mlp_ratio), nn.GELU)
+
+    def _windowed_attention(self, x: torch.Tensor) -> torch.Tensor:
+        batch, d, h, w, dim = x.shape
+        size = self.window_size
+        pads = [(-n) % size for n in (d, h, w)]
+        x = F.pad(x, (0, 0, 0, pads[2], 0, pads[1], 0, pads[0]))
+        nd, nh, nw = ((n + p) // size for n, p in zip((d, h, w), pads))
+        # (B, nd·S, nh·S, nw·S, C) -> (B·windows, S, S, S, C)
+        windows = x.reshape(batch, nd, size, nh, size, nw, size, dim)
+        windows = windows.permute(0, 1, 3, 5, 2, 4, 6, 7).reshape(-1, size, size, size, dim)
+        out = self.attn(windows).reshape(batch, nd, nh, nw, size, size, size, dim)
+        out = out.permute(0, 1, 4, 2, 5, 3, 6, 7).reshape(batch, nd * size, nh * size, nw * size, dim)
+        return out[:, :d, :h, :w]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x ``(B, G0, G1, G2, dim)``. Returns the same shape."""
+        normed = self.norm1(x)
+        attended = self._windowed_attention(normed) if self.window_size else self.attn(normed)
+        x = x + attended
+        if self.normalise_stream:
+            x = self.norm2(x)
+            return x + self.mlp(x)
+        return x + self.mlp(self.norm2(x))
+
+
+class MLPOnlyBlock(nn.Module):
+    """FastSAM3D's attention-free block: ``x = LN2(x); x += MLP(x)`` (spec §3.1 step 4)."""
+
+    def __init__(self, dim: int, *, mlp_ratio: float, norm_eps: float) -> None:
+        super().__init__()
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = MLPBlock(dim, int(dim * mlp_ratio), nn.GELU)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm2(x)
+        return x + self.mlp(x)
+
+
+class PatchEmbed3D(nn.Module):
+    """Non-overlapping cubic patches to channels-last tokens."""
+
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x ``(B, 1, D0, D1, D2)``. Returns ``(B, D0/p, D1/p, D2/p, embed_dim)``."""
+        return self.proj(x).permute(0, 2, 3, 4, 1)
+
+
+class ImageEncoderViT3D(nn.Module):
+    """Patch embedding, absolute position embedding, blocks, and a convolutional neck.
+
+    Args:
+        img_size: side of the cubic input (128 for both released models).
+        patch_size: side of a cubic patch.
+        embed_dim: token width.
+        depth: number of blocks.
+        num_heads: attention heads per block.
+        mlp_ratio: MLP hidden width / embed_dim.
+        out_chans: channels of the output embedding.
+        skip_layer: number of leading attention-free blocks (FastSAM3D: 2).
+        window_size: window side for the windowed blocks (0: all global).
+        global_attn_indexes: blocks that attend globally when ``window_size > 0``.
+        normalise_stream: use FastSAM3D's block instead of the standard one.
+        norm_eps: epsilon of every encoder LayerNorm.
+    """
+
+    def __init__(
+        self,
+        *,
+        img_size: int,
+        patch_size: int,
+        embed_dim: int,
+        depth: int,
+        num_heads: int,
+        mlp_ratio: float,
+        out_chans: int,
+        skip_layer: int,
+        window_size: int,
+        global_attn_indexes: tuple[int, ...],
+        normalise_stream: bool,
+        norm_eps: float,
+    ) -> None:
+        super().__init__()
+        self.img_size = img_size
+        grid = img_size // patch_size
+        self.patch_embed = PatchEmbed3D(patch_size, 1, embed_dim)
+        self.pos_embed = nn.Parameter(torch.zeros(1, grid, grid, grid, embed_dim))
+        blocks: list[nn.Module] = [
+            MLPOnlyBlock(embed_dim, mlp_ratio=mlp_ratio, norm_eps=norm_eps)
+            for _ in range(skip_layer)
+        ]
+        blocks += [
+            EncoderBlock(
+                embed_dim,
+                num_heads,
+                mlp_ratio=mlp_ratio,
+                grid_side=grid,
+                window_size=0 if index in global_attn_indexes else window_size,
+                normalise_stream=normalise_stream,
+                norm_eps=norm_eps,
+            )
+            for index in range(skip_layer, depth)
+        ]
+        self.blocks = nn.ModuleList(blocks)
+        self.neck = nn.Sequential(
+            nn.Conv3d(embed_dim, out_chans, kernel_size=1, bias=False),
+            LayerNorm3d(out_chans, eps=norm_eps),
+            nn.Conv3d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),
+            LayerNorm3d(out_chans, eps=norm_eps),
+        )
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """Encode a batch of crops.
+
+        Args:
+            image: ``(B, 1, img_size, img_size, img_size)`` float, z-normalised, axes (d0, d1, d2).
+
+        Returns:
+            Embedding ``(B, out_chans, G, G, G)``, G = img_size / patch_size.
+        """
+        expected = (1, self.img_size, self.img_size, self.img_size)
+        if image.ndim != 5 or tuple(image.shape[1:]) != expected:
+            raise ValueError(f"image must be (B, {', '.join(map(str, expected))}), got {tuple(image.shape)}")
+        x = self.patch_embed(image) + self.pos_embed
+        for block in self.blocks:
+            x = block(x)
+        return self.neck(x.permute(0, 4, 1, 2, 3))

@@ -1,0 +1,126 @@
+"""Sam3D: holds the three parts and offers the public encode / decode API."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from ..attention import AttentionConfig
+from ..attention.backends import Backend
+from .image_encoder import EncoderAttention, ImageEncoderViT3D
+from .mask_decoder import MaskDecoder3D
+from .prompt_encoder import PromptEncoder3D
+from .transformer import DecoderAttention
+
+
+class Sam3D(nn.Module):
+    """A 3-D Segment Anything model: image encoder, prompt encoder and mask decoder.
+
+    Its ``state_dict`` keys equal the official ones (``image_encoder.*``, ``prompt_encoder.*``,
+    ``mask_decoder.*``). Gradient policy is the caller's: wrap calls in ``torch.inference_mode()``
+    for inference.
+    """
+
+    def __init__(
+        self,
+        image_encoder: ImageEncoderViT3D,
+        prompt_encoder: PromptEncoder3D,
+        mask_decoder: MaskDecoder3D,
+        name: str = "",
+    ) -> None:
+        super().__init__()
+        self.image_encoder = image_encoder
+        self.prompt_encoder = prompt_encoder
+        self.mask_decoder = mask_decoder
+        self.name = name
+
+    @property
+    def device(self) -> torch.device:
+        return self.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix.dtype
+
+    def set_attention_backend(self, backend: Backend, **sparse_options: int) -> None:
+        """Select how attention is computed (see :mod:`fastsam3d_core.attention`).
+
+        ``exact`` and ``reference`` apply everywhere; ``sparse`` applies to the image encoder's
+        self-attention, while the decoder keeps ``exact``. ``sparse_options`` are
+        ``segment_length`` and ``dilation``.
+        """
+        config = AttentionConfig(backend, **sparse_options)
+        decoder_config = AttentionConfig("exact") if backend == "sparse" else config
+        for module in self.modules():
+            if isinstance(module, EncoderAttention):
+                module.config = config
+            elif isinstance(module, DecoderAttention):
+                module.config = decoder_config
+
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        """Image embedding of a batch of crops.
+
+        Args:
+            image: ``(B, 1, 128, 128, 128)`` float, z-normalised, spatial axes (d0, d1, d2) in the
+                order of the training tensors (torchio canonical i, j, k).
+
+        Returns:
+            ``(B, 384, 8, 8, 8)``.
+        """
+        return self.image_encoder(image.to(device=self.device, dtype=self.dtype))
+
+    def decode(
+        self,
+        embedding: torch.Tensor,
+        points: Optional[torch.Tensor],
+        labels: Optional[torch.Tensor],
+        mask_input: Optional[torch.Tensor],
+        multimask: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt encoder and mask decoder on a cached embedding.
+
+        Args:
+            embedding: ``(B or 1, 384, 8, 8, 8)`` from :meth:`encode`.
+            points: ``(B, N, 3)`` float voxel coordinates (d0, d1, d2) of the 128³ input, or None.
+            labels: ``(B, N)`` int, 1 positive, 0 negative; None exactly when ``points`` is None.
+            mask_input: ``(B, 1, 32, 32, 32)`` low-resolution logits of the previous prediction, or
+                None for an all-zero mask, which is what the released models were evaluated with
+                on a first click (spec §8 item 6).
+            multimask: return the three multimask outputs instead of the single mask.
+
+        Returns:
+            logits ``(B, 1 or 3, 32, 32, 32)`` and predicted IoU ``(B, 1 or 3)``.
+        """
+        points, labels = self._check_points(points, labels)
+        batch = points.shape[0] if points is not None else embedding.shape[0]
+        if mask_input is None:
+            mask_input = embedding.new_zeros(batch, 1, *self.prompt_encoder.mask_input_size)
+        expected_mask = (1, *self.prompt_encoder.mask_input_size)
+        if mask_input.ndim != 5 or tuple(mask_input.shape[1:]) != expected_mask:
+            raise ValueError(f"mask_input must be (B, {expected_mask}), got {tuple(mask_input.shape)}")
+        mask_input = mask_input.to(device=self.device, dtype=self.dtype)
+        sparse, dense = self.prompt_encoder(points, labels, mask_input)
+        return self.mask_decoder(
+            embedding.to(device=self.device, dtype=self.dtype),
+            self.prompt_encoder.get_dense_pe(),
+            sparse,
+            dense,
+            multimask,
+        )
+
+    def _check_points(
+        self, points: Optional[torch.Tensor], labels: Optional[torch.Tensor]
+    ) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+        if (points is None) != (labels is None):
+            raise ValueError("points and labels must be given together")
+        if points is None or labels is None:
+            return None, None
+        if points.ndim != 3 or points.shape[-1] != 3:
+            raise ValueError(f"points must be (B, N, 3), got {tuple(points.shape)}")
+        if tuple(labels.shape) != tuple(points.shape[:2]):
+            raise ValueError(f"labels must be (B, N) = {tuple(points.shape[:2])}, got {tuple(labels.shape)}")
+        if not bool(((labels == 0) | (labels == 1)).all()):
+            raise ValueError("labels must be 1 (positive) or 0 (negative)")
+        return points.to(device=self.device, dtype=self.dtype), labels.to(self.device)

@@ -1,0 +1,152 @@
+"""Two-way transformer of the mask decoder: tokens and image attend to each other (spec §3.3)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..attention import AttentionConfig, attend
+from .common import MLPBlock
+
+
+class DecoderAttention(nn.Module):
+    """Multi-head attention with projections, optionally to a narrower internal width.
+
+    Args:
+        embedding_dim: width of inputs and output.
+        num_heads: heads; internal width ``embedding_dim // downsample_rate`` is split among them.
+        downsample_rate: 1 for self-attention, 2 for the cross-attentions of the released models.
+    """
+
+    def __init__(self, embedding_dim: int, num_heads: int, downsample_rate: int = 1) -> None:
+        super().__init__()
+        internal_dim = embedding_dim // downsample_rate
+        if internal_dim % num_heads:
+            raise ValueError(f"{num_heads} heads do not divide the internal width {internal_dim}")
+        self.num_heads = num_heads
+        self.q_proj = nn.Linear(embedding_dim, internal_dim)
+        self.k_proj = nn.Linear(embedding_dim, internal_dim)
+        self.v_proj = nn.Linear(embedding_dim, internal_dim)
+        self.out_proj = nn.Linear(internal_dim, embedding_dim)
+        self.config = AttentionConfig()
+
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, N, heads·c)`` -> ``(B, heads, N, c)``."""
+        return x.reshape(x.shape[0], x.shape[1], self.num_heads, -1).transpose(1, 2)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Args: q ``(B, Nq, dim)``, k and v ``(B, Nk, dim)``. Returns ``(B, Nq, dim)``."""
+        out = attend(
+            self._split_heads(self.q_proj(q)),
+            self._split_heads(self.k_proj(k)),
+            self._split_heads(self.v_proj(v)),
+            config=self.config,
+        )
+        # Recombine head-major: (B, heads, Nq, c) -> (B, Nq, heads·c).
+        return self.out_proj(out.transpose(1, 2).flatten(2))
+
+
+class TwoWayAttentionBlock3D(nn.Module):
+    """Token self-attention, token→image, MLP, image→token; each followed by a LayerNorm.
+
+    With ``skip_first_layer_pe`` the self-attention *replaces* the queries, without positional
+    encoding and without residual (layer 0 of the released decoder).
+    """
+
+    def __init__(
+        self,
+        embedding_dim: int,
+        num_heads: int,
+        *,
+        mlp_dim: int,
+        attention_downsample_rate: int,
+        skip_first_layer_pe: bool,
+    ) -> None:
+        super().__init__()
+        self.self_attn = DecoderAttention(embedding_dim, num_heads)
+        self.norm1 = nn.LayerNorm(embedding_dim)
+        self.cross_attn_token_to_image = DecoderAttention(
+            embedding_dim, num_heads, attention_downsample_rate
+        )
+        self.norm2 = nn.LayerNorm(embedding_dim)
+        self.mlp = MLPBlock(embedding_dim, mlp_dim, nn.ReLU)
+        self.norm3 = nn.LayerNorm(embedding_dim)
+        self.norm4 = nn.LayerNorm(embedding_dim)
+        self.cross_attn_image_to_token = DecoderAttention(
+            embedding_dim, num_heads, attention_downsample_rate
+        )
+        self.skip_first_layer_pe = skip_first_layer_pe
+
+    def forward(
+        self,
+        queries: torch.Tensor,
+        keys: torch.Tensor,
+        query_pe: torch.Tensor,
+        key_pe: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Args: queries/query_pe ``(B, T, dim)``, keys/key_pe ``(B, N, dim)``."""
+        if self.skip_first_layer_pe:
+            queries = self.self_attn(queries, queries, queries)
+        else:
+            q = queries + query_pe
+            queries = queries + self.self_attn(q, q, queries)
+        queries = self.norm1(queries)
+
+        q, k = queries + query_pe, keys + key_pe
+        queries = self.norm2(queries + self.cross_attn_token_to_image(q, k, keys))
+        queries = self.norm3(queries + self.mlp(queries))
+
+        q, k = queries + query_pe, keys + key_pe
+        keys = self.norm4(keys + self.cross_attn_image_to_token(k, q, queries))
+        return queries, keys
+
+
+class TwoWayTransformer3D(nn.Module):
+    """``depth`` two-way blocks and a final token→image attention.
+
+    LayerNorms use PyTorch's default eps 1e-5 (unlike the encoder's 1e-6; spec §3.3).
+    """
+
+    def __init__(
+        self,
+        *,
+        depth: int,
+        embedding_dim: int,
+        num_heads: int,
+        mlp_dim: int,
+        attention_downsample_rate: int,
+    ) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            TwoWayAttentionBlock3D(
+                embedding_dim,
+                num_heads,
+                mlp_dim=mlp_dim,
+                attention_downsample_rate=attention_downsample_rate,
+                skip_first_layer_pe=index == 0,
+            )
+            for index in range(depth)
+        )
+        self.final_attn_token_to_image = DecoderAttention(
+            embedding_dim, num_heads, attention_downsample_rate
+        )
+        self.norm_final_attn = nn.LayerNorm(embedding_dim)
+
+    def forward(
+        self, image: torch.Tensor, image_pe: torch.Tensor, tokens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Args:
+            image: ``(B, dim, G0, G1, G2)`` embedding plus dense prompt.
+            image_pe: ``(B, dim, G0, G1, G2)``.
+            tokens: ``(B, T, dim)`` output tokens followed by prompt tokens.
+
+        Returns:
+            tokens ``(B, T, dim)`` and image ``(B, G0·G1·G2, dim)``, both processed.
+        """
+        keys = image.flatten(2).transpose(1, 2)
+        key_pe = image_pe.flatten(2).transpose(1, 2)
+        queries = tokens
+        for layer in self.layers:
+            queries, keys = layer(queries, keys, tokens, key_pe)
+        attended = self.final_attn_token_to_image(queries + tokens, keys + key_pe, keys)
+        return self.norm_final_attn(queries + attended), keys
