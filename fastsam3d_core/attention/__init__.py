@@ -1,11 +1,12 @@
 """Attention for both models, in one place: backends, relative-position bias, sparse pattern."""
 
-from .backends import BACKENDS, AttentionConfig, attend, reference_attention
+from .backends import BACKENDS, FLASH_ATTN_INSTALLED, AttentionConfig, attend, reference_attention
 from .relative_position import relative_position_bias, relative_position_bias_reference
 from .sparse import dilated_positions, sparse_attention
 
 __all__ = [
     "BACKENDS",
+    "FLASH_ATTN_INSTALLED",
     "AttentionConfig",
     "attend",
     "dilated_positions",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -47,12 +47,13 @@ class AttentionConfig:
             raise ValueError("segment_length and dilation must be positive integers")
         if self.segment_length % self.dilation:
             raise ValueError(
-                f"segment_length {self.segment_length} is not a multiple of dilation {self.dilation}"
+                f"segment_length {self.segment_length} is not a multiple of "
+                f"dilation {self.dilation}"
             )
 
 
 def reference_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Optional[torch.Tensor] = None
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None = None
 ) -> torch.Tensor:
     """softmax(q·kᵀ/√c + bias)·v, written out.
 
@@ -69,14 +70,14 @@ def reference_attention(
     return logits.softmax(dim=-1) @ v
 
 
-_FLASH_ATTN_AVAILABLE = importlib.util.find_spec("flash_attn") is not None
+FLASH_ATTN_INSTALLED = importlib.util.find_spec("flash_attn") is not None
 
 
-def _flash_attn_applies(q: torch.Tensor, bias: Optional[torch.Tensor]) -> bool:
+def _flash_attn_applies(q: torch.Tensor, bias: torch.Tensor | None) -> bool:
     # flash-attn has no arbitrary additive bias and computes only in half precision on CUDA:
     # anywhere else it would not compute the same function.
     return (
-        _FLASH_ATTN_AVAILABLE
+        FLASH_ATTN_INSTALLED
         and bias is None
         and q.is_cuda
         and q.dtype in (torch.float16, torch.bfloat16)
@@ -95,7 +96,7 @@ def attend(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    bias: Optional[torch.Tensor] = None,
+    bias: torch.Tensor | None = None,
     config: AttentionConfig = AttentionConfig(),
 ) -> torch.Tensor:
     """Multi-head softmax attention with scale 1/√c.

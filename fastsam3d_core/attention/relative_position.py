@@ -1,8 +1,8 @@
 """Decomposed 3-D relative-position bias, exactly as the released checkpoints were trained.
 
 Both released encoders (FastSAM3D and SAM-Med3D-turbo) add a relative-position term to their
-attention logits. The 3-D port of SAM's decomposed bias contains a broadcasting slip (spec §0 item 8,
-§3.1 step 5c), so the bias that the weights were trained with is *not* the textbook
+attention logits. The 3-D port of SAM's decomposed bias contains a broadcasting slip (spec §0
+item 8, §3.1 step 5c), so the bias that the weights were trained with is *not* the textbook
 ``q·R_d[qd-kd] + q·R_h[qh-kh] + q·R_w[qw-kw]`` but
 
     bias(q=(qd,qh,qw), k=(kd,kh,kw)) = Q[qd,qh,qw]·R_d[qd-kw] + Q[qd,qh,kd]·R_h[qh-kw]

@@ -13,8 +13,6 @@ wrong order. Use it only for experiments or with weights trained for it.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.nn.functional as F
 
@@ -29,9 +27,7 @@ def dilated_positions(
         ``[0, num_tokens)``.
     """
     if num_tokens % segment_length:
-        raise ValueError(
-            f"{num_tokens} tokens cannot be split into segments of {segment_length}"
-        )
+        raise ValueError(f"{num_tokens} tokens cannot be split into segments of {segment_length}")
     starts = torch.arange(0, num_tokens, segment_length, device=device)
     offsets = torch.arange(num_heads, device=device) % dilation
     steps = torch.arange(0, segment_length, dilation, device=device)
@@ -44,7 +40,7 @@ def sparse_attention(
     v: torch.Tensor,
     segment_length: int,
     dilation: int,
-    bias: Optional[torch.Tensor] = None,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Dilated self-attention over segments.
 

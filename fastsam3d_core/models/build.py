@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Union
+from typing import Callable
 
 import torch
 
@@ -97,8 +97,8 @@ MODEL_REGISTRY: dict[str, Callable[[], Sam3D]] = {
 
 def build_model(
     name: str,
-    device: Optional[Union[str, torch.device]] = None,
-    dtype: Optional[torch.dtype] = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
 ) -> Sam3D:
     """Build a registered model with freshly initialised weights, in eval mode.
 

@@ -101,7 +101,9 @@ class EncoderBlock(nn.Module):
         windows = x.reshape(batch, nd, size, nh, size, nw, size, dim)
         windows = windows.permute(0, 1, 3, 5, 2, 4, 6, 7).reshape(-1, size, size, size, dim)
         out = self.attn(windows).reshape(batch, nd, nh, nw, size, size, size, dim)
-        out = out.permute(0, 1, 4, 2, 5, 3, 6, 7).reshape(batch, nd * size, nh * size, nw * size, dim)
+        out = out.permute(0, 1, 4, 2, 5, 3, 6, 7).reshape(
+            batch, nd * size, nh * size, nw * size, dim
+        )
         return out[:, :d, :h, :w]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -214,7 +216,9 @@ class ImageEncoderViT3D(nn.Module):
         """
         expected = (1, self.img_size, self.img_size, self.img_size)
         if image.ndim != 5 or tuple(image.shape[1:]) != expected:
-            raise ValueError(f"image must be (B, {', '.join(map(str, expected))}), got {tuple(image.shape)}")
+            raise ValueError(
+                f"image must be (B, {', '.join(map(str, expected))}), got {tuple(image.shape)}"
+            )
         x = self.patch_embed(image) + self.pos_embed
         for block in self.blocks:
             x = block(x)

@@ -90,6 +90,8 @@ class MaskDecoder3D(nn.Module):
         hyper = torch.stack(
             [self.output_hypernetworks_mlps[i](hidden[:, 1 + i]) for i in mask_indices], dim=1
         )
-        logits = (hyper @ upscaled.flatten(2)).reshape(batch, len(mask_indices), *upscaled.shape[2:])
+        logits = (hyper @ upscaled.flatten(2)).reshape(
+            batch, len(mask_indices), *upscaled.shape[2:]
+        )
         iou = self.iou_prediction_head(hidden[:, 0])[:, selected]
         return logits, iou

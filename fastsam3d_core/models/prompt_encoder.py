@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import cast
 
 import torch
 from torch import nn
@@ -17,6 +17,8 @@ class PositionEmbeddingRandom3D(nn.Module):
     The Gaussian projection is a persistent buffer: it is part of the checkpoints and must be
     loaded with them (spec §2.1).
     """
+
+    positional_encoding_gaussian_matrix: torch.Tensor
 
     def __init__(self, num_pos_feats: int, scale: float = 1.0) -> None:
         super().__init__()
@@ -118,19 +120,21 @@ class PromptEncoder3D(nn.Module):
         encoded = self.pe_layer.points(points, self.input_image_size)
         is_padding = (labels == -1)[..., None]
         encoded = torch.where(is_padding, self.not_a_point_embed.weight, encoded)
-        encoded = encoded + (labels == 0)[..., None] * self.point_embeddings[0].weight
-        return encoded + (labels == 1)[..., None] * self.point_embeddings[1].weight
+        for label, embedding in enumerate(self.point_embeddings):
+            encoded = encoded + (labels == label)[..., None] * cast(nn.Embedding, embedding).weight
+        return encoded
 
     def forward(
         self,
-        points: Optional[torch.Tensor],
-        labels: Optional[torch.Tensor],
-        masks: Optional[torch.Tensor],
+        points: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        masks: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Embed the prompts.
 
         Args:
-            points: ``(B, N, 3)`` float voxel coordinates (d0, d1, d2) of the network input, or None.
+            points: ``(B, N, 3)`` float voxel coordinates (d0, d1, d2) of the network input, or
+                None.
             labels: ``(B, N)`` int, 1 positive, 0 negative; required with ``points``.
             masks: ``(B, 1, *mask_input_size)`` low-resolution logits, or None.
 
@@ -154,7 +158,7 @@ class PromptEncoder3D(nn.Module):
         return sparse, dense
 
 
-def _batch_size(points: Optional[torch.Tensor], masks: Optional[torch.Tensor]) -> int:
+def _batch_size(points: torch.Tensor | None, masks: torch.Tensor | None) -> int:
     if points is not None:
         return points.shape[0]
     if masks is not None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import nn
 
@@ -74,9 +72,9 @@ class Sam3D(nn.Module):
     def decode(
         self,
         embedding: torch.Tensor,
-        points: Optional[torch.Tensor],
-        labels: Optional[torch.Tensor],
-        mask_input: Optional[torch.Tensor],
+        points: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        mask_input: torch.Tensor | None,
         multimask: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompt encoder and mask decoder on a cached embedding.
@@ -99,7 +97,9 @@ class Sam3D(nn.Module):
             mask_input = embedding.new_zeros(batch, 1, *self.prompt_encoder.mask_input_size)
         expected_mask = (1, *self.prompt_encoder.mask_input_size)
         if mask_input.ndim != 5 or tuple(mask_input.shape[1:]) != expected_mask:
-            raise ValueError(f"mask_input must be (B, {expected_mask}), got {tuple(mask_input.shape)}")
+            raise ValueError(
+                f"mask_input must be (B, {expected_mask}), got {tuple(mask_input.shape)}"
+            )
         mask_input = mask_input.to(device=self.device, dtype=self.dtype)
         sparse, dense = self.prompt_encoder(points, labels, mask_input)
         return self.mask_decoder(
@@ -111,8 +111,8 @@ class Sam3D(nn.Module):
         )
 
     def _check_points(
-        self, points: Optional[torch.Tensor], labels: Optional[torch.Tensor]
-    ) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+        self, points: torch.Tensor | None, labels: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         if (points is None) != (labels is None):
             raise ValueError("points and labels must be given together")
         if points is None or labels is None:
@@ -120,7 +120,9 @@ class Sam3D(nn.Module):
         if points.ndim != 3 or points.shape[-1] != 3:
             raise ValueError(f"points must be (B, N, 3), got {tuple(points.shape)}")
         if tuple(labels.shape) != tuple(points.shape[:2]):
-            raise ValueError(f"labels must be (B, N) = {tuple(points.shape[:2])}, got {tuple(labels.shape)}")
+            raise ValueError(
+                f"labels must be (B, N) = {tuple(points.shape[:2])}, got {tuple(labels.shape)}"
+            )
         if not bool(((labels == 0) | (labels == 1)).all()):
             raise ValueError("labels must be 1 (positive) or 0 (negative)")
         return points.to(device=self.device, dtype=self.dtype), labels.to(self.device)

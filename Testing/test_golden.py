@@ -1,0 +1,60 @@
+"""Both models against the outputs of the official code on seeded weights (shared/golden)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fastsam3d_core import Sam3D, build_model
+from fastsam3d_core.golden import FULL_MASK_KEY, GOLDEN_RTOL, GoldenReference
+
+
+def test_state_dict_keys_and_shapes_equal_official(golden: GoldenReference) -> None:
+    ours = [
+        (key, list(value.shape)) for key, value in build_model(golden.name).state_dict().items()
+    ]
+    official = [(entry["key"], entry["shape"]) for entry in golden.manifest["state_dict"]]
+    assert ours == official
+
+
+def test_every_golden_array_is_produced(golden: GoldenReference, golden_outputs) -> None:
+    produced = set(golden_outputs[golden.name]) | {FULL_MASK_KEY}
+    assert produced == set(golden.arrays)
+
+
+def test_every_block_output(golden: GoldenReference, golden_outputs) -> None:
+    blocks = {k: v for k, v in golden_outputs[golden.name].items() if k.startswith("block")}
+    assert len(blocks) == {"fastsam3d": 6, "sam-med3d-turbo": 12}[golden.name]
+    errors = golden.relative_errors(blocks)
+    assert max(errors.values()) <= GOLDEN_RTOL, errors
+
+
+def test_embedding_and_dense_pe(golden: GoldenReference, golden_outputs) -> None:
+    ours = golden_outputs[golden.name]
+    errors = golden.relative_errors({k: ours[k] for k in ("embedding", "dense_pe")})
+    assert max(errors.values()) <= GOLDEN_RTOL, errors
+
+
+def test_all_scenarios(golden: GoldenReference, golden_outputs) -> None:
+    scenarios = {
+        k: v for k, v in golden_outputs[golden.name].items() if k[0] == "s" and k[1].isdigit()
+    }
+    assert len(scenarios) == 14  # sparse and dense for s1-s3, logits and IoU for s1-s4
+    errors = golden.relative_errors(scenarios)
+    assert max(errors.values()) <= GOLDEN_RTOL, errors
+
+
+def test_full_resolution_mask(golden: GoldenReference, golden_outputs) -> None:
+    assert golden.full_mask_disagreement(golden_outputs[golden.name]) < 1e-4
+    mask = np.unpackbits(golden.arrays[FULL_MASK_KEY])
+    assert 0 < mask.sum() < mask.size, "the golden mask should be neither empty nor full"
+
+
+def test_reference_backend_reproduces_fastsam3d(fastsam3d_seeded: Sam3D, golden_data) -> None:
+    golden = golden_data["fastsam3d"]
+    fastsam3d_seeded.set_attention_backend("reference")
+    try:
+        outputs = golden.run(fastsam3d_seeded)
+    finally:
+        fastsam3d_seeded.set_attention_backend("exact")
+    errors = golden.relative_errors(outputs)
+    assert max(errors.values()) <= GOLDEN_RTOL, errors
