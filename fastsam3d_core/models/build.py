@@ -95,6 +95,26 @@ MODEL_REGISTRY: dict[str, Callable[[], Sam3D]] = {
 }
 
 
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """A torch device; ``"auto"`` picks CUDA, then Apple MPS, then the CPU.
+
+    Raises:
+        ValueError: a named device that this machine does not have.
+    """
+    if device is None or device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("CUDA was requested but no CUDA device is available (use --device cpu)")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("Apple MPS was requested but is not available on this machine")
+    return resolved
+
+
 def build_model(
     name: str,
     device: str | torch.device | None = None,
@@ -104,7 +124,8 @@ def build_model(
 
     Args:
         name: a key of :data:`MODEL_REGISTRY` (``"fastsam3d"`` or ``"sam-med3d-turbo"``).
-        device: where to put it; default CPU.
+        device: where to put it: a torch device, or ``"auto"`` (see :func:`resolve_device`);
+            default CPU.
         dtype: parameter dtype; default float32.
 
     Raises:
@@ -116,7 +137,7 @@ def build_model(
         raise ValueError(f"unknown model {name!r}; choose from {sorted(MODEL_REGISTRY)}") from None
     model = builder()
     if device is not None or dtype is not None:
-        model = model.to(device=device, dtype=dtype)
+        model = model.to(device=resolve_device(device) if device else None, dtype=dtype)
     return model
 
 

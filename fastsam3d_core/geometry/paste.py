@@ -1,0 +1,91 @@
+"""Post-processing: the model's logits, from crop voxels back onto the volume's own grid."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .crop import CropGrid
+from .resample import resample, source_box, translation
+from .volume import Volume
+
+
+@dataclass(frozen=True, eq=False)
+class VolumeBox:
+    """A box of volume voxels ``[lo, hi)`` in (i, j, k) and its values.
+
+    Attributes:
+        lo, hi: int (3,) corners in volume indices (i, j, k).
+        values: ``hi - lo`` shaped array on the volume's grid.
+        inside: bool, same shape: voxels whose centre lies in the crop (the crop's footprint).
+    """
+
+    lo: np.ndarray
+    hi: np.ndarray
+    values: np.ndarray
+    inside: np.ndarray
+
+    @property
+    def slices(self) -> tuple[slice, slice, slice]:
+        return tuple(slice(int(a), int(b)) for a, b in zip(self.lo, self.hi))  # type: ignore[return-value]
+
+
+def footprint_box(grid: CropGrid, volume: Volume) -> tuple[np.ndarray, np.ndarray]:
+    """A box ``[lo, hi)`` of volume indices (i, j, k) holding every voxel the crop covers.
+
+    It may hold a few more (a rotated crop's corners); :class:`VolumeBox.inside` tells them apart.
+    """
+    return source_box(volume.shape, volume.ras_to_ijk @ grid.crop_to_ras, grid.shape)
+
+
+def upsample_logits(logits: torch.Tensor, size: int) -> torch.Tensor:
+    """Low-resolution logits ``(n, n, n)`` to ``(size, size, size)``, trilinear, as in training
+    evaluation (align_corners=False, spec §3.3 step 6)."""
+    if logits.shape[-1] == size:
+        return logits
+    return F.interpolate(
+        logits[None, None], size=(size,) * 3, mode="trilinear", align_corners=False
+    )[0, 0]
+
+
+def coarse_to_crop(coarse: int, size: int) -> np.ndarray:
+    """4×4 map from the indices of an ``coarse³`` grid spanning the crop to crop indices.
+
+    With ``factor = size / coarse``, coarse voxel j is centred at crop index
+    ``factor·j + (factor − 1)/2``: the placement that trilinear upsampling with
+    align_corners=False assumes, so interpolating the coarse grid at the crop's voxel centres
+    gives exactly the upsampled values there.
+    """
+    factor = size / coarse
+    matrix = np.diag([factor, factor, factor, 1.0])
+    matrix[:3, 3] = (factor - 1) / 2
+    return matrix
+
+
+def logits_on_volume(logits: torch.Tensor, grid: CropGrid, volume: Volume) -> VolumeBox:
+    """Resample crop values (trilinear) onto the volume voxels the crop covers.
+
+    Low-resolution logits are interpolated directly on their own grid (see
+    :func:`coarse_to_crop`), which equals upsampling them first at every crop voxel centre and
+    saves interpolating a 128³ array onto a possibly much finer volume grid.
+
+    Args:
+        logits: ``(n, n, n)`` float, crop axes (d0, d1, d2); n = 32 (model) or the crop size.
+        grid: where the crop lies.
+        volume: the target grid.
+
+    Returns:
+        A :class:`VolumeBox` of float32 values; values outside the footprint are 0.
+    """
+    lo, hi = footprint_box(grid, volume)
+    shape = tuple(int(n) for n in np.maximum(hi - lo, 0))
+    if 0 in shape:
+        empty = np.zeros(shape, dtype=np.float32)
+        return VolumeBox(lo, hi, empty, empty.astype(bool))
+    coarse_to_ras = grid.crop_to_ras @ coarse_to_crop(logits.shape[-1], grid.size)
+    box_to_ras = volume.ijk_to_ras @ translation(lo)
+    values, inside = resample(logits.float(), coarse_to_ras, box_to_ras, shape)  # type: ignore[arg-type]
+    return VolumeBox(lo, hi, values.cpu().numpy(), inside.cpu().numpy())

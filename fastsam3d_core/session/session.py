@@ -1,0 +1,392 @@
+"""Interactive segmentation of one volume: clicks in, masks on the volume's own grid out."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..geometry import CropGrid, Volume, crop_grid_around, extract_crop
+from ..geometry.paste import footprint_box, logits_on_volume
+from ..models.sam3d import Sam3D
+from .cache import EmbeddingCache
+from .predictor import Predictor, as_predictor
+from .state import (
+    SEGMENT_COLORS,
+    Click,
+    CropState,
+    Edit,
+    MaskPatch,
+    SegmentState,
+    SessionState,
+)
+from .uncertainty import Uncertainty, binary_entropy, ensemble_probability
+
+# Undo steps kept; older ones are dropped.
+MAX_UNDO = 100
+
+
+@dataclass(frozen=True, eq=False)
+class Result:
+    """What an edit produced.
+
+    Attributes:
+        mask: the current segment, uint8 ``(I, J, K)`` like ``volume.array``; read-only view.
+        segment_id: the current segment.
+        changed_lo, changed_hi: volume indices (i, j, k) of the box ``[lo, hi)`` that changed,
+            or None when nothing changed.
+        crop: the crop the edit ran in, if any.
+        logits: that crop's latest logits as the predictor returned them.
+        encoder_ran: whether the image encoder ran for this edit.
+        seconds: wall time of the edit.
+    """
+
+    mask: np.ndarray
+    segment_id: int
+    changed_lo: np.ndarray | None
+    changed_hi: np.ndarray | None
+    crop: CropGrid | None = None
+    logits: Any | None = None
+    encoder_ran: bool = False
+    seconds: float = 0.0
+
+
+class Session:
+    """Click-to-segment on one volume with any predictor.
+
+    The image encoder runs once per crop and its embedding is cached; a click inside a crop of
+    the current segment re-runs only the decoder, with all of that crop's clicks and its previous
+    logits as mask prompt. A click elsewhere opens a new 128³ crop centred on it. Each crop's
+    prediction is written only inside the crop's footprint; where crops of a segment overlap,
+    the most recently edited one wins.
+
+    Args:
+        volume: the image.
+        predictor: a built model or any :class:`Predictor`.
+        protect_other_segments: True (default) keeps other segments' voxels out of the current
+            one; False lets the current segment take them over.
+        cache_bytes: memory bound of the embedding cache.
+    """
+
+    def __init__(
+        self,
+        volume: Volume,
+        predictor: Sam3D | Predictor,
+        *,
+        protect_other_segments: bool = True,
+        cache_bytes: int = 512 << 20,
+    ) -> None:
+        self.volume = volume
+        self.predictor = as_predictor(predictor)
+        self.protect_other_segments = protect_other_segments
+        self.embeddings = EmbeddingCache(cache_bytes)
+        first = SegmentState(1, "Segment_1", SEGMENT_COLORS[0])
+        self._state = SessionState((first,))
+        self._masks: dict[int, np.ndarray] = {1: np.zeros(volume.shape, dtype=np.uint8)}
+        self._current = 1
+        self._undo: list[Edit] = []
+        self._redo: list[Edit] = []
+
+    # -- reading ---------------------------------------------------------------------------
+
+    @property
+    def segments(self) -> tuple[SegmentState, ...]:
+        return self._state.segments
+
+    @property
+    def current_segment(self) -> SegmentState:
+        return self._state.segment(self._current)
+
+    def mask(self, segment_id: int | None = None) -> np.ndarray:
+        """A segment's mask, uint8 ``(I, J, K)``, read-only view (default: the current one)."""
+        view = self._masks[self._current if segment_id is None else segment_id].view()
+        view.flags.writeable = False
+        return view
+
+    def clicks(self) -> list[Click]:
+        """The current segment's clicks, in the order :meth:`remove_point` indexes them."""
+        segment = self.current_segment
+        return [segment.crops[c].clicks[k] for c, k in segment.clicks()]
+
+    # -- clicks ----------------------------------------------------------------------------
+
+    def add_point(self, point_ras: Any, positive: bool = True) -> Result:
+        """Add a point given in RAS millimetres (3,) to the current segment."""
+        start = time.perf_counter()
+        point = self._check_point(point_ras)
+        segment = self.current_segment
+        index = segment.find_crop(point)
+        crop = segment.crops[index] if index is not None else None
+        if crop is None:
+            crop = CropState(crop_grid_around(self.volume, point))
+        click = Click(_triple(point), _triple(crop.grid.to_crop(point)), bool(positive))
+        updated, encoder_ran = self._predict(crop.grid, crop.clicks + (click,), crop.logits)
+        return self._apply(segment.with_crop_last(index, updated), [crop.grid], encoder_ran, start)
+
+    def add_point_ijk(self, point_ijk: Any, positive: bool = True) -> Result:
+        """Add a point given as a continuous volume index (i, j, k)."""
+        return self.add_point(self.volume.index_to_ras(np.asarray(point_ijk, float)), positive)
+
+    def remove_point(self, index: int) -> Result:
+        """Remove the current segment's click ``index`` (see :meth:`clicks`) and redo its crop."""
+        start = time.perf_counter()
+        segment = self.current_segment
+        pairs = segment.clicks()
+        if not -len(pairs) <= index < len(pairs):
+            raise IndexError(f"no click {index}: the segment has {len(pairs)}")
+        crop_index, click_index = pairs[index]
+        crop = segment.crops[crop_index]
+        remaining = crop.clicks[:click_index] + crop.clicks[click_index + 1 :]
+        if not remaining:
+            crops = tuple(c for i, c in enumerate(segment.crops) if i != crop_index)
+            return self._apply(replace(segment, crops=crops), [crop.grid], False, start)
+        updated, encoder_ran = self._replay(crop.grid, remaining)
+        new_segment = segment.with_crop_last(crop_index, updated)
+        return self._apply(new_segment, [crop.grid], encoder_ran, start)
+
+    def reset(self) -> Result:
+        """Remove every click and voxel of the current segment (undoable)."""
+        start = time.perf_counter()
+        segment = self.current_segment
+        grids = [crop.grid for crop in segment.crops]
+        return self._apply(replace(segment, crops=()), grids, False, start, clear_all=True)
+
+    # -- segments --------------------------------------------------------------------------
+
+    def new_segment(
+        self, name: str | None = None, color: tuple[float, float, float] | None = None
+    ) -> Result:
+        """Add an empty segment and make it current (undoable)."""
+        segment_id = max(s.segment_id for s in self._state.segments) + 1
+        segment = SegmentState(
+            segment_id,
+            name or f"Segment_{segment_id}",
+            color or SEGMENT_COLORS[(segment_id - 1) % len(SEGMENT_COLORS)],
+        )
+        self._masks.setdefault(segment_id, np.zeros(self.volume.shape, dtype=np.uint8))
+        state = SessionState(self._state.segments + (segment,))
+        self._record(Edit(self._state, state, ()))
+        self._current = segment_id
+        return self._result(None, None)
+
+    def select_segment(self, segment_id: int) -> Result:
+        """Make another segment current; later clicks go to it."""
+        self._state.segment(segment_id)  # raises KeyError for an unknown id
+        self._current = segment_id
+        return self._result(None, None)
+
+    # -- uncertainty -----------------------------------------------------------------------
+
+    def uncertainty(
+        self, samples: int = 20, jitter_voxels: float = 2.0, seed: int = 0
+    ) -> Uncertainty:
+        """Self-ensembling probability and entropy of the current segment's latest crop.
+
+        Runs ``samples`` decoder passes on the cached embedding; the encoder runs only if the
+        crop's embedding was evicted from the cache.
+        """
+        segment = self.current_segment
+        if not segment.crops:
+            raise ValueError("the current segment has no clicks yet")
+        crop = segment.crops[-1]
+        embedding, _ = self._embedding(crop.grid)
+        rng = np.random.default_rng(seed)
+        probability_crop = ensemble_probability(
+            self.predictor, embedding, crop, samples, jitter_voxels, rng
+        )
+        box = logits_on_volume(probability_crop, crop.grid, self.volume)
+        probability = self._masks[segment.segment_id].astype(np.float32)
+        probability[box.slices] = np.where(box.inside, box.values, probability[box.slices])
+        entropy = np.zeros_like(probability)
+        entropy[box.slices] = np.where(box.inside, binary_entropy(box.values), 0)
+        peak = np.unravel_index(np.argmax(entropy), entropy.shape)
+        most_uncertain = self.volume.index_to_ras(np.array(peak)) if entropy[peak] > 0.01 else None
+        return Uncertainty(
+            self.volume.with_array(probability), self.volume.with_array(entropy), most_uncertain
+        )
+
+    # -- history ---------------------------------------------------------------------------
+
+    def undo(self) -> Result:
+        """Revert the latest edit; nothing happens when there is none."""
+        return self._step(self._undo, self._redo, forward=False)
+
+    def redo(self) -> Result:
+        """Re-apply the latest undone edit; nothing happens when there is none."""
+        return self._step(self._redo, self._undo, forward=True)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _check_point(self, point_ras: Any) -> np.ndarray:
+        point = np.asarray(point_ras, dtype=np.float64)
+        if point.shape != (3,) or not np.all(np.isfinite(point)):
+            raise ValueError(f"a point must be three finite RAS coordinates, got {point_ras!r}")
+        if not self.volume.contains_index(self.volume.ras_to_index(point)):
+            raise ValueError(f"point {np.round(point, 2).tolist()} (RAS mm) is outside the volume")
+        return point
+
+    def _embedding(self, grid: CropGrid) -> tuple[Any, bool]:
+        embedding = self.embeddings.get(grid.key())
+        if embedding is not None:
+            return embedding, False
+        embedding = self.predictor.encode(extract_crop(self.volume, grid))
+        self.embeddings.put(grid.key(), embedding)
+        return embedding, True
+
+    def _predict(
+        self, grid: CropGrid, clicks: tuple[Click, ...], previous_logits: Any
+    ) -> tuple[CropState, bool]:
+        embedding, encoder_ran = self._embedding(grid)
+        points = np.array([c.point_crop for c in clicks], dtype=np.float32)
+        labels = np.array([int(c.positive) for c in clicks], dtype=np.int64)
+        logits = self.predictor.decode(embedding, points, labels, previous_logits)
+        return CropState(grid, clicks, _squeeze(logits)), encoder_ran
+
+    def _replay(self, grid: CropGrid, clicks: tuple[Click, ...]) -> tuple[CropState, bool]:
+        """The crop's state had only these clicks been placed, one after another."""
+        state, encoder_ran = CropState(grid), False
+        for count in range(1, len(clicks) + 1):
+            state, ran = self._predict(grid, clicks[:count], state.logits)
+            encoder_ran |= ran
+        return state, encoder_ran
+
+    def _compose(self, segment: SegmentState, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """The segment inside box [lo, hi) from its crops' logits, oldest crop first."""
+        composed = np.zeros(tuple(hi - lo), dtype=bool)
+        for crop in segment.crops:
+            if crop.logits is None:
+                continue
+            box = logits_on_volume(torch.as_tensor(crop.logits), crop.grid, self.volume)
+            a, b = np.maximum(box.lo, lo), np.minimum(box.hi, hi)
+            if np.any(a >= b):
+                continue
+            src = tuple(slice(int(x - y), int(z - y)) for x, z, y in zip(a, b, box.lo))
+            dst = tuple(slice(int(x - y), int(z - y)) for x, z, y in zip(a, b, lo))
+            composed[dst] = np.where(box.inside[src], box.values[src] > 0, composed[dst])
+        return composed
+
+    def _apply(
+        self,
+        segment: SegmentState,
+        grids: list[CropGrid],
+        encoder_ran: bool,
+        start: float,
+        clear_all: bool = False,
+    ) -> Result:
+        state = self._state.with_segment(segment)
+        lo, hi = self._edit_box(segment.segment_id, grids, clear_all)
+        patches: tuple[MaskPatch, ...] = ()
+        if np.all(hi > lo):
+            patches = self._write(segment.segment_id, lo, hi, self._compose(segment, lo, hi))
+        self._record(Edit(self._state, state, patches))
+        crop = segment.crops[-1] if segment.crops else None
+        changed = _changed_box(patches)
+        return self._result(
+            *changed,
+            crop=crop.grid if crop else None,
+            logits=crop.logits if crop else None,
+            encoder_ran=encoder_ran,
+            seconds=time.perf_counter() - start,
+        )
+
+    def _edit_box(
+        self, segment_id: int, grids: list[CropGrid], clear_all: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        boxes = [footprint_box(grid, self.volume) for grid in grids]
+        if clear_all and self._masks[segment_id].any():
+            nonzero = np.argwhere(self._masks[segment_id])
+            boxes.append((nonzero.min(axis=0), nonzero.max(axis=0) + 1))
+        if not boxes:
+            return np.zeros(3, int), np.zeros(3, int)
+        return np.min([b[0] for b in boxes], axis=0), np.max([b[1] for b in boxes], axis=0)
+
+    def _write(
+        self, segment_id: int, lo: np.ndarray, hi: np.ndarray, new: np.ndarray
+    ) -> tuple[MaskPatch, ...]:
+        """Write the segment's box, keeping segments from overlapping; returns what changed."""
+        box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+        others = [sid for sid in self._live_segment_ids() if sid != segment_id]
+        taken = np.zeros(new.shape, dtype=bool)
+        for sid in others:
+            taken |= self._masks[sid][box] > 0
+        if self.protect_other_segments:
+            new = new & ~taken
+        targets = [(segment_id, new)]
+        if not self.protect_other_segments:
+            targets += [(sid, (self._masks[sid][box] > 0) & ~new) for sid in others]
+        patches = []
+        for sid, values in targets:
+            patch = _patch(sid, self._masks[sid], box, values.astype(np.uint8))
+            if patch is not None:
+                self._masks[sid][patch.slices] = patch.after
+                patches.append(patch)
+        return tuple(patches)
+
+    def _live_segment_ids(self) -> list[int]:
+        return [s.segment_id for s in self._state.segments]
+
+    def _record(self, edit: Edit) -> None:
+        self._state = edit.after
+        self._undo.append(edit)
+        del self._undo[:-MAX_UNDO]
+        self._redo.clear()
+
+    def _step(self, source: list[Edit], target: list[Edit], forward: bool) -> Result:
+        if not source:
+            return self._result(None, None)
+        edit = source.pop()
+        patches = edit.patches if forward else tuple(reversed(edit.patches))
+        for patch in patches:
+            self._masks[patch.segment_id][patch.slices] = patch.after if forward else patch.before
+        self._state = edit.after if forward else edit.before
+        target.append(edit)
+        if self._current not in self._live_segment_ids():
+            self._current = self._live_segment_ids()[-1]
+        return self._result(*_changed_box(edit.patches))
+
+    def _result(self, lo: np.ndarray | None, hi: np.ndarray | None, **details: Any) -> Result:
+        return Result(self.mask(), self._current, lo, hi, **details)
+
+
+def _triple(values: np.ndarray) -> tuple[float, float, float]:
+    return (float(values[0]), float(values[1]), float(values[2]))
+
+
+def _squeeze(logits: Any) -> Any:
+    """Drop leading singleton axes so logits are ``(n, n, n)``."""
+    while logits.ndim > 3 and logits.shape[0] == 1:
+        logits = logits[0]
+    if logits.ndim != 3 or len(set(logits.shape)) != 1:
+        raise ValueError(
+            f"a predictor must return cubic logits (n, n, n), got {tuple(logits.shape)}"
+        )
+    return logits
+
+
+def _patch(
+    segment_id: int, mask: np.ndarray, box: tuple[slice, ...], new: np.ndarray
+) -> MaskPatch | None:
+    """The smallest box where ``mask[box]`` differs from ``new``, with both versions."""
+    differs = mask[box] != new
+    inner = []
+    for axis in range(3):
+        # Projections onto each axis find the box without listing every differing voxel.
+        hits = np.flatnonzero(differs.any(axis=tuple(a for a in range(3) if a != axis)))
+        if hits.size == 0:
+            return None
+        inner.append(slice(int(hits[0]), int(hits[-1]) + 1))
+    slices = tuple(slice(s.start + i.start, s.start + i.stop) for s, i in zip(box, inner))
+    return MaskPatch(segment_id, slices, mask[slices].copy(), new[tuple(inner)].copy())  # type: ignore[arg-type]
+
+
+def _changed_box(
+    patches: tuple[MaskPatch, ...],
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    if not patches:
+        return None, None
+    lo = np.min([[s.start for s in p.slices] for p in patches], axis=0)
+    hi = np.max([[s.stop for s in p.slices] for p in patches], axis=0)
+    return lo, hi

@@ -1,0 +1,101 @@
+"""Click state of a session: immutable dataclasses, replaced on every edit, never patched."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from ..geometry import CropGrid
+
+# Colours for new segments (RGB, 0-1), cycled in order.
+SEGMENT_COLORS = (
+    (0.95, 0.55, 0.15),
+    (0.20, 0.70, 0.30),
+    (0.20, 0.50, 0.90),
+    (0.90, 0.25, 0.30),
+    (0.65, 0.40, 0.85),
+    (0.95, 0.85, 0.20),
+)
+
+
+@dataclass(frozen=True)
+class Click:
+    """One point prompt: RAS mm, its crop index (d0, d1, d2), and its polarity."""
+
+    point_ras: tuple[float, float, float]
+    point_crop: tuple[float, float, float]
+    positive: bool
+
+
+@dataclass(frozen=True, eq=False)
+class CropState:
+    """The clicks placed in one crop and the crop's latest logits (fed back as mask prompt)."""
+
+    grid: CropGrid
+    clicks: tuple[Click, ...] = ()
+    logits: Any | None = None
+
+
+@dataclass(frozen=True)
+class SegmentState:
+    """One segment: its crops, least recently edited first (the latest wins where crops overlap)."""
+
+    segment_id: int
+    name: str
+    color: tuple[float, float, float]
+    crops: tuple[CropState, ...] = ()
+
+    def find_crop(self, point_ras: np.ndarray) -> int | None:
+        """Index of the most recently edited crop that contains the point, if any."""
+        for index in reversed(range(len(self.crops))):
+            if self.crops[index].grid.contains(point_ras):
+                return index
+        return None
+
+    def with_crop_last(self, index: int | None, crop: CropState) -> SegmentState:
+        """Replace crop ``index`` (or add a new one) and make it the most recent."""
+        others = tuple(c for i, c in enumerate(self.crops) if i != index)
+        return replace(self, crops=others + (crop,))
+
+    def clicks(self) -> list[tuple[int, int]]:
+        """(crop index, click index) of every click, in crop order."""
+        return [(c, k) for c, crop in enumerate(self.crops) for k in range(len(crop.clicks))]
+
+
+@dataclass(frozen=True)
+class SessionState:
+    """All segments, by id order."""
+
+    segments: tuple[SegmentState, ...] = field(default_factory=tuple)
+
+    def segment(self, segment_id: int) -> SegmentState:
+        for segment in self.segments:
+            if segment.segment_id == segment_id:
+                return segment
+        raise KeyError(f"no segment with id {segment_id}")
+
+    def with_segment(self, new: SegmentState) -> SessionState:
+        return SessionState(
+            tuple(new if s.segment_id == new.segment_id else s for s in self.segments)
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class MaskPatch:
+    """A box of one segment's mask before and after an edit, for undo and redo."""
+
+    segment_id: int
+    slices: tuple[slice, slice, slice]
+    before: np.ndarray
+    after: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class Edit:
+    """One undoable step: the states around it and the mask boxes it changed."""
+
+    before: SessionState
+    after: SessionState
+    patches: tuple[MaskPatch, ...]

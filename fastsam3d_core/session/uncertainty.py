@@ -1,0 +1,70 @@
+"""Uncertainty by self-ensembling (FastSAM3D Slicer paper, spec §5.7), on a cached embedding.
+
+The decoder runs many times on the same crop and embedding with perturbed prompts: every click
+jittered by a Gaussian of a few voxels, plus one positive point drawn from the current mask. The
+mean of the passes' probabilities is the per-voxel probability; its binary entropy (bits) is the
+uncertainty.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..geometry import Volume
+from ..geometry.paste import upsample_logits
+from .predictor import Predictor
+from .state import CropState
+
+
+@dataclass(frozen=True, eq=False)
+class Uncertainty:
+    """Self-ensembling result on the volume's grid.
+
+    Attributes:
+        probability: float32 volume in [0, 1]; outside the crop, the segment's current mask.
+        entropy: float32 volume in bits, 0 outside the crop.
+        most_uncertain_ras: RAS mm (3,) of the highest-entropy voxel, or None if all are certain.
+    """
+
+    probability: Volume
+    entropy: Volume
+    most_uncertain_ras: np.ndarray | None
+
+
+def binary_entropy(probability: np.ndarray) -> np.ndarray:
+    """Entropy in bits of Bernoulli variables with the given probabilities."""
+    p = np.clip(probability, 1e-7, 1 - 1e-7)
+    return (-(p * np.log2(p) + (1 - p) * np.log2(1 - p))).astype(np.float32)
+
+
+def ensemble_probability(
+    predictor: Predictor,
+    embedding: Any,
+    crop: CropState,
+    samples: int,
+    jitter_voxels: float,
+    rng: np.random.Generator,
+) -> torch.Tensor:
+    """Mean probability over ``samples`` decoder passes, ``(S, S, S)`` on the crop grid."""
+    if not crop.clicks or crop.logits is None:
+        raise ValueError("uncertainty needs at least one click in the crop")
+    size = crop.grid.size
+    base = np.array([c.point_crop for c in crop.clicks], dtype=np.float32)
+    labels = np.array([int(c.positive) for c in crop.clicks], dtype=np.int64)
+    current = upsample_logits(torch.as_tensor(crop.logits).float().cpu(), size) > 0
+    inside = torch.nonzero(current).numpy()
+    total = torch.zeros((size,) * 3)
+    for _ in range(samples):
+        points = np.clip(base + rng.normal(0, jitter_voxels, base.shape), 0, size - 1)
+        point_labels = labels
+        if len(inside):
+            points = np.vstack([points, inside[rng.integers(len(inside))]]).astype(np.float32)
+            point_labels = np.append(labels, 1)
+        logits = predictor.decode(embedding, points.astype(np.float32), point_labels, crop.logits)
+        logits = torch.as_tensor(logits).float().cpu().reshape((-1,) + tuple(logits.shape[-3:]))[0]
+        total += torch.sigmoid(upsample_logits(logits, size))
+    return total / samples
