@@ -51,7 +51,11 @@ def test_volume_rejects_bad_arrays(array, message):
 
 @pytest.mark.parametrize(
     "affine,message",
-    [(np.eye(3), "4×4"), (np.diag([1.0, 1.0, 0.0, 1.0]), "singular"), (np.ones((4, 4)), "last row")],
+    [
+        (np.eye(3), "4×4"),
+        (np.diag([1.0, 1.0, 0.0, 1.0]), "singular"),
+        (np.ones((4, 4)), "last row"),
+    ],
 )
 def test_volume_rejects_bad_affines(affine, message):
     with pytest.raises(ValueError, match=message):
@@ -98,7 +102,9 @@ def test_crop_of_a_1_5_mm_volume_needs_no_interpolation():
     affine = np.diag([1.5, 1.5, 1.5, 1.0])
     affine[:3, 3] = (10.0, -20.0, 5.0)
     volume = Volume(array, affine)
-    crop = extract_crop(volume, crop_grid_around(volume, volume.index_to_ras(np.array([70, 75, 65]))))
+    crop = extract_crop(
+        volume, crop_grid_around(volume, volume.index_to_ras(np.array([70, 75, 65])))
+    )
     start = np.round(volume.ras_to_index(crop.affine[:3, 3])).astype(int)
     window = array[tuple(slice(s, s + 128) for s in start)]
     expected = (window - window.mean()) / window.std(ddof=1)
@@ -134,7 +140,9 @@ def test_paste_back_puts_a_crop_voxel_at_its_ras_position():
     box = logits_on_volume(logits, grid, volume)
     positive = np.argwhere(box.inside & (box.values > 0)) + box.lo
     assert len(positive) > 0
-    distance = np.linalg.norm(volume.index_to_ras(positive) - grid.crop_to_ras[:3] @ [*target, 1], axis=1)
+    distance = np.linalg.norm(
+        volume.index_to_ras(positive) - grid.crop_to_ras[:3] @ [*target, 1], axis=1
+    )
     assert distance.max() <= 1.5 * np.sqrt(3) + 1e-6
 
 
@@ -158,5 +166,7 @@ def test_separable_and_general_resampling_agree(mode):
     turned[:3, :3] = rotation(1, 1e-6) @ turned[:3, :3]
     fast, fast_inside = resample(array, source_to_ras, target_to_ras, (25, 20, 22), mode=mode)
     slow, slow_inside = resample(array, source_to_ras, turned, (25, 20, 22), mode=mode)
-    assert torch.equal(fast_inside, slow_inside) and 0 < int(fast_inside.sum()) < fast_inside.numel()
+    assert (
+        torch.equal(fast_inside, slow_inside) and 0 < int(fast_inside.sum()) < fast_inside.numel()
+    )
     torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-4)

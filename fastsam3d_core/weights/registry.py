@@ -1,0 +1,86 @@
+"""Where the released weights live: one frozen record per file, and a dict of them by name.
+
+The registry holds no secrets: both files are public on Hugging Face and need no token.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class WeightsEntry:
+    """A downloadable weights file.
+
+    Attributes:
+        name: registry key, e.g. ``"fastsam3d"``.
+        filename: file name in the cache directory.
+        url: direct download address.
+        size: size in bytes; approximate (as listed by the host) unless the file was measured.
+        sha256: lower-case hex SHA-256 of the file, or None when not published; the first
+            download then records the hash in a sidecar file next to the cached weights.
+        licence: the licence terms as far as they are known.
+        architecture: the :data:`fastsam3d_core.MODEL_REGISTRY` name the weights fit.
+        description: one line for listings.
+
+    Raises:
+        ValueError: a ``sha256`` that is not 64 lower-case hex digits.
+    """
+
+    name: str
+    filename: str
+    url: str
+    size: int
+    sha256: str | None
+    licence: str
+    architecture: str
+    description: str
+
+    def __post_init__(self) -> None:
+        if self.sha256 is not None and not _SHA256_HEX.fullmatch(self.sha256):
+            raise ValueError(
+                f"weights {self.name!r}: sha256 must be 64 lower-case hex digits, "
+                f"got {self.sha256!r}"
+            )
+
+
+WEIGHTS: dict[str, WeightsEntry] = {
+    "fastsam3d": WeightsEntry(
+        name="fastsam3d",
+        filename="FastSAM3D.pth",
+        url="https://huggingface.co/techlove/FastSAM3D/resolve/main/FastSAM3D.pth",
+        size=638_000_000,
+        sha256=None,
+        licence=(
+            "code: Apache-2.0 (github.com/arcadelab/FastSAM3D); weights: see the model card at "
+            "huggingface.co/techlove/FastSAM3D"
+        ),
+        architecture="fastsam3d",
+        description="FastSAM3D distilled model; training checkpoint incl. optimizer state",
+    ),
+    "sam-med3d-turbo": WeightsEntry(
+        name="sam-med3d-turbo",
+        filename="sam_med3d_turbo.pth",
+        url="https://huggingface.co/blueyo0/SAM-Med3D/resolve/main/sam_med3d_turbo.pth",
+        size=402_000_000,
+        sha256="899a46d04d3b70f723282ceb489149373558bf0aaba389a346f5ab57da5cdd3c",
+        licence="Apache-2.0 (SAM-Med3D code licence, github.com/uni-medical/SAM-Med3D)",
+        architecture="sam-med3d-turbo",
+        description="SAM-Med3D-turbo (FastSAM3D's teacher); weights only",
+    ),
+}
+
+
+def get_weights_entry(name: str) -> WeightsEntry:
+    """The registry entry called ``name``.
+
+    Raises:
+        ValueError: for an unknown name; the message lists the known ones.
+    """
+    try:
+        return WEIGHTS[name]
+    except KeyError:
+        raise ValueError(f"unknown weights {name!r}; choose from {sorted(WEIGHTS)}") from None
