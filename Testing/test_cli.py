@@ -15,6 +15,11 @@ from fastsam3d_core.cli import app
 runner = CliRunner()
 
 
+def words(output: str) -> str:
+    """The output with rich's panel borders and line wrapping removed."""
+    return " ".join(output.replace("│", " ").replace("╭", " ").replace("╰", " ").split())
+
+
 def test_info_lists_models():
     result = runner.invoke(app, ["info"])
     assert result.exit_code == 0, result.output
@@ -48,4 +53,103 @@ def test_check_golden_passes_and_fails(tmp_path):
 def test_check_golden_without_references(tmp_path):
     result = runner.invoke(app, ["check-golden", str(tmp_path)])
     assert result.exit_code == 2
-    assert "no golden manifests" in result.output
+    assert "no golden manifests" in words(result.output)
+
+
+DATA = GOLDEN_DIR.parent / "data"
+BRATS_IMAGE = DATA / "brats2021_flair_edema/imagesTr/BraTS2021_01646.nii.gz"
+
+
+@pytest.fixture(scope="module")
+def random_weights(tmp_path_factory):
+    """A full FastSAM3D checkpoint file with random weights (the real one cannot be fetched)."""
+    import torch
+
+    from fastsam3d_core import build_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "fastsam3d-random.pth"
+    torch.save({"model_state_dict": build_model("fastsam3d").state_dict()}, path)
+    return path
+
+
+def write_markups(path, points_ras):
+    """A Slicer markups file in LPS, as Slicer writes them."""
+    import json
+
+    controls = [
+        {"id": str(i), "position": [-r, -a, s], "positionStatus": "defined"}
+        for i, (r, a, s) in enumerate(points_ras)
+    ]
+    path.write_text(
+        json.dumps(
+            {
+                "markups": [
+                    {"type": "Fiducial", "coordinateSystem": "LPS", "controlPoints": controls}
+                ]
+            }
+        )
+    )
+    return path
+
+
+@pytest.mark.skipif(not BRATS_IMAGE.is_file(), reason="test scans not available")
+def test_segment_writes_a_segmentation_with_the_input_geometry(tmp_path, random_weights):
+    from fastsam3d_core.geometry import Volume
+    from fastsam3d_core.io import read_segmentation
+
+    image = Volume.from_file(BRATS_IMAGE)
+    centre = image.index_to_ras(np.array([80.0, 80.0, 52.0]))
+    negative = write_markups(tmp_path / "exclude.mrk.json", [centre + [10.0, 0.0, 0.0]])
+    output = tmp_path / "out.seg.nrrd"
+    result = runner.invoke(
+        app,
+        [
+            "segment",
+            str(BRATS_IMAGE),
+            "--point",
+            ",".join(map(str, centre)),
+            "--negative-points",
+            str(negative),
+            "--weights",
+            str(random_weights),
+            "--device",
+            "cpu",
+            "--name",
+            "Oedema",
+            "-o",
+            str(output),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "point 1/2 +" in result.output and "encoder + decoder" in result.output
+    assert "point 2/2 -" in result.output and "2/2 - " in result.output
+    segments, geometry = read_segmentation(output)
+    assert [s.name for s in segments] == ["Oedema"]
+    assert segments[0].mask.shape == image.shape
+    assert geometry.shape == image.shape
+    np.testing.assert_allclose(geometry.ijk_to_ras, image.ijk_to_ras, atol=1e-6)
+
+
+@pytest.mark.skipif(not BRATS_IMAGE.is_file(), reason="test scans not available")
+def test_segment_reports_bad_input(tmp_path, random_weights):
+    base = ["segment", str(BRATS_IMAGE), "--weights", str(random_weights), "--device", "cpu"]
+    outside = runner.invoke(app, [*base, "--point", "5000,0,0", "-o", str(tmp_path / "a.seg.nrrd")])
+    assert outside.exit_code == 2 and "outside the volume" in words(outside.output)
+    assert not (tmp_path / "a.seg.nrrd").exists()
+    wrong_suffix = runner.invoke(app, [*base, "--point", "0,0,0", "-o", str(tmp_path / "a.png")])
+    assert wrong_suffix.exit_code == 2 and ".seg.nrrd" in words(wrong_suffix.output)
+    malformed = runner.invoke(app, [*base, "--point", "1,2", "-o", str(tmp_path / "b.seg.nrrd")])
+    assert malformed.exit_code == 2 and "R,A,S" in words(malformed.output)
+    missing = runner.invoke(
+        app,
+        [
+            "segment",
+            str(tmp_path / "none.nii.gz"),
+            "--point",
+            "0,0,0",
+            "-o",
+            str(tmp_path / "c.nrrd"),
+        ],
+    )
+    assert missing.exit_code == 2

@@ -7,6 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from .segment import segment
+from .weights import weights_app
+
 app = typer.Typer(
     help="FastSAM3D: interactive 3-D segmentation with FastSAM3D and SAM-Med3D-turbo.",
     no_args_is_help=True,
@@ -18,6 +21,10 @@ ModelOption = Annotated[
     typer.Option("--model", "-m", help="Model to check (repeatable); default: every model found."),
 ]
 DeviceOption = Annotated[str, typer.Option(help="Torch device: cpu, cuda, cuda:1, mps.")]
+
+
+app.add_typer(weights_app, name="weights")
+app.command("segment")(segment)
 
 
 @app.callback()

@@ -1,0 +1,252 @@
+"""Sessions end to end on real scans: oracle round trips, crops, cache, history, segments."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import SHARED
+from scipy import ndimage
+from test_geometry import rotation
+
+from fastsam3d_core.geometry import Crop, Volume
+from fastsam3d_core.session import ModelPredictor, OraclePredictor, Session
+
+DATA = SHARED / "data"
+pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"test scans not found at {DATA}")
+
+BRATS = (
+    "brats2021_flair_edema/imagesTr/BraTS2021_01646.nii.gz",
+    "brats2021_flair_edema/labelsTr/BraTS2021_01646.nii.gz",
+)
+AORTA = ("totalseg_ct/aorta_ct.nii.gz", "totalseg_ct/aorta_label.nii.gz")
+CT_3MM = ("totalseg_ct/example_ct_3mm.nii.gz", "totalseg_ct/example_seg_3mm.nii.gz")
+
+
+class CountingPredictor:
+    """A real oracle that counts how often each stage runs."""
+
+    def __init__(self, oracle: OraclePredictor) -> None:
+        self.oracle, self.encodes, self.decodes = oracle, 0, 0
+
+    def encode(self, crop: Crop):
+        self.encodes += 1
+        return self.oracle.encode(crop)
+
+    def decode(self, embedding, points, labels, mask_input):
+        self.decodes += 1
+        return self.oracle.decode(embedding, points, labels, mask_input)
+
+
+def load_pair(pair: tuple[str, str]) -> tuple[Volume, Volume]:
+    return Volume.from_file(DATA / pair[0]), Volume.from_file(DATA / pair[1])
+
+
+def oblique_copy(volume: Volume) -> Volume:
+    """The same voxels, rotated 25° and 15° about the volume's centre and axis-permuted."""
+    permute = np.eye(4)[[2, 0, 1, 3]]  # new i is old k, …: the array is transposed to match
+    turn = np.eye(4)
+    turn[:3, :3] = rotation(0, 25) @ rotation(1, 15)
+    centre = volume.index_to_ras((np.array(volume.shape) - 1) / 2)
+    to_centre, back = np.eye(4), np.eye(4)
+    to_centre[:3, 3], back[:3, 3] = -centre, centre
+    affine = back @ turn @ to_centre @ volume.ijk_to_ras @ permute.T
+    return Volume(np.transpose(volume.array, (2, 0, 1)), affine)
+
+
+def deepest_voxel(mask: np.ndarray) -> np.ndarray:
+    return np.array(np.unravel_index(np.argmax(ndimage.distance_transform_edt(mask)), mask.shape))
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return (
+        2 * float(np.logical_and(a, b).sum()) / float(a.astype(bool).sum() + b.astype(bool).sum())
+    )
+
+
+@pytest.mark.parametrize("oblique", [False, True], ids=["native", "oblique"])
+@pytest.mark.parametrize(
+    "pair,label",
+    [(BRATS, None), (CT_3MM, 1), (CT_3MM, 86), (CT_3MM, 6)],
+    ids=["brats", "ct-1", "ct-86", "ct-6"],
+)
+def test_one_click_oracle_round_trip(pair, label, oblique):
+    image, labels = load_pair(pair)
+    if oblique:
+        image, labels = oblique_copy(image), oblique_copy(labels)
+    truth = labels.array != 0 if label is None else labels.array == label
+    session = Session(image, OraclePredictor(labels, label))
+    result = session.add_point_ijk(deepest_voxel(truth))
+    assert result.mask.shape == image.shape and result.mask.dtype == np.uint8
+    assert dice(result.mask, truth) >= 0.95, dice(result.mask, truth)
+
+
+@pytest.mark.parametrize("oblique", [False, True], ids=["native", "oblique"])
+def test_object_larger_than_a_crop_is_merged_across_crops(oblique):
+    image, labels = load_pair(AORTA)
+    if oblique:
+        image, labels = oblique_copy(image), oblique_copy(labels)
+    truth = labels.array != 0
+    predictor = CountingPredictor(OraclePredictor(labels))
+    session = Session(image, predictor)
+    first = session.add_point_ijk(deepest_voxel(truth))
+    assert dice(first.mask, truth) < 0.95, "the aorta should not fit in one crop"
+    for _ in range(6):
+        missed = truth & (session.mask() == 0)
+        outside = np.array(
+            [
+                not any(
+                    c.grid.contains(image.index_to_ras(v)) for c in session.current_segment.crops
+                )
+                for v in np.argwhere(missed)
+            ]
+        )
+        if not outside.any():
+            break
+        candidates = np.zeros_like(missed)
+        candidates[tuple(np.argwhere(missed)[outside].T)] = True
+        session.add_point_ijk(deepest_voxel(candidates))
+    assert dice(session.mask(), truth) >= 0.95, dice(session.mask(), truth)
+    assert predictor.encodes == len(session.current_segment.crops) >= 2
+
+
+@pytest.fixture(scope="module")
+def brats():
+    return load_pair(BRATS)
+
+
+def test_encoder_runs_once_per_crop(brats):
+    image, labels = brats
+    predictor = CountingPredictor(OraclePredictor(labels))
+    session = Session(image, predictor)
+    centre = deepest_voxel(labels.array != 0)
+    results = [
+        session.add_point_ijk(centre + offset, positive)
+        for offset, positive in [((0, 0, 0), True), ((3, 0, 0), False), ((0, 4, 1), True)]
+    ]
+    assert [r.encoder_ran for r in results] == [True, False, False]
+    assert (predictor.encodes, predictor.decodes) == (1, 3)
+    session.undo()
+    session.add_point_ijk(centre, True)
+    assert predictor.encodes == 1
+
+
+def test_click_outside_crop_opens_new_crop_without_erasing(brats):
+    image, labels = brats
+    truth = labels.array != 0
+    session = Session(image, OraclePredictor(labels))
+    first = session.add_point_ijk(deepest_voxel(truth)).mask.copy()
+    far_corner = np.array([2.0, 2.0, 2.0])
+    second = session.add_point_ijk(far_corner, positive=False)
+    assert second.encoder_ran and len(session.current_segment.crops) == 2
+    assert np.array_equal(second.mask, first), (
+        "a crop with no object must not erase the other's voxels"
+    )
+
+
+def test_undo_redo_remove_and_reset(brats):
+    image, labels = brats
+    truth = labels.array != 0
+    session = Session(image, OraclePredictor(labels))
+    empty = session.mask().copy()
+    one = session.add_point_ijk(deepest_voxel(truth)).mask.copy()
+    two = session.add_point_ijk(np.array([5.0, 5.0, 5.0]), positive=False)
+    assert len(session.clicks()) == 2
+    assert np.array_equal(session.undo().mask, one)
+    assert np.array_equal(session.undo().mask, empty)
+    assert session.undo().changed_lo is None  # nothing left to undo
+    assert np.array_equal(session.redo().mask, one)
+    assert np.array_equal(session.redo().mask, two.mask)
+    # The oracle ignores clicks, so the crop's result stands while any click is left in it.
+    assert np.array_equal(session.remove_point(0).mask, two.mask)
+    assert [c.positive for c in session.clicks()] == [False]
+    assert not session.remove_point(0).mask.any() and session.clicks() == []
+    session.undo()
+    assert not session.reset().mask.any() and session.clicks() == []
+    assert np.array_equal(session.undo().mask, two.mask) and len(session.clicks()) == 1
+    with pytest.raises(IndexError):
+        session.remove_point(5)
+
+
+def test_result_box_covers_every_change(brats):
+    image, labels = brats
+    session = Session(image, OraclePredictor(labels))
+    before = session.mask().copy()
+    result = session.add_point_ijk(deepest_voxel(labels.array != 0))
+    changed = np.argwhere(result.mask != before)
+    assert np.all(changed.min(axis=0) >= result.changed_lo) and np.all(
+        changed.max(axis=0) < result.changed_hi
+    )
+    with pytest.raises(ValueError, match="read-only"):
+        result.mask[0, 0, 0] = 1
+
+
+def test_segments_never_overwrite_each_other_unless_asked(brats):
+    image, labels = brats
+    truth = labels.array != 0
+    click = deepest_voxel(truth)
+    for protect in (True, False):
+        session = Session(image, OraclePredictor(labels), protect_other_segments=protect)
+        first = session.add_point_ijk(click).mask.copy()
+        created = session.new_segment("Oedema again")
+        assert created.segment_id == 2 and not created.mask.any()
+        second = session.add_point_ijk(click).mask
+        if protect:
+            assert np.array_equal(session.mask(1), first) and not second.any()
+        else:
+            assert not session.mask(1).any() and np.array_equal(second, first)
+        assert not np.any(session.mask(1) & session.mask(2))
+        session.select_segment(1)
+        assert session.current_segment.name == "Segment_1"
+    with pytest.raises(KeyError):
+        session.select_segment(7)
+
+
+def test_undo_of_new_segment_removes_it(brats):
+    image, labels = brats
+    session = Session(image, OraclePredictor(labels))
+    session.new_segment()
+    assert [s.segment_id for s in session.segments] == [1, 2]
+    session.undo()
+    assert [s.segment_id for s in session.segments] == [1]
+    assert session.current_segment.segment_id == 1
+
+
+@pytest.mark.parametrize("point", [(1e4, 0, 0), (np.nan, 0, 0), (1, 2)])
+def test_points_outside_or_malformed_are_refused(brats, point):
+    image, labels = brats
+    session = Session(image, OraclePredictor(labels))
+    with pytest.raises(ValueError):
+        session.add_point(point)
+
+
+def test_predictor_must_follow_protocol(brats):
+    with pytest.raises(TypeError, match="neither a Sam3D"):
+        Session(brats[0], object())
+
+
+def test_uncertainty_is_high_only_at_the_boundary(brats):
+    image, labels = brats
+    truth = labels.array != 0
+    session = Session(image, OraclePredictor(labels, confidence=2.0))
+    session.add_point_ijk(deepest_voxel(truth))
+    result = session.uncertainty(samples=4)
+    assert result.probability.array.shape == image.shape
+    assert np.all((result.probability.array >= 0) & (result.probability.array <= 1))
+    interior = ndimage.binary_erosion(truth, iterations=3)
+    assert result.probability.array[interior].min() > 0.8
+    assert result.entropy.array.max() > 0.5 and result.most_uncertain_ras is not None
+
+
+def test_real_model_session_uses_the_cached_embedding(fastsam3d_seeded):
+    rng = np.random.default_rng(2)
+    affine = np.diag([1.2, 0.9, 2.0, 1.0])
+    image = Volume(rng.normal(100, 20, (90, 100, 60)).astype(np.float32), affine)
+    predictor = ModelPredictor(fastsam3d_seeded)
+    session = Session(image, predictor)
+    first = session.add_point_ijk((45, 50, 30))
+    second = session.add_point_ijk((40, 52, 31), positive=False)
+    assert first.encoder_ran and not second.encoder_ran
+    assert torch.as_tensor(second.logits).shape == (32, 32, 32)
+    assert second.mask.shape == image.shape
+    assert len(session.embeddings) == 1

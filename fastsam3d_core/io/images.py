@@ -1,0 +1,274 @@
+"""Reading 3-D volumes and writing labelmaps with SimpleITK, geometry exact in float64.
+
+SimpleITK (the ITK that 3D Slicer ships) reads every format here with one library: NRRD, NIfTI,
+MetaImage and DICOM series. ITK's physical space is LPS and ours RAS; :func:`flip_lps_ras` is the
+one place where one becomes the other, for reading and writing alike.
+
+Arrays are indexed ``(i, j, k)``, ITK's voxel-index order: the transpose of the ``(k, j, i)``
+arrays that ``SimpleITK.GetArrayFromImage`` returns.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..geometry.volume import Volume
+from ._atomic import write_atomically
+from .dicom import series_files_in_folder, series_files_of
+from .errors import VolumeReadError, itk_reason
+
+#: ITK image readers accepted, and the formats they read.
+READ_FORMATS = {
+    "NrrdImageIO": "NRRD",
+    "NiftiImageIO": "NIfTI",
+    "MetaImageIO": "MetaImage",
+    "GDCMImageIO": "DICOM",
+}
+#: Extensions :func:`write_labelmap` writes, longest first.
+LABELMAP_SUFFIXES = (".nii.gz", ".nrrd", ".nii")
+
+_LPS_RAS_FLIP = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+@dataclass(frozen=True, eq=False)
+class ImageGeometry:
+    """The voxel grid of an image without its voxels.
+
+    Attributes:
+        shape: ``(I, J, K)``, the number of voxels along i, j and k.
+        ijk_to_ras: float64 (4, 4) affine from (i, j, k, 1) to RAS millimetres.
+    """
+
+    shape: tuple[int, int, int]
+    ijk_to_ras: np.ndarray
+
+    def __post_init__(self) -> None:
+        shape = tuple(int(n) for n in self.shape)
+        affine = np.array(self.ijk_to_ras, dtype=np.float64)
+        if len(shape) != 3 or min(shape) < 1:
+            raise ValueError(f"a grid needs three sizes of at least 1, got {self.shape}")
+        if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
+            raise ValueError(f"ijk_to_ras must be a finite 4×4 matrix, got shape {affine.shape}")
+        object.__setattr__(self, "shape", shape)
+        object.__setattr__(self, "ijk_to_ras", affine)
+
+
+def flip_lps_ras(affine: np.ndarray) -> np.ndarray:
+    """Re-express an affine whose output is LPS in RAS, or one whose output is RAS in LPS.
+
+    The flip negates the first two output axes, so it is its own inverse and exact in floating
+    point.
+
+    Args:
+        affine: (4, 4) matrix whose output is LPS (or RAS) millimetres.
+
+    Returns:
+        The float64 (4, 4) matrix with RAS (or LPS) output.
+    """
+    return _LPS_RAS_FLIP @ np.asarray(affine, dtype=np.float64)
+
+
+def itk_ijk_to_ras(image: sitk.Image) -> np.ndarray:
+    """The float64 (4, 4) affine from (i, j, k, 1) to RAS of a 3-D SimpleITK image."""
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    ijk_to_lps = np.eye(4)
+    ijk_to_lps[:3, :3] = direction * np.asarray(image.GetSpacing(), dtype=np.float64)
+    ijk_to_lps[:3, 3] = image.GetOrigin()
+    return flip_lps_ras(ijk_to_lps)
+
+
+def set_itk_geometry(image: sitk.Image, ijk_to_ras: np.ndarray) -> None:
+    """Give a 3-D SimpleITK image the spacing, origin and direction of an ijk-to-RAS affine."""
+    ijk_to_lps = flip_lps_ras(ijk_to_ras)
+    spacing = np.linalg.norm(ijk_to_lps[:3, :3], axis=0)
+    image.SetSpacing(spacing.tolist())
+    image.SetDirection((ijk_to_lps[:3, :3] / spacing).ravel().tolist())
+    image.SetOrigin(ijk_to_lps[:3, 3].tolist())
+
+
+def read_volume(path: str | os.PathLike[str]) -> Volume:
+    """Read a 3-D scalar volume: NRRD, NIfTI, MetaImage, or a DICOM series.
+
+    A DICOM series is read whole, its slices sorted along the slice normal, whether ``path`` is
+    its folder or one of its files. A folder holding several series gives the one with the most
+    files, with a :class:`UserWarning` that names it and the others. Subfolders are not searched.
+
+    Args:
+        path: a file, or a folder holding a DICOM series.
+
+    Returns:
+        The volume: ``array`` ``(I, J, K)`` indexed ``(i, j, k)`` in the file's own data type, and
+        its float64 ``ijk_to_ras``. A single slice is a volume with one axis of size 1.
+
+    Raises:
+        VolumeReadError: the path does not exist; the file is not NRRD, NIfTI, MetaImage or
+            DICOM, or is damaged or truncated; a folder holds no DICOM series; the image is 2-D,
+            4-D or has several values per voxel (vector, RGB); the volume is empty.
+    """
+    path = Path(path)
+    if path.is_dir():
+        files = series_files_in_folder(path)
+    elif path.is_file():
+        files = _files_to_read(path)
+    else:
+        raise VolumeReadError(f"{path}: file or folder not found")
+    return _volume_from_image(_read_image(files, path), path)
+
+
+def _files_to_read(path: Path) -> list[str]:
+    reader = sitk.ImageFileReader.GetImageIOFromFileName(str(path))
+    if reader not in READ_FORMATS:
+        found = (
+            f"a {reader.replace('ImageIO', '')} image, a format not read here"
+            if reader
+            else "not a readable image (unknown format, or a damaged file)"
+        )
+        raise VolumeReadError(
+            f"{path}: {found}; volumes are read from NRRD, NIfTI, MetaImage and DICOM files"
+        )
+    if reader == "GDCMImageIO":
+        return series_files_of(path)
+    if reader == "NiftiImageIO" and path.name.lower().endswith((".nii", ".nii.gz")):
+        _check_nifti_complete(path)
+    return [str(path)]
+
+
+def _read_image(files: list[str], path: Path) -> sitk.Image:
+    try:
+        if len(files) == 1:
+            return sitk.ReadImage(files[0])
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(files)
+        return reader.Execute()
+    except RuntimeError as error:
+        raise VolumeReadError(
+            f"{path}: could not read the image (damaged or truncated?): {itk_reason(error)}"
+        ) from error
+
+
+def _check_nifti_complete(path: Path) -> None:
+    """Refuse a truncated NIfTI file, which ITK would read without complaint, the rest garbage.
+
+    Decompresses a ``.nii.gz`` once more to count its bytes (about as long as reading it).
+    """
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+        dims = int(reader.GetMetaData("dim[0]"))
+        voxels = np.prod([int(reader.GetMetaData(f"dim[{n}]")) for n in range(1, dims + 1)])
+        offset = int(float(reader.GetMetaData("vox_offset")))
+        expected = offset + int(voxels) * int(reader.GetMetaData("bitpix")) // 8
+    except (RuntimeError, ValueError) as error:
+        reason = itk_reason(error) if isinstance(error, RuntimeError) else str(error)
+        raise VolumeReadError(f"{path}: unreadable NIfTI header: {reason}") from error
+    try:
+        actual = _data_size(path)
+    except (OSError, EOFError, zlib.error) as error:
+        raise VolumeReadError(f"{path}: damaged or truncated compressed data ({error})") from error
+    if actual < expected:
+        raise VolumeReadError(
+            f"{path}: the file is truncated: the header announces {expected} bytes, "
+            f"the file holds {actual}"
+        )
+
+
+def _data_size(path: Path) -> int:
+    with open(path, "rb") as file:
+        compressed = file.read(2) == b"\x1f\x8b"
+    if not compressed:
+        return path.stat().st_size
+    size = 0
+    with gzip.open(path, "rb") as stream:
+        while chunk := stream.read(1 << 24):
+            size += len(chunk)
+    return size
+
+
+def _volume_from_image(image: sitk.Image, path: Path) -> Volume:
+    dimension = image.GetDimension()
+    components = image.GetNumberOfComponentsPerPixel()
+    size = "×".join(str(n) for n in image.GetSize())
+    if dimension == 2:
+        raise VolumeReadError(f"{path}: a 2-D image ({size}), not a 3-D volume")
+    if dimension != 3 or components != 1:
+        hint = ""
+        if path.name.lower().endswith((".seg.nrrd", ".seg.nhdr")):
+            hint = "; a segmentation with overlapping segments is read by read_segmentation"
+        raise VolumeReadError(
+            f"{path}: not a 3-D scalar volume: a {dimension}-D image ({size}) "
+            f"with {components} value(s) per voxel{hint}"
+        )
+    if 0 in image.GetSize():
+        raise VolumeReadError(f"{path}: the volume is empty ({size} voxels)")
+    try:
+        return Volume(sitk.GetArrayFromImage(image).T, itk_ijk_to_ras(image))
+    except ValueError as error:
+        raise VolumeReadError(f"{path}: {error}") from error
+
+
+def write_labelmap(
+    path: str | os.PathLike[str], labels: np.ndarray, reference: Volume | ImageGeometry
+) -> None:
+    """Write a labelmap on the reference's grid to NRRD or NIfTI, atomically.
+
+    The format follows the extension: ``.nrrd`` (gzip-compressed), ``.nii`` or ``.nii.gz``. The
+    file is written beside ``path`` under a temporary name and renamed into place, so a failure
+    never leaves a partial file. NRRD keeps the geometry in float64; NIfTI stores it in float32.
+
+    Args:
+        path: the file to write (replaced if it exists).
+        labels: integer or boolean array ``(I, J, K)`` indexed ``(i, j, k)``, the reference's
+            shape; its data type is kept (booleans are written as uint8).
+        reference: the volume (or grid) whose geometry the labelmap gets.
+
+    Raises:
+        ValueError: the extension is not one of these, or ``labels`` has another shape or is
+            not integer.
+        OSError: the folder does not exist, or writing failed.
+    """
+    path = Path(path)
+    suffix = _labelmap_suffix(path)
+    array = _checked_labels(labels, reference.shape, path)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array.T))
+    set_itk_geometry(image, reference.ijk_to_ras)
+
+    def write(temporary: Path) -> None:
+        sitk.WriteImage(image, str(temporary), useCompression=suffix == ".nrrd")
+        if suffix != ".nrrd":  # ITK's NIfTI writer reports failed writes (disk full) on stderr only
+            try:
+                _check_nifti_complete(temporary)
+            except VolumeReadError as error:
+                raise OSError(f"could not write {path}: the file came out incomplete") from error
+
+    write_atomically(path, suffix, write)
+
+
+def _labelmap_suffix(path: Path) -> str:
+    for suffix in LABELMAP_SUFFIXES:
+        if path.name.lower().endswith(suffix):
+            return suffix
+    raise ValueError(
+        f"{path}: labelmaps are written as {', '.join(LABELMAP_SUFFIXES)}; "
+        f"the extension {path.suffix or '(none)'!r} is not one of them"
+    )
+
+
+def _checked_labels(labels: np.ndarray, shape: tuple[int, int, int], path: Path) -> np.ndarray:
+    array = np.asarray(labels)
+    if array.shape != tuple(shape):
+        raise ValueError(
+            f"{path}: the labels have shape {array.shape}, the reference {tuple(shape)}"
+        )
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8)
+    if not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"{path}: labels must be integers or booleans, not {array.dtype}")
+    return array.astype(array.dtype.newbyteorder("="), copy=False)
