@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from .crop import CropGrid
-from .resample import resample, source_box, translation
-from .volume import Volume
+from .resample import resample, translation
+from .volume import Volume, apply_affine
 
 
 @dataclass(frozen=True, eq=False)
@@ -34,11 +34,19 @@ class VolumeBox:
 
 
 def footprint_box(grid: CropGrid, volume: Volume) -> tuple[np.ndarray, np.ndarray]:
-    """A box ``[lo, hi)`` of volume indices (i, j, k) holding every voxel the crop covers.
+    """The smallest box ``[lo, hi)`` of volume indices (i, j, k) holding every voxel whose centre
+    lies in the crop, clipped to the volume.
 
-    It may hold a few more (a rotated crop's corners); :class:`VolumeBox.inside` tells them apart.
+    For a crop parallel to the volume's axes (every crop a session makes) all of the box is in
+    the footprint; a rotated crop's box also holds voxels near its corners, which
+    :class:`VolumeBox.inside` tells apart.
     """
-    return source_box(volume.shape, volume.ras_to_ijk @ grid.crop_to_ras, grid.shape)
+    corners = np.array(np.meshgrid(*[[-0.5, grid.size - 0.5]] * 3, indexing="ij"))
+    mapped = apply_affine(volume.ras_to_ijk @ grid.crop_to_ras, corners.reshape(3, -1).T)
+    # Centres i with min <= i < max; the tolerance absorbs rounding of exact lattice edges.
+    lo = np.ceil(mapped.min(axis=0) - 1e-6).astype(int)
+    hi = np.ceil(mapped.max(axis=0) - 1e-6).astype(int)
+    return np.clip(lo, 0, volume.shape), np.clip(hi, 0, volume.shape)
 
 
 def upsample_logits(logits: torch.Tensor, size: int) -> torch.Tensor:

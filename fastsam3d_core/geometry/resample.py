@@ -141,7 +141,7 @@ def _resample_separable(
         values = torch.movedim(torch.tensordot(weights, values, dims=([1], [t])), 0, t)
         insides.append(inside)
     inside = insides[0][:, None, None] & insides[1][None, :, None] & insides[2][None, None, :]
-    return values.contiguous(), inside
+    return values, inside
 
 
 def _resample_grid(

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-# Slicer writes markups in LPS by default; RAS differs by the sign of the first two axes.
-_LPS_TO_RAS = np.array([-1.0, -1.0, 1.0])
+from ..geometry import apply_affine
+from .images import flip_lps_ras
 
 
 def read_markups_points(path: str | Path) -> np.ndarray:
@@ -38,7 +38,10 @@ def read_markups_points(path: str | Path) -> np.ndarray:
             if control.get("positionStatus", "defined") != "defined":
                 continue
             position = np.asarray(control["position"], dtype=np.float64)
-            points.append(position * _LPS_TO_RAS if system == "LPS" else position)
+            # Slicer writes markups in LPS unless told otherwise.
+            points.append(
+                apply_affine(flip_lps_ras(np.eye(4)), position) if system == "LPS" else position
+            )
     if not points:
         raise ValueError(f"{path}: no defined control points in any markups node")
     return np.array(points)

@@ -254,9 +254,11 @@ class Session:
         return state, encoder_ran
 
     def _compose(self, segment: SegmentState, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-        """The segment inside box [lo, hi) from its crops' logits, oldest crop first."""
+        """The segment inside box [lo, hi) from its crops' logits: each voxel from the most
+        recently edited crop that covers it."""
         composed = np.zeros(tuple(hi - lo), dtype=bool)
-        for crop in segment.crops:
+        covered = np.zeros_like(composed)
+        for crop in reversed(segment.crops):
             if crop.logits is None:
                 continue
             box = logits_on_volume(torch.as_tensor(crop.logits), crop.grid, self.volume)
@@ -265,7 +267,11 @@ class Session:
                 continue
             src = tuple(slice(int(x - y), int(z - y)) for x, z, y in zip(a, b, box.lo))
             dst = tuple(slice(int(x - y), int(z - y)) for x, z, y in zip(a, b, lo))
-            composed[dst] = np.where(box.inside[src], box.values[src] > 0, composed[dst])
+            new = box.inside[src] & ~covered[dst]
+            composed[dst] |= new & (box.values[src] > 0)
+            covered[dst] |= new
+            if covered.all():
+                break
         return composed
 
     def _apply(
