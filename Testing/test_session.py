@@ -212,12 +212,28 @@ def test_undo_of_new_segment_removes_it(brats):
     assert session.current_segment.segment_id == 1
 
 
-@pytest.mark.parametrize("point", [(1e4, 0, 0), (np.nan, 0, 0), (1, 2)])
-def test_points_outside_or_malformed_are_refused(brats, point):
+@pytest.mark.parametrize(
+    "point,message",
+    [
+        ((1e4, 0, 0), "outside the volume, which spans R "),
+        ((np.nan, 0, 0), "finite"),
+        ((1, 2), "three"),
+    ],
+)
+def test_points_outside_or_malformed_are_refused(brats, point, message):
     image, labels = brats
     session = Session(image, OraclePredictor(labels))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=message):
         session.add_point(point)
+
+
+def test_outside_message_gives_the_volume_extent(brats):
+    image, labels = brats
+    corner_ras = image.index_to_ras(np.array(image.shape) - 1)
+    with pytest.raises(ValueError) as error:
+        Session(image, OraclePredictor(labels)).add_point(corner_ras + 50)
+    low_r = min(image.index_to_ras(np.zeros(3))[0], corner_ras[0])
+    assert f"R {low_r:.1f}.." in str(error.value)
 
 
 def test_predictor_must_follow_protocol(brats):

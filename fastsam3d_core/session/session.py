@@ -225,7 +225,10 @@ class Session:
         if point.shape != (3,) or not np.all(np.isfinite(point)):
             raise ValueError(f"a point must be three finite RAS coordinates, got {point_ras!r}")
         if not self.volume.contains_index(self.volume.ras_to_index(point)):
-            raise ValueError(f"point {np.round(point, 2).tolist()} (RAS mm) is outside the volume")
+            raise ValueError(
+                f"point {np.round(point, 2).tolist()} (RAS mm) is outside the volume, "
+                f"which spans {_ras_extent(self.volume)}"
+            )
         return point
 
     def _embedding(self, grid: CropGrid) -> tuple[Any, bool]:
@@ -355,6 +358,14 @@ class Session:
 
     def _result(self, lo: np.ndarray | None, hi: np.ndarray | None, **details: Any) -> Result:
         return Result(self.mask(), self._current, lo, hi, **details)
+
+
+def _ras_extent(volume: Volume) -> str:
+    """The RAS bounding box of the volume's voxel centres, e.g. 'R -10..20, A 5..40, S 0..30'."""
+    corners_ijk = np.array(np.meshgrid(*[(0, n - 1) for n in volume.shape])).reshape(3, -1).T
+    corners_ras = volume.index_to_ras(corners_ijk)
+    low, high = corners_ras.min(axis=0), corners_ras.max(axis=0)
+    return ", ".join(f"{axis} {a:.1f}..{b:.1f} mm" for axis, a, b in zip("RAS", low, high))
 
 
 def _triple(values: np.ndarray) -> tuple[float, float, float]:
