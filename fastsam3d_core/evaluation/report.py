@@ -9,7 +9,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -183,26 +183,10 @@ def evaluate_cases(
 
 
 def evaluate_folder(
-    images: Path,
-    labels: Path | None,
-    predictor_factory: PredictorFactory,
-    *,
-    clicks: int = 10,
-    accumulate: bool = False,
-    label_value: int | None = None,
-    seed: int = 0,
-    progress: ProgressCallback | None = None,
+    images: Path, labels: Path | None, predictor_factory: PredictorFactory, **options: Any
 ) -> EvaluationReport:
-    """:func:`find_cases` then :func:`evaluate_cases`, with the same arguments."""
-    return evaluate_cases(
-        find_cases(images, labels),
-        predictor_factory,
-        clicks=clicks,
-        accumulate=accumulate,
-        label_value=label_value,
-        seed=seed,
-        progress=progress,
-    )
+    """:func:`find_cases` then :func:`evaluate_cases` with the same keyword ``options``."""
+    return evaluate_cases(find_cases(images, labels), predictor_factory, **options)
 
 
 def write_csv(report: EvaluationReport, path: Path) -> None:
