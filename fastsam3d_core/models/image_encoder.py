@@ -16,6 +16,7 @@ from ..attention.relative_position import (
     relative_position_bias,
     relative_position_bias_reference,
 )
+from ..attention.windowed import padded_window_attention
 from .common import LayerNorm3d, MLPBlock
 
 
@@ -34,15 +35,25 @@ class EncoderAttention(nn.Module):
         self.rel_pos_w = nn.Parameter(torch.zeros(2 * grid_side - 1, head_dim))
         self.config = AttentionConfig()
 
+    def _heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(B, N, dim)`` tokens -> q, k, v, each ``(B, heads, N, head_dim)``."""
+        batch, tokens, _ = x.shape
+        # (B, N, 3·dim) -> (3, B, heads, N, head_dim); channels are [q|k|v] × head × head_dim.
+        qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        return q, k, v
+
+    def _merge_heads(self, out: torch.Tensor, grid: list[int]) -> torch.Tensor:
+        # Heads are concatenated head-major: (B, heads, N, c) -> (B, *grid, heads·c).
+        return self.proj(out.transpose(1, 2).reshape(out.shape[0], *grid, -1))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x ``(B, S, S, S, dim)``. Returns ``(B, S, S, S, dim)``."""
         batch, *grid, dim = x.shape
         if grid != [self.grid_side] * 3:
             raise ValueError(f"attention expects a {self.grid_side}³ token grid, got {grid}")
         tokens = self.grid_side**3
-        # (B, N, 3·dim) -> (3, B, heads, N, head_dim); channels are [q|k|v] × head × head_dim.
-        qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
+        q, k, v = self._heads(x.reshape(batch, tokens, dim))
         bias_fn = (
             relative_position_bias_reference
             if self.config.backend == "reference"
@@ -55,10 +66,29 @@ class EncoderAttention(nn.Module):
             self.rel_pos_w,
             self.grid_side,
         ).reshape(batch, self.num_heads, tokens, tokens)
-        out = attend(q, k, v, bias, self.config)
-        # Heads are concatenated head-major: (B, heads, N, c) -> (B, N, heads·c).
-        out = out.transpose(1, 2).reshape(batch, *grid, dim)
-        return self.proj(out)
+        return self._merge_heads(attend(q, k, v, bias, self.config), grid)
+
+    def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
+        """The real tokens' result of :meth:`forward` on ``x`` zero-padded to the window.
+
+        Computes qkv, attention and projection for the s³ real tokens only; the padded keys
+        enter as one extra key (:func:`~fastsam3d_core.attention.windowed.padded_window_attention`).
+
+        Args:
+            x: ``(B, s, s, s, dim)`` with s < the window side.
+
+        Returns:
+            ``(B, s, s, s, dim)``, equal to ``forward(pad(x))[:, :s, :s, :s]``.
+        """
+        batch, *grid, dim = x.shape
+        side = grid[0]
+        if grid != [side] * 3 or side >= self.grid_side:
+            raise ValueError(f"expected a cubic grid smaller than {self.grid_side}³, got {grid}")
+        q, k, v = self._heads(x.reshape(batch, side**3, dim))
+        pads = self.qkv.bias.reshape(3, self.num_heads, -1).unbind(0)
+        tables = (self.rel_pos_d, self.rel_pos_h, self.rel_pos_w)
+        out = padded_window_attention(q, k, v, pads, tables, side, self.grid_side, self.config)
+        return self._merge_heads(out, grid)
 
 
 class EncoderBlock(nn.Module):
@@ -106,10 +136,28 @@ class EncoderBlock(nn.Module):
         )
         return out[:, :d, :h, :w]
 
+    def _one_padded_window(self, x: torch.Tensor) -> bool:
+        """Whether the fast path applies: a cubic grid inside one window, dense attention.
+
+        The ``reference`` backend keeps the padded computation, as a plain check of the fast
+        one; ``sparse`` needs the padded sequence.
+        """
+        grid = x.shape[1:4]
+        return (
+            self.attn.config.backend == "exact"
+            and len(set(grid)) == 1
+            and grid[0] < self.window_size
+        )
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x ``(B, G0, G1, G2, dim)``. Returns the same shape."""
         normed = self.norm1(x)
-        attended = self._windowed_attention(normed) if self.window_size else self.attn(normed)
+        if not self.window_size:
+            attended = self.attn(normed)
+        elif self._one_padded_window(normed):
+            attended = self.attn.forward_padded(normed)
+        else:
+            attended = self._windowed_attention(normed)
         x = x + attended
         if self.normalise_stream:
             x = self.norm2(x)
