@@ -1,0 +1,148 @@
+"""Loading a model for the module on the worker thread, with a CPU fallback on out-of-memory.
+
+Runs on the worker thread: downloads the weights (with progress) when they are not cached,
+builds the model on the chosen device and loads the checkpoint. torch and the core's model
+code are imported here, inside functions, so importing the module stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+# What the module offers, in the order the model selector shows them.
+MODEL_CHOICES = (("fastsam3d", "FastSAM3D"), ("sam-med3d-turbo", "SAM-Med3D-turbo"))
+DEVICE_CHOICES = (("auto", "Auto"), ("cuda", "CUDA"), ("cpu", "CPU"), ("mps", "Apple MPS"))
+
+Reporter = Callable[[str, Optional[float]], None]
+
+
+class ModelLoadError(RuntimeError):
+    """The model could not be made ready; the message says what the user can do."""
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether an exception is a GPU (CUDA or MPS) out-of-memory error."""
+    import torch
+
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+
+
+class FallbackPredictor:
+    """A model predictor that moves the model to the CPU when the GPU runs out of memory.
+
+    The failed call is retried on the CPU; embeddings computed on the GPU before are moved to
+    the CPU when they are next used. ``notices`` collects one message per fallback for the user.
+
+    Args:
+        model: a built, loaded :class:`fastsam3d_core.Sam3D`.
+        report: where the fallback is announced (the worker's progress reporter).
+    """
+
+    def __init__(self, model: Any, report: Reporter | None = None) -> None:
+        from fastsam3d_core.session import ModelPredictor
+
+        self.inner = ModelPredictor(model)
+        self.report = report
+        self.notices: list[str] = []
+
+    @property
+    def device(self) -> str:
+        return str(self.inner.model.device)
+
+    def encode(self, crop: Any) -> Any:
+        return self._call(lambda: self.inner.encode(crop))
+
+    def decode(self, embedding: Any, points: Any, labels: Any, mask_input: Any) -> Any:
+        def run() -> Any:
+            device = self.inner.model.device
+            moved = embedding.to(device) if embedding.device != device else embedding
+            mask = mask_input
+            if mask is not None and hasattr(mask, "to") and mask.device != device:
+                mask = mask.to(device)
+            return self.inner.decode(moved, points, labels, mask)
+
+        return self._call(run)
+
+    def _call(self, run: Callable[[], Any]) -> Any:
+        try:
+            return run()
+        except Exception as error:
+            if not is_out_of_memory(error) or self.inner.model.device.type == "cpu":
+                raise
+            self._fall_back(error)
+            return run()
+
+    def _fall_back(self, error: BaseException) -> None:
+        import torch
+
+        was = self.inner.model.device.type
+        self.inner.model.to("cpu")
+        if was == "cuda":
+            torch.cuda.empty_cache()
+        message = (
+            f"The GPU ({was}) ran out of memory ({str(error).splitlines()[0][:120]}). "
+            "FastSAM3D continues on the CPU, which is slower. To use the GPU again, close other "
+            "programs that use it, or choose a smaller volume, then select the device again."
+        )
+        self.notices.append(message)
+        if self.report is not None:
+            self.report(message, None)
+
+
+def load_predictor(
+    model_name: str,
+    device: str = "auto",
+    weights_file: str | Path | None = None,
+    report: Reporter | None = None,
+) -> FallbackPredictor:
+    """Download (if needed) and load a model's weights; return a ready predictor.
+
+    Args:
+        model_name: ``"fastsam3d"`` or ``"sam-med3d-turbo"``.
+        device: ``"auto"``, ``"cuda"``, ``"cpu"`` or ``"mps"``.
+        weights_file: a local checkpoint to use instead of the cached download.
+        report: progress reporter (download percentage, loading).
+
+    Raises:
+        ModelLoadError: unknown model or device, offline with no cached weights, a checksum
+            mismatch, or a checkpoint that does not fit the model; the message says what to do.
+    """
+    from fastsam3d_core import CheckpointError, build_model, load_checkpoint
+    from fastsam3d_core.weights import WeightsDownloadError, WeightsError, resolve_weights
+
+    names = [name for name, _ in MODEL_CHOICES]
+    if model_name not in names:
+        raise ModelLoadError(f"unknown model {model_name!r}; choose one of {names}")
+
+    def progress(done: int, total: int | None) -> None:
+        if report is not None and total:
+            report(f"Downloading {model_name} weights: {done / 2**20:.0f} of "
+                   f"{total / 2**20:.0f} MB", done / total)
+
+    try:
+        path = resolve_weights(model_name, weights_file=weights_file, progress=progress)
+    except WeightsDownloadError as error:
+        raise ModelLoadError(
+            f"The {model_name} weights are not on this computer and could not be downloaded "
+            f"(offline?).\n{error}"
+        ) from error
+    except WeightsError as error:
+        raise ModelLoadError(str(error)) from error
+    if report is not None:
+        report(f"Loading {model_name} on {device}...", None)
+    try:
+        model = build_model(model_name, device=device)
+        load_checkpoint(model, path)
+    except CheckpointError as error:
+        raise ModelLoadError(f"{path} does not hold {model_name} weights: {error}") from error
+    except ValueError as error:  # a device this computer does not have
+        raise ModelLoadError(f"{error}. Choose another device (Auto picks one that works).") from error
+    return FallbackPredictor(model, report)
+
+
+def describe_device(predictor: Any) -> str:
+    """A short name of where a predictor runs, for the status line."""
+    return getattr(predictor, "device", "custom predictor")

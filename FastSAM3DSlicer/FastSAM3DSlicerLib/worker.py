@@ -1,0 +1,189 @@
+"""One persistent thread for all model work, with results handed back to the main thread.
+
+Everything that runs a model (loading weights, the image encoder, the decoder) goes through one
+:class:`Worker`, for two reasons: the GUI thread must stay responsive while the encoder runs, and
+CUDA/cuDNN state (autotuned kernels, the caching allocator's streams) is per thread, so moving
+model work between threads costs time on every switch.
+
+The worker knows nothing of Qt or MRML. Jobs are plain callables that receive arrays and numbers,
+never MRML nodes; the thread that owns the scene calls :meth:`Worker.poll` (from a timer in
+Slicer, in a loop in tests), which runs the completion callbacks there, in submission order.
+Jobs submitted while another runs wait in the queue: nothing submitted is dropped.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+Reporter = Callable[[str, Optional[float]], None]
+"""Called from a job with (message, fraction done in 0..1 or None)."""
+
+# Seconds to wait for the thread to finish its current job when shutting down.
+SHUTDOWN_TIMEOUT_S = 5.0
+
+
+@dataclass
+class _Job:
+    function: Callable[[Reporter], Any]
+    on_done: Callable[[Any], None] | None
+    on_error: Callable[[BaseException], None] | None
+    label: str
+    submitted: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class _Finished:
+    job: _Job
+    value: Any = None
+    error: BaseException | None = None
+    details: str = ""
+
+
+@dataclass
+class _Progress:
+    label: str
+    message: str
+    fraction: float | None
+
+
+class Worker:
+    """Runs submitted jobs one after another on a single background thread.
+
+    Args:
+        on_progress: called on the polling thread with (message, fraction) that jobs report.
+        on_error: called on the polling thread with a job's exception when the job was
+            submitted without its own ``on_error``.
+        name: the thread's name (shown in debuggers and thread dumps).
+    """
+
+    _STOP = object()
+
+    def __init__(
+        self,
+        on_progress: Reporter | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
+        name: str = "FastSAM3D worker",
+    ) -> None:
+        self.on_progress = on_progress
+        self.on_error = on_error
+        self._jobs: queue.Queue[Any] = queue.Queue()
+        self._events: queue.Queue[_Finished | _Progress] = queue.Queue()
+        self._pending = 0  # submitted and not yet handed back by poll()
+        self._running_label: str | None = None
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    # -- main thread ---------------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        """Jobs submitted whose results :meth:`poll` has not delivered yet."""
+        return self._pending
+
+    @property
+    def running(self) -> str | None:
+        """The label of the job running now, if any."""
+        with self._lock:
+            return self._running_label
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def submit(
+        self,
+        function: Callable[[Reporter], Any],
+        on_done: Callable[[Any], None] | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
+        label: str = "",
+    ) -> None:
+        """Queue ``function(report)`` to run after every job submitted before it.
+
+        Raises:
+            RuntimeError: the worker was shut down.
+        """
+        if not self._thread.is_alive():
+            raise RuntimeError("the FastSAM3D worker thread has been shut down")
+        self._pending += 1
+        self._jobs.put(_Job(function, on_done, on_error, label or function.__name__))
+
+    def poll(self) -> int:
+        """Deliver finished jobs' results and progress messages; returns how many finished."""
+        finished = 0
+        while True:
+            try:
+                event = self._events.get_nowait()
+            except queue.Empty:
+                return finished
+            if isinstance(event, _Progress):
+                if self.on_progress is not None:
+                    self.on_progress(event.message, event.fraction)
+                continue
+            finished += 1
+            self._pending -= 1
+            self._deliver(event)
+
+    def wait(self, timeout: float | None = None, interval: float = 0.01) -> bool:
+        """Poll until every submitted job is delivered; False if ``timeout`` seconds passed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self.poll()
+            if self._pending == 0:
+                return True
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            time.sleep(interval)
+
+    def shutdown(self, timeout: float = SHUTDOWN_TIMEOUT_S) -> bool:
+        """Stop the thread after the job it is running; queued jobs are dropped.
+
+        Returns:
+            Whether the thread ended within ``timeout`` seconds (a job in a long native call
+            may outlive it; the thread is a daemon and does not keep the process alive).
+        """
+        while True:
+            try:
+                self._jobs.get_nowait()
+                self._pending -= 1
+            except queue.Empty:
+                break
+        self._jobs.put(self._STOP)
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _deliver(self, event: _Finished) -> None:
+        if event.error is None:
+            if event.job.on_done is not None:
+                event.job.on_done(event.value)
+            return
+        handler = event.job.on_error or self.on_error
+        if handler is None:
+            raise event.error
+        handler(event.error)
+
+    # -- worker thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is self._STOP:
+                return
+            with self._lock:
+                self._running_label = job.label
+
+            def report(message: str, fraction: float | None = None, _label: str = job.label):
+                self._events.put(_Progress(_label, message, fraction))
+
+            try:
+                self._events.put(_Finished(job, value=job.function(report)))
+            except BaseException as error:  # handed to the main thread, never swallowed
+                self._events.put(_Finished(job, error=error, details=traceback.format_exc()))
+            finally:
+                with self._lock:
+                    self._running_label = None
