@@ -1,0 +1,308 @@
+"""The module's logic end to end on real MRML nodes: markups in, segments out, through the worker.
+
+Runs the oracle predictor (ground truth as a perfect model, to check geometry exactly) and the
+released FastSAM3D architecture with seeded weights (to check the encoder/decoder split).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+from test_session import dice, oblique_copy
+from test_slicer_mrml import (
+    BRATS_IMAGE,
+    BRATS_LABEL,
+    CT_IMAGE,
+    CT_LABEL,
+    linear_transform_node,
+    read_volume_node,
+    rigid,
+    segment_on_volume_grid,
+    slicer,
+    volume_node_from,
+    vtk,
+)
+
+from fastsam3d_core import Session, Volume
+from fastsam3d_core.io import read_segmentation
+from fastsam3d_core.session import OraclePredictor
+
+from FastSAM3DSlicerLib import mrml_io  # noqa: E402  (on sys.path through test_slicer_mrml)
+from FastSAM3DSlicerLib.logic import InteractiveSegmentationLogic  # noqa: E402
+
+TIMEOUT_S = 120
+
+
+@pytest.fixture
+def scene():
+    mrml_io.ensure_segmentation_converters()
+    return slicer.vtkMRMLScene()
+
+
+@pytest.fixture
+def make_logic(scene):
+    logics = []
+
+    def make(predictor, volume_node, **options):
+        logic = InteractiveSegmentationLogic(scene, **options)
+        logic.errors = []
+        logic.errorCallback = logic.errors.append
+        logic.setPredictor(predictor)
+        logic.setInputs(volume_node)
+        assert logic.waitForIdle(TIMEOUT_S)
+        logics.append(logic)
+        return logic
+
+    yield make
+    for logic in logics:
+        logic.cleanup()
+
+
+def deepest_ras(labels: Volume, value: int | None = None) -> np.ndarray:
+    truth = labels.array != 0 if value is None else labels.array == value
+    depth = ndimage.distance_transform_edt(truth)
+    return labels.index_to_ras(np.array(np.unravel_index(np.argmax(depth), truth.shape)))
+
+
+def place(logic, ras, positive=True):
+    node = logic.positiveNode if positive else logic.negativeNode
+    node.AddControlPointWorld(vtk.vtkVector3d(*[float(v) for v in ras]), "")
+    logic.synchronizePoints()
+
+
+def settle(logic):
+    assert logic.waitForIdle(TIMEOUT_S), "the worker did not finish"
+    assert not logic.errors, logic.errors
+
+
+def current_mask(logic) -> np.ndarray:
+    return segment_on_volume_grid(logic.segmentationNode, logic.currentSegmentId, logic.volumeNode)
+
+
+@pytest.mark.parametrize("geometry", ["native", "oblique-transformed"])
+def test_one_click_reproduces_the_core_session_on_the_volume_grid(scene, make_logic, geometry):
+    image, labels = Volume.from_file(BRATS_IMAGE), Volume.from_file(BRATS_LABEL)
+    if geometry == "native":
+        node = read_volume_node(scene, BRATS_IMAGE)
+    else:
+        image, labels = oblique_copy(image), oblique_copy(labels)
+        node = volume_node_from(scene, image)
+        to_world = rigid(25, (10.0, -5.0, 3.0))
+        node.SetAndObserveTransformNodeID(linear_transform_node(scene, to_world).GetID())
+        image = Volume(image.array, to_world @ image.ijk_to_ras)
+        labels = Volume(labels.array, to_world @ labels.ijk_to_ras)
+    logic = make_logic(OraclePredictor(labels), node)
+    point = deepest_ras(labels)
+    place(logic, point)
+    settle(logic)
+    expected = Session(image, OraclePredictor(labels)).add_point(point).mask
+    mask = current_mask(logic)
+    assert np.array_equal(mask, expected.astype(bool))
+    assert dice(mask, labels.array != 0) > 0.95
+    assert logic.lastEncoderRan and logic.lastLatencySeconds > 0
+
+
+def test_moving_deleting_undo_redo_and_clear_follow_the_markups(scene, make_logic):
+    labels = Volume.from_file(CT_LABEL)
+    node = read_volume_node(scene, CT_IMAGE)
+    logic = make_logic(OraclePredictor(labels, 1), node)  # label 1: the spleen
+    place(logic, deepest_ras(labels, 1))
+    settle(logic)
+    first = current_mask(logic)
+    assert first.any()
+    place(logic, deepest_ras(labels, 1) + [0, 0, 3.0], positive=False)
+    settle(logic)
+    assert logic.negativeNode.GetNumberOfControlPoints() == 1
+    # Move the negative point: the session follows (one removal, one click).
+    logic.negativeNode.SetNthControlPointPositionWorld(0, *(deepest_ras(labels, 1) + [0, 3.0, 0]))
+    logic.synchronizePoints()
+    settle(logic)
+    clicks = sorted(tuple(np.round(ras, 3)) for ras, _ in logic._clicks)
+    assert tuple(np.round(deepest_ras(labels, 1) + [0, 3.0, 0], 3)) in clicks
+    # Delete it, then undo the deletion: the point comes back into the markups.
+    logic.negativeNode.RemoveAllControlPoints()
+    logic.synchronizePoints()
+    settle(logic)
+    assert len(logic._clicks) == 1
+    logic.undo()
+    settle(logic)
+    assert logic.negativeNode.GetNumberOfControlPoints() == 1
+    logic.redo()
+    settle(logic)
+    assert logic.negativeNode.GetNumberOfControlPoints() == 0
+    logic.clearSegment()
+    settle(logic)
+    assert not current_mask(logic).any()
+    assert logic.positiveNode.GetNumberOfControlPoints() == 0
+    logic.undo()
+    settle(logic)
+    assert np.array_equal(current_mask(logic), first)
+    assert logic.positiveNode.GetNumberOfControlPoints() == 1
+
+
+def test_points_placed_while_the_worker_is_busy_are_queued(scene, make_logic):
+    labels = Volume.from_file(CT_LABEL)
+    node = read_volume_node(scene, CT_IMAGE)
+    logic = make_logic(OraclePredictor(labels, 1), node)
+    spleen, liver = deepest_ras(labels, 1), deepest_ras(labels, 5)
+    for ras in (spleen, liver, spleen + [3.0, 0, 0]):  # no waiting in between
+        place(logic, ras)
+    assert logic.busy
+    settle(logic)
+    assert len(logic._clicks) == 3
+    assert logic.positiveNode.GetNumberOfControlPoints() == 3
+    session = Session(Volume.from_file(CT_IMAGE), OraclePredictor(labels, 1))
+    for ras in (spleen, liver, spleen + [3.0, 0, 0]):
+        session.add_point(ras)
+    assert np.array_equal(current_mask(logic), session.mask().astype(bool))
+
+
+def test_a_point_outside_the_volume_is_refused_and_removed(scene, make_logic):
+    labels = Volume.from_file(CT_LABEL)
+    logic = make_logic(OraclePredictor(labels, 1), read_volume_node(scene, CT_IMAGE))
+    place(logic, (5000.0, 0.0, 0.0))
+    assert logic.waitForIdle(TIMEOUT_S)
+    assert len(logic.errors) == 1 and "outside the volume" in str(logic.errors[0])
+    assert logic.positiveNode.GetNumberOfControlPoints() == 0
+    assert logic.status.startswith("Error")
+
+
+def test_segments_do_not_overwrite_each_other(scene, make_logic):
+    labels = Volume.from_file(CT_LABEL)
+    node = read_volume_node(scene, CT_IMAGE)
+    manual = labels.array == 5  # a "manually painted" liver segment, there before the session
+    segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(node)
+    manual_id = segmentation.GetSegmentation().AddEmptySegment("", "liver (manual)", [0.5, 0, 0])
+    lo, hi = np.zeros(3, int), np.array(labels.shape)
+    mrml_io.write_segment_box(segmentation, manual_id, node, lo, hi, manual)
+    logic = InteractiveSegmentationLogic(scene)
+    logic.errors = []
+    logic.errorCallback = logic.errors.append
+    # "Everything non-zero" as the object: it covers the liver and the spleen.
+    logic.setPredictor(OraclePredictor(labels))
+    logic.setInputs(node, segmentation)
+    place(logic, deepest_ras(labels, 1))
+    settle(logic)
+    first_id = logic.currentSegmentId
+    first = current_mask(logic)
+    assert first.any() and not (first & manual).any()
+    assert np.array_equal(segment_on_volume_grid(segmentation, manual_id, node), manual)
+    logic.nextSegment()
+    settle(logic)
+    assert logic.currentSegmentId not in (first_id, manual_id)
+    assert logic.positiveNode.GetNumberOfControlPoints() == 0
+    place(logic, deepest_ras(labels, 2))  # label 2, in the same crop as the first segment
+    settle(logic)
+    second = current_mask(logic)
+    assert not (second & first).any() and not (second & manual).any()
+    assert np.array_equal(segment_on_volume_grid(segmentation, first_id, node), first)
+    # Going back to the first segment shows its click again.
+    logic.selectSegment(first_id)
+    settle(logic)
+    assert logic.currentSegmentId == first_id
+    assert logic.positiveNode.GetNumberOfControlPoints() == 1
+    logic.cleanup()
+
+
+def test_adopting_a_painted_segment_keeps_its_voxels(scene, make_logic):
+    labels = Volume.from_file(CT_LABEL)
+    node = read_volume_node(scene, CT_IMAGE)
+    logic = make_logic(OraclePredictor(labels, 1), node)
+    painted = np.zeros(labels.shape, bool)
+    painted[5:9, 5:9, 5:9] = True
+    segmentation = logic.segmentationNode
+    painted_id = segmentation.GetSegmentation().AddEmptySegment("", "painted", [0, 0, 1])
+    mrml_io.write_segment_box(segmentation, painted_id, node, [0, 0, 0], labels.shape, painted)
+    logic.selectSegment(painted_id)
+    settle(logic)
+    assert logic.currentSegmentId == painted_id
+    place(logic, deepest_ras(labels, 1))
+    settle(logic)
+    mask = current_mask(logic)
+    assert mask[painted].all() and (mask & (labels.array == 1)).sum() > 0.9 * (labels.array == 1).sum()
+
+
+def test_export_seg_nrrd_and_labelmap_keep_the_geometry(scene, make_logic, tmp_path):
+    image = oblique_copy(Volume.from_file(CT_IMAGE))
+    labels = oblique_copy(Volume.from_file(CT_LABEL))
+    node = volume_node_from(scene, image)
+    logic = make_logic(OraclePredictor(labels, 1), node)
+    place(logic, deepest_ras(labels, 1))
+    settle(logic)
+    mask = current_mask(logic)
+    seg_path = logic.exportSegmentation(str(tmp_path / "spleen.seg.nrrd"))
+    # Read back by MRML, as Slicer loads it ...
+    loaded = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    storage = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    storage.SetFileName(str(seg_path))
+    assert storage.ReadData(loaded)
+    loaded_id = loaded.GetSegmentation().GetNthSegmentID(0)
+    assert np.array_equal(segment_on_volume_grid(loaded, loaded_id, node), mask)
+    # ... and by the core's independent reader: same grid as the volume, same voxels.
+    segments, grid = read_segmentation(seg_path)
+    full = np.zeros(image.shape, bool)
+    box = slicer.vtkOrientedImageData()
+    slicer.vtkSlicerSegmentationsModuleLogic.GetSegmentBinaryLabelmapRepresentation(
+        loaded, loaded_id, box
+    )
+    np.testing.assert_allclose(grid.ijk_to_ras[:3, :3], image.ijk_to_ras[:3, :3], atol=1e-6)
+    offset = np.round(image.ras_to_index(grid.ijk_to_ras[:3, 3])).astype(int)
+    full[tuple(slice(o, o + n) for o, n in zip(offset, grid.shape))] = segments[0].mask
+    assert np.array_equal(full, mask)
+    labelmap_path = logic.exportSegmentation(str(tmp_path / "spleen-label.nrrd"))
+    written = Volume.from_file(labelmap_path)
+    np.testing.assert_allclose(written.ijk_to_ras, image.ijk_to_ras, atol=1e-6)
+    assert np.array_equal(written.array != 0, mask)
+    with pytest.raises(ValueError, match=r"\.seg\.nrrd"):
+        logic.exportSegmentation(str(tmp_path / "spleen.png"))
+
+
+def test_changed_voxels_reopen_the_session_on_the_next_point(scene, make_logic):
+    labels = Volume.from_file(CT_LABEL)
+    node = read_volume_node(scene, CT_IMAGE)
+    logic = make_logic(OraclePredictor(labels, 1), node)
+    place(logic, deepest_ras(labels, 1))
+    settle(logic)
+    slicer.util.arrayFromVolume(node)[:] += 1
+    slicer.util.arrayFromVolumeModified(node)
+    place(logic, deepest_ras(labels, 5))
+    settle(logic)
+    assert logic.lastEncoderRan  # the new image was encoded again
+    assert len(logic._clicks) == 2  # both markups points re-applied to the new image
+
+
+@pytest.mark.slow
+def test_seeded_fastsam3d_encodes_once_per_crop(scene, make_logic, fastsam3d_seeded):
+    node = read_volume_node(scene, BRATS_IMAGE)
+    labels = Volume.from_file(BRATS_LABEL)
+    logic = make_logic(fastsam3d_seeded, node)
+    statuses = []
+    logic.statusCallback = statuses.append
+    point = deepest_ras(labels)
+    place(logic, point)
+    settle(logic)
+    assert logic.lastEncoderRan
+    assert any(s.startswith("Preparing") for s in statuses)
+    statuses.clear()
+    place(logic, point + [4.5, 0, 0], positive=False)
+    settle(logic)
+    assert not logic.lastEncoderRan
+    assert not any(s.startswith("Preparing") for s in statuses)
+    assert "ms" in logic.status
+    mask = current_mask(logic)
+    assert mask.shape == labels.shape
+    # Uncertainty overlay and suggestion from the same cached embedding.
+    suggestions = []
+    logic.suggestionCallback = suggestions.append
+    logic.suggestNextPoint()
+    settle(logic)
+    entropy = slicer.util.arrayFromVolume(logic.uncertaintyNode).transpose(2, 1, 0)
+    assert entropy.shape == labels.shape and entropy.max() <= 1.0 + 1e-6
+    assert len(suggestions) == 1
+    if suggestions[0] is not None:
+        assert logic.suggestionNode.GetNumberOfControlPoints() == 1
+        peak = np.unravel_index(np.argmax(entropy), entropy.shape)
+        volume = mrml_io.volume_from_node(node)
+        np.testing.assert_allclose(volume.index_to_ras(np.array(peak)), suggestions[0], atol=1e-6)
