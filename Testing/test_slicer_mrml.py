@@ -189,7 +189,9 @@ def test_writing_a_box_replaces_the_whole_segment(scene):
     node = read_volume_node(scene, CT_IMAGE)
     segmentation = new_segmentation(scene, node)
     segment_id = segmentation.GetSegmentation().AddEmptySegment("", "s", [0, 1, 0])
-    mrml_io.write_segment_box(segmentation, segment_id, node, [0, 0, 0], [5, 5, 5], np.ones((5,) * 3))
+    mrml_io.write_segment_box(
+        segmentation, segment_id, node, [0, 0, 0], [5, 5, 5], np.ones((5,) * 3)
+    )
     mrml_io.write_segment_box(segmentation, segment_id, node, [10] * 3, [12] * 3, np.ones((2,) * 3))
     back = segment_on_volume_grid(segmentation, segment_id, node)
     assert back.sum() == 8 and back[10:12, 10:12, 10:12].all()

@@ -232,7 +232,9 @@ class InteractiveSegmentationLogic:
         kept)."""
         for sessionId, mapped in self._segmentIds.items():
             if mapped == segmentId and self.segmentationNode.GetSegmentation().GetSegment(mapped):
-                self._submitRunner(lambda runner: runner.select_segment(sessionId), "select")
+                self._submitRunner(
+                    lambda runner, sid=sessionId: runner.select_segment(sid), "select"
+                )
                 return
         self._adopt.append(segmentId)
         name = self.segmentationNode.GetSegmentation().GetSegment(segmentId).GetName()
@@ -240,8 +242,9 @@ class InteractiveSegmentationLogic:
 
     def _submitRunner(self, action: Callable[[SessionRunner], Update], label: str) -> None:
         state = self._state
-        self._worker.submit(lambda report: action(state.require_runner()), self._applyUpdate,
-                            label=label)
+        self._worker.submit(
+            lambda report: action(state.require_runner()), self._applyUpdate, label=label
+        )
 
     @property
     def currentSegmentId(self) -> str | None:
@@ -259,15 +262,19 @@ class InteractiveSegmentationLogic:
         def job(report):
             return state.require_runner().uncertainty(UNCERTAINTY_SAMPLES)
 
-        self._worker.submit(job, lambda result: self._applyUncertainty(result, suggest),
-                            label="uncertainty")
+        self._worker.submit(
+            job, lambda result: self._applyUncertainty(result, suggest), label="uncertainty"
+        )
 
     def suggestNextPoint(self) -> None:
         """Find the most uncertain voxel of the current segment and mark it."""
         self.computeUncertainty(suggest=True)
 
     def _applyUncertainty(self, uncertainty: Any, suggest: bool) -> None:
-        if self.uncertaintyNode is None or self.scene.GetNodeByID(self.uncertaintyNode.GetID()) is None:
+        if (
+            self.uncertaintyNode is None
+            or self.scene.GetNodeByID(self.uncertaintyNode.GetID()) is None
+        ):
             self.uncertaintyNode = self.scene.AddNewNodeByClass(
                 "vtkMRMLScalarVolumeNode", "FastSAM3D uncertainty"
             )
@@ -327,8 +334,12 @@ class InteractiveSegmentationLogic:
         if self._worker.pending == 0:
             self._showClicks()
             latency = self.lastLatencySeconds
-            self._setStatus("Ready" if latency is None else f"Ready: last click {latency * 1000:.0f} ms"
-                            + (" (image encoded)" if self.lastEncoderRan else ""))
+            self._setStatus(
+                "Ready"
+                if latency is None
+                else f"Ready: last click {latency * 1000:.0f} ms"
+                + (" (image encoded)" if self.lastEncoderRan else "")
+            )
 
     def _writePatch(self, segmentId: str, lo, hi, mask) -> None:
         mask = mask.astype(bool)
@@ -345,7 +356,9 @@ class InteractiveSegmentationLogic:
             for n in range(segmentation.GetNumberOfSegments()):
                 other = segmentation.GetNthSegmentID(n)
                 if other != segmentId and other not in owned:
-                    mask &= ~mrml_io.segment_box(self.segmentationNode, other, self.volumeNode, lo, hi)
+                    mask &= ~mrml_io.segment_box(
+                        self.segmentationNode, other, self.volumeNode, lo, hi
+                    )
         mrml_io.write_segment_box(self.segmentationNode, segmentId, self.volumeNode, lo, hi, mask)
 
     def _syncSegments(self, update: Update) -> None:
@@ -363,7 +376,11 @@ class InteractiveSegmentationLogic:
                 self._created.add(newId)
                 changed = True
         for sessionId, mapped in self._segmentIds.items():
-            if sessionId not in live and mapped in self._created and segmentation.GetSegment(mapped):
+            if (
+                sessionId not in live
+                and mapped in self._created
+                and segmentation.GetSegment(mapped)
+            ):
                 segmentation.RemoveSegment(mapped)  # an undone "next segment"
                 changed = True
         if changed and self.segmentsChangedCallback is not None:
@@ -372,7 +389,9 @@ class InteractiveSegmentationLogic:
     def _rememberBase(self, segmentId: str) -> None:
         """Keep the voxels a segment had before the session adopted it."""
         shape = np.array(self.volumeNode.GetImageData().GetDimensions())
-        base = mrml_io.segment_box(self.segmentationNode, segmentId, self.volumeNode, [0, 0, 0], shape)
+        base = mrml_io.segment_box(
+            self.segmentationNode, segmentId, self.volumeNode, [0, 0, 0], shape
+        )
         if base.any():
             nonzero = np.argwhere(base)
             lo, hi = nonzero.min(axis=0), nonzero.max(axis=0) + 1
@@ -381,22 +400,27 @@ class InteractiveSegmentationLogic:
     def _showClicks(self) -> None:
         """Make the markups show the session's clicks if they differ (undo, refused point)."""
         wanted = sorted((tuple(np.round(ras, 3)), positive) for ras, positive in self._clicks)
-        shown = sorted((tuple(np.round(ras, 3)), positive) for ras, positive in self._synced.values())
+        shown = sorted(
+            (tuple(np.round(ras, 3)), positive) for ras, positive in self._synced.values()
+        )
         if wanted == shown:
             return
         self._updatingMarkups = True
         try:
             for node, positive in ((self.positiveNode, True), (self.negativeNode, False)):
                 mrml_io.set_control_points_world(
-                    node, [ras for ras, p in self._clicks if p == positive])
+                    node, [ras for ras, p in self._clicks if p == positive]
+                )
         finally:
             self._updatingMarkups = False
         self._synced = self._markupsPoints()
 
     def _ensureMarkupsNodes(self) -> None:
-        specs = (("positiveNode", "FastSAM3D positive", POSITIVE_COLOR),
-                 ("negativeNode", "FastSAM3D negative", NEGATIVE_COLOR),
-                 ("suggestionNode", "FastSAM3D suggestion", SUGGESTION_COLOR))
+        specs = (
+            ("positiveNode", "FastSAM3D positive", POSITIVE_COLOR),
+            ("negativeNode", "FastSAM3D negative", NEGATIVE_COLOR),
+            ("suggestionNode", "FastSAM3D suggestion", SUGGESTION_COLOR),
+        )
         for attribute, name, color in specs:
             node = getattr(self, attribute)
             if node is None or self.scene.GetNodeByID(node.GetID()) is None:

@@ -119,8 +119,10 @@ def load_predictor(
 
     def progress(done: int, total: int | None) -> None:
         if report is not None and total:
-            report(f"Downloading {model_name} weights: {done / 2**20:.0f} of "
-                   f"{total / 2**20:.0f} MB", done / total)
+            report(
+                f"Downloading {model_name} weights: {done / 2**20:.0f} of {total / 2**20:.0f} MB",
+                done / total,
+            )
 
     try:
         path = resolve_weights(model_name, weights_file=weights_file, progress=progress)
@@ -139,7 +141,9 @@ def load_predictor(
     except CheckpointError as error:
         raise ModelLoadError(f"{path} does not hold {model_name} weights: {error}") from error
     except ValueError as error:  # a device this computer does not have
-        raise ModelLoadError(f"{error}. Choose another device (Auto picks one that works).") from error
+        raise ModelLoadError(
+            f"{error}. Choose another device (Auto picks one that works)."
+        ) from error
     return FallbackPredictor(model, report)
 
 

@@ -154,7 +154,9 @@ def _box_image(lo_ijk, hi_ijk, ijk_to_frame: np.ndarray, values_ijk=None):
     if values_ijk is None:
         scalars[:] = 0
     else:  # VTK stores i fastest: the (k, j, i) C-order ravel of the (i, j, k) array
-        scalars[:] = np.ascontiguousarray(np.asarray(values_ijk, np.uint8).transpose(2, 1, 0)).ravel()
+        scalars[:] = np.ascontiguousarray(
+            np.asarray(values_ijk, np.uint8).transpose(2, 1, 0)
+        ).ravel()
     return image
 
 
@@ -285,6 +287,8 @@ def _write_with_storage(scene, node, storage_class: str, path: Path) -> None:
 
 def update_overlay_volume(overlay_node, volume_node, array_ijk: np.ndarray) -> None:
     """Fill a scalar volume node with ``array_ijk`` on the volume's grid and transform."""
-    slicer.util.updateVolumeFromArray(overlay_node, np.ascontiguousarray(array_ijk.transpose(2, 1, 0)))
+    slicer.util.updateVolumeFromArray(
+        overlay_node, np.ascontiguousarray(array_ijk.transpose(2, 1, 0))
+    )
     overlay_node.SetIJKToRASMatrix(array_to_matrix(volume_ijk_to_ras(volume_node)))
     overlay_node.SetAndObserveTransformNodeID(volume_node.GetTransformNodeID())

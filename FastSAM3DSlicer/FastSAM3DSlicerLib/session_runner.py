@@ -140,8 +140,11 @@ class SessionRunner:
 
     def snapshot(self) -> Update:
         """The current state, with no patches."""
-        return self._update(self.session.select_segment(self.session.current_segment.segment_id),
-                            time.perf_counter(), all_segments=False)
+        return self._update(
+            self.session.select_segment(self.session.current_segment.segment_id),
+            time.perf_counter(),
+            all_segments=False,
+        )
 
     # -- internals -----------------------------------------------------------------------
 

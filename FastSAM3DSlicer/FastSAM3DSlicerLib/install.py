@@ -1,0 +1,194 @@
+"""First use: PyTorch (through the PyTorch extension) and fastsam3d-core into Slicer's Python.
+
+The widget asks once for confirmation, then runs :func:`run_steps` on a background thread, so
+the application stays responsive while pip downloads; output lines go to a callback. Only the
+standard library is used here: this module must import before torch and the core exist.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+# torch.serialization.safe_globals, which safe checkpoint loading needs, arrived in 2.5.
+TORCH_REQUIREMENT = ">=2.5"
+TORCH_MINIMUM = (2, 5)
+# The core release this module was written against; equal to pyproject.toml's version.
+CORE_VERSION = "0.1.0"
+CORE_REQUIREMENT = f"fastsam3d-core=={CORE_VERSION}"
+# light-the-torch picks the torch build that fits the NVIDIA driver (the PyTorch extension's way).
+LIGHT_THE_TORCH_REQUIREMENT = "light-the-torch>=0.5"
+# Lines of installer output kept for the error message when a step fails.
+ERROR_TAIL_LINES = 20
+
+VersionLookup = Callable[[str], "str | None"]
+
+
+class InstallError(RuntimeError):
+    """Installation failed or cannot start; ``restart_required`` asks for a Slicer restart."""
+
+    def __init__(self, message: str, restart_required: bool = False) -> None:
+        super().__init__(message)
+        self.restart_required = restart_required
+
+
+@dataclass(frozen=True)
+class InstallStep:
+    """One command to run, with what it does in words."""
+
+    description: str
+    command: tuple[str, ...]
+
+
+def installed_version(distribution: str) -> str | None:
+    """The installed version of a distribution, or None."""
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _release(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version.split("+")[0])[:2])
+
+
+def missing_packages(lookup: VersionLookup = installed_version) -> list[str]:
+    """Which of ``torch`` and ``fastsam3d-core`` are absent (or too old / another release)."""
+    missing = []
+    torch = lookup("torch")
+    if torch is None or _release(torch) < TORCH_MINIMUM:
+        missing.append("torch")
+    if lookup("fastsam3d-core") != CORE_VERSION:
+        missing.append("fastsam3d-core")
+    return missing
+
+
+def source_tree(module_dir: Path | None = None) -> Path | None:
+    """The repository checkout this module runs from, when it holds the core's sources.
+
+    A module loaded from a source checkout (developers, or an extension built from it) installs
+    the core from there, so module and core always match; otherwise from the package index.
+    """
+    start = Path(module_dir or Path(__file__).resolve().parents[1])
+    for folder in (start, *start.parents[:2]):
+        pyproject = folder / "pyproject.toml"
+        if pyproject.is_file() and 'name = "fastsam3d-core"' in pyproject.read_text("utf-8"):
+            return folder
+    return None
+
+
+def slicer_python() -> str:
+    """The Python that runs Slicer's packages (``PythonSlicer`` in an installed Slicer)."""
+    return shutil.which("PythonSlicer") or sys.executable
+
+
+def pytorch_extension_arguments() -> list[str] | None:
+    """light-the-torch arguments as the PyTorch extension builds them; None without it."""
+    try:
+        import PyTorchUtils  # the PyTorch extension's module, in Slicer only
+    except ImportError:
+        return None
+    build = getattr(PyTorchUtils.PyTorchUtilsLogic, "_getPipInstallArguments", None)
+    if build is None:
+        return ["install", f"torch{TORCH_REQUIREMENT}"]
+    return list(build(None, TORCH_REQUIREMENT))
+
+
+def plan_installation(
+    python: str,
+    torch_arguments: list[str] | None,
+    lookup: VersionLookup = installed_version,
+    source: Path | None = None,
+) -> list[InstallStep]:
+    """The commands that install what is missing, in order (empty if nothing is).
+
+    Args:
+        python: the interpreter to install into.
+        torch_arguments: light-the-torch arguments from :func:`pytorch_extension_arguments`.
+        lookup: installed versions by distribution name.
+        source: a checkout to install the core from (see :func:`source_tree`).
+
+    Raises:
+        InstallError: torch is missing and the PyTorch extension is not installed.
+    """
+    missing = missing_packages(lookup)
+    steps = []
+    if "torch" in missing:
+        if torch_arguments is None:
+            raise InstallError(
+                "FastSAM3D needs PyTorch, which Slicer gets through the PyTorch extension. "
+                "Install 'PyTorch' from the Extensions Manager, restart Slicer, and try again."
+            )
+        if lookup("light-the-torch") is None:
+            steps.append(
+                InstallStep(
+                    "Installing light-the-torch (used by the PyTorch extension)",
+                    (python, "-m", "pip", "install", LIGHT_THE_TORCH_REQUIREMENT),
+                )
+            )
+        steps.append(
+            InstallStep(
+                f"Installing PyTorch {TORCH_REQUIREMENT} for this computer's GPU or CPU",
+                (python, "-m", "light_the_torch", *torch_arguments),
+            )
+        )
+    if "fastsam3d-core" in missing:
+        target = str(source) if source is not None else CORE_REQUIREMENT
+        steps.append(
+            InstallStep(
+                f"Installing the FastSAM3D engine ({target})",
+                (python, "-m", "pip", "install", target),
+            )
+        )
+    return steps
+
+
+def run_steps(steps: list[InstallStep], log: Callable[[str], None]) -> None:
+    """Run the steps one after another, streaming their output lines to ``log``.
+
+    Safe to call from a background thread (no Qt, no MRML).
+
+    Raises:
+        InstallError: a step failed; the message holds the step and its last output lines.
+    """
+    for step in steps:
+        log(step.description + "...")
+        tail: deque[str] = deque(maxlen=ERROR_TAIL_LINES)
+        environment = dict(os.environ, PYTHONUNBUFFERED="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
+        try:
+            process = subprocess.Popen(
+                step.command,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env=environment,
+            )
+        except OSError as error:
+            raise InstallError(f"{step.description} could not start: {error}") from error
+        for line in process.stdout or ():
+            tail.append(line.rstrip())
+            log(line.rstrip())
+        if process.wait() != 0:
+            raise InstallError(
+                f"{step.description} failed (exit code {process.returncode}). If you are "
+                "offline, connect and try again; behind a proxy, set HTTPS_PROXY.\n"
+                + "\n".join(tail)
+            )
+    importlib.invalidate_caches()
+
+
+def restart_needed(lookup: VersionLookup = installed_version) -> bool:
+    """Whether an old torch was already imported in this process (a restart loads the new)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return False
+    return _release(getattr(torch, "__version__", "0")) < TORCH_MINIMUM

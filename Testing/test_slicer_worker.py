@@ -1,0 +1,170 @@
+"""The Slicer module's Qt-free parts that need no MRML: worker thread, session runner, install.
+
+The worker is tested with real threads; the runner with the oracle on a real scan.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SHARED
+
+MODULE_DIR = Path(__file__).resolve().parents[1] / "FastSAM3DSlicer"
+if str(MODULE_DIR) not in sys.path:
+    sys.path.insert(0, str(MODULE_DIR))
+
+from FastSAM3DSlicerLib import install  # noqa: E402
+from FastSAM3DSlicerLib.worker import Worker  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = SHARED / "data"
+
+
+# -- worker -----------------------------------------------------------------------------------
+
+
+def test_jobs_run_in_order_on_one_thread_and_results_arrive_on_poll():
+    worker = Worker()
+    threads, results = [], []
+    gate = threading.Event()
+
+    def job(n):
+        def run(report):
+            gate.wait(5)
+            threads.append(threading.current_thread().name)
+            report(f"job {n}", n / 10)
+            return n * n
+
+        return run
+
+    for n in range(5):
+        worker.submit(job(n), results.append)
+    assert worker.pending == 5
+    time.sleep(0.05)
+    assert worker.poll() == 0 and results == []  # nothing finishes while the first job waits
+    gate.set()
+    assert worker.wait(10)
+    assert results == [0, 1, 4, 9, 16]
+    assert set(threads) == {"FastSAM3D worker"} and threading.current_thread().name not in threads
+    assert worker.shutdown()
+
+
+def test_progress_and_errors_are_delivered_on_the_polling_thread():
+    progress, errors, seen_on = [], [], []
+    worker = Worker(on_progress=lambda m, f: progress.append((m, f)), on_error=errors.append)
+
+    def failing(report):
+        report("halfway", 0.5)
+        raise ValueError("bad point")
+
+    worker.submit(failing)
+    worker.submit(lambda report: 1, lambda value: seen_on.append(threading.current_thread()))
+    assert worker.wait(10)
+    assert progress == [("halfway", 0.5)]
+    assert len(errors) == 1 and isinstance(errors[0], ValueError)
+    assert seen_on == [threading.current_thread()]  # the later job still ran
+    worker.shutdown()
+    with pytest.raises(RuntimeError, match="shut down"):
+        worker.submit(lambda report: None)
+
+
+def test_shutdown_drops_queued_jobs_and_ends_the_thread():
+    worker = Worker()
+    started = threading.Event()
+    worker.submit(lambda report: (started.set(), time.sleep(0.2)))
+    for _ in range(3):
+        worker.submit(lambda report: pytest.fail("a queued job ran after shutdown"))
+    started.wait(5)
+    assert worker.shutdown(timeout=5)
+    assert not worker.alive
+
+
+# -- session runner ---------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="test scans not found")
+def test_runner_patches_cover_the_segment_and_are_copies():
+    from FastSAM3DSlicerLib.session_runner import SessionRunner
+    from test_session import CountingPredictor, deepest_voxel
+
+    from fastsam3d_core import Volume
+    from fastsam3d_core.session import OraclePredictor
+
+    image = Volume.from_file(DATA / "totalseg_ct/example_ct_3mm.nii.gz")
+    labels = Volume.from_file(DATA / "totalseg_ct/example_seg_3mm.nii.gz")
+    predictor = CountingPredictor(OraclePredictor(labels, 1))
+    runner = SessionRunner(image, predictor)
+    point = image.index_to_ras(deepest_voxel(labels.array == 1))
+    assert runner.will_encode(point)
+    update = runner.add_point(point)
+    assert update.encoder_ran and predictor.encodes == 1
+    assert not runner.will_encode(point + 3.0)
+    (patch,) = update.patches
+    full = np.zeros(image.shape, np.uint8)
+    full[tuple(slice(a, b) for a, b in zip(patch.lo_ijk, patch.hi_ijk))] = patch.mask
+    assert np.array_equal(full, runner.session.mask())
+    patch.mask[:] = 0  # the receiver owns the copy
+    assert runner.session.mask().any()
+    moved = runner.move_point(point, point + [3.0, 0, 0], True)
+    assert predictor.encodes == 1
+    assert [c for c, _ in moved.clicks_ras] == [tuple(point + [3.0, 0, 0])]
+    with pytest.raises(KeyError, match="no negative click"):
+        runner.remove_point(point + [3.0, 0, 0], positive=False)
+    undone = runner.undo()
+    assert {p.session_id for p in undone.patches} == {1}
+    second = runner.new_segment()
+    assert second.current == 2 and [s[0] for s in second.segments] == [1, 2]
+    assert second.clicks_ras == ()
+
+
+# -- first-use installation -------------------------------------------------------------------
+
+
+def versions(**installed):
+    return lambda name: installed.get(name.replace("-", "_"))
+
+
+def test_nothing_to_install_where_torch_and_the_core_are_there():
+    assert install.plan_installation(sys.executable, None) == []
+
+
+def test_the_core_pin_is_the_package_version():
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert re.search(r'^version = "(.+)"$', pyproject, re.M).group(1) == install.CORE_VERSION
+    assert install.source_tree() == REPO
+
+
+def test_install_plan_uses_the_pytorch_extension_then_installs_the_core():
+    lookup = versions(torch=None)
+    steps = install.plan_installation("py", ["install", "torch>=2.5"], lookup)
+    assert [s.command for s in steps] == [
+        ("py", "-m", "pip", "install", install.LIGHT_THE_TORCH_REQUIREMENT),
+        ("py", "-m", "light_the_torch", "install", "torch>=2.5"),
+        ("py", "-m", "pip", "install", install.CORE_REQUIREMENT),
+    ]
+    old_torch = versions(torch="2.4.1+cu121", fastsam3d_core="0.1.0", light_the_torch="0.7")
+    assert install.missing_packages(old_torch) == ["torch"]
+    with pytest.raises(install.InstallError, match="PyTorch extension"):
+        install.plan_installation("py", None, old_torch)
+    from_source = install.plan_installation("py", None, versions(torch="2.13.0"), REPO)
+    assert [s.command for s in from_source] == [("py", "-m", "pip", "install", str(REPO))]
+
+
+def test_steps_stream_their_output_and_failures_say_what_failed():
+    lines = []
+    ok = install.InstallStep("say hello", (sys.executable, "-c", "print('hello'); print('done')"))
+    install.run_steps([ok], lines.append)
+    assert lines == ["say hello...", "hello", "done"]
+    bad = install.InstallStep(
+        "a failing step", (sys.executable, "-c", "import sys; print('no network'); sys.exit(3)")
+    )
+    with pytest.raises(install.InstallError, match=r"(?s)a failing step failed.*no network"):
+        install.run_steps([bad, ok], lines.append)
+    with pytest.raises(install.InstallError, match="could not start"):
+        install.run_steps([install.InstallStep("missing", ("/nonexistent/python",))], print)
