@@ -20,13 +20,17 @@ class VolumeBox:
     Attributes:
         lo, hi: int (3,) corners in volume indices (i, j, k).
         values: ``hi - lo`` shaped array on the volume's grid.
-        inside: bool, same shape: voxels whose centre lies in the crop (the crop's footprint).
+        inside: bool, same shape: voxels whose centre lies in the crop (the crop's footprint);
+            a read-only broadcast of True when ``whole``.
+        whole: every voxel of the box is in the footprint (always so for a crop parallel to
+            the volume's axes).
     """
 
     lo: np.ndarray
     hi: np.ndarray
     values: np.ndarray
     inside: np.ndarray
+    whole: bool = False
 
     @property
     def slices(self) -> tuple[slice, slice, slice]:
@@ -73,7 +77,9 @@ def coarse_to_crop(coarse: int, size: int) -> np.ndarray:
     return matrix
 
 
-def logits_on_volume(logits: torch.Tensor, grid: CropGrid, volume: Volume) -> VolumeBox:
+def logits_on_volume(
+    logits: torch.Tensor, grid: CropGrid, volume: Volume, threshold: float | None = None
+) -> VolumeBox:
     """Resample crop values (trilinear) onto the volume voxels the crop covers.
 
     Low-resolution logits are interpolated directly on their own grid (see
@@ -84,16 +90,24 @@ def logits_on_volume(logits: torch.Tensor, grid: CropGrid, volume: Volume) -> Vo
         logits: ``(n, n, n)`` float, crop axes (d0, d1, d2); n = 32 (model) or the crop size.
         grid: where the crop lies.
         volume: the target grid.
+        threshold: if given, the values are the bool mask ``interpolated > threshold``, computed
+            without storing the float32 values (what a click needs: the labelmap).
 
     Returns:
-        A :class:`VolumeBox` of float32 values; values outside the footprint are 0.
+        A :class:`VolumeBox` of float32 values (bool with ``threshold``); values outside the
+        footprint are 0 (False).
     """
     lo, hi = footprint_box(grid, volume)
     shape = tuple(int(n) for n in np.maximum(hi - lo, 0))
+    dtype = bool if threshold is not None else np.float32
     if 0 in shape:
-        empty = np.zeros(shape, dtype=np.float32)
-        return VolumeBox(lo, hi, empty, empty.astype(bool))
+        empty = np.zeros(shape, dtype=dtype)
+        return VolumeBox(lo, hi, empty, empty.astype(bool), whole=True)
     coarse_to_ras = grid.crop_to_ras @ coarse_to_crop(logits.shape[-1], grid.size)
     box_to_ras = volume.ijk_to_ras @ translation(lo)
-    values, inside = resample(logits.float(), coarse_to_ras, box_to_ras, shape)  # type: ignore[arg-type]
-    return VolumeBox(lo, hi, values.cpu().numpy(), inside.cpu().numpy())
+    values, inside = resample(
+        logits.float(), coarse_to_ras, box_to_ras, shape, threshold=threshold  # type: ignore[arg-type]
+    )
+    whole = inside.stride() == (0, 0, 0)
+    inside_array = np.broadcast_to(np.True_, shape) if whole else inside.cpu().numpy()
+    return VolumeBox(lo, hi, values.cpu().numpy(), inside_array, whole=whole)

@@ -51,6 +51,7 @@ def resample(
     *,
     mode: str = "bilinear",
     device: str | torch.device | None = None,
+    threshold: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample ``source`` at the voxel centres of a target grid.
 
@@ -66,9 +67,13 @@ def resample(
         target_shape: (I', J', K') of the target grid.
         mode: ``"bilinear"`` (trilinear) or ``"nearest"``.
         device: where to compute; default the source's device (CPU for NumPy).
+        threshold: if given, return ``values > threshold`` (bool) instead of the values; on the
+            separable path this is computed slab by slab, without the float32 result in memory.
 
     Returns:
-        values ``(I', J', K')`` float32 and inside ``(I', J', K')`` bool, on ``device``.
+        values ``(I', J', K')`` float32 (bool with ``threshold``) and inside ``(I', J', K')``
+        bool, on ``device``. Where every target voxel is inside, ``inside`` may be a broadcast
+        (zero-stride) view of one True.
     """
     if mode not in ("bilinear", "nearest"):
         raise ValueError(f"unknown interpolation mode {mode!r}")
@@ -77,15 +82,18 @@ def resample(
     lo, hi = source_box(tuple(source_tensor.shape), target_to_source, target_shape)
     if np.any(lo >= hi):
         zeros = torch.zeros(target_shape, dtype=torch.float32, device=source_tensor.device)
-        return zeros, zeros.bool()
+        return (zeros.bool() if threshold is not None else zeros), zeros.bool()
     box = source_tensor[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]].float()
     box_from_target = translation(-lo) @ target_to_source
     source_axes = _parallel_axes(box_from_target[:3, :3])
     if source_axes is not None:
         return _resample_separable(
-            box, box_from_target, source_axes, lo, source_tensor.shape, target_shape, mode
+            box, box_from_target, source_axes, lo, source_tensor.shape, target_shape, mode, threshold
         )
-    return _resample_grid(box, box_from_target, lo, source_tensor.shape, target_shape, mode)
+    values, inside = _resample_grid(
+        box, box_from_target, lo, source_tensor.shape, target_shape, mode
+    )
+    return (values > threshold if threshold is not None else values), inside
 
 
 def _parallel_axes(linear: np.ndarray) -> list[int] | None:
@@ -127,21 +135,41 @@ def _resample_separable(
     full_shape: tuple[int, ...],
     target_shape: tuple[int, int, int],
     mode: str,
+    threshold: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     # Reorder the box so that its axis t is the source axis of target axis t.
     values = box.permute(*source_axes)
-    insides = []
+    weights, insides = [], []
     for t, axis in enumerate(source_axes):
         index = torch.arange(target_shape[t], dtype=torch.float64, device=box.device)
         positions = (index * box_from_target[axis, t] + box_from_target[axis, 3]).float()
-        weights, inside = _axis_weights(
+        axis_weights, inside = _axis_weights(
             positions, box.shape[axis], int(lo[axis]), full_shape[axis], mode
         )
-        # Contract axis t of `values` with the weights: (targets, source) × (…, source, …).
-        values = torch.movedim(torch.tensordot(weights, values, dims=([1], [t])), 0, t)
+        weights.append(axis_weights)
         insides.append(inside)
+    # Contract the first two axes: (…, source, …) -> (targets, …) each.
+    for t in range(2):
+        values = torch.movedim(torch.tensordot(weights[t], values, dims=([1], [t])), 0, t)
+    # The last axis expands the array most: contract it in slabs along axis 0, so that each
+    # slab's result stays in cache and, with a threshold, the float result is never stored whole.
+    last = weights[2].T  # (source, targets)
+    out = torch.empty(
+        target_shape,
+        dtype=torch.bool if threshold is not None else torch.float32,
+        device=box.device,
+    )
+    slab = max(1, (1 << 20) // max(1, target_shape[1] * target_shape[2]))
+    for start in range(0, target_shape[0], slab):
+        part = values[start : start + slab] @ last
+        if threshold is not None:
+            torch.gt(part, threshold, out=out[start : start + slab])
+        else:
+            out[start : start + slab] = part
+    if all(bool(inside.all()) for inside in insides):
+        return out, torch.ones((), dtype=torch.bool, device=box.device).expand(target_shape)
     inside = insides[0][:, None, None] & insides[1][None, :, None] & insides[2][None, None, :]
-    return values, inside
+    return out, inside
 
 
 def _resample_grid(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .common import LayerNorm3d, MLPHead
@@ -49,6 +50,8 @@ class MaskDecoder3D(nn.Module):
         self.iou_prediction_head = MLPHead(
             transformer_dim, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth
         )
+        # True: upscale through the modules one by one (the plain path, for the reference).
+        self.plain = False
 
     def forward(
         self,
@@ -81,17 +84,64 @@ class MaskDecoder3D(nn.Module):
         hidden, image_tokens = self.transformer(
             image, image_pe.expand(batch, -1, -1, -1, -1), tokens
         )
-        grid = image.shape[2:]
-        image = image_tokens.transpose(1, 2).reshape(batch, -1, *grid)
-        upscaled = self.output_upscaling(image)  # (B, dim/8, 4·G0, 4·G1, 4·G2)
-
+        # Only the hypernetworks of the masks asked for run (spec §3.3 step 5).
         selected = slice(1, None) if multimask_output else slice(0, 1)
         mask_indices = range(self.num_mask_tokens)[selected]
         hyper = torch.stack(
             [self.output_hypernetworks_mlps[i](hidden[:, 1 + i]) for i in mask_indices], dim=1
         )
-        logits = (hyper @ upscaled.flatten(2)).reshape(
-            batch, len(mask_indices), *upscaled.shape[2:]
-        )
+        grid = tuple(image.shape[2:])
+        if self.plain:
+            image = image_tokens.transpose(1, 2).reshape(batch, -1, *grid)
+            upscaled = self.output_upscaling(image)  # (B, dim/8, 4·G0, 4·G1, 4·G2)
+            logits = (hyper @ upscaled.flatten(2)).reshape(
+                batch, len(mask_indices), *upscaled.shape[2:]
+            )
+        else:
+            logits = self._upscaled_logits(image_tokens, hyper, grid)
         iou = self.iou_prediction_head(hidden[:, 0])[:, selected]
         return logits, iou
+
+    def _upscaled_logits(
+        self, image_tokens: torch.Tensor, hyper: torch.Tensor, grid: tuple[int, ...]
+    ) -> torch.Tensor:
+        """``hyper · output_upscaling(image)`` computed channels-last, a slab at a time.
+
+        A transposed convolution with kernel 2 and stride 2 maps each input voxel to its own
+        2×2×2 output voxels: it is one matrix product ``(voxels, C_in) @ (C_in, 8·C_out)``.
+        LayerNorm and GELU act per voxel, so both stages run on the tokens as they come out of
+        the transformer, with voxels kept in the nested order (voxel, sub-voxel, sub-sub-voxel);
+        one permutation at the end puts the logits in place. The second stage, GELU and the
+        product with the hypernetwork weights run slab by slab so the 4·G³ × C/8 activations stay
+        in cache. Same arithmetic as the modules in ``output_upscaling``.
+
+        Args:
+            image_tokens: ``(B, G0·G1·G2, C)`` from the transformer.
+            hyper: ``(B, M, C/8)`` hypernetwork outputs of the M masks asked for.
+            grid: (G0, G1, G2).
+
+        Returns:
+            logits ``(B, M, 4·G0, 4·G1, 4·G2)``.
+        """
+        up1, norm, _, up2, _ = self.output_upscaling
+        batch, tokens, channels = image_tokens.shape
+        masks = hyper.shape[1]
+        mid, out = up1.out_channels, up2.out_channels
+        # ConvTranspose3d weight (C_in, C_out, 2, 2, 2) -> (C_in, sub-voxel · C_out).
+        weight1 = up1.weight.reshape(channels, mid, 8).transpose(1, 2).reshape(channels, 8 * mid)
+        weight2 = up2.weight.reshape(mid, out, 8).transpose(1, 2).reshape(mid, 8 * out)
+        first = torch.addmm(up1.bias.repeat(8), image_tokens.reshape(-1, channels), weight1)
+        first = F.layer_norm(first.view(-1, mid), (mid,), norm.weight, norm.bias, norm.eps)
+        first = F.gelu(first).view(batch, tokens * 8, mid)  # (B, voxels at 2G, mid)
+        bias2, hyper_t = up2.bias.repeat(8), hyper.transpose(1, 2)  # (B, C/8, M)
+        logits = first.new_empty(batch, tokens * 8, 8, masks)
+        slab = 1024
+        for start in range(0, tokens * 8, slab):
+            second = F.gelu(torch.matmul(first[:, start : start + slab], weight2).add_(bias2))
+            logits[:, start : start + slab] = (second.view(batch, -1, out) @ hyper_t).view(
+                batch, -1, 8, masks
+            )
+        # (B, G0, G1, G2, a, b, c, a', b', c', M) -> (B, M, G0·2·2, G1·2·2, G2·2·2)
+        logits = logits.view(batch, *grid, 2, 2, 2, 2, 2, 2, masks)
+        logits = logits.permute(0, 10, 1, 4, 7, 2, 5, 8, 3, 6, 9)
+        return logits.reshape(batch, masks, *(4 * g for g in grid))

@@ -46,7 +46,9 @@ class Sam3D(nn.Module):
         """Select how attention is computed (see :mod:`fastsam3d_core.attention`).
 
         ``exact`` and ``reference`` apply everywhere; ``sparse`` applies to the image encoder's
-        self-attention, while the decoder keeps ``exact``. ``sparse_options`` are
+        self-attention, while the decoder keeps ``exact``. ``reference`` also computes every
+        other layer the plain way (padded windows, module-by-module convolutions): it is the
+        baseline that ``fastsam3d bench`` compares the default path with. ``sparse_options`` are
         ``segment_length`` and ``dilation``.
         """
         config = AttentionConfig(backend, **sparse_options)
@@ -56,6 +58,8 @@ class Sam3D(nn.Module):
                 module.config = config
             elif isinstance(module, DecoderAttention):
                 module.config = decoder_config
+        # ``reference`` is the plain path throughout: no fused or re-associated layers either.
+        self.image_encoder.plain = self.mask_decoder.plain = backend == "reference"
 
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         """Image embedding of a batch of crops.

@@ -259,23 +259,31 @@ class Session:
     def _compose(self, segment: SegmentState, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         """The segment inside box [lo, hi) from its crops' logits: each voxel from the most
         recently edited crop that covers it."""
-        composed = np.zeros(tuple(hi - lo), dtype=bool)
-        covered = np.zeros_like(composed)
+        composed: np.ndarray | None = None
+        covered: np.ndarray | None = None
         for crop in reversed(segment.crops):
             if crop.logits is None:
                 continue
-            box = logits_on_volume(torch.as_tensor(crop.logits), crop.grid, self.volume)
+            box = logits_on_volume(
+                torch.as_tensor(crop.logits), crop.grid, self.volume, threshold=0.0
+            )
             a, b = np.maximum(box.lo, lo), np.minimum(box.hi, hi)
             if np.any(a >= b):
                 continue
             src = tuple(slice(int(x - y), int(z - y)) for x, z, y in zip(a, b, box.lo))
+            if composed is None and box.whole and np.array_equal(a, lo) and np.array_equal(b, hi):
+                # The newest crop covers the whole box (a click's usual case): it alone decides.
+                return box.values[src]
+            if composed is None or covered is None:
+                composed = np.zeros(tuple(hi - lo), dtype=bool)
+                covered = np.zeros_like(composed)
             dst = tuple(slice(int(x - y), int(z - y)) for x, z, y in zip(a, b, lo))
             new = box.inside[src] & ~covered[dst]
-            composed[dst] |= new & (box.values[src] > 0)
+            composed[dst] |= new & box.values[src]
             covered[dst] |= new
             if covered.all():
                 break
-        return composed
+        return composed if composed is not None else np.zeros(tuple(hi - lo), dtype=bool)
 
     def _apply(
         self,
@@ -318,17 +326,18 @@ class Session:
         """Write the segment's box, keeping segments from overlapping; returns what changed."""
         box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
         others = [sid for sid in self._live_segment_ids() if sid != segment_id]
-        taken = np.zeros(new.shape, dtype=bool)
-        for sid in others:
-            taken |= self._masks[sid][box] > 0
-        if self.protect_other_segments:
+        if self.protect_other_segments and others:
+            taken = np.zeros(new.shape, dtype=bool)
+            for sid in others:
+                taken |= self._masks[sid][box] > 0
             new = new & ~taken
         targets = [(segment_id, new)]
         if not self.protect_other_segments:
             targets += [(sid, (self._masks[sid][box] > 0) & ~new) for sid in others]
         patches = []
         for sid, values in targets:
-            patch = _patch(sid, self._masks[sid], box, values.astype(np.uint8))
+            # A bool array is stored as bytes 0/1: view it as the uint8 mask values, no copy.
+            patch = _patch(sid, self._masks[sid], box, values.view(np.uint8))
             if patch is not None:
                 self._masks[sid][patch.slices] = patch.after
                 patches.append(patch)
@@ -388,13 +397,17 @@ def _patch(
 ) -> MaskPatch | None:
     """The smallest box where ``mask[box]`` differs from ``new``, with both versions."""
     differs = mask[box] != new
+    # Projections onto each axis find the box without listing every differing voxel; the last
+    # axis is projected only within the box the first two give.
+    plane = differs.any(axis=2)
     inner = []
-    for axis in range(3):
-        # Projections onto each axis find the box without listing every differing voxel.
-        hits = np.flatnonzero(differs.any(axis=tuple(a for a in range(3) if a != axis)))
+    for projection in (plane.any(axis=1), plane.any(axis=0)):
+        hits = np.flatnonzero(projection)
         if hits.size == 0:
             return None
         inner.append(slice(int(hits[0]), int(hits[-1]) + 1))
+    hits = np.flatnonzero(differs[inner[0], inner[1]].any(axis=(0, 1)))
+    inner.append(slice(int(hits[0]), int(hits[-1]) + 1))
     slices = tuple(slice(s.start + i.start, s.start + i.stop) for s, i in zip(box, inner))
     return MaskPatch(segment_id, slices, mask[slices].copy(), new[tuple(inner)].copy())  # type: ignore[arg-type]
 
