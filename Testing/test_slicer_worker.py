@@ -135,7 +135,7 @@ def test_nothing_to_install_where_torch_and_the_core_are_there():
 
 
 def test_the_core_pin_is_the_package_version():
-    pyproject = (REPO / "pyproject.toml").read_text()
+    pyproject = (REPO / "pyproject.toml").read_text(encoding="utf-8")
     assert re.search(r'^version = "(.+)"$', pyproject, re.M).group(1) == install.CORE_VERSION
     assert install.source_tree() == REPO
 
@@ -168,3 +168,50 @@ def test_steps_stream_their_output_and_failures_say_what_failed():
         install.run_steps([bad, ok], lines.append)
     with pytest.raises(install.InstallError, match="could not start"):
         install.run_steps([install.InstallStep("missing", ("/nonexistent/python",))], print)
+
+
+# -- model loading ------------------------------------------------------------------------------
+
+
+def test_offline_without_cached_weights_says_what_to_do(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from FastSAM3DSlicerLib.models import ModelLoadError, load_predictor
+
+    from fastsam3d_core.weights import registry
+
+    monkeypatch.setenv("FASTSAM3D_CACHE_DIR", str(tmp_path))
+    # A real connection attempt that fails at once: nothing listens on port 9 here.
+    entry = replace(registry.WEIGHTS["fastsam3d"], url="http://127.0.0.1:9/FastSAM3D.pth")
+    monkeypatch.setitem(registry.WEIGHTS, "fastsam3d", entry)
+    with pytest.raises(ModelLoadError, match=r"(?s)could not be downloaded.*Weights file"):
+        load_predictor("fastsam3d", "cpu")
+    with pytest.raises(ModelLoadError, match="unknown model"):
+        load_predictor("sam3", "cpu")
+
+
+@pytest.mark.slow
+def test_a_local_weights_file_loads_on_the_cpu_and_a_missing_device_is_explained(
+    tmp_path, golden_data
+):
+    import torch
+    from FastSAM3DSlicerLib.models import ModelLoadError, load_predictor
+
+    from fastsam3d_core import build_model
+
+    path = tmp_path / "seeded.pth"
+    torch.save({"model_state_dict": golden_data["fastsam3d"].state_dict()}, path)
+    messages = []
+    predictor = load_predictor("fastsam3d", "cpu", path, lambda m, f: messages.append(m))
+    assert predictor.device == "cpu" and any("Loading fastsam3d" in m for m in messages)
+    reference = build_model("fastsam3d")
+    reference.load_state_dict(golden_data["fastsam3d"].state_dict())
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(
+            predictor.inner.model.state_dict().values(), reference.state_dict().values()
+        )
+    )
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelLoadError, match="CUDA was requested.*Choose another device"):
+            load_predictor("fastsam3d", "cuda", path)

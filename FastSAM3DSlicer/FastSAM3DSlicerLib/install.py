@@ -170,6 +170,8 @@ def run_steps(steps: list[InstallStep], log: Callable[[str], None]) -> None:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
+                encoding="utf-8",
+                errors="replace",
                 env=environment,
             )
         except OSError as error:

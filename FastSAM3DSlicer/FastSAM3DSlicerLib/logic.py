@@ -75,6 +75,7 @@ class InteractiveSegmentationLogic:
         self.errorCallback: Callable[[BaseException], None] | None = None
         self.segmentsChangedCallback: Callable[[], None] | None = None
         self.suggestionCallback: Callable[[np.ndarray | None], None] | None = None
+        self.uncertaintyCallback: Callable[[Any], None] | None = None
         self.status = "No model loaded"
         self.lastLatencySeconds: float | None = None
         self.lastEncoderRan = False
@@ -286,6 +287,8 @@ class InteractiveSegmentationLogic:
             display.SetWindowLevelMinMax(0.0, 1.0)
             if self.scene.GetNodeByID("vtkMRMLColorTableNodeFileColdToHotRainbow.txt"):
                 display.SetAndObserveColorNodeID("vtkMRMLColorTableNodeFileColdToHotRainbow.txt")
+        if self.uncertaintyCallback is not None:
+            self.uncertaintyCallback(node)
         point = uncertainty.most_uncertain_ras
         if suggest:
             mrml_io.set_control_points_world(self.suggestionNode, [] if point is None else [point])

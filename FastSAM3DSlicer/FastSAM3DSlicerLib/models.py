@@ -129,7 +129,8 @@ def load_predictor(
     except WeightsDownloadError as error:
         raise ModelLoadError(
             f"The {model_name} weights are not on this computer and could not be downloaded "
-            f"(offline?).\n{error}"
+            "(offline?). Download them on another computer and choose the file under "
+            f"'Weights file', or connect and press Start again.\n\n{error}"
         ) from error
     except WeightsError as error:
         raise ModelLoadError(str(error)) from error
