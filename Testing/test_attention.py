@@ -16,6 +16,7 @@ from fastsam3d_core.attention import (
     relative_position_bias_reference,
     sparse_attention,
 )
+from fastsam3d_core.attention.windowed import padded_key_logit, padded_window_attention
 
 
 def random_qkv(batch=2, heads=4, tokens=64, channels=16, seed=0):
@@ -194,3 +195,97 @@ def test_sparse_backend_changes_the_encoder(fastsam3d_seeded):
     assert sparse.shape == dense.shape
     assert torch.isfinite(sparse).all()
     assert (sparse - dense).abs().max() > 1e-3
+
+
+# -- one zero-padded window, computed from the real tokens only (attention/windowed.py) --------
+
+
+def padded_window_by_reference(x, qkv, heads, tables, window_side):
+    """The released computation: zero-pad the grid to the window, attend over every token with
+    the checkpoints' bias, keep the real queries (spec §3.1, teacher differences)."""
+    batch, side, _, _, dim = x.shape
+    padded = x.new_zeros(batch, window_side, window_side, window_side, dim)
+    padded[:, :side, :side, :side] = x
+    tokens = window_side**3
+    q, k, v = qkv(padded).reshape(batch, tokens, 3, heads, -1).permute(2, 0, 3, 1, 4)
+    bias = relative_position_bias_reference(
+        q.reshape(batch * heads, tokens, -1), *tables, window_side
+    ).reshape(batch, heads, tokens, tokens)
+    out = reference_attention(q, k, v, bias)
+    out = out.reshape(batch, heads, window_side, window_side, window_side, -1)
+    return out[:, :, :side, :side, :side].reshape(batch, heads, side**3, -1)
+
+
+@pytest.mark.parametrize("side,window_side", [(2, 3), (3, 5), (4, 7)])
+@pytest.mark.parametrize("bias_scale", [0.1, 3.0])
+def test_padded_window_equals_padded_reference(side, window_side, bias_scale):
+    generator = torch.Generator().manual_seed(side * 10 + window_side)
+    heads, channels = 3, 4
+    dim = heads * channels
+    qkv = torch.nn.Linear(dim, 3 * dim).double()
+    with torch.no_grad():
+        qkv.weight.copy_(torch.randn(3 * dim, dim, generator=generator, dtype=torch.float64))
+        # A large qkv bias makes the padded tokens' contribution large too.
+        qkv.bias.copy_(bias_scale * torch.randn(3 * dim, generator=generator, dtype=torch.float64))
+    tables = [
+        torch.randn(2 * window_side - 1, channels, generator=generator, dtype=torch.float64)
+        for _ in range(3)
+    ]
+    x = torch.randn(2, side, side, side, dim, generator=generator, dtype=torch.float64)
+    with torch.no_grad():
+        expected = padded_window_by_reference(x, qkv, heads, tables, window_side)
+        q, k, v = (
+            qkv(x.reshape(2, side**3, dim)).reshape(2, side**3, 3, heads, -1).permute(2, 0, 3, 1, 4)
+        )
+        pads = tuple(qkv.bias.reshape(3, heads, channels))
+        fast = padded_window_attention(q, k, v, pads, tables, side, window_side)
+        plain = padded_window_attention(
+            q, k, v, pads, tables, side, window_side, AttentionConfig("reference")
+        )
+    torch.testing.assert_close(fast, expected, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(plain, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_padded_key_logit_is_the_sum_over_padded_keys():
+    """log Σ exp(bias) over the padded keys, against the full bias of the padded grid."""
+    side, window_side, channels = 2, 4, 3
+    generator = torch.Generator().manual_seed(11)
+    tables = [torch.randn(7, channels, generator=generator, dtype=torch.float64) for _ in range(3)]
+    q_real = torch.randn(1, 1, side**3, channels, generator=generator, dtype=torch.float64)
+    q_pad = torch.randn(1, channels, generator=generator, dtype=torch.float64)
+    grid = (
+        q_pad.expand(window_side**3, -1).clone().reshape(window_side, window_side, window_side, -1)
+    )
+    grid[:side, :side, :side] = q_real.reshape(side, side, side, -1)
+    bias = bias_by_loops(grid.reshape(1, -1, channels), *tables, window_side)
+    bias = bias.reshape(1, *(window_side,) * 6)[:, :side, :side, :side]
+    padded = torch.ones((window_side,) * 3, dtype=torch.bool)
+    padded[:side, :side, :side] = False
+    expected = bias[..., padded].logsumexp(dim=-1).reshape(1, 1, side**3)
+    ours = padded_key_logit(q_real, q_pad, *tables, side, window_side)
+    torch.testing.assert_close(ours, expected)
+
+
+def test_padded_window_rejects_a_window_not_larger_than_the_grid():
+    q = torch.randn(1, 1, 8, 4)
+    with pytest.raises(ValueError, match="must exceed"):
+        padded_window_attention(q, q, q, (q[0, :, 0],) * 3, random_tables(2, 4), 2, 2)
+
+
+def test_turbo_block_fast_path_equals_padded_path():
+    """A windowed encoder block: real-token fast path against the padded computation."""
+    from fastsam3d_core.models.image_encoder import EncoderBlock
+
+    torch.manual_seed(12)
+    block = EncoderBlock(
+        24, 3, mlp_ratio=2.0, grid_side=3, window_size=5, normalise_stream=False, norm_eps=1e-6
+    ).double()
+    with torch.no_grad():
+        for parameter in block.parameters():
+            parameter.copy_(torch.randn_like(parameter))
+    x = torch.randn(2, 3, 3, 3, 24, dtype=torch.float64)
+    with torch.no_grad():
+        fast = block(x)
+        block.attn.config = AttentionConfig("reference")
+        padded = block(x)
+    torch.testing.assert_close(fast, padded, rtol=1e-9, atol=1e-9)

@@ -111,7 +111,7 @@ def padded_window_attention(
     rel_pos: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     grid_side: int,
     window_side: int,
-    config: AttentionConfig = AttentionConfig(),
+    config: AttentionConfig | None = None,
 ) -> torch.Tensor:
     """Outputs of the real queries of an s³ grid zero-padded into one S³ window.
 
@@ -123,7 +123,8 @@ def padded_window_attention(
         qkv_pad: ``(q_pad, k_pad, v_pad)``, each ``(heads, C)``: what a zero input projects to.
         rel_pos: the window's tables ``(rel_pos_d, rel_pos_h, rel_pos_w)``, each ``(2S − 1, C)``.
         grid_side: s; window_side: S, with S > s.
-        config: attention backend for the s³ × (s³ + 1) attention (``exact`` or ``reference``).
+        config: attention backend for the s³ × (s³ + 1) attention (``exact`` or ``reference``;
+            default ``exact``).
 
     Returns:
         ``(B, heads, s³, C)``.
@@ -147,4 +148,4 @@ def padded_window_attention(
     bias = torch.cat([real_bias, pad_bias[..., None]], dim=-1)  # (B, heads, s³, s³ + 1)
     k = torch.cat([k, k_pad[None, :, None].expand(batch, -1, 1, -1)], dim=2)
     v = torch.cat([v, v_pad[None, :, None].expand(batch, -1, 1, -1)], dim=2)
-    return attend(q, k, v, bias, config)
+    return attend(q, k, v, bias, config or AttentionConfig())

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from .bench import bench
 from .evaluate import evaluate
 from .segment import segment
 from .weights import weights_app
@@ -27,6 +28,7 @@ DeviceOption = Annotated[str, typer.Option(help="Torch device: cpu, cuda, cuda:1
 app.add_typer(weights_app, name="weights")
 app.command("segment")(segment)
 app.command("evaluate")(evaluate)
+app.command("bench")(bench)
 
 
 @app.callback()

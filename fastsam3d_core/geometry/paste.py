@@ -105,9 +105,8 @@ def logits_on_volume(
         return VolumeBox(lo, hi, empty, empty.astype(bool), whole=True)
     coarse_to_ras = grid.crop_to_ras @ coarse_to_crop(logits.shape[-1], grid.size)
     box_to_ras = volume.ijk_to_ras @ translation(lo)
-    values, inside = resample(
-        logits.float(), coarse_to_ras, box_to_ras, shape, threshold=threshold  # type: ignore[arg-type]
-    )
+    source = logits.float()
+    values, inside = resample(source, coarse_to_ras, box_to_ras, shape, threshold=threshold)  # type: ignore[arg-type]
     whole = inside.stride() == (0, 0, 0)
     inside_array = np.broadcast_to(np.True_, shape) if whole else inside.cpu().numpy()
     return VolumeBox(lo, hi, values.cpu().numpy(), inside_array, whole=whole)

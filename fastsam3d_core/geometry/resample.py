@@ -87,9 +87,8 @@ def resample(
     box_from_target = translation(-lo) @ target_to_source
     source_axes = _parallel_axes(box_from_target[:3, :3])
     if source_axes is not None:
-        return _resample_separable(
-            box, box_from_target, source_axes, lo, source_tensor.shape, target_shape, mode, threshold
-        )
+        shapes = (source_tensor.shape, target_shape)
+        return _resample_separable(box, box_from_target, source_axes, lo, *shapes, mode, threshold)
     values, inside = _resample_grid(
         box, box_from_target, lo, source_tensor.shape, target_shape, mode
     )

@@ -85,7 +85,10 @@ class EncoderAttention(nn.Module):
         if grid != [side] * 3 or side >= self.grid_side:
             raise ValueError(f"expected a cubic grid smaller than {self.grid_side}³, got {grid}")
         q, k, v = self._heads(x.reshape(batch, side**3, dim))
-        pads = self.qkv.bias.reshape(3, self.num_heads, -1).unbind(0)
+        # A zero (padded) input projects to the qkv bias. (Dynamically quantised Linear layers
+        # expose their bias through a method.)
+        qkv_bias = self.qkv.bias() if callable(self.qkv.bias) else self.qkv.bias
+        pads = qkv_bias.reshape(3, self.num_heads, -1).unbind(0)
         tables = (self.rel_pos_d, self.rel_pos_h, self.rel_pos_w)
         out = padded_window_attention(q, k, v, pads, tables, side, self.grid_side, self.config)
         return self._merge_heads(out, grid)

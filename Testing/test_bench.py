@@ -1,0 +1,116 @@
+"""``fastsam3d bench``: it runs on a tiny configuration and writes a complete JSON report.
+
+Speed itself is never asserted here (benchmarks measure it); these tests check that the suite
+runs, measures every part for every configuration, and compares with the reference path.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from fastsam3d_core import build_model
+from fastsam3d_core.cli import app
+from fastsam3d_core.cli.bench import PARTS, BenchSettings, format_table, run_suite
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bench") / "bench.json"
+    result = runner.invoke(app, ["bench", "--quick", "--json", str(path)])
+    assert result.exit_code == 0, result.output
+    return result.output, json.loads(path.read_text())
+
+
+def test_quick_bench_writes_every_field(quick_report):
+    _, report = quick_report
+    assert {"machine", "settings", "load_average_1_5_15", "results"} <= set(report)
+    assert report["machine"]["torch_threads"] >= 1
+    assert any(key.startswith("matmul_") and value > 0 for key, value in report["machine"].items())
+    rows = report["results"]
+    assert [(r["model"], r["backend"], r["dtype"]) for r in rows] == [
+        ("fastsam3d", "reference", "float32"),
+        ("fastsam3d", "exact", "float32"),
+    ]
+    for row in rows:
+        assert row["device"] == "cpu"
+        for part in PARTS:
+            samples = row[f"{part}_samples_s"]
+            assert samples and all(s > 0 for s in samples)
+            assert row[f"{part}_s"] == pytest.approx(statistics.median(samples))
+        assert row["encoder_peak_mb"] > 0 and row["decoder_peak_mb"] > 0
+    assert rows[0]["speedup"] == {}
+    for part in PARTS:
+        expected = rows[0][f"{part}_s"] / rows[1][f"{part}_s"]
+        assert rows[1]["speedup"][part] == pytest.approx(expected)
+
+
+def test_quick_bench_prints_a_table_with_ratios(quick_report):
+    output, report = quick_report
+    assert "(reference)" in output and "speed-up enc/dec/click" in output
+    assert format_table(report).splitlines()[0] in output
+
+
+def test_bench_counts_flops_and_reports_agreement():
+    settings = BenchSettings(
+        models=["fastsam3d"],
+        dtypes=["float32", "bfloat16"],
+        repeats=1,
+        warmup=0,
+        volume_shape=(40, 40, 30),
+        clicks=1,
+        matmul_size=256,
+    )
+    report = run_suite(settings, echo=lambda _: None)
+    rows = {(r["backend"], r["dtype"]): r for r in report["results"]}
+    assert set(rows) == {("reference", "float32"), ("exact", "float32"), ("exact", "bfloat16")}
+    # FastSAM3D's encoder has no padding to skip: both paths count about 49.6 G (spec §6.3); the
+    # plain bias multiplies the queries with whole tables, a little more.
+    reference, exact = rows["reference", "float32"], rows["exact", "float32"]
+    assert exact["encoder_gflops"] == pytest.approx(49.6, rel=0.01)
+    assert exact["encoder_gflops"] == pytest.approx(reference["encoder_gflops"], rel=0.005)
+    assert 0 < exact["decoder_gflops"] < 3
+    bf16 = rows["exact", "bfloat16"]["agreement"]
+    assert 0 < bf16["embedding_max_rel_error"] < 0.2
+    assert 0.5 < bf16["mask_voxel_agreement"] <= 1
+    assert rows["exact", "float32"]["agreement"] == {}
+    assert not any(math.isnan(r["click_s"]) for r in rows.values())
+
+
+@pytest.mark.parametrize(
+    "arguments,message",
+    [
+        (["--dtype", "float64"], "float64"),
+        (["--volume", "12x3"], "12x3"),
+        (["--backend", "x"], "'x'"),
+    ],
+)
+def test_bench_rejects_bad_options(arguments, message):
+    result = runner.invoke(app, ["bench", "--quick", *arguments])
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_fast_decoder_equals_plain_decoder_for_batches_and_multimask():
+    torch.manual_seed(7)
+    model = build_model("fastsam3d")
+    embedding = torch.randn(1, 384, 8, 8, 8)
+    points = torch.tensor([[[10.0, 20.0, 30.0]], [[100.0, 64.0, 3.0]]])
+    labels = torch.tensor([[1], [0]])
+    masks = torch.randn(2, 1, 32, 32, 32)
+    with torch.inference_mode():
+        for multimask in (False, True):
+            fast = model.decode(embedding, points, labels, masks, multimask=multimask)
+            model.set_attention_backend("reference")
+            plain = model.decode(embedding, points, labels, masks, multimask=multimask)
+            model.set_attention_backend("exact")
+            for ours, theirs in zip(fast, plain):
+                scale = theirs.abs().max()
+                assert (ours - theirs).abs().max() <= 1e-5 * scale
