@@ -15,6 +15,7 @@ from test_slicer_mrml import (
     BRATS_LABEL,
     CT_IMAGE,
     CT_LABEL,
+    DATA,
     linear_transform_node,
     read_volume_node,
     rigid,
@@ -35,6 +36,7 @@ InteractiveSegmentationLogic = pytest.importorskip(
 ).InteractiveSegmentationLogic
 
 TIMEOUT_S = 120
+pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"test scans not found at {DATA}")
 
 
 @pytest.fixture
