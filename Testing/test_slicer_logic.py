@@ -313,3 +313,37 @@ def test_seeded_fastsam3d_encodes_once_per_crop(scene, make_logic, fastsam3d_see
         peak = np.unravel_index(np.argmax(entropy), entropy.shape)
         volume = mrml_io.volume_from_node(node)
         np.testing.assert_allclose(volume.index_to_ras(np.array(peak)), suggestions[0], atol=1e-6)
+
+
+def test_a_new_model_replays_the_points_and_points_wait_while_it_loads(scene, make_logic):
+    labels = Volume.from_file(CT_LABEL)
+    node = read_volume_node(scene, CT_IMAGE)
+    logic = make_logic(OraclePredictor(labels, 1), node)
+    spleen = deepest_ras(labels, 1)
+    place(logic, spleen)
+    settle(logic)
+    spleen_mask = current_mask(logic)
+    # "Another model": an oracle that sees everything labelled, not just the spleen.
+    logic.setPredictor(OraclePredictor(labels))
+    place(logic, spleen + [0.0, 3.0, 0.0])  # placed while the new session opens
+    settle(logic)
+    assert len(logic._clicks) == 2  # both points, each once, on the new session
+    assert logic.positiveNode.GetNumberOfControlPoints() == 2
+    expected = Session(Volume.from_file(CT_IMAGE), OraclePredictor(labels))
+    expected.add_point(spleen)
+    expected.add_point(spleen + [0.0, 3.0, 0.0])
+    mask = current_mask(logic)
+    assert np.array_equal(mask, expected.mask().astype(bool))
+    assert mask.sum() > spleen_mask.sum()  # the old prediction was replaced, not kept
+
+
+def test_another_volume_starts_without_points(scene, make_logic):
+    labels = Volume.from_file(CT_LABEL)
+    logic = make_logic(OraclePredictor(labels, 1), read_volume_node(scene, CT_IMAGE))
+    place(logic, deepest_ras(labels, 1))
+    settle(logic)
+    first_segmentation = logic.segmentationNode
+    logic.setInputs(read_volume_node(scene, CT_IMAGE, "second"))
+    settle(logic)
+    assert logic.positiveNode.GetNumberOfControlPoints() == 0 and logic._clicks == ()
+    assert logic.segmentationNode is not first_segmentation

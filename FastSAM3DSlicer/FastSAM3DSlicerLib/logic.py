@@ -94,6 +94,7 @@ class InteractiveSegmentationLogic:
         self._clicks: tuple = ()
         self._updatingMarkups = False
         self._targetSegmentId = ""
+        self._opening = 0  # session-opening jobs queued and not yet applied
 
     # -- model and inputs ----------------------------------------------------------------
 
@@ -107,7 +108,7 @@ class InteractiveSegmentationLogic:
             state.predictor = load_predictor(modelName, device, weightsFile, report)
             return _open(state)
 
-        self._worker.submit(job, self._onOpened, label="load model")
+        self._submitOpen(job, "load model")
 
     def setPredictor(self, predictor: Any) -> None:
         """Use a ready core predictor or built model (tests, custom models)."""
@@ -117,16 +118,21 @@ class InteractiveSegmentationLogic:
             state.predictor = predictor
             return _open(state)
 
-        self._worker.submit(job, self._onOpened, label="set predictor")
+        self._submitOpen(job, "set predictor")
 
     def setInputs(self, volumeNode: Any, segmentationNode: Any = None, segmentId: str = "") -> None:
         """Segment ``volumeNode`` into ``segmentationNode`` (created if None), into
-        ``segmentId`` (a new segment if empty). Clicks on a previous volume are dropped.
+        ``segmentId`` (a new segment if empty).
+
+        For another volume, or another segmentation, the points are cleared; for the same ones
+        (e.g. their voxels changed) the current segment's points are placed again on the new
+        session.
 
         Raises:
             mrml_io.VolumeNotSupportedError: the volume cannot be segmented.
         """
         volume = mrml_io.volume_from_node(volumeNode)
+        same = volumeNode is self.volumeNode and segmentationNode is self.segmentationNode
         self.volumeNode = volumeNode
         if segmentationNode is None:
             segmentationNode = self.scene.AddNewNodeByClass(
@@ -138,7 +144,9 @@ class InteractiveSegmentationLogic:
             segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
         self.segmentationNode = segmentationNode
         self._targetSegmentId = segmentId
-        self._ensureMarkupsNodes()
+        self._ensureMarkupsNodes(clear=not same)
+        if not same:
+            self._base = {}
         self._fingerprint = mrml_io.volume_fingerprint(volumeNode)
         state = self._state
         state.protect = self.protectOtherSegments
@@ -147,30 +155,46 @@ class InteractiveSegmentationLogic:
             state.volume = volume
             return _open(state)
 
-        self._worker.submit(job, self._onOpened, label="open volume")
+        self._submitOpen(job, "open volume")
+
+    def _submitOpen(self, job: Callable, label: str) -> None:
+        """Queue a job that starts a new session; points wait for it, then are replayed."""
+        self._opening += 1
+
+        def failed(error: BaseException) -> None:
+            self._opening -= 1
+            self._onJobError(error)
+
+        self._worker.submit(job, self._onOpened, failed, label=label)
 
     def _onOpened(self, update: Update | None) -> None:
         """A new session: map its first segment to the wanted MRML segment."""
+        self._opening -= 1
         if self.segmentationNode is None:
             self._setStatus("Model ready: select a volume")
             return
-        self._segmentIds, self._base, self._adopt = {}, {}, deque()
+        self._segmentIds, self._adopt = {}, deque()
         self._currentSessionId = 1
         target = self._targetSegmentId
         if target and self.segmentationNode.GetSegmentation().GetSegment(target):
             self._adopt.append(target)
+        self._synced = {}  # the new session has no clicks: the markups' points are replayed
         self._applyUpdate(update)
         if update is None:
             self._setStatus("Waiting for both a model and a volume")
+        else:
+            self.synchronizePoints()
 
     # -- points --------------------------------------------------------------------------
 
     def synchronizePoints(self) -> None:
         """Queue the edits that turn the session's clicks into the markups' points."""
-        if self._updatingMarkups or self.volumeNode is None:
-            return
+        if self._updatingMarkups or self.volumeNode is None or self._opening:
+            return  # while a session opens, points wait: they are replayed when it is open
         if mrml_io.volume_fingerprint(self.volumeNode) != self._fingerprint:
+            # The image changed: a new session, where the points are replayed once it opens.
             self.setInputs(self.volumeNode, self.segmentationNode, self.currentSegmentId or "")
+            return
         current = self._markupsPoints()
         for key in [k for k in self._synced if k not in current]:
             self._submitEdit("remove", *self._synced[key])
@@ -372,7 +396,8 @@ class InteractiveSegmentationLogic:
             mapped = self._segmentIds.get(sessionId)
             if mapped is None and self._adopt:
                 mapped = self._segmentIds[sessionId] = self._adopt.popleft()
-                self._rememberBase(mapped)
+                if mapped not in self._created and mapped not in self._base:
+                    self._rememberBase(mapped)
             if mapped is None or segmentation.GetSegment(mapped) is None:
                 newId = segmentation.AddEmptySegment(mapped or "", name, list(color))
                 self._segmentIds[sessionId] = newId
@@ -418,7 +443,7 @@ class InteractiveSegmentationLogic:
             self._updatingMarkups = False
         self._synced = self._markupsPoints()
 
-    def _ensureMarkupsNodes(self) -> None:
+    def _ensureMarkupsNodes(self, clear: bool) -> None:
         specs = (
             ("positiveNode", "FastSAM3D positive", POSITIVE_COLOR),
             ("negativeNode", "FastSAM3D negative", NEGATIVE_COLOR),
@@ -436,6 +461,13 @@ class InteractiveSegmentationLogic:
                 node.SetMarkupLabelFormat("" if attribute == "suggestionNode" else name[10])
                 setattr(self, attribute, node)
         self.suggestionNode.SetLocked(True)
+        if clear:
+            self._updatingMarkups = True
+            try:
+                for node in (self.positiveNode, self.negativeNode, self.suggestionNode):
+                    node.RemoveAllControlPoints()
+            finally:
+                self._updatingMarkups = False
         self._synced = {}
 
     # -- reporting -----------------------------------------------------------------------
