@@ -144,9 +144,7 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def exit(self):
         self._removeShortcuts()
-        if self._parameterNode is not None and self._parameterNodeGuiTag is not None:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
+        self.setParameterNode(None)
 
     def onSceneStartClose(self, caller, event):
         self.setParameterNode(None)
@@ -168,8 +166,9 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._parameterNode.inputVolume = first
 
     def setParameterNode(self, parameterNode):
-        if self._parameterNode is not None and self._parameterNodeGuiTag is not None:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+        if self._parameterNode is not None:
+            if self._parameterNodeGuiTag is not None:
+                self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self.removeObserver(
                 self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons
             )
@@ -237,6 +236,9 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         )
         engine.setInputs(node.inputVolume, node.segmentation, node.segmentId)
         node.segmentation = engine.segmentationNode
+        wasBlocked = self.ui.segmentSelector.blockSignals(True)
+        self.ui.segmentSelector.setCurrentNode(engine.segmentationNode)
+        self.ui.segmentSelector.blockSignals(wasBlocked)
         self._observeMarkups(engine)
         self._timer.start()
         self.updateButtons()
@@ -328,7 +330,7 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _showCurrentSegment(self):
         engine = self.logic.engineIfStarted()
-        if engine is None or engine.currentSegmentId is None:
+        if engine is None or engine.currentSegmentId is None or self._parameterNode is None:
             return
         wasBlocked = self.ui.segmentSelector.blockSignals(True)
         self.ui.segmentSelector.setCurrentNode(engine.segmentationNode)

@@ -187,6 +187,8 @@ def test_segments_do_not_overwrite_each_other(scene, make_logic):
     logic.errorCallback = logic.errors.append
     # "Everything non-zero" as the object: it covers the liver and the spleen.
     logic.setPredictor(OraclePredictor(labels))
+    shown = []  # what the widget's segment selector would show
+    logic.segmentsChangedCallback = lambda: shown.append(logic.currentSegmentId)
     logic.setInputs(node, segmentation)
     place(logic, deepest_ras(labels, 1))
     settle(logic)
@@ -197,6 +199,7 @@ def test_segments_do_not_overwrite_each_other(scene, make_logic):
     logic.nextSegment()
     settle(logic)
     assert logic.currentSegmentId not in (first_id, manual_id)
+    assert shown == [first_id, logic.currentSegmentId]
     assert logic.positiveNode.GetNumberOfControlPoints() == 0
     place(logic, deepest_ras(labels, 2))  # label 2, in the same crop as the first segment
     settle(logic)
@@ -206,7 +209,7 @@ def test_segments_do_not_overwrite_each_other(scene, make_logic):
     # Going back to the first segment shows its click again.
     logic.selectSegment(first_id)
     settle(logic)
-    assert logic.currentSegmentId == first_id
+    assert logic.currentSegmentId == first_id and shown[-1] == first_id
     assert logic.positiveNode.GetNumberOfControlPoints() == 1
     logic.cleanup()
 

@@ -73,6 +73,7 @@ class InteractiveSegmentationLogic:
         self.protectOtherSegments = protectOtherSegments
         self.statusCallback: Callable[[str], None] | None = None
         self.errorCallback: Callable[[BaseException], None] | None = None
+        # Called when segments are added or removed, or points go to another segment.
         self.segmentsChangedCallback: Callable[[], None] | None = None
         self.suggestionCallback: Callable[[np.ndarray | None], None] | None = None
         self.uncertaintyCallback: Callable[[Any], None] | None = None
@@ -350,9 +351,12 @@ class InteractiveSegmentationLogic:
     def _applyUpdate(self, update: Update | None) -> None:
         if update is None:
             return
+        previous = self.currentSegmentId
         self._currentSessionId = update.current
-        self._syncSegments(update)
+        changed = self._syncSegments(update)
         self._targetSegmentId = self.currentSegmentId or ""
+        if (changed or self.currentSegmentId != previous) and self.segmentsChangedCallback:
+            self.segmentsChangedCallback()
         for patch in update.patches:
             segmentId = self._segmentIds.get(patch.session_id)
             if segmentId is not None:
@@ -388,7 +392,9 @@ class InteractiveSegmentationLogic:
                     )
         mrml_io.write_segment_box(self.segmentationNode, segmentId, self.volumeNode, lo, hi, mask)
 
-    def _syncSegments(self, update: Update) -> None:
+    def _syncSegments(self, update: Update) -> bool:
+        """Give every live session segment an MRML segment; True if segments were added or
+        removed."""
         segmentation = self.segmentationNode.GetSegmentation()
         live = {sessionId for sessionId, _, _ in update.segments}
         changed = False
@@ -411,8 +417,7 @@ class InteractiveSegmentationLogic:
             ):
                 segmentation.RemoveSegment(mapped)  # an undone "next segment"
                 changed = True
-        if changed and self.segmentsChangedCallback is not None:
-            self.segmentsChangedCallback()
+        return changed
 
     def _rememberBase(self, segmentId: str) -> None:
         """Keep the voxels a segment had before the session adopted it."""
