@@ -50,7 +50,9 @@ class FastSAM3DSlicer(ScriptedLoadableModule):
             "press Start, then place positive (P) and negative (N) points in any view: the "
             "segment follows each point. Drag points to move them, right-click to delete. "
             "The image encoder runs once per 128³ crop; each further point only runs the small "
-            "decoder. See the extension's README for details."
+            "decoder. See the "
+            '<a href="https://github.com/fastsam3d/SlicerFastSAM3D#the-3d-slicer-module">'
+            "module documentation</a>."
         )
         self.parent.acknowledgementText = (
             "FastSAM3D (Shen et al., MICCAI 2024) and SAM-Med3D-turbo (Wang et al.) are the "
