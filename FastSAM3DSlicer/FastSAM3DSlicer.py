@@ -230,6 +230,9 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         engine.segmentsChangedCallback = self._showCurrentSegment
         engine.suggestionCallback = self._onSuggestion
         engine.uncertaintyCallback = self._onUncertainty
+        engine.warningCallback = lambda message: slicer.util.warningDisplay(
+            message, windowTitle="FastSAM3D"
+        )
         engine.protectOtherSegments = not self.ui.overwriteCheckBox.checked
         self.logic.loadModel(
             self.ui.modelComboBox.currentData,

@@ -22,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import mrml_io
-from .models import load_predictor
+from .models import WARNING_PREFIX, load_predictor
 from .session_runner import SAME_POINT_MM, SessionRunner, Update
 from .worker import Worker
 
@@ -77,6 +77,8 @@ class InteractiveSegmentationLogic:
         self.segmentsChangedCallback: Callable[[], None] | None = None
         self.suggestionCallback: Callable[[np.ndarray | None], None] | None = None
         self.uncertaintyCallback: Callable[[Any], None] | None = None
+        # Called with messages the user must see, e.g. a fallback from the GPU to the CPU.
+        self.warningCallback: Callable[[str], None] | None = None
         self.status = "No model loaded"
         self.lastLatencySeconds: float | None = None
         self.lastEncoderRan = False
@@ -483,6 +485,11 @@ class InteractiveSegmentationLogic:
             self.statusCallback(message)
 
     def _onProgress(self, message: str, fraction: float | None) -> None:
+        if message.startswith(WARNING_PREFIX):
+            message = message[len(WARNING_PREFIX) :]
+            logging.warning("FastSAM3D: %s", message)
+            if self.warningCallback is not None:
+                self.warningCallback(message)
         self._setStatus(message if fraction is None else f"{message} ({fraction:.0%})")
 
     def _onJobError(self, error: BaseException) -> None:

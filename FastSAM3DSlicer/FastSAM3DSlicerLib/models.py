@@ -15,6 +15,8 @@ MODEL_CHOICES = (("fastsam3d", "FastSAM3D"), ("sam-med3d-turbo", "SAM-Med3D-turb
 DEVICE_CHOICES = (("auto", "Auto"), ("cuda", "CUDA"), ("cpu", "CPU"), ("mps", "Apple MPS"))
 
 Reporter = Callable[[str, Optional[float]], None]
+# Reported messages that the user must see (not just a passing status) start with this.
+WARNING_PREFIX = "Warning: "
 
 
 class ModelLoadError(RuntimeError):
@@ -82,7 +84,7 @@ class FallbackPredictor:
         self.inner.model.to("cpu")
         if was == "cuda":
             torch.cuda.empty_cache()
-        message = (
+        message = WARNING_PREFIX + (
             f"The GPU ({was}) ran out of memory ({str(error).splitlines()[0][:120]}). "
             "FastSAM3D continues on the CPU, which is slower. To use the GPU again, close other "
             "programs that use it, or choose a smaller volume, then select the device again."
@@ -110,7 +112,6 @@ def load_predictor(
         ModelLoadError: unknown model or device, offline with no cached weights, a checksum
             mismatch, or a checkpoint that does not fit the model; the message says what to do.
     """
-    from fastsam3d_core import CheckpointError, build_model, load_checkpoint
     from fastsam3d_core.weights import WeightsDownloadError, WeightsError, resolve_weights
 
     names = [name for name, _ in MODEL_CHOICES]
@@ -137,6 +138,25 @@ def load_predictor(
     if report is not None:
         report(f"Loading {model_name} on {device}...", None)
     try:
+        model = _build_and_load(model_name, device, path)
+    except Exception as error:
+        if not is_out_of_memory(error):
+            raise
+        notice = WARNING_PREFIX + (
+            f"The GPU has too little free memory for {model_name} ({str(error)[:120]}); it "
+            "runs on the CPU instead (slower). Close other programs that use the GPU and "
+            "press Start again to retry."
+        )
+        if report is not None:
+            report(notice, None)
+        model = _build_and_load(model_name, "cpu", path)
+    return FallbackPredictor(model, report)
+
+
+def _build_and_load(model_name: str, device: str, path: Path) -> Any:
+    from fastsam3d_core import CheckpointError, build_model, load_checkpoint
+
+    try:
         model = build_model(model_name, device=device)
         load_checkpoint(model, path)
     except CheckpointError as error:
@@ -145,7 +165,7 @@ def load_predictor(
         raise ModelLoadError(
             f"{error}. Choose another device (Auto picks one that works)."
         ) from error
-    return FallbackPredictor(model, report)
+    return model
 
 
 def describe_device(predictor: Any) -> str:
