@@ -163,3 +163,24 @@ def test_module_script_imports_nothing_heavy_at_load():
 def test_module_script_compiles():
     for path in [MODULE_SCRIPT, *LIB.glob("*.py")]:
         compile(path.read_text(encoding="utf-8"), str(path), "exec")
+
+
+def test_mrml_calls_of_the_widget_exist_in_the_real_classes():
+    """The widget needs the application, but the MRML/VTK methods it calls can be checked on
+    the real classes (slicer-core): a misspelt method would only fail inside Slicer."""
+    slicer = pytest.importorskip("slicer")
+    text = MODULE_SCRIPT.read_text(encoding="utf-8")
+    for name in set(re.findall(r"slicer\.util\.(\w+)", text)):
+        assert hasattr(slicer.util, name), f"slicer.util.{name} does not exist"
+    owners = {
+        "markupsLogic": slicer.vtkSlicerMarkupsLogic,
+        "interaction": slicer.vtkMRMLInteractionNode,
+        "selection": slicer.vtkMRMLSelectionNode,
+        "node": slicer.vtkMRMLMarkupsFiducialNode,
+        "slicer.mrmlScene": slicer.vtkMRMLScene,
+    }
+    for owner, cls in owners.items():
+        for name in set(re.findall(rf"\b{re.escape(owner)}\.([A-Z]\w+)", text)):
+            assert hasattr(cls, name), f"{cls.__name__}.{name} (used as {owner}.{name}) is missing"
+    for name in re.findall(r"markups\.logic\(\)\.(\w+)", text):
+        assert hasattr(slicer.vtkSlicerMarkupsLogic, name)
