@@ -264,8 +264,11 @@ class InteractiveSegmentationLogic:
                     lambda runner, sid=sessionId: runner.select_segment(sid), "select"
                 )
                 return
+        segment = self.segmentationNode.GetSegmentation().GetSegment(segmentId)
+        if segment is None:
+            raise ValueError(f"{self.segmentationNode.GetName()} has no segment {segmentId!r}")
         self._adopt.append(segmentId)
-        name = self.segmentationNode.GetSegmentation().GetSegment(segmentId).GetName()
+        name = segment.GetName()
         self._submitRunner(lambda runner: runner.new_segment(name), "adopt segment")
 
     def _submitRunner(self, action: Callable[[SessionRunner], Update], label: str) -> None:
