@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import platform
 import statistics
@@ -127,7 +128,14 @@ def count_gflops(call: Callable[[], object]) -> float:
         # The counter knows the CUDA attention kernels but not the CPU one; same count.
         return sdpa_flop_count(query, key, value)  # shapes, as the counter passes them
 
+    def onednn_linear(x: Any, weight: Any, *args: Any, **kwargs: Any) -> int:
+        # The fused linear of models.common.linear: (…, in) @ (out, in)ᵀ.
+        rows = math.prod(x[:-1])
+        return 2 * rows * weight[0] * weight[1]
+
     mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: cpu_attention}
+    if hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+        mapping[torch.ops.mkldnn._linear_pointwise] = onednn_linear
     with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
         call()
     return counter.get_total_flops() / 1e9

@@ -17,7 +17,7 @@ from ..attention.relative_position import (
     relative_position_bias_reference,
 )
 from ..attention.windowed import padded_window_attention
-from .common import LayerNorm3d, MLPBlock
+from .common import LayerNorm3d, MLPBlock, linear
 
 
 class EncoderAttention(nn.Module):
@@ -34,18 +34,23 @@ class EncoderAttention(nn.Module):
         self.rel_pos_h = nn.Parameter(torch.zeros(2 * grid_side - 1, head_dim))
         self.rel_pos_w = nn.Parameter(torch.zeros(2 * grid_side - 1, head_dim))
         self.config = AttentionConfig()
+        # True: call the projections as modules (the plain path, for the reference).
+        self.plain = False
 
     def _heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(B, N, dim)`` tokens -> q, k, v, each ``(B, heads, N, head_dim)``."""
         batch, tokens, _ = x.shape
         # (B, N, 3·dim) -> (3, B, heads, N, head_dim); channels are [q|k|v] × head × head_dim.
-        qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        qkv = linear(self.qkv, x, plain=self.plain)
+        qkv = qkv.reshape(batch, tokens, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         return q, k, v
 
     def _merge_heads(self, out: torch.Tensor, grid: list[int]) -> torch.Tensor:
         # Heads are concatenated head-major: (B, heads, N, c) -> (B, *grid, heads·c).
-        return self.proj(out.transpose(1, 2).reshape(out.shape[0], *grid, -1))
+        return linear(
+            self.proj, out.transpose(1, 2).reshape(out.shape[0], *grid, -1), plain=self.plain
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x ``(B, S, S, S, dim)``. Returns ``(B, S, S, S, dim)``."""

@@ -59,7 +59,9 @@ class Sam3D(nn.Module):
             elif isinstance(module, DecoderAttention):
                 module.config = decoder_config
         # ``reference`` is the plain path throughout: no fused or re-associated layers either.
-        self.image_encoder.plain = self.mask_decoder.plain = backend == "reference"
+        for module in self.modules():
+            if hasattr(module, "plain"):
+                module.plain = backend == "reference"
 
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         """Image embedding of a batch of crops.

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ..attention import AttentionConfig, attend
-from .common import MLPBlock
+from .common import MLPBlock, linear
 
 
 class DecoderAttention(nn.Module):
@@ -29,6 +29,8 @@ class DecoderAttention(nn.Module):
         self.v_proj = nn.Linear(embedding_dim, internal_dim)
         self.out_proj = nn.Linear(internal_dim, embedding_dim)
         self.config = AttentionConfig()
+        # True: call the projections as modules (the plain path, for the reference).
+        self.plain = False
 
     def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, N, heads·c)`` -> ``(B, heads, N, c)``."""
@@ -36,14 +38,15 @@ class DecoderAttention(nn.Module):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Args: q ``(B, Nq, dim)``, k and v ``(B, Nk, dim)``. Returns ``(B, Nq, dim)``."""
+        plain = self.plain
         out = attend(
-            self._split_heads(self.q_proj(q)),
-            self._split_heads(self.k_proj(k)),
-            self._split_heads(self.v_proj(v)),
+            self._split_heads(linear(self.q_proj, q, plain=plain)),
+            self._split_heads(linear(self.k_proj, k, plain=plain)),
+            self._split_heads(linear(self.v_proj, v, plain=plain)),
             config=self.config,
         )
         # Recombine head-major: (B, heads, Nq, c) -> (B, Nq, heads·c).
-        return self.out_proj(out.transpose(1, 2).flatten(2))
+        return linear(self.out_proj, out.transpose(1, 2).flatten(2), plain=plain)
 
 
 class TwoWayAttentionBlock3D(nn.Module):
