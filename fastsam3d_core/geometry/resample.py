@@ -158,17 +158,38 @@ def _resample_separable(
         dtype=torch.bool if threshold is not None else torch.float32,
         device=box.device,
     )
-    slab = max(1, (1 << 20) // max(1, target_shape[1] * target_shape[2]))
-    for start in range(0, target_shape[0], slab):
-        part = values[start : start + slab] @ last
-        if threshold is not None:
-            torch.gt(part, threshold, out=out[start : start + slab])
-        else:
-            out[start : start + slab] = part
+    if threshold is not None and bool(insides[2].all()):
+        _threshold_last_axis(values, last, threshold, out)
+    else:
+        slab = max(1, (1 << 20) // max(1, target_shape[1] * target_shape[2]))
+        for start in range(0, target_shape[0], slab):
+            part = values[start : start + slab] @ last
+            if threshold is not None:
+                torch.gt(part, threshold, out=out[start : start + slab])
+            else:
+                out[start : start + slab] = part
     if all(bool(inside.all()) for inside in insides):
         return out, torch.ones((), dtype=torch.bool, device=box.device).expand(target_shape)
     inside = insides[0][:, None, None] & insides[1][None, :, None] & insides[2][None, None, :]
     return out, inside
+
+
+def _threshold_last_axis(
+    values: torch.Tensor, last: torch.Tensor, threshold: float, out: torch.Tensor
+) -> None:
+    """``out = (values @ last) > threshold``, computing the product only where it is needed.
+
+    Every column of ``last`` (source, targets) holds non-negative weights summing to 1 (all
+    targets inside), so each result is a convex combination of one row of ``values``: a row whose
+    values all exceed the threshold gives only True, a row with none above it only False, and
+    only the rows that cross the threshold (those near the mask's surface) need the product.
+    """
+    low, high = values.amin(dim=-1), values.amax(dim=-1)
+    out.copy_((low > threshold)[..., None].expand_as(out))
+    crossing = (low <= threshold) & (high > threshold)
+    rows = crossing.nonzero(as_tuple=True)
+    if rows[0].numel():
+        out[rows] = (values[rows] @ last) > threshold
 
 
 def _resample_grid(

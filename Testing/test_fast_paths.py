@@ -1,0 +1,85 @@
+"""Fast paths outside attention equal the plain computation they replace.
+
+(Attention's fast paths are in test_attention.py; the decoder's upscaling in test_bench.py.)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fastsam3d_core.geometry import Volume, crop_grid_around, resample
+from fastsam3d_core.geometry.paste import logits_on_volume
+from fastsam3d_core.models.common import linear
+from fastsam3d_core.session import Session
+
+
+def smooth_logits(seed: int, size: int = 32) -> torch.Tensor:
+    """Blobby logits with large uniform regions and a surface, like a real mask's."""
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.randn(1, 1, 4, 4, 4, generator=generator)
+    up = torch.nn.functional.interpolate(coarse, size=(size,) * 3, mode="trilinear")
+    return up[0, 0] * 10 + 0.5
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("spacing", [(0.7, 0.7, 1.0), (2.0, 0.5, 3.0)])
+def test_thresholded_paste_equals_float_paste(seed, spacing):
+    affine = np.diag([*spacing, 1.0])
+    affine[:3, 3] = (-30.0, 10.0, 5.0)
+    volume = Volume(np.zeros((150, 170, 90), np.int16), affine)
+    grid = crop_grid_around(volume, volume.index_to_ras(np.array([60.0, 100.0, 40.0])))
+    logits = smooth_logits(seed)
+    float_box = logits_on_volume(logits, grid, volume)
+    mask_box = logits_on_volume(logits, grid, volume, threshold=0.0)
+    assert mask_box.values.dtype == bool and float_box.values.dtype == np.float32
+    np.testing.assert_array_equal(mask_box.values, float_box.values > 0)
+    np.testing.assert_array_equal(mask_box.inside, float_box.inside)
+    assert mask_box.whole and 0 < mask_box.values.mean() < 1
+
+
+def test_thresholded_resample_with_targets_outside_the_source():
+    rng = np.random.default_rng(4)
+    source = rng.normal(size=(12, 10, 8)).astype(np.float32)
+    source_to_ras = np.diag([1.0, 1.0, 1.0, 1.0])
+    target_to_ras = np.diag([0.4, 0.7, 0.3, 1.0])
+    target_to_ras[:3, 3] = (-2.0, 3.0, -1.0)  # part of the target lies outside the source
+    values, inside = resample(source, source_to_ras, target_to_ras, (40, 20, 40))
+    mask, inside_too = resample(source, source_to_ras, target_to_ras, (40, 20, 40), threshold=0.1)
+    assert not inside.all()
+    torch.testing.assert_close(mask, values > 0.1)
+    torch.testing.assert_close(inside_too, inside)
+
+
+def test_session_click_equals_the_plain_paste_back():
+    """A click's labelmap is exactly the thresholded float paste-back of its logits."""
+
+    class Fixed:
+        def encode(self, crop):
+            return None
+
+        def decode(self, embedding, points, labels, mask_input):
+            return smooth_logits(int(len(points)))
+
+    affine = np.diag([0.8, 0.8, 1.2, 1.0])
+    volume = Volume(np.zeros((200, 180, 120), np.int16), affine)
+    session = Session(volume, Fixed())
+    result = session.add_point_ijk(np.array([100.0, 90.0, 60.0]))
+    box = logits_on_volume(smooth_logits(1), result.crop, volume)
+    expected = np.zeros(volume.shape, bool)
+    expected[box.slices] = box.inside & (box.values > 0)
+    np.testing.assert_array_equal(result.mask.astype(bool), expected)
+
+
+@pytest.mark.parametrize("activation", ["none", "gelu", "relu"])
+def test_fused_linear_equals_module_and_activation(activation):
+    torch.manual_seed(5)
+    layer = torch.nn.Linear(48, 80)
+    x = torch.randn(3, 7, 48)
+    with torch.inference_mode():
+        fused = linear(layer, x, activation)
+        plain = linear(layer, x, activation, plain=True)
+    expected = {"none": lambda y: y, "gelu": torch.nn.functional.gelu, "relu": torch.relu}
+    torch.testing.assert_close(plain, expected[activation](layer(x)))
+    torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5)
