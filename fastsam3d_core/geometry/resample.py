@@ -158,9 +158,11 @@ def _resample_separable(
         dtype=torch.bool if threshold is not None else torch.float32,
         device=box.device,
     )
-    if threshold is not None and bool(insides[2].all()):
-        _threshold_last_axis(values, last, threshold, out)
-    else:
+    if (
+        threshold is None
+        or not bool(insides[2].all())
+        or not _threshold_sparsely(values, last, threshold, out)
+    ):
         slab = max(1, (1 << 20) // max(1, target_shape[1] * target_shape[2]))
         for start in range(0, target_shape[0], slab):
             part = values[start : start + slab] @ last
@@ -174,22 +176,28 @@ def _resample_separable(
     return out, inside
 
 
-def _threshold_last_axis(
+def _threshold_sparsely(
     values: torch.Tensor, last: torch.Tensor, threshold: float, out: torch.Tensor
-) -> None:
+) -> bool:
     """``out = (values @ last) > threshold``, computing the product only where it is needed.
 
     Every column of ``last`` (source, targets) holds non-negative weights summing to 1 (all
     targets inside), so each result is a convex combination of one row of ``values``: a row whose
     values all exceed the threshold gives only True, a row with none above it only False, and
-    only the rows that cross the threshold (those near the mask's surface) need the product.
+    only the rows that cross the threshold (those near a smooth mask's surface) need the product.
+
+    Returns:
+        False, leaving ``out`` alone, when too many rows cross for this to pay off.
     """
     low, high = values.amin(dim=-1), values.amax(dim=-1)
-    out.copy_((low > threshold)[..., None].expand_as(out))
     crossing = (low <= threshold) & (high > threshold)
     rows = crossing.nonzero(as_tuple=True)
+    if rows[0].numel() > crossing.numel() // 8:
+        return False
+    out.copy_((low > threshold)[..., None].expand_as(out))
     if rows[0].numel():
         out[rows] = (values[rows] @ last) > threshold
+    return True
 
 
 def _resample_grid(
