@@ -166,8 +166,3 @@ def _build_and_load(model_name: str, device: str, path: Path) -> Any:
             f"{error}. Choose another device (Auto picks one that works)."
         ) from error
     return model
-
-
-def describe_device(predictor: Any) -> str:
-    """A short name of where a predictor runs, for the status line."""
-    return getattr(predictor, "device", "custom predictor")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import queue
 import threading
 import time
-import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -41,7 +40,6 @@ class _Finished:
     job: _Job
     value: Any = None
     error: BaseException | None = None
-    details: str = ""
 
 
 @dataclass
@@ -183,7 +181,7 @@ class Worker:
             try:
                 self._events.put(_Finished(job, value=job.function(report)))
             except BaseException as error:  # handed to the main thread, never swallowed
-                self._events.put(_Finished(job, error=error, details=traceback.format_exc()))
+                self._events.put(_Finished(job, error=error))  # keeps its __traceback__
             finally:
                 with self._lock:
                     self._running_label = None
