@@ -398,7 +398,7 @@ def format_table(report: dict[str, Any]) -> str:
             f"{row['model']:16s} {row['backend']:9s} {row['device']:6s} {row['dtype']:8s} "
             f"{row['encoder_s'] * 1e3:7.1f}ms {row['decoder_s'] * 1e3:7.1f}ms "
             f"{row['click_s'] * 1e3:7.1f}ms {row['encoder_peak_mb']:9.0f} "
-            f"{row['encoder_gflops']:7.1f} {ratios:>23s}"
+            f"{row['encoder_gflops']:7.1f} {ratios:>23s} {row['note']}".rstrip()
         )
         if row["agreement"]:
             agreement = row["agreement"]

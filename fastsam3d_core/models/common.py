@@ -30,7 +30,9 @@ _ONEDNN_LINEAR = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
 
 def _onednn_applies(layer: nn.Module, x: torch.Tensor) -> bool:
     return (
-        _ONEDNN_LINEAR is not None
+        # Under torch.compile the compiler makes its own choice (it emits this same kernel).
+        not torch.compiler.is_compiling()
+        and _ONEDNN_LINEAR is not None
         and type(layer) is nn.Linear
         and x.device.type == "cpu"
         and x.dtype == torch.float32 == layer.weight.dtype

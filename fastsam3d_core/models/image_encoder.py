@@ -108,6 +108,9 @@ class EncoderBlock(nn.Module):
 
     ``window_size > 0`` zero-pads the LN1 output on the high side of each axis to a multiple of the
     window and attends within each window, padded tokens included (spec §3.1, teacher differences).
+    When the whole grid fits in one window (SAM-Med3D-turbo: 8³ in 14³) the default backend
+    computes the same result from the real tokens alone, the padded keys folded into one extra
+    key (:mod:`fastsam3d_core.attention.windowed`); ``reference`` keeps the padded computation.
     """
 
     def __init__(
