@@ -156,6 +156,28 @@ def test_install_plan_uses_the_pytorch_extension_then_installs_the_core():
     assert [s.command for s in from_source] == [("py", "-m", "pip", "install", str(REPO))]
 
 
+def test_a_bundled_engine_needs_only_its_missing_dependencies(tmp_path):
+    (tmp_path / "fastsam3d_core").mkdir()
+    (tmp_path / "fastsam3d_core" / "__init__.py").write_text("")
+    lookup = versions(torch="2.13.0", numpy="2.1", scipy="1.14", SimpleITK="2.4")
+    assert install.missing_packages(lookup, tmp_path) == ["typer", "platformdirs"]
+    steps = install.plan_installation("py", None, lookup, module_dir=tmp_path)
+    assert [s.command for s in steps] == [
+        ("py", "-m", "pip", "install", "typer>=0.12", "platformdirs>=3")
+    ]
+    names = ("numpy", "scipy", "SimpleITK", "typer", "platformdirs")
+    everything = versions(torch="2.13.0", **{name: "1" for name in names})
+    assert install.plan_installation("py", None, everything, module_dir=tmp_path) == []
+    assert not install.bundled_core(REPO / "FastSAM3DSlicer")
+
+
+def test_the_bundled_engine_dependencies_are_the_packages(tmp_path):
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    without_torch = [r for r in project["dependencies"] if not r.startswith("torch")]
+    assert list(install.CORE_DEPENDENCIES) == without_torch
+
+
 def test_steps_stream_their_output_and_failures_say_what_failed():
     lines = []
     ok = install.InstallStep("say hello", (sys.executable, "-c", "print('hello'); print('done')"))

@@ -1,4 +1,8 @@
-"""First use: PyTorch (through the PyTorch extension) and fastsam3d-core into Slicer's Python.
+"""First use: PyTorch (through the PyTorch extension) and the engine into Slicer's Python.
+
+An installed extension carries the engine (``fastsam3d_core``) beside the module, so only its
+few pure-Python dependencies may be missing; a module run from a source checkout installs the
+engine from that checkout.
 
 The widget asks once for confirmation, then runs :func:`run_steps` on a background thread, so
 the application stays responsive while pip downloads; output lines go to a callback. Only the
@@ -25,6 +29,16 @@ TORCH_MINIMUM = (2, 5)
 # The core release this module was written against; equal to pyproject.toml's version.
 CORE_VERSION = "0.1.0"
 CORE_REQUIREMENT = f"fastsam3d-core=={CORE_VERSION}"
+# The engine's own requirements: pyproject.toml's dependencies less torch. An installed extension
+# ships the engine itself (CMake copies fastsam3d_core beside the module), so only these come
+# from pip; most are already in Slicer's Python.
+CORE_DEPENDENCIES = (
+    "numpy>=1.22",
+    "typer>=0.12",
+    "platformdirs>=3",
+    "SimpleITK>=2.2",
+    "scipy>=1.9",
+)
 # light-the-torch picks the torch build that fits the NVIDIA driver (the PyTorch extension's way).
 LIGHT_THE_TORCH_REQUIREMENT = "light-the-torch>=0.5"
 # Lines of installer output kept for the error message when a step fails.
@@ -61,13 +75,34 @@ def _release(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", version.split("+")[0])[:2])
 
 
-def missing_packages(lookup: VersionLookup = installed_version) -> list[str]:
-    """Which of ``torch`` and ``fastsam3d-core`` are absent (or too old / another release)."""
+def _distribution(requirement: str) -> str:
+    return re.split(r"[<>=!~ ;\[]", requirement, maxsplit=1)[0]
+
+
+def modules_dir() -> Path:
+    """The folder that holds this module: Slicer's scripted-modules folder once installed."""
+    return Path(__file__).resolve().parents[1]
+
+
+def bundled_core(module_dir: Path | None = None) -> bool:
+    """Whether the engine's sources were installed beside the module (an extension build)."""
+    return (Path(module_dir or modules_dir()) / "fastsam3d_core" / "__init__.py").is_file()
+
+
+def missing_packages(
+    lookup: VersionLookup = installed_version, module_dir: Path | None = None
+) -> list[str]:
+    """What is absent or too old: ``torch``, then ``fastsam3d-core``, or, where the engine is
+    bundled with the extension, the distribution names of its missing dependencies."""
     missing = []
     torch = lookup("torch")
     if torch is None or _release(torch) < TORCH_MINIMUM:
         missing.append("torch")
-    if lookup("fastsam3d-core") != CORE_VERSION:
+    if bundled_core(module_dir):
+        missing += [
+            _distribution(r) for r in CORE_DEPENDENCIES if lookup(_distribution(r)) is None
+        ]
+    elif lookup("fastsam3d-core") != CORE_VERSION:
         missing.append("fastsam3d-core")
     return missing
 
@@ -76,9 +111,9 @@ def source_tree(module_dir: Path | None = None) -> Path | None:
     """The repository checkout this module runs from, when it holds the core's sources.
 
     A module loaded from a source checkout (developers, or an extension built from it) installs
-    the core from there, so module and core always match; otherwise from the package index.
+    the core from there, so module and core always match.
     """
-    start = Path(module_dir or Path(__file__).resolve().parents[1])
+    start = Path(module_dir or modules_dir())
     for folder in (start, *start.parents[:2]):
         pyproject = folder / "pyproject.toml"
         if pyproject.is_file() and 'name = "fastsam3d-core"' in pyproject.read_text("utf-8"):
@@ -108,6 +143,7 @@ def plan_installation(
     torch_arguments: list[str] | None,
     lookup: VersionLookup = installed_version,
     source: Path | None = None,
+    module_dir: Path | None = None,
 ) -> list[InstallStep]:
     """The commands that install what is missing, in order (empty if nothing is).
 
@@ -116,11 +152,12 @@ def plan_installation(
         torch_arguments: light-the-torch arguments from :func:`pytorch_extension_arguments`.
         lookup: installed versions by distribution name.
         source: a checkout to install the core from (see :func:`source_tree`).
+        module_dir: where to look for a bundled engine (see :func:`bundled_core`).
 
     Raises:
         InstallError: torch is missing and the PyTorch extension is not installed.
     """
-    missing = missing_packages(lookup)
+    missing = missing_packages(lookup, module_dir)
     steps = []
     if "torch" in missing:
         if torch_arguments is None:
@@ -139,6 +176,14 @@ def plan_installation(
             InstallStep(
                 f"Installing PyTorch {TORCH_REQUIREMENT} for this computer's GPU or CPU",
                 (python, "-m", "light_the_torch", *torch_arguments),
+            )
+        )
+    dependencies = [r for r in CORE_DEPENDENCIES if _distribution(r) in missing]
+    if dependencies:
+        steps.append(
+            InstallStep(
+                "Installing the FastSAM3D engine's dependencies",
+                (python, "-m", "pip", "install", *dependencies),
             )
         )
     if "fastsam3d-core" in missing:
