@@ -347,8 +347,6 @@ def test_a_real_model_through_the_protocol_and_the_cli(dataset, tmp_path):
     weights = tmp_path / "random.pth"
     torch.save({"model_state_dict": model.state_dict()}, weights)
     arguments = ["evaluate", str(dataset), "--weights", str(weights), "--clicks", "2"]
-    result = runner.invoke(
-        app, arguments + ["--device", "cpu", "-o", str(tmp_path / "r.csv")]
-    )
+    result = runner.invoke(app, arguments + ["--device", "cpu", "-o", str(tmp_path / "r.csv")])
     assert result.exit_code == 0, result.output
     assert "loading fastsam3d" in result.output and "2 case(s) evaluated" in result.output

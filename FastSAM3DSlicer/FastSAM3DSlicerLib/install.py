@@ -99,9 +99,7 @@ def missing_packages(
     if torch is None or _release(torch) < TORCH_MINIMUM:
         missing.append("torch")
     if bundled_core(module_dir):
-        missing += [
-            _distribution(r) for r in CORE_DEPENDENCIES if lookup(_distribution(r)) is None
-        ]
+        missing += [_distribution(r) for r in CORE_DEPENDENCIES if lookup(_distribution(r)) is None]
     elif lookup("fastsam3d-core") != CORE_VERSION:
         missing.append("fastsam3d-core")
     return missing
