@@ -46,10 +46,13 @@ def test_quick_bench_writes_every_field(quick_report):
             assert samples and all(s > 0 for s in samples)
             assert row[f"{part}_s"] == pytest.approx(statistics.median(samples))
         assert row["encoder_peak_mb"] > 0 and row["decoder_peak_mb"] > 0
+        assert row["click_new_crop_s"] > 0
     assert rows[0]["speedup"] == {}
     for part in PARTS:
         expected = rows[0][f"{part}_s"] / rows[1][f"{part}_s"]
         assert rows[1]["speedup"][part] == pytest.approx(expected)
+    expected = rows[0]["click_new_crop_s"] / rows[1]["click_s"]
+    assert rows[1]["speedup"]["click_vs_reference_new_crop"] == pytest.approx(expected)
 
 
 def test_quick_bench_prints_a_table_with_ratios(quick_report):

@@ -3,8 +3,9 @@
 Usage: python benchmarks/model_speed.py [--repeats 5] [--threads 2] [--device cpu] [--json out.json]
 
 Both paths run in the same process on the same random weights and inputs; medians after one
-warm-up call. The reference path is the readable attention with the formula-by-formula
-relative-position bias (``set_attention_backend("reference")``).
+warm-up call. The reference path is the plain one (``set_attention_backend("reference")``):
+textbook attention over the zero-padded windows, module-by-module layers. ``fastsam3d bench`` is
+the complete suite (click, memory, FLOPs, dtypes).
 """
 
 from __future__ import annotations
