@@ -409,7 +409,9 @@ def _patch(
     hits = np.flatnonzero(differs[inner[0], inner[1]].any(axis=(0, 1)))
     inner.append(slice(int(hits[0]), int(hits[-1]) + 1))
     slices = tuple(slice(s.start + i.start, s.start + i.stop) for s, i in zip(box, inner))
-    return MaskPatch(segment_id, slices, mask[slices].copy(), new[tuple(inner)].copy())  # type: ignore[arg-type]
+    # ``new`` is the caller's fresh array: where the whole of it changed it is kept, not copied.
+    after = np.ascontiguousarray(new[tuple(inner)])
+    return MaskPatch(segment_id, slices, mask[slices].copy(), after)  # type: ignore[arg-type]
 
 
 def _changed_box(
