@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import LayerNorm3d, MLPHead
+from .common import LayerNorm3d, MLPHead, fused_linear
 from .transformer import TwoWayTransformer3D
 
 
@@ -127,17 +127,19 @@ class MaskDecoder3D(nn.Module):
         batch, tokens, channels = image_tokens.shape
         masks = hyper.shape[1]
         mid, out = up1.out_channels, up2.out_channels
-        # ConvTranspose3d weight (C_in, C_out, 2, 2, 2) -> (C_in, sub-voxel · C_out).
-        weight1 = up1.weight.reshape(channels, mid, 8).transpose(1, 2).reshape(channels, 8 * mid)
-        weight2 = up2.weight.reshape(mid, out, 8).transpose(1, 2).reshape(mid, 8 * out)
-        first = torch.addmm(up1.bias.repeat(8), image_tokens.reshape(-1, channels), weight1)
+        # As linear layers, weights (sub-voxel · C_out, C_in), so that the GELU can be fused
+        # (models.common.fused_linear).
+        weight1 = up1.weight.reshape(channels, mid, 8).permute(2, 1, 0).reshape(8 * mid, channels)
+        weight2 = up2.weight.reshape(mid, out, 8).permute(2, 1, 0).reshape(8 * out, mid)
+        first = fused_linear(image_tokens, weight1, up1.bias.repeat(8))
         first = F.layer_norm(first.view(-1, mid), (mid,), norm.weight, norm.bias, norm.eps)
         first = F.gelu(first).view(batch, tokens * 8, mid)  # (B, voxels at 2G, mid)
-        bias2, hyper_t = up2.bias.repeat(8), hyper.transpose(1, 2)  # (B, C/8, M)
+        bias2 = up2.bias.repeat(8)
+        hyper_t = hyper.transpose(1, 2)  # (B, C/8, M)
         logits = first.new_empty(batch, tokens * 8, 8, masks)
         slab = 1024
         for start in range(0, tokens * 8, slab):
-            second = F.gelu(torch.matmul(first[:, start : start + slab], weight2).add_(bias2))
+            second = fused_linear(first[:, start : start + slab], weight2, bias2, "gelu")
             logits[:, start : start + slab] = (second.view(batch, -1, out) @ hyper_t).view(
                 batch, -1, 8, masks
             )
