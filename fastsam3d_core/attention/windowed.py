@@ -145,7 +145,8 @@ def padded_window_attention(
         q.reshape(batch * heads, tokens, channels), *(t[middle] for t in rel_pos), s
     ).reshape(batch, heads, tokens, tokens)
     pad_bias = padded_key_logit(q, q_pad, *rel_pos, s, big)
-    bias = torch.cat([real_bias, pad_bias[..., None]], dim=-1)  # (B, heads, s³, s³ + 1)
-    k = torch.cat([k, k_pad[None, :, None].expand(batch, -1, 1, -1)], dim=2)
-    v = torch.cat([v, v_pad[None, :, None].expand(batch, -1, 1, -1)], dim=2)
+    # Under autocast the parts can come in different dtypes: keep each tensor's own.
+    bias = torch.cat([real_bias, pad_bias[..., None].to(real_bias.dtype)], dim=-1)
+    k = torch.cat([k, k_pad.to(k.dtype)[None, :, None].expand(batch, -1, 1, -1)], dim=2)
+    v = torch.cat([v, v_pad.to(v.dtype)[None, :, None].expand(batch, -1, 1, -1)], dim=2)
     return attend(q, k, v, bias, config or AttentionConfig())
