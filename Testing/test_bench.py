@@ -15,8 +15,8 @@ import torch
 from typer.testing import CliRunner
 
 from fastsam3d_core import build_model
+from fastsam3d_core.benchmark import PARTS, BenchSettings, format_table, run_suite
 from fastsam3d_core.cli import app
-from fastsam3d_core.cli.bench import PARTS, BenchSettings, format_table, run_suite
 
 runner = CliRunner()
 
