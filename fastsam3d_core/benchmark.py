@@ -138,7 +138,9 @@ def count_gflops(call: Callable[[], object]) -> float:
         rows = math.prod(x[:-1])
         return 2 * rows * weight[0] * weight[1]
 
-    mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: cpu_attention}
+    mapping: dict[Any, Callable[..., int]] = {
+        torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: cpu_attention
+    }
     if hasattr(torch.ops.mkldnn, "_linear_pointwise"):
         mapping[torch.ops.mkldnn._linear_pointwise] = onednn_linear
     with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
@@ -215,7 +217,7 @@ def _prepare_model(name: str, device: Any, backend: str, settings: BenchSettings
 
         model = quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         backend = "exact"
-    model.set_attention_backend(backend)
+    model.set_attention_backend(backend)  # type: ignore[arg-type]
     if settings.compile and backend != "reference":
         model.image_encoder.compile()
         model.mask_decoder.compile()
@@ -253,7 +255,7 @@ def _measure_parts(
         def encode() -> object:
             return model.encode(image)
 
-        def decode() -> object:
+        def decode() -> Any:
             return model.decode(embedding, points, labels, mask)
 
         row.encoder_s, row.encoder_samples_s = median_seconds(encode, repeats, warmup, device)

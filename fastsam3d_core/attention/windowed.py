@@ -141,8 +141,9 @@ def padded_window_attention(
     batch, heads, tokens, channels = q.shape
     # Real keys: the same bias on the s-grid, whose offsets are the middle 2s − 1 table rows.
     middle = slice(big - s, big + s - 1)
+    table_d, table_h, table_w = (table[middle] for table in rel_pos)
     real_bias = relative_position_bias(
-        q.reshape(batch * heads, tokens, channels), *(t[middle] for t in rel_pos), s
+        q.reshape(batch * heads, tokens, channels), table_d, table_h, table_w, s
     ).reshape(batch, heads, tokens, tokens)
     pad_bias = padded_key_logit(q, q_pad, *rel_pos, s, big)
     # Under autocast the parts can come in different dtypes: keep each tensor's own.

@@ -7,6 +7,8 @@ tensors (torchio canonical (i, j, k), spec §4.1); tokens are kept channels-last
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -87,9 +89,11 @@ class EncoderAttention(nn.Module):
         # A zero (padded) input projects to the qkv bias. (Dynamically quantised Linear layers
         # expose their bias through a method.)
         qkv_bias = self.qkv.bias() if callable(self.qkv.bias) else self.qkv.bias
-        pads = qkv_bias.reshape(3, self.num_heads, -1).unbind(0)
+        q_pad, k_pad, v_pad = qkv_bias.reshape(3, self.num_heads, -1).unbind(0)
         tables = (self.rel_pos_d, self.rel_pos_h, self.rel_pos_w)
-        out = padded_window_attention(q, k, v, pads, tables, side, self.grid_side, self.config)
+        out = padded_window_attention(
+            q, k, v, (q_pad, k_pad, v_pad), tables, side, self.grid_side, self.config
+        )
         return self._merge_heads(out, grid)
 
 
@@ -289,7 +293,8 @@ class ImageEncoderViT3D(nn.Module):
         ``(B, C, G, G, G)`` input, which its kernel handles much faster than the strided view
         the module-by-module path hands it.
         """
-        conv1, norm1, conv2, norm2 = self.neck
+        conv1, norm1 = cast(nn.Conv3d, self.neck[0]), cast(LayerNorm3d, self.neck[1])
+        conv2, norm2 = self.neck[2], self.neck[3]
         x = F.linear(x, conv1.weight.flatten(1))
         x = F.layer_norm(x, (x.shape[-1],), norm1.weight, norm1.bias, norm1.eps)
         return norm2(conv2(x.permute(0, 4, 1, 2, 3).contiguous()))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -123,7 +125,9 @@ class MaskDecoder3D(nn.Module):
         Returns:
             logits ``(B, M, 4·G0, 4·G1, 4·G2)``.
         """
-        up1, norm, _, up2, _ = self.output_upscaling
+        up1 = cast(nn.ConvTranspose3d, self.output_upscaling[0])
+        norm = cast(LayerNorm3d, self.output_upscaling[1])
+        up2 = cast(nn.ConvTranspose3d, self.output_upscaling[3])
         batch, tokens, channels = image_tokens.shape
         masks = hyper.shape[1]
         mid, out = up1.out_channels, up2.out_channels
@@ -131,10 +135,13 @@ class MaskDecoder3D(nn.Module):
         # (models.common.fused_linear).
         weight1 = up1.weight.reshape(channels, mid, 8).permute(2, 1, 0).reshape(8 * mid, channels)
         weight2 = up2.weight.reshape(mid, out, 8).permute(2, 1, 0).reshape(8 * out, mid)
-        first = fused_linear(image_tokens, weight1, up1.bias.repeat(8))
+        bias1, bias2 = (
+            (up.bias if up.bias is not None else up.weight.new_zeros(up.out_channels)).repeat(8)
+            for up in (up1, up2)
+        )
+        first = fused_linear(image_tokens, weight1, bias1)
         first = F.layer_norm(first.view(-1, mid), (mid,), norm.weight, norm.bias, norm.eps)
         first = F.gelu(first).view(batch, tokens * 8, mid)  # (B, voxels at 2G, mid)
-        bias2 = up2.bias.repeat(8)
         hyper_t = hyper.transpose(1, 2)  # (B, C/8, M)
         logits = first.new_empty(batch, tokens * 8, 8, masks)
         slab = 1024

@@ -61,7 +61,7 @@ class Sam3D(nn.Module):
         # ``reference`` is the plain path throughout: no fused or re-associated layers either.
         for module in self.modules():
             if hasattr(module, "plain"):
-                module.plain = backend == "reference"
+                module.plain = backend == "reference"  # type: ignore[assignment]
 
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         """Image embedding of a batch of crops.
