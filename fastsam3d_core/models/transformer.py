@@ -147,8 +147,9 @@ class TwoWayTransformer3D(nn.Module):
         Returns:
             tokens ``(B, T, dim)`` and image ``(B, G0·G1·G2, dim)``, both processed.
         """
-        keys = image.flatten(2).transpose(1, 2)
-        key_pe = image_pe.flatten(2).transpose(1, 2)
+        # Contiguous (B, N, dim) once here: every later add, norm and projection reads them.
+        keys = image.flatten(2).transpose(1, 2).contiguous()
+        key_pe = image_pe.flatten(2).transpose(1, 2).contiguous()
         queries = tokens
         for layer in self.layers:
             queries, keys = layer(queries, keys, tokens, key_pe)
