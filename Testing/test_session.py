@@ -266,3 +266,49 @@ def test_real_model_session_uses_the_cached_embedding(fastsam3d_seeded):
     assert torch.as_tensor(second.logits).shape == (32, 32, 32)
     assert second.mask.shape == image.shape
     assert len(session.embeddings) == 1
+
+
+def test_moving_a_click_within_its_crop_keeps_its_place_and_is_one_edit(fastsam3d_seeded):
+    rng = np.random.default_rng(3)
+    image = Volume(rng.normal(100, 20, (90, 100, 60)).astype(np.float32), np.diag([1.2, 0.9, 2, 1]))
+    points = [(45, 50, 30, True), (40, 52, 31, False), (50, 47, 29, True)]
+    session = Session(image, ModelPredictor(fastsam3d_seeded))
+    for i, j, k, positive in points:
+        session.add_point_ijk((i, j, k), positive)
+    before = session.mask().copy()
+    moved_to = image.index_to_ras(np.array([38.0, 55.0, 33.0]))
+    result = session.move_point(1, moved_to)
+    assert not result.encoder_ran and len(session.current_segment.crops) == 1
+    assert [c.positive for c in session.clicks()] == [True, False, True]
+    np.testing.assert_allclose(session.clicks()[1].point_ras, moved_to)
+    # The same as placing the clicks in that order from the start.
+    fresh = Session(image, ModelPredictor(fastsam3d_seeded))
+    for i, j, k, positive in [points[0], (38, 55, 33, False), points[2]]:
+        expected = fresh.add_point_ijk((i, j, k), positive)
+    assert np.array_equal(result.mask, expected.mask)
+    assert not np.array_equal(result.mask, before), "the seeded model should react to the move"
+    assert np.array_equal(session.undo().mask, before)
+    assert np.array_equal(session.redo().mask, expected.mask)
+
+
+def test_moving_a_click_out_of_its_crop_moves_it_to_the_crop_there(brats):
+    image, labels = brats
+    predictor = CountingPredictor(OraclePredictor(labels))
+    session = Session(image, predictor)
+    inside = deepest_voxel(labels.array != 0)
+    session.add_point_ijk(inside)
+    far = session.add_point_ijk(np.array([2.0, 2.0, 2.0]), positive=False)
+    assert len(session.current_segment.crops) == 2
+    assert not session.current_segment.crops[0].grid.contains(image.index_to_ras([3.0, 2, 2]))
+    result = session.move_point(0, image.index_to_ras([3.0, 2, 2]))
+    assert len(session.current_segment.crops) == 1, "the first crop lost its only click"
+    assert [c.positive for c in session.clicks()] == [False, True]
+    only_far = Session(image, OraclePredictor(labels)).add_point_ijk(np.array([2.0, 2.0, 2.0]))
+    assert np.array_equal(result.mask, only_far.mask), "the first crop's voxels must be gone"
+    assert predictor.encodes == 2 and not result.encoder_ran
+    assert np.array_equal(session.undo().mask, far.mask)
+    assert len(session.current_segment.crops) == 2
+    with pytest.raises(IndexError):
+        session.move_point(7, image.index_to_ras(inside))
+    with pytest.raises(ValueError, match="outside the volume"):
+        session.move_point(0, (1e4, 0, 0))

@@ -117,14 +117,8 @@ class Session:
         """Add a point given in RAS millimetres (3,) to the current segment."""
         start = time.perf_counter()
         point = self._check_point(point_ras)
-        segment = self.current_segment
-        index = segment.find_crop(point)
-        crop = segment.crops[index] if index is not None else None
-        if crop is None:
-            crop = CropState(crop_grid_around(self.volume, point))
-        click = Click(_triple(point), _triple(crop.grid.to_crop(point)), bool(positive))
-        updated, encoder_ran = self._predict(crop.grid, crop.clicks + (click,), crop.logits)
-        return self._apply(segment.with_crop_last(index, updated), [crop.grid], encoder_ran, start)
+        segment, grid, encoder_ran = self._with_click(self.current_segment, point, positive)
+        return self._apply(segment, [grid], encoder_ran, start)
 
     def add_point_ijk(self, point_ijk: Any, positive: bool = True) -> Result:
         """Add a point given as a continuous volume index (i, j, k)."""
@@ -134,18 +128,33 @@ class Session:
         """Remove the current segment's click ``index`` (see :meth:`clicks`) and redo its crop."""
         start = time.perf_counter()
         segment = self.current_segment
-        pairs = segment.clicks()
-        if not -len(pairs) <= index < len(pairs):
-            raise IndexError(f"no click {index}: the segment has {len(pairs)}")
-        crop_index, click_index = pairs[index]
+        crop_index, click_index = _locate_click(segment, index)
+        grid = segment.crops[crop_index].grid
+        updated, encoder_ran = self._without_click(segment, crop_index, click_index)
+        return self._apply(updated, [grid], encoder_ran, start)
+
+    def move_point(self, index: int, point_ras: Any) -> Result:
+        """Move the current segment's click ``index`` to a RAS point (3,): one undoable edit.
+
+        Within its crop the click keeps its place in the crop's click order and the crop is
+        replayed (decoder only). Moved out of its crop, it leaves that crop and is placed as a
+        new click where it now lies, as :meth:`add_point` would.
+        """
+        start = time.perf_counter()
+        point = self._check_point(point_ras)
+        segment = self.current_segment
+        crop_index, click_index = _locate_click(segment, index)
         crop = segment.crops[crop_index]
-        remaining = crop.clicks[:click_index] + crop.clicks[click_index + 1 :]
-        if not remaining:
-            crops = tuple(c for i, c in enumerate(segment.crops) if i != crop_index)
-            return self._apply(replace(segment, crops=crops), [crop.grid], False, start)
-        updated, encoder_ran = self._replay(crop.grid, remaining)
-        new_segment = segment.with_crop_last(crop_index, updated)
-        return self._apply(new_segment, [crop.grid], encoder_ran, start)
+        positive = crop.clicks[click_index].positive
+        if crop.grid.contains(point):
+            moved = Click(_triple(point), _triple(crop.grid.to_crop(point)), positive)
+            clicks = crop.clicks[:click_index] + (moved,) + crop.clicks[click_index + 1 :]
+            updated, encoder_ran = self._replay(crop.grid, clicks)
+            new_segment = segment.with_crop_last(crop_index, updated)
+            return self._apply(new_segment, [crop.grid], encoder_ran, start)
+        without, removal_ran = self._without_click(segment, crop_index, click_index)
+        new_segment, grid, adding_ran = self._with_click(without, point, positive)
+        return self._apply(new_segment, [crop.grid, grid], removal_ran or adding_ran, start)
 
     def reset(self) -> Result:
         """Remove every click and voxel of the current segment (undoable)."""
@@ -247,6 +256,30 @@ class Session:
         labels = np.array([int(c.positive) for c in clicks], dtype=np.int64)
         logits = self.predictor.decode(embedding, points, labels, previous_logits)
         return CropState(grid, clicks, _squeeze(logits)), encoder_ran
+
+    def _with_click(
+        self, segment: SegmentState, point_ras: np.ndarray, positive: bool
+    ) -> tuple[SegmentState, CropGrid, bool]:
+        """The segment with a click added to the newest crop holding it, or to a new crop."""
+        index = segment.find_crop(point_ras)
+        crop = segment.crops[index] if index is not None else None
+        if crop is None:
+            crop = CropState(crop_grid_around(self.volume, point_ras))
+        click = Click(_triple(point_ras), _triple(crop.grid.to_crop(point_ras)), bool(positive))
+        updated, encoder_ran = self._predict(crop.grid, crop.clicks + (click,), crop.logits)
+        return segment.with_crop_last(index, updated), crop.grid, encoder_ran
+
+    def _without_click(
+        self, segment: SegmentState, crop_index: int, click_index: int
+    ) -> tuple[SegmentState, bool]:
+        """The segment without one click: its crop replayed, or dropped if no click is left."""
+        crop = segment.crops[crop_index]
+        remaining = crop.clicks[:click_index] + crop.clicks[click_index + 1 :]
+        if not remaining:
+            crops = tuple(c for i, c in enumerate(segment.crops) if i != crop_index)
+            return replace(segment, crops=crops), False
+        updated, encoder_ran = self._replay(crop.grid, remaining)
+        return segment.with_crop_last(crop_index, updated), encoder_ran
 
     def _replay(self, grid: CropGrid, clicks: tuple[Click, ...]) -> tuple[CropState, bool]:
         """The crop's state had only these clicks been placed, one after another."""
@@ -367,6 +400,14 @@ class Session:
 
     def _result(self, lo: np.ndarray | None, hi: np.ndarray | None, **details: Any) -> Result:
         return Result(self.mask(), self._current, lo, hi, **details)
+
+
+def _locate_click(segment: SegmentState, index: int) -> tuple[int, int]:
+    """(crop index, click index) of the segment's click ``index`` (see :meth:`Session.clicks`)."""
+    pairs = segment.clicks()
+    if not -len(pairs) <= index < len(pairs):
+        raise IndexError(f"no click {index}: the segment has {len(pairs)}")
+    return pairs[index]
 
 
 def _ras_extent(volume: Volume) -> str:
