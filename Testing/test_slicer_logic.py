@@ -119,12 +119,19 @@ def test_moving_deleting_undo_redo_and_clear_follow_the_markups(scene, make_logi
     place(logic, deepest_ras(labels, 1) + [0, 0, 3.0], positive=False)
     settle(logic)
     assert logic.negativeNode.GetNumberOfControlPoints() == 1
-    # Move the negative point: the session follows (one removal, one click).
+    # Move the negative point: the session follows, and one undo takes the move back.
+    placed = np.array(logic.negativeNode.GetNthControlPointPositionWorld(0))
     logic.negativeNode.SetNthControlPointPositionWorld(0, *(deepest_ras(labels, 1) + [0, 3.0, 0]))
     logic.synchronizePoints()
     settle(logic)
     clicks = sorted(tuple(np.round(ras, 3)) for ras, _ in logic._clicks)
     assert tuple(np.round(deepest_ras(labels, 1) + [0, 3.0, 0], 3)) in clicks
+    logic.undo()
+    settle(logic)
+    assert len(logic._clicks) == 2
+    np.testing.assert_allclose(logic.negativeNode.GetNthControlPointPositionWorld(0), placed)
+    logic.redo()
+    settle(logic)
     # Delete it, then undo the deletion: the point comes back into the markups.
     logic.negativeNode.RemoveAllControlPoints()
     logic.synchronizePoints()

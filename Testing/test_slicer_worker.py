@@ -116,8 +116,10 @@ def test_runner_patches_cover_the_segment_and_are_copies():
     assert [c for c, _ in moved.clicks_ras] == [tuple(point + [3.0, 0, 0])]
     with pytest.raises(KeyError, match="no negative click"):
         runner.remove_point(point + [3.0, 0, 0], positive=False)
+    undone = runner.undo()  # the move, in one step; the oracle's mask did not change with it
+    assert [c for c, _ in undone.clicks_ras] == [tuple(point)] and undone.patches == ()
     undone = runner.undo()
-    assert {p.session_id for p in undone.patches} == {1}
+    assert {p.session_id for p in undone.patches} == {1} and undone.clicks_ras == ()
     second = runner.new_segment()
     assert second.current == 2 and [s[0] for s in second.segments] == [1, 2]
     assert second.clicks_ras == ()

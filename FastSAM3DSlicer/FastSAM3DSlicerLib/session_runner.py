@@ -105,13 +105,10 @@ class SessionRunner:
         return self._update(result, start, all_segments=not self.session.protect_other_segments)
 
     def move_point(self, old_ras: Any, new_ras: Any, positive: bool) -> Update:
-        """Move a click: its removal and the click at the new place, as two undo steps."""
+        """Move a click to a new place: one undo step."""
         start = time.perf_counter()
-        removed = self.session.remove_point(self._find_click(old_ras, positive))
-        added = self.session.add_point(new_ras, positive)
-        boxes = [(r.changed_lo, r.changed_hi) for r in (removed, added) if r.changed_lo is not None]
-        update = self._update(added, start, not self.session.protect_other_segments, boxes)
-        return update
+        result = self.session.move_point(self._find_click(old_ras, positive), new_ras)
+        return self._update(result, start, all_segments=not self.session.protect_other_segments)
 
     def undo(self) -> Update:
         start = time.perf_counter()
@@ -159,22 +156,12 @@ class SessionRunner:
             f"{np.round(point, 2).tolist()} (RAS mm) in the current segment"
         )
 
-    def _update(
-        self,
-        result: Any,
-        start: float,
-        all_segments: bool,
-        boxes: list[tuple[np.ndarray, np.ndarray]] | None = None,
-    ) -> Update:
-        if boxes is None:
-            boxes = [] if result.changed_lo is None else [(result.changed_lo, result.changed_hi)]
+    def _update(self, result: Any, start: float, all_segments: bool) -> Update:
         patches: list[SegmentPatch] = []
-        if boxes:
-            lo = np.min([b[0] for b in boxes], axis=0)
-            hi = np.max([b[1] for b in boxes], axis=0)
+        if result.changed_lo is not None:
             live = [s.segment_id for s in self.session.segments]
             for session_id in live if all_segments else [result.segment_id]:
-                patches.append(self._patch(session_id, lo, hi))
+                patches.append(self._patch(session_id, result.changed_lo, result.changed_hi))
         segments = tuple((s.segment_id, s.name, tuple(s.color)) for s in self.session.segments)
         clicks = tuple(
             ((float(c.point_ras[0]), float(c.point_ras[1]), float(c.point_ras[2])), c.positive)
