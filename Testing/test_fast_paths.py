@@ -84,3 +84,14 @@ def test_fused_linear_equals_module_and_activation(activation):
     expected = {"none": lambda y: y, "gelu": torch.nn.functional.gelu, "relu": torch.relu}
     torch.testing.assert_close(plain, expected[activation](layer(x)))
     torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5)
+
+
+def test_fused_linear_lets_gradients_reach_the_input_of_a_frozen_layer():
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(16, 8).requires_grad_(False)
+    x = torch.randn(4, 16, requires_grad=True)
+    linear(layer, x, "gelu").sum().backward()
+    expected = torch.randn(4, 16).copy_(x.detach()).requires_grad_(True)
+    torch.nn.functional.gelu(layer(expected)).sum().backward()
+    assert x.grad is not None
+    torch.testing.assert_close(x.grad, expected.grad)

@@ -25,7 +25,11 @@ class LayerNorm3d(nn.Module):
         return normed.movedim(-1, 1)
 
 
-_ONEDNN_LINEAR = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
+_ONEDNN_LINEAR = (
+    getattr(torch.ops.mkldnn, "_linear_pointwise", None)
+    if torch.backends.mkldnn.is_available()
+    else None
+)
 
 
 def _onednn_applies(weight: torch.Tensor, x: torch.Tensor) -> bool:
@@ -36,8 +40,8 @@ def _onednn_applies(weight: torch.Tensor, x: torch.Tensor) -> bool:
         and x.device.type == "cpu"
         and x.dtype == torch.float32 == weight.dtype
         and not torch.is_autocast_enabled("cpu")
-        and not (torch.is_grad_enabled() and weight.requires_grad)
-        and torch.backends.mkldnn.is_available()
+        # The fused op has no backward: keep autograd's path whenever a gradient could flow.
+        and not (torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad))
     )
 
 
