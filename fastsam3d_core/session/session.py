@@ -130,7 +130,7 @@ class Session:
         segment = self.current_segment
         crop_index, click_index = _locate_click(segment, index)
         grid = segment.crops[crop_index].grid
-        updated, encoder_ran = self._without_click(segment, crop_index, click_index)
+        updated, encoder_ran = self._replace_click(segment, crop_index, click_index, ())
         return self._apply(updated, [grid], encoder_ran, start)
 
     def move_point(self, index: int, point_ras: Any) -> Result:
@@ -144,17 +144,15 @@ class Session:
         point = self._check_point(point_ras)
         segment = self.current_segment
         crop_index, click_index = _locate_click(segment, index)
-        crop = segment.crops[crop_index]
-        positive = crop.clicks[click_index].positive
-        if crop.grid.contains(point):
-            moved = Click(_triple(point), _triple(crop.grid.to_crop(point)), positive)
-            clicks = crop.clicks[:click_index] + (moved,) + crop.clicks[click_index + 1 :]
-            updated, encoder_ran = self._replay(crop.grid, clicks)
-            new_segment = segment.with_crop_last(crop_index, updated)
-            return self._apply(new_segment, [crop.grid], encoder_ran, start)
-        without, removal_ran = self._without_click(segment, crop_index, click_index)
-        new_segment, grid, adding_ran = self._with_click(without, point, positive)
-        return self._apply(new_segment, [crop.grid, grid], removal_ran or adding_ran, start)
+        grid = segment.crops[crop_index].grid
+        positive = segment.crops[crop_index].clicks[click_index].positive
+        if grid.contains(point):
+            moved = (_click(grid, point, positive),)
+            new_segment, encoder_ran = self._replace_click(segment, crop_index, click_index, moved)
+            return self._apply(new_segment, [grid], encoder_ran, start)
+        without, removal_ran = self._replace_click(segment, crop_index, click_index, ())
+        new_segment, new_grid, adding_ran = self._with_click(without, point, positive)
+        return self._apply(new_segment, [grid, new_grid], removal_ran or adding_ran, start)
 
     def reset(self) -> Result:
         """Remove every click and voxel of the current segment (undoable)."""
@@ -265,16 +263,21 @@ class Session:
         crop = segment.crops[index] if index is not None else None
         if crop is None:
             crop = CropState(crop_grid_around(self.volume, point_ras))
-        click = Click(_triple(point_ras), _triple(crop.grid.to_crop(point_ras)), bool(positive))
+        click = _click(crop.grid, point_ras, positive)
         updated, encoder_ran = self._predict(crop.grid, crop.clicks + (click,), crop.logits)
         return segment.with_crop_last(index, updated), crop.grid, encoder_ran
 
-    def _without_click(
-        self, segment: SegmentState, crop_index: int, click_index: int
+    def _replace_click(
+        self,
+        segment: SegmentState,
+        crop_index: int,
+        click_index: int,
+        replacement: tuple[Click, ...],
     ) -> tuple[SegmentState, bool]:
-        """The segment without one click: its crop replayed, or dropped if no click is left."""
+        """The segment with one click replaced (by nothing, or by a moved click): its crop
+        replayed, or dropped if no click is left."""
         crop = segment.crops[crop_index]
-        remaining = crop.clicks[:click_index] + crop.clicks[click_index + 1 :]
+        remaining = crop.clicks[:click_index] + replacement + crop.clicks[click_index + 1 :]
         if not remaining:
             crops = tuple(c for i, c in enumerate(segment.crops) if i != crop_index)
             return replace(segment, crops=crops), False
@@ -400,6 +403,10 @@ class Session:
 
     def _result(self, lo: np.ndarray | None, hi: np.ndarray | None, **details: Any) -> Result:
         return Result(self.mask(), self._current, lo, hi, **details)
+
+
+def _click(grid: CropGrid, point_ras: np.ndarray, positive: bool) -> Click:
+    return Click(_triple(point_ras), _triple(grid.to_crop(point_ras)), bool(positive))
 
 
 def _locate_click(segment: SegmentState, index: int) -> tuple[int, int]:
