@@ -34,7 +34,21 @@ PARTS = ("encoder", "decoder", "click")
 
 @dataclass
 class BenchSettings:
-    """What to measure; see :func:`bench` for the meaning of each field."""
+    """What to measure (the ``fastsam3d bench`` options).
+
+    Attributes:
+        models, backends, devices, dtypes: every combination is measured, plus the reference
+            backend of each model, device and dtype.
+        repeats, warmup: timed and untimed runs of each part; medians are reported.
+        threads: CPU threads for torch (None: torch's default).
+        volume_shape: the synthetic CT-sized volume of the click measurements, (I, J, K).
+        clicks: clicks timed inside the crop (at least ``repeats``).
+        new_crop_clicks: first clicks of fresh sessions timed (encoder included).
+        compile: ``torch.compile`` the encoder and decoder.
+        int8: also time int8 dynamic quantisation of the Linear layers (CPU).
+        flops: count each part's FLOPs (one extra run per part).
+        matmul_size: side of the fp32 matrix product that measures the machine's throughput.
+    """
 
     models: list[str] = field(default_factory=lambda: ["fastsam3d", "sam-med3d-turbo"])
     backends: list[str] = field(default_factory=lambda: ["exact"])
@@ -84,13 +98,12 @@ def median_seconds(
     return statistics.median(samples), samples
 
 
-def _reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS mark of this process (Linux); False where not possible."""
+def _reset_peak_rss() -> None:
+    """Reset the kernel's peak-RSS mark of this process where possible (Linux)."""
     try:
         Path("/proc/self/clear_refs").write_text("5")
-        return True
     except OSError:
-        return False
+        pass
 
 
 def _peak_rss_mb() -> float:

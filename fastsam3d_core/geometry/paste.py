@@ -107,6 +107,6 @@ def logits_on_volume(
     box_to_ras = volume.ijk_to_ras @ translation(lo)
     source = logits.float()
     values, inside = resample(source, coarse_to_ras, box_to_ras, shape, threshold=threshold)  # type: ignore[arg-type]
+    # A crop wholly inside its box comes back as a broadcast True (zero strides), and stays one.
     whole = inside.stride() == (0, 0, 0)
-    inside_array = np.broadcast_to(np.True_, shape) if whole else inside.cpu().numpy()
-    return VolumeBox(lo, hi, values.cpu().numpy(), inside_array, whole=whole)
+    return VolumeBox(lo, hi, values.cpu().numpy(), inside.cpu().numpy(), whole=whole)
