@@ -498,7 +498,6 @@ class FastSAM3DSlicerLogic(ScriptedLoadableModuleLogic):
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
         self._engine = None
-        self._modelKey = None
 
     def getParameterNode(self):
         return FastSAM3DSlicerParameterNode(super().getParameterNode())
@@ -515,11 +514,10 @@ class FastSAM3DSlicerLogic(ScriptedLoadableModuleLogic):
         return self._engine
 
     def loadModel(self, modelName, device="auto", weightsFile=None):
-        """Load a model unless the same one is loaded already."""
-        key = (modelName, device, weightsFile)
-        if key != self._modelKey:
-            self.engine().setModel(modelName, device, weightsFile)
-            self._modelKey = key
+        """Load a model unless the same one is loaded (or loading) already."""
+        engine = self.engine()
+        if engine.loadedModel != (modelName, device, weightsFile):
+            engine.setModel(modelName, device, weightsFile)
 
     def segment(
         self,
@@ -558,7 +556,7 @@ class FastSAM3DSlicerLogic(ScriptedLoadableModuleLogic):
         """Drop the session and the model (scene closed)."""
         if self._engine is not None:
             self._engine.cleanup()
-        self._engine, self._modelKey = None, None
+        self._engine = None
 
     def cleanup(self):
         self.resetEngine()

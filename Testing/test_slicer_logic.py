@@ -357,3 +357,22 @@ def test_another_volume_starts_without_points(scene, make_logic):
     settle(logic)
     assert logic.positiveNode.GetNumberOfControlPoints() == 0 and logic._clicks == ()
     assert logic.segmentationNode is not first_segmentation
+
+
+def test_a_failed_model_load_is_retried_when_asked_again(scene, make_logic, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from fastsam3d_core.weights import registry
+
+    labels = Volume.from_file(CT_LABEL)
+    logic = make_logic(OraclePredictor(labels, 1), read_volume_node(scene, CT_IMAGE))
+    assert logic.loadedModel is None  # a predictor handed in is no loaded model
+    monkeypatch.setenv("FASTSAM3D_CACHE_DIR", str(tmp_path))
+    # Offline: nothing listens on port 9, so the download fails at once.
+    entry = replace(registry.WEIGHTS["fastsam3d"], url="http://127.0.0.1:9/FastSAM3D.pth")
+    monkeypatch.setitem(registry.WEIGHTS, "fastsam3d", entry)
+    logic.setModel("fastsam3d", "cpu")
+    assert logic.loadedModel == ("fastsam3d", "cpu", None), "a load in flight is not repeated"
+    assert logic.waitForIdle(TIMEOUT_S)
+    assert any("could not be downloaded" in str(e) for e in logic.errors)
+    assert logic.loadedModel is None, "after a failure, Start must load again"

@@ -41,6 +41,8 @@ class _WorkerState:
         self.volume: Any = None
         self.runner: SessionRunner | None = None
         self.protect = True
+        # (model, device, weights file) in use or being loaded; None after a failed load.
+        self.model_key: tuple | None = None
 
     def require_runner(self) -> SessionRunner:
         if self.runner is None:
@@ -106,16 +108,32 @@ class InteractiveSegmentationLogic:
         starts a new session on the same volume and segment."""
         self._setStatus(f"Loading {modelName}...")
         state = self._state
+        state.model_key = (modelName, device, weightsFile)
 
         def job(report):
-            state.predictor = load_predictor(modelName, device, weightsFile, report)
+            try:
+                state.predictor = load_predictor(modelName, device, weightsFile, report)
+            except BaseException:
+                state.model_key = None  # so that asking again retries
+                raise
             return _open(state)
 
         self._submitOpen(job, "load model")
 
+    @property
+    def loadedModel(self) -> tuple | None:
+        """(model, device, weights file) of :meth:`setModel`'s model, loaded or loading; None
+        when none is, when its load failed, or when it fell back to the CPU (asking again
+        retries the device)."""
+        if getattr(self._state.predictor, "fell_back", False):
+            return None
+        return self._state.model_key
+
     def setPredictor(self, predictor: Any) -> None:
         """Use a ready core predictor or built model (tests, custom models)."""
         state = self._state
+
+        state.model_key = None
 
         def job(report):
             state.predictor = predictor

@@ -36,19 +36,24 @@ class FallbackPredictor:
     """A model predictor that moves the model to the CPU when the GPU runs out of memory.
 
     The failed call is retried on the CPU; embeddings computed on the GPU before are moved to
-    the CPU when they are next used. ``notices`` collects one message per fallback for the user.
+    the CPU when they are next used (:class:`fastsam3d_core.session.ModelPredictor` does that).
 
     Args:
         model: a built, loaded :class:`fastsam3d_core.Sam3D`.
         report: where the fallback is announced (the worker's progress reporter).
+        fell_back: the model is on the CPU because the chosen GPU had too little memory.
+
+    Attributes:
+        fell_back: whether the model runs on the CPU instead of the device asked for, so that
+            asking for that device again retries it.
     """
 
-    def __init__(self, model: Any, report: Reporter | None = None) -> None:
+    def __init__(self, model: Any, report: Reporter | None = None, fell_back: bool = False) -> None:
         from fastsam3d_core.session import ModelPredictor
 
         self.inner = ModelPredictor(model)
         self.report = report
-        self.notices: list[str] = []
+        self.fell_back = fell_back
 
     @property
     def device(self) -> str:
@@ -58,15 +63,7 @@ class FallbackPredictor:
         return self._call(lambda: self.inner.encode(crop))
 
     def decode(self, embedding: Any, points: Any, labels: Any, mask_input: Any) -> Any:
-        def run() -> Any:
-            device = self.inner.model.device
-            moved = embedding.to(device) if embedding.device != device else embedding
-            mask = mask_input
-            if mask is not None and hasattr(mask, "to") and mask.device != device:
-                mask = mask.to(device)
-            return self.inner.decode(moved, points, labels, mask)
-
-        return self._call(run)
+        return self._call(lambda: self.inner.decode(embedding, points, labels, mask_input))
 
     def _call(self, run: Callable[[], Any]) -> Any:
         try:
@@ -89,7 +86,7 @@ class FallbackPredictor:
             "FastSAM3D continues on the CPU, which is slower. To use the GPU again, close other "
             "programs that use it, or choose a smaller volume, then select the device again."
         )
-        self.notices.append(message)
+        self.fell_back = True
         if self.report is not None:
             self.report(message, None)
 
@@ -149,7 +146,7 @@ def load_predictor(
         )
         if report is not None:
             report(notice, None)
-        model = _build_and_load(model_name, "cpu", path)
+        return FallbackPredictor(_build_and_load(model_name, "cpu", path), report, fell_back=True)
     return FallbackPredictor(model, report)
 
 

@@ -69,7 +69,8 @@ class ModelPredictor:
             if mask_input is not None:
                 mask = torch.as_tensor(mask_input, device=device).reshape(1, 1, 32, 32, 32)
             logits, _ = self.model.decode(
-                embedding,
+                # An embedding cached before the model moved (e.g. to the CPU) follows it.
+                embedding.to(device),
                 torch.as_tensor(points, dtype=torch.float32, device=device)[None],
                 torch.as_tensor(labels, dtype=torch.long, device=device)[None],
                 mask,
