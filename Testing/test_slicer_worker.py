@@ -144,12 +144,14 @@ def test_the_core_pin_is_the_package_version():
 
 def test_install_plan_uses_the_pytorch_extension_then_installs_the_core():
     lookup = versions(torch=None)
-    steps = install.plan_installation("py", ["install", "torch>=2.5"], lookup)
+    steps = install.plan_installation("py", ["install", "torch>=2.5"], lookup, REPO)
     assert [s.command for s in steps] == [
         ("py", "-m", "pip", "install", install.LIGHT_THE_TORCH_REQUIREMENT),
         ("py", "-m", "light_the_torch", "install", "torch>=2.5"),
-        ("py", "-m", "pip", "install", install.CORE_REQUIREMENT),
+        ("py", "-m", "pip", "install", str(REPO)),
     ]
+    with pytest.raises(install.InstallError, match="Reinstall the FastSAM3D extension"):
+        install.plan_installation("py", ["install", "torch>=2.5"], lookup)
     old_torch = versions(torch="2.4.1+cu121", fastsam3d_core="0.1.0", light_the_torch="0.7")
     assert install.missing_packages(old_torch) == ["torch"]
     with pytest.raises(install.InstallError, match="PyTorch extension"):

@@ -28,7 +28,6 @@ TORCH_REQUIREMENT = ">=2.5"
 TORCH_MINIMUM = (2, 5)
 # The core release this module was written against; equal to pyproject.toml's version.
 CORE_VERSION = "0.1.0"
-CORE_REQUIREMENT = f"fastsam3d-core=={CORE_VERSION}"
 # The engine's own requirements: pyproject.toml's dependencies less torch. An installed extension
 # ships the engine itself (CMake copies fastsam3d_core beside the module), so only these come
 # from pip; most are already in Slicer's Python.
@@ -153,7 +152,8 @@ def plan_installation(
         module_dir: where to look for a bundled engine (see :func:`bundled_core`).
 
     Raises:
-        InstallError: torch is missing and the PyTorch extension is not installed.
+        InstallError: torch is missing and the PyTorch extension is not installed, or the
+            engine is neither bundled nor in a source checkout.
     """
     missing = missing_packages(lookup, module_dir)
     steps = []
@@ -185,11 +185,16 @@ def plan_installation(
             )
         )
     if "fastsam3d-core" in missing:
-        target = str(source) if source is not None else CORE_REQUIREMENT
+        if source is None:
+            raise InstallError(
+                "The FastSAM3D engine (fastsam3d_core) is missing from this copy of the module, "
+                "and it is not published on PyPI. Reinstall the FastSAM3D extension from the "
+                "Extensions Manager, or run the module from a source checkout."
+            )
         steps.append(
             InstallStep(
-                f"Installing the FastSAM3D engine ({target})",
-                (python, "-m", "pip", "install", target),
+                f"Installing the FastSAM3D engine ({source})",
+                (python, "-m", "pip", "install", str(source)),
             )
         )
     return steps
