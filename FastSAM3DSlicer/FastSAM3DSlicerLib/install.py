@@ -47,11 +47,7 @@ VersionLookup = Callable[[str], "str | None"]
 
 
 class InstallError(RuntimeError):
-    """Installation failed or cannot start; ``restart_required`` asks for a Slicer restart."""
-
-    def __init__(self, message: str, restart_required: bool = False) -> None:
-        super().__init__(message)
-        self.restart_required = restart_required
+    """Installation failed or cannot start; the message says what the user can do."""
 
 
 @dataclass(frozen=True)
@@ -236,7 +232,7 @@ def run_steps(steps: list[InstallStep], log: Callable[[str], None]) -> None:
     importlib.invalidate_caches()
 
 
-def restart_needed(lookup: VersionLookup = installed_version) -> bool:
+def restart_needed() -> bool:
     """Whether an old torch was already imported in this process (a restart loads the new)."""
     torch = sys.modules.get("torch")
     if torch is None:

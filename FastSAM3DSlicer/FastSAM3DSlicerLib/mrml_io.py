@@ -182,20 +182,6 @@ def segment_box(segmentation_node, segment_id: str, volume_node, lo_ijk, hi_ijk)
     return values.reshape(shape[::-1]).transpose(2, 1, 0) != 0
 
 
-def other_segments_box(
-    segmentation_node, segment_id: str, volume_node, lo_ijk, hi_ijk
-) -> np.ndarray:
-    """The union of every other segment's voxels in the box, bool (i, j, k)."""
-    shape = tuple(int(b - a) for a, b in zip(lo_ijk, hi_ijk))
-    taken = np.zeros(shape, dtype=bool)
-    segmentation = segmentation_node.GetSegmentation()
-    for n in range(segmentation.GetNumberOfSegments()):
-        other = segmentation.GetNthSegmentID(n)
-        if other != segment_id:
-            taken |= segment_box(segmentation_node, other, volume_node, lo_ijk, hi_ijk)
-    return taken
-
-
 def write_segment_box(
     segmentation_node, segment_id: str, volume_node, lo_ijk, hi_ijk, mask_ijk: np.ndarray
 ) -> None:

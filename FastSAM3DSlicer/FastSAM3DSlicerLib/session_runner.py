@@ -8,7 +8,6 @@ already runs the next edit. Nothing here imports Qt or MRML.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +47,6 @@ class Update:
         current: the session's current segment id.
         segments: (id, name, RGB colour) of every live session segment.
         encoder_ran: whether the image encoder ran.
-        seconds: wall time of the edit on the worker, encoder included.
     """
 
     patches: tuple[SegmentPatch, ...]
@@ -56,7 +54,6 @@ class Update:
     current: int
     segments: tuple[tuple[int, str, tuple[float, float, float]], ...]
     encoder_ran: bool = False
-    seconds: float = 0.0
 
 
 class SessionRunner:
@@ -94,42 +91,34 @@ class SessionRunner:
     # -- edits ---------------------------------------------------------------------------
 
     def add_point(self, point_ras: Any, positive: bool = True) -> Update:
-        start = time.perf_counter()
         result = self.session.add_point(point_ras, positive)
-        return self._update(result, start, all_segments=not self.session.protect_other_segments)
+        return self._update(result, all_segments=not self.session.protect_other_segments)
 
     def remove_point(self, point_ras: Any, positive: bool) -> Update:
         """Remove the current segment's click at this position and polarity."""
-        start = time.perf_counter()
         result = self.session.remove_point(self._find_click(point_ras, positive))
-        return self._update(result, start, all_segments=not self.session.protect_other_segments)
+        return self._update(result, all_segments=not self.session.protect_other_segments)
 
     def move_point(self, old_ras: Any, new_ras: Any, positive: bool) -> Update:
         """Move a click to a new place: one undo step."""
-        start = time.perf_counter()
         result = self.session.move_point(self._find_click(old_ras, positive), new_ras)
-        return self._update(result, start, all_segments=not self.session.protect_other_segments)
+        return self._update(result, all_segments=not self.session.protect_other_segments)
 
     def undo(self) -> Update:
-        start = time.perf_counter()
-        return self._update(self.session.undo(), start, all_segments=True)
+        return self._update(self.session.undo(), all_segments=True)
 
     def redo(self) -> Update:
-        start = time.perf_counter()
-        return self._update(self.session.redo(), start, all_segments=True)
+        return self._update(self.session.redo(), all_segments=True)
 
     def reset(self) -> Update:
         """Clear the current segment's clicks and voxels (undoable)."""
-        start = time.perf_counter()
-        return self._update(self.session.reset(), start, all_segments=False)
+        return self._update(self.session.reset(), all_segments=False)
 
     def new_segment(self, name: str | None = None) -> Update:
-        start = time.perf_counter()
-        return self._update(self.session.new_segment(name), start, all_segments=False)
+        return self._update(self.session.new_segment(name), all_segments=False)
 
     def select_segment(self, session_id: int) -> Update:
-        start = time.perf_counter()
-        return self._update(self.session.select_segment(session_id), start, all_segments=False)
+        return self._update(self.session.select_segment(session_id), all_segments=False)
 
     def uncertainty(self, samples: int = 20) -> Any:
         """The session's self-ensembling :class:`Uncertainty` for the current segment."""
@@ -139,7 +128,6 @@ class SessionRunner:
         """The current state, with no patches."""
         return self._update(
             self.session.select_segment(self.session.current_segment.segment_id),
-            time.perf_counter(),
             all_segments=False,
         )
 
@@ -156,7 +144,7 @@ class SessionRunner:
             f"{np.round(point, 2).tolist()} (RAS mm) in the current segment"
         )
 
-    def _update(self, result: Any, start: float, all_segments: bool) -> Update:
+    def _update(self, result: Any, all_segments: bool) -> Update:
         patches: list[SegmentPatch] = []
         if result.changed_lo is not None:
             live = [s.segment_id for s in self.session.segments]
@@ -172,8 +160,7 @@ class SessionRunner:
             clicks,
             result.segment_id,
             segments,  # type: ignore[arg-type]
-            encoder_ran=bool(getattr(result, "encoder_ran", False)),
-            seconds=time.perf_counter() - start,
+            encoder_ran=result.encoder_ran,
         )
 
     def _patch(self, session_id: int, lo: np.ndarray, hi: np.ndarray) -> SegmentPatch:
