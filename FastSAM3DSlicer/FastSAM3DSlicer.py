@@ -36,6 +36,8 @@ SETTINGS_WEIGHTS_FILE = "FastSAM3D/WeightsFile"
 SETTINGS_OVERWRITE = "FastSAM3D/AllowOverwrite"
 # How often finished edits are applied to the scene (ms).
 POLL_INTERVAL_MS = 30
+# How long Export waits for queued points before it refuses (it runs on the GUI thread).
+EXPORT_WAIT_S = 5
 
 
 class FastSAM3DSlicer(ScriptedLoadableModule):
@@ -276,7 +278,11 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onExport(self):
         engine = self._engine()
-        engine.waitForIdle(60)
+        # A click finishes in well under a second; a model download or encoding may not.
+        if not engine.waitForIdle(EXPORT_WAIT_S):
+            raise RuntimeError(
+                "FastSAM3D is still working on the last points; export once the status says Ready."
+            )
         default = os.path.join(qt.QDir.homePath(), f"{engine.segmentationNode.GetName()}.seg.nrrd")
         path = qt.QFileDialog.getSaveFileName(
             slicer.util.mainWindow(),
