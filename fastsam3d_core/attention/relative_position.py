@@ -29,10 +29,12 @@ def _check_tables(grid_side: int, *rel_pos: torch.Tensor) -> None:
             )
 
 
-def _offset_rows(rel_pos: torch.Tensor, grid_side: int) -> torch.Tensor:
-    """Table R[i, j] = rel_pos[i - j + S - 1]: shape (S, S, C)."""
-    coords = torch.arange(grid_side, device=rel_pos.device)
-    return rel_pos[coords[:, None] - coords[None, :] + grid_side - 1]
+def offset_rows(rel_pos: torch.Tensor, side: int, rows: int | None = None) -> torch.Tensor:
+    """Table R[i, j] = rel_pos[i − j + S − 1] for i < rows (default S), j < S = ``side``:
+    shape (rows, S, C)."""
+    i = torch.arange(side if rows is None else rows, device=rel_pos.device)
+    j = torch.arange(side, device=rel_pos.device)
+    return rel_pos[i[:, None] - j[None, :] + side - 1]
 
 
 def relative_position_bias(
@@ -56,9 +58,9 @@ def relative_position_bias(
     side = grid_side
     q_grid = q.reshape(q.shape[0], side, side, side, q.shape[-1])
     # rel_a[b, x, y, z, k] = Q[x, y, z] · R_a[index_a, k], index_a = x, y or z respectively.
-    rel_d = torch.einsum("bxyzc,xkc->bxyzk", q_grid, _offset_rows(rel_pos_d, side))
-    rel_h = torch.einsum("bxyzc,ykc->bxyzk", q_grid, _offset_rows(rel_pos_h, side))
-    rel_w = torch.einsum("bxyzc,zkc->bxyzk", q_grid, _offset_rows(rel_pos_w, side))
+    rel_d = torch.einsum("bxyzc,xkc->bxyzk", q_grid, offset_rows(rel_pos_d, side))
+    rel_h = torch.einsum("bxyzc,ykc->bxyzk", q_grid, offset_rows(rel_pos_h, side))
+    rel_w = torch.einsum("bxyzc,zkc->bxyzk", q_grid, offset_rows(rel_pos_w, side))
     # Index the result as (b, qd, qh, qw, kd, kh, kw). Each term is broadcast the way the released
     # code does it (spec §3.1 step 5c), which re-labels the 5-D tensors' last two axes:
     #   rel_d[b, qd, qh, qw, kw], rel_h[b, qd, qh, kd, kw], rel_w[b, qd, qh, kh, kw].

@@ -43,14 +43,7 @@ import math
 import torch
 
 from .backends import AttentionConfig, attend
-from .relative_position import relative_position_bias
-
-
-def _offset_rows(rel_pos: torch.Tensor, rows: int, window_side: int) -> torch.Tensor:
-    """Table T[i, j] = rel_pos[i − j + S − 1] for i < rows, j < S: shape (rows, S, C)."""
-    i = torch.arange(rows, device=rel_pos.device)
-    j = torch.arange(window_side, device=rel_pos.device)
-    return rel_pos[i[:, None] - j[None, :] + window_side - 1]
+from .relative_position import offset_rows, relative_position_bias
 
 
 def padded_key_logit(
@@ -76,9 +69,9 @@ def padded_key_logit(
     s, big = grid_side, window_side
     batch, heads, _, channels = q.shape
     grid = q.reshape(batch, heads, s, s, s, channels)
-    table_d = _offset_rows(rel_pos_d, s, big)  # (s, S, C), row: qd
-    table_h = _offset_rows(rel_pos_h, s, big)  # row: qh
-    table_w = _offset_rows(rel_pos_w, big, big)  # (S, S, C), row: kh over the whole window
+    table_d = offset_rows(rel_pos_d, big, rows=s)  # (s, S, C), row: qd
+    table_h = offset_rows(rel_pos_h, big, rows=s)  # row: qh
+    table_w = offset_rows(rel_pos_w, big)  # (S, S, C), row: kh over the whole window
     # A[b, n, qd, qh, qw, kw]
     a = torch.einsum("bnxyzc,xkc->bnxyzk", grid, table_d)
     # B for real kd: Q[qd, qh, kd]·R_h[qh − kw] -> (b, n, qd, qh, kd, kw); log-sum over kd.
