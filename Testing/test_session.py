@@ -10,6 +10,7 @@ from scipy import ndimage
 from test_geometry import rotation
 
 from fastsam3d_core.geometry import Crop, Volume
+from fastsam3d_core.geometry.volume import apply_affine
 from fastsam3d_core.session import ModelPredictor, OraclePredictor, Session
 
 DATA = SHARED / "data"
@@ -312,3 +313,132 @@ def test_moving_a_click_out_of_its_crop_moves_it_to_the_crop_there(brats):
         session.move_point(7, image.index_to_ras(inside))
     with pytest.raises(ValueError, match="outside the volume"):
         session.move_point(0, (1e4, 0, 0))
+
+
+def test_a_click_keeps_its_id_when_moved_and_ids_are_never_reused(brats):
+    image, labels = brats
+    session = Session(image, OraclePredictor(labels))
+    inside = deepest_voxel(labels.array != 0)
+    session.add_point_ijk(inside, click_id="P1")
+    session.add_point(image.index_to_ras(inside + 2.0), positive=False)
+    automatic = session.clicks()[1].click_id
+    assert automatic != "P1" and session.click_index(automatic) == 1
+    with pytest.raises(ValueError, match="already has a click 'P1'"):
+        session.add_point_ijk(inside + 1.0, click_id="P1")
+    far = image.index_to_ras([3.0, 2, 2])  # out of the first crop: the click changes crops
+    session.move_point(session.click_index("P1"), far)
+    assert [c.click_id for c in session.clicks()] == [automatic, "P1"]
+    session.undo()
+    assert [c.click_id for c in session.clicks()] == ["P1", automatic]
+    with pytest.raises(KeyError, match="no click 'P7'"):
+        session.click_index("P7")
+    session.remove_point(1)
+    session.add_point_ijk(inside + 3.0)
+    assert session.clicks()[1].click_id != automatic
+
+
+def test_would_encode_is_the_crop_choice_of_a_click(brats):
+    image, labels = brats
+    session = Session(image, CountingPredictor(OraclePredictor(labels)))
+    inside = image.index_to_ras(deepest_voxel(labels.array != 0))
+    assert not session.would_encode((1e4, 0.0, 0.0)) and not session.would_encode((1.0, 2.0))
+    for point in (inside, inside + 5.0, image.index_to_ras([2.0, 2.0, 2.0]), inside):
+        expected = session.would_encode(point)
+        assert session.add_point(point).encoder_ran == expected
+    assert [session.would_encode(p) for p in (inside, image.index_to_ras([2.0, 2, 2]))] == [
+        False,
+        False,
+    ]
+
+
+def test_segment_ids_are_not_reused_after_an_undone_new_segment(brats):
+    image, labels = brats
+    session = Session(image, OraclePredictor(labels))
+    session.new_segment()
+    session.undo()
+    assert session.new_segment().segment_id == 3
+    assert [s.segment_id for s in session.segments] == [1, 3]
+
+
+def painted_with_extras(labels: Volume) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The object plus a blob next to it (in its crop) and one far away (outside that crop)."""
+    truth = labels.array != 0
+    near, far = np.zeros_like(truth), np.zeros_like(truth)
+    centre = deepest_voxel(truth)
+    hi = np.argwhere(truth).max(axis=0)
+    near[hi[0] + 2 : hi[0] + 6, centre[1] - 2 : centre[1] + 2, centre[2] - 2 : centre[2] + 2] = True
+    far[1:5, 1:5, 1:5] = True
+    return truth | near | far, near, far
+
+
+def test_negative_points_remove_voxels_of_a_painted_segment_inside_their_crop(brats):
+    image, labels = brats
+    truth = labels.array != 0
+    painted, near, far = painted_with_extras(labels)
+    session = Session(image, OraclePredictor(labels))
+    adopted = session.new_segment("painted", initial_mask=painted)
+    assert np.array_equal(adopted.mask, painted)
+    blob = image.index_to_ras(np.argwhere(near).mean(axis=0))
+    result = session.add_point(blob, positive=False)
+    crop = session.current_segment.crops[0].grid
+    assert not crop.contains(image.index_to_ras(np.argwhere(far)[0]))
+    # The oracle answers with the object: the blob in the crop goes, the far one stays.
+    assert not (result.mask.astype(bool) & near).any()
+    assert np.array_equal(result.mask.astype(bool), truth | far)
+    assert np.array_equal(session.undo().mask.astype(bool), painted)
+    session.redo()
+    assert not session.reset().mask.any(), "clearing removes the painted voxels too"
+    assert np.array_equal(session.undo().mask.astype(bool), truth | far)
+    with pytest.raises(ValueError, match="shaped like the volume"):
+        session.new_segment(initial_mask=np.ones((3, 3, 3), bool))
+
+
+class PromptRecorder(CountingPredictor):
+    """An oracle that keeps the mask prompt of every decode."""
+
+    def __init__(self, oracle: OraclePredictor) -> None:
+        super().__init__(oracle)
+        self.prompts: list = []
+
+    def decode(self, embedding, points, labels, mask_input):
+        self.prompts.append(None if mask_input is None else np.asarray(mask_input))
+        return super().decode(embedding, points, labels, mask_input)
+
+
+def test_a_painted_segment_is_the_mask_prompt_of_its_new_crops(brats):
+    image, labels = brats
+    painted, _, _ = painted_with_extras(labels)
+    recorder = PromptRecorder(OraclePredictor(labels))
+    session = Session(image, recorder)
+    inside = image.index_to_ras(deepest_voxel(labels.array != 0))
+    session.add_point(inside)
+    assert recorder.prompts == [None], "an empty segment starts without a prompt"
+    session.new_segment(initial_mask=painted)
+    session.add_point(inside)
+    prompt = recorder.prompts[-1]
+    assert prompt.shape == (32, 32, 32)
+    # Each prompt cell is the painted share of its 4³ crop voxels, as logits.
+    grid = session.current_segment.crops[0].grid
+    cells = np.argwhere(np.abs(prompt) == prompt.max())  # fully inside or fully outside
+    for cell in cells[:: max(1, len(cells) // 50)]:
+        voxel = np.round(image.ras_to_index(apply_affine(grid.crop_to_ras, 4 * cell + 1.5)))
+        voxel = voxel.astype(int)
+        inside_volume = image.contains_index(voxel)
+        expected = painted[tuple(voxel)] if inside_volume else False
+        assert (prompt[tuple(cell)] > 0) == expected
+
+
+def test_foreign_voxels_stay_out_of_every_segment_unless_overwriting_is_allowed(brats):
+    image, labels = brats
+    truth = labels.array != 0
+    foreign = np.zeros_like(truth)
+    foreign[: deepest_voxel(truth)[0]] = True  # half of the object belongs to another tool
+    click = deepest_voxel(truth) + [2, 0, 0]
+    protected = Session(image, OraclePredictor(labels), foreign_mask=foreign)
+    mask = protected.add_point_ijk(click).mask.astype(bool)
+    assert np.array_equal(mask, truth & ~foreign)
+    free = Session(image, OraclePredictor(labels), protect_other_segments=False)
+    free.set_foreign_mask(foreign)
+    assert np.array_equal(free.add_point_ijk(click).mask.astype(bool), truth)
+    with pytest.raises(ValueError, match="foreign_mask must be shaped"):
+        free.set_foreign_mask(foreign[1:])

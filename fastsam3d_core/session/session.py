@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..geometry import CropGrid, Volume, crop_grid_around, extract_crop
+from ..geometry import CropGrid, Volume, crop_grid_around, extract_crop, resample
 from ..geometry.paste import footprint_box, logits_on_volume
+from ..geometry.resample import translation
 from ..models.sam3d import Sam3D
 from .cache import EmbeddingCache
 from .predictor import Predictor, as_predictor
@@ -27,6 +28,12 @@ from .uncertainty import Uncertainty, binary_entropy, ensemble_probability
 
 # Undo steps kept; older ones are dropped.
 MAX_UNDO = 100
+# A crop of a segment that existed before the session starts from that segment's voxels as its
+# mask prompt: the decoder's 32³ logits (spec: low_res_masks), this many crop voxels per cell.
+MASK_PROMPT_STRIDE = 4
+# Logit magnitude of a fully inside (+) or outside (-) prompt cell; partly covered cells scale
+# linearly. A confident prediction's size; not tuned on the released weights.
+MASK_PROMPT_LOGIT = 6.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -38,6 +45,7 @@ class Result:
         segment_id: the current segment.
         changed_lo, changed_hi: volume indices (i, j, k) of the box ``[lo, hi)`` that changed,
             or None when nothing changed.
+        changed_segments: ids of the segments whose masks changed in that box.
         crop: the crop the edit ran in, if any.
         logits: that crop's latest logits as the predictor returned them.
         encoder_ran: whether the image encoder ran for this edit.
@@ -48,6 +56,7 @@ class Result:
     segment_id: int
     changed_lo: np.ndarray | None
     changed_hi: np.ndarray | None
+    changed_segments: tuple[int, ...] = ()
     crop: CropGrid | None = None
     logits: Any | None = None
     encoder_ran: bool = False
@@ -66,8 +75,13 @@ class Session:
     Args:
         volume: the image.
         predictor: a built model or any :class:`Predictor`.
-        protect_other_segments: True (default) keeps other segments' voxels out of the current
-            one; False lets the current segment take them over.
+        protect_other_segments: True (default) keeps other segments' voxels, and the voxels of
+            ``foreign_mask``, out of the current one; False lets the current segment take over
+            other segments' voxels.
+        foreign_mask: voxels that belong to segments outside this session (e.g. drawn with
+            other tools), bool ``(I, J, K)`` like ``volume.array``; see :meth:`set_foreign_mask`.
+        initial_mask: the first segment's voxels before the session, to refine (see
+            :meth:`new_segment`); None starts it empty.
         cache_bytes: memory bound of the embedding cache.
     """
 
@@ -77,16 +91,24 @@ class Session:
         predictor: Sam3D | Predictor,
         *,
         protect_other_segments: bool = True,
+        foreign_mask: np.ndarray | None = None,
+        initial_mask: np.ndarray | None = None,
         cache_bytes: int = 512 << 20,
     ) -> None:
         self.volume = volume
         self.predictor = as_predictor(predictor)
         self.protect_other_segments = protect_other_segments
         self.embeddings = EmbeddingCache(cache_bytes)
-        first = SegmentState(1, "Segment_1", SEGMENT_COLORS[0])
+        base = None if initial_mask is None else self._volume_mask(initial_mask, "initial_mask")
+        first = SegmentState(1, "Segment_1", SEGMENT_COLORS[0], base=base)
         self._state = SessionState((first,))
-        self._masks: dict[int, np.ndarray] = {1: np.zeros(volume.shape, dtype=np.uint8)}
+        self._masks: dict[int, np.ndarray] = {1: _mask_from(base, volume.shape)}
         self._current = 1
+        # Ids are never reused, also after an undone new segment or a removed click.
+        self._last_segment_id = 1
+        self._last_click_number = 0
+        self._foreign: np.ndarray | None = None
+        self.set_foreign_mask(foreign_mask)
         self._undo: list[Edit] = []
         self._redo: list[Edit] = []
 
@@ -111,18 +133,58 @@ class Session:
         segment = self.current_segment
         return [segment.crops[c].clicks[k] for c, k in segment.clicks()]
 
+    def click_index(self, click_id: str) -> int:
+        """The index in :meth:`clicks` of the current segment's click with this id.
+
+        Raises:
+            KeyError: the current segment has no such click.
+        """
+        for index, click in enumerate(self.clicks()):
+            if click.click_id == click_id:
+                return index
+        raise KeyError(f"the current segment has no click {click_id!r}")
+
+    def would_encode(self, point_ras: Any) -> bool:
+        """Whether a click at this RAS point (3,) would run the image encoder first (slow).
+
+        False for a point outside the volume (such a click is refused).
+        """
+        point = np.asarray(point_ras, dtype=np.float64)
+        if point.shape != (3,) or not self._inside(point):
+            return False
+        _, grid = self._crop_for(self.current_segment, point)
+        return self.embeddings.get(grid.key()) is None
+
     # -- clicks ----------------------------------------------------------------------------
 
-    def add_point(self, point_ras: Any, positive: bool = True) -> Result:
-        """Add a point given in RAS millimetres (3,) to the current segment."""
+    def add_point(
+        self, point_ras: Any, positive: bool = True, click_id: str | None = None
+    ) -> Result:
+        """Add a point given in RAS millimetres (3,) to the current segment.
+
+        Args:
+            point_ras: the point, (R, A, S) mm.
+            positive: True for an object point, False for a background point.
+            click_id: the click's identity (see :class:`Click`); a new one if None.
+
+        Raises:
+            ValueError: the point is not three finite numbers inside the volume, or the
+                current segment already has a click with this id.
+        """
         start = time.perf_counter()
         point = self._check_point(point_ras)
-        segment, grid, encoder_ran = self._with_click(self.current_segment, point, positive)
+        click_id = self._new_click_id(click_id)
+        segment, grid, encoder_ran = self._with_click(
+            self.current_segment, point, positive, click_id
+        )
         return self._apply(segment, [grid], encoder_ran, start)
 
-    def add_point_ijk(self, point_ijk: Any, positive: bool = True) -> Result:
-        """Add a point given as a continuous volume index (i, j, k)."""
-        return self.add_point(self.volume.index_to_ras(np.asarray(point_ijk, float)), positive)
+    def add_point_ijk(
+        self, point_ijk: Any, positive: bool = True, click_id: str | None = None
+    ) -> Result:
+        """Add a point given as a continuous volume index (i, j, k); see :meth:`add_point`."""
+        point_ras = self.volume.index_to_ras(np.asarray(point_ijk, float))
+        return self.add_point(point_ras, positive, click_id)
 
     def remove_point(self, index: int) -> Result:
         """Remove the current segment's click ``index`` (see :meth:`clicks`) and redo its crop."""
@@ -145,39 +207,71 @@ class Session:
         segment = self.current_segment
         crop_index, click_index = _locate_click(segment, index)
         grid = segment.crops[crop_index].grid
-        positive = segment.crops[crop_index].clicks[click_index].positive
+        old = segment.crops[crop_index].clicks[click_index]
         if grid.contains(point):
-            moved = (_click(grid, point, positive),)
+            moved = (_click(grid, point, old.positive, old.click_id),)
             new_segment, encoder_ran = self._replace_click(segment, crop_index, click_index, moved)
             return self._apply(new_segment, [grid], encoder_ran, start)
         without, removal_ran = self._replace_click(segment, crop_index, click_index, ())
-        new_segment, new_grid, adding_ran = self._with_click(without, point, positive)
+        new_segment, new_grid, adding_ran = self._with_click(
+            without, point, old.positive, old.click_id
+        )
         return self._apply(new_segment, [grid, new_grid], removal_ran or adding_ran, start)
 
     def reset(self) -> Result:
-        """Remove every click and voxel of the current segment (undoable)."""
+        """Remove every click and voxel of the current segment, also those it had before the
+        session (undoable)."""
         start = time.perf_counter()
         segment = self.current_segment
         grids = [crop.grid for crop in segment.crops]
-        return self._apply(replace(segment, crops=()), grids, False, start, clear_all=True)
+        cleared = replace(segment, crops=(), base=None)
+        return self._apply(cleared, grids, False, start, clear_all=True)
 
     # -- segments --------------------------------------------------------------------------
 
     def new_segment(
-        self, name: str | None = None, color: tuple[float, float, float] | None = None
+        self,
+        name: str | None = None,
+        color: tuple[float, float, float] | None = None,
+        initial_mask: np.ndarray | None = None,
     ) -> Result:
-        """Add an empty segment and make it current (undoable)."""
-        segment_id = max(s.segment_id for s in self._state.segments) + 1
+        """Add a segment and make it current (undoable).
+
+        Args:
+            name, color: shown by front ends; defaults ``Segment_<id>`` and a palette colour.
+            initial_mask: the voxels of a segment made before (e.g. painted by hand), bool
+                ``(I, J, K)`` like ``volume.array``, to refine: clicks then change it inside
+                their crops, starting from it as the mask prompt, and it stays as it is
+                elsewhere. None starts empty.
+
+        Raises:
+            ValueError: ``initial_mask`` is not shaped like the volume.
+        """
+        self._last_segment_id += 1
+        segment_id = self._last_segment_id
+        base = None if initial_mask is None else self._volume_mask(initial_mask, "initial_mask")
         segment = SegmentState(
             segment_id,
             name or f"Segment_{segment_id}",
             color or SEGMENT_COLORS[(segment_id - 1) % len(SEGMENT_COLORS)],
+            base=base,
         )
-        self._masks.setdefault(segment_id, np.zeros(self.volume.shape, dtype=np.uint8))
+        self._masks[segment_id] = _mask_from(base, self.volume.shape)
         state = SessionState(self._state.segments + (segment,))
         self._record(Edit(self._state, state, ()))
         self._current = segment_id
         return self._result(None, None)
+
+    def set_foreign_mask(self, mask: np.ndarray | None) -> None:
+        """Voxels of segments outside this session, kept out of every segment while
+        ``protect_other_segments``: bool ``(I, J, K)`` like ``volume.array``, or None.
+
+        It applies to later edits; what segments hold already is left as it is.
+
+        Raises:
+            ValueError: the mask is not shaped like the volume.
+        """
+        self._foreign = None if mask is None else self._volume_mask(mask, "foreign_mask")
 
     def select_segment(self, segment_id: int) -> Result:
         """Make another segment current; later clicks go to it."""
@@ -231,12 +325,35 @@ class Session:
         point = np.asarray(point_ras, dtype=np.float64)
         if point.shape != (3,) or not np.all(np.isfinite(point)):
             raise ValueError(f"a point must be three finite RAS coordinates, got {point_ras!r}")
-        if not self.volume.contains_index(self.volume.ras_to_index(point)):
+        if not self._inside(point):
             raise ValueError(
                 f"point {np.round(point, 2).tolist()} (RAS mm) is outside the volume, "
                 f"which spans {_ras_extent(self.volume)}"
             )
         return point
+
+    def _inside(self, point: np.ndarray) -> bool:
+        return bool(np.all(np.isfinite(point))) and self.volume.contains_index(
+            self.volume.ras_to_index(point)
+        )
+
+    def _new_click_id(self, click_id: str | None) -> str:
+        if click_id is None:
+            self._last_click_number += 1
+            return f"click-{self._last_click_number}"
+        if any(click.click_id == click_id for click in self.clicks()):
+            raise ValueError(f"the current segment already has a click {click_id!r}")
+        return str(click_id)
+
+    def _volume_mask(self, mask: np.ndarray, name: str) -> np.ndarray:
+        array = np.asarray(mask)
+        if array.shape != self.volume.shape:
+            raise ValueError(
+                f"{name} must be shaped like the volume {self.volume.shape}, got {array.shape}"
+            )
+        frozen = array.astype(bool)  # a copy, so the caller's array may change
+        frozen.flags.writeable = False
+        return frozen
 
     def _embedding(self, grid: CropGrid) -> tuple[Any, bool]:
         embedding = self.embeddings.get(grid.key())
@@ -255,15 +372,50 @@ class Session:
         logits = self.predictor.decode(embedding, points, labels, previous_logits)
         return CropState(grid, clicks, _squeeze(logits)), encoder_ran
 
+    def _crop_for(
+        self, segment: SegmentState, point_ras: np.ndarray
+    ) -> tuple[int | None, CropGrid]:
+        """The index and grid of the newest crop of the segment holding the point, or None and
+        the grid of a new crop around it: the one crop choice of a click."""
+        index = segment.find_crop(point_ras)
+        if index is not None:
+            return index, segment.crops[index].grid
+        return None, crop_grid_around(self.volume, point_ras)
+
+    def _base_prompt(self, segment: SegmentState, grid: CropGrid) -> np.ndarray | None:
+        """The segment's base inside the crop as mask-prompt logits (32³), or None where the
+        base has no voxel there (a new crop of an empty segment starts without a prompt)."""
+        if segment.base is None:
+            return None
+        lo, hi = footprint_box(grid, self.volume)
+        if np.any(lo >= hi):
+            return None
+        # Only the footprint's voxels are read (a small copy, not the whole volume).
+        voxels = segment.base[tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))]
+        fraction, _ = resample(
+            voxels.astype(np.uint8),
+            self.volume.ijk_to_ras @ translation(lo),
+            grid.crop_to_ras,
+            grid.shape,
+            mode="nearest",
+        )
+        cells = grid.size // MASK_PROMPT_STRIDE
+        # The share of each cell's crop voxels that the base holds, in 0..1.
+        share = fraction.reshape([cells, MASK_PROMPT_STRIDE] * 3).float().mean(dim=(1, 3, 5))
+        if not bool(share.any()):
+            return None
+        return ((2.0 * share - 1.0) * MASK_PROMPT_LOGIT).numpy()
+
     def _with_click(
-        self, segment: SegmentState, point_ras: np.ndarray, positive: bool
+        self, segment: SegmentState, point_ras: np.ndarray, positive: bool, click_id: str
     ) -> tuple[SegmentState, CropGrid, bool]:
         """The segment with a click added to the newest crop holding it, or to a new crop."""
-        index = segment.find_crop(point_ras)
-        crop = segment.crops[index] if index is not None else None
-        if crop is None:
-            crop = CropState(crop_grid_around(self.volume, point_ras))
-        click = _click(crop.grid, point_ras, positive)
+        index, grid = self._crop_for(segment, point_ras)
+        if index is None:  # a new crop starts from the segment's base as its mask prompt
+            crop = CropState(grid, logits=self._base_prompt(segment, grid))
+        else:
+            crop = segment.crops[index]
+        click = _click(grid, point_ras, positive, click_id)
         updated, encoder_ran = self._predict(crop.grid, crop.clicks + (click,), crop.logits)
         return segment.with_crop_last(index, updated), crop.grid, encoder_ran
 
@@ -281,12 +433,14 @@ class Session:
         if not remaining:
             crops = tuple(c for i, c in enumerate(segment.crops) if i != crop_index)
             return replace(segment, crops=crops), False
-        updated, encoder_ran = self._replay(crop.grid, remaining)
+        updated, encoder_ran = self._replay(segment, crop.grid, remaining)
         return segment.with_crop_last(crop_index, updated), encoder_ran
 
-    def _replay(self, grid: CropGrid, clicks: tuple[Click, ...]) -> tuple[CropState, bool]:
+    def _replay(
+        self, segment: SegmentState, grid: CropGrid, clicks: tuple[Click, ...]
+    ) -> tuple[CropState, bool]:
         """The crop's state had only these clicks been placed, one after another."""
-        state, encoder_ran = CropState(grid), False
+        state, encoder_ran = CropState(grid, logits=self._base_prompt(segment, grid)), False
         for count in range(1, len(clicks) + 1):
             state, ran = self._predict(grid, clicks[:count], state.logits)
             encoder_ran |= ran
@@ -294,7 +448,7 @@ class Session:
 
     def _compose(self, segment: SegmentState, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         """The segment inside box [lo, hi) from its crops' logits: each voxel from the most
-        recently edited crop that covers it."""
+        recently edited crop that covers it, and from the segment's base where none does."""
         composed: np.ndarray | None = None
         covered: np.ndarray | None = None
         for crop in reversed(segment.crops):
@@ -318,8 +472,14 @@ class Session:
             composed[dst] |= new & box.values[src]
             covered[dst] |= new
             if covered.all():
-                break
-        return composed if composed is not None else np.zeros(tuple(hi - lo), dtype=bool)
+                return composed
+        region = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+        base = segment.base[region] if segment.base is not None else None
+        if composed is None or covered is None:
+            return base.copy() if base is not None else np.zeros(tuple(hi - lo), dtype=bool)
+        if base is not None:
+            composed |= base & ~covered
+        return composed
 
     def _apply(
         self,
@@ -336,9 +496,8 @@ class Session:
             patches = self._write(segment.segment_id, lo, hi, self._compose(segment, lo, hi))
         self._record(Edit(self._state, state, patches))
         crop = segment.crops[-1] if segment.crops else None
-        changed = _changed_box(patches)
         return self._result(
-            *changed,
+            *_changed_box(patches),
             crop=crop.grid if crop else None,
             logits=crop.logits if crop else None,
             encoder_ran=encoder_ran,
@@ -362,8 +521,10 @@ class Session:
         """Write the segment's box, keeping segments from overlapping; returns what changed."""
         box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
         others = [sid for sid in self._live_segment_ids() if sid != segment_id]
-        if self.protect_other_segments and others:
+        if self.protect_other_segments:
             taken = np.zeros(new.shape, dtype=bool)
+            if self._foreign is not None:
+                taken |= self._foreign[box]
             for sid in others:
                 taken |= self._masks[sid][box] > 0
             new = new & ~taken
@@ -401,12 +562,18 @@ class Session:
             self._current = self._live_segment_ids()[-1]
         return self._result(*_changed_box(edit.patches))
 
-    def _result(self, lo: np.ndarray | None, hi: np.ndarray | None, **details: Any) -> Result:
-        return Result(self.mask(), self._current, lo, hi, **details)
+    def _result(
+        self,
+        lo: np.ndarray | None,
+        hi: np.ndarray | None,
+        changed_segments: tuple[int, ...] = (),
+        **details: Any,
+    ) -> Result:
+        return Result(self.mask(), self._current, lo, hi, changed_segments, **details)
 
 
-def _click(grid: CropGrid, point_ras: np.ndarray, positive: bool) -> Click:
-    return Click(_triple(point_ras), _triple(grid.to_crop(point_ras)), bool(positive))
+def _click(grid: CropGrid, point_ras: np.ndarray, positive: bool, click_id: str) -> Click:
+    return Click(_triple(point_ras), _triple(grid.to_crop(point_ras)), bool(positive), click_id)
 
 
 def _locate_click(segment: SegmentState, index: int) -> tuple[int, int]:
@@ -464,9 +631,15 @@ def _patch(
 
 def _changed_box(
     patches: tuple[MaskPatch, ...],
-) -> tuple[np.ndarray | None, np.ndarray | None]:
+) -> tuple[np.ndarray | None, np.ndarray | None, tuple[int, ...]]:
+    """The box ``[lo, hi)`` holding every patch, and the segments they changed."""
     if not patches:
-        return None, None
+        return None, None, ()
     lo = np.min([[s.start for s in p.slices] for p in patches], axis=0)
     hi = np.max([[s.stop for s in p.slices] for p in patches], axis=0)
-    return lo, hi
+    return lo, hi, tuple(sorted({p.segment_id for p in patches}))
+
+
+def _mask_from(base: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    """A segment's starting mask, uint8: its base, or empty."""
+    return np.zeros(shape, dtype=np.uint8) if base is None else base.astype(np.uint8)

@@ -22,11 +22,16 @@ SEGMENT_COLORS = (
 
 @dataclass(frozen=True)
 class Click:
-    """One point prompt: RAS mm, its crop index (d0, d1, d2), and its polarity."""
+    """One point prompt: RAS mm, its crop index (d0, d1, d2), its polarity, and its identity.
+
+    ``click_id`` stays the same while the click exists, also when it is moved, so a front end
+    can tie it to its own point (e.g. a markups control point) without matching positions.
+    """
 
     point_ras: tuple[float, float, float]
     point_crop: tuple[float, float, float]
     positive: bool
+    click_id: str
 
 
 @dataclass(frozen=True, eq=False)
@@ -40,12 +45,20 @@ class CropState:
 
 @dataclass(frozen=True)
 class SegmentState:
-    """One segment: its crops, least recently edited first (the latest wins where crops overlap)."""
+    """One segment: its crops, least recently edited first (the latest wins where crops overlap).
+
+    Attributes:
+        base: for a segment that existed before the session (e.g. painted by hand), its voxels
+            then, bool ``(I, J, K)`` on the volume's grid; read-only, shared between states.
+            Voxels that no crop covers keep it, and crops start from it as their mask prompt.
+            None for a segment the session started empty.
+    """
 
     segment_id: int
     name: str
     color: tuple[float, float, float]
     crops: tuple[CropState, ...] = ()
+    base: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def find_crop(self, point_ras: np.ndarray) -> int | None:
         """Index of the most recently edited crop that contains the point, if any."""
