@@ -9,6 +9,12 @@ The worker knows nothing of Qt or MRML. Jobs are plain callables that receive ar
 never MRML nodes; the thread that owns the scene calls :meth:`Worker.poll` (from a timer in
 Slicer, in a loop in tests), which runs the completion callbacks there, in submission order.
 Jobs submitted while another runs wait in the queue: nothing submitted is dropped.
+
+Inside Slicer the worker only runs while the main thread lets go of the GIL: Qt's event loop
+idles in C++ holding it (PythonQt never releases it), so a thread left alone there is starved and
+a 40 ms click takes seconds. :meth:`Worker.poll` therefore waits for results with the GIL
+released, for a bounded time that keeps the GUI responsive, and the main thread polls right
+after it submits and on a short timer while jobs are pending.
 """
 
 from __future__ import annotations
@@ -24,6 +30,12 @@ Reporter = Callable[[str, Optional[float]], None]
 
 # Seconds to wait for the thread to finish its current job when shutting down.
 SHUTDOWN_TIMEOUT_S = 5.0
+# While jobs are pending the main thread polls this often (a Qt timer in Slicer) ...
+POLL_INTERVAL_S = 0.030
+# ... and waits at most this long for results per poll, with the GIL released: long enough for
+# a decoder-only click to finish within one wait, short enough that the GUI (which runs in
+# between) never stalls for more than 100 ms, the writing of results included.
+POLL_WAIT_S = 0.080
 
 
 @dataclass
@@ -111,12 +123,23 @@ class Worker:
         self._pending += 1
         self._jobs.put(_Job(function, on_done, on_error, label or function.__name__))
 
-    def poll(self) -> int:
-        """Deliver finished jobs' results and progress messages; returns how many finished."""
+    def poll(self, wait_s: float = 0.0) -> int:
+        """Deliver finished jobs' results and progress messages; returns how many finished.
+
+        Args:
+            wait_s: while jobs are pending, wait up to this many seconds for them, with the GIL
+                released so the worker runs (see the module's docstring); results are
+                delivered as they arrive. 0 only delivers what is there.
+        """
+        deadline = time.monotonic() + wait_s
         finished = 0
         while True:
+            remaining = deadline - time.monotonic()
             try:
-                event = self._events.get_nowait()
+                if self._pending > 0 and remaining > 0:
+                    event = self._events.get(timeout=remaining)  # releases the GIL
+                else:
+                    event = self._events.get_nowait()
             except queue.Empty:
                 return finished
             if isinstance(event, _Progress):
@@ -127,16 +150,16 @@ class Worker:
             self._pending -= 1
             self._deliver(event)
 
-    def wait(self, timeout: float | None = None, interval: float = 0.01) -> bool:
+    def wait(self, timeout: float | None = None, interval: float = 0.05) -> bool:
         """Poll until every submitted job is delivered; False if ``timeout`` seconds passed."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            self.poll()
+            remaining = interval if deadline is None else min(interval, deadline - time.monotonic())
+            self.poll(max(remaining, 0.0))
             if self._pending == 0:
                 return True
-            if deadline is not None and time.monotonic() > deadline:
+            if deadline is not None and time.monotonic() >= deadline:
                 return False
-            time.sleep(interval)
 
     def shutdown(self, timeout: float = SHUTDOWN_TIMEOUT_S) -> bool:
         """Stop the thread after the job it is running; queued jobs are dropped.
