@@ -16,6 +16,8 @@ from test_slicer_mrml import (
     CT_IMAGE,
     CT_LABEL,
     DATA,
+    SegmentWriter,
+    cube,
     linear_transform_node,
     read_volume_node,
     rigid,
@@ -23,9 +25,12 @@ from test_slicer_mrml import (
     slicer,
     volume_node_from,
     vtk,
+    write_whole,
 )
 
 from fastsam3d_core import Session, Volume
+from fastsam3d_core.geometry import crop_grid_around
+from fastsam3d_core.geometry.paste import footprint_box
 from fastsam3d_core.io import read_segmentation
 from fastsam3d_core.session import OraclePredictor
 
@@ -124,11 +129,11 @@ def test_moving_deleting_undo_redo_and_clear_follow_the_markups(scene, make_logi
     logic.negativeNode.SetNthControlPointPositionWorld(0, *(deepest_ras(labels, 1) + [0, 3.0, 0]))
     logic.synchronizePoints()
     settle(logic)
-    clicks = sorted(tuple(np.round(ras, 3)) for ras, _ in logic._clicks)
+    clicks = sorted(tuple(np.round(click.ras, 3)) for click in logic.clicks)
     assert tuple(np.round(deepest_ras(labels, 1) + [0, 3.0, 0], 3)) in clicks
     logic.undo()
     settle(logic)
-    assert len(logic._clicks) == 2
+    assert len(logic.clicks) == 2
     np.testing.assert_allclose(logic.negativeNode.GetNthControlPointPositionWorld(0), placed)
     logic.redo()
     settle(logic)
@@ -136,7 +141,7 @@ def test_moving_deleting_undo_redo_and_clear_follow_the_markups(scene, make_logi
     logic.negativeNode.RemoveAllControlPoints()
     logic.synchronizePoints()
     settle(logic)
-    assert len(logic._clicks) == 1
+    assert len(logic.clicks) == 1
     logic.undo()
     settle(logic)
     assert logic.negativeNode.GetNumberOfControlPoints() == 1
@@ -162,7 +167,7 @@ def test_points_placed_while_the_worker_is_busy_are_queued(scene, make_logic):
         place(logic, ras)
     assert logic.busy
     settle(logic)
-    assert len(logic._clicks) == 3
+    assert len(logic.clicks) == 3
     assert logic.positiveNode.GetNumberOfControlPoints() == 3
     session = Session(Volume.from_file(CT_IMAGE), OraclePredictor(labels, 1))
     for ras in (spleen, liver, spleen + [3.0, 0, 0]):
@@ -187,8 +192,7 @@ def test_segments_do_not_overwrite_each_other(scene, make_logic):
     segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
     segmentation.SetReferenceImageGeometryParameterFromVolumeNode(node)
     manual_id = segmentation.GetSegmentation().AddEmptySegment("", "liver (manual)", [0.5, 0, 0])
-    lo, hi = np.zeros(3, int), np.array(labels.shape)
-    mrml_io.write_segment_box(segmentation, manual_id, node, lo, hi, manual)
+    write_whole(SegmentWriter(segmentation, node), manual_id, manual)
     logic = InteractiveSegmentationLogic(scene)
     logic.errors = []
     logic.errorCallback = logic.errors.append
@@ -221,24 +225,54 @@ def test_segments_do_not_overwrite_each_other(scene, make_logic):
     logic.cleanup()
 
 
-def test_adopting_a_painted_segment_keeps_its_voxels(scene, make_logic):
+def crop_footprint(volume_node, point_ras) -> np.ndarray:
+    """Where the crop a click at this point opens lies in the volume, bool (I, J, K)."""
+    volume = mrml_io.volume_from_node(volume_node)
+    lo, hi = footprint_box(crop_grid_around(volume, point_ras), volume)
+    inside = np.zeros(volume.shape, bool)
+    inside[tuple(slice(a, b) for a, b in zip(lo, hi))] = True
+    return inside
+
+
+def test_refining_a_painted_segment_keeps_it_outside_the_crop_and_removes_inside(scene, make_logic):
+    """The painted segment shares the labelmap layer of the logic's own first segment."""
     labels = Volume.from_file(CT_LABEL)
+    spleen = labels.array == 1
     node = read_volume_node(scene, CT_IMAGE)
     logic = make_logic(OraclePredictor(labels, 1), node)
-    painted = np.zeros(labels.shape, bool)
-    painted[5:9, 5:9, 5:9] = True
+    click = deepest_ras(labels, 1)
+    in_crop = crop_footprint(node, click)
+    corners = [np.where(c, np.array(labels.shape) - 6, 0) for c in np.ndindex(2, 2, 2)]
+    far = next(c for c in (cube(lo, 6, labels.shape) for lo in corners) if not (c & in_crop).any())
+    near = np.roll(spleen, 4, axis=0) & ~spleen & in_crop  # painted too far to one side
+    assert far.sum() == 216 and near.sum() > 100
     segmentation = logic.segmentationNode
-    painted_id = segmentation.GetSegmentation().AddEmptySegment("", "painted", [0, 0, 1])
-    mrml_io.write_segment_box(segmentation, painted_id, node, [0, 0, 0], labels.shape, painted)
+    layers = segmentation.GetSegmentation()
+    painted_id = layers.AddEmptySegment("", "painted", [0, 0, 1])
+    write_whole(SegmentWriter(segmentation, node), painted_id, far | near)
+    assert layers.GetLayerIndex(painted_id) == layers.GetLayerIndex(logic.currentSegmentId)
     logic.selectSegment(painted_id)
     settle(logic)
     assert logic.currentSegmentId == painted_id
-    place(logic, deepest_ras(labels, 1))
+    assert np.array_equal(current_mask(logic), far | near), "adopting changes nothing"
+    place(logic, deepest_ras(Volume(near.astype(np.uint8), labels.ijk_to_ras)), positive=False)
     settle(logic)
-    mask = current_mask(logic)
-    assert (
-        mask[painted].all() and (mask & (labels.array == 1)).sum() > 0.9 * (labels.array == 1).sum()
-    )
+    # The oracle answers with the spleen inside the crop: the wrongly painted voxels there go,
+    # and the painted voxels that no crop covers stay.
+    assert np.array_equal(current_mask(logic), far | spleen)
+    logic.undo()
+    settle(logic)
+    assert np.array_equal(current_mask(logic), far | near)
+    logic.redo()
+    settle(logic)
+    # Another model: the segment starts again from its painted voxels, the point is replayed.
+    logic.setPredictor(OraclePredictor(labels, 1))
+    settle(logic)
+    assert logic.currentSegmentId == painted_id and len(logic.clicks) == 1
+    assert np.array_equal(current_mask(logic), far | spleen)
+    logic.undo()
+    settle(logic)
+    assert np.array_equal(current_mask(logic), far | near)
 
 
 def test_export_seg_nrrd_and_labelmap_keep_the_geometry(scene, make_logic, tmp_path):
@@ -287,7 +321,7 @@ def test_changed_voxels_reopen_the_session_on_the_next_point(scene, make_logic):
     place(logic, deepest_ras(labels, 5))
     settle(logic)
     assert logic.lastEncoderRan  # the new image was encoded again
-    assert len(logic._clicks) == 2  # both markups points re-applied to the new image
+    assert len(logic.clicks) == 2  # both markups points re-applied to the new image
 
 
 @pytest.mark.slow
@@ -337,7 +371,7 @@ def test_a_new_model_replays_the_points_and_points_wait_while_it_loads(scene, ma
     logic.setPredictor(OraclePredictor(labels))
     place(logic, spleen + [0.0, 3.0, 0.0])  # placed while the new session opens
     settle(logic)
-    assert len(logic._clicks) == 2  # both points, each once, on the new session
+    assert len(logic.clicks) == 2  # both points, each once, on the new session
     assert logic.positiveNode.GetNumberOfControlPoints() == 2
     expected = Session(Volume.from_file(CT_IMAGE), OraclePredictor(labels))
     expected.add_point(spleen)
@@ -355,7 +389,7 @@ def test_another_volume_starts_without_points(scene, make_logic):
     first_segmentation = logic.segmentationNode
     logic.setInputs(read_volume_node(scene, CT_IMAGE, "second"))
     settle(logic)
-    assert logic.positiveNode.GetNumberOfControlPoints() == 0 and logic._clicks == ()
+    assert logic.positiveNode.GetNumberOfControlPoints() == 0 and logic.clicks == ()
     assert logic.segmentationNode is not first_segmentation
 
 
@@ -376,3 +410,130 @@ def test_a_failed_model_load_is_retried_when_asked_again(scene, make_logic, tmp_
     assert logic.waitForIdle(TIMEOUT_S)
     assert any("could not be downloaded" in str(e) for e in logic.errors)
     assert logic.loadedModel is None, "after a failure, Start must load again"
+
+
+def test_a_new_segment_in_a_shared_layer_stays_whole_over_several_clicks(
+    scene, make_logic, fastsam3d_seeded
+):
+    """A segmentation with a segment already: the logic's new segment shares its layer. The
+    seeded model changes the mask with every click, so every click rewrites the segment."""
+    labels = Volume.from_file(CT_LABEL)
+    node = read_volume_node(scene, CT_IMAGE)
+    segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(node)
+    kidney = segmentation.GetSegmentation().AddEmptySegment("", "kidney", [0.5, 0, 0])
+    write_whole(SegmentWriter(segmentation, node), kidney, labels.array == 2)
+    logic = make_logic(fastsam3d_seeded, node)
+    logic.setInputs(node, segmentation)
+    liver = deepest_ras(labels, 5)
+    clicks = [(liver, True), (liver + [6.0, 0, 0], False), (liver + [0, 6.0, 0], True)]
+    session = Session(Volume.from_file(CT_IMAGE), fastsam3d_seeded, foreign_mask=labels.array == 2)
+    for point, positive in clicks:
+        place(logic, point, positive)
+        settle(logic)
+        expected = session.add_point(point, positive).mask.astype(bool)
+        assert np.array_equal(current_mask(logic), expected)
+    layers = segmentation.GetSegmentation()
+    assert layers.GetLayerIndex(logic.currentSegmentId) == layers.GetLayerIndex(kidney)
+    assert expected.sum() > 1000
+    assert np.array_equal(segment_on_volume_grid(segmentation, kidney, node), labels.array == 2)
+
+
+def test_a_point_edited_in_the_markups_table_moves_its_click_and_a_drag_waits_for_its_end(
+    scene, make_logic
+):
+    labels = Volume.from_file(CT_LABEL)
+    logic = make_logic(OraclePredictor(labels, 1), read_volume_node(scene, CT_IMAGE))
+    spleen = deepest_ras(labels, 1)
+    place(logic, spleen)
+    settle(logic)
+    # The Markups module's table sets the position: only PointModifiedEvent, no interaction.
+    typed = spleen + [0.0, 3.0, 0.0]
+    logic.positiveNode.SetNthControlPointPositionWorld(0, *typed)
+    settle(logic)
+    np.testing.assert_allclose(logic.clicks[0].ras, typed)
+    # A drag in a view: PointModifiedEvent on every mouse move while Slicer marks the node as
+    # moving; the click moves once, when the drag ends.
+    node = logic.positiveNode
+    node.SetAttribute("Markups.MovingInSliceView", "Red")
+    node.InvokeEvent(node.PointStartInteractionEvent)
+    for step in range(1, 6):
+        node.SetNthControlPointPositionWorld(0, *(typed + [step * 1.0, 0.0, 0.0]))
+        assert not logic.busy, "a click moved during the drag"
+    settle(logic)
+    np.testing.assert_allclose(logic.clicks[0].ras, typed)
+    node.InvokeEvent(node.PointEndInteractionEvent)  # Slicer clears the attribute after it
+    node.SetAttribute("Markups.MovingInSliceView", "")
+    settle(logic)
+    np.testing.assert_allclose(logic.clicks[0].ras, typed + [5.0, 0.0, 0.0])
+    logic.undo()  # the whole drag is one edit
+    settle(logic)
+    np.testing.assert_allclose(logic.clicks[0].ras, typed)
+    np.testing.assert_allclose(node.GetNthControlPointPositionWorld(0), typed)
+
+
+def test_undoing_next_segment_while_a_selector_follows_the_segments_adopts_nothing(
+    scene, make_logic
+):
+    """Slicer's segment selector, when its segment is removed, selects the first remaining
+    segment and emits currentSegmentChanged; the widget forwards that to selectSegment."""
+    labels = Volume.from_file(CT_LABEL)
+    node = read_volume_node(scene, CT_IMAGE)
+    segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(node)
+    users = segmentation.GetSegmentation().AddEmptySegment("", "user's", [0.5, 0, 0])
+    write_whole(SegmentWriter(segmentation, node), users, cube((3, 3, 3), 4, labels.shape))
+    logic = make_logic(OraclePredictor(labels, 1), node)
+    logic.setInputs(node, segmentation)
+    place(logic, deepest_ras(labels, 1))
+    settle(logic)
+    first = logic.currentSegmentId
+    layers = segmentation.GetSegmentation()
+
+    def selector_follows(caller, event):
+        logic.selectSegment(layers.GetNthSegmentID(0))  # the first remaining: the user's
+
+    layers.AddObserver(slicer.vtkSegmentation.SegmentRemoved, selector_follows)
+    logic.nextSegment()
+    settle(logic)
+    second = logic.currentSegmentId
+    logic.undo()
+    settle(logic)
+    assert layers.GetSegment(second) is None
+    assert logic.currentSegmentId == first
+    logic.nextSegment()  # a later new segment is a new one, not the user's
+    settle(logic)
+    assert logic.currentSegmentId not in (first, users)
+    assert np.array_equal(
+        segment_on_volume_grid(segmentation, users, node), cube((3, 3, 3), 4, labels.shape)
+    )
+
+
+def test_the_uncertainty_overlay_has_a_display_node_with_its_window(scene, make_logic):
+    labels = Volume.from_file(CT_LABEL)
+    logic = make_logic(OraclePredictor(labels, 1), read_volume_node(scene, CT_IMAGE))
+    place(logic, deepest_ras(labels, 1))
+    settle(logic)
+    logic.computeUncertainty()
+    settle(logic)
+    display = logic.uncertaintyNode.GetDisplayNode()
+    assert display is not None
+    assert not display.GetAutoWindowLevel()
+    assert (display.GetWindow(), display.GetLevel()) == (1.0, 0.5)
+
+
+def test_keyboard_actions_delete_the_last_point_and_hide_the_segment(scene, make_logic):
+    labels = Volume.from_file(CT_LABEL)
+    logic = make_logic(OraclePredictor(labels, 1), read_volume_node(scene, CT_IMAGE))
+    spleen = deepest_ras(labels, 1)
+    place(logic, spleen)
+    place(logic, spleen + [3.0, 0.0, 0.0], positive=False)
+    settle(logic)
+    logic.deleteLastPoint()
+    settle(logic)
+    assert [c.positive for c in logic.clicks] == [True]
+    assert logic.negativeNode.GetNumberOfControlPoints() == 0
+    display = logic.segmentationNode.GetDisplayNode()
+    assert display.GetSegmentVisibility(logic.currentSegmentId)
+    logic.toggleSegmentVisibility()
+    assert not display.GetSegmentVisibility(logic.currentSegmentId)

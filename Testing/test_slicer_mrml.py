@@ -18,12 +18,19 @@ from fastsam3d_core import Volume
 
 slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (pip install '.[test]')")
 vtk = pytest.importorskip("vtk")
+from vtk.util import numpy_support  # noqa: E402
 
 MODULE_DIR = Path(__file__).resolve().parents[1] / "FastSAM3DSlicer"
 if str(MODULE_DIR) not in sys.path:
     sys.path.insert(0, str(MODULE_DIR))
 
 from FastSAM3DSlicerLib import mrml_io  # noqa: E402
+from FastSAM3DSlicerLib.markups_clicks import ClickMarkups  # noqa: E402
+from FastSAM3DSlicerLib.segment_writer import (  # noqa: E402
+    SegmentationNotSupportedError,
+    SegmentWriter,
+)
+from FastSAM3DSlicerLib.session_runner import ClickInfo  # noqa: E402
 
 DATA = SHARED / "data"
 BRATS_IMAGE = DATA / "brats2021_flair_edema/imagesTr/BraTS2021_01646.nii.gz"
@@ -81,7 +88,7 @@ def segment_on_volume_grid(segmentation_node, segment_id: str, volume_node) -> n
     logic = slicer.vtkSlicerSegmentationsModuleLogic
     assert logic.ExportSegmentsToLabelmapNode(segmentation_node, ids, labelmap, volume_node)
     array = slicer.util.arrayFromVolume(labelmap).transpose(2, 1, 0) != 0
-    scene.RemoveNode(labelmap)
+    mrml_io.remove_with_display(scene, labelmap)
     return array
 
 
@@ -164,47 +171,182 @@ def new_segmentation(scene, volume_node, transform_node=None):
     return segmentation
 
 
+def cube(lo, size: int, shape) -> np.ndarray:
+    """A bool (I, J, K) array with a cube of ``size``³ voxels at ``lo``."""
+    mask = np.zeros(tuple(shape), bool)
+    mask[tuple(slice(a, a + size) for a in lo)] = True
+    return mask
+
+
+def write_whole(writer: SegmentWriter, segment_id: str, mask: np.ndarray) -> None:
+    writer.write(segment_id, [0, 0, 0], mask.shape, mask)
+
+
 @pytest.mark.parametrize("segmentation_transform", [False, True], ids=["same-frame", "own-frame"])
-def test_segment_box_lands_on_the_volume_voxels(scene, segmentation_transform):
+def test_segment_boxes_land_on_the_volume_voxels(scene, segmentation_transform):
     """Oblique volume under a transform; the segmentation under another (or none)."""
     node = volume_node_from(scene, oblique_copy(Volume.from_file(CT_IMAGE)))
     node.SetAndObserveTransformNodeID(linear_transform_node(scene, rigid(20, (1, 2, 3))).GetID())
     other = linear_transform_node(scene, rigid(-35, (-4, 0, 9))) if segmentation_transform else None
     segmentation = new_segmentation(scene, node, other)
     segment_id = segmentation.GetSegmentation().AddEmptySegment("", "box", [1, 0, 0])
+    writer = SegmentWriter(segmentation, node)
     shape = np.array(node.GetImageData().GetDimensions())
     rng = np.random.default_rng(0)
     lo, hi = np.array([2, 10, 5]), np.array([20, 40, 30])
     mask = rng.random(tuple(hi - lo)) > 0.5
-    mrml_io.write_segment_box(segmentation, segment_id, node, lo, hi, mask)
-    back = mrml_io.segment_box(segmentation, segment_id, node, [0, 0, 0], shape)
+    writer.write(segment_id, lo, hi, mask)
     expected = np.zeros(tuple(shape), bool)
     expected[2:20, 10:40, 5:30] = mask
-    assert np.array_equal(back, expected)
+    assert np.array_equal(writer.read(segment_id), expected)
     if not segmentation_transform:  # Slicer's own export agrees (needs a common frame)
         assert np.array_equal(segment_on_volume_grid(segmentation, segment_id, node), expected)
 
 
-def test_writing_a_box_replaces_the_whole_segment(scene):
+def test_writing_a_box_changes_the_segment_only_inside_it(scene):
     node = read_volume_node(scene, CT_IMAGE)
     segmentation = new_segmentation(scene, node)
     segment_id = segmentation.GetSegmentation().AddEmptySegment("", "s", [0, 1, 0])
-    mrml_io.write_segment_box(
-        segmentation, segment_id, node, [0, 0, 0], [5, 5, 5], np.ones((5,) * 3)
-    )
-    mrml_io.write_segment_box(segmentation, segment_id, node, [10] * 3, [12] * 3, np.ones((2,) * 3))
+    writer = SegmentWriter(segmentation, node)
+    writer.write(segment_id, [0, 0, 0], [5, 5, 5], np.ones((5,) * 3, bool))
+    writer.write(segment_id, [10] * 3, [12] * 3, np.ones((2,) * 3, bool))  # grows the layer
     back = segment_on_volume_grid(segmentation, segment_id, node)
-    assert back.sum() == 8 and back[10:12, 10:12, 10:12].all()
+    assert back.sum() == 125 + 8 and back[10:12, 10:12, 10:12].all() and back[:5, :5, :5].all()
+    writer.write(segment_id, [3, 3, 3], [11, 11, 11], np.zeros((8,) * 3, bool))
+    back = segment_on_volume_grid(segmentation, segment_id, node)
+    assert back.sum() == 125 - 8 + 7 and not back[3:5, 3:5, 3:5].any()
 
 
-def test_markups_points_round_trip_in_world_coordinates(scene):
-    markups = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode")
-    markups.SetAndObserveTransformNodeID(linear_transform_node(scene, rigid(10, (3, 4, 5))).GetID())
-    points = np.array([[1.0, 2.0, 3.0], [-40.5, 12.25, 7.0]])
-    mrml_io.set_control_points_world(markups, points)
-    read = mrml_io.control_points_world(markups)
-    assert len({point_id for point_id, _ in read}) == 2
-    np.testing.assert_allclose([ras for _, ras in read], points, atol=1e-9)
+def test_segments_sharing_a_labelmap_layer_are_read_and_written_by_label_value(scene):
+    node = read_volume_node(scene, CT_IMAGE)
+    segmentation = new_segmentation(scene, node)
+    layers = segmentation.GetSegmentation()
+    first = layers.AddEmptySegment("", "first", [1, 0, 0])
+    second = layers.AddEmptySegment("", "second", [0, 1, 0])
+    assert layers.GetLayerIndex(first) == layers.GetLayerIndex(second)  # one shared layer
+    writer = SegmentWriter(segmentation, node)
+    shape = node.GetImageData().GetDimensions()
+    a, b = cube((10, 10, 10), 6, shape), cube((16, 10, 10), 6, shape)
+    write_whole(writer, first, a)
+    write_whole(writer, second, b)
+    # Slicer's GetSegmentBinaryLabelmapRepresentation hands over the whole shared layer:
+    # reading a segment through it gave 432 voxels, its neighbour's included.
+    layer_copy = slicer.vtkOrientedImageData()
+    segmentations = slicer.vtkSlicerSegmentationsModuleLogic
+    segmentations.GetSegmentBinaryLabelmapRepresentation(segmentation, first, layer_copy)
+    assert (
+        np.count_nonzero(numpy_support.vtk_to_numpy(layer_copy.GetPointData().GetScalars())) == 432
+    )
+    assert writer.read(first).sum() == 216 and np.array_equal(writer.read(first), a)
+    assert np.array_equal(writer.read(second), b)
+    assert np.array_equal(segment_on_volume_grid(segmentation, first, node), a)
+    assert np.array_equal(segment_on_volume_grid(segmentation, second, node), b)
+    # Clearing one segment's box leaves the other's voxels in the same box.
+    writer.write(second, [8, 8, 8], [24, 18, 18], np.zeros((16, 10, 10), bool))
+    assert np.array_equal(writer.read(first), a) and not writer.read(second).any()
+    # A third segment in a layer of its own: unions read every layer once.
+    third = layers.AddEmptySegment("", "third", [0, 0, 1])
+    write_whole(writer, third, b)
+    layers.SeparateSegmentLabelmap(third)
+    assert layers.GetNumberOfLayers() == 2
+    assert np.array_equal(writer.voxels_of([first, third]), a | b)
+
+
+def test_a_write_tells_slicer_the_segment_changed(scene):
+    """Displays and closed surfaces follow a write: the segmentation drops stale derived
+    representations, as when Slicer's own effects edit a segment."""
+    node = read_volume_node(scene, CT_IMAGE)
+    segmentation = new_segmentation(scene, node)
+    segment_id = segmentation.GetSegmentation().AddEmptySegment("", "s", [0, 1, 0])
+    writer = SegmentWriter(segmentation, node)
+    shape = node.GetImageData().GetDimensions()
+    write_whole(writer, segment_id, cube((10, 10, 10), 8, shape))
+    assert segmentation.GetSegmentation().CreateRepresentation("Closed surface")
+    segment = segmentation.GetSegmentation().GetSegment(segment_id)
+    assert segment.GetRepresentation("Closed surface") is not None
+    events = []
+    segmentation.GetSegmentation().AddObserver(
+        slicer.vtkSegmentation.SourceRepresentationModified, lambda *args: events.append(args)
+    )
+    write_whole(writer, segment_id, cube((12, 10, 10), 8, shape))
+    assert events, "no SourceRepresentationModified event"
+    assert segment.GetRepresentation("Closed surface") is None, "a stale surface was kept"
+
+
+def test_a_segmentation_on_another_grid_is_refused_by_name(scene):
+    node = read_volume_node(scene, CT_IMAGE, "ct")
+    shape = node.GetImageData().GetDimensions()
+    fine = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "fine labels")
+    fine_id = fine.GetSegmentation().AddEmptySegment("", "s", [1, 0, 0])
+    # Painted on a lattice shifted by whole voxels: the same grid, accepted.
+    shifted = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "shifted")
+    slicer.util.updateVolumeFromArray(shifted, np.zeros((10, 12, 14), np.float32))
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    offset = mrml_io.matrix_to_array(matrix) @ [3, 4, 5, 1]
+    shifted.SetIJKToRASMatrix(matrix)
+    shifted.SetOrigin(*offset[:3])
+    write_whole(SegmentWriter(fine, shifted), fine_id, np.ones((14, 12, 10), bool))
+    on_ct = SegmentWriter(fine, node).read(fine_id)
+    assert on_ct.sum() == 14 * 12 * 10 and on_ct[3:17, 4:16, 5:15].all()
+    # A finer lattice cannot be edited voxel for voxel on the CT's.
+    finer = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "finer")
+    slicer.util.updateVolumeFromArray(finer, np.zeros((10, 12, 14), np.float32))
+    finer.SetSpacing(0.5, 0.5, 0.5)
+    other = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "fine labels 2")
+    other_id = other.GetSegmentation().AddEmptySegment("", "s", [1, 0, 0])
+    write_whole(SegmentWriter(other, finer), other_id, np.ones((14, 12, 10), bool))
+    with pytest.raises(
+        SegmentationNotSupportedError, match="fine labels 2 lie on another voxel grid than ct"
+    ):
+        SegmentWriter(other, node)
+    assert shape
+
+
+def test_labelmap_export_leaves_no_nodes_behind(scene, tmp_path):
+    node = read_volume_node(scene, CT_IMAGE)
+    segmentation = new_segmentation(scene, node)
+    segment_id = segmentation.GetSegmentation().AddEmptySegment("", "s", [0, 1, 0])
+    write_whole(
+        SegmentWriter(segmentation, node),
+        segment_id,
+        cube((5, 5, 5), 4, Volume.from_file(CT_IMAGE).shape),
+    )
+    slicer.vtkMRMLSubjectHierarchyNode.ResolveSubjectHierarchy(scene)  # Slicer always has it
+    before = {scene.GetNthNode(n).GetID() for n in range(scene.GetNumberOfNodes())}
+    mrml_io.export_segmentation(segmentation, tmp_path / "label.nrrd", node)
+    after = {scene.GetNthNode(n).GetID() for n in range(scene.GetNumberOfNodes())}
+    assert after - before == set(), f"left in the scene: {sorted(after - before)}"
+    assert Volume.from_file(tmp_path / "label.nrrd").array.sum() == 64
+
+
+def test_click_ids_travel_with_the_markups_points(scene):
+    markups = ClickMarkups(scene)
+    markups.positive.SetAndObserveTransformNodeID(
+        linear_transform_node(scene, rigid(10, (3, 4, 5))).GetID()
+    )
+    for ras in ([1.0, 2.0, 3.0], [-40.5, 12.25, 7.0]):
+        markups.positive.AddControlPointWorld(vtk.vtkVector3d(*ras), "")
+    markups.negative.AddControlPointWorld(vtk.vtkVector3d(0.0, 0.0, 1.0), "")
+    points = markups.read()
+    assert markups.read().keys() == points.keys(), "ids are kept in the points"
+    ids = {positive: [i for i, (_, p) in points.items() if p == positive] for positive in (1, 0)}
+    assert len(ids[True]) == 2 and len(ids[False]) == 1
+    np.testing.assert_allclose(points[ids[True][1]][0], [-40.5, 12.25, 7.0], atol=1e-9)
+    # Show a session's clicks: the first point stays as it is, the second moves, the negative
+    # one goes, and an undone deletion comes back under its id.
+    first_markups_id = markups.positive.GetNthControlPointID(0)
+    clicks = [
+        ClickInfo(ids[True][0], tuple(points[ids[True][0]][0]), True),
+        ClickInfo(ids[True][1], (5.0, 6.0, 7.0), True),
+        ClickInfo("restored", (8.0, 9.0, 10.0), True),
+    ]
+    markups.show(clicks)
+    shown = markups.read()
+    assert set(shown) == {ids[True][0], ids[True][1], "restored"}
+    assert markups.positive.GetNthControlPointID(0) == first_markups_id
+    np.testing.assert_allclose(shown[ids[True][1]][0], [5.0, 6.0, 7.0], atol=1e-9)
+    assert markups.negative.GetNumberOfControlPoints() == 0
 
 
 def test_volume_fingerprint_changes_with_voxels_and_transform(scene):

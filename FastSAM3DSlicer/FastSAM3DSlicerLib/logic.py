@@ -1,13 +1,21 @@
 """The module's logic: MRML nodes in, live segments out, with all model work on one worker.
 
 :class:`InteractiveSegmentationLogic` runs without the widget and without the Slicer application:
-it needs a MRML scene, a volume node, and a model (or any core predictor). Points live in two
-markups fiducial nodes, positive and negative; after the user adds, moves or deletes points,
-:meth:`~InteractiveSegmentationLogic.synchronizePoints` turns the difference into edits that the
-worker runs in order. Results come back through :meth:`~InteractiveSegmentationLogic.processEvents`
-(a timer in Slicer), which writes them into the segmentation node on the calling thread and,
-once no edit is pending, makes the markups show the session's clicks (after undo, redo, a new
-segment, or a point the session refused).
+it needs a MRML scene, a volume node, and a model (or any core predictor). Each fact has one
+home:
+
+- the clicks, crops, masks and undo history: the core ``Session``, on the worker thread
+  (:mod:`.session_runner`);
+- the points as the user edits them: :class:`~.markups_clicks.ClickMarkups`, whose control
+  points carry their click's id;
+- the MRML segments, by label value, and which session segment writes to which:
+  :class:`~.segment_writer.SegmentWriter`, protection included (computed when a session opens).
+
+When the user adds, moves or deletes a point, :meth:`~InteractiveSegmentationLogic.
+synchronizePoints` turns the difference between the points and the clicks sent so far into
+edits that the worker runs in order. Results come back through :meth:`~InteractiveSegmentation
+Logic.processEvents`, on the thread that owns the scene, which waits for them a bounded time with
+the GIL released (Slicer's main thread otherwise starves the worker; see :mod:`.worker`).
 
 Errors in edits reach ``errorCallback``; errors in direct calls are raised.
 """
@@ -16,49 +24,20 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from typing import Any, Callable
 
 import numpy as np
 
 from . import mrml_io
+from .markups_clicks import ClickMarkups
 from .models import WARNING_PREFIX, load_predictor
-from .session_runner import SAME_POINT_MM, SessionRunner, Update
-from .worker import Worker
+from .segment_writer import SegmentWriter
+from .session_runner import ClickInfo, SessionOpening, SessionRunner, Update, WorkerState
+from .worker import POLL_WAIT_S, Worker
 
-POSITIVE_COLOR = (0.2, 0.8, 0.2)
-NEGATIVE_COLOR = (0.9, 0.2, 0.2)
-SUGGESTION_COLOR = (1.0, 0.85, 0.1)
 # Self-ensembling passes for the uncertainty overlay (the paper's default).
 UNCERTAINTY_SAMPLES = 20
-
-
-class _WorkerState:
-    """What lives on the worker thread: the predictor, the image and the session runner."""
-
-    def __init__(self) -> None:
-        self.predictor: Any = None
-        self.volume: Any = None
-        self.runner: SessionRunner | None = None
-        self.protect = True
-        # (model, device, weights file) in use or being loaded; None after a failed load.
-        self.model_key: tuple | None = None
-
-    def require_runner(self) -> SessionRunner:
-        if self.runner is None:
-            if self.predictor is None:
-                raise RuntimeError("no model is loaded yet: choose a model and wait for it")
-            raise RuntimeError("no input volume is selected")
-        return self.runner
-
-
-def _open(state: _WorkerState) -> Update | None:
-    """On the worker: a new session when both a model and an image are there."""
-    if state.predictor is None or state.volume is None:
-        state.runner = None
-        return None
-    state.runner = SessionRunner(state.volume, state.predictor, state.protect)
-    return state.runner.snapshot()
+UNCERTAINTY_COLOR_NODE_ID = "vtkMRMLColorTableNodeFileColdToHotRainbow.txt"
 
 
 class InteractiveSegmentationLogic:
@@ -67,12 +46,19 @@ class InteractiveSegmentationLogic:
     Args:
         scene: the MRML scene (``slicer.mrmlScene`` in Slicer).
         protectOtherSegments: True keeps every other segment's voxels out of the edited one.
+
+    Attributes:
+        pollWaitSeconds: the longest :meth:`processEvents` blocks the calling thread.
+        pollRequestedCallback: called when results should be collected soon (edits were
+            queued); in Slicer, a zero-delay timer that calls :meth:`processEvents`.
     """
 
     def __init__(self, scene: Any, protectOtherSegments: bool = True) -> None:
         mrml_io.ensure_segmentation_converters()
         self.scene = scene
         self.protectOtherSegments = protectOtherSegments
+        self.pollWaitSeconds = POLL_WAIT_S
+        self.pollRequestedCallback: Callable[[], None] | None = None
         self.statusCallback: Callable[[str], None] | None = None
         self.errorCallback: Callable[[BaseException], None] | None = None
         # Called when segments are added or removed, or points go to another segment.
@@ -85,21 +71,20 @@ class InteractiveSegmentationLogic:
         self.lastLatencySeconds: float | None = None
         self.lastEncoderRan = False
         self.volumeNode = self.segmentationNode = None
-        self.positiveNode = self.negativeNode = self.suggestionNode = None
         self.uncertaintyNode = None
         self._worker = Worker(on_progress=self._onProgress, on_error=self._onJobError)
-        self._state = _WorkerState()
+        self._state = WorkerState()
+        self._markups: ClickMarkups | None = None
+        self._writer: SegmentWriter | None = None
         self._fingerprint: tuple | None = None
-        self._segmentIds: dict[int, str] = {}  # session segment id -> MRML segment ID
-        self._created: set[str] = set()  # MRML segments this logic added
-        self._base: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        self._adopt: deque[str] = deque()  # MRML segments for the next new session segments
         self._currentSessionId = 1
-        self._synced: dict[tuple[str, str], tuple[np.ndarray, bool]] = {}
-        self._clicks: tuple = ()
-        self._updatingMarkups = False
         self._targetSegmentId = ""
+        # Clicks by id as the session will hold them once every queued edit has run ...
+        self._expected: dict[str, tuple[np.ndarray, bool]] = {}
+        # ... and as the session last reported them.
+        self._reported: tuple[ClickInfo, ...] = ()
         self._opening = 0  # session-opening jobs queued and not yet applied
+        self._applying = False  # writing a result into MRML
 
     # -- model and inputs ----------------------------------------------------------------
 
@@ -110,15 +95,14 @@ class InteractiveSegmentationLogic:
         state = self._state
         state.model_key = (modelName, device, weightsFile)
 
-        def job(report):
+        def change(report):
             try:
                 state.predictor = load_predictor(modelName, device, weightsFile, report)
             except BaseException:
                 state.model_key = None  # so that asking again retries
                 raise
-            return _open(state)
 
-        self._submitOpen(job, "load model")
+        self._submitOpen(change, "load model")
 
     @property
     def loadedModel(self) -> tuple | None:
@@ -132,18 +116,17 @@ class InteractiveSegmentationLogic:
     def setPredictor(self, predictor: Any) -> None:
         """Use a ready core predictor or built model (tests, custom models)."""
         state = self._state
-
         state.model_key = None
 
-        def job(report):
+        def change(report):
             state.predictor = predictor
-            return _open(state)
 
-        self._submitOpen(job, "set predictor")
+        self._submitOpen(change, "set predictor")
 
     def setInputs(self, volumeNode: Any, segmentationNode: Any = None, segmentId: str = "") -> None:
         """Segment ``volumeNode`` into ``segmentationNode`` (created if None), into
-        ``segmentId`` (a new segment if empty).
+        ``segmentId`` (a new segment if empty; an existing one is refined: its voxels stay
+        where no click changes them).
 
         For another volume, or another segmentation, the points are cleared; for the same ones
         (e.g. their voxels changed) the current segment's points are placed again on the new
@@ -151,10 +134,10 @@ class InteractiveSegmentationLogic:
 
         Raises:
             mrml_io.VolumeNotSupportedError: the volume cannot be segmented.
+            SegmentationNotSupportedError: the segmentation's voxels lie on another grid.
         """
         volume = mrml_io.volume_from_node(volumeNode)
         same = volumeNode is self.volumeNode and segmentationNode is self.segmentationNode
-        self.volumeNode = volumeNode
         if segmentationNode is None:
             segmentationNode = self.scene.AddNewNodeByClass(
                 "vtkMRMLSegmentationNode", f"{volumeNode.GetName()} FastSAM3D"
@@ -163,91 +146,137 @@ class InteractiveSegmentationLogic:
             segmentationNode.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
         if segmentationNode.GetSegmentation().GetNumberOfSegments() == 0:
             segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
-        self.segmentationNode = segmentationNode
-        self._targetSegmentId = segmentId
-        self._ensureMarkupsNodes(clear=not same)
-        if not same:
-            self._base = {}
+        writer = SegmentWriter(segmentationNode, volumeNode)  # may raise: nothing is set yet
+        if same and self._writer is not None:
+            writer.continue_from(self._writer)
+        self._writer = writer
+        self.volumeNode, self.segmentationNode = volumeNode, segmentationNode
         self._fingerprint = mrml_io.volume_fingerprint(volumeNode)
+        self._targetSegmentId = segmentId
+        self._ensureMarkups(clear=not same)
         state = self._state
-        state.protect = self.protectOtherSegments
+
+        def change(report):
+            state.volume = volume
+
+        self._submitOpen(change, "open volume")
+
+    def _submitOpen(self, change: Callable, label: str) -> None:
+        """Queue a change of model or image and the new session after it; points wait for it,
+        then are replayed."""
+        opening = self._planOpening()
+        state = self._state
+        self._opening += 1
 
         def job(report):
-            state.volume = volume
-            return _open(state)
-
-        self._submitOpen(job, "open volume")
-
-    def _submitOpen(self, job: Callable, label: str) -> None:
-        """Queue a job that starts a new session; points wait for it, then are replayed."""
-        self._opening += 1
+            change(report)
+            return opening.run(state)
 
         def failed(error: BaseException) -> None:
             self._opening -= 1
             self._onJobError(error)
 
         self._worker.submit(job, self._onOpened, failed, label=label)
+        self._requestPoll()
+
+    def _planOpening(self) -> SessionOpening:
+        writer = self._writer
+        if writer is None:
+            return SessionOpening(self.protectOtherSegments)
+        target = self._targetSegmentId
+        if not writer.segmentation.GetSegment(target):
+            target = ""
+        continued = writer.session_id(target) if target else None
+        initial = writer.read(target) if target else None
+        foreign = writer.voxels_of(s for s in writer.segment_ids() if s != target)
+        return SessionOpening(self.protectOtherSegments, foreign, initial, continued)
 
     def _onOpened(self, update: Update | None) -> None:
-        """A new session: map its first segment to the wanted MRML segment."""
+        """A new session: its first segment writes to the wanted MRML segment."""
         self._opening -= 1
-        if self.segmentationNode is None:
-            self._setStatus("Model ready: select a volume")
-            return
-        self._segmentIds, self._adopt = {}, deque()
-        self._currentSessionId = 1
-        target = self._targetSegmentId
-        if target and self.segmentationNode.GetSegmentation().GetSegment(target):
-            self._adopt.append(target)
-        self._synced = {}  # the new session has no clicks: the markups' points are replayed
-        self._applyUpdate(update)
         if update is None:
-            self._setStatus("Waiting for both a model and a volume")
-        else:
-            self.synchronizePoints()
+            self._setStatus(
+                "Model ready: select a volume"
+                if self.segmentationNode is None
+                else "Waiting for both a model and a volume"
+            )
+            return
+        target = self._targetSegmentId
+        self._writer.start_session(target if self._writer.segmentation.GetSegment(target) else None)
+        self._currentSessionId = 1
+        self._expected = {}  # the new session has no clicks: the markups' points are replayed
+        self._applyUpdate(update)
+        self.synchronizePoints()
 
     # -- points --------------------------------------------------------------------------
 
+    @property
+    def positiveNode(self):
+        return self._markups.positive if self._markups else None
+
+    @property
+    def negativeNode(self):
+        return self._markups.negative if self._markups else None
+
+    @property
+    def suggestionNode(self):
+        return self._markups.suggestion if self._markups else None
+
+    @property
+    def clicks(self) -> tuple[ClickInfo, ...]:
+        """The current segment's clicks as the session last reported them."""
+        return self._reported
+
     def synchronizePoints(self) -> None:
-        """Queue the edits that turn the session's clicks into the markups' points."""
-        if self._updatingMarkups or self.volumeNode is None or self._opening:
+        """Queue the edits that turn the session's clicks into the markups' points.
+
+        The markups nodes are observed, so this runs by itself after the user edits points;
+        call it after changing points from code while observers are blocked.
+        """
+        if self._markups is None or self._markups.updating:
+            return
+        if self.volumeNode is None or self._opening:
             return  # while a session opens, points wait: they are replayed when it is open
         if mrml_io.volume_fingerprint(self.volumeNode) != self._fingerprint:
             # The image changed: a new session, where the points are replayed once it opens.
             self.setInputs(self.volumeNode, self.segmentationNode, self.currentSegmentId or "")
             return
-        current = self._markupsPoints()
-        for key in [k for k in self._synced if k not in current]:
-            self._submitEdit("remove", *self._synced[key])
-        for key, (ras, positive) in current.items():
-            old = self._synced.get(key)
-            if old is not None and np.linalg.norm(old[0] - ras) > SAME_POINT_MM:
-                self._submitEdit("move", old[0], positive, ras)
-        for key, (ras, positive) in current.items():
-            if key not in self._synced:
-                self._submitEdit("add", ras, positive)
-        self._synced = current
+        points = self._markups.read()
+        edits = 0
+        for clickId, (_, positive) in self._expected.items():
+            if clickId not in points or points[clickId][1] != positive:
+                self._submitEdit("remove", clickId)
+                edits += 1
+        for clickId, (ras, positive) in points.items():
+            old = self._expected.get(clickId)
+            if old is not None and old[1] == positive and not np.array_equal(old[0], ras):
+                self._submitEdit("move", clickId, ras)
+                edits += 1
+            elif old is None or old[1] != positive:
+                self._submitEdit("add", clickId, ras, positive)
+                edits += 1
+        self._expected = points
+        if edits:
+            self._requestPoll()
 
-    def _markupsPoints(self) -> dict[tuple[str, str], tuple[np.ndarray, bool]]:
-        points = {}
-        for node, positive in ((self.positiveNode, True), (self.negativeNode, False)):
-            for pointId, ras in mrml_io.control_points_world(node):
-                points[(node.GetID(), pointId)] = (ras, positive)
-        return points
+    def deleteLastPoint(self) -> None:
+        """Delete the point of the current segment's last click (the newest click of the crop
+        edited last), as if the user deleted it."""
+        if self._reported:
+            self._markups.delete(self._reported[-1].click_id)
 
-    def _submitEdit(self, kind: str, ras: np.ndarray, positive: bool, newRas=None) -> None:
+    def _submitEdit(self, kind: str, clickId: str, ras=None, positive: bool = True) -> None:
         state, submitted = self._state, time.perf_counter()
 
         def job(report):
             runner = state.require_runner()
             if kind == "remove":
-                return runner.remove_point(ras, positive)
-            target = ras if kind == "add" else newRas
-            if runner.will_encode(target):
+                return runner.remove_point(clickId)
+            if runner.would_encode(ras):
                 report("Preparing: encoding the image around the point...", None)
             if kind == "add":
-                return runner.add_point(ras, positive)
-            return runner.move_point(ras, newRas, positive)
+                return runner.add_point(clickId, ras, positive)
+            return runner.move_point(clickId, ras)
 
         def done(update: Update) -> None:
             self.lastLatencySeconds = time.perf_counter() - submitted
@@ -274,31 +303,52 @@ class InteractiveSegmentationLogic:
         self._submitRunner(lambda runner: runner.new_segment(), "new segment")
 
     def selectSegment(self, segmentId: str) -> None:
-        """Send later points to this MRML segment (one made elsewhere is adopted, its voxels
-        kept)."""
-        for sessionId, mapped in self._segmentIds.items():
-            if mapped == segmentId and self.segmentationNode.GetSegmentation().GetSegment(mapped):
-                self._submitRunner(
-                    lambda runner, sid=sessionId: runner.select_segment(sid), "select"
-                )
-                return
+        """Send later points to this MRML segment. One made elsewhere (e.g. painted) is
+        refined: clicks change it inside their crops, starting from its voxels.
+
+        Ignored while the logic itself adds or removes segments: a segment selector reacting
+        to that must not redirect the points.
+        """
+        if self._applying or self._writer is None:
+            return
+        sessionId = self._writer.session_id(segmentId)
+        if sessionId is not None:
+            self._submitRunner(lambda runner: runner.select_segment(sessionId), "select")
+            return
         segment = self.segmentationNode.GetSegmentation().GetSegment(segmentId)
         if segment is None:
             raise ValueError(f"{self.segmentationNode.GetName()} has no segment {segmentId!r}")
-        self._adopt.append(segmentId)
+        voxels = self._writer.read(segmentId)
+        foreign = self._writer.voxels_of(self._writer.others(segmentId))
         name = segment.GetName()
-        self._submitRunner(lambda runner: runner.new_segment(name), "adopt segment")
 
-    def _submitRunner(self, action: Callable[[SessionRunner], Update], label: str) -> None:
+        def adopted(update: Update) -> None:
+            self._writer.bind(update.current, segmentId)
+            self._applyUpdate(update)
+
+        self._submitRunner(
+            lambda runner: runner.adopt_segment(name, voxels, foreign), "refine segment", adopted
+        )
+
+    def _submitRunner(
+        self, action: Callable[[SessionRunner], Update], label: str, done=None
+    ) -> None:
         state = self._state
         self._worker.submit(
-            lambda report: action(state.require_runner()), self._applyUpdate, label=label
+            lambda report: action(state.require_runner()), done or self._applyUpdate, label=label
         )
+        self._requestPoll()
+
+    def toggleSegmentVisibility(self) -> None:
+        """Show or hide the current segment in the views."""
+        segmentId, display = self.currentSegmentId, self.segmentationNode.GetDisplayNode()
+        if segmentId and display is not None:
+            display.SetSegmentVisibility(segmentId, not display.GetSegmentVisibility(segmentId))
 
     @property
     def currentSegmentId(self) -> str | None:
         """The MRML segment that points go to."""
-        return self._segmentIds.get(self._currentSessionId)
+        return self._writer.mrml_id(self._currentSessionId) if self._writer else None
 
     # -- uncertainty ---------------------------------------------------------------------
 
@@ -314,32 +364,30 @@ class InteractiveSegmentationLogic:
         self._worker.submit(
             job, lambda result: self._applyUncertainty(result, suggest), label="uncertainty"
         )
+        self._requestPoll()
 
     def suggestNextPoint(self) -> None:
         """Find the most uncertain voxel of the current segment and mark it."""
         self.computeUncertainty(suggest=True)
 
     def _applyUncertainty(self, uncertainty: Any, suggest: bool) -> None:
-        if (
-            self.uncertaintyNode is None
-            or self.scene.GetNodeByID(self.uncertaintyNode.GetID()) is None
-        ):
-            self.uncertaintyNode = self.scene.AddNewNodeByClass(
+        node = self.uncertaintyNode
+        if node is None or self.scene.GetNodeByID(node.GetID()) is None:
+            node = self.uncertaintyNode = self.scene.AddNewNodeByClass(
                 "vtkMRMLScalarVolumeNode", "FastSAM3D uncertainty"
             )
-        node = self.uncertaintyNode
         mrml_io.update_overlay_volume(node, self.volumeNode, uncertainty.entropy.array)
+        node.CreateDefaultDisplayNodes()  # a volume filled from an array has none yet
         display = node.GetDisplayNode()
-        if display is not None:
-            display.AutoWindowLevelOff()
-            display.SetWindowLevelMinMax(0.0, 1.0)
-            if self.scene.GetNodeByID("vtkMRMLColorTableNodeFileColdToHotRainbow.txt"):
-                display.SetAndObserveColorNodeID("vtkMRMLColorTableNodeFileColdToHotRainbow.txt")
+        display.AutoWindowLevelOff()
+        display.SetWindowLevelMinMax(0.0, 1.0)
+        if self.scene.GetNodeByID(UNCERTAINTY_COLOR_NODE_ID):
+            display.SetAndObserveColorNodeID(UNCERTAINTY_COLOR_NODE_ID)
         if self.uncertaintyCallback is not None:
             self.uncertaintyCallback(node)
         point = uncertainty.most_uncertain_ras
         if suggest:
-            mrml_io.set_control_points_world(self.suggestionNode, [] if point is None else [point])
+            self._markups.suggest(point)
             if self.suggestionCallback is not None:
                 self.suggestionCallback(point)
         self._setStatus("Ready" if point is not None else "Ready: the segment is certain")
@@ -358,33 +406,47 @@ class InteractiveSegmentationLogic:
     def busy(self) -> bool:
         return self._worker.pending > 0
 
-    def processEvents(self) -> int:
-        """Apply finished edits to MRML (call from the main thread, e.g. a timer)."""
-        return self._worker.poll()
+    def processEvents(self, waitSeconds: float | None = None) -> int:
+        """Apply finished edits to MRML; call from the thread that owns the scene.
+
+        Waits up to ``waitSeconds`` (default :attr:`pollWaitSeconds`) for pending edits, with
+        the GIL released, so the worker runs even where the caller's thread holds the GIL the
+        rest of the time (Slicer's main thread). Returns how many edits finished.
+        """
+        return self._worker.poll(self.pollWaitSeconds if waitSeconds is None else waitSeconds)
 
     def waitForIdle(self, timeout: float | None = None) -> bool:
         """Block until every queued edit is applied (tests, scripts); False on timeout."""
         return self._worker.wait(timeout)
 
     def cleanup(self) -> None:
-        """Stop the worker; the session and model are released with it."""
+        """Stop the worker and stop observing the points; the session and model are
+        released with the worker."""
+        if self._markups is not None:
+            self._markups.unobserve()
         self._worker.shutdown()
-        self._state = _WorkerState()
+        self._state = WorkerState()
+
+    def _requestPoll(self) -> None:
+        if self.pollRequestedCallback is not None:
+            self.pollRequestedCallback()
 
     def _applyUpdate(self, update: Update | None) -> None:
         if update is None:
             return
         previous = self.currentSegmentId
-        self._currentSessionId = update.current
-        changed = self._syncSegments(update)
+        self._applying = True
+        try:
+            self._currentSessionId = update.current
+            changed = self._writer.sync_segments(update.segments)
+            for patch in update.patches:
+                self._writer.write_patch(patch)
+        finally:
+            self._applying = False
         self._targetSegmentId = self.currentSegmentId or ""
         if (changed or self.currentSegmentId != previous) and self.segmentsChangedCallback:
             self.segmentsChangedCallback()
-        for patch in update.patches:
-            segmentId = self._segmentIds.get(patch.session_id)
-            if segmentId is not None:
-                self._writePatch(segmentId, patch.lo_ijk, patch.hi_ijk, patch.mask)
-        self._clicks = update.clicks_ras
+        self._reported = update.clicks
         if self._worker.pending == 0:
             self._showClicks()
             latency = self.lastLatencySeconds
@@ -395,108 +457,28 @@ class InteractiveSegmentationLogic:
                 + (" (image encoded)" if self.lastEncoderRan else "")
             )
 
-    def _writePatch(self, segmentId: str, lo, hi, mask) -> None:
-        mask = mask.astype(bool)
-        if segmentId in self._base:
-            baseLo, baseHi, base = self._base[segmentId]
-            newLo, newHi = np.minimum(lo, baseLo), np.maximum(hi, baseHi)
-            merged = np.zeros(tuple(newHi - newLo), dtype=bool)
-            merged[tuple(slice(a - b, c - b) for a, c, b in zip(lo, hi, newLo))] = mask
-            merged[tuple(slice(a - b, c - b) for a, c, b in zip(baseLo, baseHi, newLo))] |= base
-            lo, hi, mask = newLo, newHi, merged
-        if self.protectOtherSegments and mask.any():
-            owned = set(self._segmentIds.values())
-            segmentation = self.segmentationNode.GetSegmentation()
-            for n in range(segmentation.GetNumberOfSegments()):
-                other = segmentation.GetNthSegmentID(n)
-                if other != segmentId and other not in owned:
-                    mask &= ~mrml_io.segment_box(
-                        self.segmentationNode, other, self.volumeNode, lo, hi
-                    )
-        mrml_io.write_segment_box(self.segmentationNode, segmentId, self.volumeNode, lo, hi, mask)
-
-    def _syncSegments(self, update: Update) -> bool:
-        """Give every live session segment an MRML segment; True if segments were added or
-        removed."""
-        segmentation = self.segmentationNode.GetSegmentation()
-        live = {sessionId for sessionId, _, _ in update.segments}
-        changed = False
-        for sessionId, name, color in update.segments:
-            mapped = self._segmentIds.get(sessionId)
-            if mapped is None and self._adopt:
-                mapped = self._segmentIds[sessionId] = self._adopt.popleft()
-                if mapped not in self._created and mapped not in self._base:
-                    self._rememberBase(mapped)
-            if mapped is None or segmentation.GetSegment(mapped) is None:
-                newId = segmentation.AddEmptySegment(mapped or "", name, list(color))
-                self._segmentIds[sessionId] = newId
-                self._created.add(newId)
-                changed = True
-        for sessionId, mapped in self._segmentIds.items():
-            if (
-                sessionId not in live
-                and mapped in self._created
-                and segmentation.GetSegment(mapped)
-            ):
-                segmentation.RemoveSegment(mapped)  # an undone "next segment"
-                changed = True
-        return changed
-
-    def _rememberBase(self, segmentId: str) -> None:
-        """Keep the voxels a segment had before the session adopted it."""
-        shape = np.array(self.volumeNode.GetImageData().GetDimensions())
-        base = mrml_io.segment_box(
-            self.segmentationNode, segmentId, self.volumeNode, [0, 0, 0], shape
-        )
-        if base.any():
-            nonzero = np.argwhere(base)
-            lo, hi = nonzero.min(axis=0), nonzero.max(axis=0) + 1
-            self._base[segmentId] = (lo, hi, base[tuple(slice(a, b) for a, b in zip(lo, hi))])
-
     def _showClicks(self) -> None:
-        """Make the markups show the session's clicks if they differ (undo, refused point)."""
-        wanted = sorted((tuple(np.round(ras, 3)), positive) for ras, positive in self._clicks)
-        shown = sorted(
-            (tuple(np.round(ras, 3)), positive) for ras, positive in self._synced.values()
+        """Once every edit has run: where the session's clicks differ from the points sent
+        (undo, redo, a refused point), make the markups show the session's."""
+        reported = {c.click_id: (np.array(c.ras), c.positive) for c in self._reported}
+        same = reported.keys() == self._expected.keys() and all(
+            reported[i][1] == self._expected[i][1]
+            and np.array_equal(reported[i][0], self._expected[i][0])
+            for i in reported
         )
-        if wanted == shown:
-            return
-        self._updatingMarkups = True
-        try:
-            for node, positive in ((self.positiveNode, True), (self.negativeNode, False)):
-                mrml_io.set_control_points_world(
-                    node, [ras for ras, p in self._clicks if p == positive]
-                )
-        finally:
-            self._updatingMarkups = False
-        self._synced = self._markupsPoints()
+        if not same:
+            self._markups.show(self._reported)
+            self._expected = reported
 
-    def _ensureMarkupsNodes(self, clear: bool) -> None:
-        specs = (
-            ("positiveNode", "FastSAM3D positive", POSITIVE_COLOR),
-            ("negativeNode", "FastSAM3D negative", NEGATIVE_COLOR),
-            ("suggestionNode", "FastSAM3D suggestion", SUGGESTION_COLOR),
-        )
-        for attribute, name, color in specs:
-            node = getattr(self, attribute)
-            if node is None or self.scene.GetNodeByID(node.GetID()) is None:
-                node = self.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", name)
-                node.CreateDefaultDisplayNodes()
-                display = node.GetDisplayNode()
-                if display is not None:
-                    display.SetSelectedColor(*color)
-                    display.SetColor(*color)
-                node.SetMarkupLabelFormat("" if attribute == "suggestionNode" else name[10])
-                setattr(self, attribute, node)
-        self.suggestionNode.SetLocked(True)
+    def _ensureMarkups(self, clear: bool) -> None:
+        if self._markups is None:
+            self._markups = ClickMarkups(self.scene)
+        else:
+            self._markups.ensure_nodes()
+        self._markups.observe(self.synchronizePoints)
         if clear:
-            self._updatingMarkups = True
-            try:
-                for node in (self.positiveNode, self.negativeNode, self.suggestionNode):
-                    node.RemoveAllControlPoints()
-            finally:
-                self._updatingMarkups = False
-        self._synced = {}
+            self._markups.clear()
+        self._expected = {}
 
     # -- reporting -----------------------------------------------------------------------
 
@@ -514,7 +496,7 @@ class InteractiveSegmentationLogic:
         self._setStatus(message if fraction is None else f"{message} ({fraction:.0%})")
 
     def _onJobError(self, error: BaseException) -> None:
-        if self._worker.pending == 0:
+        if self._worker.pending == 0 and self._markups is not None:
             self._showClicks()  # drop a point the session refused
         self._setStatus(f"Error: {error}")
         if self.errorCallback is not None:

@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import slicer
 import vtk
-from vtk.util import numpy_support
 
 from fastsam3d_core import Volume
 
@@ -142,88 +141,6 @@ def ijk_to_segmentation_frame(volume_node, segmentation_node) -> np.ndarray:
     return np.linalg.inv(segmentation_to_world) @ volume_to_world @ volume_ijk_to_ras(volume_node)
 
 
-def _box_image(lo_ijk, hi_ijk, ijk_to_frame: np.ndarray, values_ijk=None):
-    """A vtkOrientedImageData over the voxel box [lo, hi) of a lattice, uint8."""
-    image = slicer.vtkOrientedImageData()
-    lo = [int(v) for v in lo_ijk]
-    hi = [int(v) for v in hi_ijk]
-    image.SetExtent(lo[0], hi[0] - 1, lo[1], hi[1] - 1, lo[2], hi[2] - 1)
-    image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
-    image.SetImageToWorldMatrix(array_to_matrix(ijk_to_frame))
-    scalars = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
-    if values_ijk is None:
-        scalars[:] = 0
-    else:  # VTK stores i fastest: the (k, j, i) C-order ravel of the (i, j, k) array
-        scalars[:] = np.ascontiguousarray(
-            np.asarray(values_ijk, np.uint8).transpose(2, 1, 0)
-        ).ravel()
-    return image
-
-
-def segment_box(segmentation_node, segment_id: str, volume_node, lo_ijk, hi_ijk) -> np.ndarray:
-    """A segment's voxels in the volume's box [lo, hi), bool (i, j, k); nearest neighbour."""
-    # The segmentation logic hands the labelmap over in world coordinates (its parent
-    # transform applied), so the box is placed in world coordinates too.
-    frame = node_to_world(volume_node) @ volume_ijk_to_ras(volume_node)
-    reference = _box_image(lo_ijk, hi_ijk, frame)
-    shape = tuple(int(b - a) for a, b in zip(lo_ijk, hi_ijk))
-    source = slicer.vtkOrientedImageData()
-    logic = slicer.vtkSlicerSegmentationsModuleLogic
-    if not logic.GetSegmentBinaryLabelmapRepresentation(segmentation_node, segment_id, source):
-        return np.zeros(shape, dtype=bool)
-    extent = source.GetExtent()
-    if extent[1] < extent[0] or extent[3] < extent[2] or extent[5] < extent[4]:
-        return np.zeros(shape, dtype=bool)
-    resampled = slicer.vtkOrientedImageData()
-    slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
-        source, reference, resampled, False, False
-    )
-    values = numpy_support.vtk_to_numpy(resampled.GetPointData().GetScalars())
-    return values.reshape(shape[::-1]).transpose(2, 1, 0) != 0
-
-
-def write_segment_box(
-    segmentation_node, segment_id: str, volume_node, lo_ijk, hi_ijk, mask_ijk: np.ndarray
-) -> None:
-    """Make the segment exactly ``mask_ijk`` on the volume's box [lo, hi), empty elsewhere.
-
-    The box must hold every voxel the segment should keep (Slicer replaces the whole segment).
-
-    Raises:
-        RuntimeError: Slicer refused the labelmap.
-    """
-    frame = ijk_to_segmentation_frame(volume_node, segmentation_node)
-    image = _box_image(lo_ijk, hi_ijk, frame, mask_ijk)
-    logic = slicer.vtkSlicerSegmentationsModuleLogic
-    if not logic.SetBinaryLabelmapToSegment(
-        image, segmentation_node, segment_id, logic.MODE_REPLACE, image.GetExtent()
-    ):
-        raise RuntimeError(f"Slicer could not update segment {segment_id!r}")
-
-
-def control_points_world(markups_node) -> list[tuple[str, np.ndarray]]:
-    """(control point ID, world RAS (3,)) of a markups node's defined points, in order."""
-    points = []
-    for n in range(markups_node.GetNumberOfControlPoints()):
-        if not markups_node.GetNthControlPointPositionStatus(n) == markups_node.PositionDefined:
-            continue
-        position = [0.0, 0.0, 0.0]
-        markups_node.GetNthControlPointPositionWorld(n, position)
-        points.append((markups_node.GetNthControlPointID(n), np.array(position)))
-    return points
-
-
-def set_control_points_world(markups_node, points_ras) -> None:
-    """Replace a markups node's points with these world RAS points."""
-    was = markups_node.StartModify()
-    try:
-        markups_node.RemoveAllControlPoints()
-        for point in points_ras:
-            markups_node.AddControlPointWorld(vtk.vtkVector3d(*[float(v) for v in point]), "")
-    finally:
-        markups_node.EndModify(was)
-
-
 def export_segmentation(segmentation_node, path: str | Path, reference_volume_node) -> Path:
     """Save a segmentation as ``.seg.nrrd``, or as a labelmap (``.nrrd``, ``.nii.gz``, ...).
 
@@ -256,8 +173,32 @@ def export_segmentation(segmentation_node, path: str | Path, reference_volume_no
             raise RuntimeError("Slicer could not convert the segmentation to a labelmap")
         _write_with_storage(scene, labelmap, "vtkMRMLVolumeArchetypeStorageNode", path)
     finally:
-        scene.RemoveNode(labelmap)
+        remove_with_display(scene, labelmap)
     return path
+
+
+def remove_with_display(scene, volume_node) -> None:
+    """Remove a temporary volume node with its display node and the colour table that Slicer
+    made for it (``ExportSegmentsToLabelmapNode`` adds one to the scene) unless another
+    display node uses that table."""
+    display = volume_node.GetDisplayNode()
+    if display is not None:
+        color = display.GetColorNode()
+        scene.RemoveNode(display)
+        if color is not None and color.GetAttribute("Category") == "Segmentations":
+            users = [
+                node
+                for node in _nodes_of_class(scene, "vtkMRMLDisplayNode")
+                if node.GetColorNodeID() == color.GetID()
+            ]
+            if not users:
+                scene.RemoveNode(color)
+    scene.RemoveNode(volume_node)
+
+
+def _nodes_of_class(scene, class_name: str) -> list:
+    collection = scene.GetNodesByClass(class_name)
+    return [collection.GetItemAsObject(n) for n in range(collection.GetNumberOfItems())]
 
 
 def _write_with_storage(scene, node, storage_class: str, path: Path) -> None:

@@ -1,9 +1,10 @@
 """The worker-thread side of the module: a core Session, and copies of what changed.
 
 A :class:`SessionRunner` lives on the worker thread and is the only code that touches the
-:class:`fastsam3d_core.Session`. Every edit returns an :class:`Update` that holds copies (never
-views) of the changed mask boxes, so the main thread can write them into MRML while the worker
-already runs the next edit. Nothing here imports Qt or MRML.
+:class:`fastsam3d_core.Session`, which owns the clicks, the crops and the masks. Every edit
+returns an :class:`Update` that holds copies (never views) of the boxes that changed, so the main
+thread can write them into MRML while the worker already runs the next edit. Nothing here
+imports Qt or MRML.
 """
 
 from __future__ import annotations
@@ -14,10 +15,6 @@ from typing import Any
 import numpy as np
 
 from fastsam3d_core import Session, Volume
-from fastsam3d_core.geometry import crop_grid_around
-
-# Two clicks closer than this (mm) are the same click when a point is found by position.
-SAME_POINT_MM = 1e-3
 
 
 @dataclass(frozen=True, eq=False)
@@ -27,7 +24,7 @@ class SegmentPatch:
     Attributes:
         session_id: the session's segment id.
         lo_ijk, hi_ijk: int (3,) volume indices (i, j, k) of the box ``[lo, hi)``.
-        mask: uint8 ``(hi - lo)`` indexed (i, j, k); a copy owned by the receiver.
+        mask: bool ``(hi - lo)`` indexed (i, j, k); a copy owned by the receiver.
     """
 
     session_id: int
@@ -36,21 +33,35 @@ class SegmentPatch:
     mask: np.ndarray
 
 
+@dataclass(frozen=True)
+class ClickInfo:
+    """A click of the current segment as a front end shows it.
+
+    Attributes:
+        click_id: the click's identity, the same as its markups control point's.
+        ras: (R, A, S) mm.
+        positive: True for an object point, False for a background point.
+    """
+
+    click_id: str
+    ras: tuple[float, float, float]
+    positive: bool
+
+
 @dataclass(frozen=True, eq=False)
 class Update:
     """What one edit changed, for the main thread.
 
     Attributes:
-        patches: mask boxes to write; each covers everything the session has ever written to
-            that segment, so writing it replaces the segment exactly.
-        clicks_ras: the current segment's clicks after the edit: ((R, A, S) mm, positive).
+        patches: the boxes that changed, per segment; writing them brings MRML to the session.
+        clicks: the current segment's clicks after the edit.
         current: the session's current segment id.
         segments: (id, name, RGB colour) of every live session segment.
         encoder_ran: whether the image encoder ran.
     """
 
     patches: tuple[SegmentPatch, ...]
-    clicks_ras: tuple[tuple[tuple[float, float, float], bool], ...]
+    clicks: tuple[ClickInfo, ...]
     current: int
     segments: tuple[tuple[int, str, tuple[float, float, float]], ...]
     encoder_ran: bool = False
@@ -64,99 +75,109 @@ class SessionRunner:
         predictor: a built model or any core predictor.
         protect_other_segments: passed to the session; False lets a segment take over others'
             voxels.
+        foreign_mask: voxels of segments outside the session, bool (I, J, K), or None.
+        initial_mask: the first segment's voxels before the session (a segment to refine),
+            bool (I, J, K), or None to start it empty.
     """
 
-    def __init__(self, volume: Volume, predictor: Any, protect_other_segments: bool = True):
-        self.session = Session(volume, predictor, protect_other_segments=protect_other_segments)
-        # Per segment, the box [lo, hi) of every voxel the session ever changed in it.
-        self._extents: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    def __init__(
+        self,
+        volume: Volume,
+        predictor: Any,
+        protect_other_segments: bool = True,
+        foreign_mask: np.ndarray | None = None,
+        initial_mask: np.ndarray | None = None,
+    ):
+        self.session = Session(
+            volume,
+            predictor,
+            protect_other_segments=protect_other_segments,
+            foreign_mask=foreign_mask,
+            initial_mask=initial_mask,
+        )
 
     @property
     def volume(self) -> Volume:
         return self.session.volume
 
-    def will_encode(self, point_ras: Any) -> bool:
+    def would_encode(self, point_ras: Any) -> bool:
         """Whether a click at this RAS point would run the image encoder (slow) first."""
-        point = np.asarray(point_ras, dtype=np.float64)
-        segment = self.session.current_segment
-        index = segment.find_crop(point)
-        grid = segment.crops[index].grid if index is not None else None
-        if grid is None:
-            try:
-                grid = crop_grid_around(self.volume, point)
-            except ValueError:
-                return False
-        return self.session.embeddings.get(grid.key()) is None
+        return self.session.would_encode(point_ras)
+
+    def base(self, session_id: int) -> np.ndarray | None:
+        """The voxels a segment had before the session, or None if it started empty."""
+        for segment in self.session.segments:
+            if segment.segment_id == session_id:
+                return segment.base
+        return None
 
     # -- edits ---------------------------------------------------------------------------
 
-    def add_point(self, point_ras: Any, positive: bool = True) -> Update:
-        result = self.session.add_point(point_ras, positive)
-        return self._update(result, all_segments=not self.session.protect_other_segments)
+    def add_point(self, click_id: str, point_ras: Any, positive: bool) -> Update:
+        return self._update(self.session.add_point(point_ras, positive, click_id))
 
-    def remove_point(self, point_ras: Any, positive: bool) -> Update:
-        """Remove the current segment's click at this position and polarity."""
-        result = self.session.remove_point(self._find_click(point_ras, positive))
-        return self._update(result, all_segments=not self.session.protect_other_segments)
+    def remove_point(self, click_id: str) -> Update:
+        """Remove the current segment's click with this id."""
+        return self._update(self.session.remove_point(self.session.click_index(click_id)))
 
-    def move_point(self, old_ras: Any, new_ras: Any, positive: bool) -> Update:
+    def move_point(self, click_id: str, point_ras: Any) -> Update:
         """Move a click to a new place: one undo step."""
-        result = self.session.move_point(self._find_click(old_ras, positive), new_ras)
-        return self._update(result, all_segments=not self.session.protect_other_segments)
+        index = self.session.click_index(click_id)
+        return self._update(self.session.move_point(index, point_ras))
 
     def undo(self) -> Update:
-        return self._update(self.session.undo(), all_segments=True)
+        return self._update(self.session.undo())
 
     def redo(self) -> Update:
-        return self._update(self.session.redo(), all_segments=True)
+        return self._update(self.session.redo())
 
     def reset(self) -> Update:
         """Clear the current segment's clicks and voxels (undoable)."""
-        return self._update(self.session.reset(), all_segments=False)
+        return self._update(self.session.reset())
 
     def new_segment(self, name: str | None = None) -> Update:
-        return self._update(self.session.new_segment(name), all_segments=False)
+        return self._update(self.session.new_segment(name))
+
+    def adopt_segment(self, name: str, voxels: np.ndarray, foreign_mask: np.ndarray) -> Update:
+        """Refine a segment made outside the session: a new session segment starting from its
+        ``voxels``, with the other segments outside the session as ``foreign_mask``."""
+        self.session.set_foreign_mask(foreign_mask)
+        return self._update(self.session.new_segment(name, initial_mask=voxels))
 
     def select_segment(self, session_id: int) -> Update:
-        return self._update(self.session.select_segment(session_id), all_segments=False)
+        return self._update(self.session.select_segment(session_id))
 
     def uncertainty(self, samples: int = 20) -> Any:
         """The session's self-ensembling :class:`Uncertainty` for the current segment."""
         return self.session.uncertainty(samples=samples)
 
-    def snapshot(self) -> Update:
-        """The current state, with no patches."""
-        return self._update(
-            self.session.select_segment(self.session.current_segment.segment_id),
-            all_segments=False,
-        )
+    def snapshot(self, restore_from: np.ndarray | None = None) -> Update:
+        """The current state; with ``restore_from`` (what MRML holds of the first segment,
+        bool (I, J, K)), also the patch that makes MRML hold the session's first segment."""
+        current = self.session.current_segment.segment_id
+        patches: tuple[SegmentPatch, ...] = ()
+        if restore_from is not None:
+            differs = np.argwhere(restore_from != self.session.mask(current).astype(bool))
+            if len(differs):
+                lo, hi = differs.min(axis=0), differs.max(axis=0) + 1
+                patches = (self._patch(current, lo, hi),)
+        return self._update(self.session.select_segment(current), patches)
 
     # -- internals -----------------------------------------------------------------------
 
-    def _find_click(self, point_ras: Any, positive: bool) -> int:
-        point = np.asarray(point_ras, dtype=np.float64)
-        for index, click in enumerate(self.session.clicks()):
-            close = np.linalg.norm(np.asarray(click.point_ras) - point) <= SAME_POINT_MM
-            if close and click.positive == bool(positive):
-                return index
-        raise KeyError(
-            f"no {'positive' if positive else 'negative'} click at "
-            f"{np.round(point, 2).tolist()} (RAS mm) in the current segment"
-        )
-
-    def _update(self, result: Any, all_segments: bool) -> Update:
-        patches: list[SegmentPatch] = []
+    def _update(self, result: Any, patches: tuple[SegmentPatch, ...] = ()) -> Update:
         if result.changed_lo is not None:
-            live = [s.segment_id for s in self.session.segments]
-            for session_id in live if all_segments else [result.segment_id]:
-                patches.append(self._patch(session_id, result.changed_lo, result.changed_hi))
+            patches = tuple(
+                self._patch(session_id, result.changed_lo, result.changed_hi)
+                for session_id in result.changed_segments
+            )
         segments = tuple((s.segment_id, s.name, tuple(s.color)) for s in self.session.segments)
         clicks = tuple(
-            ((float(c.point_ras[0]), float(c.point_ras[1]), float(c.point_ras[2])), c.positive)
+            ClickInfo(c.click_id, tuple(float(v) for v in c.point_ras), c.positive)  # type: ignore[arg-type]
             for c in self.session.clicks()
         )
         return Update(
-            tuple(patches),
+            patches,
             clicks,
             result.segment_id,
             segments,  # type: ignore[arg-type]
@@ -164,10 +185,61 @@ class SessionRunner:
         )
 
     def _patch(self, session_id: int, lo: np.ndarray, hi: np.ndarray) -> SegmentPatch:
-        if session_id in self._extents:
-            old_lo, old_hi = self._extents[session_id]
-            lo, hi = np.minimum(lo, old_lo), np.maximum(hi, old_hi)
-        self._extents[session_id] = (lo, hi)
         box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
-        mask = np.array(self.session.mask(session_id)[box], dtype=np.uint8, copy=True)
-        return SegmentPatch(session_id, lo.astype(int), hi.astype(int), mask)
+        mask = self.session.mask(session_id)[box].astype(bool)  # astype copies
+        return SegmentPatch(session_id, np.asarray(lo, int), np.asarray(hi, int), mask)
+
+
+class WorkerState:
+    """What lives on the worker thread: the predictor, the image and the session runner."""
+
+    def __init__(self) -> None:
+        self.predictor: Any = None
+        self.volume: Any = None
+        self.runner: SessionRunner | None = None
+        # (model, device, weights file) in use or being loaded; None after a failed load.
+        self.model_key: tuple | None = None
+
+    def require_runner(self) -> SessionRunner:
+        if self.runner is None:
+            if self.predictor is None:
+                raise RuntimeError("no model is loaded yet: choose a model and wait for it")
+            raise RuntimeError("no input volume is selected")
+        return self.runner
+
+
+@dataclass(frozen=True, eq=False)
+class SessionOpening:
+    """How a new session starts, decided on the main thread from MRML.
+
+    Attributes:
+        protect: keep other segments' voxels out of the session's segments.
+        foreign: voxels of the MRML segments outside the session, bool (I, J, K); None when
+            there is no segmentation yet.
+        initial: what the MRML segment that the first session segment writes to holds now,
+            bool (I, J, K), or None for a new segment: the first segment refines it.
+        continued: the previous session's segment that the first one continues (same volume
+            and segmentation), or None. Where the previous session still exists, the first
+            segment restarts from what that segment held before the previous session, and
+            MRML is brought back to that.
+    """
+
+    protect: bool
+    foreign: np.ndarray | None = None
+    initial: np.ndarray | None = None
+    continued: int | None = None
+
+    def run(self, state: WorkerState) -> Update | None:
+        """On the worker: a new session when both a model and an image are there."""
+        previous, state.runner = state.runner, None
+        if state.predictor is None or state.volume is None or self.foreign is None:
+            return None
+        initial, restore_from = self.initial, None
+        live = {s.segment_id for s in previous.session.segments} if previous else set()
+        if self.continued in live:
+            initial = previous.base(self.continued)
+            restore_from = self.initial
+        state.runner = SessionRunner(
+            state.volume, state.predictor, self.protect, self.foreign, initial
+        )
+        return state.runner.snapshot(restore_from)
