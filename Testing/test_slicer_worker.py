@@ -6,6 +6,7 @@ The worker is tested with real threads; the runner with the oracle on a real sca
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
 import threading
 import time
@@ -89,7 +90,7 @@ def test_shutdown_drops_queued_jobs_and_ends_the_thread():
 
 
 @pytest.mark.skipif(not DATA.is_dir(), reason="test scans not found")
-def test_runner_patches_cover_the_segment_and_are_copies():
+def test_runner_patches_are_the_changed_boxes_and_are_copies():
     from FastSAM3DSlicerLib.session_runner import SessionRunner
     from test_session import CountingPredictor, deepest_voxel
 
@@ -101,28 +102,30 @@ def test_runner_patches_cover_the_segment_and_are_copies():
     predictor = CountingPredictor(OraclePredictor(labels, 1))
     runner = SessionRunner(image, predictor)
     point = image.index_to_ras(deepest_voxel(labels.array == 1))
-    assert runner.will_encode(point)
-    update = runner.add_point(point)
+    assert runner.would_encode(point)
+    update = runner.add_point("P1", point, True)
     assert update.encoder_ran and predictor.encodes == 1
-    assert not runner.will_encode(point + 3.0)
+    assert not runner.would_encode(point + 3.0)
     (patch,) = update.patches
-    full = np.zeros(image.shape, np.uint8)
+    full = np.zeros(image.shape, bool)
     full[tuple(slice(a, b) for a, b in zip(patch.lo_ijk, patch.hi_ijk))] = patch.mask
-    assert np.array_equal(full, runner.session.mask())
-    patch.mask[:] = 0  # the receiver owns the copy
+    assert np.array_equal(full, runner.session.mask().astype(bool))
+    patch.mask[:] = False  # the receiver owns the copy
     assert runner.session.mask().any()
-    moved = runner.move_point(point, point + [3.0, 0, 0], True)
+    moved = runner.move_point("P1", point + [3.0, 0, 0])
     assert predictor.encodes == 1
-    assert [c for c, _ in moved.clicks_ras] == [tuple(point + [3.0, 0, 0])]
-    with pytest.raises(KeyError, match="no negative click"):
-        runner.remove_point(point + [3.0, 0, 0], positive=False)
-    undone = runner.undo()  # the move, in one step; the oracle's mask did not change with it
-    assert [c for c, _ in undone.clicks_ras] == [tuple(point)] and undone.patches == ()
+    assert [(c.click_id, c.ras) for c in moved.clicks] == [("P1", tuple(point + [3.0, 0, 0]))]
+    assert moved.patches == (), "the oracle's mask does not change with the move"
+    with pytest.raises(KeyError, match="no click 'N1'"):
+        runner.remove_point("N1")
+    undone = runner.undo()  # the move, in one step
+    assert [c.ras for c in undone.clicks] == [tuple(point)] and undone.patches == ()
     undone = runner.undo()
-    assert {p.session_id for p in undone.patches} == {1} and undone.clicks_ras == ()
+    assert {p.session_id for p in undone.patches} == {1} and undone.clicks == ()
+    assert not any(p.mask.any() for p in undone.patches)
     second = runner.new_segment()
     assert second.current == 2 and [s[0] for s in second.segments] == [1, 2]
-    assert second.clicks_ras == ()
+    assert second.clicks == ()
 
 
 # -- first-use installation -------------------------------------------------------------------
@@ -133,7 +136,8 @@ def versions(**installed):
 
 
 def test_nothing_to_install_where_torch_and_the_core_are_there():
-    assert install.plan_installation(sys.executable, None) == []
+    assert install.plan_installation(sys.executable) == []
+    assert not install.torch_needed()
 
 
 def test_the_core_pin_is_the_package_version():
@@ -142,44 +146,84 @@ def test_the_core_pin_is_the_package_version():
     assert install.source_tree() == REPO
 
 
-def test_install_plan_uses_the_pytorch_extension_then_installs_the_core():
-    lookup = versions(torch=None)
-    steps = install.plan_installation("py", ["install", "torch>=2.5"], lookup, REPO)
-    assert [s.command for s in steps] == [
-        ("py", "-m", "pip", "install", install.LIGHT_THE_TORCH_REQUIREMENT),
-        ("py", "-m", "light_the_torch", "install", "torch>=2.5"),
-        ("py", "-m", "pip", "install", str(REPO)),
-    ]
+def test_a_source_checkout_installs_the_core_and_a_module_without_it_says_to_reinstall():
+    lookup = versions(torch="2.13.0")
+    steps = install.plan_installation("py", lookup, REPO)
+    assert [s.command for s in steps] == [("py", "-m", "pip", "install", str(REPO))]
     with pytest.raises(install.InstallError, match="Reinstall the FastSAM3D extension"):
-        install.plan_installation("py", ["install", "torch>=2.5"], lookup)
-    old_torch = versions(torch="2.4.1+cu121", fastsam3d_core="0.1.0", light_the_torch="0.7")
+        install.plan_installation("py", lookup)
+    old_torch = versions(torch="2.4.1+cu121", fastsam3d_core="0.1.0")
     assert install.missing_packages(old_torch) == ["torch"]
-    with pytest.raises(install.InstallError, match="PyTorch extension"):
-        install.plan_installation("py", None, old_torch)
-    from_source = install.plan_installation("py", None, versions(torch="2.13.0"), REPO)
-    assert [s.command for s in from_source] == [("py", "-m", "pip", "install", str(REPO))]
+    assert install.plan_installation("py", old_torch) == [], "torch comes from PyTorchUtils"
 
 
 def test_a_bundled_engine_needs_only_its_missing_dependencies(tmp_path):
     (tmp_path / "fastsam3d_core").mkdir()
     (tmp_path / "fastsam3d_core" / "__init__.py").write_text("")
-    lookup = versions(torch="2.13.0", numpy="2.1", scipy="1.14", SimpleITK="2.4")
-    assert install.missing_packages(lookup, tmp_path) == ["typer", "platformdirs"]
-    steps = install.plan_installation("py", None, lookup, module_dir=tmp_path)
+    lookup = versions(torch="2.13.0", numpy="2.1", scipy="1.14")
+    assert install.missing_packages(lookup, tmp_path) == ["platformdirs", "SimpleITK"]
+    steps = install.plan_installation("py", lookup, module_dir=tmp_path)
     assert [s.command for s in steps] == [
-        ("py", "-m", "pip", "install", "typer>=0.12", "platformdirs>=3")
+        ("py", "-m", "pip", "install", "platformdirs>=3", "SimpleITK>=2.2")
     ]
-    names = ("numpy", "scipy", "SimpleITK", "typer", "platformdirs")
+    names = ("numpy", "scipy", "SimpleITK", "platformdirs")
     everything = versions(torch="2.13.0", **{name: "1" for name in names})
-    assert install.plan_installation("py", None, everything, module_dir=tmp_path) == []
+    assert install.plan_installation("py", everything, module_dir=tmp_path) == []
     assert not install.bundled_core(REPO / "FastSAM3DSlicer")
 
 
-def test_the_bundled_engine_dependencies_are_the_packages(tmp_path):
+def test_slicer_gets_the_engine_dependencies_but_not_the_command_line_ones():
     tomllib = pytest.importorskip("tomllib")
     project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    without_torch = [r for r in project["dependencies"] if not r.startswith("torch")]
-    assert list(install.CORE_DEPENDENCIES) == without_torch
+    skipped = ("torch", *install.COMMAND_LINE_ONLY)
+    expected = [r for r in project["dependencies"] if not r.startswith(skipped)]
+    assert list(install.CORE_DEPENDENCIES) == expected
+    # The engine, as the module imports it, needs none of them.
+    code = (
+        "import sys, fastsam3d_core, fastsam3d_core.session, fastsam3d_core.weights;"
+        "import fastsam3d_core.io; print(sorted(set(sys.modules) & {'typer'}))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert loaded.stdout.split() == ["[]"], loaded.stderr
+
+
+class PyTorchUtilsLogic:
+    """The PyTorch extension's logic as Slicer loads it, with its installer's public
+    signature; it records the call instead of downloading several GB."""
+
+    calls: list = []
+
+    def installTorch(  # noqa: N802 (the extension's name)
+        self,
+        askConfirmation=False,  # noqa: N803
+        forceComputationBackend=None,  # noqa: N803
+        torchVersionRequirement=None,  # noqa: N803
+        torchvisionVersionRequirement=None,  # noqa: N803
+    ):
+        self.calls.append((askConfirmation, torchVersionRequirement))
+        return sys.modules.get("torch")
+
+
+def test_torch_comes_from_the_pytorch_extension_and_a_loaded_old_torch_needs_a_restart():
+    install.install_torch(PyTorchUtilsLogic)
+    assert PyTorchUtilsLogic.calls == [(False, install.TORCH_REQUIREMENT)]
+    with pytest.raises(install.InstallError, match="Install 'PyTorch' from the Extensions"):
+        install.install_torch()  # no PyTorchUtils outside Slicer
+    old = versions(torch="2.1.0")
+    fake_torch = type(sys)("torch")
+    fake_torch.__version__ = "2.1.0"
+    with pytest.raises(install.RestartRequired, match="PyTorch 2.1.0 is loaded.*restart Slicer"):
+        install.check_torch_can_be_installed(old, {"torch": fake_torch})
+    install.check_torch_can_be_installed(old, {})  # not loaded yet: it can be updated
+    install.check_torch_can_be_installed(versions(torch="2.13.0"), {"torch": fake_torch})
+
+
+def test_install_commands_open_no_console_window_on_windows():
+    assert install.hidden_console("posix") == {}
+    if sys.platform != "win32":
+        pytest.skip("STARTUPINFO exists on Windows only")
+    info = install.hidden_console("nt")["startupinfo"]
+    assert info.dwFlags & subprocess.STARTF_USESHOWWINDOW and info.wShowWindow == 0
 
 
 def test_steps_stream_their_output_and_failures_say_what_failed():

@@ -1,12 +1,17 @@
-"""First use: PyTorch (through the PyTorch extension) and the engine into Slicer's Python.
+"""First use: PyTorch (through the PyTorch extension) and the engine's dependencies.
 
 An installed extension carries the engine (``fastsam3d_core``) beside the module, so only its
 few pure-Python dependencies may be missing; a module run from a source checkout installs the
 engine from that checkout.
 
-The widget asks once for confirmation, then runs :func:`run_steps` on a background thread, so
-the application stays responsive while pip downloads; output lines go to a callback. Only the
-standard library is used here: this module must import before torch and the core exist.
+PyTorch is installed by the PyTorch extension's public API (``PyTorchUtilsLogic.installTorch``),
+which picks the build that fits the computer's GPU. A PyTorch that is already imported cannot be
+upgraded in place (its files are in use; on Windows they are locked): Slicer must restart first.
+
+The widget asks once for confirmation, installs PyTorch, then runs :func:`run_steps` on a
+background thread, so the application stays responsive while pip downloads; output lines go to
+a callback. Only the standard library is used here: this module must import before torch and
+the core exist, and must run on Slicer 5.6/5.8's Python 3.9.
 """
 
 from __future__ import annotations
@@ -21,25 +26,24 @@ import sys
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 # torch.serialization.safe_globals, which safe checkpoint loading needs, arrived in 2.5.
 TORCH_REQUIREMENT = ">=2.5"
 TORCH_MINIMUM = (2, 5)
 # The core release this module was written against; equal to pyproject.toml's version.
 CORE_VERSION = "0.1.0"
-# The engine's own requirements: pyproject.toml's dependencies less torch. An installed extension
-# ships the engine itself (CMake copies fastsam3d_core beside the module), so only these come
-# from pip; most are already in Slicer's Python.
+# The engine's own requirements in Slicer: pyproject.toml's dependencies less torch (above) and
+# less what only the command line needs (typer). An installed extension ships the engine itself
+# (CMake copies fastsam3d_core beside the module), so only these come from pip; most are
+# already in Slicer's Python.
 CORE_DEPENDENCIES = (
     "numpy>=1.22",
-    "typer>=0.12",
     "platformdirs>=3",
     "SimpleITK>=2.2",
     "scipy>=1.9",
 )
-# light-the-torch picks the torch build that fits the NVIDIA driver (the PyTorch extension's way).
-LIGHT_THE_TORCH_REQUIREMENT = "light-the-torch>=0.5"
+COMMAND_LINE_ONLY = ("typer",)
 # Lines of installer output kept for the error message when a step fails.
 ERROR_TAIL_LINES = 20
 
@@ -48,6 +52,10 @@ VersionLookup = Callable[[str], "str | None"]
 
 class InstallError(RuntimeError):
     """Installation failed or cannot start; the message says what the user can do."""
+
+
+class RestartRequired(InstallError):
+    """An older PyTorch is loaded in this process: Slicer must restart before it is updated."""
 
 
 @dataclass(frozen=True)
@@ -84,15 +92,24 @@ def bundled_core(module_dir: Path | None = None) -> bool:
     return (Path(module_dir or modules_dir()) / "fastsam3d_core" / "__init__.py").is_file()
 
 
+def torch_needed(lookup: VersionLookup = installed_version) -> bool:
+    """Whether PyTorch is absent or older than :data:`TORCH_REQUIREMENT`."""
+    torch = lookup("torch")
+    return torch is None or _release(torch) < TORCH_MINIMUM
+
+
+def loaded_torch_version(modules: dict | None = None) -> str | None:
+    """The version of a PyTorch already imported in this process, or None."""
+    torch = (sys.modules if modules is None else modules).get("torch")
+    return None if torch is None else str(getattr(torch, "__version__", "0"))
+
+
 def missing_packages(
     lookup: VersionLookup = installed_version, module_dir: Path | None = None
 ) -> list[str]:
     """What is absent or too old: ``torch``, then ``fastsam3d-core``, or, where the engine is
     bundled with the extension, the distribution names of its missing dependencies."""
-    missing = []
-    torch = lookup("torch")
-    if torch is None or _release(torch) < TORCH_MINIMUM:
-        missing.append("torch")
+    missing = ["torch"] if torch_needed(lookup) else []
     if bundled_core(module_dir):
         missing += [_distribution(r) for r in CORE_DEPENDENCIES if lookup(_distribution(r)) is None]
     elif lookup("fastsam3d-core") != CORE_VERSION:
@@ -107,7 +124,7 @@ def source_tree(module_dir: Path | None = None) -> Path | None:
     the core from there, so module and core always match.
     """
     start = Path(module_dir or modules_dir())
-    for folder in (start, *start.parents[:2]):
+    for folder in (start, start.parent, start.parent.parent):
         pyproject = folder / "pyproject.toml"
         if pyproject.is_file() and 'name = "fastsam3d-core"' in pyproject.read_text("utf-8"):
             return folder
@@ -119,59 +136,69 @@ def slicer_python() -> str:
     return shutil.which("PythonSlicer") or sys.executable
 
 
-def pytorch_extension_arguments() -> list[str] | None:
-    """light-the-torch arguments as the PyTorch extension builds them; None without it."""
-    try:
-        import PyTorchUtils  # the PyTorch extension's module, in Slicer only
-    except ImportError:
-        return None
-    build = getattr(PyTorchUtils.PyTorchUtilsLogic, "_getPipInstallArguments", None)
-    if build is None:
-        return ["install", f"torch{TORCH_REQUIREMENT}"]
-    return list(build(None, TORCH_REQUIREMENT))
+def check_torch_can_be_installed(
+    lookup: VersionLookup = installed_version, modules: dict | None = None
+) -> None:
+    """Refuse to install PyTorch over one this process has imported already.
+
+    Raises:
+        RestartRequired: an older PyTorch is loaded; the message says to restart first.
+    """
+    loaded = loaded_torch_version(modules)
+    if torch_needed(lookup) and loaded is not None:
+        raise RestartRequired(
+            f"PyTorch {loaded} is loaded in this Slicer session, and FastSAM3D needs PyTorch "
+            f"{TORCH_REQUIREMENT}. It cannot be updated while it is in use: restart Slicer, "
+            "then press Start again before using other PyTorch modules."
+        )
+
+
+def install_torch(pytorch_utils: Any = None) -> None:
+    """Install PyTorch :data:`TORCH_REQUIREMENT` through the PyTorch extension (main thread:
+    it shows Slicer's progress and pumps the GUI while it runs).
+
+    Args:
+        pytorch_utils: the extension's ``PyTorchUtilsLogic`` class (found if None).
+
+    Raises:
+        InstallError: the PyTorch extension is not installed, or it installed nothing.
+    """
+    if pytorch_utils is None:
+        try:
+            from PyTorchUtils import PyTorchUtilsLogic as pytorch_utils  # the PyTorch extension
+        except ImportError:
+            raise InstallError(
+                "FastSAM3D needs PyTorch, which Slicer gets through the PyTorch extension. "
+                "Install 'PyTorch' from the Extensions Manager, restart Slicer, and try again."
+            ) from None
+    torch = pytorch_utils().installTorch(
+        askConfirmation=False, torchVersionRequirement=TORCH_REQUIREMENT
+    )
+    if torch is None:
+        raise InstallError("PyTorch was not installed; FastSAM3D cannot run without it.")
+    importlib.invalidate_caches()
 
 
 def plan_installation(
     python: str,
-    torch_arguments: list[str] | None,
     lookup: VersionLookup = installed_version,
     source: Path | None = None,
     module_dir: Path | None = None,
 ) -> list[InstallStep]:
-    """The commands that install what is missing, in order (empty if nothing is).
+    """The pip commands that install what is missing besides PyTorch (see
+    :func:`install_torch`), in order; empty if nothing is.
 
     Args:
         python: the interpreter to install into.
-        torch_arguments: light-the-torch arguments from :func:`pytorch_extension_arguments`.
         lookup: installed versions by distribution name.
         source: a checkout to install the core from (see :func:`source_tree`).
         module_dir: where to look for a bundled engine (see :func:`bundled_core`).
 
     Raises:
-        InstallError: torch is missing and the PyTorch extension is not installed, or the
-            engine is neither bundled nor in a source checkout.
+        InstallError: the engine is neither bundled nor in a source checkout.
     """
     missing = missing_packages(lookup, module_dir)
     steps = []
-    if "torch" in missing:
-        if torch_arguments is None:
-            raise InstallError(
-                "FastSAM3D needs PyTorch, which Slicer gets through the PyTorch extension. "
-                "Install 'PyTorch' from the Extensions Manager, restart Slicer, and try again."
-            )
-        if lookup("light-the-torch") is None:
-            steps.append(
-                InstallStep(
-                    "Installing light-the-torch (used by the PyTorch extension)",
-                    (python, "-m", "pip", "install", LIGHT_THE_TORCH_REQUIREMENT),
-                )
-            )
-        steps.append(
-            InstallStep(
-                f"Installing PyTorch {TORCH_REQUIREMENT} for this computer's GPU or CPU",
-                (python, "-m", "light_the_torch", *torch_arguments),
-            )
-        )
     dependencies = [r for r in CORE_DEPENDENCIES if _distribution(r) in missing]
     if dependencies:
         steps.append(
@@ -196,6 +223,17 @@ def plan_installation(
     return steps
 
 
+def hidden_console(os_name: str = os.name) -> dict[str, Any]:
+    """``subprocess.Popen`` options that keep a console window from opening on Windows, as
+    ``slicer.util.launchConsoleProcess`` does; none elsewhere."""
+    if os_name != "nt":
+        return {}
+    info = subprocess.STARTUPINFO()  # type: ignore[attr-defined]
+    info.dwFlags |= subprocess.STARTF_USESHOWWINDOW  # type: ignore[attr-defined]
+    info.wShowWindow = 0  # SW_HIDE
+    return {"startupinfo": info}
+
+
 def run_steps(steps: list[InstallStep], log: Callable[[str], None]) -> None:
     """Run the steps one after another, streaming their output lines to ``log``.
 
@@ -217,6 +255,7 @@ def run_steps(steps: list[InstallStep], log: Callable[[str], None]) -> None:
                 encoding="utf-8",
                 errors="replace",
                 env=environment,
+                **hidden_console(),
             )
         except OSError as error:
             raise InstallError(f"{step.description} could not start: {error}") from error
@@ -230,11 +269,3 @@ def run_steps(steps: list[InstallStep], log: Callable[[str], None]) -> None:
                 + "\n".join(tail)
             )
     importlib.invalidate_caches()
-
-
-def restart_needed() -> bool:
-    """Whether an old torch was already imported in this process (a restart loads the new)."""
-    torch = sys.modules.get("torch")
-    if torch is None:
-        return False
-    return _release(getattr(torch, "__version__", "0")) < TORCH_MINIMUM

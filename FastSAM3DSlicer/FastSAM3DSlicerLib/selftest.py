@@ -33,12 +33,12 @@ class FastSAM3DSlicerTest(ScriptedLoadableModuleTest):
         self.test_RealWeights()
 
     def _checks(self):
-        if install.missing_packages():
-            steps = install.plan_installation(
-                install.slicer_python(),
-                install.pytorch_extension_arguments(),
-                source=install.source_tree(),
-            )
+        missing = install.missing_packages()
+        if "torch" in missing:
+            install.check_torch_can_be_installed()
+            install.install_torch()
+        if missing:
+            steps = install.plan_installation(install.slicer_python(), source=install.source_tree())
             install.run_steps(steps, logging.info)
         from FastSAM3DSlicerLib import checks
 
