@@ -3,7 +3,7 @@
 The module, its (thin) widget, its Slicer logic and its self-test. Everything that computes lives
 in FastSAM3DSlicerLib (no Qt there): ``logic.InteractiveSegmentationLogic`` holds the session and
 the worker thread, ``mrml_io`` converts between MRML and the core, ``install`` sets up PyTorch and
-the fastsam3d-core package on first use. Nothing heavy (torch, the core) is imported here at
+the engine's dependencies on first use. Nothing heavy (torch, the core) is imported here at
 module import time.
 """
 
@@ -19,7 +19,7 @@ from FastSAM3DSlicerLib.models import DEVICE_CHOICES, MODEL_CHOICES
 
 # The self-test class lives in FastSAM3DSlicerLib; Slicer finds it here by its name.
 from FastSAM3DSlicerLib.selftest import FastSAM3DSlicerTest  # noqa: F401
-from FastSAM3DSlicerLib.worker import Worker
+from FastSAM3DSlicerLib.worker import POLL_INTERVAL_S, Worker
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.parameterNodeWrapper import parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
@@ -34,8 +34,6 @@ SETTINGS_MODEL = "FastSAM3D/Model"
 SETTINGS_DEVICE = "FastSAM3D/Device"
 SETTINGS_WEIGHTS_FILE = "FastSAM3D/WeightsFile"
 SETTINGS_OVERWRITE = "FastSAM3D/AllowOverwrite"
-# How often finished edits are applied to the scene (ms).
-POLL_INTERVAL_MS = 30
 # How long Export waits for queued points before it refuses (it runs on the GUI thread).
 EXPORT_WAIT_S = 5
 
@@ -50,9 +48,10 @@ class FastSAM3DSlicer(ScriptedLoadableModule):
         self.parent.helpText = (
             "Click-to-segment CT and MRI with FastSAM3D or SAM-Med3D-turbo. Select a volume, "
             "press Start, then place positive (P) and negative (N) points in any view: the "
-            "segment follows each point. Drag points to move them, right-click to delete. "
-            "The image encoder runs once per 128³ crop; each further point only runs the small "
-            "decoder. See the "
+            "segment follows each point. Drag points to move them; to delete one, hover it and "
+            "press Delete (or right-click it: Delete control point). Pick an existing segment "
+            "to refine it. The image encoder runs once per 128³ crop; each further point only "
+            "runs the small decoder. See the "
             '<a href="https://github.com/fastsam3d/SlicerFastSAM3D#the-3d-slicer-module">'
             "module documentation</a>."
         )
@@ -82,7 +81,6 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._shortcuts = []
         self._installer = None
-        self._observedMarkups = []
         self._timer = qt.QTimer()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -104,7 +102,6 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         interaction = slicer.app.applicationLogic().GetInteractionNode()
         self.addObserver(interaction, interaction.InteractionModeChangedEvent, self.updateButtons)
         actions = {
-            self.ui.startButton: (self.onStart, "Failed to start FastSAM3D."),
             self.ui.positiveButton: (lambda: self.onPlace(True), "Failed to place a point."),
             self.ui.negativeButton: (lambda: self.onPlace(False), "Failed to place a point."),
             self.ui.undoButton: (self.onUndo, "Undo failed."),
@@ -113,10 +110,18 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.nextSegmentButton: (self.onNextSegment, "Failed to add a segment."),
             self.ui.uncertaintyButton: (self.onUncertainty, "Failed to estimate uncertainty."),
             self.ui.suggestButton: (self.onSuggest, "Failed to suggest a point."),
-            self.ui.exportButton: (self.onExport, "Failed to export the segmentation."),
         }
         for button, (slot, message) in actions.items():
             button.connect("clicked(bool)", self._guarded(slot, message))
+        # These open dialogs: no wait cursor over them (they set one where they wait).
+        self.ui.startButton.connect(
+            "clicked(bool)",
+            self._guarded(self.onStart, "Failed to start FastSAM3D.", waitCursor=False),
+        )
+        self.ui.exportButton.connect(
+            "clicked(bool)",
+            self._guarded(self.onExport, "Failed to export the segmentation.", waitCursor=False),
+        )
         self.ui.segmentSelector.connect(
             "currentSegmentChanged(QString)", self._guarded(self.onSegmentSelected, "")
         )
@@ -127,8 +132,10 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.deviceComboBox.connect("currentIndexChanged(int)", self._saveSettings)
         self.ui.overwriteCheckBox.connect("toggled(bool)", self._saveSettings)
         self.ui.weightsPathLineEdit.connect("currentPathChanged(QString)", self._saveSettings)
-        self._timer.setInterval(POLL_INTERVAL_MS)
-        self._timer.connect("timeout()", self._guarded(self.onTimer, "FastSAM3D update failed."))
+        self._timer.setInterval(int(POLL_INTERVAL_S * 1000))
+        # Ticks come every 30 ms: a wait cursor would flicker.
+        self._pollSlot = self._guarded(self.onTimer, "FastSAM3D update failed.", waitCursor=False)
+        self._timer.connect("timeout()", self._pollSlot)
         self.initializeParameterNode()
         self.updateButtons()
 
@@ -152,7 +159,6 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSceneStartClose(self, caller, event):
         self.setParameterNode(None)
-        self._unobserveMarkups()
         self.logic.resetEngine()
         self.updateButtons()
 
@@ -235,28 +241,45 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         engine.warningCallback = lambda message: slicer.util.warningDisplay(
             message, windowTitle="FastSAM3D"
         )
+        # Results are collected as soon as the event loop is back, then on the timer.
+        engine.pollRequestedCallback = lambda: qt.QTimer.singleShot(0, self._pollSlot)
         engine.protectOtherSegments = not self.ui.overwriteCheckBox.checked
-        self.logic.loadModel(
-            self.ui.modelComboBox.currentData,
-            self.ui.deviceComboBox.currentData,
-            self.ui.weightsPathLineEdit.currentPath or None,
-        )
-        engine.setInputs(node.inputVolume, node.segmentation, node.segmentId)
+        with slicer.util.WaitCursor():
+            self.logic.loadModel(
+                self.ui.modelComboBox.currentData,
+                self.ui.deviceComboBox.currentData,
+                self.ui.weightsPathLineEdit.currentPath or None,
+            )
+            engine.setInputs(node.inputVolume, node.segmentation, node.segmentId)
         node.segmentation = engine.segmentationNode
         wasBlocked = self.ui.segmentSelector.blockSignals(True)
         self.ui.segmentSelector.setCurrentNode(engine.segmentationNode)
         self.ui.segmentSelector.blockSignals(wasBlocked)
-        self._observeMarkups(engine)
         self._timer.start()
         self.updateButtons()
 
     def onPlace(self, positive):
+        """Place points of this polarity; asked again while placing them, stop."""
         engine = self._engine()
         node = engine.positiveNode if positive else engine.negativeNode
-        markupsLogic = slicer.modules.markups.logic()
-        markupsLogic.SetActiveList(node)
-        markupsLogic.StartPlaceMode(True)
+        if self._placingNode() is node:
+            slicer.app.applicationLogic().GetInteractionNode().SwitchToViewTransformMode()
+        else:
+            markupsLogic = slicer.modules.markups.logic()
+            markupsLogic.SetActiveList(node)
+            markupsLogic.StartPlaceMode(True)
         self.updateButtons()
+
+    def onTogglePolarity(self):
+        """Switch placing between positive and negative points."""
+        engine = self._engine()
+        self.onPlace(self._placingNode() is not engine.positiveNode)
+
+    def onToggleVisibility(self):
+        self._engine().toggleSegmentVisibility()
+
+    def onDeleteLastPoint(self):
+        self._engine().deleteLastPoint()
 
     def onUndo(self):
         self._engine().undo()
@@ -279,7 +302,9 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onExport(self):
         engine = self._engine()
         # A click finishes in well under a second; a model download or encoding may not.
-        if not engine.waitForIdle(EXPORT_WAIT_S):
+        with slicer.util.WaitCursor():
+            idle = engine.waitForIdle(EXPORT_WAIT_S)
+        if not idle:
             raise RuntimeError(
                 "FastSAM3D is still working on the last points; export once the status says Ready."
             )
@@ -309,20 +334,23 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ):
             engine.selectSegment(node.segmentId)
 
-    def onMarkupsChanged(self, caller, event):
-        engine = self.logic.engineIfStarted()
-        if engine is not None:
-            engine.synchronizePoints()
-
     def onTimer(self):
         engine = self.logic.engineIfStarted()
         if self._installer is not None:
-            self._installer.poll()
+            self._installer.poll(POLL_INTERVAL_S)  # lets the installer's thread read pip's output
         if engine is not None:
-            engine.processEvents()
+            # The selector reacts to segments the logic adds or removes by selecting another
+            # one; that is not the user's choice.
+            wasBlocked = self.ui.segmentSelector.blockSignals(True)
+            try:
+                engine.processEvents()
+            finally:
+                self.ui.segmentSelector.blockSignals(wasBlocked)
         busy = self._installer is not None or (engine is not None and engine.busy)
         self.ui.progressBar.visible = busy
-        if not busy:
+        if busy and not self._timer.isActive():
+            self._timer.start()
+        elif not busy:
             self._timer.stop()
 
     # -- engine callbacks ------------------------------------------------------------------
@@ -360,11 +388,13 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # -- helpers -------------------------------------------------------------------------
 
-    def _guarded(self, slot, message):
-        """Every slot runs inside tryWithErrorDisplay, so errors reach the user."""
+    def _guarded(self, slot, message, waitCursor=True):
+        """Every slot runs inside one tryWithErrorDisplay, so errors reach the user once."""
 
         def run(*args):
-            with slicer.util.tryWithErrorDisplay(message or "FastSAM3D error.", waitCursor=True):
+            with slicer.util.tryWithErrorDisplay(
+                message or "FastSAM3D error.", waitCursor=waitCursor
+            ):
                 slot()
 
         return run
@@ -382,27 +412,16 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         selection = slicer.app.applicationLogic().GetSelectionNode()
         return slicer.mrmlScene.GetNodeByID(selection.GetActivePlaceNodeID())
 
-    def _observeMarkups(self, engine):
-        self._unobserveMarkups()
-        for node in (engine.positiveNode, engine.negativeNode):
-            for event in (
-                node.PointPositionDefinedEvent,
-                node.PointEndInteractionEvent,
-                node.PointRemovedEvent,
-            ):
-                self.addObserver(node, event, self.onMarkupsChanged)
-            self._observedMarkups.append(node)
-
-    def _unobserveMarkups(self):
-        if self._observedMarkups:
-            self.removeObservers(self.onMarkupsChanged)
-        self._observedMarkups = []
-
     def _installShortcuts(self):
         self._removeShortcuts()
         keys = {
             "P": lambda: self.onPlace(True),
             "N": lambda: self.onPlace(False),
+            # SlicerNNInteractive's T and V are Slicer's own keys in slice views (foreground
+            # opacity, slice visibility): the same actions here take Shift+T and H.
+            "Shift+T": self.onTogglePolarity,
+            "H": self.onToggleVisibility,
+            "D": self.onDeleteLastPoint,
             "S": self.onSuggest,
             "Ctrl+Z": self.onUndo,
             "Ctrl+Y": self.onRedo,
@@ -440,23 +459,40 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         settings.setValue(SETTINGS_WEIGHTS_FILE, self.ui.weightsPathLineEdit.currentPath)
 
     def _dependenciesReady(self):
-        """True if torch and the core are there; else asks once and installs in the background."""
+        """True if PyTorch and the engine's dependencies are there; else asks once, installs
+        PyTorch through the PyTorch extension, and the rest in the background."""
         if self._installer is not None:
             return False
-        if not install.missing_packages():
+        missing = install.missing_packages()
+        if not missing:
             return True
-        steps = install.plan_installation(
-            install.slicer_python(),
-            install.pytorch_extension_arguments(),
-            source=install.source_tree(),
-        )
-        listing = "\n".join(f"• {step.description}" for step in steps)
+        needsTorch = "torch" in missing
+        if needsTorch:
+            try:
+                install.check_torch_can_be_installed()
+            except install.RestartRequired as error:
+                if slicer.util.confirmOkCancelDisplay(
+                    f"{error}\n\nRestart Slicer now?", windowTitle="FastSAM3D: restart needed"
+                ):
+                    slicer.util.restart()
+                return False
+        steps = install.plan_installation(install.slicer_python(), source=install.source_tree())
+        listing = [step.description for step in steps]
+        if needsTorch:
+            listing.insert(0, f"PyTorch {install.TORCH_REQUIREMENT}, through the PyTorch extension")
         if not slicer.util.confirmOkCancelDisplay(
             "FastSAM3D needs these Python packages, which will be downloaded and installed "
-            f"into Slicer now (a few minutes, up to a few GB):\n\n{listing}",
+            "into Slicer now (a few minutes, up to a few GB):\n\n"
+            + "\n".join(f"• {line}" for line in listing),
             windowTitle="FastSAM3D: first use",
         ):
             return False
+        if needsTorch:
+            self._showStatus("Installing PyTorch...")
+            with slicer.util.WaitCursor():
+                install.install_torch()
+        if not steps:
+            return True
         self._installer = Worker(
             on_progress=lambda line, fraction: self._showStatus(line),
             on_error=self._onInstallFailed,
@@ -472,15 +508,11 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _onInstalled(self, _value):
         self._finishInstall()
-        if install.restart_needed():
-            if slicer.util.confirmOkCancelDisplay(
-                "PyTorch was updated; Slicer must restart to use it. Restart now?"
-            ):
-                slicer.util.restart()
-            return
         self._showStatus("Installed. Starting...")
-        with slicer.util.tryWithErrorDisplay("Failed to start FastSAM3D.", waitCursor=True):
-            self.onStart()
+        # Outside this timer slot, so that a failure is reported once, by Start's own guard.
+        qt.QTimer.singleShot(
+            0, self._guarded(self.onStart, "Failed to start FastSAM3D.", waitCursor=False)
+        )
 
     def _onInstallFailed(self, error):
         self._finishInstall()

@@ -24,11 +24,10 @@ UI = MODULE / "Resources" / "UI" / "FastSAM3DSlicer.ui"
 
 
 def cmake_values(path: Path) -> dict[str, str]:
-    """``set(NAME "value")`` pairs of a CMakeLists.txt, ${...} references expanded."""
-    values: dict[str, str] = {}
-    for name, value in re.findall(r'set\((\w+)\s+"([^"]*)"\)', path.read_text(encoding="utf-8")):
-        values[name] = re.sub(r"\$\{(\w+)\}", lambda m: values.get(m.group(1), m.group(0)), value)
-    return values
+    """``set(NAME "value")`` pairs of a CMakeLists.txt, read as the Extensions Index's checker
+    reads them: by a regular expression, with no variable expanded."""
+    text = path.read_text(encoding="utf-8")
+    return dict(re.findall(r'set\s*\((\w+)\s*"([^"]+)"[ ]*\)', text))
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -53,12 +52,16 @@ def test_extension_metadata_is_complete():
     assert values["EXTENSION_CATEGORY"] == "Segmentation"
     assert "PyTorch" in values["EXTENSION_DEPENDS"].split()
     assert values["EXTENSION_HOMEPAGE"].startswith("https://")
-    # The icon and screenshot URLs name files of this repository (on its main branch).
+    # The Index downloads the icon and screenshots: literal http(s) URLs of this repository's
+    # files on its main branch.
+    for key in ("EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS", "EXTENSION_HOMEPAGE"):
+        for url in values[key].split():
+            assert url.startswith("https://") and "${" not in url, f"{key}: {url}"
     for key in ("EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):
         for url in values[key].split():
-            relative = url.split("/raw/main/", 1)[1]
+            relative = url.split("/main/", 1)[1]
             assert (REPO / relative).is_file(), f"{key} points to missing {relative}"
-    assert png_size(REPO / values["EXTENSION_ICONURL"].split("/raw/main/", 1)[1]) == (128, 128)
+    assert png_size(REPO / values["EXTENSION_ICONURL"].split("/main/", 1)[1]) == (128, 128)
     assert "add_subdirectory(FastSAM3DSlicer)" in (REPO / "CMakeLists.txt").read_text(
         encoding="utf-8"
     )
@@ -184,3 +187,54 @@ def test_mrml_calls_of_the_widget_exist_in_the_real_classes():
             assert hasattr(cls, name), f"{cls.__name__}.{name} (used as {owner}.{name}) is missing"
     for name in re.findall(r"markups\.logic\(\)\.(\w+)", text):
         assert hasattr(slicer.vtkSlicerMarkupsLogic, name)
+
+
+def function_node(name: str) -> ast.FunctionDef:
+    tree = ast.parse(MODULE_SCRIPT.read_text(encoding="utf-8"))
+    (function,) = [
+        node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef) and node.name == name
+    ]
+    return function
+
+
+def calls_to(function: ast.FunctionDef, name: str) -> list[ast.Call]:
+    return [
+        node
+        for node in ast.walk(function)
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == name
+    ]
+
+
+def test_errors_are_shown_once_and_no_wait_cursor_covers_a_dialog_or_flickers():
+    text = MODULE_SCRIPT.read_text(encoding="utf-8")
+    # One guard, so that a failure never shows two dialogs (a guarded slot calling another).
+    assert text.count("tryWithErrorDisplay(") == 1
+    assert calls_to(function_node("_guarded"), "tryWithErrorDisplay")
+    cursor = {}
+    for call in calls_to(function_node("setup"), "_guarded"):
+        slot = getattr(call.args[0], "attr", None)
+        keywords = {k.arg: k.value for k in call.keywords}
+        cursor[slot] = getattr(keywords.get("waitCursor"), "value", True)
+    # The timer ticks every 30 ms (a wait cursor flickers); Start and Export open dialogs.
+    assert [cursor.get(slot) for slot in ("onTimer", "onStart", "onExport")] == [False] * 3
+    # After installing, Start runs from its own guarded call, not inside the timer's guard.
+    (later,) = calls_to(function_node("_onInstalled"), "singleShot")
+    assert calls_to(later, "_guarded")
+
+
+def test_help_and_tooltips_say_how_points_are_deleted_and_placement_stops():
+    text = MODULE_SCRIPT.read_text(encoding="utf-8") + UI.read_text(encoding="utf-8")
+    assert "right-click to delete" not in text and "right-click it to delete" not in text
+    assert "press Delete" in text
+    assert calls_to(function_node("onPlace"), "SwitchToViewTransformMode")
+
+
+def test_single_key_shortcuts_leave_slicers_slice_view_keys_alone():
+    """Keys that Slicer's slice views use themselves (vtkMRMLSliceIntersectionWidget: g, t,
+    f, b, v, V, r); a main-window shortcut would take them over."""
+    (keys_dict,) = [
+        n for n in ast.walk(function_node("_installShortcuts")) if isinstance(n, ast.Dict)
+    ]
+    keys = [key.value for key in keys_dict.keys]
+    assert {"P", "N", "Shift+T", "H", "D", "Ctrl+Z"} <= set(keys), keys
+    assert not {key.lower() for key in keys if len(key) == 1} & set("gtfbvr")
