@@ -442,3 +442,15 @@ def test_foreign_voxels_stay_out_of_every_segment_unless_overwriting_is_allowed(
     assert np.array_equal(free.add_point_ijk(click).mask.astype(bool), truth)
     with pytest.raises(ValueError, match="foreign_mask must be shaped"):
         free.set_foreign_mask(foreign[1:])
+
+
+def test_a_segment_refining_a_foreign_one_may_hold_its_voxels_and_others_may_not(brats):
+    image, labels = brats
+    truth = labels.array != 0
+    click = deepest_voxel(truth)
+    session = Session(image, OraclePredictor(labels), foreign_mask=truth)
+    session.new_segment("refined", initial_mask=truth)
+    assert np.array_equal(session.add_point_ijk(click).mask.astype(bool), truth)
+    session.undo()
+    session.undo()  # the refinement is undone: the foreign voxels are protected again
+    assert not session.add_point_ijk(click).mask.any()

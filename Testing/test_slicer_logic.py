@@ -537,3 +537,128 @@ def test_keyboard_actions_delete_the_last_point_and_hide_the_segment(scene, make
     assert display.GetSegmentVisibility(logic.currentSegmentId)
     logic.toggleSegmentVisibility()
     assert not display.GetSegmentVisibility(logic.currentSegmentId)
+
+
+def shared_layer_segment(logic, name, mask):
+    """A segment painted into the layer the logic's own segments use (Slicer's default)."""
+    segmentation = logic.segmentationNode
+    segment_id = segmentation.GetSegmentation().AddEmptySegment("", name, [0, 0, 1])
+    write_whole(SegmentWriter(segmentation, logic.volumeNode), segment_id, mask)
+    return segment_id
+
+
+def test_a_segment_painted_during_the_session_is_protected(scene, make_logic):
+    labels = Volume.from_file(CT_LABEL)
+    node = read_volume_node(scene, CT_IMAGE)
+    logic = make_logic(OraclePredictor(labels), node)  # everything labelled is "the object"
+    place(logic, deepest_ras(labels, 1))
+    settle(logic)
+    kidney = labels.array == 2
+    painted = shared_layer_segment(logic, "kidney, painted meanwhile", kidney)
+    place(logic, deepest_ras(labels, 2))  # in the kidney, which the oracle calls object too
+    settle(logic)
+    assert np.array_equal(segment_on_volume_grid(logic.segmentationNode, painted, node), kidney)
+    assert not (current_mask(logic) & kidney).any()
+
+
+def test_overlapping_allowed_keeps_the_other_segment_in_a_layer_of_its_own(scene, make_logic):
+    labels = Volume.from_file(CT_LABEL)
+    node = read_volume_node(scene, CT_IMAGE)
+    segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(node)
+    kidney_id = segmentation.GetSegmentation().AddEmptySegment("", "kidney", [0, 0, 1])
+    kidney = labels.array == 2
+    write_whole(SegmentWriter(segmentation, node), kidney_id, kidney)
+    logic = make_logic(OraclePredictor(labels), node, protectOtherSegments=False)
+    logic.setInputs(node, segmentation)
+    place(logic, deepest_ras(labels, 2))
+    settle(logic)
+    assert (current_mask(logic) & kidney).sum() == kidney.sum(), "overlap allowed"
+    assert np.array_equal(segment_on_volume_grid(segmentation, kidney_id, node), kidney)
+    logic.undo()
+    settle(logic)
+    assert not current_mask(logic).any()
+    assert np.array_equal(segment_on_volume_grid(segmentation, kidney_id, node), kidney)
+
+
+def test_an_undone_refinement_protects_the_segment_again(scene, make_logic):
+    labels = Volume.from_file(CT_LABEL)
+    node = read_volume_node(scene, CT_IMAGE)
+    logic = make_logic(OraclePredictor(labels), node)
+    kidney = labels.array == 2
+    painted = shared_layer_segment(logic, "kidney", kidney)
+    logic.selectSegment(painted)
+    settle(logic)
+    logic.undo()  # not refined after all
+    settle(logic)
+    place(logic, deepest_ras(labels, 2))
+    settle(logic)
+    assert np.array_equal(segment_on_volume_grid(logic.segmentationNode, painted, node), kidney)
+
+
+def test_actions_queued_behind_a_new_model_come_after_its_points(scene, make_logic):
+    labels = Volume.from_file(CT_LABEL)
+    node = read_volume_node(scene, CT_IMAGE)
+    logic = make_logic(OraclePredictor(labels, 1), node)
+    spleen = deepest_ras(labels, 1)
+    place(logic, spleen)
+    settle(logic)
+    first = logic.currentSegmentId
+    expected = current_mask(logic)
+    logic.setPredictor(OraclePredictor(labels, 1))
+    logic.nextSegment()  # pressed while the new model loads
+    settle(logic)
+    assert logic.currentSegmentId != first and logic.clicks == ()
+    assert np.array_equal(segment_on_volume_grid(logic.segmentationNode, first, node), expected)
+    logic.selectSegment(first)
+    settle(logic)
+    assert len(logic.clicks) == 1
+
+
+def test_a_click_in_flight_when_the_model_changes_ends_the_same_in_mrml(scene, make_logic):
+    labels = Volume.from_file(CT_LABEL)
+    node = read_volume_node(scene, CT_IMAGE)
+    logic = make_logic(OraclePredictor(labels, 5), node)
+    liver = deepest_ras(labels, 5)
+    place(logic, liver)
+    logic.setPredictor(OraclePredictor(labels, 1))  # before the click's result is written
+    settle(logic)
+    session = Session(Volume.from_file(CT_IMAGE), OraclePredictor(labels, 1))
+    assert np.array_equal(current_mask(logic), session.add_point(liver).mask.astype(bool))
+
+
+def test_a_segment_deleted_during_the_session_comes_back_whole(scene, make_logic):
+    labels = Volume.from_file(CT_LABEL)
+    node = read_volume_node(scene, CT_IMAGE)
+    logic = make_logic(OraclePredictor(labels, 5), node)
+    place(logic, deepest_ras(labels, 5))
+    settle(logic)
+    expected = current_mask(logic)
+    logic.segmentationNode.GetSegmentation().RemoveSegment(logic.currentSegmentId)
+    place(logic, deepest_ras(labels, 5) + [3.0, 0.0, 0.0])
+    settle(logic)
+    assert np.array_equal(current_mask(logic), expected)
+
+
+def test_a_refined_segment_survives_a_volume_of_another_size(scene, make_logic):
+    labels = Volume.from_file(CT_LABEL)
+    node = read_volume_node(scene, CT_IMAGE)
+    logic = make_logic(OraclePredictor(labels, 1), node)
+    spleen = labels.array == 1
+    painted = shared_layer_segment(logic, "spleen", spleen)
+    logic.selectSegment(painted)
+    settle(logic)
+    place(logic, deepest_ras(labels, 1))
+    settle(logic)
+    # The same scan, cropped by ten slices at the start of i: the grid shifts by whole voxels.
+    array = slicer.util.arrayFromVolume(node)[:, :, 10:].copy()
+    origin = np.array(node.GetOrigin())
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    shift = mrml_io.matrix_to_array(matrix)[:3, 0] * 10
+    slicer.util.updateVolumeFromArray(node, array)
+    node.SetOrigin(*(origin + shift))
+    place(logic, deepest_ras(labels, 1) + [0.0, 3.0, 0.0])
+    settle(logic)
+    assert logic.currentSegmentId == painted and len(logic.clicks) == 2
+    assert current_mask(logic).any()

@@ -328,8 +328,8 @@ def test_click_ids_travel_with_the_markups_points(scene):
     for ras in ([1.0, 2.0, 3.0], [-40.5, 12.25, 7.0]):
         markups.positive.AddControlPointWorld(vtk.vtkVector3d(*ras), "")
     markups.negative.AddControlPointWorld(vtk.vtkVector3d(0.0, 0.0, 1.0), "")
-    points = markups.read()
-    assert markups.read().keys() == points.keys(), "ids are kept in the points"
+    points = markups.identify_points()
+    assert markups.identify_points().keys() == points.keys(), "ids are kept in the points"
     ids = {positive: [i for i, (_, p) in points.items() if p == positive] for positive in (1, 0)}
     assert len(ids[True]) == 2 and len(ids[False]) == 1
     np.testing.assert_allclose(points[ids[True][1]][0], [-40.5, 12.25, 7.0], atol=1e-9)
@@ -342,7 +342,7 @@ def test_click_ids_travel_with_the_markups_points(scene):
         ClickInfo("restored", (8.0, 9.0, 10.0), True),
     ]
     markups.show(clicks)
-    shown = markups.read()
+    shown = markups.identify_points()
     assert set(shown) == {ids[True][0], ids[True][1], "restored"}
     assert markups.positive.GetNthControlPointID(0) == first_markups_id
     np.testing.assert_allclose(shown[ids[True][1]][0], [5.0, 6.0, 7.0], atol=1e-9)

@@ -75,6 +75,24 @@ def test_progress_and_errors_are_delivered_on_the_polling_thread():
         worker.submit(lambda report: None)
 
 
+def test_polling_waits_for_urgent_jobs_and_only_briefly_for_background_ones():
+    from FastSAM3DSlicerLib.worker import BACKGROUND_WAIT_S
+
+    worker = Worker()
+    release = threading.Event()
+    worker.submit(lambda report: release.wait(10), label="download", urgent=False)
+    start = time.perf_counter()
+    assert worker.poll(1.0) == 0
+    assert time.perf_counter() - start < BACKGROUND_WAIT_S + 0.2, "a background job held the GUI"
+    release.set()
+    assert worker.wait(10)
+    worker.submit(lambda report: time.sleep(0.05))
+    start = time.perf_counter()
+    assert worker.poll(1.0) == 1, "an urgent job's result comes within the wait"
+    assert time.perf_counter() - start < 0.9
+    worker.shutdown()
+
+
 def test_shutdown_drops_queued_jobs_and_ends_the_thread():
     worker = Worker()
     started = threading.Event()
@@ -116,7 +134,7 @@ def test_runner_patches_are_the_changed_boxes_and_are_copies():
     assert predictor.encodes == 1
     assert [(c.click_id, c.ras) for c in moved.clicks] == [("P1", tuple(point + [3.0, 0, 0]))]
     assert moved.patches == (), "the oracle's mask does not change with the move"
-    with pytest.raises(KeyError, match="no click 'N1'"):
+    with pytest.raises(KeyError, match="no longer part of the session"):
         runner.remove_point("N1")
     undone = runner.undo()  # the move, in one step
     assert [c.ras for c in undone.clicks] == [tuple(point)] and undone.patches == ()
@@ -126,6 +144,14 @@ def test_runner_patches_are_the_changed_boxes_and_are_copies():
     second = runner.new_segment()
     assert second.current == 2 and [s[0] for s in second.segments] == [1, 2]
     assert second.clicks == ()
+    # A point of the first segment deleted while the switch was still queued: it goes from
+    # the first segment, and the second stays current.
+    runner = SessionRunner(image, predictor)
+    runner.add_point("P1", point, True)
+    runner.new_segment()
+    removed = runner.remove_point("P1")
+    assert removed.current == 2 and removed.clicks == ()
+    assert runner.select_segment(1).clicks == ()
 
 
 # -- first-use installation -------------------------------------------------------------------

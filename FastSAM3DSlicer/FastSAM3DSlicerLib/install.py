@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 # torch.serialization.safe_globals, which safe checkpoint loading needs, arrived in 2.5.
-TORCH_REQUIREMENT = ">=2.5"
 TORCH_MINIMUM = (2, 5)
+TORCH_REQUIREMENT = ">=" + ".".join(map(str, TORCH_MINIMUM))
 # The core release this module was written against; equal to pyproject.toml's version.
 CORE_VERSION = "0.1.0"
 # The engine's own requirements in Slicer: pyproject.toml's dependencies less torch (above) and
@@ -165,12 +165,13 @@ def install_torch(pytorch_utils: Any = None) -> None:
     """
     if pytorch_utils is None:
         try:
-            from PyTorchUtils import PyTorchUtilsLogic as pytorch_utils  # the PyTorch extension
+            import PyTorchUtils  # the PyTorch extension's module, in Slicer only
         except ImportError:
             raise InstallError(
                 "FastSAM3D needs PyTorch, which Slicer gets through the PyTorch extension. "
                 "Install 'PyTorch' from the Extensions Manager, restart Slicer, and try again."
             ) from None
+        pytorch_utils = PyTorchUtils.PyTorchUtilsLogic
     torch = pytorch_utils().installTorch(
         askConfirmation=False, torchVersionRequirement=TORCH_REQUIREMENT
     )

@@ -9,7 +9,8 @@ home:
 - the points as the user edits them: :class:`~.markups_clicks.ClickMarkups`, whose control
   points carry their click's id;
 - the MRML segments, by label value, and which session segment writes to which:
-  :class:`~.segment_writer.SegmentWriter`, protection included (computed when a session opens).
+  :class:`~.segment_writer.SegmentWriter`; the voxels the session protects are read from it when
+  a session opens, and again only when another tool changes those segments.
 
 When the user adds, moves or deletes a point, :meth:`~InteractiveSegmentationLogic.
 synchronizePoints` turns the difference between the points and the clicks sent so far into
@@ -45,7 +46,10 @@ class InteractiveSegmentationLogic:
 
     Args:
         scene: the MRML scene (``slicer.mrmlScene`` in Slicer).
-        protectOtherSegments: True keeps every other segment's voxels out of the edited one.
+        protectOtherSegments: True keeps every other segment's voxels out of the edited one
+            (those of segments made with other tools too, also while the session runs); False
+            lets the edited segment take its own session's segments' voxels and overlap others.
+            Read when a session opens.
 
     Attributes:
         pollWaitSeconds: the longest :meth:`processEvents` blocks the calling thread.
@@ -84,6 +88,7 @@ class InteractiveSegmentationLogic:
         # ... and as the session last reported them.
         self._reported: tuple[ClickInfo, ...] = ()
         self._opening = 0  # session-opening jobs queued and not yet applied
+        self._protectedState: tuple = ()  # the protected segments as the session last read them
         self._applying = False  # writing a result into MRML
 
     # -- model and inputs ----------------------------------------------------------------
@@ -102,7 +107,7 @@ class InteractiveSegmentationLogic:
                 state.model_key = None  # so that asking again retries
                 raise
 
-        self._submitOpen(change, "load model")
+        self._submitOpen(change, "load model", background=True)
 
     @property
     def loadedModel(self) -> tuple | None:
@@ -161,22 +166,22 @@ class InteractiveSegmentationLogic:
 
         self._submitOpen(change, "open volume")
 
-    def _submitOpen(self, change: Callable, label: str) -> None:
-        """Queue a change of model or image and the new session after it; points wait for it,
-        then are replayed."""
+    def _submitOpen(self, change: Callable, label: str, background: bool = False) -> None:
+        """Queue a change of model or image, then a new session that places the markups'
+        points again; edits queued later run after it."""
         opening = self._planOpening()
         state = self._state
         self._opening += 1
 
         def job(report):
             change(report)
-            return opening.run(state)
+            return opening.run(state, report)
 
         def failed(error: BaseException) -> None:
             self._opening -= 1
             self._onJobError(error)
 
-        self._worker.submit(job, self._onOpened, failed, label=label)
+        self._worker.submit(job, self._onOpened, failed, label=label, urgent=not background)
         self._requestPoll()
 
     def _planOpening(self) -> SessionOpening:
@@ -186,10 +191,19 @@ class InteractiveSegmentationLogic:
         target = self._targetSegmentId
         if not writer.segmentation.GetSegment(target):
             target = ""
-        continued = writer.session_id(target) if target else None
-        initial = writer.read(target) if target else None
-        foreign = writer.voxels_of(s for s in writer.segment_ids() if s != target)
-        return SessionOpening(self.protectOtherSegments, foreign, initial, continued)
+        # Behind another opening, the segment continues as that session's first segment.
+        continued = (1 if self._opening else writer.session_id(target)) if target else None
+        points = self._markups.identify_points()
+        self._expected = points
+        protected = [s for s in writer.segment_ids() if s != target]
+        self._protectedState = writer.protected_state(protected)
+        return SessionOpening(
+            self.protectOtherSegments,
+            foreign=writer.voxels_of(protected),
+            initial=writer.read(target) if target else None,
+            continued=continued,
+            points=tuple((i, ras, positive) for i, (ras, positive) in points.items()),
+        )
 
     def _onOpened(self, update: Update | None) -> None:
         """A new session: its first segment writes to the wanted MRML segment."""
@@ -202,11 +216,10 @@ class InteractiveSegmentationLogic:
             )
             return
         target = self._targetSegmentId
-        self._writer.start_session(target if self._writer.segmentation.GetSegment(target) else None)
+        exists = self._writer.segmentation.GetSegment(target)
+        self._writer.start_session(target if exists else None, self.protectOtherSegments)
         self._currentSessionId = 1
-        self._expected = {}  # the new session has no clicks: the markups' points are replayed
         self._applyUpdate(update)
-        self.synchronizePoints()
 
     # -- points --------------------------------------------------------------------------
 
@@ -233,30 +246,28 @@ class InteractiveSegmentationLogic:
         The markups nodes are observed, so this runs by itself after the user edits points;
         call it after changing points from code while observers are blocked.
         """
-        if self._markups is None or self._markups.updating:
+        if self._markups is None or self._markups.updating or self.volumeNode is None:
             return
-        if self.volumeNode is None or self._opening:
-            return  # while a session opens, points wait: they are replayed when it is open
         if mrml_io.volume_fingerprint(self.volumeNode) != self._fingerprint:
-            # The image changed: a new session, where the points are replayed once it opens.
+            # The image changed: a new session, which places the points again.
             self.setInputs(self.volumeNode, self.segmentationNode, self.currentSegmentId or "")
             return
-        points = self._markups.read()
-        edits = 0
+        points = self._markups.identify_points()
+        edits = []
         for clickId, (_, positive) in self._expected.items():
             if clickId not in points or points[clickId][1] != positive:
-                self._submitEdit("remove", clickId)
-                edits += 1
+                edits.append(("remove", clickId, None, positive))
         for clickId, (ras, positive) in points.items():
             old = self._expected.get(clickId)
-            if old is not None and old[1] == positive and not np.array_equal(old[0], ras):
-                self._submitEdit("move", clickId, ras)
-                edits += 1
-            elif old is None or old[1] != positive:
-                self._submitEdit("add", clickId, ras, positive)
-                edits += 1
+            if old is None or old[1] != positive:
+                edits.append(("add", clickId, ras, positive))
+            elif not np.array_equal(old[0], ras):
+                edits.append(("move", clickId, ras, positive))
         self._expected = points
         if edits:
+            self._refreshProtection()
+            for edit in edits:
+                self._submitEdit(*edit)
             self._requestPoll()
 
     def deleteLastPoint(self) -> None:
@@ -319,16 +330,13 @@ class InteractiveSegmentationLogic:
         if segment is None:
             raise ValueError(f"{self.segmentationNode.GetName()} has no segment {segmentId!r}")
         voxels = self._writer.read(segmentId)
-        foreign = self._writer.voxels_of(self._writer.others(segmentId))
         name = segment.GetName()
 
         def adopted(update: Update) -> None:
             self._writer.bind(update.current, segmentId)
             self._applyUpdate(update)
 
-        self._submitRunner(
-            lambda runner: runner.adopt_segment(name, voxels, foreign), "refine segment", adopted
-        )
+        self._submitRunner(lambda runner: runner.adopt_segment(name, voxels), "refine", adopted)
 
     def _submitRunner(
         self, action: Callable[[SessionRunner], Update], label: str, done=None
@@ -438,11 +446,16 @@ class InteractiveSegmentationLogic:
         self._applying = True
         try:
             self._currentSessionId = update.current
-            changed = self._writer.sync_segments(update.segments)
+            changed, remade = self._writer.sync_segments(update.segments)
             for patch in update.patches:
                 self._writer.write_patch(patch)
+            self._protectedState = self._writer.protected_state()
         finally:
             self._applying = False
+        for sessionId in remade:  # deleted by someone else: write all of it again
+            self._submitRunner(
+                lambda runner, sid=sessionId: runner.segment_from(sid, None), "rewrite segment"
+            )
         self._targetSegmentId = self.currentSegmentId or ""
         if (changed or self.currentSegmentId != previous) and self.segmentsChangedCallback:
             self.segmentsChangedCallback()
@@ -456,6 +469,19 @@ class InteractiveSegmentationLogic:
                 else f"Ready: last click {latency * 1000:.0f} ms"
                 + (" (image encoded)" if self.lastEncoderRan else "")
             )
+
+    def _refreshProtection(self) -> None:
+        """Before an edit: if another tool changed the segments the session protects (painted
+        with the Segment Editor meanwhile), send the session their voxels again."""
+        writer = self._writer
+        if writer is None or writer.protected_state() == self._protectedState:
+            return
+        foreign = writer.voxels_of(writer.protected_ids())
+        self._protectedState = writer.protected_state()
+        state = self._state
+        self._worker.submit(
+            lambda report: state.require_runner().set_foreign_mask(foreign), label="protect"
+        )
 
     def _showClicks(self) -> None:
         """Once every edit has run: where the session's clicks differ from the points sent

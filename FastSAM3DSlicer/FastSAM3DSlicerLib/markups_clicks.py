@@ -82,9 +82,9 @@ class ClickMarkups:
 
     # -- reading -------------------------------------------------------------------------
 
-    def read(self) -> dict[str, tuple[np.ndarray, bool]]:
-        """Every placed point by click id: (world RAS (3,), positive). A point the user has
-        just placed gets a new id, written into its description."""
+    def identify_points(self) -> dict[str, tuple[np.ndarray, bool]]:
+        """Every placed point by click id: (world RAS (3,), positive). A point without one
+        (just placed by the user) gets a new id, written into its description."""
         points: dict[str, tuple[np.ndarray, bool]] = {}
         for positive in (True, False):
             node = self.node_for(positive)

@@ -6,7 +6,9 @@ A segment is therefore read as ``layer == segment.GetLabelValue()``, never as it
 and written in place inside the changed box only: other segments of the layer, and the
 segment's own voxels outside the box, stay as they are. After a write the layer is marked
 modified, which is how Slicer's own editing tells displays and derived representations (closed
-surfaces) to update.
+surfaces) to update. A layer holds one label per voxel: a write never replaces the label of a
+segment the session does not own; where segments may overlap, the written segment moves to a
+layer of its own first, as Slicer's own editing does.
 
 Everything is on the volume's voxel lattice, bool arrays indexed (i, j, k) like the core's
 :class:`~fastsam3d_core.Volume`. A layer that holds voxels must lie on that lattice (up to a
@@ -42,8 +44,13 @@ class SegmentWriter:
         segmentation_node: the ``vtkMRMLSegmentationNode`` to edit.
         volume_node: the scalar volume whose lattice the session works on.
 
+    Attributes:
+        protect: keep the voxels of segments the session does not own (else the written
+            segment may overlap them).
+
     Raises:
-        SegmentationNotSupportedError: a layer with voxels lies on another lattice.
+        SegmentationNotSupportedError: a layer with voxels lies on another lattice; the node
+            is left as it was.
     """
 
     def __init__(self, segmentation_node, volume_node) -> None:
@@ -52,13 +59,13 @@ class SegmentWriter:
         self.shape = tuple(volume_node.GetImageData().GetDimensions())
         # Voxel indices (i, j, k) of the volume to the segmentation node's local frame.
         self.ijk_to_frame = ijk_to_segmentation_frame(volume_node, segmentation_node)
+        for layer in range(self.segmentation.GetNumberOfLayers(BINARY_LABELMAP)):
+            self._offset(self.segmentation.GetLayerDataObject(layer, BINARY_LABELMAP))
         if self.segmentation.GetSourceRepresentationName() != BINARY_LABELMAP:
             # Segments loaded as surfaces: edit them as labelmaps, as the Segment Editor does.
             segmentation_node.CreateBinaryLabelmapRepresentation()
             segmentation_node.SetSourceRepresentationToBinaryLabelmap()
-        for layer in range(self.segmentation.GetNumberOfLayers(BINARY_LABELMAP)):
-            self._offset(self.segmentation.GetLayerDataObject(layer, BINARY_LABELMAP))
-
+        self.protect = True
         # Session segment id -> MRML segment ID, for the session now open.
         self._mrml_ids: dict[int, str] = {}
         self._created: set[str] = set()  # MRML segments made for session segments
@@ -70,17 +77,19 @@ class SegmentWriter:
 
     # -- session segments ----------------------------------------------------------------
 
-    def start_session(self, first_segment_id: str | None) -> None:
+    def start_session(self, first_segment_id: str | None, protect: bool) -> None:
         """A new session: its first segment writes to this MRML segment (None: a new one)."""
         self._mrml_ids = {1: first_segment_id} if first_segment_id else {}
         self._created = set()
         self._live = {1}
+        self.protect = protect
 
     def continue_from(self, previous: SegmentWriter) -> None:
         """Take over another writer's session segments (the same nodes, a new writer)."""
         self._mrml_ids = dict(previous._mrml_ids)
         self._created = set(previous._created)
         self._live = set(previous._live)
+        self.protect = previous.protect
 
     def bind(self, session_id: int, segment_id: str) -> None:
         """Make a session segment write to an existing MRML segment (one being refined)."""
@@ -96,18 +105,35 @@ class SegmentWriter:
                 return session_id
         return None
 
-    def others(self, *also: str) -> list[str]:
-        """MRML segments no live session segment writes to (those the session must protect),
-        less ``also``."""
-        owned = {self._mrml_ids.get(s) for s in self._live}
-        return [s for s in self.segment_ids() if s not in owned and s not in also]
+    def protected_ids(self) -> list[str]:
+        """The MRML segments whose voxels the session protects (its foreign mask): all but
+        those made for this session and the one its first segment writes to. A refined
+        segment stays in: the session lets only its refinement keep its voxels."""
+        first = self._mrml_ids.get(1)
+        return [s for s in self.segment_ids() if s not in self._created and s != first]
 
-    def sync_segments(self, segments) -> bool:
+    def protected_state(self, segment_ids: list[str] | None = None) -> tuple:
+        """Changes when another tool adds, removes or edits a protected segment (default
+        :meth:`protected_ids`): the session then needs their voxels again. Writes change it
+        too: take it after writing."""
+        state = []
+        for segment_id in self.protected_ids() if segment_ids is None else segment_ids:
+            segment = self.segmentation.GetSegment(segment_id)
+            layer = segment.GetRepresentation(BINARY_LABELMAP)
+            state.append((segment_id, segment.GetLabelValue(), layer.GetMTime() if layer else 0))
+        return tuple(state)
+
+    def sync_segments(self, segments) -> tuple[bool, list[int]]:
         """Give every live session segment ``(id, name, colour)`` an MRML segment, and remove
         the ones this session made for segments that no longer live (an undone "next
-        segment"); True if segments were added or removed."""
+        segment").
+
+        Returns:
+            Whether segments were added or removed, and the live session segments whose MRML
+            segment was deleted by someone else and made again (empty: write all of it).
+        """
         self._live = {session_id for session_id, _, _ in segments}
-        changed = False
+        changed, remade = False, []
         for session_id, name, color in segments:
             mapped = self._mrml_ids.get(session_id)
             if mapped is None or self.segmentation.GetSegment(mapped) is None:
@@ -115,12 +141,14 @@ class SegmentWriter:
                 self._mrml_ids[session_id] = new_id
                 self._created.add(new_id)
                 changed = True
+                if mapped is not None:
+                    remade.append(session_id)
         for session_id, mapped in self._mrml_ids.items():
             gone = session_id not in self._live and mapped in self._created
             if gone and self.segmentation.GetSegment(mapped) is not None:
                 self.segmentation.RemoveSegment(mapped)
                 changed = True
-        return changed
+        return changed, remade
 
     def write_patch(self, patch) -> None:
         """Write a :class:`~.session_runner.SegmentPatch` to its session segment's segment."""
@@ -169,21 +197,42 @@ class SegmentWriter:
         segment = self.segmentation.GetSegment(segment_id)
         if segment is None:
             raise KeyError(f"{self.node.GetName()} has no segment {segment_id!r}")
+        mask_kji = np.asarray(mask, bool).transpose(2, 1, 0)
+        layer, label, lo, hi = self._target(segment, lo_ijk, hi_ijk)
+        if not mask_kji.any() and not _overlaps(layer, lo, hi):
+            return  # nothing to clear where the layer holds nothing
+        _ensure_holds(layer, lo, hi, label)
+        view = _box_view(layer, lo, hi)  # (k, j, i)
+        unowned = mask_kji & np.isin(view, self._unowned_labels(segment_id))
+        if unowned.any() and not self.protect:
+            # Segments may overlap: this one moves to a layer of its own, keeping theirs.
+            self.segmentation.SeparateSegmentLabelmap(segment_id)
+            layer, label, lo, hi = self._target(segment, lo_ijk, hi_ijk)
+            _ensure_holds(layer, lo, hi, label)
+            view = _box_view(layer, lo, hi)
+        elif unowned.any():
+            mask_kji = mask_kji & ~unowned  # painted since the session read them: kept
+        view[...] = np.where(mask_kji, label, np.where(view == label, 0, view))
+        layer.GetPointData().GetScalars().Modified()
+        layer.Modified()  # the segmentation observes its layers: displays update
+
+    def _target(self, segment, lo_ijk, hi_ijk):
+        """The segment's layer, label value, and the volume box [lo, hi) in layer indices."""
         layer = segment.GetRepresentation(BINARY_LABELMAP)
-        label = segment.GetLabelValue()
         if _is_empty(layer):
             layer.SetImageToWorldMatrix(array_to_matrix(self.ijk_to_frame))
         offset = self._offset(layer)
         lo = np.asarray(lo_ijk, int) + offset
         hi = np.asarray(hi_ijk, int) + offset
-        if not mask.any() and not _overlaps(layer, lo, hi):
-            return  # nothing to clear where the layer holds nothing
-        _ensure_holds(layer, lo, hi, label)
-        view = _box_view(layer, lo, hi)  # (k, j, i)
-        mask_kji = np.asarray(mask, bool).transpose(2, 1, 0)
-        view[...] = np.where(mask_kji, label, np.where(view == label, 0, view))
-        layer.GetPointData().GetScalars().Modified()
-        layer.Modified()  # the segmentation observes its layers: displays update
+        return layer, segment.GetLabelValue(), lo, hi
+
+    def _unowned_labels(self, segment_id: str) -> list[int]:
+        """Label values of the other segments in this one's layer that no live session
+        segment writes to."""
+        layer_index = self.segmentation.GetLayerIndex(segment_id, BINARY_LABELMAP)
+        owned = {self._mrml_ids.get(s) for s in self._live} | {segment_id}
+        members = self.segmentation.GetSegmentIDsForLayer(layer_index, BINARY_LABELMAP)
+        return [self.segmentation.GetSegment(s).GetLabelValue() for s in members if s not in owned]
 
     # -- lattice -------------------------------------------------------------------------
 

@@ -9,12 +9,16 @@ imports Qt or MRML.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from fastsam3d_core import Session, Volume
+
+from .worker import Reporter
 
 
 @dataclass(frozen=True, eq=False)
@@ -96,10 +100,6 @@ class SessionRunner:
             initial_mask=initial_mask,
         )
 
-    @property
-    def volume(self) -> Volume:
-        return self.session.volume
-
     def would_encode(self, point_ras: Any) -> bool:
         """Whether a click at this RAS point would run the image encoder (slow) first."""
         return self.session.would_encode(point_ras)
@@ -117,13 +117,18 @@ class SessionRunner:
         return self._update(self.session.add_point(point_ras, positive, click_id))
 
     def remove_point(self, click_id: str) -> Update:
-        """Remove the current segment's click with this id."""
-        return self._update(self.session.remove_point(self.session.click_index(click_id)))
+        """Remove the click with this id, from whichever segment holds it (the user may
+        delete a point while a switch to another segment is still queued)."""
+        with self._in_segment_of(click_id):
+            result = self.session.remove_point(self.session.click_index(click_id))
+        return self._update(result)
 
     def move_point(self, click_id: str, point_ras: Any) -> Update:
-        """Move a click to a new place: one undo step."""
-        index = self.session.click_index(click_id)
-        return self._update(self.session.move_point(index, point_ras))
+        """Move the click with this id to a new place (one undo step), in whichever segment
+        holds it."""
+        with self._in_segment_of(click_id):
+            result = self.session.move_point(self.session.click_index(click_id), point_ras)
+        return self._update(result)
 
     def undo(self) -> Update:
         return self._update(self.session.undo())
@@ -138,11 +143,14 @@ class SessionRunner:
     def new_segment(self, name: str | None = None) -> Update:
         return self._update(self.session.new_segment(name))
 
-    def adopt_segment(self, name: str, voxels: np.ndarray, foreign_mask: np.ndarray) -> Update:
-        """Refine a segment made outside the session: a new session segment starting from its
-        ``voxels``, with the other segments outside the session as ``foreign_mask``."""
-        self.session.set_foreign_mask(foreign_mask)
+    def adopt_segment(self, name: str, voxels: np.ndarray) -> Update:
+        """Refine a segment made outside the session: a new session segment that starts from
+        its ``voxels``, bool (I, J, K)."""
         return self._update(self.session.new_segment(name, initial_mask=voxels))
+
+    def set_foreign_mask(self, mask: np.ndarray) -> None:
+        """The voxels of the segments outside the session changed (another tool edited them)."""
+        self.session.set_foreign_mask(mask)
 
     def select_segment(self, session_id: int) -> Update:
         return self._update(self.session.select_segment(session_id))
@@ -151,19 +159,40 @@ class SessionRunner:
         """The session's self-ensembling :class:`Uncertainty` for the current segment."""
         return self.session.uncertainty(samples=samples)
 
-    def snapshot(self, restore_from: np.ndarray | None = None) -> Update:
-        """The current state; with ``restore_from`` (what MRML holds of the first segment,
-        bool (I, J, K)), also the patch that makes MRML hold the session's first segment."""
-        current = self.session.current_segment.segment_id
+    def segment_from(self, session_id: int, held: np.ndarray | None) -> Update:
+        """The current state, and the patch that turns ``held`` (what MRML holds of a
+        segment, bool (I, J, K); None for nothing) into the session's mask of it."""
+        mask = self.session.mask(session_id).astype(bool)
+        differs = np.argwhere(mask if held is None else mask != held)
         patches: tuple[SegmentPatch, ...] = ()
-        if restore_from is not None:
-            differs = np.argwhere(restore_from != self.session.mask(current).astype(bool))
-            if len(differs):
-                lo, hi = differs.min(axis=0), differs.max(axis=0) + 1
-                patches = (self._patch(current, lo, hi),)
-        return self._update(self.session.select_segment(current), patches)
+        if len(differs):
+            patches = (self._patch(session_id, differs.min(axis=0), differs.max(axis=0) + 1),)
+        return self._update(
+            self.session.select_segment(self.session.current_segment.segment_id), patches
+        )
 
     # -- internals -----------------------------------------------------------------------
+
+    @contextmanager
+    def _in_segment_of(self, click_id: str) -> Iterator[None]:
+        """Make the segment that holds the click current for the edit, then restore."""
+        holder = next(
+            (
+                segment.segment_id
+                for segment in self.session.segments
+                for crop in segment.crops
+                if any(click.click_id == click_id for click in crop.clicks)
+            ),
+            None,
+        )
+        if holder is None:
+            raise KeyError(f"that point is no longer part of the session (click {click_id!r})")
+        current = self.session.current_segment.segment_id
+        self.session.select_segment(holder)
+        try:
+            yield
+        finally:
+            self.session.select_segment(current)
 
     def _update(self, result: Any, patches: tuple[SegmentPatch, ...] = ()) -> Update:
         if result.changed_lo is not None:
@@ -179,7 +208,7 @@ class SessionRunner:
         return Update(
             patches,
             clicks,
-            result.segment_id,
+            self.session.current_segment.segment_id,
             segments,  # type: ignore[arg-type]
             encoder_ran=result.encoder_ran,
         )
@@ -210,36 +239,51 @@ class WorkerState:
 
 @dataclass(frozen=True, eq=False)
 class SessionOpening:
-    """How a new session starts, decided on the main thread from MRML.
+    """How a new session starts: what the main thread read of MRML and the markups.
 
     Attributes:
         protect: keep other segments' voxels out of the session's segments.
-        foreign: voxels of the MRML segments outside the session, bool (I, J, K); None when
-            there is no segmentation yet.
+        foreign: voxels of the MRML segments that the session protects, bool (I, J, K); None
+            when there is no segmentation yet.
         initial: what the MRML segment that the first session segment writes to holds now,
             bool (I, J, K), or None for a new segment: the first segment refines it.
         continued: the previous session's segment that the first one continues (same volume
-            and segmentation), or None. Where the previous session still exists, the first
-            segment restarts from what that segment held before the previous session, and
-            MRML is brought back to that.
+            and segmentation), or None. Where the worker's previous session holds it, the
+            first segment restarts from what that segment held before the previous session
+            (its base), and MRML is brought back to that from the previous session's mask
+            (what MRML holds once every edit queued before the opening is written).
+        points: the clicks to place again, (click id, RAS (3,), positive), in order.
     """
 
     protect: bool
     foreign: np.ndarray | None = None
     initial: np.ndarray | None = None
     continued: int | None = None
+    points: tuple = ()
 
-    def run(self, state: WorkerState) -> Update | None:
-        """On the worker: a new session when both a model and an image are there."""
-        previous, state.runner = state.runner, None
+    def run(self, state: WorkerState, report: Reporter) -> Update | None:
+        """On the worker: a new session, when both a model and an image are there, with the
+        points placed again; None otherwise. The previous session stays if this one fails."""
         if state.predictor is None or state.volume is None or self.foreign is None:
+            state.runner = None
             return None
-        initial, restore_from = self.initial, None
-        live = {s.segment_id for s in previous.session.segments} if previous else set()
-        if self.continued in live:
-            initial = previous.base(self.continued)
-            restore_from = self.initial
-        state.runner = SessionRunner(
-            state.volume, state.predictor, self.protect, self.foreign, initial
-        )
-        return state.runner.snapshot(restore_from)
+        previous = state.runner
+        initial, held = self.initial, self.initial
+        if previous is not None and self._continues(previous, state.volume.shape):
+            initial = previous.base(self.continued)  # type: ignore[arg-type]
+            held = previous.session.mask(self.continued).astype(bool)
+        runner = SessionRunner(state.volume, state.predictor, self.protect, self.foreign, initial)
+        dropped = []
+        for click_id, ras, positive in self.points:
+            try:
+                runner.session.add_point(ras, positive, click_id)
+            except ValueError as error:  # e.g. outside a new volume
+                dropped.append(str(error))
+        state.runner = runner
+        if dropped:
+            report(f"{len(dropped)} point(s) could not be placed again: {dropped[0]}", None)
+        return runner.segment_from(1, held)
+
+    def _continues(self, previous: SessionRunner, shape: tuple) -> bool:
+        live = {segment.segment_id for segment in previous.session.segments}
+        return self.continued in live and previous.session.volume.shape == shape

@@ -36,6 +36,9 @@ POLL_INTERVAL_S = 0.030
 # a decoder-only click to finish within one wait, short enough that the GUI (which runs in
 # between) never stalls for more than 100 ms, the writing of results included.
 POLL_WAIT_S = 0.080
+# For a long background job (loading a model), a shorter wait keeps the GUI fluid for the
+# minutes it may take, while the job still gets about a third of the time.
+BACKGROUND_WAIT_S = 0.015
 
 
 @dataclass
@@ -44,6 +47,7 @@ class _Job:
     on_done: Callable[[Any], None] | None
     on_error: Callable[[BaseException], None] | None
     label: str
+    urgent: bool = True
     submitted: float = field(default_factory=time.perf_counter)
 
 
@@ -84,8 +88,7 @@ class Worker:
         self._jobs: queue.Queue[Any] = queue.Queue()
         self._events: queue.Queue[_Finished | _Progress] = queue.Queue()
         self._pending = 0  # submitted and not yet handed back by poll()
-        self._running_label: str | None = None
-        self._lock = threading.Lock()
+        self._urgent_pending = 0  # of those, the urgent ones
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -97,12 +100,6 @@ class Worker:
         return self._pending
 
     @property
-    def running(self) -> str | None:
-        """The label of the job running now, if any."""
-        with self._lock:
-            return self._running_label
-
-    @property
     def alive(self) -> bool:
         return self._thread.is_alive()
 
@@ -112,8 +109,13 @@ class Worker:
         on_done: Callable[[Any], None] | None = None,
         on_error: Callable[[BaseException], None] | None = None,
         label: str = "",
+        urgent: bool = True,
     ) -> None:
         """Queue ``function(report)`` to run after every job submitted before it.
+
+        Args:
+            urgent: someone waits for it (a click); False for a long background job, which
+                :meth:`poll` waits for only briefly.
 
         Raises:
             RuntimeError: the worker was shut down.
@@ -121,7 +123,8 @@ class Worker:
         if not self._thread.is_alive():
             raise RuntimeError("the FastSAM3D worker thread has been shut down")
         self._pending += 1
-        self._jobs.put(_Job(function, on_done, on_error, label or function.__name__))
+        self._urgent_pending += urgent
+        self._jobs.put(_Job(function, on_done, on_error, label or function.__name__, urgent))
 
     def poll(self, wait_s: float = 0.0) -> int:
         """Deliver finished jobs' results and progress messages; returns how many finished.
@@ -129,12 +132,14 @@ class Worker:
         Args:
             wait_s: while jobs are pending, wait up to this many seconds for them, with the GIL
                 released so the worker runs (see the module's docstring); results are
-                delivered as they arrive. 0 only delivers what is there.
+                delivered as they arrive. 0 only delivers what is there. While only
+                background jobs are pending, at most :data:`BACKGROUND_WAIT_S`.
         """
-        deadline = time.monotonic() + wait_s
+        start = time.monotonic()
         finished = 0
         while True:
-            remaining = deadline - time.monotonic()
+            limit = wait_s if self._urgent_pending else min(wait_s, BACKGROUND_WAIT_S)
+            remaining = start + limit - time.monotonic()
             try:
                 if self._pending > 0 and remaining > 0:
                     event = self._events.get(timeout=remaining)  # releases the GIL
@@ -148,6 +153,7 @@ class Worker:
                 continue
             finished += 1
             self._pending -= 1
+            self._urgent_pending -= event.job.urgent
             self._deliver(event)
 
     def wait(self, timeout: float | None = None, interval: float = 0.05) -> bool:
@@ -170,10 +176,11 @@ class Worker:
         """
         while True:
             try:
-                self._jobs.get_nowait()
-                self._pending -= 1
+                dropped = self._jobs.get_nowait()
             except queue.Empty:
                 break
+            self._pending -= 1
+            self._urgent_pending -= dropped.urgent
         self._jobs.put(self._STOP)
         self._thread.join(timeout)
         return not self._thread.is_alive()
@@ -195,8 +202,6 @@ class Worker:
             job = self._jobs.get()
             if job is self._STOP:
                 return
-            with self._lock:
-                self._running_label = job.label
 
             def report(message: str, fraction: float | None = None, _label: str = job.label):
                 self._events.put(_Progress(_label, message, fraction))
@@ -205,6 +210,3 @@ class Worker:
                 self._events.put(_Finished(job, value=job.function(report)))
             except BaseException as error:  # handed to the main thread, never swallowed
                 self._events.put(_Finished(job, error=error))  # keeps its __traceback__
-            finally:
-                with self._lock:
-                    self._running_label = None

@@ -242,7 +242,9 @@ class Session:
             initial_mask: the voxels of a segment made before (e.g. painted by hand), bool
                 ``(I, J, K)`` like ``volume.array``, to refine: clicks then change it inside
                 their crops, starting from it as the mask prompt, and it stays as it is
-                elsewhere. None starts empty.
+                elsewhere. Where it is part of the foreign mask (see :meth:`set_foreign_mask`),
+                this segment, and only this one, may still hold those voxels. None starts
+                empty.
 
         Raises:
             ValueError: ``initial_mask`` is not shaped like the volume.
@@ -493,7 +495,7 @@ class Session:
         lo, hi = self._edit_box(segment.segment_id, grids, clear_all)
         patches: tuple[MaskPatch, ...] = ()
         if np.all(hi > lo):
-            patches = self._write(segment.segment_id, lo, hi, self._compose(segment, lo, hi))
+            patches = self._write(segment, lo, hi, self._compose(segment, lo, hi))
         self._record(Edit(self._state, state, patches))
         crop = segment.crops[-1] if segment.crops else None
         return self._result(
@@ -516,15 +518,18 @@ class Session:
         return np.min([b[0] for b in boxes], axis=0), np.max([b[1] for b in boxes], axis=0)
 
     def _write(
-        self, segment_id: int, lo: np.ndarray, hi: np.ndarray, new: np.ndarray
+        self, segment: SegmentState, lo: np.ndarray, hi: np.ndarray, new: np.ndarray
     ) -> tuple[MaskPatch, ...]:
         """Write the segment's box, keeping segments from overlapping; returns what changed."""
+        segment_id = segment.segment_id
         box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
         others = [sid for sid in self._live_segment_ids() if sid != segment_id]
         if self.protect_other_segments:
             taken = np.zeros(new.shape, dtype=bool)
             if self._foreign is not None:
-                taken |= self._foreign[box]
+                # A segment refining a foreign one may keep that one's voxels (its base).
+                foreign = self._foreign[box]
+                taken |= foreign if segment.base is None else foreign & ~segment.base[box]
             for sid in others:
                 taken |= self._masks[sid][box] > 0
             new = new & ~taken
