@@ -662,3 +662,23 @@ def test_a_refined_segment_survives_a_volume_of_another_size(scene, make_logic):
     settle(logic)
     assert logic.currentSegmentId == painted and len(logic.clicks) == 2
     assert current_mask(logic).any()
+
+
+def test_a_new_model_places_the_points_again_in_the_sessions_order(
+    scene, make_logic, fastsam3d_seeded
+):
+    """Negative before positive: the markups list positive points first, the session does not."""
+    labels = Volume.from_file(CT_LABEL)
+    node = read_volume_node(scene, CT_IMAGE)
+    logic = make_logic(fastsam3d_seeded, node)
+    liver = deepest_ras(labels, 5)
+    clicks = [(liver + [6.0, 0, 0], False), (liver, True), (liver + [0, 6.0, 0], True)]
+    for point, positive in clicks:
+        place(logic, point, positive)
+        settle(logic)
+    before = current_mask(logic)
+    order = [click.positive for click in logic.clicks]
+    logic.setPredictor(fastsam3d_seeded)  # the same model again: the same segment again
+    settle(logic)
+    assert [click.positive for click in logic.clicks] == order == [False, True, True]
+    assert np.array_equal(current_mask(logic), before)

@@ -106,10 +106,14 @@ class SessionRunner:
 
     def base(self, session_id: int) -> np.ndarray | None:
         """The voxels a segment had before the session, or None if it started empty."""
-        for segment in self.session.segments:
-            if segment.segment_id == session_id:
-                return segment.base
-        return None
+        return self._segment(session_id).base
+
+    def click_ids(self, session_id: int) -> list[str]:
+        """A segment's click ids in the session's order (crop by crop, oldest crop first)."""
+        return [click.click_id for crop in self._segment(session_id).crops for click in crop.clicks]
+
+    def _segment(self, session_id: int):
+        return next(s for s in self.session.segments if s.segment_id == session_id)
 
     # -- edits ---------------------------------------------------------------------------
 
@@ -252,7 +256,9 @@ class SessionOpening:
             first segment restarts from what that segment held before the previous session
             (its base), and MRML is brought back to that from the previous session's mask
             (what MRML holds once every edit queued before the opening is written).
-        points: the clicks to place again, (click id, RAS (3,), positive), in order.
+        points: the clicks to place again, (click id, RAS (3,), positive); those the
+            continued segment held go in its order (the order decides the crops and the
+            decoder's mask feedback), the others after them.
     """
 
     protect: bool
@@ -268,13 +274,15 @@ class SessionOpening:
             state.runner = None
             return None
         previous = state.runner
-        initial, held = self.initial, self.initial
+        initial, held, order = self.initial, self.initial, []
         if previous is not None and self._continues(previous, state.volume.shape):
             initial = previous.base(self.continued)  # type: ignore[arg-type]
             held = previous.session.mask(self.continued).astype(bool)
+            order = previous.click_ids(self.continued)  # type: ignore[arg-type]
         runner = SessionRunner(state.volume, state.predictor, self.protect, self.foreign, initial)
+        rank = {click_id: n for n, click_id in enumerate(order)}
         dropped = []
-        for click_id, ras, positive in self.points:
+        for click_id, ras, positive in sorted(self.points, key=lambda p: rank.get(p[0], len(rank))):
             try:
                 runner.session.add_point(ras, positive, click_id)
             except ValueError as error:  # e.g. outside a new volume
