@@ -86,6 +86,16 @@ def settle(logic):
     assert not logic.errors, logic.errors
 
 
+def painted_segmentation(scene, volume_node, name: str, mask: np.ndarray):
+    """A segmentation on the volume's grid with one segment painted before the session:
+    (segmentation node, segment ID)."""
+    segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
+    segment_id = segmentation.GetSegmentation().AddEmptySegment("", name, [0.5, 0, 0])
+    write_whole(SegmentWriter(segmentation, volume_node), segment_id, mask)
+    return segmentation, segment_id
+
+
 def current_mask(logic) -> np.ndarray:
     return segment_on_volume_grid(logic.segmentationNode, logic.currentSegmentId, logic.volumeNode)
 
@@ -189,10 +199,7 @@ def test_segments_do_not_overwrite_each_other(scene, make_logic):
     labels = Volume.from_file(CT_LABEL)
     node = read_volume_node(scene, CT_IMAGE)
     manual = labels.array == 5  # a "manually painted" liver segment, there before the session
-    segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
-    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(node)
-    manual_id = segmentation.GetSegmentation().AddEmptySegment("", "liver (manual)", [0.5, 0, 0])
-    write_whole(SegmentWriter(segmentation, node), manual_id, manual)
+    segmentation, manual_id = painted_segmentation(scene, node, "liver (manual)", manual)
     logic = InteractiveSegmentationLogic(scene)
     logic.errors = []
     logic.errorCallback = logic.errors.append
@@ -419,10 +426,7 @@ def test_a_new_segment_in_a_shared_layer_stays_whole_over_several_clicks(
     seeded model changes the mask with every click, so every click rewrites the segment."""
     labels = Volume.from_file(CT_LABEL)
     node = read_volume_node(scene, CT_IMAGE)
-    segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
-    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(node)
-    kidney = segmentation.GetSegmentation().AddEmptySegment("", "kidney", [0.5, 0, 0])
-    write_whole(SegmentWriter(segmentation, node), kidney, labels.array == 2)
+    segmentation, kidney = painted_segmentation(scene, node, "kidney", labels.array == 2)
     logic = make_logic(fastsam3d_seeded, node)
     logic.setInputs(node, segmentation)
     liver = deepest_ras(labels, 5)
@@ -479,10 +483,8 @@ def test_undoing_next_segment_while_a_selector_follows_the_segments_adopts_nothi
     segment and emits currentSegmentChanged; the widget forwards that to selectSegment."""
     labels = Volume.from_file(CT_LABEL)
     node = read_volume_node(scene, CT_IMAGE)
-    segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
-    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(node)
-    users = segmentation.GetSegmentation().AddEmptySegment("", "user's", [0.5, 0, 0])
-    write_whole(SegmentWriter(segmentation, node), users, cube((3, 3, 3), 4, labels.shape))
+    painted = cube((3, 3, 3), 4, labels.shape)
+    segmentation, users = painted_segmentation(scene, node, "user's", painted)
     logic = make_logic(OraclePredictor(labels, 1), node)
     logic.setInputs(node, segmentation)
     place(logic, deepest_ras(labels, 1))
@@ -504,9 +506,7 @@ def test_undoing_next_segment_while_a_selector_follows_the_segments_adopts_nothi
     logic.nextSegment()  # a later new segment is a new one, not the user's
     settle(logic)
     assert logic.currentSegmentId not in (first, users)
-    assert np.array_equal(
-        segment_on_volume_grid(segmentation, users, node), cube((3, 3, 3), 4, labels.shape)
-    )
+    assert np.array_equal(segment_on_volume_grid(segmentation, users, node), painted)
 
 
 def test_the_uncertainty_overlay_has_a_display_node_with_its_window(scene, make_logic):
@@ -564,11 +564,8 @@ def test_a_segment_painted_during_the_session_is_protected(scene, make_logic):
 def test_overlapping_allowed_keeps_the_other_segment_in_a_layer_of_its_own(scene, make_logic):
     labels = Volume.from_file(CT_LABEL)
     node = read_volume_node(scene, CT_IMAGE)
-    segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
-    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(node)
-    kidney_id = segmentation.GetSegmentation().AddEmptySegment("", "kidney", [0, 0, 1])
     kidney = labels.array == 2
-    write_whole(SegmentWriter(segmentation, node), kidney_id, kidney)
+    segmentation, kidney_id = painted_segmentation(scene, node, "kidney", kidney)
     logic = make_logic(OraclePredictor(labels), node, protectOtherSegments=False)
     logic.setInputs(node, segmentation)
     place(logic, deepest_ras(labels, 2))
