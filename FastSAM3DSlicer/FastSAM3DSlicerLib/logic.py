@@ -474,10 +474,11 @@ class InteractiveSegmentationLogic:
         """Before an edit: if another tool changed the segments the session protects (painted
         with the Segment Editor meanwhile), send the session their voxels again."""
         writer = self._writer
-        if writer is None or writer.protected_state() == self._protectedState:
+        current = writer.protected_state() if writer is not None else self._protectedState
+        if current == self._protectedState:
             return
         foreign = writer.voxels_of(writer.protected_ids())
-        self._protectedState = writer.protected_state()
+        self._protectedState = current
         state = self._state
         self._worker.submit(
             lambda report: state.require_runner().set_foreign_mask(foreign), label="protect"

@@ -24,6 +24,8 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
+from fastsam3d_core.geometry import box_slices
+
 from .mrml_io import array_to_matrix, ijk_to_segmentation_frame, matrix_to_array
 
 BINARY_LABELMAP = "Binary labelmap"
@@ -192,8 +194,10 @@ class SegmentWriter:
     def write(self, segment_id: str, lo_ijk, hi_ijk, mask: np.ndarray) -> None:
         """Make the segment exactly ``mask`` (bool, indexed (i, j, k)) inside the volume's box
         ``[lo, hi)``; its voxels outside the box and other segments' voxels outside ``mask``
-        are kept. Where ``mask`` covers another segment of the same layer, that voxel becomes
-        this segment's (a layer holds one label per voxel)."""
+        are kept. Where ``mask`` covers a voxel of another segment of the same layer, that
+        voxel becomes this segment's if a live session segment owns the other one (the session
+        keeps them apart); otherwise it stays the other's (:attr:`protect`), or this segment
+        moves to a layer of its own and both hold it."""
         segment = self.segmentation.GetSegment(segment_id)
         if segment is None:
             raise KeyError(f"{self.node.GetName()} has no segment {segment_id!r}")
@@ -266,7 +270,7 @@ class SegmentWriter:
         if np.any(lo >= hi):
             return None, ()
         values = _box_view(layer, lo + offset, hi + offset).transpose(2, 1, 0)
-        return values, tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+        return values, box_slices(lo, hi)
 
 
 def _image_to_world(layer) -> vtk.vtkMatrix4x4:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from fastsam3d_core import Session, Volume
+from fastsam3d_core.geometry import box_slices
 
 from .worker import Reporter
 
@@ -218,8 +219,7 @@ class SessionRunner:
         )
 
     def _patch(self, session_id: int, lo: np.ndarray, hi: np.ndarray) -> SegmentPatch:
-        box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
-        mask = self.session.mask(session_id)[box].astype(bool)  # astype copies
+        mask = self.session.mask(session_id)[box_slices(lo, hi)].astype(bool)  # astype copies
         return SegmentPatch(session_id, np.asarray(lo, int), np.asarray(hi, int), mask)
 
 

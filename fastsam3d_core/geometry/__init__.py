@@ -10,7 +10,7 @@ from .crop import (
     z_normalise,
 )
 from .resample import resample
-from .volume import Volume, apply_affine
+from .volume import Volume, apply_affine, box_slices
 
 __all__ = [
     "CROP_SIZE",
@@ -19,6 +19,7 @@ __all__ = [
     "CropGrid",
     "Volume",
     "apply_affine",
+    "box_slices",
     "crop_grid_around",
     "extract_crop",
     "resample",

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from .crop import CropGrid
 from .resample import resample, translation
-from .volume import Volume, apply_affine
+from .volume import Volume, apply_affine, box_slices
 
 
 @dataclass(frozen=True, eq=False)
@@ -34,7 +34,7 @@ class VolumeBox:
 
     @property
     def slices(self) -> tuple[slice, slice, slice]:
-        return tuple(slice(int(a), int(b)) for a, b in zip(self.lo, self.hi))  # type: ignore[return-value]
+        return box_slices(self.lo, self.hi)
 
 
 def footprint_box(grid: CropGrid, volume: Volume) -> tuple[np.ndarray, np.ndarray]:

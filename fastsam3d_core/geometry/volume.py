@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +24,11 @@ def _as_affine(matrix: np.ndarray) -> np.ndarray:
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise ValueError("the affine is singular or not finite (zero spacing?)")
     return affine
+
+
+def box_slices(lo: Any, hi: Any) -> tuple[slice, slice, slice]:
+    """Index slices of the box ``[lo, hi)``, e.g. of volume indices (i, j, k)."""
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))  # type: ignore[return-value]
 
 
 def apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..geometry import CropGrid, Volume, crop_grid_around, extract_crop, resample
+from ..geometry import CropGrid, Volume, box_slices, crop_grid_around, extract_crop, resample
 from ..geometry.paste import footprint_box, logits_on_volume
 from ..geometry.resample import translation
 from ..models.sam3d import Sam3D
@@ -393,7 +393,7 @@ class Session:
         if np.any(lo >= hi):
             return None
         # Only the footprint's voxels are read (a small copy, not the whole volume).
-        voxels = segment.base[tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))]
+        voxels = segment.base[box_slices(lo, hi)]
         fraction, _ = resample(
             voxels.astype(np.uint8),
             self.volume.ijk_to_ras @ translation(lo),
@@ -462,20 +462,20 @@ class Session:
             a, b = np.maximum(box.lo, lo), np.minimum(box.hi, hi)
             if np.any(a >= b):
                 continue
-            src = tuple(slice(int(x - y), int(z - y)) for x, z, y in zip(a, b, box.lo))
+            src = box_slices(a - box.lo, b - box.lo)
             if composed is None and box.whole and np.array_equal(a, lo) and np.array_equal(b, hi):
                 # The newest crop covers the whole box (a click's usual case): it alone decides.
                 return box.values[src]
             if composed is None or covered is None:
                 composed = np.zeros(tuple(hi - lo), dtype=bool)
                 covered = np.zeros_like(composed)
-            dst = tuple(slice(int(x - y), int(z - y)) for x, z, y in zip(a, b, lo))
+            dst = box_slices(a - lo, b - lo)
             new = box.inside[src] & ~covered[dst]
             composed[dst] |= new & box.values[src]
             covered[dst] |= new
             if covered.all():
                 return composed
-        region = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+        region = box_slices(lo, hi)
         base = segment.base[region] if segment.base is not None else None
         if composed is None or covered is None:
             return base.copy() if base is not None else np.zeros(tuple(hi - lo), dtype=bool)
@@ -522,7 +522,7 @@ class Session:
     ) -> tuple[MaskPatch, ...]:
         """Write the segment's box, keeping segments from overlapping; returns what changed."""
         segment_id = segment.segment_id
-        box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+        box = box_slices(lo, hi)
         others = [sid for sid in self._live_segment_ids() if sid != segment_id]
         if self.protect_other_segments:
             taken = np.zeros(new.shape, dtype=bool)
