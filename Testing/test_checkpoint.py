@@ -136,7 +136,12 @@ def test_missing_decoder_is_reported(source: Sam3D, target: Sam3D) -> None:
 
 @pytest.mark.parametrize(
     "content,message",
-    [(b"", "not a readable"), (b"PK\x03\x04 truncated", "not a readable")],
+    [
+        (b"", "not a PyTorch checkpoint: the file is empty"),
+        (b"PK\x03\x04 truncated", "not a readable"),
+        (b"<!DOCTYPE html><html>Sign in</html>", "an HTML or XML page"),
+        (b"these are not weights\n", "it is text starting 'these are not weights"),
+    ],
 )
 def test_unreadable_file(tmp_path: Path, target: Sam3D, content: bytes, message: str) -> None:
     path = tmp_path / "broken.pth"

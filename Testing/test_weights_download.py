@@ -1,14 +1,16 @@
 """Weights registry, cache and downloader, against a real HTTP server on 127.0.0.1.
 
 No HTTP is mocked: every download goes over loopback to a stdlib server whose switches simulate a
-dropped connection, a server that ignores ``Range``, and HTTP errors. No test reaches any other
-host.
+dropped connection, a server that ignores ``Range``, HTTP errors and a web page sent instead of the
+weights. No test reaches any other host. Tests run as root, where permissions do not stop writes, so
+an unwritable cache is made of paths that fail for root too (a file where a folder should be).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import random
 import re
 import socket
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import typer
+from conftest import invoke_cli
 from typer.testing import CliRunner
 
 from fastsam3d_core.cli.weights import weights_app
@@ -43,6 +46,8 @@ from fastsam3d_core.weights.registry import WEIGHTS, WeightsEntry
 
 PAYLOAD_BYTES = 300_000
 TEST_NAME = "test-weights"
+ZIP_START = b"PK\x03\x04"  # how a torch.save file starts
+HTML_PAGE = b"<!DOCTYPE html><html><body>Please sign in</body></html>"
 runner = CliRunner()
 
 
@@ -55,6 +60,7 @@ class ServerState:
     drops: int = 0  # the next `drops` responses stop after half their body
     ignore_range: bool = False
     status: int | None = None  # answer every request with this HTTP error
+    content_type: str | None = None  # sent with successful responses when set
     ranges: list[str | None] = dataclasses.field(default_factory=list)
 
 
@@ -87,6 +93,8 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self.send_response(200)
         body = state.payload[start:]
+        if state.content_type is not None:
+            self.send_header("Content-Type", state.content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if state.drops > 0:
@@ -113,7 +121,7 @@ def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def server() -> Iterator[ServerState]:
-    payload = random.Random(1234).randbytes(PAYLOAD_BYTES)
+    payload = ZIP_START + random.Random(1234).randbytes(PAYLOAD_BYTES - len(ZIP_START))
     httpd = _Server(("127.0.0.1", 0), _Handler)
     httpd.state = ServerState(payload, f"http://127.0.0.1:{httpd.server_port}/weights.bin")
     thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
@@ -146,6 +154,16 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _part(path: Path) -> Path:
     return path.with_name(path.name + ".part")
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _one_line(error: pytest.ExceptionInfo) -> str:
+    message = str(error.value)
+    assert "\n" not in message, message
+    return message
 
 
 def _closed_port() -> int:
@@ -277,7 +295,7 @@ def test_changed_upstream_file_fails_against_the_recorded_hash(server, entry, ca
     unpublished = dataclasses.replace(entry, sha256=None)
     path = download_weights(unpublished)
     path.unlink()
-    server.payload = bytes(reversed(server.payload))
+    server.payload = ZIP_START + bytes(reversed(server.payload[len(ZIP_START) :]))
     with pytest.raises(ChecksumMismatchError, match="recorded by the first download"):
         download_weights(unpublished)
     assert not path.exists() and not _part(path).exists()
@@ -372,44 +390,44 @@ def test_cli_every_command_has_help():
     assert group.help
     for name, command in group.commands.items():
         assert command.help, f"command {name} has no help"
-        assert runner.invoke(weights_app, [name, "--help"]).exit_code == 0
+        assert invoke_cli(["weights", name, "--help"]).exit_code == 0
 
 
 def test_cli_list_download_verify(server, entry, cache, monkeypatch):
     monkeypatch.setitem(registry.WEIGHTS, TEST_NAME, entry)
-    result = runner.invoke(weights_app, ["list"])
+    result = invoke_cli(["weights", "list"])
     assert result.exit_code == 0, result.output
     assert f"cache: {cache}" in result.output
     assert "fastsam3d: " in result.output and "sam-med3d-turbo: " in result.output
     assert "sha256: unknown (recorded on first download)" in result.output
     assert f"cached: no ({cache / entry.filename})" in result.output
 
-    result = runner.invoke(weights_app, ["download", TEST_NAME])
+    result = invoke_cli(["weights", "download", TEST_NAME])
     assert result.exit_code == 0, result.output
     assert f"saved: {cache / entry.filename}" in result.output
     assert f"sha256: {entry.sha256}" in result.output
-    assert "cached: yes" in runner.invoke(weights_app, ["list"]).output
+    assert "cached: yes" in invoke_cli(["weights", "list"]).output
 
-    result = runner.invoke(weights_app, ["download", TEST_NAME])
+    result = invoke_cli(["weights", "download", TEST_NAME])
     assert result.exit_code == 0 and "already cached" in result.output
     assert len(server.ranges) == 1
 
-    result = runner.invoke(weights_app, ["verify", TEST_NAME])
+    result = invoke_cli(["weights", "verify", TEST_NAME])
     assert result.exit_code == 0, result.output
     assert "OK" in result.output
 
     (cache / entry.filename).write_bytes(b"tampered")
-    result = runner.invoke(weights_app, ["verify", TEST_NAME])
+    result = invoke_cli(["weights", "verify", TEST_NAME])
     assert result.exit_code == 1 and "MISMATCH" in result.output
 
 
 def test_cli_download_records_an_unknown_hash(server, entry, cache, monkeypatch):
     monkeypatch.setitem(registry.WEIGHTS, TEST_NAME, dataclasses.replace(entry, sha256=None))
-    result = runner.invoke(weights_app, ["download", TEST_NAME])
+    result = invoke_cli(["weights", "download", TEST_NAME])
     assert result.exit_code == 0, result.output
     assert f"sha256: {entry.sha256}" in result.output
     assert "recorded in" in result.output
-    listing = runner.invoke(weights_app, ["list"]).output
+    listing = invoke_cli(["weights", "list"]).output
     assert f"sha256: {entry.sha256} (recorded on first download)" in listing
 
 
@@ -417,22 +435,253 @@ def test_cli_verify_a_file(entry, cache, tmp_path, monkeypatch):
     monkeypatch.setitem(registry.WEIGHTS, TEST_NAME, entry)
     weights = tmp_path / "mine.pth"
     weights.write_bytes(b"not the weights")
-    result = runner.invoke(weights_app, ["verify", "--file", str(weights), "--model", TEST_NAME])
+    result = invoke_cli(["weights", "verify", "--file", str(weights), "--model", TEST_NAME])
     assert result.exit_code == 1 and "MISMATCH" in result.output
 
-    result = runner.invoke(weights_app, ["verify", "--file", str(weights), "--model", "fastsam3d"])
+    result = invoke_cli(["weights", "verify", "--file", str(weights), "--model", "fastsam3d"])
     assert result.exit_code == 2 and "nothing to compare with" in result.output
 
-    result = runner.invoke(weights_app, ["verify", "--file", str(tmp_path / "missing.pth")])
+    result = invoke_cli(["weights", "verify", "--file", str(tmp_path / "missing.pth")])
     assert result.exit_code == 2  # neither NAME nor --model
 
-    result = runner.invoke(weights_app, ["verify", "nope"])
+    result = invoke_cli(["weights", "verify", "nope"])
     assert result.exit_code == 2 and "unknown weights" in result.output
 
 
 def test_cli_download_failure_exits_1(server, entry, cache, monkeypatch):
     monkeypatch.setitem(registry.WEIGHTS, TEST_NAME, entry)
     server.status = 404
-    result = runner.invoke(weights_app, ["download", TEST_NAME])
+    result = invoke_cli(["weights", "download", TEST_NAME])
     assert result.exit_code == 1
     assert "HTTP 404" in result.output and entry.url in result.output
+
+
+# A wrong file in the cache is reported, and replaced only by a verified download
+
+
+def test_resolve_says_the_cached_file_is_wrong_before_downloading_again(
+    server, entry, cache, monkeypatch
+):
+    monkeypatch.setitem(registry.WEIGHTS, TEST_NAME, entry)
+    cached = cache / entry.filename
+    cache.mkdir()
+    cached.write_bytes(ZIP_START + b"someone else's weights")
+    wrong = sha256_of_file(cached)
+    notices: list[str] = []
+
+    assert resolve_weights(TEST_NAME, notice=notices.append).read_bytes() == server.payload
+    assert notices == [
+        f"the cached file {cached} has SHA-256 {wrong}, expected {entry.sha256} (registry): "
+        "downloading it again"
+    ]
+
+
+def test_the_wrong_cached_file_is_logged_by_default(server, entry, cache, monkeypatch, caplog):
+    monkeypatch.setitem(registry.WEIGHTS, TEST_NAME, entry)
+    cache.mkdir()
+    (cache / entry.filename).write_bytes(b"corrupt")
+    with caplog.at_level(logging.WARNING, logger=weights_download.__name__):
+        resolve_weights(TEST_NAME)
+    [record] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert record.name == weights_download.__name__
+    assert "has SHA-256" in record.getMessage() and "downloading it again" in record.getMessage()
+
+
+def test_the_wrong_cached_file_stays_until_a_download_verifies(server, entry, cache, monkeypatch):
+    monkeypatch.setitem(registry.WEIGHTS, TEST_NAME, entry)
+    cached = cache / entry.filename
+    cache.mkdir()
+    cached.write_bytes(b"the user's file")
+    server.status = 404
+    with pytest.raises(WeightsDownloadError):
+        resolve_weights(TEST_NAME, notice=lambda message: None)
+    assert cached.read_bytes() == b"the user's file"
+
+    server.status = None
+    wrong = dataclasses.replace(entry, sha256="0" * 64)
+    monkeypatch.setitem(registry.WEIGHTS, TEST_NAME, wrong)
+    with pytest.raises(ChecksumMismatchError):
+        resolve_weights(TEST_NAME, notice=lambda message: None)
+    assert cached.read_bytes() == b"the user's file"
+
+
+def test_a_wrong_cached_file_against_the_recorded_hash(server, entry, cache, monkeypatch):
+    unpublished = dataclasses.replace(entry, sha256=None)
+    monkeypatch.setitem(registry.WEIGHTS, TEST_NAME, unpublished)
+    cached = resolve_weights(TEST_NAME)
+    cached.write_bytes(b"corrupt")
+    notices: list[str] = []
+    resolve_weights(TEST_NAME, notice=notices.append)
+    [notice] = notices
+    assert f"(recorded by the first download in {_sidecar(cached)})" in notice
+    assert notice.endswith(": downloading it again") and "\n" not in notice
+
+
+def test_a_wrong_cached_file_without_download_is_not_said_to_be_deleted(entry, cache, monkeypatch):
+    monkeypatch.setitem(registry.WEIGHTS, TEST_NAME, entry)
+    cached = cache / entry.filename
+    cache.mkdir()
+    cached.write_bytes(b"corrupt")
+    with pytest.raises(ChecksumMismatchError) as failure:
+        resolve_weights(TEST_NAME, download=False)
+    message = _one_line(failure)
+    assert message.startswith(f"the cached file {cached} has SHA-256 ")
+    assert "not kept" not in message and "--weights FILE" in message
+    assert f"fastsam3d weights download {TEST_NAME}" in message
+    assert cached.read_bytes() == b"corrupt"
+
+
+# Download failures say what to do, on one line
+
+
+def test_download_failure_is_one_line_that_says_where_to_put_the_file_once(entry, cache):
+    offline = dataclasses.replace(entry, url=f"http://127.0.0.1:{_closed_port()}/weights.bin")
+    with pytest.raises(WeightsDownloadError) as failure:
+        download_weights(offline)
+    message = _one_line(failure)
+    assert message.count("put it at") == 1 and message.count("--weights FILE") == 1
+    assert message.endswith(f"or put it at {cache / entry.filename}.")
+
+
+def test_interrupted_download_failure_is_one_line(server, entry, cache):
+    server.drops = MAX_ATTEMPTS
+    with pytest.raises(WeightsDownloadError) as failure:
+        download_weights(entry)
+    message = _one_line(failure)
+    assert "running again resumes. Download the file in a browser" in message
+
+
+# Responses that are not the weights are refused before anything is kept or recorded
+
+
+@pytest.mark.parametrize(
+    ("content_type", "kind"),
+    [
+        ("text/html; charset=utf-8", "an HTML page (text/html"),
+        ("text/plain", "a text page (text/plain"),
+        ("application/json", "a JSON document (application/json"),
+    ],
+)
+def test_a_web_page_is_refused_before_it_is_written(server, entry, cache, content_type, kind):
+    server.payload = HTML_PAGE
+    server.content_type = content_type
+    unpublished = dataclasses.replace(entry, sha256=None)
+    with pytest.raises(WeightsDownloadError) as failure:
+        download_weights(unpublished)
+    message = _one_line(failure)
+    assert f"the server sent {kind}, {len(HTML_PAGE)} bytes), not the weights" in message
+    assert "Download the file in a browser and pass it with --weights FILE" in message
+    final = cache / entry.filename
+    assert not final.exists() and not _part(final).exists() and not _sidecar(final).exists()
+    assert len(server.ranges) == 1  # not retried
+
+
+def test_a_web_page_leaves_a_kept_part_untouched(server, entry, cache):
+    kept = server.payload[:1000]
+    cache.mkdir()
+    _part(cache / entry.filename).write_bytes(kept)
+    server.content_type = "text/html"
+    with pytest.raises(WeightsDownloadError, match="an HTML page"):
+        download_weights(entry)
+    assert _part(cache / entry.filename).read_bytes() == kept
+
+
+def test_a_page_sent_as_binary_is_refused_by_its_size(server, entry, cache):
+    server.payload = HTML_PAGE
+    server.content_type = "application/octet-stream"
+    unpublished = dataclasses.replace(entry, sha256=None, size=PAYLOAD_BYTES)
+    with pytest.raises(WeightsDownloadError) as failure:
+        download_weights(unpublished)
+    message = _one_line(failure)
+    assert f"the server sent {len(HTML_PAGE)} bytes (starting {HTML_PAGE[:16]!r})" in message
+    assert f"not the weights (about {PAYLOAD_BYTES:,} bytes)" in message
+    final = cache / entry.filename
+    assert not final.exists() and not _part(final).exists() and not _sidecar(final).exists()
+
+
+def test_a_file_that_is_not_a_checkpoint_is_refused(server, entry, cache):
+    server.payload = b"\0" * PAYLOAD_BYTES
+    unpublished = dataclasses.replace(entry, sha256=None)
+    with pytest.raises(WeightsDownloadError, match="not a torch checkpoint") as failure:
+        download_weights(unpublished)
+    assert "neither a zip nor a pickle file" in _one_line(failure)
+    final = cache / entry.filename
+    assert not final.exists() and not _part(final).exists() and not _sidecar(final).exists()
+
+
+def test_a_legacy_pickle_checkpoint_is_accepted(server, entry, cache):
+    server.payload = b"\x80\x02" + server.payload[2:]
+    unpublished = dataclasses.replace(entry, sha256=None)
+    assert download_weights(unpublished).read_bytes() == server.payload
+
+
+def test_registry_sizes_are_approximate_unless_exact(server, entry, cache):
+    near = dataclasses.replace(entry, size=int(PAYLOAD_BYTES * 1.04))
+    assert download_weights(near).read_bytes() == server.payload
+
+    exact = dataclasses.replace(entry, size=PAYLOAD_BYTES + 1, size_exact=True)
+    with pytest.raises(
+        WeightsDownloadError, match=f"not the weights \\({PAYLOAD_BYTES + 1:,} bytes\\)"
+    ):
+        download_weights(exact, cache_dir=cache / "exact")
+    far = dataclasses.replace(entry, size=int(PAYLOAD_BYTES * 1.06))
+    with pytest.raises(WeightsDownloadError, match="not the weights \\(about "):
+        download_weights(far, cache_dir=cache / "far")
+
+
+def test_the_fastsam3d_entry_records_only_a_download_that_passes_the_checks(server, cache):
+    # The real entry (no published hash, about 638 MB) pointed at the loopback server.
+    fastsam3d = dataclasses.replace(WEIGHTS["fastsam3d"], url=server.url)
+    final = cache / fastsam3d.filename
+    for content_type in ("text/html", None):
+        server.content_type = content_type
+        with pytest.raises(WeightsDownloadError, match="not the weights"):
+            download_weights(fastsam3d)
+        assert not final.exists() and not _part(final).exists() and not _sidecar(final).exists()
+    assert recorded_sha256(fastsam3d) is None
+
+
+# An unwritable cache says which folder and what to do
+
+
+def _assert_cache_error(failure: pytest.ExceptionInfo, folder: Path) -> None:
+    message = _one_line(failure)
+    assert type(failure.value) is WeightsError
+    assert f"cannot write to the weights cache {folder}" in message
+    assert "set FASTSAM3D_CACHE_DIR to a writable folder" in message
+
+
+def test_a_cache_inside_a_file_is_reported(server, entry, tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_bytes(b"")
+    monkeypatch.setenv("FASTSAM3D_CACHE_DIR", str(blocker / "cache"))
+    monkeypatch.setitem(registry.WEIGHTS, TEST_NAME, entry)
+    with pytest.raises(WeightsError) as failure:
+        resolve_weights(TEST_NAME)
+    _assert_cache_error(failure, blocker / "cache")
+    assert server.ranges == []
+
+
+def test_a_part_that_cannot_be_written_is_reported(server, entry, cache):
+    _part(cache / entry.filename).mkdir(parents=True)
+    with pytest.raises(WeightsError) as failure:
+        download_weights(entry)
+    _assert_cache_error(failure, cache)
+    assert str(_part(cache / entry.filename)) in str(failure.value)
+
+
+def test_a_final_path_that_cannot_be_replaced_is_reported(server, entry, cache):
+    (cache / entry.filename / "inside").mkdir(parents=True)
+    with pytest.raises(WeightsError) as failure:
+        download_weights(entry)
+    _assert_cache_error(failure, cache)
+
+
+def test_a_hash_that_cannot_be_recorded_is_reported_and_the_file_not_cached(server, entry, cache):
+    unpublished = dataclasses.replace(entry, sha256=None)
+    final = cache / entry.filename
+    final.with_name(final.name + ".sha256.tmp").mkdir(parents=True)
+    with pytest.raises(WeightsError) as failure:
+        download_weights(unpublished)
+    _assert_cache_error(failure, cache)
+    assert not final.exists() and not _sidecar(final).exists()

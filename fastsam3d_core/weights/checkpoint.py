@@ -28,6 +28,7 @@ from torch import nn
 
 from ..models.build import MODEL_REGISTRY, expected_state_shapes
 from ..models.sam3d import Sam3D
+from .formats import describe_start, is_checkpoint_start
 
 # Plain-data classes found in the released training checkpoints besides tensors and containers.
 SAFE_GLOBALS: list[Any] = [argparse.Namespace, collections.Counter, torch.device]
@@ -67,6 +68,13 @@ def read_checkpoint_file(path: str | os.PathLike) -> object:
     """
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint file not found: {os.fspath(path)}")
+    with open(path, "rb") as file:
+        head = file.read(64)
+    if not is_checkpoint_start(head):
+        raise CheckpointError(
+            f"{os.fspath(path)} is not a PyTorch checkpoint: {describe_start(head)}; download "
+            "the weights again (in a browser if need be) and pass the .pth file"
+        )
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -79,9 +87,11 @@ def read_checkpoint_file(path: str | os.PathLike) -> object:
             f"code ({reason}). Only tensors and plain data are read; re-save the weights from a "
             f"trusted environment with torch.save(model.state_dict(), path)."
         ) from None
-    except (RuntimeError, EOFError, OSError) as error:
+    except Exception as error:  # torch fails on non-checkpoints in many ways (IndexError, …)
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise CheckpointError(
-            f"{os.fspath(path)} is not a readable PyTorch checkpoint (truncated download?): {error}"
+            f"{os.fspath(path)} is not a readable PyTorch checkpoint (a damaged or truncated "
+            f"download, or another kind of file?): {reason}"
         ) from None
 
 
@@ -180,12 +190,35 @@ def load_checkpoint(
             the message names the missing, unexpected and mis-shaped keys and the likely cause.
     """
     if isinstance(path_or_mapping, Mapping):
-        checkpoint: object = path_or_mapping
-    else:
-        checkpoint = read_checkpoint_file(path_or_mapping)
+        return _load_state(model, path_or_mapping)
+    checkpoint = read_checkpoint_file(path_or_mapping)
+    try:
+        return _load_state(model, checkpoint)
+    except CheckpointError as error:
+        raise CheckpointError(f"{os.fspath(path_or_mapping)}: {error}") from None
+
+
+def _load_state(model: Sam3D, checkpoint: object) -> LoadReport:
     state, extras = extract_state_dict(checkpoint)
     encoder_only = not any(key.startswith(PART_PREFIXES) for key in state)
-    target: nn.Module = model.image_encoder if encoder_only else model
-    _check_fit(target, state, encoder_only)
-    target.load_state_dict(state, strict=True)
+    _check_fit(model.image_encoder if encoder_only else model, state, encoder_only)
+    _check_finite(state)
+    if encoder_only:
+        # Through the whole model, so that it records which parts now hold loaded weights.
+        state = {ENCODER_PREFIX + key: value for key, value in state.items()}
+    model.load_state_dict(state, strict=not encoder_only)
     return LoadReport("encoder-only" if encoder_only else "full", len(state), extras)
+
+
+def _check_finite(state: dict[str, torch.Tensor]) -> None:
+    """Refuse NaN or infinite weights: every mask would come out empty, without a sign why."""
+    broken = [
+        key
+        for key, value in state.items()
+        if value.is_floating_point() and not bool(torch.isfinite(value).all())
+    ]
+    if broken:
+        raise CheckpointError(
+            f"the checkpoint holds NaN or infinite weights in {_listed(broken)} (a damaged file "
+            "or a diverged training run); use another copy of the weights"
+        )

@@ -2,10 +2,12 @@
 
 A download streams into ``<cache>/<filename>.part``, hashing as it goes. A ``.part`` left by an
 interrupted run is resumed with an HTTP ``Range`` request (a server that ignores ``Range`` sends
-the whole file and the download restarts cleanly). Only a file whose SHA-256 matches lands at the
-final path, through an atomic :func:`os.replace`. For weights whose hash is not published, the
-first download records it in ``<cache>/<filename>.sha256`` (``sha256sum`` format) and later checks
-compare against that record.
+the whole file and the download restarts cleanly). A response that cannot be the weights (a web
+page, a size far from the registry's, a file that is not a torch checkpoint) is refused and nothing
+of it is kept. Only a file whose SHA-256 matches lands at the final path, through an atomic
+:func:`os.replace`, so a file already there stays until its replacement is verified. For weights
+whose hash is not published, the first download that passes these checks records it in
+``<cache>/<filename>.sha256`` (``sha256sum`` format) and later checks compare against that record.
 
 The cache is ``platformdirs.user_cache_dir("fastsam3d")`` unless ``FASTSAM3D_CACHE_DIR`` is set.
 """
@@ -18,12 +20,16 @@ import logging
 import os
 import re
 import socket
+import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Callable, Optional
 
+from .formats import describe_start, is_checkpoint_start
 from .registry import WeightsEntry, get_weights_entry
 
 if TYPE_CHECKING:
@@ -42,6 +48,16 @@ SHA256_SUFFIX = ".sha256"
 _USER_AGENT = "fastsam3d-core (weights downloader)"
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/(\d+|\*)")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+# Registry sizes are rounded as the host lists them ("638 MB"); a web page or a cut-off file is far
+# outside this.
+SIZE_TOLERANCE = 0.05
+_HEAD_BYTES = 16
+# Content types of the pages a proxy, login wall or API error answers with, often with HTTP 200.
+_PAGE_KINDS = {
+    "text/html": "an HTML page",
+    "text/plain": "a text page",
+    "application/json": "a JSON document",
+}
 _log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, Optional[int]], None]
@@ -169,29 +185,34 @@ def download_weights(
         The path of the verified file in the cache.
 
     Raises:
-        WeightsDownloadError: offline, host not found, connection refused, timeout, HTTP error, or
-            a connection that dropped :data:`MAX_ATTEMPTS` times (what arrived is kept to resume).
+        WeightsDownloadError: offline, host not found, connection refused, timeout, HTTP error, a
+            connection that dropped :data:`MAX_ATTEMPTS` times (what arrived is kept to resume),
+            or a response that is not the weights (nothing of it is kept or recorded).
         ChecksumMismatchError: the file's hash is wrong; it is deleted and nothing is cached.
-        WeightsError: the cache folder cannot be created.
+        WeightsError: the cache folder, or a file in it, cannot be created or written.
     """
     final = cached_weights_path(entry, cache_dir)
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise WeightsError(
-            f"cannot create the weights cache {final.parent}: {error}. "
-            f"Set {ENV_CACHE_DIR} to a writable folder."
-        ) from error
     part = final.with_name(final.name + PART_SUFFIX)
     expected, source = _reference_sha256(entry, cache_dir)
-    digest = _fetch_with_retries(entry, final, part, progress)
-    if expected is not None and digest != expected:
-        part.unlink(missing_ok=True)
-        raise ChecksumMismatchError(_mismatch_message(entry, digest, expected, source, cache_dir))
-    os.replace(part, final)
-    if expected is None:
-        sidecar = _record_sha256(entry, digest, cache_dir)
-        _log.info("recorded SHA-256 %s of %s in %s", digest, final, sidecar)
+    # Network failures become WeightsDownloadError or _Interrupted where they happen, so an OSError
+    # reaching this block comes from the cache's files.
+    with _cache_errors(final.parent):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        # Before connecting: a read-only cache should not cost a download first.
+        with tempfile.NamedTemporaryFile(dir=final.parent, prefix=".write-probe-"):
+            pass
+        digest = _fetch_with_retries(entry, final, part, progress)
+        _refuse_non_weights(entry, final, part)
+        if expected is not None and digest != expected:
+            part.unlink(missing_ok=True)
+            raise ChecksumMismatchError(
+                _mismatch_message(entry, digest, expected, source, cache_dir)
+            )
+        if expected is None:
+            # Recorded before the file lands, so a cached file never lacks its reference.
+            sidecar = _record_sha256(entry, digest, cache_dir)
+            _log.info("recorded SHA-256 %s of %s in %s", digest, final, sidecar)
+        os.replace(part, final)
     return final
 
 
@@ -201,12 +222,14 @@ def resolve_weights(
     cache_dir: str | os.PathLike | None = None,
     download: bool = True,
     progress: ProgressCallback | None = None,
+    notice: Callable[[str], None] | None = None,
 ) -> Path:
     """The weights file to load for a registered model.
 
     Order: an explicit ``weights_file`` (used as is, not hash-checked); else the cached copy if it
     verifies (or if no reference hash is known yet); else a download when allowed. A cached copy
-    that fails verification is downloaded again when allowed.
+    that fails verification is reported through ``notice`` and downloaded again when allowed; it
+    stays in place until the new download is verified.
 
     Args:
         name: a :data:`~fastsam3d_core.weights.registry.WEIGHTS` name.
@@ -214,15 +237,20 @@ def resolve_weights(
         cache_dir: cache folder; default :func:`default_cache_dir`.
         download: whether a missing or bad cached copy may be downloaded.
         progress: passed to :func:`download_weights`.
+        notice: called with a one-line message for the user when the cached copy fails
+            verification and is downloaded again; default: logged at WARNING by this module.
 
     Raises:
         ValueError: unknown ``name``.
-        WeightsError: ``weights_file`` does not exist, or the weights are not cached (or fail
-            verification) and ``download`` is False; plus what :func:`download_weights` raises.
+        WeightsError: ``weights_file`` does not exist, or the weights are not cached and
+            ``download`` is False; plus what :func:`download_weights` raises.
+        ChecksumMismatchError: the cached copy fails verification and ``download`` is False.
     """
     entry = get_weights_entry(name)
     if weights_file is not None:
         explicit = Path(weights_file).expanduser()
+        if explicit.is_dir():
+            raise WeightsError(f"{explicit} is a folder; give the weights file (.pth) in it")
         if not explicit.is_file():
             raise WeightsError(f"weights file not found: {explicit}")
         return explicit
@@ -231,10 +259,13 @@ def resolve_weights(
         check = verify_weights(entry, cached, cache_dir)
         if check.ok is not False:
             return cached
+        wrong = _cached_mismatch(entry, check, cache_dir)
         if not download:
             raise ChecksumMismatchError(
-                _mismatch_message(entry, check.sha256, check.expected, check.source, cache_dir)
+                f"{wrong}: run `fastsam3d weights download {name}` to download it again, "
+                "or pass --weights FILE"
             )
+        (notice or _log.warning)(f"{wrong}: downloading it again")
     elif not download:
         raise WeightsError(
             f"the {name!r} weights are not in the cache. Run `fastsam3d weights download {name}`, "
@@ -280,15 +311,79 @@ def _mismatch_message(
     return message + ". The file was not kept; run the download again."
 
 
+def _cached_mismatch(
+    entry: WeightsEntry, check: Verification, cache_dir: str | os.PathLike | None
+) -> str:
+    """What is wrong with the cached file; the caller adds what happens next."""
+    reference = check.source
+    if check.source == "recorded":
+        sidecar = recorded_sha256_path(entry, cache_dir)
+        reference = f"recorded by the first download in {sidecar}"
+    return (
+        f"the cached file {check.path} has SHA-256 {check.sha256}, "
+        f"expected {check.expected} ({reference})"
+    )
+
+
 def _failure(entry: WeightsEntry, final: Path, reason: str) -> str:
+    """One line: the command line prints it after "error: " and the Slicer module in a dialog."""
     part = final.with_name(final.name + PART_SUFFIX)
     kept = part.stat().st_size if part.is_file() else 0
     resume = f" {kept} bytes are kept in {part}; running again resumes." if kept else ""
+    reason = " ".join(reason.split())  # an error's own text may span lines
     return (
-        f"could not download the {entry.name!r} weights from {entry.url}: {reason}.{resume}\n"
-        f"Download the file elsewhere (e.g. with a browser) and pass it with --weights FILE, "
-        f"or put it at {final}"
+        f"could not download the {entry.name!r} weights from {entry.url}: {reason}.{resume} "
+        f"Download the file in a browser and pass it with --weights FILE, or put it at {final}."
     )
+
+
+@contextmanager
+def _cache_errors(folder: Path) -> Iterator[None]:
+    """Turn a file-system error in the cache (read-only, full, a file in the way) into advice."""
+    try:
+        yield
+    except OSError as error:
+        raise WeightsError(
+            f"cannot write to the weights cache {folder} ({_os_reason(error)}); "
+            f"set {ENV_CACHE_DIR} to a writable folder"
+        ) from error
+
+
+def _os_reason(error: OSError) -> str:
+    """An OSError's reason and file, without Python's "[Errno N]" prefix."""
+    if not error.strerror:
+        return str(error)
+    return f"{error.strerror}: {error.filename}" if error.filename else error.strerror
+
+
+def _refuse_page(entry: WeightsEntry, final: Path, response: http.client.HTTPResponse) -> None:
+    """Refuse a web page before any of it is written over a ``.part`` that may be resumable."""
+    # The raw header: get_content_type() says text/plain when the header is missing.
+    content_type = (response.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    kind = _PAGE_KINDS.get(content_type)
+    if kind is None:
+        return
+    length = response.headers.get("Content-Length", "")
+    size = f", {length} bytes" if length.isdigit() else ""
+    reason = f"the server sent {kind} ({content_type}{size}), not the weights"
+    raise WeightsDownloadError(_failure(entry, final, reason))
+
+
+def _refuse_non_weights(entry: WeightsEntry, final: Path, part: Path) -> None:
+    """Delete and refuse a download whose size or first bytes cannot be the weights'."""
+    size = part.stat().st_size
+    with open(part, "rb") as stream:
+        head = stream.read(_HEAD_BYTES)
+    tolerance = 0 if entry.size_exact else SIZE_TOLERANCE * entry.size
+    if abs(size - entry.size) > tolerance:
+        expected = f"{entry.size:,} bytes" if entry.size_exact else f"about {entry.size:,} bytes"
+        reason = f"the server sent {size} bytes (starting {head!r}), not the weights ({expected})"
+    elif not is_checkpoint_start(head):
+        reason = f"the server sent a file that is not a torch checkpoint: {describe_start(head)}"
+    else:
+        return
+    part.unlink()
+    raise WeightsDownloadError(_failure(entry, final, reason))
 
 
 def _describe(error: OSError) -> str:
@@ -323,6 +418,7 @@ def _fetch_once(
     """One request: resume ``part`` if the server allows, else start it again."""
     kept = part.stat().st_size if part.is_file() else 0
     with _open(entry, final, part, kept) as response:
+        _refuse_page(entry, final, response)
         offset, total = _resume_point(response, part, kept)
         # The kept prefix is hashed again: the .part may come from an earlier process.
         digest = _hash_file(hashlib.sha256(), part) if offset else hashlib.sha256()

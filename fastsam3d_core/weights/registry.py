@@ -19,12 +19,17 @@ class WeightsEntry:
         name: registry key, e.g. ``"fastsam3d"``.
         filename: file name in the cache directory.
         url: direct download address.
-        size: size in bytes; approximate (as listed by the host) unless the file was measured.
-        sha256: lower-case hex SHA-256 of the file, or None when not published; the first
-            download then records the hash in a sidecar file next to the cached weights.
+        size: size in bytes, as listed by the host (rounded) unless ``size_exact``. A download
+            whose size is far from it is refused: a web page sent instead of the weights is small.
+        sha256: lower-case hex SHA-256 of the file, or None when not known. ``fastsam3d`` has
+            None because its hash was not known when this registry was written (Hugging Face
+            could not be reached to measure the file). The first download that passes the size
+            and file-format checks then records the hash in a sidecar file next to the cached
+            weights, and later checks compare against that record.
         licence: the licence terms as far as they are known.
         architecture: the :data:`fastsam3d_core.MODEL_REGISTRY` name the weights fit.
         description: one line for listings.
+        size_exact: whether ``size`` was measured on the file (then a download must match it).
 
     Raises:
         ValueError: a ``sha256`` that is not 64 lower-case hex digits.
@@ -38,6 +43,7 @@ class WeightsEntry:
     licence: str
     architecture: str
     description: str
+    size_exact: bool = False
 
     def __post_init__(self) -> None:
         if self.sha256 is not None and not _SHA256_HEX.fullmatch(self.sha256):
