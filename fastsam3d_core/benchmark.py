@@ -224,7 +224,8 @@ def _prepare_model(name: str, device: Any, backend: str, settings: BenchSettings
     from . import build_model
 
     torch.manual_seed(0)
-    model = build_model(name, device=device)
+    # Timing needs no trained weights; random ones do the same work.
+    model = build_model(name, device=device).allow_random_weights()
     if backend == "int8":
         from torch.ao.quantization import quantize_dynamic
 

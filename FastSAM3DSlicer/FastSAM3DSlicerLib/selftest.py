@@ -69,7 +69,7 @@ class FastSAM3DSlicerTest(ScriptedLoadableModuleTest):
 
         engine = InteractiveSegmentationLogic(slicer.mrmlScene)
         try:
-            engine.setPredictor(build_model("fastsam3d"))
+            engine.setPredictor(build_model("fastsam3d").allow_random_weights())
             engine.setInputs(volumeNode)
             bounds = [0.0] * 6
             volumeNode.GetRASBounds(bounds)

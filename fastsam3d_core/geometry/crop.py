@@ -19,6 +19,40 @@ from .volume import Volume, apply_affine
 
 CROP_SIZE = 128
 CROP_SPACING_MM = 1.5
+# Voxel sizes a CT or MRI can have. Outside, the file's spacing is wrong (often metres or micro-
+# metres written as millimetres) and a 192 mm crop would hold a fraction of a voxel or the
+# whole scan as a speck: refused rather than segmented into an empty mask.
+SPACING_RANGE_MM = (0.01, 100.0)
+
+
+def check_segmentable(volume: Volume) -> None:
+    """Refuse a volume the models cannot segment meaningfully, saying why.
+
+    Raises:
+        TypeError: ``volume`` is not a :class:`Volume`.
+        ValueError: NaN or infinite voxels (every crop touching one would normalise to NaN), or
+            a voxel size outside :data:`SPACING_RANGE_MM`.
+    """
+    if not isinstance(volume, Volume):
+        raise TypeError(
+            f"expected a fastsam3d_core.Volume (e.g. Volume.from_file(path)), "
+            f"got {type(volume).__name__}"
+        )
+    array = volume.array
+    if np.issubdtype(array.dtype, np.floating):
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        if bad:
+            raise ValueError(
+                f"{bad} of {array.size} voxels are NaN or infinite; the model needs finite values "
+                "(replace them, e.g. by the background value, and save the image again)"
+            )
+    spacing = volume.spacing
+    low, high = SPACING_RANGE_MM
+    if np.any(spacing < low) or np.any(spacing > high):
+        raise ValueError(
+            f"implausible voxel spacing {np.round(spacing, 6).tolist()} mm (expected {low:g} to "
+            f"{high:g} mm); check the file's spacing and units"
+        )
 
 
 def nearest_ras_axes(direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -127,11 +161,13 @@ def z_normalise(window: torch.Tensor) -> torch.Tensor:
     Windows with fewer than two voxels > 0, or no spread among them, fall back to the statistics
     of all voxels, and a constant window becomes zeros.
     """
-    foreground = window[window > 0]
+    # float64, so that values near float32's limits neither overflow the sums nor the result.
+    values = window.double()
+    foreground = values[values > 0]
     if foreground.numel() < 2 or float(foreground.std()) == 0.0:
-        foreground = window.flatten()
+        foreground = values.flatten()
     std = float(foreground.std()) if foreground.numel() > 1 else 0.0
-    return (window - foreground.mean()) / (std if std > 0 else 1.0)
+    return ((values - foreground.mean()) / (std if std > 0 else 1.0)).float()
 
 
 def extract_crop(volume: Volume, grid: CropGrid, device: torch.device | str | None = None) -> Crop:

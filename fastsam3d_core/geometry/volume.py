@@ -54,6 +54,14 @@ class Volume:
             raise ValueError(f"the volume is empty (shape {array.shape})")
         if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
             raise ValueError(f"a volume must hold numbers, got dtype {array.dtype}")
+        if np.iscomplexobj(array):
+            raise ValueError(
+                f"a complex-valued image ({array.dtype}); save its magnitude as a real-valued "
+                "image first"
+            )
+        if any(stride < 0 for stride in array.strides):
+            # A flipped view (array[::-1]); torch cannot wrap negative strides.
+            array = array.copy()
         object.__setattr__(self, "array", array)
         object.__setattr__(self, "ijk_to_ras", _as_affine(self.ijk_to_ras))
 
@@ -102,6 +110,12 @@ class Volume:
     def index_to_ras(self, point_ijk: np.ndarray) -> np.ndarray:
         """RAS position of continuous (i, j, k) indices ``(..., 3)``."""
         return apply_affine(self.ijk_to_ras, point_ijk)
+
+    def contains_ras(self, point_ras: np.ndarray) -> bool:
+        """Whether a RAS point falls in a voxel of the volume; False for non-finite points."""
+        with np.errstate(over="ignore", invalid="ignore"):  # 1e308 mm is simply outside
+            index = self.ras_to_index(point_ras)
+        return bool(np.all(np.isfinite(index))) and self.contains_index(index)
 
     def contains_index(self, point_ijk: np.ndarray) -> bool:
         """Whether a continuous index falls in a voxel of the volume (edges at ±0.5)."""

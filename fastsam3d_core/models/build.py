@@ -99,7 +99,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     """A torch device; ``"auto"`` picks CUDA, then Apple MPS, then the CPU.
 
     Raises:
-        ValueError: a named device that this machine does not have.
+        ValueError: a name torch does not know, or a device that this machine does not have.
     """
     if device is None or device == "auto":
         if torch.cuda.is_available():
@@ -107,11 +107,23 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("CUDA was requested but no CUDA device is available (use --device cpu)")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ValueError(
+            f"unknown device {str(device)!r}: use auto, cpu, cuda, cuda:N (N counts from 0) or mps"
+        ) from None
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device {str(device)!r}: no CUDA device is available; use cpu")
+        if resolved.index is not None and resolved.index >= count:
+            raise ValueError(
+                f"device {str(device)!r}: this machine has {count} CUDA device(s), cuda:0 to "
+                f"cuda:{count - 1}"
+            )
     if resolved.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("Apple MPS was requested but is not available on this machine")
+        raise ValueError(f"device {str(device)!r}: Apple MPS is not available on this machine")
     return resolved
 
 

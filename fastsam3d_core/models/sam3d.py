@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -12,6 +15,8 @@ from .mask_decoder import MaskDecoder3D
 from .prompt_encoder import PromptEncoder3D
 from .transformer import DecoderAttention
 
+PARTS = ("image_encoder", "prompt_encoder", "mask_decoder")
+
 
 class Sam3D(nn.Module):
     """A 3-D Segment Anything model: image encoder, prompt encoder and mask decoder.
@@ -19,6 +24,11 @@ class Sam3D(nn.Module):
     Its ``state_dict`` keys equal the official ones (``image_encoder.*``, ``prompt_encoder.*``,
     ``mask_decoder.*``). Gradient policy is the caller's: wrap calls in ``torch.inference_mode()``
     for inference.
+
+    A new model's weights are random. The model remembers which parts have been given weights
+    (by :meth:`load_state_dict` or :func:`~fastsam3d_core.load_checkpoint`), so that a model
+    that is not fully loaded, e.g. from an encoder-only file, is refused by the session instead
+    of segmenting with a random decoder (see :meth:`check_weights_loaded`).
     """
 
     def __init__(
@@ -33,6 +43,45 @@ class Sam3D(nn.Module):
         self.prompt_encoder = prompt_encoder
         self.mask_decoder = mask_decoder
         self.name = name
+        self.random_parts: set[str] = set(PARTS)
+
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ) -> Any:
+        """``nn.Module.load_state_dict``; each part whose every key was given counts as loaded."""
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        given = set(state_dict)
+        for part in PARTS:
+            keys = getattr(self, part).state_dict().keys()
+            if all(f"{part}.{key}" in given for key in keys):
+                self.random_parts.discard(part)
+        return result
+
+    def allow_random_weights(self) -> Sam3D:
+        """Let this model run with random weights (benchmarks, plumbing tests); returns it."""
+        self.random_parts.clear()
+        return self
+
+    def check_weights_loaded(self) -> None:
+        """Raise unless every part has been given weights.
+
+        Raises:
+            ValueError: names the parts that still hold random weights and what to load.
+        """
+        if not self.random_parts:
+            return
+        names = [part.replace("_", " ") for part in PARTS if part in self.random_parts]
+        missing = " and ".join(filter(None, [", ".join(names[:-1]), names[-1]]))
+        hint = (
+            "an encoder-only checkpoint needs the prompt encoder's and mask decoder's weights "
+            "too: load the teacher's full checkpoint (sam_med3d_turbo.pth) first"
+            if self.random_parts == {"prompt_encoder", "mask_decoder"}
+            else "load the weights with load_checkpoint(model, path)"
+        )
+        verb = "has" if len(names) == 1 else "have"
+        raise ValueError(
+            f"the {self.name or 'model'} model's {missing} {verb} no trained weights: {hint}"
+        )
 
     @property
     def device(self) -> torch.device:

@@ -2,7 +2,7 @@
 
 from .cache import EmbeddingCache
 from .predictor import ModelPredictor, OraclePredictor, Predictor, as_predictor
-from .session import Result, Session
+from .session import Result, Session, check_point
 
 __all__ = [
     "EmbeddingCache",
@@ -12,4 +12,5 @@ __all__ = [
     "Result",
     "Session",
     "as_predictor",
+    "check_point",
 ]

@@ -48,9 +48,15 @@ class Predictor(Protocol):
 
 
 class ModelPredictor:
-    """Runs a :class:`Sam3D` under ``torch.inference_mode`` on the model's device."""
+    """Runs a :class:`Sam3D` under ``torch.inference_mode`` on the model's device.
+
+    Raises:
+        ValueError: a model with random weights in any part (see
+            :meth:`Sam3D.check_weights_loaded`).
+    """
 
     def __init__(self, model: Sam3D) -> None:
+        model.check_weights_loaded()
         self.model = model
 
     def encode(self, crop: Crop) -> torch.Tensor:

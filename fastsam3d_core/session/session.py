@@ -9,7 +9,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..geometry import CropGrid, Volume, box_slices, crop_grid_around, extract_crop, resample
+from ..geometry import (
+    CropGrid,
+    Volume,
+    box_slices,
+    check_segmentable,
+    crop_grid_around,
+    extract_crop,
+    resample,
+)
 from ..geometry.paste import footprint_box, logits_on_volume
 from ..geometry.resample import translation
 from ..models.sam3d import Sam3D
@@ -95,6 +103,7 @@ class Session:
         initial_mask: np.ndarray | None = None,
         cache_bytes: int = 512 << 20,
     ) -> None:
+        check_segmentable(volume)
         self.volume = volume
         self.predictor = as_predictor(predictor)
         self.protect_other_segments = protect_other_segments
@@ -324,20 +333,10 @@ class Session:
     # -- internals -------------------------------------------------------------------------
 
     def _check_point(self, point_ras: Any) -> np.ndarray:
-        point = np.asarray(point_ras, dtype=np.float64)
-        if point.shape != (3,) or not np.all(np.isfinite(point)):
-            raise ValueError(f"a point must be three finite RAS coordinates, got {point_ras!r}")
-        if not self._inside(point):
-            raise ValueError(
-                f"point {np.round(point, 2).tolist()} (RAS mm) is outside the volume, "
-                f"which spans {_ras_extent(self.volume)}"
-            )
-        return point
+        return check_point(self.volume, point_ras)
 
     def _inside(self, point: np.ndarray) -> bool:
-        return bool(np.all(np.isfinite(point))) and self.volume.contains_index(
-            self.volume.ras_to_index(point)
-        )
+        return self.volume.contains_ras(point)
 
     def _new_click_id(self, click_id: str | None) -> str:
         if click_id is None:
@@ -587,6 +586,27 @@ def _locate_click(segment: SegmentState, index: int) -> tuple[int, int]:
     if not -len(pairs) <= index < len(pairs):
         raise IndexError(f"no click {index}: the segment has {len(pairs)}")
     return pairs[index]
+
+
+def check_point(volume: Volume, point_ras: Any) -> np.ndarray:
+    """A click position as float64 (3,) RAS mm, checked to lie in a voxel of the volume.
+
+    Raises:
+        ValueError: not three finite numbers, or outside the volume (the message gives its
+            extent).
+    """
+    try:
+        point = np.asarray(point_ras, dtype=np.float64)
+    except (TypeError, ValueError):
+        point = np.full(0, np.nan)
+    if point.shape != (3,) or not np.all(np.isfinite(point)):
+        raise ValueError(f"a point must be three finite RAS coordinates, got {point_ras!r}")
+    if not volume.contains_ras(point):
+        shown = [float(f"{value:.6g}") for value in point]
+        raise ValueError(
+            f"point {shown} (RAS mm) is outside the volume, which spans {_ras_extent(volume)}"
+        )
+    return point
 
 
 def _ras_extent(volume: Volume) -> str:
