@@ -14,6 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..geometry import Volume
+from ..io._atomic import write_atomically
 from ..session.predictor import Predictor
 from .protocol import CaseResult, evaluate_case
 
@@ -111,11 +112,9 @@ def find_cases(images: Path, labels: Path | None = None) -> list[CasePair]:
 
 
 def _folders(images: Path, labels: Path | None) -> tuple[Path, Path]:
-    if not images.is_dir():
-        raise ValueError(f"images folder not found: {images}")
+    _check_folder(images, "images")
     if labels is not None:
-        if not labels.is_dir():
-            raise ValueError(f"labels folder not found: {labels}")
+        _check_folder(labels, "labels")
         return images, labels
     if (images / "imagesTr").is_dir():
         images = images / "imagesTr"
@@ -125,6 +124,16 @@ def _folders(images: Path, labels: Path | None) -> tuple[Path, Path]:
             f"no labels folder beside {images} (like labelsTr): give the labels folder"
         )
     return images, derived
+
+
+def _check_folder(path: Path, what: str) -> None:
+    if path.is_file():
+        raise ValueError(
+            f"{path} is a file; give the folder of {what} (e.g. {what}Tr) or the dataset folder "
+            "that holds imagesTr and labelsTr"
+        )
+    if not path.is_dir():
+        raise ValueError(f"{what} folder not found: {path}")
 
 
 def _suffix(path: Path) -> str:
@@ -197,19 +206,21 @@ def write_csv(report: EvaluationReport, path: Path) -> None:
     header = ["case", "status", "reason"] + [f"dice_{c}" for c in report.summary_clicks]
     header += ["best_dice", "converged_after", "seconds"]
     header += [f"dice@{k}" for k in per_click] + [f"iou@{k}" for k in per_click]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as stream:
-        writer = csv.writer(stream)
-        writer.writerow(header)
-        for result in report.results:
-            values: list[object] = [result.case, result.status, result.reason]
-            if result.ok:
-                values += [_number(result.dice[c - 1]) for c in report.summary_clicks]
-                values += [_number(max(result.dice)), result.converged_after or ""]
-                values += [f"{result.seconds:.2f}"]
-                values += [_number(v) for v in result.dice + result.iou]
-            writer.writerow(values + [""] * (len(header) - len(values)))
+    rows: list[list[object]] = [list(header)]
+    for result in report.results:
+        values: list[object] = [result.case, result.status, result.reason]
+        if result.ok:
+            values += [_number(result.dice[c - 1]) for c in report.summary_clicks]
+            values += [_number(max(result.dice)), result.converged_after or ""]
+            values += [f"{result.seconds:.2f}"]
+            values += [_number(v) for v in result.dice + result.iou]
+        rows.append(values + [""] * (len(header) - len(values)))
+
+    def write(temporary: Path) -> None:
+        with temporary.open("w", newline="", encoding="utf-8") as stream:
+            csv.writer(stream).writerows(rows)
+
+    write_atomically(Path(path), ".csv", write)
 
 
 def _number(value: float) -> str:
@@ -248,7 +259,5 @@ def write_plot(report: EvaluationReport, path: Path, title: str | None = None) -
     axes.set_title(title or f"Mean Dice against clicks ({len(report.evaluated)} cases)")
     axes.grid(alpha=0.3)
     axes.legend(loc="lower right")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png", dpi=100)
+    write_atomically(Path(path), ".png", lambda temporary: figure.savefig(temporary, dpi=100))
     return True

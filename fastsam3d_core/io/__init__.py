@@ -6,9 +6,11 @@ ijk-to-RAS affine, as in :class:`fastsam3d_core.geometry.Volume`.
 
 from __future__ import annotations
 
-from .errors import VolumeReadError
+from ._atomic import check_output_path
+from .errors import ITKWarning, VolumeReadError
 from .images import (
     ImageGeometry,
+    check_labelmap_format,
     flip_lps_ras,
     itk_ijk_to_ras,
     read_volume,
@@ -18,8 +20,11 @@ from .images import (
 from .segmentation import Segment, read_segmentation, write_segmentation
 
 __all__ = [
+    "ITKWarning",
     "ImageGeometry",
     "Segment",
+    "check_labelmap_format",
+    "check_output_path",
     "VolumeReadError",
     "flip_lps_ras",
     "itk_ijk_to_ras",

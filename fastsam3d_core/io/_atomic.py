@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Callable
 
 from .errors import itk_reason
 
 
-def write_atomically(path: Path, suffix: str, write: Callable[[Path], None]) -> None:
+def write_atomically(path: Path, suffix: str, write: Callable[[Path], object]) -> None:
     """Write through ``write`` to a temporary file beside ``path``, then rename it into place.
 
     The temporary name ends in ``suffix`` so that writers that choose the format from the
@@ -44,3 +45,47 @@ def write_atomically(path: Path, suffix: str, write: Callable[[Path], None]) -> 
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def check_output_path(
+    path: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str] | None] = ()
+) -> Path:
+    """Check, before any slow work, that a file can be written at ``path`` without harm.
+
+    Args:
+        path: the file to create or replace.
+        inputs: files the command reads; None entries are skipped.
+
+    Returns:
+        ``path`` as a :class:`Path`.
+
+    Raises:
+        ValueError: ``path`` is one of the inputs (also through a link or another spelling), or
+            a folder.
+        OSError: its folder does not exist, is not a folder, or does not accept new files
+            (read-only, no permission, full).
+    """
+    path = Path(path)
+    for given in inputs:
+        if given is not None and _same_file(path, Path(given)):
+            raise ValueError(
+                f"{path}: the output would overwrite the input {given}; choose another name"
+            )
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; give a file name, e.g. {path / 'out.seg.nrrd'}")
+    folder = path.parent
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise FileNotFoundError(f"cannot write {path}: {folder} {what}; create the folder first")
+    probe = folder / f".{path.name}.{uuid.uuid4().hex[:12]}.probe"
+    try:
+        probe.touch(exist_ok=False)
+        probe.unlink()
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise OSError(error.errno, f"cannot write in {folder}: {reason}") from None
+    return path
+
+
+def _same_file(output: Path, given: Path) -> bool:
+    return output.exists() and given.exists() and os.path.samefile(output, given)

@@ -44,7 +44,8 @@ def write_nrrd(
         raise ValueError(f"cannot write a {data.ndim}-D {data.dtype} array as a NRRD segmentation")
     file.write(_header(data.shape, dtype, ijk_to_lps, fields))
     little_endian = dtype.newbyteorder("<")
-    with gzip.GzipFile(fileobj=file, mode="wb", compresslevel=6, mtime=0) as stream:
+    # No name and no time in the gzip header: identical segmentations give identical files.
+    with gzip.GzipFile(filename="", fileobj=file, mode="wb", compresslevel=6, mtime=0) as stream:
         for k in range(data.shape[-1]):  # NRRD's last axis varies slowest: one k-slab at a time
             stream.write(data[..., k].astype(little_endian, copy=False).tobytes(order="F"))
 

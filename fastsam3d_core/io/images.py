@@ -22,7 +22,7 @@ import SimpleITK as sitk
 from ..geometry.volume import Volume
 from ._atomic import write_atomically
 from .dicom import series_files_in_folder, series_files_of
-from .errors import VolumeReadError, itk_reason
+from .errors import VolumeReadError, itk_reason, itk_warnings_as_python
 
 #: ITK image readers accepted, and the formats they read.
 READ_FORMATS = {
@@ -135,6 +135,7 @@ def _files_to_read(path: Path) -> list[str]:
         )
     if reader == "GDCMImageIO":
         return series_files_of(path)
+    _check_fits_in_memory(path)
     if reader == "NiftiImageIO" and path.name.lower().endswith((".nii", ".nii.gz")):
         _check_nifti_complete(path)
     return [str(path)]
@@ -142,15 +143,61 @@ def _files_to_read(path: Path) -> list[str]:
 
 def _read_image(files: list[str], path: Path) -> sitk.Image:
     try:
-        if len(files) == 1:
-            return sitk.ReadImage(files[0])
-        reader = sitk.ImageSeriesReader()
-        reader.SetFileNames(files)
-        return reader.Execute()
+        with itk_warnings_as_python(path):
+            if len(files) == 1:
+                return sitk.ReadImage(files[0])
+            reader = sitk.ImageSeriesReader()
+            reader.SetFileNames(files)
+            return reader.Execute()
     except RuntimeError as error:
         raise VolumeReadError(
             f"{path}: could not read the image (damaged or truncated?): {itk_reason(error)}"
         ) from error
+
+
+def _check_fits_in_memory(path: Path) -> None:
+    """Refuse an image whose header announces more voxels than this computer's memory holds.
+
+    A small compressed file can announce gigabytes (a 16 MB .nii.gz of zeros holds a 16 GB
+    volume): reading it would end with the operating system killing the process after a minute.
+    Reading needs the voxels twice (ITK's buffer and the NumPy copy) and the mask one byte more.
+    """
+    available = available_memory()
+    if available is None:
+        return
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        with itk_warnings_as_python(path):
+            reader.ReadImageInformation()
+    except RuntimeError as error:
+        raise VolumeReadError(f"{path}: unreadable header: {itk_reason(error)}") from error
+    tiny = sitk.Image([1] * reader.GetDimension(), reader.GetPixelID())
+    voxels = int(np.prod(reader.GetSize(), dtype=np.float64))
+    voxel_bytes = tiny.GetSizeOfPixelComponent() * reader.GetNumberOfComponents()
+    needed = voxels * (2 * voxel_bytes + 1)
+    if needed > available:
+        size = "×".join(str(n) for n in reader.GetSize())
+        raise VolumeReadError(
+            f"{path}: the header announces a {size} image ({voxels * voxel_bytes / 2**30:.1f} GiB "
+            f"of voxels); reading it needs about {needed / 2**30:.1f} GiB of memory and "
+            f"{available / 2**30:.1f} GiB are available; crop or downsample it first"
+        )
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new allocations without swapping, or None where unknown."""
+    try:
+        with open("/proc/meminfo") as meminfo:  # Linux: counts reclaimable caches as available
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def _check_nifti_complete(path: Path) -> None:
@@ -198,6 +245,11 @@ def _volume_from_image(image: sitk.Image, path: Path) -> Volume:
     size = "×".join(str(n) for n in image.GetSize())
     if dimension == 2:
         raise VolumeReadError(f"{path}: a 2-D image ({size}), not a 3-D volume")
+    if "complex" in image.GetPixelIDTypeAsString().lower():
+        raise VolumeReadError(
+            f"{path}: a complex-valued image ({image.GetPixelIDTypeAsString()}); save its "
+            "magnitude as a real-valued image first"
+        )
     if dimension != 3 or components != 1:
         hint = ""
         if path.name.lower().endswith((".seg.nrrd", ".seg.nhdr")):
@@ -235,13 +287,15 @@ def write_labelmap(
         OSError: the folder does not exist, or writing failed.
     """
     path = Path(path)
+    check_labelmap_format(path, reference.ijk_to_ras)
     suffix = _labelmap_suffix(path)
     array = _checked_labels(labels, reference.shape, path)
     image = sitk.GetImageFromArray(np.ascontiguousarray(array.T))
     set_itk_geometry(image, reference.ijk_to_ras)
 
     def write(temporary: Path) -> None:
-        sitk.WriteImage(image, str(temporary), useCompression=suffix == ".nrrd")
+        with itk_warnings_as_python(path):
+            sitk.WriteImage(image, str(temporary), useCompression=suffix == ".nrrd")
         if suffix != ".nrrd":  # ITK's NIfTI writer reports failed writes (disk full) on stderr only
             try:
                 _check_nifti_complete(temporary)
@@ -249,6 +303,24 @@ def write_labelmap(
                 raise OSError(f"could not write {path}: the file came out incomplete") from error
 
     write_atomically(path, suffix, write)
+
+
+def check_labelmap_format(path: Path, ijk_to_ras: np.ndarray) -> None:
+    """Refuse a labelmap file format that cannot hold the grid exactly.
+
+    NIfTI stores rotations only: ITK would silently replace a sheared (non-orthogonal) grid by
+    the nearest orthogonal one, moving the labels. NRRD keeps any grid.
+
+    Raises:
+        ValueError: a labelmap extension not written here, or a sheared grid for NIfTI.
+    """
+    suffix = _labelmap_suffix(path)
+    axes = ijk_to_ras[:3, :3] / np.linalg.norm(ijk_to_ras[:3, :3], axis=0)
+    if suffix != ".nrrd" and not np.allclose(axes.T @ axes, np.eye(3), atol=1e-6):
+        raise ValueError(
+            f"{path}: NIfTI cannot store this image's sheared (non-orthogonal) grid exactly; "
+            "write the labelmap as .nrrd, or the segmentation as .seg.nrrd"
+        )
 
 
 def _labelmap_suffix(path: Path) -> str:

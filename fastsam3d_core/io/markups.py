@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,33 +16,68 @@ def read_markups_points(path: str | Path) -> np.ndarray:
     """The defined control points of every markups node in a Slicer ``.mrk.json`` file.
 
     Args:
-        path: a markups JSON file (Slicer ≥ 4.11 format, any markups type with control points).
+        path: a markups JSON file (Slicer >= 4.11 format, any markups type with control points).
 
     Returns:
-        ``(N, 3)`` float64 RAS millimetres, in file order. Points whose position is undefined
-        or missing are skipped.
+        ``(N, 3)`` float64 RAS millimetres, in file order. Points whose position status is not
+        ``defined`` are skipped.
 
     Raises:
-        ValueError: unreadable JSON, no markups, an unknown coordinate system, or no points.
+        ValueError: the file cannot be read as UTF-8 JSON, is not a markups file, has an unknown
+            coordinate system, a control point without three finite numbers as position, or no
+            defined point. The message names the file (and the point).
     """
     path = Path(path)
-    try:
-        document = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"cannot read markups file {path}: {error}") from None
-    points = []
-    for node in document.get("markups", []) if isinstance(document, dict) else []:
-        system = node.get("coordinateSystem", "LPS")
-        if system not in ("LPS", "RAS"):
-            raise ValueError(f"{path}: unknown coordinate system {system!r}")
-        for control in node.get("controlPoints", []):
-            if control.get("positionStatus", "defined") != "defined":
-                continue
-            position = np.asarray(control["position"], dtype=np.float64)
-            # Slicer writes markups in LPS unless told otherwise.
-            points.append(
-                apply_affine(flip_lps_ras(np.eye(4)), position) if system == "LPS" else position
-            )
+    points = [
+        apply_affine(flip_lps_ras(np.eye(4)), position) if system == "LPS" else position
+        for system, position in _defined_positions(_read_document(path), path)
+    ]
     if not points:
         raise ValueError(f"{path}: no defined control points in any markups node")
     return np.array(points)
+
+
+def _read_document(path: Path) -> dict:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error.msg}, line {error.lineno})") from None
+    except FileNotFoundError:
+        raise ValueError(f"{path}: markups file not found") from None
+    except OSError as error:
+        raise ValueError(f"cannot read markups file {path}: {error.strerror or error}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("markups"), list):
+        raise ValueError(
+            f'{path}: not a Slicer markups file (expected an object whose "markups" is a list '
+            "of nodes; save the points from Slicer as .mrk.json)"
+        )
+    return document
+
+
+def _defined_positions(document: dict, path: Path) -> Iterator[tuple[str, np.ndarray]]:
+    """(coordinate system, position) of each defined control point, in file order."""
+    for n, node in enumerate(document["markups"], 1):
+        if not isinstance(node, dict) or not isinstance(node.get("controlPoints", []), list):
+            raise ValueError(f"{path}: markups node {n} is not an object with a controlPoints list")
+        # Slicer writes markups in LPS unless told otherwise.
+        system = node.get("coordinateSystem", "LPS")
+        if system not in ("LPS", "RAS"):
+            raise ValueError(f"{path}: unknown coordinate system {system!r} (LPS or RAS)")
+        for k, control in enumerate(node.get("controlPoints", []), 1):
+            if not isinstance(control, dict):
+                raise ValueError(f"{path}: control point {k} of node {n} is not an object")
+            if control.get("positionStatus", "defined") == "defined":
+                yield system, _position(control, f"{path}: control point {k} of node {n}")
+
+
+def _position(control: dict, where: str) -> np.ndarray:
+    value = control.get("position")
+    try:
+        position = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        position = np.full(0, np.nan)
+    if position.shape != (3,) or not np.all(np.isfinite(position)):
+        raise ValueError(f"{where} has position {value!r}; expected three finite numbers")
+    return position
