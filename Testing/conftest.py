@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,24 @@ from fastsam3d_core.golden import GoldenReference
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 GOLDEN_DIR = SHARED / "golden"
+SHARED_DATA_DIR = SHARED / "data"
 MODEL_NAMES = ("fastsam3d", "sam-med3d-turbo")
+# Set by .ci/run: without the shared folder the data-dependent tests skip, and CI must not pass so.
+REQUIRE_SHARED_DATA = "FASTSAM3D_REQUIRE_SHARED_DATA"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Stop before collecting when ``$FASTSAM3D_REQUIRE_SHARED_DATA`` is set and data is missing."""
+    if not os.environ.get(REQUIRE_SHARED_DATA):
+        return
+    missing = [str(folder) for folder in (GOLDEN_DIR, SHARED_DATA_DIR) if not folder.is_dir()]
+    if missing:
+        raise pytest.UsageError(
+            f"{REQUIRE_SHARED_DATA} is set but the shared test data is missing: "
+            f"{' and '.join(missing)} not found (expected in {SHARED}, beside the repository: "
+            "golden/ holds the official models' reference outputs on seeded weights, data/ small "
+            "real scans with masks); without them the data-dependent tests would skip"
+        )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -58,3 +76,24 @@ def golden(
 @pytest.fixture(scope="session")
 def fastsam3d_seeded(seeded_models: dict[str, Sam3D]) -> Sam3D:
     return seeded_models["fastsam3d"]
+
+
+class CliResult:
+    """What ``fastsam3d …`` printed and returned, run in this process through its entry point."""
+
+    def __init__(self, exit_code: int, stdout: str, stderr: str) -> None:
+        self.exit_code, self.stdout, self.stderr = exit_code, stdout, stderr
+        self.output = stdout + stderr
+
+
+def invoke_cli(arguments: list) -> CliResult:
+    """Run the ``fastsam3d`` console script's :func:`main` with these arguments."""
+    import contextlib
+    import io
+
+    from fastsam3d_core.cli import main
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = main([str(argument) for argument in arguments])
+    return CliResult(code, stdout.getvalue(), stderr.getvalue())

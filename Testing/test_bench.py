@@ -12,11 +12,11 @@ import statistics
 
 import pytest
 import torch
+from conftest import invoke_cli
 from typer.testing import CliRunner
 
 from fastsam3d_core import build_model
 from fastsam3d_core.benchmark import PARTS, BenchSettings, format_table, run_suite
-from fastsam3d_core.cli import app
 
 runner = CliRunner()
 
@@ -24,7 +24,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def quick_report(tmp_path_factory):
     path = tmp_path_factory.mktemp("bench") / "bench.json"
-    result = runner.invoke(app, ["bench", "--quick", "--json", str(path)])
+    result = invoke_cli(["bench", "--quick", "--json", str(path)])
     assert result.exit_code == 0, result.output
     return result.output, json.loads(path.read_text())
 
@@ -96,7 +96,7 @@ def test_bench_counts_flops_and_reports_agreement():
     ],
 )
 def test_bench_rejects_bad_options(arguments, message):
-    result = runner.invoke(app, ["bench", "--quick", *arguments])
+    result = invoke_cli(["bench", "--quick", *arguments])
     assert result.exit_code == 2
     assert message in result.output
 

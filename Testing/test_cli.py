@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 import typer
-from conftest import GOLDEN_DIR
+from conftest import GOLDEN_DIR, invoke_cli
 from typer.testing import CliRunner
 
 from fastsam3d_core.cli import app
@@ -21,7 +21,7 @@ def words(output: str) -> str:
 
 
 def test_info_lists_models():
-    result = runner.invoke(app, ["info"])
+    result = invoke_cli(["info"])
     assert result.exit_code == 0, result.output
     assert "fastsam3d: 53.22 M parameters" in result.output
     assert "sam-med3d-turbo: 100.51 M parameters" in result.output
@@ -31,12 +31,12 @@ def test_every_command_has_help():
     group = typer.main.get_command(app)
     for name, command in group.commands.items():
         assert command.help, f"command {name} has no help"
-        assert runner.invoke(app, [name, "--help"]).exit_code == 0
+        assert invoke_cli([name, "--help"]).exit_code == 0
 
 
 @pytest.mark.skipif(not GOLDEN_DIR.is_dir(), reason="golden references not available")
 def test_check_golden_passes_and_fails(tmp_path):
-    result = runner.invoke(app, ["check-golden", str(GOLDEN_DIR), "--model", "fastsam3d"])
+    result = invoke_cli(["check-golden", str(GOLDEN_DIR), "--model", "fastsam3d"])
     assert result.exit_code == 0, result.output
     assert "OK" in result.output
 
@@ -45,13 +45,13 @@ def test_check_golden_passes_and_fails(tmp_path):
         arrays = {key: npz[key] for key in npz.files}
     arrays["s2_negative_with_prev_mask_iou"] = arrays["s2_negative_with_prev_mask_iou"] * 1.001
     np.savez(tmp_path / "fastsam3d.npz", **arrays)
-    result = runner.invoke(app, ["check-golden", str(tmp_path)])
+    result = invoke_cli(["check-golden", str(tmp_path)])
     assert result.exit_code == 1
     assert "worst s2_negative_with_prev_mask_iou" in result.output and "FAILED" in result.output
 
 
 def test_check_golden_without_references(tmp_path):
-    result = runner.invoke(app, ["check-golden", str(tmp_path)])
+    result = invoke_cli(["check-golden", str(tmp_path)])
     assert result.exit_code == 2
     assert "no golden manifests" in words(result.output)
 
@@ -102,8 +102,7 @@ def test_segment_writes_a_segmentation_with_the_input_geometry(tmp_path, random_
     centre = image.index_to_ras(np.array([80.0, 80.0, 52.0]))
     negative = write_markups(tmp_path / "exclude.mrk.json", [centre + [10.0, 0.0, 0.0]])
     output = tmp_path / "out.seg.nrrd"
-    result = runner.invoke(
-        app,
+    result = invoke_cli(
         [
             "segment",
             str(BRATS_IMAGE),
@@ -134,15 +133,14 @@ def test_segment_writes_a_segmentation_with_the_input_geometry(tmp_path, random_
 @pytest.mark.skipif(not BRATS_IMAGE.is_file(), reason="test scans not available")
 def test_segment_reports_bad_input(tmp_path, random_weights):
     base = ["segment", str(BRATS_IMAGE), "--weights", str(random_weights), "--device", "cpu"]
-    outside = runner.invoke(app, [*base, "--point", "5000,0,0", "-o", str(tmp_path / "a.seg.nrrd")])
-    assert outside.exit_code == 2 and "outside the volume" in words(outside.output)
+    outside = invoke_cli([*base, "--point", "5000,0,0", "-o", str(tmp_path / "a.seg.nrrd")])
+    assert outside.exit_code == 1 and "outside the volume" in words(outside.output)
     assert not (tmp_path / "a.seg.nrrd").exists()
-    wrong_suffix = runner.invoke(app, [*base, "--point", "0,0,0", "-o", str(tmp_path / "a.png")])
+    wrong_suffix = invoke_cli([*base, "--point", "0,0,0", "-o", str(tmp_path / "a.png")])
     assert wrong_suffix.exit_code == 2 and ".seg.nrrd" in words(wrong_suffix.output)
-    malformed = runner.invoke(app, [*base, "--point", "1,2", "-o", str(tmp_path / "b.seg.nrrd")])
+    malformed = invoke_cli([*base, "--point", "1,2", "-o", str(tmp_path / "b.seg.nrrd")])
     assert malformed.exit_code == 2 and "R,A,S" in words(malformed.output)
-    missing = runner.invoke(
-        app,
+    missing = invoke_cli(
         [
             "segment",
             str(tmp_path / "none.nii.gz"),
@@ -152,4 +150,4 @@ def test_segment_reports_bad_input(tmp_path, random_weights):
             str(tmp_path / "c.nrrd"),
         ],
     )
-    assert missing.exit_code == 2
+    assert missing.exit_code == 1

@@ -10,12 +10,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED
+from conftest import SHARED, invoke_cli
 from scipy.ndimage import binary_dilation, binary_erosion
 from typer.testing import CliRunner
 
 from fastsam3d_core import Volume, build_model
-from fastsam3d_core.cli import app
 from fastsam3d_core.evaluation import (
     EvaluationReport,
     evaluate_case,
@@ -262,6 +261,9 @@ def test_folder_report_csv_and_plot(dataset, tmp_path):
     )
     assert seen == [(1, 3, "aorta"), (2, 3, "brats"), (3, 3, "empty")]
     assert report.summary_clicks == (1, 3) and report.mean_dice()[1] >= 0.99
+    with pytest.raises(FileNotFoundError, match="create the folder first|does not exist"):
+        write_csv(report, tmp_path / "out" / "dice.csv")  # as `segment`: no folder is made
+    (tmp_path / "out").mkdir()
     write_csv(report, tmp_path / "out" / "dice.csv")
     assert write_plot(report, tmp_path / "out" / "dice.png")
     with (tmp_path / "out" / "dice.csv").open(newline="") as stream:
@@ -309,7 +311,7 @@ def test_find_cases_layouts(tmp_path):
 def test_cli_with_the_oracle(dataset, tmp_path):
     output = tmp_path / "result.csv"
     arguments = ["evaluate", str(dataset / "imagesTr"), "--model", "oracle", "--clicks", "2"]
-    result = runner.invoke(app, arguments + ["-o", str(output)])
+    result = invoke_cli(arguments + ["-o", str(output)])
     assert result.exit_code == 0, result.output
     assert "[2/3] brats: Dice 1: 1.0000" in result.output
     assert "[3/3] empty: skipped" in result.output
@@ -321,16 +323,17 @@ def test_cli_with_the_oracle(dataset, tmp_path):
 def test_cli_bad_arguments(dataset, tmp_path):
     (tmp_path / "imagesTs").mkdir()
     (tmp_path / "labelsTs").mkdir()
-    for arguments, message in (
-        ([str(tmp_path / "missing")], "not found"),
-        ([str(tmp_path / "imagesTs")], "no image"),
-        ([str(dataset), "--labels", str(tmp_path / "nope")], "not found"),
-        ([str(dataset), "--clicks", "0"], "clicks"),
-        ([str(dataset), "--model", "unknown"], "oracle"),
+    # Status 2 for a usage error, 1 for input that cannot be used; always one line.
+    for arguments, message, status in (
+        ([str(tmp_path / "missing")], "not found", 1),
+        ([str(tmp_path / "imagesTs")], "no image", 1),
+        ([str(dataset), "--labels", str(tmp_path / "nope")], "not found", 1),
+        ([str(dataset), "--clicks", "0"], "clicks", 2),
+        ([str(dataset), "--model", "unknown"], "oracle", 2),
     ):
-        result = runner.invoke(app, ["evaluate", *arguments, "-o", str(tmp_path / "x.csv")])
-        assert result.exit_code == 2, (arguments, result.output)
-        assert message in result.output, result.output
+        result = invoke_cli(["evaluate", *arguments, "-o", str(tmp_path / "x.csv")])
+        assert result.exit_code == status, (arguments, result.output)
+        assert message in result.stderr and result.stderr.count("\n") == 1, result.output
     assert not (tmp_path / "x.csv").exists()
 
 
@@ -338,7 +341,7 @@ def test_cli_bad_arguments(dataset, tmp_path):
 def test_a_real_model_through_the_protocol_and_the_cli(dataset, tmp_path):
     """FastSAM3D with random weights: 32³ logits, the zero mask prompt and ``--weights``."""
     torch.manual_seed(0)
-    model = build_model("fastsam3d")
+    model = build_model("fastsam3d").allow_random_weights()
     image, label = Volume.from_file(CASES["brats"][0]), Volume.from_file(CASES["brats"][1])
     for accumulate in (False, True):
         result = evaluate_case(image, label, ModelPredictor(model), clicks=2, accumulate=accumulate)
@@ -347,6 +350,6 @@ def test_a_real_model_through_the_protocol_and_the_cli(dataset, tmp_path):
     weights = tmp_path / "random.pth"
     torch.save({"model_state_dict": model.state_dict()}, weights)
     arguments = ["evaluate", str(dataset), "--weights", str(weights), "--clicks", "2"]
-    result = runner.invoke(app, arguments + ["--device", "cpu", "-o", str(tmp_path / "r.csv")])
+    result = invoke_cli(arguments + ["--device", "cpu", "-o", str(tmp_path / "r.csv")])
     assert result.exit_code == 0, result.output
     assert "loading fastsam3d" in result.output and "2 case(s) evaluated" in result.output

@@ -65,9 +65,16 @@ def bench(
     """Time encoder, decoder and an end-to-end click against the reference path; JSON report."""
     from ..attention import BACKENDS
     from ..benchmark import DTYPES, BenchSettings, format_table, run_suite
+    from ..io import check_output_path
+    from ..io._atomic import write_atomically
+    from .runtime import resolve_device
 
     _check_choices(dtype, DTYPES, "--dtype")
     _check_choices(backend, BACKENDS, "--backend")
+    for name in device or []:
+        resolve_device(name)
+    if json_path is not None:
+        check_output_path(json_path)
     settings = BenchSettings(
         backends=backend or ["exact"],
         devices=device or ["cpu"],
@@ -84,12 +91,9 @@ def bench(
         settings.make_quick()
     if model:
         settings.models = model
-    try:
-        report = run_suite(settings, echo=typer.echo)
-    except ValueError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
+    report = run_suite(settings, echo=typer.echo)
     typer.echo(format_table(report))
     if json_path is not None:
-        json_path.write_text(json.dumps(report, indent=2))
+        text = json.dumps(report, indent=2)
+        write_atomically(json_path, ".json", lambda temporary: temporary.write_text(text))
         typer.echo(f"wrote {json_path}")

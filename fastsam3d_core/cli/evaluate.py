@@ -19,21 +19,29 @@ PAPER_SEED = 2023
 ImagesArgument = Annotated[
     Path,
     typer.Argument(
-        help="Folder of images (e.g. imagesTr), or a dataset folder holding imagesTr and labelsTr."
+        metavar="IMAGES",
+        help="Folder of images (e.g. imagesTr), or a dataset folder holding imagesTr and labelsTr.",
     ),
 ]
-OutputOption = Annotated[Path, typer.Option("--output", "-o", help="CSV file, one row per case.")]
+OutputOption = Annotated[
+    Path,
+    typer.Option("--output", "-o", metavar="FILE.csv", help="CSV file, one row per case."),
+]
 LabelsOption = Annotated[
     Optional[Path],
-    typer.Option(help="Folder of labels named like the images; default: labelsTr beside."),
+    typer.Option(
+        metavar="FOLDER", help="Folder of labels named like the images; default: labelsTr beside."
+    ),
 ]
 ModelOption = Annotated[
-    str, typer.Option(help="fastsam3d, sam-med3d-turbo, or oracle (the ground truth).")
+    str,
+    typer.Option(metavar="NAME", help="fastsam3d, sam-med3d-turbo, or oracle (the ground truth)."),
 ]
 WeightsOption = Annotated[
-    Optional[Path], typer.Option(help="Local checkpoint; default: the cached download.")
+    Optional[Path],
+    typer.Option(metavar="FILE", help="Local checkpoint; default: the cached download."),
 ]
-ClicksOption = Annotated[int, typer.Option(min=1, help="Clicks per case.")]
+ClicksOption = Annotated[int, typer.Option(min=1, metavar="N", help="Clicks per case.")]
 AccumulateOption = Annotated[
     bool,
     typer.Option(
@@ -43,11 +51,17 @@ AccumulateOption = Annotated[
     ),
 ]
 LabelOption = Annotated[
-    Optional[int], typer.Option(help="Label value of the object; default: any non-zero.")
+    Optional[int],
+    typer.Option(metavar="VALUE", help="Label value of the object; default: any non-zero."),
 ]
-DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 or mps.")]
-SeedOption = Annotated[int, typer.Option(min=0, help="Seed of the click sampler.")]
-PlotOption = Annotated[Optional[Path], typer.Option(help="PNG plot of mean Dice against clicks.")]
+DeviceOption = Annotated[
+    str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, cuda:1 or mps.")
+]
+SeedOption = Annotated[int, typer.Option(min=0, metavar="N", help="Seed of the click sampler.")]
+PlotOption = Annotated[
+    Optional[Path],
+    typer.Option(metavar="FILE.png", help="PNG plot of mean Dice against clicks."),
+]
 
 
 def evaluate(
@@ -69,8 +83,13 @@ def evaluate(
     each click goes to the largest error region (clicks 1-2) or a random error voxel (later).
     """
     from ..evaluation import evaluate_cases, write_csv, write_plot
+    from ..io import check_output_path
 
     cases = _find_cases(images, labels, model)
+    inputs = [path for case in cases for path in (case.image, case.label)] + [weights]
+    for path in (output, plot):
+        if path is not None:
+            check_output_path(path, inputs)
     factory = _predictor_factory(model, weights, device, label)
     mode = "all clicks" if accumulate else "new click + previous mask"
     typer.echo(f"evaluating {len(cases)} case(s) with {model}: {clicks} clicks, {mode}")
@@ -97,14 +116,10 @@ def _find_cases(images: Path, labels: Optional[Path], model: str) -> list[CasePa
     """The case pairs, after checking the model name (both before any slow work)."""
     from ..evaluation import find_cases
     from ..models import MODEL_REGISTRY
+    from .runtime import check_model_name
 
-    if model != ORACLE and model not in MODEL_REGISTRY:
-        choices = sorted(MODEL_REGISTRY) + [ORACLE]
-        raise typer.BadParameter(f"choose from {choices}", param_hint="--model")
-    try:
-        return find_cases(images, labels)
-    except ValueError as error:
-        raise typer.BadParameter(str(error), param_hint="IMAGES") from None
+    check_model_name(model, sorted(MODEL_REGISTRY) + [ORACLE])
+    return find_cases(images, labels)
 
 
 def _predictor_factory(
@@ -117,9 +132,9 @@ def _predictor_factory(
         if weights is not None:
             typer.echo("note: --weights is ignored with --model oracle")
         return lambda label_volume: OraclePredictor(label_volume, label_value=label)
-    from .runtime import load_model
+    from .runtime import load_model, resolve_device
 
-    predictor = ModelPredictor(load_model(model, weights, device))
+    predictor = ModelPredictor(load_model(model, weights, resolve_device(device)))
     return lambda _label_volume: predictor
 
 

@@ -1,44 +1,69 @@
-"""Steps shared by commands: reading an image and loading a model, with clear messages."""
+"""Steps shared by commands: reading an image, choosing the device, loading a model."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from ..geometry import Volume
-from ..models.sam3d import Sam3D
+if TYPE_CHECKING:
+    import torch
+
+    from ..geometry import Volume
+    from ..models.sam3d import Sam3D
 
 
 def read_image(path: Path) -> Volume:
-    """Read an image or stop the command with the reader's message."""
-    from ..io import VolumeReadError, read_volume
+    """Read an image; a bad file raises the reader's one-line :class:`VolumeReadError`."""
+    from ..io import read_volume
 
     typer.echo(f"reading {path} ...")
+    return read_volume(path)
+
+
+def resolve_device(device: str) -> torch.device:
+    """The torch device that ``--device`` names (``auto``: the best one here)."""
+    from ..models.build import resolve_device as resolve
+
     try:
-        return read_volume(path)
-    except VolumeReadError as error:
-        raise typer.BadParameter(str(error), param_hint="IMAGE") from None
+        return resolve(device)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--device") from None
 
 
-def load_model(name: str, weights: Optional[Path], device: str) -> Sam3D:
-    """Build a registered model on a device and load its weights (local file or cache)."""
-    from .. import CheckpointError, build_model, load_checkpoint
+def load_model(name: str, weights: Optional[Path], device: torch.device) -> Sam3D:
+    """Build a registered model on a device and load its weights (local file or cache).
+
+    Raises:
+        WeightsError, CheckpointError: the weights cannot be found, fetched or loaded.
+    """
+    from .. import build_model, load_checkpoint
     from ..models import MODEL_REGISTRY
-    from ..weights import WeightsError, resolve_weights
+    from ..weights import resolve_weights
 
-    if name not in MODEL_REGISTRY:
-        raise typer.BadParameter(f"choose from {sorted(MODEL_REGISTRY)}", param_hint="--model")
+    check_model_name(name, sorted(MODEL_REGISTRY))
+    path = resolve_weights(name, weights_file=weights, progress=_progress(), notice=_note)
+    typer.echo(f"loading {name} from {path} on {device} ...")
+    model = build_model(name, device=device)
+    load_checkpoint(model, path)
     try:
-        path = resolve_weights(name, weights_file=weights, progress=_progress())
-        typer.echo(f"loading {name} from {path} on {device} ...")
-        model = build_model(name, device=device)
-        load_checkpoint(model, path)
-    except (WeightsError, CheckpointError, ValueError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
+        model.check_weights_loaded()  # an encoder-only file leaves the decoder random
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
     return model
+
+
+def check_model_name(name: str, choices: list[str]) -> None:
+    """Refuse an unknown ``--model`` as a usage error that repeats the name given."""
+    if name not in choices:
+        raise typer.BadParameter(
+            f"{name!r}: choose from {', '.join(choices)}", param_hint="--model"
+        )
+
+
+def _note(message: str) -> None:
+    typer.echo(f"note: {message}")
 
 
 def _progress():

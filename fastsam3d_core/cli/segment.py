@@ -4,42 +4,59 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
+
+if TYPE_CHECKING:
+    from ..geometry import Volume
 
 SEGMENTATION_SUFFIX = ".seg.nrrd"
 LABELMAP_SUFFIXES = (".nrrd", ".nii", ".nii.gz")
 
+Prompt = tuple[tuple[float, float, float], bool]
 
-def parse_point(text: str) -> tuple[tuple[float, float, float], bool]:
+
+def parse_point(text: str) -> Prompt:
     """``"R,A,S"`` or ``"R,A,S:neg"`` (RAS mm) to a point and its polarity."""
+    import math
+
     coordinates, _, flag = text.partition(":")
     if flag not in ("", "neg", "pos"):
-        raise typer.BadParameter(f"{text!r}: the suffix must be ':neg' or ':pos'")
+        raise typer.BadParameter(
+            f"{text!r}: the suffix must be ':neg' or ':pos'", param_hint="--point"
+        )
     try:
         r, a, s = (float(value) for value in coordinates.split(","))
     except ValueError:
-        raise typer.BadParameter(f"{text!r} is not R,A,S in millimetres") from None
+        raise typer.BadParameter(
+            f"{text!r} is not R,A,S in millimetres, e.g. -20,15.5,30", param_hint="--point"
+        ) from None
+    if not all(math.isfinite(value) for value in (r, a, s)):
+        raise typer.BadParameter(
+            f"{text!r}: coordinates must be finite numbers", param_hint="--point"
+        )
     return (r, a, s), flag != "neg"
 
 
 def _prompts(
     points: list[str], positive_file: Optional[Path], negative_file: Optional[Path]
-) -> list[tuple[tuple[float, float, float], bool]]:
+) -> list[tuple[str, Prompt]]:
+    """Every point with where it comes from (for messages), checked for a positive one."""
     from ..io.markups import read_markups_points
 
-    prompts = [parse_point(text) for text in points]
+    prompts = [(f"--point {text}", parse_point(text)) for text in points]
     for path, positive in ((positive_file, True), (negative_file, False)):
         if path is not None:
-            try:
-                prompts += [
-                    ((p[0], p[1], p[2]), positive) for p in read_markups_points(path).tolist()
-                ]
-            except ValueError as error:
-                raise typer.BadParameter(str(error)) from None
+            for k, p in enumerate(read_markups_points(path).tolist(), 1):
+                prompts.append((f"{path}: point {k}", ((p[0], p[1], p[2]), positive)))
     if not prompts:
         raise typer.BadParameter("give at least one --point, --points or --negative-points")
+    if not any(positive for _, (_, positive) in prompts):
+        raise typer.BadParameter(
+            "give at least one positive point (a --point without :neg, or --points FILE): "
+            "negative points only remove voxels from an object"
+        )
     return prompts
 
 
@@ -56,46 +73,95 @@ def _output_kind(output: Path) -> str:
     )
 
 
-def segment(
-    image: Annotated[Path, typer.Argument(help="Image: NRRD, NIfTI, MHA/MHD or a DICOM folder.")],
-    output: Annotated[
-        Path, typer.Option("--output", "-o", help="OUT.seg.nrrd, or a labelmap .nrrd/.nii.gz.")
-    ],
-    point: Annotated[
-        Optional[list[str]],
-        typer.Option("--point", "-p", help="R,A,S in mm (repeatable); append :neg for negative."),
-    ] = None,
-    points: Annotated[
-        Optional[Path], typer.Option(help="Slicer .mrk.json with positive points.")
-    ] = None,
-    negative_points: Annotated[
-        Optional[Path], typer.Option(help="Slicer .mrk.json with negative points.")
-    ] = None,
-    model: Annotated[str, typer.Option(help="fastsam3d or sam-med3d-turbo.")] = "fastsam3d",
-    weights: Annotated[
-        Optional[Path], typer.Option(help="Local checkpoint; default: the cached download.")
-    ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 or mps.")] = "auto",
-    name: Annotated[str, typer.Option(help="Name of the segment.")] = "Segment_1",
-) -> None:
-    """Segment one object from point prompts and write it with the image's geometry."""
-    kind = _output_kind(output)
-    prompts = _prompts(point or [], points, negative_points)
-
-    from ..io import Segment, write_labelmap, write_segmentation
-    from ..session import Session
-    from .runtime import load_model, read_image
+def _checked_volume(image: Path, prompts: list[tuple[str, Prompt]], output: Path) -> Volume:
+    """The image, refused (with its name) where the model or the output cannot handle it."""
+    from ..geometry import check_segmentable
+    from ..io import check_labelmap_format
+    from ..session import check_point
+    from .runtime import read_image
 
     volume = read_image(image)
-    sam = load_model(model, weights, device)
-    session = Session(volume, sam)
-    result = None
-    for number, (position, positive) in enumerate(prompts, 1):
-        start = time.perf_counter()
+    try:
+        check_segmentable(volume)
+    except ValueError as error:
+        raise ValueError(f"{image}: {error}") from None
+    if _output_kind(output) == "labelmap":
+        check_labelmap_format(output, volume.ijk_to_ras)
+    for source, (position, _) in prompts:
         try:
-            result = session.add_point(position, positive)
+            check_point(volume, position)
         except ValueError as error:
-            raise typer.BadParameter(f"point {number}: {error}") from None
+            raise ValueError(f"{source}: {error} in {image.name}") from None
+    return volume
+
+
+def segment(
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output", "-o", metavar="OUT", help="OUT.seg.nrrd, or a labelmap .nrrd/.nii.gz."
+        ),
+    ],
+    image: Annotated[
+        Optional[Path],
+        typer.Argument(
+            metavar="IMAGE",
+            show_default=False,
+            help="Image: NRRD, NIfTI, MHA/MHD or a DICOM folder.",
+        ),
+    ] = None,
+    point: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--point",
+            "-p",
+            metavar="R,A,S[:neg]",
+            help="A point in RAS mm (repeatable); append :neg for a negative one.",
+        ),
+    ] = None,
+    points: Annotated[
+        Optional[Path],
+        typer.Option(metavar="FILE.mrk.json", help="Slicer markups file with positive points."),
+    ] = None,
+    negative_points: Annotated[
+        Optional[Path],
+        typer.Option(metavar="FILE.mrk.json", help="Slicer markups file with negative points."),
+    ] = None,
+    model: Annotated[
+        str, typer.Option(metavar="NAME", help="fastsam3d or sam-med3d-turbo.")
+    ] = "fastsam3d",
+    weights: Annotated[
+        Optional[Path],
+        typer.Option(metavar="FILE", help="Local checkpoint; default: the cached download."),
+    ] = None,
+    device: Annotated[
+        str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, cuda:1 or mps.")
+    ] = "auto",
+    name: Annotated[str, typer.Option(metavar="NAME", help="Name of the segment.")] = "Segment_1",
+    example: Annotated[
+        bool,
+        typer.Option(
+            "--example",
+            help="Segment the spleen of the example CT shipped with the package (instead of "
+            "IMAGE; the point is preset).",
+        ),
+    ] = False,
+) -> None:
+    """Segment one object from point prompts and write it with the image's geometry."""
+    from ..io import Segment, check_output_path, write_labelmap, write_segmentation
+    from ..session import Session
+    from .runtime import load_model, resolve_device
+
+    image, point = _image_and_points(image, point or [], example, points, negative_points)
+    kind = _output_kind(output)
+    prompts = _prompts(point, points, negative_points)
+    check_output_path(output, inputs=(image, points, negative_points, weights))
+    torch_device = resolve_device(device)
+    volume = _checked_volume(image, prompts, output)
+    session = Session(volume, load_model(model, weights, torch_device))
+    for number, (_, (position, positive)) in enumerate(prompts, 1):
+        start = time.perf_counter()
+        result = session.add_point(position, positive)
         stage = "encoder + decoder" if result.encoder_ran else "decoder"
         typer.echo(
             f"point {number}/{len(prompts)} {'+' if positive else '-'} {position}: "
@@ -108,3 +174,26 @@ def segment(
     else:
         write_labelmap(output, mask, volume)
     typer.echo(f"wrote {output} ({int(mask.sum())} voxels)")
+
+
+def _image_and_points(
+    image: Optional[Path],
+    point: list[str],
+    example: bool,
+    points: Optional[Path],
+    negative_points: Optional[Path],
+) -> tuple[Path, list[str]]:
+    """The image to read, and the points: with ``--example``, the example CT and its point."""
+    if not example:
+        if image is None:
+            raise typer.BadParameter("give the IMAGE to segment (or --example)", param_hint="IMAGE")
+        return image, point
+    if image is not None:
+        raise typer.BadParameter(f"give IMAGE ({image}) or --example, not both")
+    from ..examples import SPLEEN_POINT_RAS, example_ct_path
+
+    path = example_ct_path()
+    typer.echo(f"example: {path.name} (TotalSegmentator example CT, Apache-2.0)")
+    if point or points or negative_points:
+        return path, point
+    return path, [",".join(f"{value:g}" for value in SPLEEN_POINT_RAS)]
