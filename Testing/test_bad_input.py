@@ -996,12 +996,20 @@ class Outcome:
         return all(mention.lower() in lines[0].lower() for mention in mentions)
 
 
-def _snapshot(folders: list[Path]) -> dict[str, str]:
-    state = {}
+def _snapshot(folders: list[Path]) -> dict[str, object]:
+    """Each file's identity: any write changes its ctime (which no program can set back), a
+    replacement its inode; small files are hashed as well."""
+    state: dict[str, object] = {}
     for folder in folders:
         for path in sorted(folder.rglob("*")):
             if path.is_file() and not path.is_symlink():
-                state[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+                status = path.stat()
+                digest = (
+                    hashlib.sha256(path.read_bytes()).hexdigest()
+                    if status.st_size < 1 << 20
+                    else ""
+                )
+                state[str(path)] = (status.st_ino, status.st_size, status.st_ctime_ns, digest)
             elif path.is_dir():
                 state[str(path)] = "folder"
     return state
@@ -1042,9 +1050,27 @@ class Server:
         self.process.wait(timeout=30)
 
 
-def run_case(server: Server, common: Common, name: str, root: Path) -> tuple[Case, Outcome]:
+def run_console_script(request: dict) -> int | None:
+    """Run a command-line request as the installed ``fastsam3d`` script in a new process."""
+    env = {key: value for key, value in os.environ.items() if key not in request["unset"]}
+    env.update(request["env"])
+    with open(request["stdout"], "w") as stdout, open(request["stderr"], "w") as stderr:
+        try:
+            return subprocess.run(
+                [str(Path(sys.executable).with_name("fastsam3d")), *request["argv"]],
+                cwd=request["cwd"], env=env, stdout=stdout, stderr=stderr,
+                timeout=request["timeout_s"],
+            ).returncode  # fmt: skip
+        except subprocess.TimeoutExpired:
+            return None
+
+
+def run_case(
+    run: Callable[[dict], int | None], common: Common, name: str, root: Path, tag: str = ""
+) -> tuple[Case, Outcome]:
+    """Build a case in its own folder, run it with ``run`` (a server's or a new process)."""
     # Not named after the case, so that words of its name in a path cannot pass for a mention.
-    folder = root / f"case-{sorted(CASES).index(name):03d}"
+    folder = root / f"case-{sorted(CASES).index(name):03d}{tag}"
     folder.mkdir()
     bad = CASES[name](folder, common)
     watched = [folder, common.folder]
@@ -1057,7 +1083,7 @@ def run_case(server: Server, common: Common, name: str, root: Path) -> tuple[Cas
                "stdout": str(logs / "stdout"), "stderr": str(logs / "stderr"), "timeout_s": 120,
                "file_size_limit": bad.file_size_limit}  # fmt: skip
     request.update({"argv": bad.argv} if bad.argv is not None else {"code": bad.code})
-    returncode = server.run(request)
+    returncode = run(request)
     after = _snapshot(watched)
     changed = [path for path, digest in before.items() if after.get(path) != digest]
     left = [path for path in after if path not in before]
@@ -1108,13 +1134,34 @@ def test_battery_has_enough_cases():
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_bad_input_gets_one_clear_line(battery: tuple[Server, Common, Path], name: str):
     server, common, root = battery
-    bad, outcome = run_case(server, common, name, root)
+    bad, outcome = run_case(server.run, common, name, root)
     verdict = outcome.classify(bad.mentions, bad.says)
     assert verdict == "handled well", (
         f"{verdict}: exit {outcome.returncode}; must mention {bad.mentions}; "
         f"changed {outcome.changed}; left {outcome.left_behind}\n"
         f"stderr:\n{outcome.stderr[-3000:]}\nstdout:\n{outcome.stdout[-1500:]}"
     )
+
+
+# One case of each kind of failure: usage, IO, DICOM geometry, checkpoint, model state.
+SAME_IN_A_NEW_PROCESS = (
+    "point_words",
+    "output_is_link_to_input",
+    "dicom_missing_slice",
+    "weights_html_page",
+    "weights_encoder_only",
+)
+
+
+@pytest.mark.parametrize("name", SAME_IN_A_NEW_PROCESS)
+def test_the_console_script_answers_as_the_forked_children(battery, name: str):
+    """The battery's forked children behave as the installed script started anew."""
+    server, common, root = battery
+    _, forked = run_case(server.run, common, name, root, tag="-forked")
+    _, script = run_case(run_console_script, common, name, root, tag="-script")
+    assert script.returncode == forked.returncode
+    assert script.stderr.replace("-script", "-forked") == forked.stderr
+    assert not script.changed and not script.left_behind
 
 
 def main() -> None:
@@ -1129,7 +1176,7 @@ def main() -> None:
             common = make_common(root / "common")
             totals: Counter[str] = Counter()
             for name in sorted(CASES):
-                bad, outcome = run_case(server, common, name, root)
+                bad, outcome = run_case(server.run, common, name, root)
                 verdict = outcome.classify(bad.mentions, bad.says)
                 totals[verdict] += 1
                 last = (outcome.stderr.strip().splitlines() or [""])[-1][:150]

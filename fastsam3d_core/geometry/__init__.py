@@ -11,7 +11,7 @@ from .crop import (
     z_normalise,
 )
 from .resample import resample
-from .volume import Volume, apply_affine, box_slices
+from .volume import Volume, apply_affine, as_point, box_slices
 
 __all__ = [
     "CROP_SIZE",
@@ -20,6 +20,7 @@ __all__ = [
     "CropGrid",
     "Volume",
     "apply_affine",
+    "as_point",
     "box_slices",
     "check_segmentable",
     "crop_grid_around",

@@ -31,6 +31,15 @@ def box_slices(lo: Any, hi: Any) -> tuple[slice, slice, slice]:
     return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))  # type: ignore[return-value]
 
 
+def as_point(value: Any) -> np.ndarray | None:
+    """``value`` as a float64 (3,) point if it is three finite numbers, else None."""
+    try:
+        point = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    return point if point.shape == (3,) and np.all(np.isfinite(point)) else None
+
+
 def apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Map ``(..., 3)`` points through a 4×4 affine."""
     points = np.asarray(points, dtype=np.float64)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..geometry import apply_affine
+from ..geometry import apply_affine, as_point
 from .images import flip_lps_ras
 
 
@@ -74,10 +74,7 @@ def _defined_positions(document: dict, path: Path) -> Iterator[tuple[str, np.nda
 
 def _position(control: dict, where: str) -> np.ndarray:
     value = control.get("position")
-    try:
-        position = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        position = np.full(0, np.nan)
-    if position.shape != (3,) or not np.all(np.isfinite(position)):
+    position = as_point(value)
+    if position is None:
         raise ValueError(f"{where} has position {value!r}; expected three finite numbers")
     return position

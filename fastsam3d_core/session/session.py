@@ -12,6 +12,7 @@ import torch
 from ..geometry import (
     CropGrid,
     Volume,
+    as_point,
     box_slices,
     check_segmentable,
     crop_grid_around,
@@ -595,11 +596,8 @@ def check_point(volume: Volume, point_ras: Any) -> np.ndarray:
         ValueError: not three finite numbers, or outside the volume (the message gives its
             extent).
     """
-    try:
-        point = np.asarray(point_ras, dtype=np.float64)
-    except (TypeError, ValueError):
-        point = np.full(0, np.nan)
-    if point.shape != (3,) or not np.all(np.isfinite(point)):
+    point = as_point(point_ras)
+    if point is None:
         raise ValueError(f"a point must be three finite RAS coordinates, got {point_ras!r}")
     if not volume.contains_ras(point):
         shown = [float(f"{value:.6g}") for value in point]
