@@ -9,7 +9,9 @@ itself before forking (OpenMP's thread pool does not survive a fork).
 Protocol: one JSON request per line on stdin, one JSON answer per line on stdout.
 Request: ``argv`` (the command line after ``fastsam3d``) or ``code`` (Python source), ``cwd``,
 ``env`` (set), ``unset`` (removed), ``stdout``/``stderr`` (files to write), ``timeout_s``,
-``file_size_limit`` (bytes; writes past it fail with EFBIG, as on a full disk).
+``file_size_limit`` (bytes; writes past it fail with EFBIG, as on a full disk),
+``address_space_limit`` (bytes; so that a regression reading a huge image cannot take the machine
+down; not for cases that may start CUDA, which reserves more address space than that).
 Answer: ``returncode`` (negative: killed by that signal; ``None``: killed after the timeout).
 """
 
@@ -23,8 +25,6 @@ import sys
 import time
 import traceback
 
-# Bounds a child that tries to read a huge image, so a regression cannot take the machine down.
-ADDRESS_SPACE_LIMIT = 16 << 30
 # Python API snippets: these are the exceptions a caller can catch and show as bad input.
 BAD_INPUT_ERRORS = (ValueError, TypeError, OSError)
 
@@ -38,7 +38,9 @@ def _run_child(request: dict) -> int:
     os.dup2(stdin, 0)
     for fd, key in ((1, "stdout"), (2, "stderr")):
         os.dup2(os.open(request[key], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), fd)
-    resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE_LIMIT, ADDRESS_SPACE_LIMIT))
+    if request.get("address_space_limit"):
+        limit = int(request["address_space_limit"])
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     if request.get("file_size_limit"):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         limit = int(request["file_size_limit"])

@@ -60,6 +60,7 @@ class Case:
     says: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
     file_size_limit: int | None = None
+    address_space_limit: int | None = None
 
 
 @dataclass
@@ -272,7 +273,8 @@ def image_header_larger_than_memory(d: Path, c: Common) -> Case:
         file.write(gzip.compress(header))
         for _ in range(64):
             file.write(chunk)
-    return Case(segment(c, d / "huge.nii.gz"), mentions=("huge.nii.gz", "memory"))
+    return Case(segment(c, d / "huge.nii.gz"), mentions=("huge.nii.gz", "memory"),
+                address_space_limit=available // 2)  # fmt: skip
 
 
 @case
@@ -1081,7 +1083,8 @@ def run_case(
            "http_proxy": OFFLINE_PROXY, "https_proxy": OFFLINE_PROXY, **bad.env}  # fmt: skip
     request = {"cwd": str(folder), "env": env, "unset": ["no_proxy", "NO_PROXY"],
                "stdout": str(logs / "stdout"), "stderr": str(logs / "stderr"), "timeout_s": 120,
-               "file_size_limit": bad.file_size_limit}  # fmt: skip
+               "file_size_limit": bad.file_size_limit,
+               "address_space_limit": bad.address_space_limit}  # fmt: skip
     request.update({"argv": bad.argv} if bad.argv is not None else {"code": bad.code})
     returncode = run(request)
     after = _snapshot(watched)

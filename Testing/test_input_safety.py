@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from conftest import invoke_cli
 
 from fastsam3d_core import Session, Volume, build_model, load_checkpoint
 from fastsam3d_core.examples import SPLEEN_POINT_RAS, example_ct_path
-from fastsam3d_core.io import ITKWarning, read_volume, write_labelmap
+from fastsam3d_core.io import ITKWarning, Segment, read_volume, write_labelmap, write_segmentation
 from fastsam3d_core.io.errors import itk_warnings_as_python
 from fastsam3d_core.weights.registry import WEIGHTS
 
@@ -90,12 +91,18 @@ def test_an_output_that_is_the_input_is_refused_before_anything_runs(seeded_cach
     assert scan.read_bytes() == original
 
 
-@pytest.mark.parametrize("suffix", [".nrrd", ".nii.gz"])
-def test_labelmaps_of_identical_runs_are_byte_identical(tmp_path, suffix):
+@pytest.mark.parametrize("suffix", [".seg.nrrd", ".nrrd", ".nii.gz"])
+def test_identical_writes_give_identical_files(tmp_path, suffix):
+    """Each write goes through its own temporary name: none of it may reach the file."""
     volume = read_volume(example_ct_path())
     labels = (volume.array > 100).astype(np.uint8)
-    write_labelmap(tmp_path / f"a{suffix}", labels, volume)
-    write_labelmap(tmp_path / f"b{suffix}", labels, volume)
+    for name in ("a", "b"):
+        if suffix == ".seg.nrrd":
+            write_segmentation(
+                tmp_path / f"{name}{suffix}", [Segment("bone", (1, 1, 1), labels)], volume
+            )
+        else:
+            write_labelmap(tmp_path / f"{name}{suffix}", labels, volume)
     assert (tmp_path / f"a{suffix}").read_bytes() == (tmp_path / f"b{suffix}").read_bytes()
 
 
@@ -109,6 +116,35 @@ def test_itk_warnings_become_python_warnings_naming_the_file(tmp_path, capfd):
     assert capfd.readouterr().err == ""  # nothing reached the terminal directly
     messages = [str(w.message) for w in caught if issubclass(w.category, ITKWarning)]
     assert messages == ["sheared.nii.gz: Non-orthogonal direction matrix coerced to orthogonal"]
+
+
+def test_stderr_is_restored_after_captures_in_threads_and_errors(tmp_path):
+    """Descriptor 2 is the process's: concurrent and failing captures must leave it as it was."""
+    image = sitk.GetImageFromArray(np.zeros((4, 4, 4), np.uint8))
+    image.SetDirection((1.0, 0.3, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    before = os.fstat(2)
+
+    def write(n: int) -> None:
+        for _ in range(10):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with itk_warnings_as_python(tmp_path / f"{n}.nii.gz"):
+                    sitk.WriteImage(image, str(tmp_path / f"{n}.nii.gz"))
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(KeyError):
+        warnings.simplefilter("always")
+        with itk_warnings_as_python(tmp_path / "failed.nii.gz") as messages:
+            sitk.WriteImage(image, str(tmp_path / "failed.nii.gz"))
+            raise KeyError("the block failed")
+    after = os.fstat(2)
+    assert (after.st_ino, after.st_dev) == (before.st_ino, before.st_dev)
+    # A failed block's messages are kept for its error, not warned.
+    assert messages == ["Non-orthogonal direction matrix coerced to orthogonal"] and not caught
 
 
 def test_warnings_are_one_line_without_source_code(tmp_path):
@@ -132,7 +168,11 @@ def test_a_model_with_random_parts_does_not_segment(tmp_path, fastsam3d_seeded):
     volume = read_volume(example_ct_path())
     with pytest.raises(ValueError, match="prompt encoder and mask decoder have no trained"):
         Session(volume, model)
-    load_checkpoint(model, fastsam3d_seeded.state_dict())
+    # The other parts loaded on their own (as from the teacher in FastSAM3D's evaluation).
+    model.prompt_encoder.load_state_dict(fastsam3d_seeded.prompt_encoder.state_dict())
+    with pytest.raises(ValueError, match="mask decoder has no trained"):
+        Session(volume, model)
+    model.mask_decoder.load_state_dict(fastsam3d_seeded.mask_decoder.state_dict())
     Session(volume, model)  # fully loaded now
 
 

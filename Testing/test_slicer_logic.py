@@ -415,7 +415,7 @@ def test_a_failed_model_load_is_retried_when_asked_again(scene, make_logic, tmp_
     logic.setModel("fastsam3d", "cpu")
     assert logic.loadedModel == ("fastsam3d", "cpu", None), "a load in flight is not repeated"
     assert logic.waitForIdle(TIMEOUT_S)
-    assert any("could not be downloaded" in str(e) for e in logic.errors)
+    assert any("the download failed" in str(e) for e in logic.errors)
     assert logic.loadedModel is None, "after a failure, Start must load again"
 
 

@@ -280,7 +280,7 @@ def test_offline_without_cached_weights_says_what_to_do(tmp_path, monkeypatch):
     # A real connection attempt that fails at once: nothing listens on port 9 here.
     entry = replace(registry.WEIGHTS["fastsam3d"], url="http://127.0.0.1:9/FastSAM3D.pth")
     monkeypatch.setitem(registry.WEIGHTS, "fastsam3d", entry)
-    with pytest.raises(ModelLoadError, match=r"(?s)could not be downloaded.*Weights file"):
+    with pytest.raises(ModelLoadError, match=r"(?s)the download failed.*Weights file"):
         load_predictor("fastsam3d", "cpu")
     with pytest.raises(ModelLoadError, match="unknown model"):
         load_predictor("sam3", "cpu")

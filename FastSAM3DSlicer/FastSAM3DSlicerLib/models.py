@@ -126,9 +126,9 @@ def load_predictor(
         path = resolve_weights(model_name, weights_file=weights_file, progress=progress)
     except WeightsDownloadError as error:
         raise ModelLoadError(
-            f"The {model_name} weights are not on this computer and could not be downloaded "
-            "(offline?). Download them on another computer and choose the file under "
-            f"'Weights file', or connect and press Start again.\n\n{error}"
+            f"The {model_name} weights are not on this computer and the download failed. "
+            "Download them on another computer (or in a browser) and choose the file under "
+            f"'Weights file', or press Start again.\n\n{error}"
         ) from error
     except WeightsError as error:
         raise ModelLoadError(str(error)) from error
@@ -162,4 +162,8 @@ def _build_and_load(model_name: str, device: str, path: Path) -> Any:
         raise ModelLoadError(
             f"{error}. Choose another device (Auto picks one that works)."
         ) from error
+    try:
+        model.check_weights_loaded()  # an encoder-only file leaves the decoder random
+    except ValueError as error:
+        raise ModelLoadError(f"{path}: {error}") from error
     return model

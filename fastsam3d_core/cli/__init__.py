@@ -23,6 +23,7 @@ from typing import Optional
 
 import typer
 
+from ..messages import one_line, os_error_reason
 from .app import app
 
 __all__ = ["app", "main"]
@@ -46,15 +47,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return result if isinstance(result, int) else 0
     except (typer.Exit, typer.Abort) as stop:  # raised where Typer does not map them itself
         return int(getattr(stop, "exit_code", INTERRUPTED_STATUS))
-    except KeyboardInterrupt:
-        _error("interrupted")
-        return INTERRUPTED_STATUS
     except (ValueError, OSError, WeightsError, MemoryError) as error:
         _error(_describe(error))
         return INPUT_STATUS
     except Exception as error:
         if _is_usage_error(error):
             return _usage_error(error)
+        if type(error).__name__ == "OutOfMemoryError":  # torch's, for CUDA and MPS
+            _error(f"out of GPU memory ({one_line(str(error))[:160]}); try --device cpu")
+            return INPUT_STATUS
         if os.environ.get(DEBUG_VARIABLE):
             raise
         _error(
@@ -66,17 +67,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         warnings.showwarning = previous
 
 
-def one_line(text: str) -> str:
-    """The text's non-empty lines joined with spaces."""
-    return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
-
-
 def _describe(error: BaseException) -> str:
     if isinstance(error, MemoryError):
         return "out of memory; close other programs, or use a smaller image"
-    if isinstance(error, OSError) and error.strerror:  # without Python's "[Errno 2]" prefix
-        where = f": {error.filename}" if error.filename else ""
-        return f"{error.strerror}{where}"
+    if isinstance(error, OSError):
+        return os_error_reason(error)
     return str(error) or type(error).__name__
 
 

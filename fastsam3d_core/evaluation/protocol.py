@@ -16,7 +16,16 @@ import numpy as np
 import torch
 from scipy.ndimage import distance_transform_edt, find_objects
 
-from ..geometry import CROP_SIZE, CROP_SPACING_MM, Crop, CropGrid, Volume, extract_crop, resample
+from ..geometry import (
+    CROP_SIZE,
+    CROP_SPACING_MM,
+    Crop,
+    CropGrid,
+    Volume,
+    check_segmentable,
+    extract_crop,
+    resample,
+)
 from ..geometry.crop import _volume_extent_in_crop, nearest_ras_axes
 from ..geometry.paste import upsample_logits
 from ..geometry.resample import translation
@@ -114,8 +123,13 @@ def prepare_case(
         truth in it, bool ``(128, 128, 128)``, same axes.
 
     Raises:
-        CaseSkipped: empty label, label off the image, or no label voxel in the crop.
+        CaseSkipped: an image the models cannot segment (see :func:`check_segmentable`), an
+            empty label, a label off the image, or no label voxel in the crop.
     """
+    try:
+        check_segmentable(image)
+    except ValueError as error:
+        raise CaseSkipped(str(error)) from None
     mask = label_mask(image, label, label_value, name=name)
     grid = oracle_crop_grid(image, mask)
     values, _ = resample(mask, image.ijk_to_ras, grid.crop_to_ras, grid.shape, mode="nearest")

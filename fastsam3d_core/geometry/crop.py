@@ -160,9 +160,13 @@ def z_normalise(window: torch.Tensor) -> torch.Tensor:
 
     Windows with fewer than two voxels > 0, or no spread among them, fall back to the statistics
     of all voxels, and a constant window becomes zeros.
+
+    Returns:
+        float32 on the CPU, the window's shape.
     """
-    # float64, so that values near float32's limits neither overflow the sums nor the result.
-    values = window.double()
+    # float64, so that values near float32's limits neither overflow the sums nor the result; on
+    # the CPU, as MPS has no float64 (the crop goes to the CPU next anyway).
+    values = window.to("cpu", torch.float64)
     foreground = values[values > 0]
     if foreground.numel() < 2 or float(foreground.std()) == 0.0:
         foreground = values.flatten()

@@ -28,8 +28,7 @@ def write_atomically(path: Path, suffix: str, write: Callable[[Path], object]) -
         FileNotFoundError: the folder of ``path`` does not exist.
         OSError: writing or renaming failed (SimpleITK's errors are turned into this).
     """
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"cannot write {path}: folder {path.parent} does not exist")
+    _check_folder(path)
     temporary = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.partial{suffix}"
     try:
         write(temporary)
@@ -67,25 +66,36 @@ def check_output_path(
     """
     path = Path(path)
     for given in inputs:
-        if given is not None and _same_file(path, Path(given)):
+        if given is not None and same_file(path, given):
             raise ValueError(
                 f"{path}: the output would overwrite the input {given}; choose another name"
             )
     if path.is_dir():
         raise ValueError(f"{path} is a folder; give a file name, e.g. {path / 'out.seg.nrrd'}")
-    folder = path.parent
-    if not folder.is_dir():
-        what = "is not a folder" if folder.exists() else "does not exist"
-        raise FileNotFoundError(f"cannot write {path}: {folder} {what}; create the folder first")
+    folder = _check_folder(path)
     probe = folder / f".{path.name}.{uuid.uuid4().hex[:12]}.probe"
     try:
         probe.touch(exist_ok=False)
         probe.unlink()
     except OSError as error:
-        reason = error.strerror or str(error)
-        raise OSError(error.errno, f"cannot write in {folder}: {reason}") from None
+        # The reason without the probe's own name, which would only puzzle.
+        raise OSError(error.errno, f"cannot write in {folder}: {error.strerror or error}") from None
     return path
 
 
-def _same_file(output: Path, given: Path) -> bool:
-    return output.exists() and given.exists() and os.path.samefile(output, given)
+def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether two paths name one existing file (through links or other spellings too)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return False
+
+
+def _check_folder(path: Path) -> Path:
+    """The folder that ``path`` would be written in, which must exist."""
+    folder = path.parent
+    if not folder.is_dir():
+        kind = NotADirectoryError if folder.exists() else FileNotFoundError
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise kind(f"cannot write {path}: {folder} {what}; create the folder first")
+    return folder

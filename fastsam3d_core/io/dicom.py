@@ -10,13 +10,13 @@ without a word.
 from __future__ import annotations
 
 import mmap
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
+from ._atomic import same_file
 from .errors import VolumeReadError, itk_reason, itk_warnings_as_python
 
 _POSITION = "0020|0032"  # ImagePositionPatient: the slice's first voxel, LPS mm
@@ -88,7 +88,7 @@ def series_files_of(file: Path) -> list[str]:
     """
     series = dicom_series(file.parent)
     for files in series.values():
-        if any(_same_file(file, other) for other in files):
+        if any(same_file(file, other) for other in files):
             _refuse_left_out_images(file.parent, series)
             return checked_slices(files)
     return [str(file)]
@@ -129,7 +129,8 @@ def _slice_header(file: str) -> tuple[np.ndarray, np.ndarray] | None:
     reader = sitk.ImageFileReader()
     reader.SetFileName(file)
     try:
-        reader.ReadImageInformation()
+        with itk_warnings_as_python(file):
+            reader.ReadImageInformation()
     except RuntimeError as error:
         raise VolumeReadError(
             f"{file}: this file of the DICOM series cannot be read ({itk_reason(error)}); "
@@ -230,14 +231,8 @@ def _is_unreadable_image(path: Path) -> bool:
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
-        reader.ReadImageInformation()
+        with itk_warnings_as_python(path):
+            reader.ReadImageInformation()
     except RuntimeError:
         return True
     return False
-
-
-def _same_file(a: Path, b: str) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False

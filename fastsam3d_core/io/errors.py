@@ -6,15 +6,20 @@ import os
 import re
 import sys
 import tempfile
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 _ITK_PREFIX = re.compile(r"^(ITK ERROR|sitk::ERROR): (\w+\(0x[0-9a-fA-F]+\): )?")
 # ITK's warnings: "WARNING: In /source/file.cxx, line 123" then "ClassName (0x55d0…): text".
 _ITK_WARNING_SOURCE = re.compile(r"^WARNING: In .*, line \d+$")
 _ITK_OBJECT = re.compile(r"^\w+ \(0x[0-9a-fA-F]+\): ")
+
+
+_CAPTURE_LOCK = threading.Lock()
 
 
 class ITKWarning(UserWarning):
@@ -51,30 +56,68 @@ def itk_reason(error: BaseException, limit: int = 300) -> str:
 @contextmanager
 def itk_warnings_as_python(
     path: str | os.PathLike[str], ignore: tuple[str, ...] = ()
-) -> Iterator[None]:
+) -> Iterator[list[str]]:
     """Turn what ITK prints on the process's stderr into :class:`ITKWarning` s naming ``path``.
 
     ITK writes its warnings (e.g. "Non-orthogonal direction matrix coerced to orthogonal") to
     file descriptor 2 from C++, with source file names and object addresses, where callers can
-    neither catch nor reword them. Here they are captured for the duration of the block and
-    re-issued as Python warnings, which applications show in their own way. Messages that
-    contain one of the ``ignore`` texts are dropped.
+    neither catch nor reword them. Here they are captured for the duration of the block and, once
+    it completes, re-issued as Python warnings, which applications show in their own way. When
+    the block raises, they are not warned: they usually explain the error, and the list this
+    yields holds them for its message. Messages that contain an ``ignore`` text are dropped.
+
+    File descriptor 2 belongs to the whole process: one capture runs at a time, and a block
+    entered meanwhile (another thread, or nested) runs without one. What other threads write to
+    stderr during a capture is re-issued with it. Where stderr cannot be redirected (no
+    descriptor 2, as in some GUI processes) the block runs without capture.
+
+    Yields:
+        A list that holds the captured messages, without source locations, once the block ends.
     """
-    sys.stderr.flush()
-    with tempfile.TemporaryFile() as captured:
-        saved = os.dup(2)
-        os.dup2(captured.fileno(), 2)
+    messages: list[str] = []
+    if not _CAPTURE_LOCK.acquire(blocking=False):
+        yield messages
+        return
+    try:
+        capture = _redirect_stderr()
         try:
-            yield
+            yield messages
         finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            text = captured.read().decode("utf-8", errors="replace")
-    for message in _itk_messages(text):
-        if any(ignored in message for ignored in ignore):
-            continue
+            text = _restore_stderr(capture)
+            messages += [m for m in _itk_messages(text) if not any(i in m for i in ignore)]
+    finally:
+        _CAPTURE_LOCK.release()
+    for message in messages:
         warnings.warn(f"{Path(path).name}: {message}", ITKWarning, stacklevel=3)
+
+
+def _redirect_stderr() -> tuple[IO[bytes], int] | None:
+    """Point descriptor 2 at a temporary file; (file, saved descriptor), or None if impossible."""
+    try:
+        if sys.stderr is not None:
+            sys.stderr.flush()
+        captured = tempfile.TemporaryFile()
+    except (OSError, ValueError):
+        return None
+    try:
+        saved = os.dup(2)
+    except OSError:
+        captured.close()
+        return None
+    os.dup2(captured.fileno(), 2)
+    return captured, saved
+
+
+def _restore_stderr(capture: tuple[IO[bytes], int] | None) -> str:
+    """Put descriptor 2 back; what was written to it meanwhile."""
+    if capture is None:
+        return ""
+    captured, saved = capture
+    os.dup2(saved, 2)
+    os.close(saved)
+    with captured:
+        captured.seek(0)
+        return captured.read().decode("utf-8", errors="replace")
 
 
 def _itk_messages(text: str) -> list[str]:

@@ -143,15 +143,17 @@ def _files_to_read(path: Path) -> list[str]:
 
 def _read_image(files: list[str], path: Path) -> sitk.Image:
     try:
-        with itk_warnings_as_python(path):
+        with itk_warnings_as_python(path) as messages:
             if len(files) == 1:
                 return sitk.ReadImage(files[0])
             reader = sitk.ImageSeriesReader()
             reader.SetFileNames(files)
             return reader.Execute()
     except RuntimeError as error:
+        # ITK's own warnings say what went wrong; its exception then often just "cannot read".
+        reason = "; ".join(messages) or itk_reason(error)
         raise VolumeReadError(
-            f"{path}: could not read the image (damaged or truncated?): {itk_reason(error)}"
+            f"{path}: could not read the image (damaged or truncated?): {reason}"
         ) from error
 
 
@@ -186,18 +188,40 @@ def _check_fits_in_memory(path: Path) -> None:
 
 
 def available_memory() -> int | None:
-    """Bytes of memory available to new allocations without swapping, or None where unknown."""
+    """Bytes of memory available to new allocations without swapping, or None where unknown.
+
+    Linux: the machine's ``MemAvailable`` (which counts reclaimable caches), or less where a
+    container's memory limit (cgroup v2) leaves less. Elsewhere: free pages, or None.
+    """
+    limits = [_meminfo_available(), _cgroup_available()]
+    known = [limit for limit in limits if limit is not None]
+    if known:
+        return min(known)
     try:
-        with open("/proc/meminfo") as meminfo:  # Linux: counts reclaimable caches as available
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _meminfo_available() -> int | None:
+    try:
+        with open("/proc/meminfo") as meminfo:
             for line in meminfo:
                 if line.startswith("MemAvailable:"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
+    return None
+
+
+def _cgroup_available() -> int | None:
+    folder = Path("/sys/fs/cgroup")
     try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
+        limit = (folder / "memory.max").read_text().strip()
+        used = int((folder / "memory.current").read_text())
+    except (OSError, ValueError):
         return None
+    return None if limit == "max" else max(int(limit) - used, 0)
 
 
 def _check_nifti_complete(path: Path) -> None:
@@ -245,11 +269,6 @@ def _volume_from_image(image: sitk.Image, path: Path) -> Volume:
     size = "×".join(str(n) for n in image.GetSize())
     if dimension == 2:
         raise VolumeReadError(f"{path}: a 2-D image ({size}), not a 3-D volume")
-    if "complex" in image.GetPixelIDTypeAsString().lower():
-        raise VolumeReadError(
-            f"{path}: a complex-valued image ({image.GetPixelIDTypeAsString()}); save its "
-            "magnitude as a real-valued image first"
-        )
     if dimension != 3 or components != 1:
         hint = ""
         if path.name.lower().endswith((".seg.nrrd", ".seg.nhdr")):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,8 +26,9 @@ class Sam3D(nn.Module):
     ``mask_decoder.*``). Gradient policy is the caller's: wrap calls in ``torch.inference_mode()``
     for inference.
 
-    A new model's weights are random. The model remembers which parts have been given weights
-    (by :meth:`load_state_dict` or :func:`~fastsam3d_core.load_checkpoint`), so that a model
+    A new model's weights are random. The model remembers which parts have been given all their
+    weights (by ``load_state_dict`` of the model or of the part, or by
+    :func:`~fastsam3d_core.load_checkpoint`), so that a model
     that is not fully loaded, e.g. from an encoder-only file, is refused by the session instead
     of segmenting with a random decoder (see :meth:`check_weights_loaded`).
     """
@@ -44,18 +46,17 @@ class Sam3D(nn.Module):
         self.mask_decoder = mask_decoder
         self.name = name
         self.random_parts: set[str] = set(PARTS)
-
-    def load_state_dict(
-        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
-    ) -> Any:
-        """``nn.Module.load_state_dict``; each part whose every key was given counts as loaded."""
-        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
-        given = set(state_dict)
         for part in PARTS:
-            keys = getattr(self, part).state_dict().keys()
-            if all(f"{part}.{key}" in given for key in keys):
-                self.random_parts.discard(part)
-        return result
+            # A pre-hook runs however the part is loaded: through this model or on its own.
+            getattr(self, part)._register_load_state_dict_pre_hook(
+                functools.partial(self._note_loaded, part), with_module=True
+            )
+
+    def _note_loaded(
+        self, part: str, module: nn.Module, state_dict: Mapping[str, Any], prefix: str, *_: Any
+    ) -> None:
+        if all(prefix + key in state_dict for key in module.state_dict()):
+            self.random_parts.discard(part)
 
     def allow_random_weights(self) -> Sam3D:
         """Let this model run with random weights (benchmarks, plumbing tests); returns it."""
@@ -74,7 +75,8 @@ class Sam3D(nn.Module):
         missing = " and ".join(filter(None, [", ".join(names[:-1]), names[-1]]))
         hint = (
             "an encoder-only checkpoint needs the prompt encoder's and mask decoder's weights "
-            "too: load the teacher's full checkpoint (sam_med3d_turbo.pth) first"
+            "too: load the model's full checkpoint (e.g. FastSAM3D.pth), or those parts' "
+            "weights with model.prompt_encoder / model.mask_decoder .load_state_dict"
             if self.random_parts == {"prompt_encoder", "mask_decoder"}
             else "load the weights with load_checkpoint(model, path)"
         )

@@ -160,7 +160,7 @@ class Session:
         False for a point outside the volume (such a click is refused).
         """
         point = np.asarray(point_ras, dtype=np.float64)
-        if point.shape != (3,) or not self._inside(point):
+        if point.shape != (3,) or not self.volume.contains_ras(point):
             return False
         _, grid = self._crop_for(self.current_segment, point)
         return self.embeddings.get(grid.key()) is None
@@ -182,7 +182,7 @@ class Session:
                 current segment already has a click with this id.
         """
         start = time.perf_counter()
-        point = self._check_point(point_ras)
+        point = check_point(self.volume, point_ras)
         click_id = self._new_click_id(click_id)
         segment, grid, encoder_ran = self._with_click(
             self.current_segment, point, positive, click_id
@@ -213,7 +213,7 @@ class Session:
         new click where it now lies, as :meth:`add_point` would.
         """
         start = time.perf_counter()
-        point = self._check_point(point_ras)
+        point = check_point(self.volume, point_ras)
         segment = self.current_segment
         crop_index, click_index = _locate_click(segment, index)
         grid = segment.crops[crop_index].grid
@@ -332,12 +332,6 @@ class Session:
         return self._step(self._redo, self._undo, forward=True)
 
     # -- internals -------------------------------------------------------------------------
-
-    def _check_point(self, point_ras: Any) -> np.ndarray:
-        return check_point(self.volume, point_ras)
-
-    def _inside(self, point: np.ndarray) -> bool:
-        return self.volume.contains_ras(point)
 
     def _new_click_id(self, click_id: str | None) -> str:
         if click_id is None:

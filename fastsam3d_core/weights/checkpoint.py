@@ -179,7 +179,9 @@ def load_checkpoint(
     """Load weights into a model built by :func:`fastsam3d_core.build_model`, strictly.
 
     An encoder-only checkpoint replaces only ``model.image_encoder``; the prompt encoder and mask
-    decoder keep their weights (load the teacher's first, as FastSAM3D's evaluation does).
+    decoder keep their weights, which must have been loaded before (part by part with their own
+    ``load_state_dict``, e.g. the teacher's, as FastSAM3D's evaluation does): a model with a part
+    never loaded is refused by the session (:meth:`Sam3D.check_weights_loaded`).
 
     Args:
         model: the model to fill.

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Callable, Optional
 
+from ..messages import one_line, os_error_reason
 from .formats import describe_start, is_checkpoint_start
 from .registry import WeightsEntry, get_weights_entry
 
@@ -48,9 +49,9 @@ SHA256_SUFFIX = ".sha256"
 _USER_AGENT = "fastsam3d-core (weights downloader)"
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/(\d+|\*)")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
-# Registry sizes are rounded as the host lists them ("638 MB"); a web page or a cut-off file is far
-# outside this.
-SIZE_TOLERANCE = 0.05
+# Registry sizes are as the host lists them ("638 MB", perhaps MiB), not measured here; a web page
+# or a cut-off file is far outside this margin.
+SIZE_TOLERANCE = 0.25
 _HEAD_BYTES = 16
 # Content types of the pages a proxy, login wall or API error answers with, often with HTTP 200.
 _PAGE_KINDS = {
@@ -330,7 +331,7 @@ def _failure(entry: WeightsEntry, final: Path, reason: str) -> str:
     part = final.with_name(final.name + PART_SUFFIX)
     kept = part.stat().st_size if part.is_file() else 0
     resume = f" {kept} bytes are kept in {part}; running again resumes." if kept else ""
-    reason = " ".join(reason.split())  # an error's own text may span lines
+    reason = one_line(reason)  # an error's own text may span lines
     return (
         f"could not download the {entry.name!r} weights from {entry.url}: {reason}.{resume} "
         f"Download the file in a browser and pass it with --weights FILE, or put it at {final}."
@@ -344,16 +345,9 @@ def _cache_errors(folder: Path) -> Iterator[None]:
         yield
     except OSError as error:
         raise WeightsError(
-            f"cannot write to the weights cache {folder} ({_os_reason(error)}); "
+            f"cannot write to the weights cache {folder} ({os_error_reason(error)}); "
             f"set {ENV_CACHE_DIR} to a writable folder"
         ) from error
-
-
-def _os_reason(error: OSError) -> str:
-    """An OSError's reason and file, without Python's "[Errno N]" prefix."""
-    if not error.strerror:
-        return str(error)
-    return f"{error.strerror}: {error.filename}" if error.filename else error.strerror
 
 
 def _refuse_page(entry: WeightsEntry, final: Path, response: http.client.HTTPResponse) -> None:
