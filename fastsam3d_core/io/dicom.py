@@ -187,7 +187,8 @@ def _check_spacing(files: list[str], heights: np.ndarray) -> None:
         if step <= tolerance:
             raise VolumeReadError(
                 f"{folder}: two DICOM files at the same slice position ({heights[k]:g} mm along "
-                f"the slice normal): {pair}; remove the duplicate"
+                f"the slice normal): {pair}; remove the duplicate, or, if they are different "
+                "images (echoes, phases), give each its own folder"
             )
         if abs(step - expected) > tolerance:
             raise VolumeReadError(
