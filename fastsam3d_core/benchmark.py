@@ -353,19 +353,22 @@ def _agreement(ours: dict[str, Any], fp32: dict[str, Any]) -> dict[str, float]:
 # -- the suite -------------------------------------------------------------------------------
 
 
-def machine_description(settings: BenchSettings) -> dict[str, Any]:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
+def cpu_name() -> str:
+    """The CPU's model name (Linux), else what the platform says."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return platform.processor() or platform.machine()
+
+
+def machine_description(settings: BenchSettings) -> dict[str, Any]:
+    import torch
+
     description: dict[str, Any] = {
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),

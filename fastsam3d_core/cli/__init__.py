@@ -4,8 +4,8 @@
 can fail on bad input into one line on stderr (``error: …``) and a non-zero exit status:
 
 * a usage error (unknown option, bad value): status 2;
-* an error of the library about the user's input or files (``ValueError``, ``OSError`` and the
-  weights errors): status 1;
+* an error of the library about the user's input or files (``ValueError``, ``OSError``, the
+  weights errors, an unreachable or refusing encoder service): status 1;
 * anything else is a defect of this program: status 70 and one line asking to report it;
   ``FASTSAM3D_DEBUG=1`` shows the traceback instead.
 
@@ -37,6 +37,7 @@ DEBUG_VARIABLE = "FASTSAM3D_DEBUG"
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run ``fastsam3d`` with ``argv`` (default: the process's arguments); return the status."""
+    from ..serving import RemoteError
     from ..weights import WeightsError
 
     arguments = list(sys.argv[1:] if argv is None else argv)
@@ -47,7 +48,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return result if isinstance(result, int) else 0
     except (typer.Exit, typer.Abort) as stop:  # raised where Typer does not map them itself
         return int(getattr(stop, "exit_code", INTERRUPTED_STATUS))
-    except (ValueError, OSError, WeightsError, MemoryError) as error:
+    except (ValueError, OSError, WeightsError, RemoteError, MemoryError) as error:
         _error(_describe(error))
         return INPUT_STATUS
     except Exception as error:

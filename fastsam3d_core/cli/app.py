@@ -10,6 +10,7 @@ import typer
 from .bench import bench
 from .evaluate import evaluate
 from .segment import segment
+from .serve import export_onnx, serve
 from .weights import weights_app
 
 app = typer.Typer(
@@ -29,6 +30,8 @@ app.add_typer(weights_app, name="weights")
 app.command("segment")(segment)
 app.command("evaluate")(evaluate)
 app.command("bench")(bench)
+app.command("serve")(serve)
+app.command("export-onnx")(export_onnx)
 
 
 @app.callback()

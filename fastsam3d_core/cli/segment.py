@@ -138,6 +138,18 @@ def segment(
         str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, cuda:1 or mps.")
     ] = "auto",
     name: Annotated[str, typer.Option(metavar="NAME", help="Name of the segment.")] = "Segment_1",
+    server: Annotated[
+        Optional[str],
+        typer.Option(
+            metavar="URL",
+            help="Encode on this `fastsam3d serve` service (e.g. http://127.0.0.1:8000) and "
+            "decode here, instead of loading the model.",
+        ),
+    ] = None,
+    token: Annotated[
+        Optional[str],
+        typer.Option(metavar="TOKEN", envvar="FASTSAM3D_TOKEN", help="The service's token."),
+    ] = None,
     example: Annotated[
         bool,
         typer.Option(
@@ -158,7 +170,14 @@ def segment(
     check_output_path(output, inputs=(image, points, negative_points, weights))
     torch_device = resolve_device(device)
     volume = _checked_volume(image, prompts, output)
-    session = Session(volume, load_model(model, weights, torch_device))
+    if server is None:
+        predictor = load_model(model, weights, torch_device)
+    else:
+        from ..serving import RemotePredictor
+
+        typer.echo(f"connecting to {server} for {model} ...")
+        predictor = RemotePredictor(server, model=model, token=token)
+    session = Session(volume, predictor)
     for number, (_, (position, positive)) in enumerate(prompts, 1):
         start = time.perf_counter()
         result = session.add_point(position, positive)

@@ -20,9 +20,11 @@ class LayerNorm3d(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        channels_last = x.movedim(1, -1)
+        # Non-negative axes: ONNX export writes a negative one into Transpose, which ONNX forbids.
+        last = x.ndim - 1
+        channels_last = x.movedim(1, last)
         normed = F.layer_norm(channels_last, (x.shape[1],), self.weight, self.bias, self.eps)
-        return normed.movedim(-1, 1)
+        return normed.movedim(last, 1)
 
 
 _ONEDNN_LINEAR = (
@@ -34,8 +36,10 @@ _ONEDNN_LINEAR = (
 
 def _onednn_applies(weight: torch.Tensor, x: torch.Tensor) -> bool:
     return (
-        # Under torch.compile the compiler makes its own choice (it emits this same kernel).
+        # Under torch.compile the compiler makes its own choice (it emits this same kernel); an
+        # ONNX export needs the standard op.
         not torch.compiler.is_compiling()
+        and not torch.onnx.is_in_onnx_export()
         and _ONEDNN_LINEAR is not None
         and x.device.type == "cpu"
         and x.dtype == torch.float32 == weight.dtype
@@ -63,7 +67,8 @@ def fused_linear(
     In fp32 inference on the CPU this calls oneDNN's linear with the activation fused, the
     kernel that PyTorch's own compiler emits for linear layers: about a quarter faster than the
     default BLAS call for the encoder's shapes on AVX2/AVX-512 machines, same arithmetic up to
-    rounding. Anywhere else (GPU, autocast, gradients, torch.compile) or with ``plain`` it is
+    rounding. Anywhere else (GPU, autocast, gradients, torch.compile, ONNX export) or with
+    ``plain`` it is
     :func:`torch.nn.functional.linear` followed by the activation.
 
     Args:

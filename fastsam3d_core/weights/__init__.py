@@ -1,6 +1,13 @@
-"""Weights: the registry of released files, downloads into a cache, safe checkpoint loading."""
+"""Weights: the registry of released files, downloads into a cache, safe checkpoint loading.
 
-from .checkpoint import CheckpointError, LoadReport, load_checkpoint, read_checkpoint_file
+Checkpoint loading needs torch and is imported on first use; downloads and the registry do not.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .download import (
     ChecksumMismatchError,
     Verification,
@@ -13,6 +20,11 @@ from .download import (
     verify_weights,
 )
 from .registry import WEIGHTS, WeightsEntry, get_weights_entry
+
+if TYPE_CHECKING:
+    from .checkpoint import CheckpointError, LoadReport, load_checkpoint, read_checkpoint_file
+
+_CHECKPOINT_NAMES = ("CheckpointError", "LoadReport", "load_checkpoint", "read_checkpoint_file")
 
 __all__ = [
     "WEIGHTS",
@@ -32,3 +44,11 @@ __all__ = [
     "resolve_weights",
     "verify_weights",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _CHECKPOINT_NAMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(".checkpoint", __name__), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,253 @@
+"""The encoder service on a real Ray Serve (127.0.0.1, started and stopped here) and its client.
+
+One Ray instance serves seeded FastSAM3D weights for the whole module; every test talks HTTP to
+it. Bounded: 2 CPUs for Ray, one replica, at most 8 concurrent sessions of 2 clicks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import invoke_cli
+
+from fastsam3d_core import Session, build_model, load_checkpoint
+from fastsam3d_core.examples import SPLEEN_POINT_RAS, example_ct_path
+from fastsam3d_core.io import read_segmentation, read_volume
+from fastsam3d_core.serving import RemoteError, RemotePredictor
+from fastsam3d_core.serving.onnx_decoder import OnnxDecoder, export_decoder
+
+ray = pytest.importorskip("ray")
+serve = pytest.importorskip("ray.serve")
+
+CLICKS = [(SPLEEN_POINT_RAS, True), ((-105.0, 110.0, 157.0), False), ((-118.0, 112.0, 163.0), True)]
+
+
+@pytest.fixture(scope="module")
+def seeded_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "fastsam3d-seeded.pth"
+    torch.save({"model_state_dict": build_model("fastsam3d").state_dict()}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def local_model(seeded_weights: Path):
+    model = build_model("fastsam3d")
+    load_checkpoint(model, seeded_weights)
+    return model
+
+
+@pytest.fixture(scope="module")
+def service(seeded_weights: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The URL of a running service with a token; stopped at the end of the module."""
+    from fastsam3d_core.serving.service import ServiceOptions, start_service
+
+    options = ServiceOptions(
+        weights={"fastsam3d": str(seeded_weights)},
+        device="cpu",
+        token="secret",
+        decoder_dir=str(tmp_path_factory.mktemp("decoders")),
+    )
+    try:
+        yield start_service(options, port=_free_port(), num_cpus=2)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _masks(predictor, clicks=CLICKS) -> list[np.ndarray]:
+    session = Session(read_volume(example_ct_path()), predictor)
+    return [session.add_point(point, positive).mask.copy() for point, positive in clicks]
+
+
+# The ONNX decoder's float arithmetic differs from torch's by ~1e-7: a voxel whose logit is that
+# close to 0 may fall on either side. Masks agree but for such voxels.
+THRESHOLD_VOXELS = 10
+
+
+def assert_same_masks(remote: list[np.ndarray], local: list[np.ndarray]) -> None:
+    for a, b in zip(remote, local):
+        assert a.shape == b.shape and int((a != b).sum()) <= THRESHOLD_VOXELS
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2 * float(np.logical_and(a, b).sum()) / max(float(a.sum() + b.sum()), 1.0)
+
+
+def test_the_onnx_decoder_matches_torch_on_the_golden_scenarios(golden, tmp_path):
+    model = build_model(golden.name)
+    model.load_state_dict(golden.state_dict())
+    export_decoder(model, tmp_path / "decoder.onnx", "seeded")
+    decoder = OnnxDecoder(tmp_path / "decoder.onnx")
+    with torch.inference_mode():
+        embedding = model.encode(golden.image())
+        mask = torch.zeros(1, 1, 32, 32, 32)
+        checked = 0
+        for scenario in golden.manifest["scenarios"]:
+            if scenario["points"] is None or scenario["multimask"]:
+                continue  # the graph is for clicks with a single mask, as a session makes
+            points = torch.tensor([scenario["points"]], dtype=torch.float32)
+            labels = torch.tensor([scenario["labels"]])
+            expected, _ = model.decode(embedding, points, labels, mask)
+            logits, _ = decoder.decode(embedding.numpy(), points.numpy(), labels.numpy(), None)
+            error = np.abs(logits - expected.numpy()).max()
+            assert error <= 1e-4 * np.abs(expected.numpy()).max(), scenario["name"]
+            assert np.array_equal(logits > 0, expected.numpy() > 0), scenario["name"]
+            checked += 1
+    assert checked >= 2
+    assert decoder.weights_sha256 == "seeded" and decoder.model == golden.name
+
+
+def test_remote_masks_equal_local_masks(service, local_model, tmp_path):
+    local = _masks(local_model)
+    remote = _masks(RemotePredictor(service, token="secret", cache_dir=tmp_path))
+    assert_same_masks(remote, local)
+    assert local[-1].sum() > 0
+    half = _masks(
+        RemotePredictor(service, token="secret", crop_dtype="float16", cache_dir=tmp_path)
+    )
+    dice = [_dice(a, b) for a, b in zip(local, half)]
+    print(f"\nfloat16 crops: Dice against float32 per click {[round(d, 5) for d in dice]}")
+    assert min(dice) >= 0.999
+
+
+def test_eight_concurrent_sessions(service, local_model, tmp_path):
+    local = _masks(local_model, CLICKS[:2])
+    results: list[list[np.ndarray]] = [[] for _ in range(8)]
+
+    def user(n: int) -> None:
+        results[n] = _masks(
+            RemotePredictor(service, token="secret", cache_dir=tmp_path), CLICKS[:2]
+        )
+
+    threads = [threading.Thread(target=user, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    for result in results:
+        assert len(result) == 2
+        assert_same_masks(result, local)
+
+
+def _call(url: str, path: str, body: bytes | None = None, headers: dict | None = None):
+    request = urllib.request.Request(
+        url + path, body, headers or {}, method="POST" if body else "GET"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            return reply.status, reply.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def test_bad_requests_get_4xx_and_the_service_keeps_serving(service):
+    auth = {"Authorization": "Bearer secret"}
+    crop16 = np.zeros((128, 128, 128), "<f2").tobytes()
+    cases = [
+        ("/v1/models", None, {"Authorization": "Bearer wrong"}, 401),
+        ("/v1/encode?model=fastsam3d", crop16[:1000], {**auth, "X-Crop-Dtype": "float16"}, 400),
+        ("/v1/encode?model=fastsam3d", crop16, {**auth, "X-Crop-Dtype": "int8"}, 400),
+        ("/v1/encode?model=sam2", crop16, {**auth, "X-Crop-Dtype": "float16"}, 404),
+        ("/v1/encode?model=fastsam3d", np.full(128**3, np.nan, "<f2").tobytes(),
+         {**auth, "X-Crop-Dtype": "float16"}, 400),
+        ("/v2/encode", crop16, auth, 404),
+    ]  # fmt: skip
+    for path, body, headers, status in cases:
+        code, reply = _call(service, path, body, headers)
+        assert code == status, (path, code, reply)
+        assert json.loads(reply)["error"]
+    code, reply = _call(
+        service, "/v1/encode?model=fastsam3d", crop16, {**auth, "X-Crop-Dtype": "float16"}
+    )
+    assert code == 200 and len(reply) == 384 * 8**3 * 4
+    with pytest.raises(RemoteError, match="HTTP 401"):
+        RemotePredictor(service, token="wrong")
+    with pytest.raises(RemoteError, match="does not serve 'sam-med3d-turbo'"):
+        RemotePredictor(service, model="sam-med3d-turbo", token="secret")
+
+
+def test_a_killed_replica_loses_no_click(service, local_model, tmp_path):
+    """The replica dies between two crops; the client's retries reach its replacement."""
+    predictor = RemotePredictor(service, token="secret", cache_dir=tmp_path)
+    session = Session(read_volume(example_ct_path()), predictor)
+    session.add_point(SPLEEN_POINT_RAS)
+    _, health = _call(service, "/v1/health", headers={"Authorization": "Bearer secret"})
+    os.kill(json.loads(health)["pid"], signal.SIGKILL)
+    far = (60.0, 150.0, 140.0)  # 172 mm from the first click: another crop, another encode
+    result = session.add_point(far)
+    assert result.encoder_ran
+    expected = Session(read_volume(example_ct_path()), local_model)
+    expected.add_point(SPLEEN_POINT_RAS)
+    local = expected.add_point(far)
+    logits = np.asarray(local.logits)
+    assert np.abs(np.asarray(result.logits) - logits).max() <= 1e-4 * np.abs(logits).max()
+    assert_same_masks([result.mask], [local.mask])
+
+
+def test_the_client_does_not_import_torch(service, tmp_path):
+    code = f"""
+import sys, types
+import numpy as np
+from fastsam3d_core.serving import RemotePredictor
+predictor = RemotePredictor({service!r}, token="secret", cache_dir={str(tmp_path)!r})
+crop = types.SimpleNamespace(image=np.zeros((128, 128, 128), np.float32))
+embedding = predictor.encode(crop)
+logits = predictor.decode(embedding, np.array([[64.0, 64.0, 64.0]]), np.array([1]), None)
+assert logits.shape == (32, 32, 32), logits.shape
+assert "torch" not in sys.modules, "torch was imported"
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+
+
+def test_segment_with_server_writes_what_local_writes(service, seeded_weights, tmp_path):
+    point = ",".join(map(str, SPLEEN_POINT_RAS))
+    common = ["segment", "--example", "-p", point, "-p", "-105,110,157:neg"]
+    local = invoke_cli([*common, "--weights", seeded_weights, "-o", tmp_path / "local.seg.nrrd"])
+    remote = invoke_cli([*common, "--server", service, "--token", "secret",
+                         "-o", tmp_path / "remote.seg.nrrd"])  # fmt: skip
+    assert local.exit_code == 0 and remote.exit_code == 0, local.output + remote.output
+    (here,), geometry = read_segmentation(tmp_path / "local.seg.nrrd")
+    (there,), remote_geometry = read_segmentation(tmp_path / "remote.seg.nrrd")
+    np.testing.assert_array_equal(geometry.ijk_to_ras, remote_geometry.ijk_to_ras)
+    assert here.name == there.name and here.mask.sum() > 0
+    assert_same_masks([there.mask], [here.mask])
+
+
+def test_export_onnx_names_the_weights(seeded_weights, tmp_path):
+    from fastsam3d_core.weights.download import sha256_of_file
+
+    result = invoke_cli(["export-onnx", "--weights", seeded_weights, "-o", tmp_path / "d.onnx"])
+    assert result.exit_code == 0, result.output
+    decoder = OnnxDecoder(tmp_path / "d.onnx")
+    assert decoder.model == "fastsam3d"
+    assert decoder.weights_sha256 == sha256_of_file(seeded_weights)
+
+
+def test_a_body_larger_than_a_crop_is_refused_before_it_is_read():
+    from fastsam3d_core.serving.service import RequestError, check_length
+
+    check_length(str(128**3 * 4))
+    check_length(None)  # chunked: the size check after reading applies
+    with pytest.raises(RequestError, match="at most") as refused:
+        check_length(str(128**3 * 4 + 1))
+    assert refused.value.status == 413

@@ -1,0 +1,124 @@
+"""``fastsam3d serve``: the encoder service on Ray Serve (see :mod:`fastsam3d_core.serving`)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+
+def _replicas(replicas: int, autoscale: Optional[str]) -> Any:
+    if autoscale is None:
+        if replicas < 1:
+            raise typer.BadParameter("at least 1", param_hint="--replicas")
+        return replicas
+    try:
+        low, high = (int(n) for n in autoscale.split(","))
+    except ValueError:
+        low = high = -1
+    if not 0 <= low <= high or high < 1:
+        raise typer.BadParameter(
+            f"{autoscale!r} is not MIN,MAX, e.g. 1,4", param_hint="--autoscale"
+        )
+    return {"min_replicas": low, "max_replicas": high}
+
+
+def serve(
+    model: Annotated[
+        Optional[list[str]],
+        typer.Option(metavar="NAME", help="Model to serve (repeatable); default fastsam3d."),
+    ] = None,
+    weights: Annotated[
+        Optional[list[Path]],
+        typer.Option(metavar="FILE", help="Checkpoint per --model, in order; default: the cache."),
+    ] = None,
+    address: Annotated[
+        Optional[str],
+        typer.Option(
+            metavar="RAY",
+            help="Join this Ray cluster (e.g. ray://head:10001); "
+            "default: start Ray on this machine.",
+        ),
+    ] = None,
+    host: Annotated[str, typer.Option(metavar="HOST", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(metavar="PORT", help="HTTP port.")] = 8000,
+    replicas: Annotated[int, typer.Option(metavar="N", help="Replicas (without --autoscale).")] = 1,
+    autoscale: Annotated[
+        Optional[str], typer.Option(metavar="MIN,MAX", help="Autoscale between MIN and MAX.")
+    ] = None,
+    gpus_per_replica: Annotated[
+        float, typer.Option(metavar="F", help="GPUs per replica (0.5 shares one GPU by two).")
+    ] = 0.0,
+    device: Annotated[str, typer.Option(metavar="DEVICE", help="Each replica's device.")] = "auto",
+    max_batch_size: Annotated[int, typer.Option(metavar="N", help="Crops per batch.")] = 4,
+    batch_wait_ms: Annotated[
+        float, typer.Option(metavar="MS", help="Longest wait for a batch to fill.")
+    ] = 10.0,
+    token: Annotated[
+        Optional[str],
+        typer.Option(metavar="TOKEN", envvar="FASTSAM3D_TOKEN", help="Required bearer token."),
+    ] = None,
+) -> None:
+    """Serve image embeddings to remote sessions (Ray Serve), until interrupted.
+
+    Listens on 127.0.0.1 unless --host says otherwise; for access from other machines put it
+    behind a reverse proxy with TLS (the README shows how) and set a --token.
+    """
+    from ray import serve as ray_serve
+
+    from ..serving.service import ServiceOptions, start_service
+    from ..weights import resolve_weights
+    from ..weights.download import default_cache_dir
+
+    names = model or ["fastsam3d"]
+    files = list(weights or [])
+    if files and len(files) != len(names):
+        raise typer.BadParameter("give one --weights per --model, in the same order")
+    paths = {
+        name: str(resolve_weights(name, weights_file=files[i] if files else None).resolve())
+        for i, name in enumerate(names)
+    }
+    options = ServiceOptions(
+        weights=paths,
+        device=device,
+        token=token,
+        max_batch_size=max_batch_size,
+        batch_wait_s=batch_wait_ms / 1000,
+        decoder_dir=str(default_cache_dir() / "decoders"),
+    )
+    scaling = _replicas(replicas, autoscale)
+    url = start_service(options, scaling, gpus_per_replica, host, port, address)
+    typer.echo(f"serving {', '.join(names)} at {url}/v1 (Ctrl-C stops)")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        ray_serve.shutdown()
+
+
+def export_onnx(
+    output: Annotated[
+        Path, typer.Option("--output", "-o", metavar="FILE.onnx", help="The ONNX file to write.")
+    ],
+    model: Annotated[str, typer.Option(metavar="NAME", help="fastsam3d or sam-med3d-turbo.")] = (
+        "fastsam3d"
+    ),
+    weights: Annotated[
+        Optional[Path],
+        typer.Option(metavar="FILE", help="Local checkpoint; default: the cached download."),
+    ] = None,
+) -> None:
+    """Export the prompt encoder and mask decoder to ONNX, for clients without torch."""
+    from ..io import check_output_path
+    from ..serving.onnx_decoder import export_decoder
+    from ..weights import resolve_weights
+    from ..weights.download import sha256_of_file
+    from .runtime import load_model, resolve_device
+
+    check_output_path(output, inputs=(weights,))
+    sam = load_model(model, weights, resolve_device("cpu"))
+    path = resolve_weights(model, weights_file=weights)
+    export_decoder(sam, output, sha256_of_file(path))
+    typer.echo(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB)")

@@ -1,0 +1,156 @@
+"""A predictor whose encoder is the service and whose decoder runs here, with onnxruntime.
+
+Neither this module nor what it imports needs torch: a client installs numpy and onnxruntime.
+The session, its clicks, crops, masks and undo all stay on the client; only a new crop goes over
+the network, and a failed encode is simply tried again (the service keeps nothing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from email.message import Message
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import protocol
+from .onnx_decoder import OnnxDecoder
+
+if TYPE_CHECKING:
+    from ..geometry.crop import Crop
+
+# Connection refused, reset, timeouts and 5xx replies: a replica restarting (which takes
+# seconds: it loads the model), or a network blip. Waits 0.5, 1, 2, 4, 4, … s: about 30 s in all.
+RETRIES = 9
+BACKOFF_S = 0.5
+MAX_BACKOFF_S = 4.0
+TIMEOUT_S = 60.0
+
+
+class RemoteError(RuntimeError):
+    """The service cannot be reached, refuses a request, or serves another model."""
+
+
+class RemotePredictor:
+    """A :class:`~fastsam3d_core.session.Predictor` backed by the encoder service.
+
+    Args:
+        url: the service, e.g. ``http://127.0.0.1:8000``.
+        model: the model name served there.
+        token: the service's bearer token, if it has one.
+        crop_dtype: ``"float32"`` (exact: masks equal the local model's) or ``"float16"`` (half
+            the bytes per crop; masks differ at their borders).
+        cache_dir: where the decoder is kept by checksum; default the weights cache.
+        timeout_s: per request.
+
+    Raises:
+        RemoteError: the service is unreachable, or does not serve ``model``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        model: str = "fastsam3d",
+        token: str | None = None,
+        crop_dtype: str = "float32",
+        cache_dir: str | os.PathLike[str] | None = None,
+        timeout_s: float = TIMEOUT_S,
+    ) -> None:
+        if crop_dtype not in protocol.CROP_DTYPES:
+            raise ValueError(f"crop_dtype must be one of {sorted(protocol.CROP_DTYPES)}")
+        self.url = url.rstrip("/")
+        self.model = model
+        self.token = token
+        self.crop_dtype = crop_dtype
+        self.timeout_s = timeout_s
+        served = json.loads(self._request("GET", "/models")[0])["models"]
+        if model not in served:
+            raise RemoteError(f"{self.url} does not serve {model!r}; it serves {sorted(served)}")
+        self.weights_sha256 = served[model]["weights_sha256"]
+        self.decoder = OnnxDecoder(self._decoder_file(served[model]["decoder_sha256"], cache_dir))
+        if self.decoder.weights_sha256 != self.weights_sha256:
+            raise RemoteError(
+                f"model mismatch: the decoder from {self.url} was exported from weights "
+                f"{self.decoder.weights_sha256[:12]}…, the encoder runs {self.weights_sha256[:12]}…"
+            )
+
+    def encode(self, crop: Crop) -> np.ndarray:
+        """The crop's embedding ``(1, 384, 8, 8, 8)`` float32, computed by the service."""
+        body = np.ascontiguousarray(crop.image, protocol.CROP_DTYPES[self.crop_dtype]).tobytes()
+        data, headers = self._request(
+            "POST", f"/encode?model={self.model}", body, {protocol.DTYPE_HEADER: self.crop_dtype}
+        )
+        if headers.get(protocol.WEIGHTS_HEADER) != self.weights_sha256:
+            raise RemoteError(
+                f"model mismatch: {self.url} now encodes with weights "
+                f"{headers.get(protocol.WEIGHTS_HEADER, '?')[:12]}…, this session's decoder "
+                f"has {self.weights_sha256[:12]}…; start a new session"
+            )
+        return np.frombuffer(data, protocol.EMBEDDING_DTYPE).reshape(protocol.EMBEDDING_SHAPE)
+
+    def decode(
+        self, embedding: Any, points: np.ndarray, labels: np.ndarray, mask_input: Any
+    ) -> np.ndarray:
+        """Logits ``(32, 32, 32)`` for the crop, computed here (see ``Predictor.decode``)."""
+        mask = None if mask_input is None else np.asarray(mask_input, np.float32)
+        logits, _ = self.decoder.decode(np.asarray(embedding), points, labels, mask)
+        return logits[0, 0]
+
+    def _decoder_file(self, sha256: str, cache_dir: str | os.PathLike[str] | None) -> Path:
+        from ..weights.download import default_cache_dir
+
+        folder = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "decoders"
+        path = folder / f"{self.model}-{sha256}.onnx"
+        if path.is_file():
+            return path
+        data, _ = self._request("GET", f"/decoder?model={self.model}")
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise RemoteError(f"the decoder from {self.url} does not match its checksum; try again")
+        folder.mkdir(parents=True, exist_ok=True)
+        # A name of its own: several sessions of one process may fetch it at the same time.
+        with tempfile.NamedTemporaryFile(dir=folder, suffix=".part", delete=False) as temporary:
+            temporary.write(data)
+        os.replace(temporary.name, path)
+        return path
+
+    def _request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict | None = None
+    ) -> tuple[bytes, Message]:
+        """One API call, retried with backoff while the service is unreachable or failing."""
+        request_headers = dict(headers or {})
+        if self.token:
+            request_headers["Authorization"] = f"Bearer {self.token}"
+        url = f"{self.url}{protocol.API}{path}"
+        problem = ""
+        for attempt in range(RETRIES + 1):
+            if attempt:
+                time.sleep(min(BACKOFF_S * 2 ** (attempt - 1), MAX_BACKOFF_S))
+            request = urllib.request.Request(url, body, request_headers, method=method)
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout_s) as reply:
+                    return reply.read(), reply.headers  # names compared without case
+            except urllib.error.HTTPError as error:
+                problem = _http_problem(error)
+                if error.code < 500:
+                    raise RemoteError(f"{url}: {problem}") from None
+            except (urllib.error.URLError, OSError) as error:
+                reason = getattr(error, "reason", error)
+                problem = f"server unreachable ({reason})"
+        raise RemoteError(f"{url}: {problem}, after {RETRIES + 1} attempts")
+
+
+def _http_problem(error: urllib.error.HTTPError) -> str:
+    try:
+        message = json.loads(error.read()).get("error", "")
+    except (ValueError, OSError, AttributeError):
+        message = ""
+    finally:
+        error.close()
+    return f"HTTP {error.code} {message or error.reason}"

@@ -1,0 +1,237 @@
+"""The encoder service on Ray Serve: crops in, image embeddings out, nothing kept between calls.
+
+Every replica loads the models once and answers :mod:`~fastsam3d_core.serving.protocol`
+requests. Encode requests, from any number of users, are batched (``serve.batch``) before they
+reach the model, so a GPU runs several crops at once. Ray Serve brings the rest: replicas on
+several machines, autoscaling, GPU fractions, and a replacement for a replica that dies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import protocol
+
+
+@dataclass(frozen=True)
+class ServiceOptions:
+    """What ``fastsam3d serve`` configures.
+
+    Attributes:
+        weights: model name -> checkpoint file, one entry per model served.
+        device: torch device of each replica (``auto``: a GPU when the replica has one).
+        token: the bearer token clients must send; None for none.
+        max_batch_size: most crops encoded together.
+        batch_wait_s: longest a crop waits for others to fill a batch.
+        decoder_dir: where the exported ONNX decoders are written (once per checkpoint).
+    """
+
+    weights: dict[str, str]
+    device: str = "auto"
+    token: str | None = None
+    max_batch_size: int = 4
+    batch_wait_s: float = 0.01
+    decoder_dir: str = field(default="")
+
+
+class EncoderReplica:
+    """One replica's state: the loaded models and their exported decoders."""
+
+    def __init__(self, options: ServiceOptions) -> None:
+        from .. import build_model, load_checkpoint
+        from ..weights.download import sha256_of_file
+        from .onnx_decoder import export_decoder
+
+        self.options = options
+        self.models: dict[str, Any] = {}
+        self.identity: dict[str, dict[str, str]] = {}
+        self.decoders: dict[str, bytes] = {}
+        folder = Path(options.decoder_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, path in options.weights.items():
+            model = build_model(name, device=options.device)
+            load_checkpoint(model, path)
+            weights_sha256 = sha256_of_file(path)
+            onnx_path = folder / f"{name}-{weights_sha256[:16]}.onnx"
+            if not onnx_path.is_file():
+                export_decoder(model, onnx_path, weights_sha256)
+            self.decoders[name] = onnx_path.read_bytes()
+            self.models[name] = model
+            self.identity[name] = {
+                "weights_sha256": weights_sha256,
+                "decoder_sha256": hashlib.sha256(self.decoders[name]).hexdigest(),
+            }
+
+    def encode_batch(self, requests: list[tuple[str, np.ndarray]]) -> list[np.ndarray]:
+        """Embeddings of crops, each ``(128, 128, 128)`` float32, grouped by model."""
+        import torch
+
+        results: list[np.ndarray] = [np.empty(0)] * len(requests)
+        for name in {name for name, _ in requests}:
+            indices = [i for i, (n, _) in enumerate(requests) if n == name]
+            crops = np.stack([requests[i][1] for i in indices])[:, None]
+            with torch.inference_mode():
+                embeddings = self.models[name].encode(torch.from_numpy(crops))
+            for i, embedding in zip(indices, embeddings.float().cpu().numpy()):
+                results[i] = embedding[None]
+        return results
+
+
+class RequestError(Exception):
+    """A bad request: its HTTP status and message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def parse_crop(body: bytes, dtype_name: str) -> np.ndarray:
+    """The float32 crop in an encode request's body.
+
+    Raises:
+        RequestError: an unknown dtype, a body of the wrong size, or non-finite values.
+    """
+    dtype = protocol.CROP_DTYPES.get(dtype_name)
+    if dtype is None:
+        raise RequestError(
+            400, f"{protocol.DTYPE_HEADER} must be one of {sorted(protocol.CROP_DTYPES)}"
+        )
+    expected = int(np.prod(protocol.CROP_SHAPE)) * dtype.itemsize
+    if len(body) != expected:
+        raise RequestError(
+            400,
+            f"a {dtype_name} crop of {protocol.CROP_SHAPE} is {expected} bytes, got {len(body)}",
+        )
+    crop = np.frombuffer(body, dtype).reshape(protocol.CROP_SHAPE).astype(np.float32)
+    if not np.all(np.isfinite(crop)):
+        raise RequestError(400, "the crop holds NaN or infinite values")
+    return crop
+
+
+def check_length(content_length: str | None) -> None:
+    """Refuse (413) a body larger than a float32 crop before reading it into memory."""
+    largest = int(np.prod(protocol.CROP_SHAPE)) * protocol.CROP_DTYPES["float32"].itemsize
+    if content_length is not None and content_length.isdigit() and int(content_length) > largest:
+        raise RequestError(413, f"the body is {content_length} bytes; a crop is at most {largest}")
+
+
+def check_token(expected: str | None, authorization: str | None) -> None:
+    """Raise 401 unless the request carries the service's token (compared in constant time)."""
+    if expected is None:
+        return
+    given = (authorization or "").removeprefix("Bearer ").strip()
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise RequestError(401, "missing or wrong token (send Authorization: Bearer TOKEN)")
+
+
+def error_body(message: str) -> bytes:
+    return json.dumps({"error": message}).encode()
+
+
+def build_app(
+    options: ServiceOptions, replicas: int | dict[str, Any], gpus_per_replica: float
+) -> Any:
+    """The Ray Serve application: a deployment of :class:`EncoderReplica` behind HTTP.
+
+    Args:
+        options: models, device, token and batching.
+        replicas: a number of replicas, or an autoscaling config
+            (``{"min_replicas": …, "max_replicas": …}``).
+        gpus_per_replica: GPUs reserved per replica (a fraction shares a GPU).
+    """
+    from ray import serve
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+
+    scaling: dict[str, Any] = (
+        {"autoscaling_config": replicas}
+        if isinstance(replicas, dict)
+        else {"num_replicas": replicas}
+    )
+
+    @serve.deployment(ray_actor_options={"num_gpus": gpus_per_replica}, **scaling)
+    class EncoderService:
+        def __init__(self, options: ServiceOptions) -> None:
+            self.replica = EncoderReplica(options)
+            self.token = options.token
+            self.encode.set_max_batch_size(options.max_batch_size)
+            self.encode.set_batch_wait_timeout_s(options.batch_wait_s)
+
+        @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.01)
+        async def encode(self, requests: list[tuple[str, np.ndarray]]) -> list[np.ndarray]:
+            return self.replica.encode_batch(requests)
+
+        async def __call__(self, request: Request) -> Response:
+            try:
+                check_token(self.token, request.headers.get("authorization"))
+                return await self._route(request)
+            except RequestError as error:
+                return Response(error_body(str(error)), error.status, media_type="application/json")
+
+        async def _route(self, request: Request) -> Response:
+            path, method = request.url.path.rstrip("/"), request.method
+            if path == f"{protocol.API}/health" and method == "GET":
+                # The process id lets tests and operators find (and kill) a replica.
+                return JSONResponse({"status": "ok", "pid": os.getpid()})
+            if path == f"{protocol.API}/models" and method == "GET":
+                return JSONResponse({"models": self.replica.identity})
+            name = request.query_params.get("model", "")
+            if path in (f"{protocol.API}/decoder", f"{protocol.API}/encode"):
+                if name not in self.replica.models:
+                    raise RequestError(
+                        404, f"unknown model {name!r}; served: {sorted(self.replica.models)}"
+                    )
+            if path == f"{protocol.API}/decoder" and method == "GET":
+                sha = self.replica.identity[name]["decoder_sha256"]
+                return Response(
+                    self.replica.decoders[name],
+                    headers={protocol.DECODER_HEADER: sha},
+                    media_type="application/octet-stream",
+                )
+            if path == f"{protocol.API}/encode" and method == "POST":
+                check_length(request.headers.get("content-length"))
+                crop = parse_crop(
+                    await request.body(), request.headers.get(protocol.DTYPE_HEADER, "")
+                )
+                embedding = await self.encode((name, crop))
+                headers = {
+                    protocol.WEIGHTS_HEADER: self.replica.identity[name]["weights_sha256"],
+                    "X-Shape": ",".join(map(str, embedding.shape)),
+                }
+                data = np.ascontiguousarray(embedding, protocol.EMBEDDING_DTYPE).tobytes()
+                return Response(data, headers=headers, media_type="application/octet-stream")
+            raise RequestError(
+                404, f"no {method} {path}; see {protocol.API}/health, /models, /decoder, /encode"
+            )
+
+    return EncoderService.bind(options)
+
+
+def start_service(
+    options: ServiceOptions,
+    replicas: int | dict[str, Any] = 1,
+    gpus_per_replica: float = 0.0,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    address: str | None = None,
+    num_cpus: int | None = None,
+) -> str:
+    """Start Ray (or join the cluster at ``address``) and the service; return its URL.
+
+    Stop it with ``ray.serve.shutdown()`` and ``ray.shutdown()``.
+    """
+    import ray
+    from ray import serve
+
+    ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(build_app(options, replicas, gpus_per_replica), name="fastsam3d", route_prefix="/")
+    return f"http://{host}:{port}"
