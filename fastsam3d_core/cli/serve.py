@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -88,9 +89,16 @@ def serve(
         batch_wait_s=batch_wait_ms / 1000,
         decoder_dir=str(default_cache_dir() / "decoders"),
     )
+    if host not in ("127.0.0.1", "localhost", "::1") and token is None:
+        typer.echo(
+            f"warning: listening on {host} without --token: anyone who reaches the port can use "
+            "the service; put it behind a TLS proxy and set a token",
+            err=True,
+        )
     scaling = _replicas(replicas, autoscale)
     url = start_service(options, scaling, gpus_per_replica, host, port, address)
     typer.echo(f"serving {', '.join(names)} at {url}/v1 (Ctrl-C stops)")
+    sys.stdout.flush()  # seen now, also by a process manager reading a pipe
     try:
         while True:
             time.sleep(3600)
