@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -181,6 +182,10 @@ def test_bad_requests_get_4xx_and_the_service_keeps_serving(service):
     assert code == 200 and len(reply) == 384 * 8**3 * 4
     with pytest.raises(RemoteError, match="HTTP 401"):
         RemotePredictor(service, token="wrong")
+    start = time.perf_counter()
+    with pytest.raises(RemoteError, match="server unreachable .* after 3 attempts"):
+        RemotePredictor(f"http://127.0.0.1:{_free_port()}", token="secret")
+    assert time.perf_counter() - start < 10  # a wrong address is said at once
     with pytest.raises(RemoteError, match="does not serve 'sam-med3d-turbo'"):
         RemotePredictor(service, model="sam-med3d-turbo", token="secret")
 

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 # Connection refused, reset, timeouts and 5xx replies: a replica restarting (which takes
 # seconds: it loads the model), or a network blip. Waits 0.5, 1, 2, 4, 4, … s: about 30 s in all.
 RETRIES = 9
+# The first contact: a wrong address should be said within seconds, not after half a minute.
+FIRST_CONTACT_RETRIES = 2
 BACKOFF_S = 0.5
 MAX_BACKOFF_S = 4.0
 TIMEOUT_S = 60.0
@@ -70,7 +72,8 @@ class RemotePredictor:
         self.token = token
         self.crop_dtype = crop_dtype
         self.timeout_s = timeout_s
-        served = json.loads(self._request("GET", "/models")[0])["models"]
+        served = json.loads(self._request("GET", "/models", retries=FIRST_CONTACT_RETRIES)[0])
+        served = served["models"]
         if model not in served:
             raise RemoteError(f"{self.url} does not serve {model!r}; it serves {sorted(served)}")
         self.weights_sha256 = served[model]["weights_sha256"]
@@ -121,7 +124,12 @@ class RemotePredictor:
         return path
 
     def _request(
-        self, method: str, path: str, body: bytes | None = None, headers: dict | None = None
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict | None = None,
+        retries: int = RETRIES,
     ) -> tuple[bytes, Message]:
         """One API call, retried with backoff while the service is unreachable or failing."""
         request_headers = dict(headers or {})
@@ -129,7 +137,7 @@ class RemotePredictor:
             request_headers["Authorization"] = f"Bearer {self.token}"
         url = f"{self.url}{protocol.API}{path}"
         problem = ""
-        for attempt in range(RETRIES + 1):
+        for attempt in range(retries + 1):
             if attempt:
                 time.sleep(min(BACKOFF_S * 2 ** (attempt - 1), MAX_BACKOFF_S))
             request = urllib.request.Request(url, body, request_headers, method=method)
@@ -143,7 +151,7 @@ class RemotePredictor:
             except (urllib.error.URLError, OSError) as error:
                 reason = getattr(error, "reason", error)
                 problem = f"server unreachable ({reason})"
-        raise RemoteError(f"{url}: {problem}, after {RETRIES + 1} attempts")
+        raise RemoteError(f"{url}: {problem}, after {retries + 1} attempts")
 
 
 def _http_problem(error: urllib.error.HTTPError) -> str:
