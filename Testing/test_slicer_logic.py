@@ -86,6 +86,18 @@ def settle(logic):
     assert not logic.errors, logic.errors
 
 
+def spleen_clicked(scene, make_logic):
+    """The example CT, a logic whose oracle sees the spleen (label 1), one point deep in it,
+    settled: (labels, volume node, logic, the point in RAS)."""
+    labels = Volume.from_file(CT_LABEL)
+    node = read_volume_node(scene, CT_IMAGE)
+    logic = make_logic(OraclePredictor(labels, 1), node)
+    spleen = deepest_ras(labels, 1)
+    place(logic, spleen)
+    settle(logic)
+    return labels, node, logic, spleen
+
+
 def painted_segmentation(scene, volume_node, name: str, mask: np.ndarray):
     """A segmentation on the volume's grid with one segment painted before the session:
     (segmentation node, segment ID)."""
@@ -124,11 +136,7 @@ def test_one_click_reproduces_the_core_session_on_the_volume_grid(scene, make_lo
 
 
 def test_moving_deleting_undo_redo_and_clear_follow_the_markups(scene, make_logic):
-    labels = Volume.from_file(CT_LABEL)
-    node = read_volume_node(scene, CT_IMAGE)
-    logic = make_logic(OraclePredictor(labels, 1), node)  # label 1: the spleen
-    place(logic, deepest_ras(labels, 1))
-    settle(logic)
+    labels, _, logic, _ = spleen_clicked(scene, make_logic)
     first = current_mask(logic)
     assert first.any()
     place(logic, deepest_ras(labels, 1) + [0, 0, 3.0], positive=False)
@@ -318,11 +326,7 @@ def test_export_seg_nrrd_and_labelmap_keep_the_geometry(scene, make_logic, tmp_p
 
 
 def test_changed_voxels_reopen_the_session_on_the_next_point(scene, make_logic):
-    labels = Volume.from_file(CT_LABEL)
-    node = read_volume_node(scene, CT_IMAGE)
-    logic = make_logic(OraclePredictor(labels, 1), node)
-    place(logic, deepest_ras(labels, 1))
-    settle(logic)
+    labels, node, logic, _ = spleen_clicked(scene, make_logic)
     slicer.util.arrayFromVolume(node)[:] += 1
     slicer.util.arrayFromVolumeModified(node)
     place(logic, deepest_ras(labels, 5))
@@ -367,12 +371,7 @@ def test_seeded_fastsam3d_encodes_once_per_crop(scene, make_logic, fastsam3d_see
 
 
 def test_a_new_model_replays_the_points_and_points_wait_while_it_loads(scene, make_logic):
-    labels = Volume.from_file(CT_LABEL)
-    node = read_volume_node(scene, CT_IMAGE)
-    logic = make_logic(OraclePredictor(labels, 1), node)
-    spleen = deepest_ras(labels, 1)
-    place(logic, spleen)
-    settle(logic)
+    labels, _, logic, spleen = spleen_clicked(scene, make_logic)
     spleen_mask = current_mask(logic)
     # "Another model": an oracle that sees everything labelled, not just the spleen.
     logic.setPredictor(OraclePredictor(labels))
@@ -446,11 +445,7 @@ def test_a_new_segment_in_a_shared_layer_stays_whole_over_several_clicks(
 def test_a_point_edited_in_the_markups_table_moves_its_click_and_a_drag_waits_for_its_end(
     scene, make_logic
 ):
-    labels = Volume.from_file(CT_LABEL)
-    logic = make_logic(OraclePredictor(labels, 1), read_volume_node(scene, CT_IMAGE))
-    spleen = deepest_ras(labels, 1)
-    place(logic, spleen)
-    settle(logic)
+    _, _, logic, spleen = spleen_clicked(scene, make_logic)
     # The Markups module's table sets the position: only PointModifiedEvent, no interaction.
     typed = spleen + [0.0, 3.0, 0.0]
     logic.positiveNode.SetNthControlPointPositionWorld(0, *typed)
@@ -594,12 +589,7 @@ def test_an_undone_refinement_protects_the_segment_again(scene, make_logic):
 
 
 def test_actions_queued_behind_a_new_model_come_after_its_points(scene, make_logic):
-    labels = Volume.from_file(CT_LABEL)
-    node = read_volume_node(scene, CT_IMAGE)
-    logic = make_logic(OraclePredictor(labels, 1), node)
-    spleen = deepest_ras(labels, 1)
-    place(logic, spleen)
-    settle(logic)
+    labels, node, logic, _ = spleen_clicked(scene, make_logic)
     first = logic.currentSegmentId
     expected = current_mask(logic)
     logic.setPredictor(OraclePredictor(labels, 1))
