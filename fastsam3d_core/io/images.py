@@ -135,10 +135,23 @@ def _files_to_read(path: Path) -> list[str]:
         )
     if reader == "GDCMImageIO":
         return series_files_of(path)
-    _check_fits_in_memory(path)
+    header = _read_header(path)
+    _check_fits_in_memory(path, header)
     if reader == "NiftiImageIO" and path.name.lower().endswith((".nii", ".nii.gz")):
-        _check_nifti_complete(path)
+        _check_nifti_complete(path, header)
     return [str(path)]
+
+
+def _read_header(path: Path) -> sitk.ImageFileReader:
+    """A reader that has read the file's header (not its voxels), for the checks below."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        with itk_warnings_as_python(path):
+            reader.ReadImageInformation()
+    except RuntimeError as error:
+        raise VolumeReadError(f"{path}: unreadable header: {itk_reason(error)}") from error
+    return reader
 
 
 def _read_image(files: list[str], path: Path) -> sitk.Image:
@@ -157,7 +170,7 @@ def _read_image(files: list[str], path: Path) -> sitk.Image:
         ) from error
 
 
-def _check_fits_in_memory(path: Path) -> None:
+def _check_fits_in_memory(path: Path, header: sitk.ImageFileReader) -> None:
     """Refuse an image whose header announces more voxels than this computer's memory holds.
 
     A small compressed file can announce gigabytes (a 16 MB .nii.gz of zeros holds a 16 GB
@@ -167,19 +180,12 @@ def _check_fits_in_memory(path: Path) -> None:
     available = available_memory()
     if available is None:
         return
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        with itk_warnings_as_python(path):
-            reader.ReadImageInformation()
-    except RuntimeError as error:
-        raise VolumeReadError(f"{path}: unreadable header: {itk_reason(error)}") from error
-    tiny = sitk.Image([1] * reader.GetDimension(), reader.GetPixelID())
-    voxels = int(np.prod(reader.GetSize(), dtype=np.float64))
-    voxel_bytes = tiny.GetSizeOfPixelComponent() * reader.GetNumberOfComponents()
+    tiny = sitk.Image([1] * header.GetDimension(), header.GetPixelID())
+    voxels = int(np.prod(header.GetSize(), dtype=np.float64))
+    voxel_bytes = tiny.GetSizeOfPixelComponent() * header.GetNumberOfComponents()
     needed = voxels * (2 * voxel_bytes + 1)
     if needed > available:
-        size = "×".join(str(n) for n in reader.GetSize())
+        size = "×".join(str(n) for n in header.GetSize())
         raise VolumeReadError(
             f"{path}: the header announces a {size} image ({voxels * voxel_bytes / 2**30:.1f} GiB "
             f"of voxels); reading it needs about {needed / 2**30:.1f} GiB of memory and "
@@ -224,19 +230,16 @@ def _cgroup_available() -> int | None:
     return None if limit == "max" else max(int(limit) - used, 0)
 
 
-def _check_nifti_complete(path: Path) -> None:
+def _check_nifti_complete(path: Path, header: sitk.ImageFileReader) -> None:
     """Refuse a truncated NIfTI file, which ITK would read without complaint, the rest garbage.
 
     Decompresses a ``.nii.gz`` once more to count its bytes (about as long as reading it).
     """
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
     try:
-        reader.ReadImageInformation()
-        dims = int(reader.GetMetaData("dim[0]"))
-        voxels = np.prod([int(reader.GetMetaData(f"dim[{n}]")) for n in range(1, dims + 1)])
-        offset = int(float(reader.GetMetaData("vox_offset")))
-        expected = offset + int(voxels) * int(reader.GetMetaData("bitpix")) // 8
+        dims = int(header.GetMetaData("dim[0]"))
+        voxels = np.prod([int(header.GetMetaData(f"dim[{n}]")) for n in range(1, dims + 1)])
+        offset = int(float(header.GetMetaData("vox_offset")))
+        expected = offset + int(voxels) * int(header.GetMetaData("bitpix")) // 8
     except (RuntimeError, ValueError) as error:
         reason = itk_reason(error) if isinstance(error, RuntimeError) else str(error)
         raise VolumeReadError(f"{path}: unreadable NIfTI header: {reason}") from error
@@ -317,7 +320,7 @@ def write_labelmap(
             sitk.WriteImage(image, str(temporary), useCompression=suffix == ".nrrd")
         if suffix != ".nrrd":  # ITK's NIfTI writer reports failed writes (disk full) on stderr only
             try:
-                _check_nifti_complete(temporary)
+                _check_nifti_complete(temporary, _read_header(temporary))
             except VolumeReadError as error:
                 raise OSError(f"could not write {path}: the file came out incomplete") from error
 
