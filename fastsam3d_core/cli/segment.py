@@ -73,10 +73,9 @@ def _output_kind(output: Path) -> str:
     )
 
 
-def _checked_volume(image: Path, prompts: list[tuple[str, Prompt]], output: Path) -> Volume:
-    """The image, refused (with its name) where the model or the output cannot handle it."""
+def _checked_volume(image: Path, prompts: list[tuple[str, Prompt]]) -> Volume:
+    """The image, refused (with its name) if the model cannot segment it or a point is outside."""
     from ..geometry import check_segmentable
-    from ..io import check_labelmap_format
     from ..session import check_point
     from .runtime import read_image
 
@@ -85,8 +84,6 @@ def _checked_volume(image: Path, prompts: list[tuple[str, Prompt]], output: Path
         check_segmentable(volume)
     except ValueError as error:
         raise ValueError(f"{image}: {error}") from None
-    if _output_kind(output) == "labelmap":
-        check_labelmap_format(output, volume.ijk_to_ras)
     for source, (position, _) in prompts:
         try:
             check_point(volume, position)
@@ -160,7 +157,13 @@ def segment(
     ] = False,
 ) -> None:
     """Segment one object from point prompts and write it with the image's geometry."""
-    from ..io import Segment, check_output_path, write_labelmap, write_segmentation
+    from ..io import (
+        Segment,
+        check_labelmap_format,
+        check_output_path,
+        write_labelmap,
+        write_segmentation,
+    )
     from ..session import Session
     from .runtime import load_model, resolve_device
 
@@ -169,7 +172,9 @@ def segment(
     prompts = _prompts(point, points, negative_points)
     check_output_path(output, inputs=(image, points, negative_points, weights))
     torch_device = resolve_device(device)
-    volume = _checked_volume(image, prompts, output)
+    volume = _checked_volume(image, prompts)
+    if kind == "labelmap":
+        check_labelmap_format(output, volume.ijk_to_ras)
     if server is None:
         predictor = load_model(model, weights, torch_device)
     else:
