@@ -116,6 +116,7 @@ def main() -> None:
 
     from fastsam3d_core import build_model
     from fastsam3d_core.benchmark import cpu_name
+    from fastsam3d_core.serving import protocol
 
     with tempfile.TemporaryDirectory() as folder:
         weights = Path(folder) / "fastsam3d-seeded.pth"
@@ -123,12 +124,12 @@ def main() -> None:
         torch.save(build_model("fastsam3d").state_dict(), weights)
         print(f"CPU: {cpu_name()} ({os.cpu_count()} cores), {args.dtype} crops")
         rows = [measure(u, r, args, weights) for r in args.replicas for u in args.users]
-    crop_bytes = 128**3 * (2 if args.dtype == "float16" else 4)
+    crop_bytes = protocol.crop_bytes(args.dtype)
     report = {
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "crop_bytes": crop_bytes,
-        "embedding_bytes": 384 * 8**3 * 4,
+        "embedding_bytes": protocol.EMBEDDING_BYTES,
         "settings": {k: v for k, v in vars(args).items() if k != "json"},
         "rows": rows,
         "median_click_ms": statistics.median(r["click_p50_ms"] for r in rows),

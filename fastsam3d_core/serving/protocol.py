@@ -28,3 +28,12 @@ EMBEDDING_DTYPE = np.dtype("<f4")
 DTYPE_HEADER = "X-Crop-Dtype"
 WEIGHTS_HEADER = "X-Weights-SHA256"
 DECODER_HEADER = "X-Decoder-SHA256"
+
+
+def crop_bytes(dtype_name: str) -> int:
+    """The size of an encode request's body for a crop of this dtype."""
+    return int(np.prod(CROP_SHAPE)) * CROP_DTYPES[dtype_name].itemsize
+
+
+#: The size of an encode reply's body.
+EMBEDDING_BYTES = int(np.prod(EMBEDDING_SHAPE)) * EMBEDDING_DTYPE.itemsize

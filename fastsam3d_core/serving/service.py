@@ -104,7 +104,7 @@ def parse_crop(body: bytes, dtype_name: str) -> np.ndarray:
         raise RequestError(
             400, f"{protocol.DTYPE_HEADER} must be one of {sorted(protocol.CROP_DTYPES)}"
         )
-    expected = int(np.prod(protocol.CROP_SHAPE)) * dtype.itemsize
+    expected = protocol.crop_bytes(dtype_name)
     if len(body) != expected:
         raise RequestError(
             400,
@@ -118,7 +118,7 @@ def parse_crop(body: bytes, dtype_name: str) -> np.ndarray:
 
 def check_length(content_length: str | None) -> None:
     """Refuse (413) a body larger than a float32 crop before reading it into memory."""
-    largest = int(np.prod(protocol.CROP_SHAPE)) * protocol.CROP_DTYPES["float32"].itemsize
+    largest = protocol.crop_bytes("float32")
     if content_length is not None and content_length.isdigit() and int(content_length) > largest:
         raise RequestError(413, f"the body is {content_length} bytes; a crop is at most {largest}")
 
