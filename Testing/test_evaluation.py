@@ -60,19 +60,19 @@ class ErodedPlusCubePredictor(OraclePredictor):
 
     def __init__(self, labels: Volume) -> None:
         super().__init__(labels)
-        self.calls: list[tuple[np.ndarray, np.ndarray, torch.Tensor]] = []
-        self.outputs: list[torch.Tensor] = []
+        self.calls: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.outputs: list[np.ndarray] = []
 
     def encode(self, crop):
-        truth = super().encode(crop).numpy()
+        truth = super().encode(crop)
         if truth[self.CUBE].any():
             raise RuntimeError("the false cube overlaps the ground truth")
         predicted = binary_erosion(truth, iterations=2)
         predicted[self.CUBE] = True
-        return torch.from_numpy(predicted)
+        return predicted
 
     def decode(self, embedding, points, labels, mask_input):
-        self.calls.append((points.copy(), labels.copy(), torch.as_tensor(mask_input).clone()))
+        self.calls.append((points.copy(), labels.copy(), np.array(mask_input)))
         self.outputs.append(super().decode(embedding, points, labels, mask_input))
         return self.outputs[-1]
 
@@ -135,7 +135,7 @@ def test_clicks_go_to_errors_with_correct_labels_and_the_first_goes_deep(volumes
     predictor = ErodedPlusCubePredictor(label)
     result = evaluate_case(image, label, predictor, clicks=8, seed=3)
     _, truth = prepare_case(image, label)
-    predicted = predictor.outputs[0].numpy() > 0
+    predicted = predictor.outputs[0] > 0
     assert len(predictor.calls) == 8
     for index, (points, labels, _) in enumerate(predictor.calls):
         assert points.shape == (1, 3) and points.dtype == np.float32 and labels.dtype == np.int64
@@ -179,7 +179,7 @@ def test_accumulate_sends_every_click_so_far_with_the_previous_logits(volumes):
     assert [len(points) for points, _, _ in predictor.calls] == [1, 2, 3, 4]
     masks = [mask for _, _, mask in predictor.calls]
     assert masks[0].shape == (32, 32, 32) and not masks[0].any()  # zeros, not "no mask"
-    assert all(torch.equal(m, previous) for m, previous in zip(masks[1:], predictor.outputs))
+    assert all(np.array_equal(m, previous) for m, previous in zip(masks[1:], predictor.outputs))
     last_points, last_labels, _ = predictor.calls[-1]
     np.testing.assert_array_equal(last_points, result.points_crop)
     np.testing.assert_array_equal(last_labels, result.point_labels)

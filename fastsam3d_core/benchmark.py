@@ -326,7 +326,7 @@ class _AutocastPredictor:
     """A session's predictor that runs the model (only) under autocast to ``dtype``."""
 
     def __init__(self, model: Any, device: Any, dtype: str) -> None:
-        from .session.predictor import ModelPredictor
+        from .session.model_predictor import ModelPredictor
 
         self.inner = ModelPredictor(model)
         self.device, self.dtype = device, dtype

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
-import torch
 from scipy.ndimage import distance_transform_edt, find_objects
 
 from ..geometry import (
@@ -133,7 +132,7 @@ def prepare_case(
     mask = label_mask(image, label, label_value, name=name)
     grid = oracle_crop_grid(image, mask)
     values, _ = resample(mask, image.ijk_to_ras, grid.crop_to_ras, grid.shape, mode="nearest")
-    truth = values.cpu().numpy() > 0.5
+    truth = values > 0.5
     if not truth.any():
         raise CaseSkipped("no label voxel falls in the crop")
     return extract_crop(image, grid), truth
@@ -157,7 +156,7 @@ def label_mask(
     if label.shape == image.shape and np.allclose(label.ijk_to_ras, image.ijk_to_ras, atol=1e-3):
         return mask
     values, _ = resample(mask, label.ijk_to_ras, image.ijk_to_ras, image.shape, mode="nearest")
-    on_image = values.cpu().numpy() > 0.5
+    on_image = values > 0.5
     if not on_image.any():
         reason = "the label does not overlap the image (different geometry)"
         warnings.warn(f"{name or 'case'}: {reason}", stacklevel=2)
@@ -211,7 +210,7 @@ def run_clicks(
         An ``"ok"`` :class:`CaseResult` without name or time.
     """
     embedding = predictor.encode(crop)
-    mask_input: Any = torch.zeros((LOW_RES_SIZE,) * 3)
+    mask_input: Any = np.zeros((LOW_RES_SIZE,) * 3, dtype=np.float32)
     logits = np.zeros(truth.shape, dtype=np.float32)
     points: list[np.ndarray] = []
     labels: list[int] = []
@@ -296,11 +295,11 @@ def distance_to_outside(mask: np.ndarray) -> np.ndarray:
 def crop_logits(output: Any) -> np.ndarray:
     """A predictor's logits (``(n, n, n)``, n = 32 or 128, leading 1s allowed) upsampled to the
     crop: float32 ``(128, 128, 128)``, trilinear with align_corners=False (spec §4.1 3e)."""
-    tensor = torch.as_tensor(output).detach().float()
-    side = tensor.shape[-1] if tensor.dim() >= 3 else 0
-    if side == 0 or tensor.shape[-3:] != (side,) * 3 or tensor.numel() != side**3:
-        raise ValueError(f"logits must be (n, n, n) with optional leading 1s, got {tensor.shape}")
-    return upsample_logits(tensor.reshape((side,) * 3), CROP_SIZE).cpu().numpy()
+    logits = np.asarray(output, dtype=np.float32)
+    side = logits.shape[-1] if logits.ndim >= 3 else 0
+    if side == 0 or logits.shape[-3:] != (side,) * 3 or logits.size != side**3:
+        raise ValueError(f"logits must be (n, n, n) with optional leading 1s, got {logits.shape}")
+    return upsample_logits(logits.reshape((side,) * 3), CROP_SIZE)
 
 
 def dice_iou(predicted: np.ndarray, truth: np.ndarray) -> tuple[float, float]:

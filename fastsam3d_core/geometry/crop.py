@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from .resample import resample
 from .volume import Volume, apply_affine
@@ -155,28 +154,25 @@ class Crop:
         return self.grid.crop_to_ras
 
 
-def z_normalise(window: torch.Tensor) -> torch.Tensor:
+def z_normalise(window: np.ndarray) -> np.ndarray:
     """(x − mean) / std with the mean and unbiased std of the voxels > 0 (spec §4.1).
 
     Windows with fewer than two voxels > 0, or no spread among them, fall back to the statistics
     of all voxels, and a constant window becomes zeros.
 
     Returns:
-        float32 on the CPU, the window's shape.
+        float32, the window's shape.
     """
-    # float64, so that values near float32's limits neither overflow the sums nor the result; on
-    # the CPU, as MPS has no float64 (the crop goes to the CPU next anyway).
-    values = window.to("cpu", torch.float64)
+    # float64, so that values near float32's limits neither overflow the sums nor the result.
+    values = np.asarray(window, dtype=np.float64)
     foreground = values[values > 0]
-    if foreground.numel() < 2 or float(foreground.std()) == 0.0:
-        foreground = values.flatten()
-    std = float(foreground.std()) if foreground.numel() > 1 else 0.0
-    return ((values - foreground.mean()) / (std if std > 0 else 1.0)).float()
+    if foreground.size < 2 or float(foreground.std()) == 0.0:
+        foreground = values.ravel()
+    std = float(foreground.std(ddof=1)) if foreground.size > 1 else 0.0
+    return ((values - foreground.mean()) / (std if std > 0 else 1.0)).astype(np.float32)
 
 
-def extract_crop(volume: Volume, grid: CropGrid, device: torch.device | str | None = None) -> Crop:
+def extract_crop(volume: Volume, grid: CropGrid) -> Crop:
     """Resample the volume (trilinear, zero outside) into the grid and z-normalise it."""
-    window, _ = resample(
-        volume.array, volume.ijk_to_ras, grid.crop_to_ras, grid.shape, device=device
-    )
-    return Crop(z_normalise(window).cpu().numpy(), grid)
+    window, _ = resample(volume.array, volume.ijk_to_ras, grid.crop_to_ras, grid.shape)
+    return Crop(z_normalise(window), grid)

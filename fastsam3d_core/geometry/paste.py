@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from .crop import CropGrid
 from .resample import resample, translation
@@ -53,14 +51,16 @@ def footprint_box(grid: CropGrid, volume: Volume) -> tuple[np.ndarray, np.ndarra
     return np.clip(lo, 0, volume.shape), np.clip(hi, 0, volume.shape)
 
 
-def upsample_logits(logits: torch.Tensor, size: int) -> torch.Tensor:
-    """Low-resolution logits ``(n, n, n)`` to ``(size, size, size)``, trilinear, as in training
-    evaluation (align_corners=False, spec §3.3 step 6)."""
+def upsample_logits(logits: np.ndarray, size: int) -> np.ndarray:
+    """Low-resolution logits ``(n, n, n)`` to ``(size, size, size)`` float32, both in crop axes
+    (d0, d1, d2), trilinear as in training evaluation (align_corners=False, spec §3.3 step 6;
+    see :func:`coarse_to_crop`)."""
+    logits = np.asarray(logits, dtype=np.float32)
     if logits.shape[-1] == size:
         return logits
-    return F.interpolate(
-        logits[None, None], size=(size,) * 3, mode="trilinear", align_corners=False
-    )[0, 0]
+    coarse_to_fine = coarse_to_crop(logits.shape[-1], size)
+    values, _ = resample(logits, coarse_to_fine, np.eye(4), (size,) * 3)
+    return values
 
 
 def coarse_to_crop(coarse: int, size: int) -> np.ndarray:
@@ -78,7 +78,7 @@ def coarse_to_crop(coarse: int, size: int) -> np.ndarray:
 
 
 def logits_on_volume(
-    logits: torch.Tensor, grid: CropGrid, volume: Volume, threshold: float | None = None
+    logits: np.ndarray, grid: CropGrid, volume: Volume, threshold: float | None = None
 ) -> VolumeBox:
     """Resample crop values (trilinear) onto the volume voxels the crop covers.
 
@@ -105,8 +105,8 @@ def logits_on_volume(
         return VolumeBox(lo, hi, empty, empty.astype(bool), whole=True)
     coarse_to_ras = grid.crop_to_ras @ coarse_to_crop(logits.shape[-1], grid.size)
     box_to_ras = volume.ijk_to_ras @ translation(lo)
-    source = logits.float()
+    source = np.asarray(logits, dtype=np.float32)
     values, inside = resample(source, coarse_to_ras, box_to_ras, shape, threshold=threshold)  # type: ignore[arg-type]
     # A crop wholly inside its box comes back as a broadcast True (zero strides), and stays one.
-    whole = inside.stride() == (0, 0, 0)
-    return VolumeBox(lo, hi, values.cpu().numpy(), inside.cpu().numpy(), whole=whole)
+    whole = inside.strides == (0, 0, 0)
+    return VolumeBox(lo, hi, values, inside, whole=whole)

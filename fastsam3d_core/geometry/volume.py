@@ -68,9 +68,6 @@ class Volume:
                 f"a complex-valued image ({array.dtype}); save its magnitude as a real-valued "
                 "image first"
             )
-        if any(stride < 0 for stride in array.strides):
-            # A flipped view (array[::-1]); torch cannot wrap negative strides.
-            array = array.copy()
         object.__setattr__(self, "array", array)
         object.__setattr__(self, "ijk_to_ras", _as_affine(self.ijk_to_ras))
 

@@ -5,16 +5,10 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
-import numpy as np
-import torch
-
 
 def _nbytes(value: Any) -> int:
-    if torch.is_tensor(value):
-        return value.element_size() * value.numel()
-    if isinstance(value, np.ndarray):
-        return value.nbytes
-    return 0
+    # NumPy arrays and torch tensors both say their size as ``nbytes``.
+    return int(getattr(value, "nbytes", 0))
 
 
 class EmbeddingCache:

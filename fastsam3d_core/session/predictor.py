@@ -1,21 +1,24 @@
 """Predictors: what a session calls to turn a crop and clicks into logits.
 
-A session talks to a model only through :class:`Predictor`. :class:`ModelPredictor` adapts a built
-:class:`~fastsam3d_core.models.Sam3D`; :class:`OraclePredictor` answers with the ground truth and is
-used to test geometry and evaluation end to end without a model.
+A session talks to a model only through :class:`Predictor`. :class:`ModelPredictor` (in
+``model_predictor``, which imports torch) adapts a built :class:`~fastsam3d_core.models.Sam3D`;
+:class:`OraclePredictor` answers with the ground truth and is used to test geometry and evaluation
+end to end without a model. Nothing here imports torch: a client of the encoder service has none.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol, Union, runtime_checkable
+import sys
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
-import torch
 
 from ..geometry import Crop, Volume, resample
-from ..models.sam3d import Sam3D
 
-ArrayLike = Union[np.ndarray, torch.Tensor]
+if TYPE_CHECKING:
+    from ..models.sam3d import Sam3D
+
+_SAM3D_MODULE = __name__.rsplit(".", 2)[0] + ".models.sam3d"
 
 
 @runtime_checkable
@@ -33,9 +36,10 @@ class Predictor(Protocol):
         embedding: Any,
         points: np.ndarray,
         labels: np.ndarray,
-        mask_input: ArrayLike | None,
-    ) -> ArrayLike:
-        """Logits ``(n, n, n)`` (n = 32 or 128; a leading 1 is allowed) for the crop.
+        mask_input: np.ndarray | None,
+    ) -> np.ndarray:
+        """Logits ``(n, n, n)`` (n = 32 or 128; a leading 1 is allowed) for the crop, as a NumPy
+        array (or anything ``np.asarray`` reads, e.g. a CPU tensor).
 
         Args:
             embedding: what :meth:`encode` returned for this crop.
@@ -45,45 +49,6 @@ class Predictor(Protocol):
                 crop, or, for the first click of a crop of a segment made before the session,
                 that segment as ``(32, 32, 32)`` logits (positive inside); None for none.
         """
-
-
-class ModelPredictor:
-    """Runs a :class:`Sam3D` under ``torch.inference_mode`` on the model's device.
-
-    Raises:
-        ValueError: a model with random weights in any part (see
-            :meth:`Sam3D.check_weights_loaded`).
-    """
-
-    def __init__(self, model: Sam3D) -> None:
-        model.check_weights_loaded()
-        self.model = model
-
-    def encode(self, crop: Crop) -> torch.Tensor:
-        image = torch.from_numpy(np.ascontiguousarray(crop.image))[None, None]
-        with torch.inference_mode():
-            return self.model.encode(image)
-
-    def decode(
-        self,
-        embedding: torch.Tensor,
-        points: np.ndarray,
-        labels: np.ndarray,
-        mask_input: ArrayLike | None,
-    ) -> torch.Tensor:
-        device = self.model.device
-        with torch.inference_mode():
-            mask = None
-            if mask_input is not None:
-                mask = torch.as_tensor(mask_input, device=device).reshape(1, 1, 32, 32, 32)
-            logits, _ = self.model.decode(
-                # An embedding cached before the model moved (e.g. to the CPU) follows it.
-                embedding.to(device),
-                torch.as_tensor(points, dtype=torch.float32, device=device)[None],
-                torch.as_tensor(labels, dtype=torch.long, device=device)[None],
-                mask,
-            )
-        return logits[0, 0]
 
 
 class OraclePredictor:
@@ -102,25 +67,29 @@ class OraclePredictor:
         self.truth = labels.with_array(truth.astype(np.float32))
         self.confidence = confidence
 
-    def encode(self, crop: Crop) -> torch.Tensor:
+    def encode(self, crop: Crop) -> np.ndarray:
         fraction, _ = resample(
-            self.truth.array, self.truth.ijk_to_ras, crop.affine, crop.grid.shape, mode="bilinear"
+            self.truth.array, self.truth.ijk_to_ras, crop.affine, crop.grid.shape
         )
         return fraction >= 0.5
 
     def decode(
         self,
-        embedding: torch.Tensor,
+        embedding: np.ndarray,
         points: np.ndarray,
         labels: np.ndarray,
-        mask_input: ArrayLike | None,
-    ) -> torch.Tensor:
-        return torch.where(embedding, self.confidence, -self.confidence)
+        mask_input: np.ndarray | None,
+    ) -> np.ndarray:
+        return np.where(embedding, self.confidence, -self.confidence).astype(np.float32)
 
 
 def as_predictor(model_or_predictor: Sam3D | Predictor) -> Predictor:
     """Wrap a built model; pass any other predictor through."""
-    if isinstance(model_or_predictor, Sam3D):
+    # A Sam3D exists only once its module (and torch) is imported; a torch-free client never is.
+    sam3d = sys.modules.get(_SAM3D_MODULE)
+    if sam3d is not None and isinstance(model_or_predictor, sam3d.Sam3D):
+        from .model_predictor import ModelPredictor
+
         return ModelPredictor(model_or_predictor)
     if not isinstance(model_or_predictor, Predictor):
         raise TypeError(

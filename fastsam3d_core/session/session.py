@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from ..geometry import (
     CropGrid,
@@ -21,7 +20,6 @@ from ..geometry import (
 )
 from ..geometry.paste import footprint_box, logits_on_volume
 from ..geometry.resample import translation
-from ..models.sam3d import Sam3D
 from .cache import EmbeddingCache
 from .predictor import Predictor, as_predictor
 from .state import (
@@ -34,6 +32,9 @@ from .state import (
     SessionState,
 )
 from .uncertainty import Uncertainty, binary_entropy, ensemble_probability
+
+if TYPE_CHECKING:
+    from ..models.sam3d import Sam3D
 
 # Undo steps kept; older ones are dropped.
 MAX_UNDO = 100
@@ -397,10 +398,10 @@ class Session:
         )
         cells = grid.size // MASK_PROMPT_STRIDE
         # The share of each cell's crop voxels that the base holds, in 0..1.
-        share = fraction.reshape([cells, MASK_PROMPT_STRIDE] * 3).float().mean(dim=(1, 3, 5))
-        if not bool(share.any()):
+        share = fraction.reshape([cells, MASK_PROMPT_STRIDE] * 3).mean(axis=(1, 3, 5))
+        if not share.any():
             return None
-        return ((2.0 * share - 1.0) * MASK_PROMPT_LOGIT).numpy()
+        return ((2.0 * share - 1.0) * MASK_PROMPT_LOGIT).astype(np.float32)
 
     def _with_click(
         self, segment: SegmentState, point_ras: np.ndarray, positive: bool, click_id: str
@@ -450,9 +451,7 @@ class Session:
         for crop in reversed(segment.crops):
             if crop.logits is None:
                 continue
-            box = logits_on_volume(
-                torch.as_tensor(crop.logits), crop.grid, self.volume, threshold=0.0
-            )
+            box = logits_on_volume(crop.logits, crop.grid, self.volume, threshold=0.0)
             a, b = np.maximum(box.lo, lo), np.minimum(box.hi, hi)
             if np.any(a >= b):
                 continue

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..geometry import Volume
 from ..geometry.paste import upsample_logits
@@ -48,16 +47,17 @@ def ensemble_probability(
     samples: int,
     jitter_voxels: float,
     rng: np.random.Generator,
-) -> torch.Tensor:
-    """Mean probability over ``samples`` decoder passes, ``(S, S, S)`` on the crop grid."""
+) -> np.ndarray:
+    """Mean probability over ``samples`` decoder passes, float32 ``(S, S, S)`` on the crop grid
+    (crop axes d0, d1, d2)."""
     if not crop.clicks or crop.logits is None:
         raise ValueError("uncertainty needs at least one click in the crop")
     size = crop.grid.size
     base = np.array([c.point_crop for c in crop.clicks], dtype=np.float32)
     labels = np.array([int(c.positive) for c in crop.clicks], dtype=np.int64)
-    current = upsample_logits(torch.as_tensor(crop.logits).float().cpu(), size) > 0
-    inside = torch.nonzero(current).numpy()
-    total = torch.zeros((size,) * 3)
+    current = upsample_logits(crop.logits, size) > 0
+    inside = np.argwhere(current)
+    total = np.zeros((size,) * 3, dtype=np.float32)
     for _ in range(samples):
         points = np.clip(base + rng.normal(0, jitter_voxels, base.shape), 0, size - 1)
         point_labels = labels
@@ -65,6 +65,8 @@ def ensemble_probability(
             points = np.vstack([points, inside[rng.integers(len(inside))]]).astype(np.float32)
             point_labels = np.append(labels, 1)
         logits = predictor.decode(embedding, points.astype(np.float32), point_labels, crop.logits)
-        logits = torch.as_tensor(logits).float().cpu().reshape((-1,) + tuple(logits.shape[-3:]))[0]
-        total += torch.sigmoid(upsample_logits(logits, size))
+        logits = np.asarray(logits, dtype=np.float32)
+        logits = logits.reshape((-1,) + logits.shape[-3:])[0]
+        # The logistic function, written so that no exp overflows.
+        total += np.exp(-np.logaddexp(0.0, -upsample_logits(logits, size)))
     return total / samples
