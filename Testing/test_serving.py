@@ -28,6 +28,7 @@ from fastsam3d_core.examples import SPLEEN_POINT_RAS, example_ct_path
 from fastsam3d_core.io import read_segmentation, read_volume
 from fastsam3d_core.serving import RemoteError, RemotePredictor
 from fastsam3d_core.serving.onnx_decoder import OnnxDecoder, export_decoder
+from fastsam3d_core.weights.download import sha256_of_file
 
 ray = pytest.importorskip("ray")
 serve = pytest.importorskip("ray.serve")
@@ -45,9 +46,7 @@ def seeded_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def local_model(seeded_weights: Path):
-    model = build_model("fastsam3d")
-    load_checkpoint(model, seeded_weights)
-    return model
+    return _loaded(seeded_weights)
 
 
 @pytest.fixture(scope="module")
@@ -208,20 +207,79 @@ def test_a_killed_replica_loses_no_click(service, local_model, tmp_path):
     assert_same_masks([result.mask], [local.mask])
 
 
-def test_the_client_does_not_import_torch(service, tmp_path):
-    code = f"""
-import sys, types
+# Run first in a client process: any later ``import torch`` fails, as on a machine without it.
+WITHOUT_TORCH = """
+import sys
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "torch":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, NoTorch())
+"""
+
+
+def test_a_client_without_torch_segments_like_the_local_model(service, local_model, tmp_path):
+    """A session (clicks in two crops, an undo) and ``fastsam3d segment --server``, in a process
+    where torch cannot be imported."""
+    code = f"""{WITHOUT_TORCH}
 import numpy as np
+from fastsam3d_core import Session, Volume
+from fastsam3d_core.cli import main
+from fastsam3d_core.examples import example_ct_path
 from fastsam3d_core.serving import RemotePredictor
 predictor = RemotePredictor({service!r}, token="secret", cache_dir={str(tmp_path)!r})
-crop = types.SimpleNamespace(image=np.zeros((128, 128, 128), np.float32))
-embedding = predictor.encode(crop)
-logits = predictor.decode(embedding, np.array([[64.0, 64.0, 64.0]]), np.array([1]), None)
-assert logits.shape == (32, 32, 32), logits.shape
-assert "torch" not in sys.modules, "torch was imported"
+session = Session(Volume.from_file(example_ct_path()), predictor)
+clicks = {[*CLICKS, ((60.0, 150.0, 140.0), True)]!r}
+masks = [session.add_point(point, positive).mask.copy() for point, positive in clicks]
+masks.append(session.undo().mask.copy())
+np.save({str(tmp_path / "masks.npy")!r}, np.stack(masks))
+code = main(["segment", "--example", "--server", {service!r}, "--token", "secret",
+             "-o", {str(tmp_path / "remote.seg.nrrd")!r}])
+assert code == 0, code
+assert "torch" not in sys.modules
 """
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
+    session = Session(read_volume(example_ct_path()), local_model)
+    local = [session.add_point(point, positive).mask.copy() for point, positive in CLICKS]
+    local.append(session.add_point((60.0, 150.0, 140.0)).mask.copy())
+    local.append(session.undo().mask.copy())
+    remote = list(np.load(tmp_path / "masks.npy"))
+    assert_same_masks(remote, local)
+    assert local[-1].sum() > 0 and not np.array_equal(local[-2], local[-1])
+    (segment,), _ = read_segmentation(tmp_path / "remote.seg.nrrd")
+    assert_same_masks([segment.mask.astype(bool)], [local[0].astype(bool)])
+
+
+def test_a_local_decoder_file_replaces_the_services(service, seeded_weights, tmp_path):
+    export_decoder(_loaded(seeded_weights), tmp_path / "mine.onnx", sha256_of_file(seeded_weights))
+    onnx = RemotePredictor(service, token="secret", decoder=tmp_path / "mine.onnx")
+    checkpoint = RemotePredictor(service, token="secret", decoder=seeded_weights)
+    assert not list(tmp_path.glob("*-*.onnx"))  # nothing fetched
+    assert_same_masks(_masks(onnx, CLICKS[:2]), _masks(checkpoint, CLICKS[:2]))
+
+
+def test_a_decoder_of_other_weights_is_refused(service, tmp_path):
+    torch.manual_seed(1)
+    other = tmp_path / "other.pth"
+    torch.save({"model_state_dict": build_model("fastsam3d").state_dict()}, other)
+    with pytest.raises(RemoteError, match="model mismatch: the decoder .*other.pth"):
+        RemotePredictor(service, token="secret", decoder=other)
+    with pytest.raises(FileNotFoundError, match="missing.onnx: no such decoder file"):
+        RemotePredictor(service, token="secret", decoder=tmp_path / "missing.onnx")
+
+
+def test_segment_with_server_refuses_a_device(service, tmp_path):
+    result = invoke_cli(["segment", "--example", "--server", service, "--device", "cuda",
+                         "-o", tmp_path / "out.seg.nrrd"])  # fmt: skip
+    assert result.exit_code == 2 and "--device" in result.stderr, result.stderr
+    assert not (tmp_path / "out.seg.nrrd").exists()
+
+
+def _loaded(weights: Path):
+    model = build_model("fastsam3d")
+    load_checkpoint(model, weights)
+    return model
 
 
 def test_segment_with_server_writes_what_local_writes(service, seeded_weights, tmp_path):
@@ -239,8 +297,6 @@ def test_segment_with_server_writes_what_local_writes(service, seeded_weights, t
 
 
 def test_export_onnx_names_the_weights(seeded_weights, tmp_path):
-    from fastsam3d_core.weights.download import sha256_of_file
-
     result = invoke_cli(["export-onnx", "--weights", seeded_weights, "-o", tmp_path / "d.onnx"])
     assert result.exit_code == 0, result.output
     decoder = OnnxDecoder(tmp_path / "d.onnx")

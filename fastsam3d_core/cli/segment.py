@@ -129,7 +129,11 @@ def segment(
     ] = "fastsam3d",
     weights: Annotated[
         Optional[Path],
-        typer.Option(metavar="FILE", help="Local checkpoint; default: the cached download."),
+        typer.Option(
+            metavar="FILE",
+            help="Local checkpoint; default: the cached download. With --server, the "
+            "decoder's weights (a checkpoint, or an .onnx export) instead of the service's.",
+        ),
     ] = None,
     device: Annotated[
         str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, cuda:1 or mps.")
@@ -171,18 +175,26 @@ def segment(
     kind = _output_kind(output)
     prompts = _prompts(point, points, negative_points)
     check_output_path(output, inputs=(image, points, negative_points, weights))
-    torch_device = resolve_device(device)
+    if server is None:
+        torch_device = resolve_device(device)
+    elif device != "auto":
+        raise typer.BadParameter(
+            "the encoder runs on the --server; the decoder here runs on the CPU",
+            param_hint="--device",
+        )
     volume = _checked_volume(image, prompts)
     if kind == "labelmap":
         check_labelmap_format(output, volume.ijk_to_ras)
     if server is None:
-        predictor = load_model(model, weights, torch_device)
+        session = Session(volume, load_model(model, weights, torch_device))
     else:
         from ..serving import RemotePredictor
 
         typer.echo(f"connecting to {server} for {model} ...")
-        predictor = RemotePredictor(server, model=model, token=token)
-    session = Session(volume, predictor)
+        decoder = weights if weights is not None else "auto"
+        session = Session(
+            volume, RemotePredictor(server, model=model, token=token, decoder=decoder)
+        )
     for number, (_, (position, positive)) in enumerate(prompts, 1):
         start = time.perf_counter()
         result = session.add_point(position, positive)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import protocol
-from .onnx_decoder import OnnxDecoder
+from .onnx_decoder import MASK_SHAPE, OnnxDecoder
 
 if TYPE_CHECKING:
     from ..geometry.crop import Crop
@@ -47,13 +47,18 @@ class RemotePredictor:
         url: the service, e.g. ``http://127.0.0.1:8000``.
         model: the model name served there.
         token: the service's bearer token, if it has one.
+        decoder: where the prompt encoder and mask decoder come from: ``"auto"`` fetches the
+            service's ONNX export once and caches it by checksum; a path names a local ONNX
+            export (``fastsam3d export-onnx``) or a local checkpoint (run with torch). Either
+            must come from the weights the service encodes with.
         crop_dtype: ``"float32"`` (exact: masks equal the local model's) or ``"float16"`` (half
             the bytes per crop; masks differ at their borders).
         cache_dir: where the decoder is kept by checksum; default the weights cache.
         timeout_s: per request.
 
     Raises:
-        RemoteError: the service is unreachable, or does not serve ``model``.
+        RemoteError: the service is unreachable, does not serve ``model``, or serves other
+            weights than ``decoder``'s.
     """
 
     def __init__(
@@ -61,6 +66,7 @@ class RemotePredictor:
         url: str,
         model: str = "fastsam3d",
         token: str | None = None,
+        decoder: str | os.PathLike[str] = "auto",
         crop_dtype: str = "float32",
         cache_dir: str | os.PathLike[str] | None = None,
         timeout_s: float = TIMEOUT_S,
@@ -77,11 +83,20 @@ class RemotePredictor:
         if model not in served:
             raise RemoteError(f"{self.url} does not serve {model!r}; it serves {sorted(served)}")
         self.weights_sha256 = served[model]["weights_sha256"]
-        self.decoder = OnnxDecoder(self._decoder_file(served[model]["decoder_sha256"], cache_dir))
+        if str(decoder) == "auto":
+            source = f"the decoder from {self.url}"
+            path = self._decoder_file(served[model]["decoder_sha256"], cache_dir)
+        else:
+            source, path = f"the decoder {decoder}", Path(decoder)
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: no such decoder file (a checkpoint or .onnx)")
+        self.decoder = (
+            OnnxDecoder(path) if path.suffix == ".onnx" else CheckpointDecoder(path, model)
+        )
         if self.decoder.weights_sha256 != self.weights_sha256:
             raise RemoteError(
-                f"model mismatch: the decoder from {self.url} was exported from weights "
-                f"{self.decoder.weights_sha256[:12]}…, the encoder runs {self.weights_sha256[:12]}…"
+                f"model mismatch: {source} comes from weights {self.decoder.weights_sha256[:12]}…, "
+                f"{self.url} encodes with {self.weights_sha256[:12]}…"
             )
 
     def encode(self, crop: Crop) -> np.ndarray:
@@ -101,10 +116,11 @@ class RemotePredictor:
     def decode(
         self, embedding: Any, points: np.ndarray, labels: np.ndarray, mask_input: Any
     ) -> np.ndarray:
-        """Logits ``(32, 32, 32)`` for the crop, computed here (see ``Predictor.decode``)."""
+        """Logits ``(32, 32, 32)`` float32 for the crop, computed here (see
+        ``Predictor.decode``)."""
         mask = None if mask_input is None else np.asarray(mask_input, np.float32)
         logits, _ = self.decoder.decode(np.asarray(embedding), points, labels, mask)
-        return logits[0, 0]
+        return np.asarray(logits).reshape(MASK_SHAPE[2:])
 
     def _decoder_file(self, sha256: str, cache_dir: str | os.PathLike[str] | None) -> Path:
         from ..weights.download import default_cache_dir
@@ -152,6 +168,39 @@ class RemotePredictor:
                 reason = getattr(error, "reason", error)
                 problem = f"server unreachable ({reason})"
         raise RemoteError(f"{url}: {problem}, after {retries + 1} attempts")
+
+
+class CheckpointDecoder:
+    """A local checkpoint's prompt encoder and mask decoder, run with torch on the CPU.
+
+    For a client that has torch and the weights anyway; others use the ONNX export. Same
+    ``decode`` and ``weights_sha256`` as :class:`OnnxDecoder`.
+    """
+
+    def __init__(self, path: Path, model: str) -> None:
+        from ..models import build_model
+        from ..session.model_predictor import ModelPredictor
+        from ..weights import load_checkpoint
+        from ..weights.download import sha256_of_file
+
+        sam = build_model(model)
+        load_checkpoint(sam, path)
+        self.predictor = ModelPredictor(sam)
+        self.weights_sha256 = sha256_of_file(path)
+
+    def decode(
+        self,
+        embedding: np.ndarray,
+        points: np.ndarray,
+        labels: np.ndarray,
+        mask_input: np.ndarray | None,
+    ) -> tuple[np.ndarray, None]:
+        """Logits ``(32, 32, 32)`` float32; no IoU."""
+        import torch
+
+        # A copy: the embedding may be a read-only view of the reply's bytes.
+        embedding_tensor = torch.tensor(np.asarray(embedding), dtype=torch.float32)
+        return self.predictor.decode(embedding_tensor, points, labels, mask_input), None
 
 
 def _http_problem(error: urllib.error.HTTPError) -> str:

@@ -23,7 +23,7 @@ import numpy as np
 API = "/v1"
 CROP_SHAPE = (128, 128, 128)
 EMBEDDING_SHAPE = (1, 384, 8, 8, 8)
-CROP_DTYPES = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
+CROP_DTYPES: dict[str, np.dtype] = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
 EMBEDDING_DTYPE = np.dtype("<f4")
 DTYPE_HEADER = "X-Crop-Dtype"
 WEIGHTS_HEADER = "X-Weights-SHA256"
