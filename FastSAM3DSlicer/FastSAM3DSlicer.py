@@ -15,7 +15,7 @@ import qt
 import slicer
 import vtk
 from FastSAM3DSlicerLib import install
-from FastSAM3DSlicerLib.models import DEVICE_CHOICES, MODEL_CHOICES
+from FastSAM3DSlicerLib.models import DEVICE_CHOICES, MODEL_CHOICES, REMOTE
 
 # The self-test class lives in FastSAM3DSlicerLib; Slicer finds it here by its name.
 from FastSAM3DSlicerLib.selftest import FastSAM3DSlicerTest  # noqa: F401
@@ -33,6 +33,9 @@ from slicer.util import VTKObservationMixin
 SETTINGS_MODEL = "FastSAM3D/Model"
 SETTINGS_DEVICE = "FastSAM3D/Device"
 SETTINGS_WEIGHTS_FILE = "FastSAM3D/WeightsFile"
+SETTINGS_SERVER = "FastSAM3D/Server"
+# The token is not saved with the settings (a plain file); this variable can hold it.
+TOKEN_VARIABLE = "FASTSAM3D_TOKEN"
 SETTINGS_OVERWRITE = "FastSAM3D/AllowOverwrite"
 # How long Export waits for queued points before it refuses (it runs on the GUI thread).
 EXPORT_WAIT_S = 5
@@ -110,6 +113,7 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.nextSegmentButton: (self.onNextSegment, "Failed to add a segment."),
             self.ui.uncertaintyButton: (self.onUncertainty, "Failed to estimate uncertainty."),
             self.ui.suggestButton: (self.onSuggest, "Failed to suggest a point."),
+            self.ui.testConnectionButton: (self.onTestConnection, "Connection test failed."),
         }
         for button, (slot, message) in actions.items():
             button.connect("clicked(bool)", self._guarded(slot, message))
@@ -130,6 +134,8 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         )
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self._saveSettings)
         self.ui.deviceComboBox.connect("currentIndexChanged(int)", self._saveSettings)
+        self.ui.deviceComboBox.connect("currentIndexChanged(int)", self._showRemoteFields)
+        self.ui.serverLineEdit.connect("editingFinished()", self._saveSettings)
         self.ui.overwriteCheckBox.connect("toggled(bool)", self._saveSettings)
         self.ui.weightsPathLineEdit.connect("currentPathChanged(QString)", self._saveSettings)
         self._timer.setInterval(int(POLL_INTERVAL_S * 1000))
@@ -137,6 +143,7 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._pollSlot = self._guarded(self.onTimer, "FastSAM3D update failed.", waitCursor=False)
         self._timer.connect("timeout()", self._pollSlot)
         self.initializeParameterNode()
+        self._showRemoteFields()
         self.updateButtons()
 
     def cleanup(self):
@@ -249,6 +256,7 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.modelComboBox.currentData,
                 self.ui.deviceComboBox.currentData,
                 self.ui.weightsPathLineEdit.currentPath or None,
+                *self._server(),
             )
             engine.setInputs(node.inputVolume, node.segmentation, node.segmentId)
         node.segmentation = engine.segmentationNode
@@ -257,6 +265,16 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.segmentSelector.blockSignals(wasBlocked)
         self._timer.start()
         self.updateButtons()
+
+    def onTestConnection(self):
+        if not self._dependenciesReady():
+            return
+        from FastSAM3DSlicerLib.models import check_server
+
+        with slicer.util.WaitCursor():
+            message = check_server(*self._server(), self.ui.modelComboBox.currentData)
+        self._showStatus(message)
+        slicer.util.infoDisplay(message, windowTitle="FastSAM3D")
 
     def onPlace(self, positive):
         """Place points of this polarity; asked again while placing them, stop."""
@@ -438,6 +456,18 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             shortcut.setParent(None)
         self._shortcuts = []
 
+    def _server(self):
+        """(address, token) of the remote server, or (None, None) for a local device."""
+        if not self._remote():
+            return None, None
+        return self.ui.serverLineEdit.text.strip(), self.ui.tokenLineEdit.text.strip() or None
+
+    def _remote(self):
+        return self.ui.deviceComboBox.currentData == REMOTE
+
+    def _showRemoteFields(self, *unused):
+        self.ui.remoteServerWidget.visible = self._remote()
+
     def _restoreSettings(self):
         settings = qt.QSettings()
         for combo, key, default in (
@@ -450,6 +480,8 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             settings.value(SETTINGS_OVERWRITE, False)
         )
         self.ui.weightsPathLineEdit.currentPath = settings.value(SETTINGS_WEIGHTS_FILE, "")
+        self.ui.serverLineEdit.text = settings.value(SETTINGS_SERVER, "")
+        self.ui.tokenLineEdit.text = os.environ.get(TOKEN_VARIABLE, "")
 
     def _saveSettings(self, *unused):
         settings = qt.QSettings()
@@ -457,13 +489,16 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         settings.setValue(SETTINGS_DEVICE, self.ui.deviceComboBox.currentData)
         settings.setValue(SETTINGS_OVERWRITE, self.ui.overwriteCheckBox.checked)
         settings.setValue(SETTINGS_WEIGHTS_FILE, self.ui.weightsPathLineEdit.currentPath)
+        settings.setValue(SETTINGS_SERVER, self.ui.serverLineEdit.text.strip())
 
     def _dependenciesReady(self):
-        """True if PyTorch and the engine's dependencies are there; else asks once, installs
-        PyTorch through the PyTorch extension, and the rest in the background."""
+        """True if PyTorch (onnxruntime for a remote server) and the engine's dependencies are
+        there; else asks once, installs PyTorch through the PyTorch extension, and the rest in
+        the background."""
         if self._installer is not None:
             return False
-        missing = install.missing_packages()
+        remote = self._remote()
+        missing = install.missing_packages(remote=remote)
         if not missing:
             return True
         needsTorch = "torch" in missing
@@ -476,13 +511,15 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 ):
                     slicer.util.restart()
                 return False
-        steps = install.plan_installation(install.slicer_python(), source=install.source_tree())
+        steps = install.plan_installation(
+            install.slicer_python(), source=install.source_tree(), remote=remote
+        )
         listing = [step.description for step in steps]
         if needsTorch:
             listing.insert(0, f"PyTorch {install.TORCH_REQUIREMENT}, through the PyTorch extension")
         if not slicer.util.confirmOkCancelDisplay(
             "FastSAM3D needs these Python packages, which will be downloaded and installed "
-            "into Slicer now (a few minutes, up to a few GB):\n\n"
+            f"into Slicer now ({'about 30 MB' if remote else 'a few minutes, up to a few GB'}):\n\n"
             + "\n".join(f"• {line}" for line in listing),
             windowTitle="FastSAM3D: first use",
         ):
@@ -541,7 +578,8 @@ class FastSAM3DSlicerLogic(ScriptedLoadableModuleLogic):
         return FastSAM3DSlicerParameterNode(super().getParameterNode())
 
     def engine(self, scene=None):
-        """The interactive engine, created on first use (this imports torch and the core)."""
+        """The interactive engine, created on first use (this imports the core; torch is
+        imported when a local model loads)."""
         if self._engine is None:
             from FastSAM3DSlicerLib.logic import InteractiveSegmentationLogic
 
@@ -551,11 +589,12 @@ class FastSAM3DSlicerLogic(ScriptedLoadableModuleLogic):
     def engineIfStarted(self):
         return self._engine
 
-    def loadModel(self, modelName, device="auto", weightsFile=None):
-        """Load a model unless the same one is loaded (or loading) already."""
+    def loadModel(self, modelName, device="auto", weightsFile=None, server=None, token=None):
+        """Load a model (or connect to a remote server, device ``"remote"``) unless the same
+        one is loaded (or loading) already."""
         engine = self.engine()
-        if engine.loadedModel != (modelName, device, weightsFile):
-            engine.setModel(modelName, device, weightsFile)
+        if engine.loadedModel != (modelName, device, weightsFile, server, token):
+            engine.setModel(modelName, device, weightsFile, server, token)
 
     def segment(
         self,

@@ -269,6 +269,67 @@ def test_a_decoder_of_other_weights_is_refused(service, tmp_path):
         RemotePredictor(service, token="secret", decoder=tmp_path / "missing.onnx")
 
 
+# -- the Slicer module's "Remote server" device ------------------------------------------------
+
+MODULE_DIR = Path(__file__).resolve().parents[1] / "FastSAM3DSlicer"
+
+
+def test_the_slicer_module_segments_through_the_service_without_torch(
+    service, local_model, tmp_path
+):
+    """The module's logic on a real MRML scene, device "remote", in a process where torch
+    cannot be imported; the segment equals the local model's."""
+    pytest.importorskip("slicer", reason="needs the slicer-core wheel")
+    code = f"""{WITHOUT_TORCH}
+sys.path.insert(0, {str(MODULE_DIR)!r})
+import numpy as np, slicer, vtk
+from FastSAM3DSlicerLib.logic import InteractiveSegmentationLogic
+from fastsam3d_core.examples import SPLEEN_POINT_RAS, example_ct_path
+scene = slicer.vtkMRMLScene()
+volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "ct")
+storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+storage.SetFileName(str(example_ct_path()))
+assert storage.ReadData(volume)
+logic = InteractiveSegmentationLogic(scene)
+errors = []
+logic.errorCallback = errors.append
+logic.setModel("fastsam3d", "remote", server={service!r}, token="secret")
+logic.setInputs(volume)
+logic.positiveNode.AddControlPointWorld(vtk.vtkVector3d(*SPLEEN_POINT_RAS), "")
+logic.synchronizePoints()
+assert logic.waitForIdle(120) and not errors, errors
+labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+ids = vtk.vtkStringArray()
+ids.InsertNextValue(logic.currentSegmentId)
+assert slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
+    logic.segmentationNode, ids, labelmap, volume)
+np.save({str(tmp_path / "mask.npy")!r}, slicer.util.arrayFromVolume(labelmap).transpose(2, 1, 0))
+logic.cleanup()
+assert "torch" not in sys.modules
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    expected = Session(read_volume(example_ct_path()), local_model).add_point(SPLEEN_POINT_RAS)
+    remote = np.load(tmp_path / "mask.npy") != 0
+    assert remote.sum() > 0
+    assert_same_masks([remote], [expected.mask.astype(bool)])
+
+
+def test_the_slicer_connection_test_says_what_to_do(service):
+    sys.path.insert(0, str(MODULE_DIR))
+    from FastSAM3DSlicerLib.models import ModelLoadError, check_server
+
+    assert check_server(service, "secret", "fastsam3d").startswith(f"Connected: {service} serves")
+    with pytest.raises(ModelLoadError, match="(?s)HTTP 401.*Enter the server's token"):
+        check_server(service, "wrong", "fastsam3d")
+    with pytest.raises(ModelLoadError, match="does not serve sam-med3d-turbo; it serves fastsam3d"):
+        check_server(service, "secret", "sam-med3d-turbo")
+    start = time.perf_counter()
+    with pytest.raises(ModelLoadError, match="(?s)server unreachable.*Check the address"):
+        check_server(f"127.0.0.1:{_free_port()}", None, "fastsam3d")  # no scheme: http
+    assert time.perf_counter() - start < 10
+
+
 def test_segment_with_server_refuses_a_device(service, tmp_path):
     result = invoke_cli(["segment", "--example", "--server", service, "--device", "cuda",
                          "-o", tmp_path / "out.seg.nrrd"])  # fmt: skip

@@ -412,7 +412,9 @@ def test_a_failed_model_load_is_retried_when_asked_again(scene, make_logic, tmp_
     entry = replace(registry.WEIGHTS["fastsam3d"], url="http://127.0.0.1:9/FastSAM3D.pth")
     monkeypatch.setitem(registry.WEIGHTS, "fastsam3d", entry)
     logic.setModel("fastsam3d", "cpu")
-    assert logic.loadedModel == ("fastsam3d", "cpu", None), "a load in flight is not repeated"
+    assert logic.loadedModel == ("fastsam3d", "cpu", None, None, None), (
+        "a load in flight is not repeated"
+    )
     assert logic.waitForIdle(TIMEOUT_S)
     assert any("the download failed" in str(e) for e in logic.errors)
     assert logic.loadedModel is None, "after a failure, Start must load again"

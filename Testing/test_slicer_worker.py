@@ -198,6 +198,28 @@ def test_a_bundled_engine_needs_only_its_missing_dependencies(tmp_path):
     assert not install.bundled_core(REPO / "FastSAM3DSlicer")
 
 
+def test_the_remote_server_device_installs_onnxruntime_and_no_torch(tmp_path):
+    no_torch = versions(numpy="2.1", scipy="1.14", SimpleITK="2.4", platformdirs="4")
+    # From a source checkout: the core without its declared dependencies (torch is one).
+    assert install.missing_packages(no_torch, remote=True) == ["fastsam3d-core", "onnxruntime"]
+    steps = install.plan_installation("py", no_torch, REPO, remote=True)
+    assert [s.command for s in steps] == [
+        ("py", "-m", "pip", "install", "onnxruntime>=1.17"),
+        ("py", "-m", "pip", "install", "--no-deps", str(REPO)),
+    ]
+    # A bundled engine: only what is missing, and still no torch.
+    (tmp_path / "fastsam3d_core").mkdir()
+    (tmp_path / "fastsam3d_core" / "__init__.py").write_text("")
+    bare = versions(numpy="2.1")
+    assert install.missing_packages(bare, tmp_path, remote=True) == [
+        "platformdirs", "SimpleITK", "scipy", "onnxruntime"
+    ]  # fmt: skip
+    everything = versions(onnxruntime="1.20", **{k: "1" for k in ("numpy", "scipy")},
+                          SimpleITK="2.4", platformdirs="4")  # fmt: skip
+    assert install.plan_installation("py", everything, module_dir=tmp_path, remote=True) == []
+    assert install.missing_packages(everything, tmp_path) == ["torch"], "a local device needs it"
+
+
 def test_slicer_gets_the_engine_dependencies_but_not_the_command_line_ones():
     tomllib = pytest.importorskip("tomllib")
     project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]

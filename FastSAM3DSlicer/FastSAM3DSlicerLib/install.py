@@ -1,4 +1,5 @@
-"""First use: PyTorch (through the PyTorch extension) and the engine's dependencies.
+"""First use: PyTorch (through the PyTorch extension) and the engine's dependencies; for the
+"Remote server" device, onnxruntime instead of PyTorch.
 
 An installed extension carries the engine (``fastsam3d_core``) beside the module, so only its
 few pure-Python dependencies may be missing; a module run from a source checkout installs the
@@ -44,6 +45,9 @@ CORE_DEPENDENCIES = (
     "scipy>=1.9",
 )
 COMMAND_LINE_ONLY = ("typer",)
+# The "Remote server" device: the service encodes, this computer decodes with onnxruntime (a
+# ~20 MB wheel) instead of PyTorch, which is then not installed at all.
+REMOTE_DEPENDENCIES = ("onnxruntime>=1.17",)
 # Lines of installer output kept for the error message when a step fails.
 ERROR_TAIL_LINES = 20
 
@@ -105,16 +109,21 @@ def loaded_torch_version(modules: dict | None = None) -> str | None:
 
 
 def missing_packages(
-    lookup: VersionLookup = installed_version, module_dir: Path | None = None
+    lookup: VersionLookup = installed_version,
+    module_dir: Path | None = None,
+    remote: bool = False,
 ) -> list[str]:
-    """What is absent or too old: ``torch``, then ``fastsam3d-core``, or, where the engine is
-    bundled with the extension, the distribution names of its missing dependencies."""
-    missing = ["torch"] if torch_needed(lookup) else []
-    if bundled_core(module_dir):
-        missing += [_distribution(r) for r in CORE_DEPENDENCIES if lookup(_distribution(r)) is None]
-    elif lookup("fastsam3d-core") != CORE_VERSION:
+    """What is absent or too old: ``torch`` (none with ``remote``), then ``fastsam3d-core``,
+    then the distribution names of the engine's missing dependencies (where the engine is
+    bundled with the extension, or with ``remote``) and of :data:`REMOTE_DEPENDENCIES`."""
+    missing = ["torch"] if not remote and torch_needed(lookup) else []
+    bundled = bundled_core(module_dir)
+    if not bundled and lookup("fastsam3d-core") != CORE_VERSION:
         missing.append("fastsam3d-core")
-    return missing
+    # An engine installed with pip brings its own dependencies, except with remote (below).
+    requirements = CORE_DEPENDENCIES if bundled or remote else ()
+    requirements += REMOTE_DEPENDENCIES if remote else ()
+    return missing + [_distribution(r) for r in requirements if lookup(_distribution(r)) is None]
 
 
 def source_tree(module_dir: Path | None = None) -> Path | None:
@@ -185,6 +194,7 @@ def plan_installation(
     lookup: VersionLookup = installed_version,
     source: Path | None = None,
     module_dir: Path | None = None,
+    remote: bool = False,
 ) -> list[InstallStep]:
     """The pip commands that install what is missing besides PyTorch (see
     :func:`install_torch`), in order; empty if nothing is.
@@ -194,13 +204,16 @@ def plan_installation(
         lookup: installed versions by distribution name.
         source: a checkout to install the core from (see :func:`source_tree`).
         module_dir: where to look for a bundled engine (see :func:`bundled_core`).
+        remote: for the "Remote server" device: no PyTorch, onnxruntime instead; the core
+            from a checkout is installed without its declared dependencies (they name torch).
 
     Raises:
         InstallError: the engine is neither bundled nor in a source checkout.
     """
-    missing = missing_packages(lookup, module_dir)
+    missing = missing_packages(lookup, module_dir, remote)
     steps = []
-    dependencies = [r for r in CORE_DEPENDENCIES if _distribution(r) in missing]
+    requirements = CORE_DEPENDENCIES + REMOTE_DEPENDENCIES
+    dependencies = [r for r in requirements if _distribution(r) in missing]
     if dependencies:
         steps.append(
             InstallStep(
@@ -215,10 +228,11 @@ def plan_installation(
                 "and it is not published on PyPI. Reinstall the FastSAM3D extension from the "
                 "Extensions Manager, or run the module from a source checkout."
             )
+        no_deps = ("--no-deps",) if remote else ()
         steps.append(
             InstallStep(
                 f"Installing the FastSAM3D engine ({source})",
-                (python, "-m", "pip", "install", str(source)),
+                (python, "-m", "pip", "install", *no_deps, str(source)),
             )
         )
     return steps

@@ -93,16 +93,26 @@ class InteractiveSegmentationLogic:
 
     # -- model and inputs ----------------------------------------------------------------
 
-    def setModel(self, modelName: str, device: str = "auto", weightsFile: str | None = None):
-        """Load a model on the worker (downloading its weights if needed). Changing the model
-        starts a new session on the same volume and segment."""
+    def setModel(
+        self,
+        modelName: str,
+        device: str = "auto",
+        weightsFile: str | None = None,
+        server: str | None = None,
+        token: str | None = None,
+    ):
+        """Load a model on the worker (downloading its weights if needed), or with device
+        ``"remote"`` connect to the encoder service at ``server``. Changing the model starts a
+        new session on the same volume and segment."""
         self._setStatus(f"Loading {modelName}...")
         state = self._state
-        state.model_key = (modelName, device, weightsFile)
+        state.model_key = (modelName, device, weightsFile, server, token)
 
         def change(report):
             try:
-                state.predictor = load_predictor(modelName, device, weightsFile, report)
+                state.predictor = load_predictor(
+                    modelName, device, weightsFile, report, server=server, token=token
+                )
             except BaseException:
                 state.model_key = None  # so that asking again retries
                 raise
@@ -111,9 +121,9 @@ class InteractiveSegmentationLogic:
 
     @property
     def loadedModel(self) -> tuple | None:
-        """(model, device, weights file) of :meth:`setModel`'s model, loaded or loading; None
-        when none is, when its load failed, or when it fell back to the CPU (asking again
-        retries the device)."""
+        """(model, device, weights file, server, token) of :meth:`setModel`'s model, loaded or
+        loading; None when none is, when its load failed, or when it fell back to the CPU
+        (asking again retries the device)."""
         if getattr(self._state.predictor, "fell_back", False):
             return None
         return self._state.model_key

@@ -1,8 +1,11 @@
-"""Loading a model for the module on the worker thread, with a CPU fallback on out-of-memory.
+"""Loading a model for the module on the worker thread, with a CPU fallback on out-of-memory,
+or connecting to a remote encoder service.
 
 Runs on the worker thread: downloads the weights (with progress) when they are not cached,
 builds the model on the chosen device and loads the checkpoint. torch and the core's model
-code are imported here, inside functions, so importing the module stays fast.
+code are imported here, inside functions, so importing the module stays fast. The "Remote
+server" device needs no torch: the service (``fastsam3d serve``) encodes each crop, and the
+decoder runs here with onnxruntime.
 """
 
 from __future__ import annotations
@@ -12,7 +15,16 @@ from typing import Any, Callable, Optional
 
 # What the module offers, in the order the model selector shows them.
 MODEL_CHOICES = (("fastsam3d", "FastSAM3D"), ("sam-med3d-turbo", "SAM-Med3D-turbo"))
-DEVICE_CHOICES = (("auto", "Auto"), ("cuda", "CUDA"), ("cpu", "CPU"), ("mps", "Apple MPS"))
+REMOTE = "remote"
+DEVICE_CHOICES = (
+    ("auto", "Auto"),
+    ("cuda", "CUDA"),
+    ("cpu", "CPU"),
+    ("mps", "Apple MPS"),
+    (REMOTE, "Remote server"),
+)
+# The connection test's wait for each attempt: a wrong address is said within seconds.
+CONNECTION_TEST_TIMEOUT_S = 5.0
 
 Reporter = Callable[[str, Optional[float]], None]
 # Reported messages that the user must see (not just a passing status) start with this.
@@ -96,24 +108,95 @@ def load_predictor(
     device: str = "auto",
     weights_file: str | Path | None = None,
     report: Reporter | None = None,
-) -> FallbackPredictor:
-    """Download (if needed) and load a model's weights; return a ready predictor.
+    server: str | None = None,
+    token: str | None = None,
+) -> Any:
+    """Download (if needed) and load a model's weights, or connect to the encoder service;
+    return a ready predictor.
 
     Args:
         model_name: ``"fastsam3d"`` or ``"sam-med3d-turbo"``.
-        device: ``"auto"``, ``"cuda"``, ``"cpu"`` or ``"mps"``.
-        weights_file: a local checkpoint to use instead of the cached download.
+        device: ``"auto"``, ``"cuda"``, ``"cpu"``, ``"mps"``, or :data:`REMOTE`.
+        weights_file: a local checkpoint to use instead of the cached download; with
+            :data:`REMOTE`, the decoder's (a checkpoint or an ``.onnx`` export) instead of the
+            service's.
         report: progress reporter (download percentage, loading).
+        server, token: the service's address and token, for :data:`REMOTE`.
 
     Raises:
         ModelLoadError: unknown model or device, offline with no cached weights, a checksum
-            mismatch, or a checkpoint that does not fit the model; the message says what to do.
+            mismatch, a checkpoint that does not fit the model, or a service that cannot be
+            used; the message says what to do.
     """
-    from fastsam3d_core.weights import WeightsDownloadError, WeightsError, resolve_weights
-
     names = [name for name, _ in MODEL_CHOICES]
     if model_name not in names:
         raise ModelLoadError(f"unknown model {model_name!r}; choose one of {names}")
+    if device == REMOTE:
+        return connect_remote(model_name, server, token, weights_file, report)
+    return _load_local(model_name, device, weights_file, report)
+
+
+def connect_remote(
+    model_name: str,
+    server: str | None,
+    token: str | None = None,
+    weights_file: str | Path | None = None,
+    report: Reporter | None = None,
+) -> Any:
+    """A :class:`fastsam3d_core.RemotePredictor` for the service at ``server`` (no torch).
+
+    Raises:
+        ModelLoadError: no address, the service unreachable, a refused token, another model or
+            other weights there; the message says what to do.
+    """
+    from fastsam3d_core.serving import RemoteError, RemotePredictor
+
+    if report is not None:
+        report(f"Connecting to the FastSAM3D server at {server}...", None)
+    try:
+        return RemotePredictor(
+            server or "", model=model_name, token=token or None, decoder=weights_file or "auto"
+        )
+    except (RemoteError, ValueError, OSError) as error:
+        raise ModelLoadError(_remote_problem(error)) from error
+
+
+def check_server(server: str | None, token: str | None, model_name: str) -> str:
+    """The connection test: one line on what the service at ``server`` serves.
+
+    Raises:
+        ModelLoadError: as :func:`connect_remote`, or ``model_name`` not served there.
+    """
+    from fastsam3d_core.serving import RemoteError, served_models
+
+    try:
+        served = served_models(server or "", token or None, CONNECTION_TEST_TIMEOUT_S)
+    except (RemoteError, ValueError) as error:
+        raise ModelLoadError(_remote_problem(error)) from error
+    if model_name not in served:
+        raise ModelLoadError(
+            f"The FastSAM3D server at {server} does not serve {model_name}; it serves "
+            f"{', '.join(sorted(served)) or 'no model'}. Choose one of those models."
+        )
+    weights = served[model_name].get("weights_sha256", "")
+    return f"Connected: {server} serves {model_name} (weights {weights[:12]})."
+
+
+def _remote_problem(error: BaseException) -> str:
+    text = str(error)
+    if "HTTP 401" in text:
+        advice = "Enter the server's token (ask whoever runs the server)."
+    elif "model mismatch" in text:
+        advice = "Clear 'Weights file', or choose the weights the server runs."
+    else:
+        advice = "Check the address, and that 'fastsam3d serve' runs there and is reachable."
+    return f"Cannot use the FastSAM3D server: {text}\n\n{advice}"
+
+
+def _load_local(
+    model_name: str, device: str, weights_file: str | Path | None, report: Reporter | None
+) -> FallbackPredictor:
+    from fastsam3d_core.weights import WeightsDownloadError, WeightsError, resolve_weights
 
     def progress(done: int, total: int | None) -> None:
         if report is not None and total:

@@ -73,13 +73,12 @@ class RemotePredictor:
     ) -> None:
         if crop_dtype not in protocol.CROP_DTYPES:
             raise ValueError(f"crop_dtype must be one of {sorted(protocol.CROP_DTYPES)}")
-        self.url = url.rstrip("/")
+        self.url = service_url(url)
         self.model = model
         self.token = token
         self.crop_dtype = crop_dtype
         self.timeout_s = timeout_s
-        served = json.loads(self._request("GET", "/models", retries=FIRST_CONTACT_RETRIES)[0])
-        served = served["models"]
+        served = served_models(url, token, timeout_s)
         if model not in served:
             raise RemoteError(f"{self.url} does not serve {model!r}; it serves {sorted(served)}")
         self.weights_sha256 = served[model]["weights_sha256"]
@@ -140,34 +139,90 @@ class RemotePredictor:
         return path
 
     def _request(
-        self,
-        method: str,
-        path: str,
-        body: bytes | None = None,
-        headers: dict | None = None,
-        retries: int = RETRIES,
+        self, method: str, path: str, body: bytes | None = None, headers: dict | None = None
     ) -> tuple[bytes, Message]:
-        """One API call, retried with backoff while the service is unreachable or failing."""
-        request_headers = dict(headers or {})
-        if self.token:
-            request_headers["Authorization"] = f"Bearer {self.token}"
-        url = f"{self.url}{protocol.API}{path}"
-        problem = ""
-        for attempt in range(retries + 1):
-            if attempt:
-                time.sleep(min(BACKOFF_S * 2 ** (attempt - 1), MAX_BACKOFF_S))
-            request = urllib.request.Request(url, body, request_headers, method=method)
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout_s) as reply:
-                    return reply.read(), reply.headers  # names compared without case
-            except urllib.error.HTTPError as error:
-                problem = _http_problem(error)
-                if error.code < 500:
-                    raise RemoteError(f"{url}: {problem}") from None
-            except (urllib.error.URLError, OSError) as error:
-                reason = getattr(error, "reason", error)
-                problem = f"server unreachable ({reason})"
-        raise RemoteError(f"{url}: {problem}, after {retries + 1} attempts")
+        return request(self.url, method, path, body, headers, self.token, self.timeout_s)
+
+
+def served_models(
+    url: str, token: str | None = None, timeout_s: float = TIMEOUT_S
+) -> dict[str, dict[str, str]]:
+    """What the service at ``url`` serves: ``{name: {"weights_sha256": …, "decoder_sha256": …}}``.
+
+    Quick to fail (3 attempts, about 1.5 s, for a wrong address): a connection test.
+
+    Raises:
+        RemoteError: unreachable, a refused token, or a reply that is not the service's.
+    """
+    data, _ = request(
+        service_url(url),
+        "GET",
+        "/models",
+        token=token,
+        timeout_s=timeout_s,
+        retries=FIRST_CONTACT_RETRIES,
+    )
+    try:
+        return dict(json.loads(data)["models"])
+    except (ValueError, KeyError, TypeError):
+        raise RemoteError(
+            f"{url} answers, but not as a FastSAM3D service (fastsam3d serve)"
+        ) from None
+
+
+def service_url(url: str) -> str:
+    """``url`` without a trailing slash; ``http://`` is assumed when no scheme is given.
+
+    Raises:
+        ValueError: empty, or a scheme other than http and https.
+    """
+    url = url.strip().rstrip("/")
+    if not url:
+        raise ValueError("no server address; give one like http://gpu-server:8000")
+    if "://" not in url:
+        url = "http://" + url
+    scheme = url.split("://", 1)[0].lower()
+    if scheme not in ("http", "https"):
+        raise ValueError(f"{url}: the server address must start with http:// or https://")
+    return url
+
+
+def request(
+    url: str,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict | None = None,
+    token: str | None = None,
+    timeout_s: float = TIMEOUT_S,
+    retries: int = RETRIES,
+) -> tuple[bytes, Message]:
+    """One API call to the service at ``url``, retried with backoff while it is unreachable or
+    failing (5xx); a 4xx reply raises at once.
+
+    Raises:
+        RemoteError: the message names the URL and the problem.
+    """
+    request_headers = dict(headers or {})
+    if token:
+        request_headers["Authorization"] = f"Bearer {token}"
+    full_url = f"{url}{protocol.API}{path}"
+    problem = ""
+    for attempt in range(retries + 1):
+        if attempt:
+            time.sleep(min(BACKOFF_S * 2 ** (attempt - 1), MAX_BACKOFF_S))
+        call = urllib.request.Request(full_url, body, request_headers, method=method)
+        try:
+            with urllib.request.urlopen(call, timeout=timeout_s) as reply:
+                return reply.read(), reply.headers  # names compared without case
+        except urllib.error.HTTPError as error:
+            problem = _http_problem(error)
+            if error.code < 500:
+                raise RemoteError(f"{full_url}: {problem}") from None
+        except (urllib.error.URLError, OSError) as error:
+            reason = getattr(error, "reason", error)
+            problem = f"server unreachable ({reason})"
+    raise RemoteError(f"{full_url}: {problem}, after {retries + 1} attempts")
 
 
 class CheckpointDecoder:
