@@ -63,8 +63,9 @@ def service(seeded_weights: Path, tmp_path_factory: pytest.TempPathFactory):
     try:
         yield start_service(options, port=_free_port(), num_cpus=2)
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        if ray.is_initialized():  # else serve.shutdown() would look for a cluster to join
+            serve.shutdown()
+            ray.shutdown()
 
 
 def _free_port() -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from pathlib import Path
@@ -67,9 +68,10 @@ def serve(
     Listens on 127.0.0.1 unless --host says otherwise; for access from other machines put it
     behind a reverse proxy with TLS (the README shows how) and set a --token.
     """
+    import ray
     from ray import serve as ray_serve
 
-    from ..serving.service import ServiceOptions, start_service
+    from ..serving.service import APP_NAME, ServiceOptions, start_service
     from ..weights import resolve_weights
     from ..weights.download import default_cache_dir
 
@@ -96,14 +98,30 @@ def serve(
             err=True,
         )
     scaling = _replicas(replicas, autoscale)
-    url = start_service(options, scaling, gpus_per_replica, host, port, address)
-    typer.echo(f"serving {', '.join(names)} at {url}/v1 (Ctrl-C stops)")
-    sys.stdout.flush()  # seen now, also by a process manager reading a pipe
     try:
+        url = start_service(options, scaling, gpus_per_replica, host, port, address)
+        # A process manager stops with SIGTERM: clean up as for Ctrl-C. Set after Ray starts,
+        # whose own handler would abort the process.
+        signal.signal(signal.SIGTERM, _interrupt)
+        typer.echo(f"serving {', '.join(names)} at {url}/v1 (Ctrl-C stops)")
+        sys.stdout.flush()  # seen now, also by a process manager reading a pipe
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
-        ray_serve.shutdown()
+        pass
+    finally:
+        # In a cluster that others use, remove this application only; Ray started here stops
+        # with this process.
+        if not ray.is_initialized():
+            pass
+        elif address is None:
+            ray_serve.shutdown()
+        else:
+            ray_serve.delete(APP_NAME)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def export_onnx(

@@ -20,6 +20,9 @@ import numpy as np
 
 from . import protocol
 
+# The Ray Serve application's name: what `fastsam3d serve` removes again on exit.
+APP_NAME = "fastsam3d"
+
 
 @dataclass(frozen=True)
 class ServiceOptions:
@@ -226,12 +229,41 @@ def start_service(
 ) -> str:
     """Start Ray (or join the cluster at ``address``) and the service; return its URL.
 
+    Raises:
+        RuntimeError: the service does not answer at the URL it was asked to listen on.
+
     Stop it with ``ray.serve.shutdown()`` and ``ray.shutdown()``.
     """
     import ray
     from ray import serve
 
-    ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    # "local": a new Ray instance of its own, never one that happens to run on this machine.
+    ray.init(
+        address=address or "local",
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        log_to_driver=False,
+    )
     serve.start(http_options={"host": host, "port": port})
-    serve.run(build_app(options, replicas, gpus_per_replica), name="fastsam3d", route_prefix="/")
-    return f"http://{host}:{port}"
+    serve.run(build_app(options, replicas, gpus_per_replica), name=APP_NAME, route_prefix="/")
+    url = f"http://{host}:{port}"
+    _check_answers(url, options.token)
+    return url
+
+
+def _check_answers(url: str, token: str | None) -> None:
+    """Raise unless the service answers at ``url``.
+
+    Serve keeps the HTTP address it was first started with in a cluster: a service joining a
+    cluster whose Serve listens elsewhere would be reachable there, not where it says.
+    """
+    from .client import RemoteError, request
+
+    try:
+        request(url, "GET", "/health", token=token, timeout_s=10, retries=2)
+    except RemoteError as error:
+        raise RuntimeError(
+            f"the service does not answer at {url} ({error}); Ray Serve may already run in "
+            "this cluster with another HTTP host or port: use those, or stop it first "
+            "(serve shutdown)"
+        ) from None
