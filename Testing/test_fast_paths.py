@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -38,6 +40,24 @@ def test_thresholded_paste_equals_float_paste(seed, offset, spacing):
     np.testing.assert_array_equal(mask_box.values, float_box.values > 0)
     np.testing.assert_array_equal(mask_box.inside, float_box.inside)
     assert mask_box.whole and 0 < mask_box.values.mean() < 1, mask_box.values.mean()
+
+
+def test_a_small_objects_paste_back_takes_the_sparse_path(monkeypatch):
+    """The bounds of _row_bounds leave few rows to compute for a small object (and the test
+    above shows the result is the plain one)."""
+    resample_module = sys.modules["fastsam3d_core.geometry.resample"]
+    taken = []
+    sparse = resample_module._threshold_sparsely
+
+    def recorded(*args):
+        taken.append(sparse(*args))
+        return taken[-1]
+
+    monkeypatch.setattr(resample_module, "_threshold_sparsely", recorded)
+    volume = Volume(np.zeros((150, 170, 90), np.int16), np.diag([0.7, 0.7, 1.0, 1.0]))
+    grid = crop_grid_around(volume, volume.index_to_ras(np.array([60.0, 100.0, 40.0])))
+    box = logits_on_volume(smooth_logits(2, offset=-12.0), grid, volume, threshold=0.0)
+    assert taken == [True] and 0 < box.values.sum() < box.values.size // 100
 
 
 def test_thresholded_resample_with_targets_outside_the_source():

@@ -186,20 +186,22 @@ def test_a_source_checkout_installs_the_core_and_a_module_without_it_says_to_rei
 def test_a_bundled_engine_needs_only_its_missing_dependencies(tmp_path):
     (tmp_path / "fastsam3d_core").mkdir()
     (tmp_path / "fastsam3d_core" / "__init__.py").write_text("")
-    lookup = versions(torch="2.13.0", numpy="2.1", scipy="1.14")
+    lookup = versions(torch="2.13.0", numpy="2.1", scipy="1.14", threadpoolctl="3.5")
     assert install.missing_packages(lookup, tmp_path) == ["platformdirs", "SimpleITK"]
     steps = install.plan_installation("py", lookup, module_dir=tmp_path)
     assert [s.command for s in steps] == [
         ("py", "-m", "pip", "install", "platformdirs>=3", "SimpleITK>=2.2")
     ]
-    names = ("numpy", "scipy", "SimpleITK", "platformdirs")
+    names = ("numpy", "scipy", "SimpleITK", "platformdirs", "threadpoolctl")
     everything = versions(torch="2.13.0", **{name: "1" for name in names})
     assert install.plan_installation("py", everything, module_dir=tmp_path) == []
     assert not install.bundled_core(REPO / "FastSAM3DSlicer")
 
 
 def test_the_remote_server_device_installs_onnxruntime_and_no_torch(tmp_path):
-    no_torch = versions(numpy="2.1", scipy="1.14", SimpleITK="2.4", platformdirs="4")
+    no_torch = versions(
+        numpy="2.1", scipy="1.14", SimpleITK="2.4", platformdirs="4", threadpoolctl="3.5"
+    )
     # From a source checkout: the core without its declared dependencies (torch is one).
     assert install.missing_packages(no_torch, remote=True) == ["fastsam3d-core", "onnxruntime"]
     steps = install.plan_installation("py", no_torch, REPO, remote=True)
@@ -212,10 +214,10 @@ def test_the_remote_server_device_installs_onnxruntime_and_no_torch(tmp_path):
     (tmp_path / "fastsam3d_core" / "__init__.py").write_text("")
     bare = versions(numpy="2.1")
     assert install.missing_packages(bare, tmp_path, remote=True) == [
-        "platformdirs", "SimpleITK", "scipy", "onnxruntime"
+        "platformdirs", "SimpleITK", "scipy", "threadpoolctl", "onnxruntime"
     ]  # fmt: skip
     everything = versions(onnxruntime="1.20", **{k: "1" for k in ("numpy", "scipy")},
-                          SimpleITK="2.4", platformdirs="4")  # fmt: skip
+                          SimpleITK="2.4", platformdirs="4", threadpoolctl="3.5")  # fmt: skip
     assert install.plan_installation("py", everything, module_dir=tmp_path, remote=True) == []
     assert install.missing_packages(everything, tmp_path) == ["torch"], "a local device needs it"
 

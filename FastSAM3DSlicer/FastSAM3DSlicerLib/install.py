@@ -43,6 +43,7 @@ CORE_DEPENDENCIES = (
     "platformdirs>=3",
     "SimpleITK>=2.2",
     "scipy>=1.9",
+    "threadpoolctl>=3.1",
 )
 COMMAND_LINE_ONLY = ("typer",)
 # The "Remote server" device: the service encodes, this computer decodes with onnxruntime (a
