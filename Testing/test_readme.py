@@ -149,3 +149,14 @@ def test_required_shared_data_stops_the_run_only_when_missing(
     else:
         assert run.returncode == pytest.ExitCode.USAGE_ERROR, output
         assert f"{tmp_path / 'shared' / 'golden'} and {tmp_path / 'shared' / 'data'}" in output
+
+
+def test_the_client_install_line_lists_every_dependency_but_torch():
+    """The README's torch-free client install: the package's dependencies less torch, plus
+    onnxruntime (what Testing/test_serving.py runs without torch)."""
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    found = re.search(r"pip install --no-deps \. && pip install ([\w ]+)`", README.read_text())
+    assert found, "the README lost its client install line"
+    declared = {re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0] for r in project["dependencies"]}
+    assert set(found.group(1).split()) == declared - {"torch"} | {"onnxruntime"}
