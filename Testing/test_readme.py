@@ -156,7 +156,8 @@ def test_the_client_install_line_lists_every_dependency_but_torch():
     onnxruntime (what Testing/test_serving.py runs without torch)."""
     tomllib = pytest.importorskip("tomllib")
     project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    found = re.search(r"pip install --no-deps \. && pip install ([\w ]+)`", README.read_text())
+    readme = README.read_text(encoding="utf-8")
+    found = re.search(r"pip install --no-deps \. && pip install ([\w ]+)`", readme)
     assert found, "the README lost its client install line"
     declared = {re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0] for r in project["dependencies"]}
     assert set(found.group(1).split()) == declared - {"torch"} | {"onnxruntime"}
