@@ -205,3 +205,42 @@ def test_the_picture_puts_each_view_under_its_bar(demo, layout):
         view = picture[y + rs.BAR_HEIGHT : y + height, x : x + width]
         assert view.std() > 20, f"{spec.name}: empty view"
     assert frame.any() and (picture[frame] == rs.FRAME_RGB).all(), "views overlap the frame"
+
+
+def test_a_view_open_before_a_click_shows_the_segment_after_it():
+    """In Slicer (and the browser) the views are drawn while the user clicks: the segment a
+    click writes must reach a view whose displayable manager drew the scene before it."""
+    if not rs.offscreen_rendering_available():
+        pytest.skip("VTK cannot render offscreen here (no EGL, OSMesa or display)")
+    module_dir = str(rs.REPO / "FastSAM3DSlicer")
+    if module_dir not in sys.path:
+        sys.path.insert(0, module_dir)
+    from FastSAM3DSlicerLib.logic import InteractiveSegmentationLogic
+
+    from fastsam3d_core.session import OraclePredictor
+
+    application = rs.CoreApplication.create(rs.slicer.vtkMRMLScene())
+    volume_node = rs.read_ct(application.scene)
+    labels = Volume.from_file(rs.LABELS_PATH)
+    index = rs.next_click(
+        labels.array == rs.LIVER, np.linalg.norm(labels.ijk_to_ras[:3, :3], axis=0), None
+    )
+    click_ras = labels.index_to_ras(index)
+    logic = InteractiveSegmentationLogic(application.scene)
+    view = rs.SliceView(application, rs.VIEWS[0], VIEW)
+    try:
+        logic.setPredictor(OraclePredictor(labels, rs.LIVER))
+        logic.setInputs(volume_node)
+        assert logic.waitForIdle(rs.TIMEOUT_S)
+        view.show(volume_node, click_ras)
+        before = view.render().astype(int)
+        logic.positiveNode.AddControlPointWorld(vtk.vtkVector3d(*map(float, click_ras)), "")
+        logic.synchronizePoints()
+        assert logic.waitForIdle(rs.TIMEOUT_S)
+        after = view.render().astype(int)
+    finally:
+        view.close()
+        logic.cleanup()
+    changed = np.abs(after - before).max(axis=2) > CHANGED
+    # The liver covers thousands of pixels of this view; the point alone, about a hundred.
+    assert changed.sum() > 2000, changed.sum()

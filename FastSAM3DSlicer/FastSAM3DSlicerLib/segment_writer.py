@@ -218,7 +218,10 @@ class SegmentWriter:
             mask_kji = mask_kji & ~unowned  # painted since the session read them: kept
         view[...] = np.where(mask_kji, label, np.where(view == label, 0, view))
         layer.GetPointData().GetScalars().Modified()
-        layer.Modified()  # the segmentation observes its layers: displays update
+        layer.Modified()
+        # The views' segmentations displayable manager listens to the segment, not to its
+        # layer: without this, a view drawn before the click never shows the new voxels.
+        segment.Modified()
 
     def _target(self, segment, lo_ijk, hi_ijk):
         """The segment's layer, label value, and the volume box [lo, hi) in layer indices."""
