@@ -11,6 +11,7 @@ from .bench import bench
 from .evaluate import evaluate
 from .segment import segment
 from .serve import export_onnx, serve
+from .web import web
 from .weights import weights_app
 
 app = typer.Typer(
@@ -32,6 +33,7 @@ app.command("evaluate")(evaluate)
 app.command("bench")(bench)
 app.command("serve")(serve)
 app.command("export-onnx")(export_onnx)
+app.command("web")(web)
 
 
 @app.callback()

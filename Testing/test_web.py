@@ -1,0 +1,187 @@
+"""``fastsam3d web`` in a real browser: Debian's chromium driven by Playwright, real mouse clicks.
+
+The server runs as a user starts it (a subprocess on 127.0.0.1) with the example CT and the
+oracle on TotalSegmentator's spleen label, its slice views centred on the spleen. Bounded: one
+server per test, a few clicks.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_slicer_mrml import CT_IMAGE, CT_LABEL
+
+from fastsam3d_core import Volume
+from fastsam3d_core.examples import SPLEEN_LABEL, SPLEEN_POINT_RAS
+from fastsam3d_core.io import read_segmentation
+
+pytest.importorskip("trame_slicer", reason="needs the web extra (pip install -e '.[web]')")
+playwright_api = pytest.importorskip("playwright.sync_api")
+CHROMIUM = shutil.which("chromium")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
+
+READY = "(document.querySelector('#status')?.textContent || '').startsWith('Ready')"
+IDLE_WITH = "(document.querySelector('#progress')?.textContent || '').includes('idle · {} points')"
+TIMEOUT_MS = 120_000
+CHANGED = 40  # a pixel changed if a channel moved by more than this (0-255)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def web_server(tmp_path: Path):
+    """``fastsam3d web`` on a free loopback port: (URL, start-up seconds)."""
+    port = _free_port()
+    focus = ",".join(f"{v:.2f}" for v in SPLEEN_POINT_RAS)
+    command = [str(Path(sys.executable).with_name("fastsam3d")), "web", str(CT_IMAGE),
+               "--model", "oracle", "--truth", str(CT_LABEL), "--truth-value", str(SPLEEN_LABEL),
+               "--focus", focus, "--port", str(port)]  # fmt: skip
+    start = time.perf_counter()
+    log = open(tmp_path / "server.log", "w")
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    try:
+        _wait_for_port(port, server, seconds=120)
+        yield f"http://127.0.0.1:{port}/", time.perf_counter() - start
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+
+
+def _wait_for_port(port: int, process: subprocess.Popen, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "fastsam3d web exited"
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"fastsam3d web did not listen on {port} within {seconds} s")
+
+
+@pytest.fixture
+def browser():
+    with playwright_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox"], headless=True
+        )
+        yield chromium
+        chromium.close()
+
+
+def _open(browser, url: str):
+    context = browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.goto(url)
+    page.wait_for_function(READY, timeout=TIMEOUT_MS)
+    page.wait_for_timeout(1000)  # the views' first images
+    return page
+
+
+def _axial_view_box(page) -> dict:
+    """The axial view's box on the page: the layout's first view ("Axial Primary")."""
+    box = page.locator(".view-gutter").first.locator("xpath=..").bounding_box()
+    assert box and box["width"] > 100 and box["height"] > 100, box
+    return box
+
+
+def _pixels(page, box: dict) -> np.ndarray:
+    from io import BytesIO
+
+    from matplotlib.image import imread
+
+    png = page.screenshot(clip=box)
+    return (imread(BytesIO(png), format="png")[..., :3] * 255).astype(int)
+
+
+def _click_and_wait(page, box: dict, clicks_after: int, dx: float = 0.0) -> float:
+    """Click in the axial view, ``dx`` pixels right of its centre; seconds until the overlay."""
+    x, y = box["x"] + box["width"] / 2 + dx, box["y"] + box["height"] / 2
+    start = time.perf_counter()
+    page.mouse.click(x, y)
+    page.wait_for_function(IDLE_WITH.format(clicks_after), timeout=TIMEOUT_MS)
+    return time.perf_counter() - start
+
+
+def _download(page, button: str, path: Path) -> Path:
+    with page.expect_download(timeout=TIMEOUT_MS) as download:
+        page.click(button)
+    download.value.save_as(path)
+    return path
+
+
+def test_a_click_segments_the_spleen_and_undo_removes_it(web_server, browser, tmp_path):
+    url, startup_s = web_server
+    page = _open(browser, url)
+    box = _axial_view_box(page)
+    before = _pixels(page, box)
+    seconds = _click_and_wait(page, box, clicks_after=1)
+    page.wait_for_timeout(500)  # the view's next image
+    after = _pixels(page, box)
+    changed = int((np.abs(after - before).max(axis=2) > CHANGED).sum())
+    # The spleen's overlay covers thousands of the view's pixels; the point alone, ~200.
+    assert changed > 2000, changed
+    assert page.text_content("#error") == ""
+    (segment,), geometry = read_segmentation(
+        _download(page, "#export-seg", tmp_path / "spleen.seg.nrrd")
+    )
+    truth = Volume.from_file(CT_LABEL).array == SPLEEN_LABEL
+    mask = segment.mask.astype(bool)
+    assert mask.shape == truth.shape
+    dice = 2 * (mask & truth).sum() / (mask.sum() + truth.sum())
+    assert dice >= 0.95, dice
+    page.click("#undo")
+    page.wait_for_function(IDLE_WITH.format(0), timeout=TIMEOUT_MS)
+    page.wait_for_timeout(500)
+    undone = _pixels(page, box)
+    assert int((np.abs(undone - before).max(axis=2) > CHANGED).sum()) < 300
+    print(f"\nstart-up {startup_s:.1f} s; first click (encoder) to overlay {seconds * 1000:.0f} ms")
+
+
+def test_a_bad_image_is_refused_in_one_line(tmp_path):
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(b"not an image")
+    run = subprocess.run(
+        [str(Path(sys.executable).with_name("fastsam3d")), "web", str(broken), "--model",
+         "oracle", "--truth", str(CT_LABEL), "--port", str(_free_port())],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "FASTSAM3D_DEBUG": ""},
+    )  # fmt: skip
+    assert run.returncode == 1, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "broken.nii.gz" in lines[0]
+
+
+@pytest.mark.slow
+def test_click_to_overlay_latency_in_the_browser(web_server, browser):
+    """Decoder-only clicks inside the spleen's crop, timed from the mouse click to the idle
+    status after the overlay was written; printed for the benchmark notes."""
+    url, startup_s = web_server
+    page = _open(browser, url)
+    box = _axial_view_box(page)
+    new_crop = _click_and_wait(page, box, clicks_after=1)
+    inside = [
+        _click_and_wait(page, box, clicks_after=n + 2, dx=4.0 * ((n % 5) - 2)) for n in range(20)
+    ]
+    print(
+        f"\nbrowser: start-up {startup_s:.1f} s, new crop {new_crop * 1000:.0f} ms, "
+        f"decoder-only median {statistics.median(inside) * 1000:.0f} ms over {len(inside)} clicks"
+    )
+    assert page.text_content("#error") == ""

@@ -1,0 +1,62 @@
+"""``fastsam3d web``: the browser front end (the ``web`` extra; see :mod:`fastsam3d_web`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def web(
+    image: Annotated[
+        Path, typer.Argument(metavar="IMAGE", help="Image: NRRD, NIfTI, MHA/MHD or DICOM.")
+    ],
+    model: Annotated[
+        str,
+        typer.Option(metavar="NAME", help="fastsam3d, sam-med3d-turbo, or oracle (with --truth)."),
+    ] = "fastsam3d",
+    weights: Annotated[
+        Optional[Path],
+        typer.Option(metavar="FILE", help="Local checkpoint (or, with --server, the decoder's)."),
+    ] = None,
+    server: Annotated[
+        Optional[str],
+        typer.Option(metavar="URL", help="Encode on this `fastsam3d serve` service."),
+    ] = None,
+    token: Annotated[
+        Optional[str],
+        typer.Option(metavar="TOKEN", envvar="FASTSAM3D_TOKEN", help="The service's token."),
+    ] = None,
+    truth: Annotated[
+        Optional[Path],
+        typer.Option(metavar="LABEL", help="With --model oracle: the labels it answers with."),
+    ] = None,
+    truth_value: Annotated[
+        Optional[int],
+        typer.Option(metavar="N", help="With --truth: the structure's label value (else any)."),
+    ] = None,
+    focus: Annotated[
+        Optional[str],
+        typer.Option(metavar="R,A,S", help="Centre the slice views on this point (RAS mm)."),
+    ] = None,
+    host: Annotated[str, typer.Option(metavar="HOST", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(metavar="PORT", help="HTTP port.")] = 8080,
+) -> None:
+    """Segment IMAGE in a web browser: click in the slice views, as in the Slicer module."""
+    from ..io import read_volume
+    from .segment import parse_point
+
+    try:
+        from fastsam3d_web.server import predictor_for, run
+    except ImportError as error:
+        raise RuntimeError(
+            f"the browser front end needs the web extra ({error.name} is missing): "
+            "pip install -e '.[web]'"
+        ) from None
+    if (model == "oracle") != (truth is not None):
+        raise typer.BadParameter("--truth goes with --model oracle, and only with it")
+    read_volume(image)  # a bad image is refused here, in one line, before the server starts
+    point = parse_point(focus)[0] if focus else None
+    predictor = predictor_for(model, weights, server, token, truth, truth_value)
+    run(image, predictor, host, port, focus=point)

@@ -1,0 +1,194 @@
+"""One browser session: a MRML scene in trame-slicer's views, clicks to segments through the
+module's logic.
+
+Clicks in a slice view place control points of the logic's positive (or negative) markups
+node, as in Slicer; the logic sends them to its worker thread and writes the segment into the
+segmentation node, which the views show. A periodic task on the server's event loop collects the
+worker's results (``processEvents``) and pushes the status line to the page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from trame.app import TrameApp
+from trame.widgets import client, html
+from trame_slicer.core import LayoutManager, SlicerApp
+from trame_slicer.rca_view import register_rca_factories
+from trame_vuetify.ui.vuetify3 import SinglePageLayout
+from trame_vuetify.widgets import vuetify3 as v3
+
+from . import module_logic
+
+# How often results are collected while the worker has work, and when idle.
+POLL_BUSY_S = 0.03
+POLL_IDLE_S = 0.2
+
+
+class SegmentationPage(TrameApp):
+    """The page: three slice views and a 3-D view, the points toolbar and the status line.
+
+    Args:
+        server: the trame server (one per browser session).
+        image: the volume to open.
+        predictor: what ``InteractiveSegmentationLogic.setPredictor`` takes, or a
+            ``(model, device, weights, server, token)`` tuple for ``setModel``.
+        focus: RAS mm (3,) on which the slice views are centred; None: the volume's centre.
+    """
+
+    def __init__(
+        self, server: Any, image: Path, predictor: Any, focus: tuple | None = None
+    ) -> None:
+        super().__init__(server=server)
+        logic_class = module_logic().InteractiveSegmentationLogic
+        self.slicer = SlicerApp()
+        register_rca_factories(self.slicer.view_manager, self.server)
+        self.layout = LayoutManager(self.slicer.scene, self.slicer.view_manager, self.server)
+        self.layout.register_layout_dict(LayoutManager.default_grid_configuration())
+        # The axial view first and largest (the others stacked beside it).
+        self.layout.set_layout("Axial Primary")
+        self.volume = self.slicer.io_manager.load_volumes([str(image)])[0]
+        self.slicer.display_manager.show_volume(self.volume, do_reset_views=True)
+        if focus is not None:
+            self._centre_slices(focus)
+        self.logic = logic_class(self.slicer.scene)
+        self.logic.statusCallback = self._on_status
+        self.logic.errorCallback = self._on_error
+        self.logic.warningCallback = self._on_error
+        if isinstance(predictor, tuple):
+            self.logic.setModel(*predictor)
+        else:
+            self.logic.setPredictor(predictor)
+        # Made by trame-slicer's editor, so that its views show it.
+        segmentation = self.slicer.segmentation_editor.create_empty_segmentation_node()
+        self.logic.setInputs(self.volume, segmentation)
+        self.state.status = "Loading..."
+        self.state.error = ""
+        self.state.negative = False
+        self.state.busy = True
+        self.state.clicks = 0
+        self._place(positive=True)
+        self._build_ui()
+        self._export_dir = tempfile.TemporaryDirectory(prefix="fastsam3d-web-")
+        self.server.controller.on_server_ready.add(self._start_polling)
+
+    # -- actions -------------------------------------------------------------------------
+
+    def toggle_polarity(self) -> None:
+        self.state.negative = not self.state.negative
+        self._place(positive=not self.state.negative)
+
+    def undo(self) -> None:
+        self._guarded(self.logic.undo)
+
+    def redo(self) -> None:
+        self._guarded(self.logic.redo)
+
+    def clear(self) -> None:
+        self._guarded(self.logic.clearSegment)
+
+    def next_segment(self) -> None:
+        self._guarded(self.logic.nextSegment)
+
+    def export(self, name: str) -> Any:
+        """The segmentation written as ``name`` (its suffix picks the format: ``.seg.nrrd``,
+        or a labelmap ``.nii.gz``), as a download attachment; None on failure (shown)."""
+        path = Path(self._export_dir.name) / name
+        try:
+            self.state.error = ""
+            self.logic.exportSegmentation(str(path))
+            return self.server.protocol.addAttachment(path.read_bytes())
+        except Exception as error:  # shown on the page; the session goes on
+            self._on_error(error)
+            return None
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _centre_slices(self, ras: tuple) -> None:
+        scene = self.slicer.scene
+        for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceNode")):
+            scene.GetNthNodeByClass(index, "vtkMRMLSliceNode").JumpSliceByCentering(*ras)
+
+    def _place(self, positive: bool) -> None:
+        node = self.logic.positiveNode if positive else self.logic.negativeNode
+        self.slicer.markups_logic.place_node(node, persistent=True)
+
+    def _guarded(self, action: Callable[[], None]) -> None:
+        try:
+            self.state.error = ""
+            action()
+        except Exception as error:  # shown on the page; the session goes on
+            self._on_error(error)
+
+    def _on_status(self, message: str) -> None:
+        self.state.status = message
+
+    def _on_error(self, error: Any) -> None:
+        self.state.error = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f"fastsam3d web: {self.state.error}", file=sys.stderr)
+
+    def _start_polling(self, **_: Any) -> None:
+        wake = asyncio.Event()
+        # Points placed (on this loop's thread): collect their results now, not after a nap.
+        self.logic.pollRequestedCallback = wake.set
+        asyncio.get_event_loop().create_task(self._poll(wake))
+
+    async def _poll(self, wake: asyncio.Event) -> None:
+        while True:
+            with self.state:
+                self.logic.processEvents(0)
+                self.state.busy = self.logic.busy
+                self.state.clicks = len(self.logic.clicks)
+                if self.logic.lastLatencySeconds is not None and not self.logic.busy:
+                    self.state.latency_ms = round(self.logic.lastLatencySeconds * 1000)
+            try:
+                nap = POLL_BUSY_S if self.logic.busy else POLL_IDLE_S
+                await asyncio.wait_for(wake.wait(), nap)
+            except asyncio.TimeoutError:
+                pass
+            wake.clear()
+
+    def _build_ui(self) -> None:
+        with SinglePageLayout(self.server) as self.ui:
+            client.Style("html { overflow-y: hidden; }")
+            self.ui.title.set_text("FastSAM3D")
+            with self.ui.toolbar:
+                v3.VSpacer()
+                v3.VBtn(
+                    "{{ negative ? 'Negative (N)' : 'Positive (P)' }}",
+                    id="polarity",
+                    color=("negative ? 'red' : 'green'",),
+                    click=self.toggle_polarity,
+                )
+                for label, action, element in (
+                    ("Undo", self.undo, "undo"),
+                    ("Redo", self.redo, "redo"),
+                    ("Clear", self.clear, "clear"),
+                    ("Next segment", self.next_segment, "next-segment"),
+                ):
+                    v3.VBtn(label, id=element, click=action, variant="text")
+                export = self.server.controller.trigger_name(self.export)
+                for label, element, name in (
+                    ("Export .seg.nrrd", "export-seg", "segmentation.seg.nrrd"),
+                    ("Export labelmap", "export-labelmap", "labelmap.nii.gz"),
+                ):
+                    v3.VBtn(
+                        label,
+                        id=element,
+                        variant="text",
+                        click=f"utils.download('{name}', trigger('{export}', ['{name}']), "
+                        "'application/octet-stream')",
+                    )
+            with self.ui.content:
+                with html.Div(style="height: calc(100vh - 96px);"):
+                    self.layout.initialize_layout_grid(self.ui)
+            with self.ui.footer:
+                html.Span("{{ status }}", id="status")
+                html.Span("{{ error }}", id="error", style="color: #e53935; margin-left: 1em;")
+                v3.VSpacer()
+                html.Span("{{ busy ? 'working' : 'idle' }} · {{ clicks }} points",
+                          id="progress")  # fmt: skip
