@@ -43,19 +43,21 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def web_server(tmp_path: Path):
-    """``fastsam3d web`` on a free loopback port: (URL, start-up seconds)."""
+def web_server(request, tmp_path: Path):
+    """The URL of ``fastsam3d web`` on a free loopback port, holding at most 2 sessions or the
+    number a ``sessions`` marker gives."""
+    marker = request.node.get_closest_marker("sessions")
     port = _free_port()
     focus = ",".join(f"{v:.2f}" for v in SPLEEN_POINT_RAS)
     command = [str(Path(sys.executable).with_name("fastsam3d")), "web", str(CT_IMAGE),
                "--model", "oracle", "--truth", str(CT_LABEL), "--truth-value", str(SPLEEN_LABEL),
-               "--focus", focus, "--port", str(port)]  # fmt: skip
-    start = time.perf_counter()
+               "--focus", focus, "--port", str(port),
+               "--sessions", str(marker.args[0] if marker else 2)]  # fmt: skip
     log = open(tmp_path / "server.log", "w")
     server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
     try:
         _wait_for_port(port, server, seconds=120)
-        yield f"http://127.0.0.1:{port}/", time.perf_counter() - start
+        yield f"http://127.0.0.1:{port}/"
     finally:
         server.send_signal(signal.SIGINT)
         try:
@@ -129,7 +131,7 @@ def _download(page, button: str, path: Path) -> Path:
 
 
 def test_a_click_segments_the_spleen_and_undo_removes_it(web_server, browser, tmp_path):
-    url, startup_s = web_server
+    url = web_server
     page = _open(browser, url)
     box = _axial_view_box(page)
     before = _pixels(page, box)
@@ -153,7 +155,29 @@ def test_a_click_segments_the_spleen_and_undo_removes_it(web_server, browser, tm
     page.wait_for_timeout(500)
     undone = _pixels(page, box)
     assert int((np.abs(undone - before).max(axis=2) > CHANGED).sum()) < 300
-    print(f"\nstart-up {startup_s:.1f} s; first click (encoder) to overlay {seconds * 1000:.0f} ms")
+    print(f"\nfirst click (encoder) to overlay {seconds * 1000:.0f} ms")
+
+
+def test_two_tabs_have_sessions_of_their_own(web_server, browser):
+    url = web_server
+    first, second = _open(browser, url), _open(browser, url)
+    assert first.url != second.url  # each redirected to its own session process
+    box = _axial_view_box(second)
+    before = _pixels(second, box)
+    _click_and_wait(first, _axial_view_box(first), clicks_after=1)
+    second.wait_for_timeout(1000)
+    assert "0 points" in second.text_content("#progress")
+    assert int((np.abs(_pixels(second, box) - before).max(axis=2) > CHANGED).sum()) < 50
+
+
+@pytest.mark.sessions(1)
+def test_a_tab_beyond_the_bound_gets_a_clear_page(web_server, browser):
+    url = web_server
+    _open(browser, url)
+    page = browser.new_context().new_page()
+    response = page.goto(url)
+    assert response.status == 503
+    assert "All 1 sessions of this server are in use" in page.text_content("body")
 
 
 def test_a_bad_image_is_refused_in_one_line(tmp_path):
@@ -173,15 +197,17 @@ def test_a_bad_image_is_refused_in_one_line(tmp_path):
 def test_click_to_overlay_latency_in_the_browser(web_server, browser):
     """Decoder-only clicks inside the spleen's crop, timed from the mouse click to the idle
     status after the overlay was written; printed for the benchmark notes."""
-    url, startup_s = web_server
-    page = _open(browser, url)
+    url = web_server
+    start = time.perf_counter()
+    page = _open(browser, url)  # a session process of its own, the image, the first views
+    startup_s = time.perf_counter() - start
     box = _axial_view_box(page)
     new_crop = _click_and_wait(page, box, clicks_after=1)
     inside = [
         _click_and_wait(page, box, clicks_after=n + 2, dx=4.0 * ((n % 5) - 2)) for n in range(20)
     ]
     print(
-        f"\nbrowser: start-up {startup_s:.1f} s, new crop {new_crop * 1000:.0f} ms, "
+        f"\nbrowser: page start-up {startup_s:.1f} s, new crop {new_crop * 1000:.0f} ms, "
         f"decoder-only median {statistics.median(inside) * 1000:.0f} ms over {len(inside)} clicks"
     )
     assert page.text_content("#error") == ""

@@ -28,13 +28,30 @@ def predictor_for(
     return (model, "auto", str(weights) if weights else None, None, None)
 
 
-def run(image: Path, predictor: Any, host: str, port: int, focus: tuple | None = None) -> None:
-    """Serve the page until interrupted."""
+# A session process stops once no tab has been connected for this long (a reload reconnects
+# well within it), or when none connected this long after it started.
+SESSION_IDLE_S = 60
+
+
+def run(
+    image: Path,
+    predictor: Any,
+    host: str,
+    port: int,
+    focus: tuple | None = None,
+    idle_timeout_s: int | None = None,
+) -> None:
+    """Serve the page (one scene) until interrupted, or ``idle_timeout_s`` without a tab."""
     from trame.app import get_server
 
     from .app import SegmentationPage
 
     server = get_server(client_type="vue3")
     SegmentationPage(server, image, predictor, focus)
-    print(f"fastsam3d web: http://{host}:{port}/", flush=True)
-    server.start(host=host, port=port, open_browser=False, show_connection_info=False)
+    server.start(
+        host=host,
+        port=port,
+        open_browser=False,
+        show_connection_info=False,
+        timeout=idle_timeout_s or 0,
+    )

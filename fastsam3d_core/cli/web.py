@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -42,13 +43,18 @@ def web(
     ] = None,
     host: Annotated[str, typer.Option(metavar="HOST", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(metavar="PORT", help="HTTP port.")] = 8080,
+    sessions: Annotated[
+        int, typer.Option(metavar="N", help="Browser tabs served at once, each its own scene.")
+    ] = 4,
+    session: Annotated[bool, typer.Option("--session", hidden=True)] = False,
 ) -> None:
     """Segment IMAGE in a web browser: click in the slice views, as in the Slicer module."""
     from ..io import read_volume
     from .segment import parse_point
 
     try:
-        from fastsam3d_web.server import predictor_for, run
+        from fastsam3d_web.launcher import Launcher, serve, session_command
+        from fastsam3d_web.server import SESSION_IDLE_S, predictor_for, run
     except ImportError as error:
         raise RuntimeError(
             f"the browser front end needs the web extra ({error.name} is missing): "
@@ -58,5 +64,25 @@ def web(
         raise typer.BadParameter("--truth goes with --model oracle, and only with it")
     read_volume(image)  # a bad image is refused here, in one line, before the server starts
     point = parse_point(focus)[0] if focus else None
-    predictor = predictor_for(model, weights, server, token, truth, truth_value)
-    run(image, predictor, host, port, focus=point)
+    if session:  # one tab's process, started by the launcher below
+        predictor = predictor_for(model, weights, server, token, truth, truth_value)
+        run(image, predictor, host, port, focus=point, idle_timeout_s=SESSION_IDLE_S)
+        return
+    if sessions < 1:
+        raise typer.BadParameter("at least 1", param_hint="--sessions")
+    options = {
+        "--model": model,
+        "--weights": weights,
+        "--server": server,
+        "--truth": truth,
+        "--truth-value": truth_value,
+        "--focus": focus,
+        "--host": host,
+    }
+    if token is not None:  # to the sessions through their environment, not their command line
+        os.environ["FASTSAM3D_TOKEN"] = token
+    argv = ["web", str(image.resolve())]
+    for name, value in options.items():
+        if value is not None:
+            argv += [name, str(Path(value).resolve()) if isinstance(value, Path) else str(value)]
+    serve(Launcher(session_command(argv), host, sessions), host, port)
