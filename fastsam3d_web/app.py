@@ -63,9 +63,7 @@ class SegmentationPage(TrameApp):
             self.logic.setModel(*predictor)
         else:
             self.logic.setPredictor(predictor)
-        # Made by trame-slicer's editor, so that its views show it.
-        segmentation = self.slicer.segmentation_editor.create_empty_segmentation_node()
-        self.logic.setInputs(self.volume, segmentation)
+        self.logic.setInputs(self.volume)
         self.state.status = "Loading..."
         self.state.error = ""
         self.state.negative = False
@@ -98,13 +96,12 @@ class SegmentationPage(TrameApp):
         """The segmentation written as ``name`` (its suffix picks the format: ``.seg.nrrd``,
         or a labelmap ``.nii.gz``), as a download attachment; None on failure (shown)."""
         path = Path(self._export_dir.name) / name
-        try:
-            self.state.error = ""
+
+        def written() -> Any:
             self.logic.exportSegmentation(str(path))
             return self.server.protocol.addAttachment(path.read_bytes())
-        except Exception as error:  # shown on the page; the session goes on
-            self._on_error(error)
-            return None
+
+        return self._guarded(written)
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -117,12 +114,14 @@ class SegmentationPage(TrameApp):
         node = self.logic.positiveNode if positive else self.logic.negativeNode
         self.slicer.markups_logic.place_node(node, persistent=True)
 
-    def _guarded(self, action: Callable[[], None]) -> None:
+    def _guarded(self, action: Callable[[], Any]) -> Any:
+        """``action()``, or None with its error on the page: the session goes on."""
         try:
             self.state.error = ""
-            action()
-        except Exception as error:  # shown on the page; the session goes on
+            return action()
+        except Exception as error:
             self._on_error(error)
+            return None
 
     def _on_status(self, message: str) -> None:
         self.state.status = message
@@ -143,8 +142,6 @@ class SegmentationPage(TrameApp):
                 self.logic.processEvents(0)
                 self.state.busy = self.logic.busy
                 self.state.clicks = len(self.logic.clicks)
-                if self.logic.lastLatencySeconds is not None and not self.logic.busy:
-                    self.state.latency_ms = round(self.logic.lastLatencySeconds * 1000)
             try:
                 nap = POLL_BUSY_S if self.logic.busy else POLL_IDLE_S
                 await asyncio.wait_for(wake.wait(), nap)
@@ -159,7 +156,7 @@ class SegmentationPage(TrameApp):
             with self.ui.toolbar:
                 v3.VSpacer()
                 v3.VBtn(
-                    "{{ negative ? 'Negative (N)' : 'Positive (P)' }}",
+                    "{{ negative ? 'Negative points' : 'Positive points' }}",
                     id="polarity",
                     color=("negative ? 'red' : 'green'",),
                     click=self.toggle_polarity,
