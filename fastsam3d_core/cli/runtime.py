@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -12,6 +12,22 @@ if TYPE_CHECKING:
 
     from ..geometry import Volume
     from ..models.sam3d import Sam3D
+
+
+# The encoder service's address and token, as `segment` and `web` take them.
+ServerOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--server",
+        metavar="URL",
+        help="Encode on this `fastsam3d serve` service (e.g. http://127.0.0.1:8000) and decode "
+        "here, instead of loading the model.",
+    ),
+]
+TokenOption = Annotated[
+    Optional[str],
+    typer.Option("--token", metavar="TOKEN", envvar="FASTSAM3D_TOKEN", help="The service's token."),
+]
 
 
 def read_image(path: Path) -> Volume:

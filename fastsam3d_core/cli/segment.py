@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from .runtime import ServerOption, TokenOption
+
 if TYPE_CHECKING:
     from ..geometry import Volume
 
@@ -139,18 +141,8 @@ def segment(
         str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, cuda:1 or mps.")
     ] = "auto",
     name: Annotated[str, typer.Option(metavar="NAME", help="Name of the segment.")] = "Segment_1",
-    server: Annotated[
-        Optional[str],
-        typer.Option(
-            metavar="URL",
-            help="Encode on this `fastsam3d serve` service (e.g. http://127.0.0.1:8000) and "
-            "decode here, instead of loading the model.",
-        ),
-    ] = None,
-    token: Annotated[
-        Optional[str],
-        typer.Option(metavar="TOKEN", envvar="FASTSAM3D_TOKEN", help="The service's token."),
-    ] = None,
+    server: ServerOption = None,
+    token: TokenOption = None,
     example: Annotated[
         bool,
         typer.Option(

@@ -8,6 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from .runtime import ServerOption, TokenOption
+
 
 def web(
     image: Annotated[
@@ -21,14 +23,8 @@ def web(
         Optional[Path],
         typer.Option(metavar="FILE", help="Local checkpoint (or, with --server, the decoder's)."),
     ] = None,
-    server: Annotated[
-        Optional[str],
-        typer.Option(metavar="URL", help="Encode on this `fastsam3d serve` service."),
-    ] = None,
-    token: Annotated[
-        Optional[str],
-        typer.Option(metavar="TOKEN", envvar="FASTSAM3D_TOKEN", help="The service's token."),
-    ] = None,
+    server: ServerOption = None,
+    token: TokenOption = None,
     truth: Annotated[
         Optional[Path],
         typer.Option(metavar="LABEL", help="With --model oracle: the labels it answers with."),
