@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
 
 # How long a new session may take to listen (it loads the image and, locally, the model).
 SESSION_START_S = 180.0
@@ -97,8 +98,10 @@ def serve(launcher: Launcher, host: str, port: int) -> None:
                     "another FastSAM3D tab, or try again in a few minutes.",
                 )
                 return
+            # The name the browser used for this server (it may listen on 0.0.0.0).
+            name = urlsplit(f"//{self.headers.get('Host') or host}").hostname or host
             self.send_response(303)
-            self.send_header("Location", f"http://{host}:{session_port}/")
+            self.send_header("Location", f"http://{_bracketed(name)}:{session_port}/")
             self.end_headers()
 
         def _page(self, status: int, message: str) -> None:
@@ -121,6 +124,11 @@ def serve(launcher: Launcher, host: str, port: int) -> None:
     finally:
         httpd.server_close()
         launcher.stop()
+
+
+def _bracketed(hostname: str) -> str:
+    """An IPv6 address in brackets, as URLs write it; other names as they are."""
+    return f"[{hostname}]" if ":" in hostname else hostname
 
 
 def _free_port(host: str) -> int:
