@@ -180,6 +180,37 @@ def test_a_tab_beyond_the_bound_gets_a_clear_page(web_server, browser):
     assert "All 1 sessions of this server are in use" in page.text_content("body")
 
 
+def test_a_malformed_upload_is_refused_and_the_session_goes_on(web_server, browser):
+    page = _open(browser, web_server)
+    broken = {"name": "broken.nii.gz", "mimeType": "application/gzip", "buffer": b"not an image"}
+    page.set_input_files("#upload", files=[broken])
+    has_error = "(document.querySelector('#error')?.textContent || '').includes('broken.nii.gz')"
+    page.wait_for_function(has_error, timeout=TIMEOUT_MS)
+    assert "not an image this page can open" in page.text_content("#error")
+    _click_and_wait(page, _axial_view_box(page), clicks_after=1)  # the open image still works
+    assert page.text_content("#status").startswith("Ready: last click")
+
+
+def test_uncertainty_overlays_the_views_and_the_selector_lists_a_new_segment(web_server, browser):
+    page = _open(browser, web_server)
+    box = _axial_view_box(page)
+    _click_and_wait(page, box, clicks_after=1)
+    page.wait_for_timeout(500)
+    segmented = _pixels(page, box)
+    page.click("#uncertainty")
+    page.wait_for_function(READY, timeout=TIMEOUT_MS)
+    page.wait_for_timeout(1000)
+    # The entropy overlay: coloured where the oracle's self-ensemble disagrees (the border).
+    assert int((np.abs(_pixels(page, box) - segmented).max(axis=2) > CHANGED).sum()) > 100
+    page.click("#next-segment")
+    # The segment selector follows: the new segment is the current one, and both are listed.
+    current = "document.querySelector('#segments')?.value === 'Segment_2'"
+    page.wait_for_function(current, timeout=TIMEOUT_MS)
+    page.click("#segments", force=True)
+    page.wait_for_timeout(500)
+    assert page.locator(".v-overlay .v-list-item").count() == 2
+
+
 def test_a_bad_image_is_refused_in_one_line(tmp_path):
     broken = tmp_path / "broken.nii.gz"
     broken.write_bytes(b"not an image")

@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from trame.app import TrameApp
+from trame.app.file_upload import ClientFile
 from trame.widgets import client, html
 from trame_slicer.core import LayoutManager, SlicerApp
 from trame_slicer.rca_view import register_rca_factories
-from trame_vuetify.ui.vuetify3 import SinglePageLayout
+from trame_vuetify.ui.vuetify3 import SinglePageWithDrawerLayout
 from trame_vuetify.widgets import vuetify3 as v3
 
 from . import module_logic
@@ -59,6 +60,9 @@ class SegmentationPage(TrameApp):
         self.logic.statusCallback = self._on_status
         self.logic.errorCallback = self._on_error
         self.logic.warningCallback = self._on_error
+        self.logic.segmentsChangedCallback = self._list_segments
+        self.logic.uncertaintyCallback = self._show_uncertainty
+        self.logic.suggestionCallback = self._jump_to
         if isinstance(predictor, tuple):
             self.logic.setModel(*predictor)
         else:
@@ -69,6 +73,11 @@ class SegmentationPage(TrameApp):
         self.state.negative = False
         self.state.busy = True
         self.state.clicks = 0
+        self.state.opacity = 0.5
+        self.state.segments = []
+        self.state.segment_id = None
+        self.state.change("opacity")(self._set_opacity)
+        self.state.change("segment_id")(self._select_segment)
         self._place(positive=True)
         self._build_ui()
         self._export_dir = tempfile.TemporaryDirectory(prefix="fastsam3d-web-")
@@ -92,6 +101,16 @@ class SegmentationPage(TrameApp):
     def next_segment(self) -> None:
         self._guarded(self.logic.nextSegment)
 
+    def uncertainty(self) -> None:
+        self._guarded(self.logic.computeUncertainty)
+
+    def suggest(self) -> None:
+        self._guarded(self.logic.suggestNextPoint)
+
+    def upload(self, files: list[dict]) -> None:
+        """Open an uploaded image in this session (its points and segments start anew)."""
+        self._guarded(lambda: self._open_upload(files))
+
     def export(self, name: str) -> Any:
         """The segmentation written as ``name`` (its suffix picks the format: ``.seg.nrrd``,
         or a labelmap ``.nii.gz``), as a download attachment; None on failure (shown)."""
@@ -104,6 +123,60 @@ class SegmentationPage(TrameApp):
         return self._guarded(written)
 
     # -- helpers -------------------------------------------------------------------------
+
+    def _open_upload(self, files: list[dict]) -> None:
+        folder = Path(tempfile.mkdtemp(prefix="upload-", dir=self._export_dir.name))
+        paths = []
+        for entry in files or []:
+            upload = ClientFile(entry)
+            path = folder / Path(upload.name).name  # never a folder the client names
+            path.write_bytes(upload.content)
+            paths.append(path)
+        if not paths:
+            raise ValueError("no file was uploaded")
+        names = ", ".join(p.name for p in paths)
+        try:
+            volumes = self.slicer.io_manager.load_volumes([str(p) for p in paths])
+        except Exception:
+            volumes = []
+        if not volumes or volumes[0] is None:
+            raise ValueError(
+                f"{names}: not an image this page can open (NRRD, NIfTI, MHA/MHD, or a DICOM "
+                "series' files); the current image stays"
+            )
+        self.volume = volumes[0]
+        self.slicer.display_manager.show_volume(self.volume, do_reset_views=True)
+        self.logic.setInputs(self.volume)
+
+    def _list_segments(self) -> None:
+        """The segment selector's items: the segmentation's segments by name."""
+        node = self.logic.segmentationNode
+        segmentation = node.GetSegmentation() if node is not None else None
+        count = segmentation.GetNumberOfSegments() if segmentation is not None else 0
+        ids = [segmentation.GetNthSegmentID(n) for n in range(count)]
+        self.state.segments = [
+            {"title": segmentation.GetSegment(i).GetName(), "value": i} for i in ids
+        ]
+        self.state.segment_id = self.logic.currentSegmentId
+
+    def _select_segment(self, segment_id: str | None, **_: Any) -> None:
+        if segment_id and segment_id != self.logic.currentSegmentId:
+            self._guarded(lambda: self.logic.selectSegment(segment_id))
+
+    def _set_opacity(self, opacity: float, **_: Any) -> None:
+        node = self.logic.segmentationNode
+        if node is not None and node.GetDisplayNode() is not None:
+            node.GetDisplayNode().SetOpacity(float(opacity))
+
+    def _show_uncertainty(self, overlay: Any) -> None:
+        self.slicer.display_manager.show_volume_in_slice_foreground(overlay)
+        for index in range(self.slicer.scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
+            composite = self.slicer.scene.GetNthNodeByClass(index, "vtkMRMLSliceCompositeNode")
+            composite.SetForegroundOpacity(0.5)
+
+    def _jump_to(self, ras: Any) -> None:
+        if ras is not None:
+            self._centre_slices(tuple(float(v) for v in ras))
 
     def _centre_slices(self, ras: tuple) -> None:
         scene = self.slicer.scene
@@ -150,7 +223,7 @@ class SegmentationPage(TrameApp):
             wake.clear()
 
     def _build_ui(self) -> None:
-        with SinglePageLayout(self.server) as self.ui:
+        with SinglePageWithDrawerLayout(self.server) as self.ui:
             client.Style("html { overflow-y: hidden; }")
             self.ui.title.set_text("FastSAM3D")
             with self.ui.toolbar:
@@ -168,6 +241,8 @@ class SegmentationPage(TrameApp):
                     ("Next segment", self.next_segment, "next-segment"),
                 ):
                     v3.VBtn(label, id=element, click=action, variant="text")
+                v3.VBtn("Uncertainty", id="uncertainty", click=self.uncertainty, variant="text")
+                v3.VBtn("Suggest point", id="suggest", click=self.suggest, variant="text")
                 export = self.server.controller.trigger_name(self.export)
                 for label, element, name in (
                     ("Export .seg.nrrd", "export-seg", "segmentation.seg.nrrd"),
@@ -180,6 +255,32 @@ class SegmentationPage(TrameApp):
                         click=f"utils.download('{name}', trigger('{export}', ['{name}']), "
                         "'application/octet-stream')",
                     )
+            with self.ui.drawer:
+                v3.VFileInput(
+                    label="Open an image",
+                    id="upload",
+                    hide_details=True,
+                    change=(
+                        f"trigger('{self.server.controller.trigger_name(self.upload)}', "
+                        "[$event.target.files])"
+                    ),
+                )
+                v3.VSelect(
+                    label="Segment",
+                    id="segments",
+                    items=("segments",),
+                    v_model=("segment_id",),
+                    hide_details=True,
+                )
+                v3.VSlider(
+                    label="Opacity",
+                    id="opacity",
+                    v_model=("opacity",),
+                    min=0,
+                    max=1,
+                    step=0.05,
+                    hide_details=True,
+                )
             with self.ui.content:
                 with html.Div(style="height: calc(100vh - 96px);"):
                     self.layout.initialize_layout_grid(self.ui)
