@@ -10,6 +10,7 @@ worker's results (``processEvents``) and pushes the status line to the page.
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 import tempfile
 from pathlib import Path
@@ -88,24 +89,6 @@ class SegmentationPage(TrameApp):
     def toggle_polarity(self) -> None:
         self.state.negative = not self.state.negative
         self._place(positive=not self.state.negative)
-
-    def undo(self) -> None:
-        self._guarded(self.logic.undo)
-
-    def redo(self) -> None:
-        self._guarded(self.logic.redo)
-
-    def clear(self) -> None:
-        self._guarded(self.logic.clearSegment)
-
-    def next_segment(self) -> None:
-        self._guarded(self.logic.nextSegment)
-
-    def uncertainty(self) -> None:
-        self._guarded(self.logic.computeUncertainty)
-
-    def suggest(self) -> None:
-        self._guarded(self.logic.suggestNextPoint)
 
     def upload(self, files: list[dict]) -> None:
         """Open an uploaded image in this session (its points and segments start anew)."""
@@ -234,15 +217,17 @@ class SegmentationPage(TrameApp):
                     color=("negative ? 'red' : 'green'",),
                     click=self.toggle_polarity,
                 )
+                # The logic's own actions; an error shows on the page.
                 for label, action, element in (
-                    ("Undo", self.undo, "undo"),
-                    ("Redo", self.redo, "redo"),
-                    ("Clear", self.clear, "clear"),
-                    ("Next segment", self.next_segment, "next-segment"),
+                    ("Undo", self.logic.undo, "undo"),
+                    ("Redo", self.logic.redo, "redo"),
+                    ("Clear", self.logic.clearSegment, "clear"),
+                    ("Next segment", self.logic.nextSegment, "next-segment"),
+                    ("Uncertainty", self.logic.computeUncertainty, "uncertainty"),
+                    ("Suggest point", self.logic.suggestNextPoint, "suggest"),
                 ):
-                    v3.VBtn(label, id=element, click=action, variant="text")
-                v3.VBtn("Uncertainty", id="uncertainty", click=self.uncertainty, variant="text")
-                v3.VBtn("Suggest point", id="suggest", click=self.suggest, variant="text")
+                    guarded = functools.partial(self._guarded, action)
+                    v3.VBtn(label, id=element, click=guarded, variant="text")
                 export = self.server.controller.trigger_name(self.export)
                 for label, element, name in (
                     ("Export .seg.nrrd", "export-seg", "segmentation.seg.nrrd"),
