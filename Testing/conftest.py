@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -97,3 +100,24 @@ def invoke_cli(arguments: list) -> CliResult:
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         code = main([str(argument) for argument in arguments])
     return CliResult(code, stdout.getvalue(), stderr.getvalue())
+
+
+def free_port() -> int:
+    """A loopback port that nothing listens on now: for a server a test starts, or to be
+    refused."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_port(port: int, seconds: float, process: subprocess.Popen | None = None) -> None:
+    """Return once something listens on 127.0.0.1:``port``; fail after ``seconds``, or as soon
+    as ``process`` (the server being waited for) exits."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert process is None or process.poll() is None, f"{process.args[:2]} exited"
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"nothing listens on port {port} after {seconds} s")

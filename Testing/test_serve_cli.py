@@ -8,16 +8,15 @@ import secrets
 import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import free_port, wait_for_port
 
 from fastsam3d_core import build_model
 
@@ -28,7 +27,7 @@ def test_serve_answers_and_stops_on_ctrl_c(tmp_path: Path):
     torch.manual_seed(0)
     weights = tmp_path / "seeded.pth"
     torch.save(build_model("fastsam3d").state_dict(), weights)
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "FASTSAM3D_CACHE_DIR": str(tmp_path / "cache")}
     command = [str(Path(sys.executable).with_name("fastsam3d")), "serve", "--weights", str(weights),
                "--port", str(port), "--device", "cpu", "--token", "t0ken"]  # fmt: skip
@@ -52,7 +51,7 @@ def test_serve_joins_a_running_ray_cluster_and_autoscales(tmp_path: Path):
     torch.manual_seed(0)
     weights = tmp_path / "seeded.pth"
     torch.save(build_model("fastsam3d").state_dict(), weights)
-    gcs, port = _free_port(), _free_port()
+    gcs, port = free_port(), free_port()
     # A cluster as it should run: token authentication on, its nodes on loopback here.
     env = {**os.environ, "FASTSAM3D_CACHE_DIR": str(tmp_path / "cache"), "RAY_AUTH_MODE": "token",
            "RAY_AUTH_TOKEN": secrets.token_hex(16)}  # fmt: skip
@@ -68,7 +67,7 @@ def test_serve_joins_a_running_ray_cluster_and_autoscales(tmp_path: Path):
     )  # fmt: skip
     server = None
     try:
-        _wait_for_port(gcs, seconds=120)
+        wait_for_port(gcs, seconds=120)
         server = subprocess.Popen(
             [str(bin_dir / "fastsam3d"), "serve", "--weights", str(weights), "--device", "cpu",
              "--address", f"127.0.0.1:{gcs}", "--autoscale", "1,2", "--gpus-per-replica", "0",
@@ -111,22 +110,6 @@ print(json.dumps({{name: app["deployments"] for name, app in details["applicatio
                           timeout=120, env=env)  # fmt: skip
     assert read.returncode == 0, read.stderr
     return json.loads(read.stdout.strip().splitlines()[-1])
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _wait_for_port(port: int, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.5)
-    raise AssertionError(f"nothing listens on port {port} after {seconds} s")
 
 
 def _line_within(process: subprocess.Popen, seconds: float) -> str:

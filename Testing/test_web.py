@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import free_port, wait_for_port
 from test_slicer_mrml import CT_IMAGE, CT_LABEL
 
 from fastsam3d_core import Volume
@@ -36,18 +36,12 @@ TIMEOUT_MS = 120_000
 CHANGED = 40  # a pixel changed if a channel moved by more than this (0-255)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def web_server(request, tmp_path: Path):
     """The URL of ``fastsam3d web`` on a free loopback port, holding at most 2 sessions or the
     number a ``sessions`` marker gives."""
     marker = request.node.get_closest_marker("sessions")
-    port = _free_port()
+    port = free_port()
     focus = ",".join(f"{v:.2f}" for v in SPLEEN_POINT_RAS)
     command = [str(Path(sys.executable).with_name("fastsam3d")), "web", str(CT_IMAGE),
                "--model", "oracle", "--truth", str(CT_LABEL), "--truth-value", str(SPLEEN_LABEL),
@@ -56,7 +50,7 @@ def web_server(request, tmp_path: Path):
     log = open(tmp_path / "server.log", "w")
     server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
     try:
-        _wait_for_port(port, server, seconds=120)
+        wait_for_port(port, seconds=120, process=server)
         yield f"http://127.0.0.1:{port}/"
     finally:
         server.send_signal(signal.SIGINT)
@@ -66,17 +60,6 @@ def web_server(request, tmp_path: Path):
             server.kill()
             server.wait()
         log.close()
-
-
-def _wait_for_port(port: int, process: subprocess.Popen, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "fastsam3d web exited"
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise AssertionError(f"fastsam3d web did not listen on {port} within {seconds} s")
 
 
 @pytest.fixture
@@ -216,7 +199,7 @@ def test_a_bad_image_is_refused_in_one_line(tmp_path):
     broken.write_bytes(b"not an image")
     run = subprocess.run(
         [str(Path(sys.executable).with_name("fastsam3d")), "web", str(broken), "--model",
-         "oracle", "--truth", str(CT_LABEL), "--port", str(_free_port())],
+         "oracle", "--truth", str(CT_LABEL), "--port", str(free_port())],
         capture_output=True, text=True, timeout=120, env={**os.environ, "FASTSAM3D_DEBUG": ""},
     )  # fmt: skip
     assert run.returncode == 1, run.stderr

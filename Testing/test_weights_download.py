@@ -13,7 +13,6 @@ import hashlib
 import logging
 import random
 import re
-import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import typer
-from conftest import invoke_cli
+from conftest import free_port, invoke_cli
 from typer.testing import CliRunner
 
 from fastsam3d_core.cli.weights import weights_app
@@ -167,12 +166,6 @@ def _one_line(error: pytest.ExceptionInfo) -> str:
     return message
 
 
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 # Registry
 
 
@@ -314,7 +307,7 @@ def test_verify_without_any_reference(entry, cache, tmp_path):
 
 
 def test_connection_refused_names_the_url_and_the_cache_path(entry, cache):
-    offline = dataclasses.replace(entry, url=f"http://127.0.0.1:{_closed_port()}/weights.bin")
+    offline = dataclasses.replace(entry, url=f"http://127.0.0.1:{free_port()}/weights.bin")
     with pytest.raises(WeightsDownloadError, match="refused") as failure:
         download_weights(offline)
     message = str(failure.value)
@@ -536,7 +529,7 @@ def test_a_wrong_cached_file_without_download_is_not_said_to_be_deleted(entry, c
 
 
 def test_download_failure_is_one_line_that_says_where_to_put_the_file_once(entry, cache):
-    offline = dataclasses.replace(entry, url=f"http://127.0.0.1:{_closed_port()}/weights.bin")
+    offline = dataclasses.replace(entry, url=f"http://127.0.0.1:{free_port()}/weights.bin")
     with pytest.raises(WeightsDownloadError) as failure:
         download_weights(offline)
     message = _one_line(failure)
