@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import invoke_cli
+from conftest import free_port, invoke_cli
 
 from fastsam3d_core import Session, build_model, load_checkpoint
 from fastsam3d_core.examples import SPLEEN_POINT_RAS, example_ct_path
 from fastsam3d_core.io import read_segmentation, read_volume
-from fastsam3d_core.serving import RemoteError, RemotePredictor
+from fastsam3d_core.serving import ModelMismatchError, RemoteError, RemotePredictor
 from fastsam3d_core.serving.onnx_decoder import OnnxDecoder, export_decoder
 from fastsam3d_core.weights.download import sha256_of_file
 
@@ -61,17 +60,11 @@ def service(seeded_weights: Path, tmp_path_factory: pytest.TempPathFactory):
         decoder_dir=str(tmp_path_factory.mktemp("decoders")),
     )
     try:
-        yield start_service(options, port=_free_port(), num_cpus=2)
+        yield start_service(options, port=free_port(), num_cpus=2)
     finally:
         if ray.is_initialized():  # else serve.shutdown() would look for a cluster to join
             serve.shutdown()
             ray.shutdown()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _masks(predictor, clicks=CLICKS) -> list[np.ndarray]:
@@ -180,11 +173,12 @@ def test_bad_requests_get_4xx_and_the_service_keeps_serving(service):
         service, "/v1/encode?model=fastsam3d", crop16, {**auth, "X-Crop-Dtype": "float16"}
     )
     assert code == 200 and len(reply) == 384 * 8**3 * 4
-    with pytest.raises(RemoteError, match="HTTP 401"):
+    with pytest.raises(RemoteError, match="HTTP 401") as refused:
         RemotePredictor(service, token="wrong")
+    assert refused.value.status == 401
     start = time.perf_counter()
     with pytest.raises(RemoteError, match="server unreachable .* after 3 attempts"):
-        RemotePredictor(f"http://127.0.0.1:{_free_port()}", token="secret")
+        RemotePredictor(f"http://127.0.0.1:{free_port()}", token="secret")
     assert time.perf_counter() - start < 10  # a wrong address is said at once
     with pytest.raises(RemoteError, match="does not serve 'sam-med3d-turbo'"):
         RemotePredictor(service, model="sam-med3d-turbo", token="secret")
@@ -264,7 +258,7 @@ def test_a_decoder_of_other_weights_is_refused(service, tmp_path):
     torch.manual_seed(1)
     other = tmp_path / "other.pth"
     torch.save({"model_state_dict": build_model("fastsam3d").state_dict()}, other)
-    with pytest.raises(RemoteError, match="model mismatch: the decoder .*other.pth"):
+    with pytest.raises(ModelMismatchError, match="model mismatch: the decoder .*other.pth"):
         RemotePredictor(service, token="secret", decoder=other)
     with pytest.raises(FileNotFoundError, match="missing.onnx: no such decoder file"):
         RemotePredictor(service, token="secret", decoder=tmp_path / "missing.onnx")
@@ -327,7 +321,7 @@ def test_the_slicer_connection_test_says_what_to_do(service):
         check_server(service, "secret", "sam-med3d-turbo")
     start = time.perf_counter()
     with pytest.raises(ModelLoadError, match="(?s)server unreachable.*Check the address"):
-        check_server(f"127.0.0.1:{_free_port()}", None, "fastsam3d")  # no scheme: http
+        check_server(f"127.0.0.1:{free_port()}", None, "fastsam3d")  # no scheme: http
     assert time.perf_counter() - start < 10
 
 

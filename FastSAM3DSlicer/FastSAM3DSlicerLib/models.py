@@ -183,10 +183,12 @@ def check_server(server: str | None, token: str | None, model_name: str) -> str:
 
 
 def _remote_problem(error: BaseException) -> str:
+    from fastsam3d_core.serving import ModelMismatchError
+
     text = str(error)
-    if "HTTP 401" in text:
+    if getattr(error, "status", None) == 401:
         advice = "Enter the server's token (ask whoever runs the server)."
-    elif "model mismatch" in text:
+    elif isinstance(error, ModelMismatchError):
         advice = "Clear 'Weights file', or choose the weights the server runs."
     else:
         advice = "Check the address, and that 'fastsam3d serve' runs there and is reachable."

@@ -71,9 +71,9 @@ def serve(
     import ray
     from ray import serve as ray_serve
 
+    from ..serving.onnx_decoder import decoder_cache_dir
     from ..serving.service import APP_NAME, ServiceOptions, start_service
     from ..weights import resolve_weights
-    from ..weights.download import default_cache_dir
 
     names = model or ["fastsam3d"]
     files = list(weights or [])
@@ -89,7 +89,7 @@ def serve(
         token=token,
         max_batch_size=max_batch_size,
         batch_wait_s=batch_wait_ms / 1000,
-        decoder_dir=str(default_cache_dir() / "decoders"),
+        decoder_dir=str(decoder_cache_dir()),
     )
     if host not in ("127.0.0.1", "localhost", "::1") and token is None:
         typer.echo(

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import protocol
-from .onnx_decoder import MASK_SHAPE, OnnxDecoder
+from .onnx_decoder import MASK_SHAPE, OnnxDecoder, decoder_cache_dir
 
 if TYPE_CHECKING:
     from ..geometry.crop import Crop
@@ -37,7 +37,19 @@ TIMEOUT_S = 60.0
 
 
 class RemoteError(RuntimeError):
-    """The service cannot be reached, refuses a request, or serves another model."""
+    """The service cannot be reached, refuses a request, or serves another model.
+
+    Attributes:
+        status: the HTTP status of a refused request (e.g. 401 for a wrong token), else None.
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ModelMismatchError(RemoteError):
+    """The service encodes with other weights than the decoder here was exported from."""
 
 
 class RemotePredictor:
@@ -93,7 +105,7 @@ class RemotePredictor:
             OnnxDecoder(path) if path.suffix == ".onnx" else CheckpointDecoder(path, model)
         )
         if self.decoder.weights_sha256 != self.weights_sha256:
-            raise RemoteError(
+            raise ModelMismatchError(
                 f"model mismatch: {source} comes from weights {self.decoder.weights_sha256[:12]}…, "
                 f"{self.url} encodes with {self.weights_sha256[:12]}…"
             )
@@ -105,7 +117,7 @@ class RemotePredictor:
             "POST", f"/encode?model={self.model}", body, {protocol.DTYPE_HEADER: self.crop_dtype}
         )
         if headers.get(protocol.WEIGHTS_HEADER) != self.weights_sha256:
-            raise RemoteError(
+            raise ModelMismatchError(
                 f"model mismatch: {self.url} now encodes with weights "
                 f"{headers.get(protocol.WEIGHTS_HEADER, '?')[:12]}…, this session's decoder "
                 f"has {self.weights_sha256[:12]}…; start a new session"
@@ -122,9 +134,7 @@ class RemotePredictor:
         return np.asarray(logits).reshape(MASK_SHAPE[2:])
 
     def _decoder_file(self, sha256: str, cache_dir: str | os.PathLike[str] | None) -> Path:
-        from ..weights.download import default_cache_dir
-
-        folder = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "decoders"
+        folder = Path(cache_dir) if cache_dir is not None else decoder_cache_dir()
         path = folder / f"{self.model}-{sha256}.onnx"
         if path.is_file():
             return path
@@ -218,7 +228,7 @@ def request(
         except urllib.error.HTTPError as error:
             problem = _http_problem(error)
             if error.code < 500:
-                raise RemoteError(f"{full_url}: {problem}") from None
+                raise RemoteError(f"{full_url}: {problem}", status=error.code) from None
         except (urllib.error.URLError, OSError) as error:
             reason = getattr(error, "reason", error)
             problem = f"server unreachable ({reason})"

@@ -35,6 +35,14 @@ OPSET = 17
 MASK_SHAPE = (1, 1, 32, 32, 32)
 
 
+def decoder_cache_dir() -> Path:
+    """Where exported decoders are kept, named by checksum: the weights cache's ``decoders``
+    folder, for the service's exports and the decoders clients fetch alike."""
+    from ..weights.download import default_cache_dir
+
+    return default_cache_dir() / "decoders"
+
+
 def export_decoder(model: Sam3D, path: str | os.PathLike[str], weights_sha256: str) -> Path:
     """Write ``model``'s prompt encoder and mask decoder as an ONNX graph.
 
