@@ -212,11 +212,6 @@ def test_a_view_open_before_a_click_shows_the_segment_after_it():
     click writes must reach a view whose displayable manager drew the scene before it."""
     if not rs.offscreen_rendering_available():
         pytest.skip("VTK cannot render offscreen here (no EGL, OSMesa or display)")
-    module_dir = str(rs.REPO / "FastSAM3DSlicer")
-    if module_dir not in sys.path:
-        sys.path.insert(0, module_dir)
-    from FastSAM3DSlicerLib.logic import InteractiveSegmentationLogic
-
     from fastsam3d_core.session import OraclePredictor
 
     application = rs.CoreApplication.create(rs.slicer.vtkMRMLScene())
@@ -226,7 +221,7 @@ def test_a_view_open_before_a_click_shows_the_segment_after_it():
         labels.array == rs.LIVER, np.linalg.norm(labels.ijk_to_ras[:3, :3], axis=0), None
     )
     click_ras = labels.index_to_ras(index)
-    logic = InteractiveSegmentationLogic(application.scene)
+    logic = rs.module_logic_class()(application.scene)
     view = rs.SliceView(application, rs.VIEWS[0], VIEW)
     try:
         logic.setPredictor(OraclePredictor(labels, rs.LIVER))

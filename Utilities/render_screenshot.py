@@ -210,6 +210,16 @@ class Segmented:
     clicks_ras: np.ndarray  # (n, 3) RAS millimetres, in click order
 
 
+def module_logic_class() -> type:
+    """The Slicer module's ``InteractiveSegmentationLogic``, from this checkout."""
+    module_dir = str(REPO / "FastSAM3DSlicer")
+    if module_dir not in sys.path:
+        sys.path.insert(0, module_dir)
+    from FastSAM3DSlicerLib.logic import InteractiveSegmentationLogic
+
+    return InteractiveSegmentationLogic
+
+
 def segment_with_module_logic(
     scene: slicer.vtkMRMLScene,
     volume_node: slicer.vtkMRMLScalarVolumeNode,
@@ -222,11 +232,6 @@ def segment_with_module_logic(
     still misses the structure (a click outside the current 128³ crop opens a new crop), until
     nothing thick is missed. ``labels`` (on the volume's voxels) is also the model.
     """
-    module_dir = str(REPO / "FastSAM3DSlicer")
-    if module_dir not in sys.path:
-        sys.path.insert(0, module_dir)
-    from FastSAM3DSlicerLib.logic import InteractiveSegmentationLogic
-
     ijk_to_ras = vtk.vtkMatrix4x4()
     volume_node.GetIJKToRASMatrix(ijk_to_ras)
     node_affine = np.array([[ijk_to_ras.GetElement(r, c) for c in range(4)] for r in range(4)])
@@ -235,7 +240,7 @@ def segment_with_module_logic(
         raise ValueError("the labels must be on the volume's voxels")  # compared voxel by voxel
     truth = labels.array == value
     spacing = np.linalg.norm(labels.ijk_to_ras[:3, :3], axis=0)
-    logic = InteractiveSegmentationLogic(scene)
+    logic = module_logic_class()(scene)
     errors: list[BaseException] = []
     logic.errorCallback = errors.append
 
