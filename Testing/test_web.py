@@ -141,6 +141,38 @@ def test_a_click_segments_the_spleen_and_undo_removes_it(web_server, browser, tm
     print(f"\nfirst click (encoder) to overlay {seconds * 1000:.0f} ms")
 
 
+def test_shift_click_places_a_negative_point_and_points_move_and_delete(web_server, browser):
+    page = _open(browser, web_server)
+    box = _axial_view_box(page)
+    _click_and_wait(page, box, clicks_after=1)
+    page.keyboard.down("Shift")
+    _click_and_wait(page, box, clicks_after=2, dx=40.0)
+    page.keyboard.up("Shift")
+    assert "2 points, 1 negative" in page.text_content("#progress")
+    points = page.locator("#points .point")
+    assert points.count() == 2
+    first = points.nth(0).text_content()
+    # "Moving points": drag the first point; the list shows its new position.
+    page.click("#mode")
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + 15, y + 15, steps=5)
+    page.mouse.up()
+    moved = f"document.querySelector('#points .point')?.textContent !== {first!r}"
+    page.wait_for_function(moved, timeout=TIMEOUT_MS)
+    page.wait_for_function(IDLE_WITH.format(2), timeout=TIMEOUT_MS)
+    # The negative point's delete button, then the moved point with the Delete key.
+    points.nth(1).locator(".delete-point").click()
+    page.wait_for_function(IDLE_WITH.format(1), timeout=TIMEOUT_MS)
+    assert "1 points, 0 negative" in page.text_content("#progress")
+    page.mouse.click(x + 15, y + 15)  # the view takes the keys again (the list had them)
+    page.wait_for_timeout(300)
+    page.keyboard.press("Delete")
+    page.wait_for_function(IDLE_WITH.format(0), timeout=TIMEOUT_MS)
+    assert page.text_content("#error") == ""
+
+
 def test_two_tabs_have_sessions_of_their_own(web_server, browser):
     url = web_server
     first, second = _open(browser, url), _open(browser, url)

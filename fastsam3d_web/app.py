@@ -72,8 +72,12 @@ class SegmentationPage(TrameApp):
         self.state.status = "Loading..."
         self.state.error = ""
         self.state.negative = False
+        self.state.moving = False
         self.state.busy = True
         self.state.clicks = 0
+        self.state.negatives = 0
+        self.state.points = []
+        self._listed_clicks: tuple = ()
         self.state.opacity = 0.5
         self.state.segments = []
         self.state.segment_id = None
@@ -81,6 +85,7 @@ class SegmentationPage(TrameApp):
         self.state.change("segment_id")(self._select_segment)
         self._place(positive=True)
         self._build_ui()
+        self._watch_shift_clicks()
         self._export_dir = tempfile.TemporaryDirectory(prefix="fastsam3d-web-")
         self.server.controller.on_server_ready.add(self._start_polling)
 
@@ -88,11 +93,22 @@ class SegmentationPage(TrameApp):
 
     def toggle_polarity(self) -> None:
         self.state.negative = not self.state.negative
+        self.state.moving = False
         self._place(positive=not self.state.negative)
+
+    def toggle_moving(self) -> None:
+        self.state.moving = not self.state.moving
+        if self.state.moving:
+            self.slicer.markups_logic.disable_place_mode()
+        else:
+            self._place(positive=not self.state.negative)
 
     def upload(self, files: list[dict]) -> None:
         """Open an uploaded image in this session (its points and segments start anew)."""
         self._guarded(lambda: self._open_upload(files))
+
+    def delete_point(self, click_id: str) -> None:
+        self._guarded(lambda: self.logic.deletePoint(click_id))
 
     def export(self, name: str) -> Any:
         """The segmentation written as ``name`` (its suffix picks the format: ``.seg.nrrd``,
@@ -142,6 +158,22 @@ class SegmentationPage(TrameApp):
         ]
         self.state.segment_id = self.logic.currentSegmentId
 
+    def _list_points(self, clicks: tuple) -> None:
+        """The point list's items (newest last) and the footer's counts."""
+        if clicks == self._listed_clicks:
+            return
+        self._listed_clicks = clicks
+        self.state.clicks = len(clicks)
+        self.state.negatives = sum(not click.positive for click in clicks)
+        self.state.points = [
+            {
+                "id": click.click_id,
+                "positive": click.positive,
+                "ras": "R {:.1f}, A {:.1f}, S {:.1f}".format(*click.ras),
+            }
+            for click in clicks
+        ]
+
     def _select_segment(self, segment_id: str | None, **_: Any) -> None:
         if segment_id and segment_id != self.logic.currentSegmentId:
             self._guarded(lambda: self.logic.selectSegment(segment_id))
@@ -169,6 +201,24 @@ class SegmentationPage(TrameApp):
     def _place(self, positive: bool) -> None:
         node = self.logic.positiveNode if positive else self.logic.negativeNode
         self.slicer.markups_logic.place_node(node, persistent=True)
+        self._placing_positive = positive
+
+    def _watch_shift_clicks(self) -> None:
+        """Shift-click places a point of the other kind than the polarity button's."""
+        for view in self.slicer.view_manager.get_slice_views():
+            for event in ("LeftButtonPressEvent", "LeftButtonReleaseEvent"):
+                # Ahead of the view's interactor style (priority 0), which passes the event on.
+                view.interactor().AddObserver(event, self._on_button, 1.0)
+
+    def _on_button(self, interactor: Any, event: str) -> None:
+        if self.state.moving:
+            return
+        shift = bool(interactor.GetShiftKey())
+        # Slicer's markups widget places points on unmodified clicks only.
+        interactor.SetShiftKey(0)
+        positive = self.state.negative == shift
+        if event == "LeftButtonPressEvent" and positive != self._placing_positive:
+            self._place(positive)
 
     def _guarded(self, action: Callable[[], Any]) -> Any:
         """``action()``, or None with its error on the page: the session goes on."""
@@ -197,13 +247,38 @@ class SegmentationPage(TrameApp):
             with self.state:
                 self.logic.processEvents(0)
                 self.state.busy = self.logic.busy
-                self.state.clicks = len(self.logic.clicks)
+                self._list_points(self.logic.clicks)
             try:
                 nap = POLL_BUSY_S if self.logic.busy else POLL_IDLE_S
                 await asyncio.wait_for(wake.wait(), nap)
             except asyncio.TimeoutError:
                 pass
             wake.clear()
+
+    def _build_point_list(self) -> None:
+        """The current segment's points: kind, position, and a delete button each."""
+        delete = self.server.controller.trigger_name(self.delete_point)
+        with v3.VList(id="points", density="compact"):
+            v3.VListSubheader("Points (drag them in 'Moving points' mode)")
+            with v3.VListItem(
+                v_for="point in points",
+                key="point.id",
+                classes="point",
+                title=("point.ras",),
+            ):
+                with v3.Template(v_slot_prepend=True):
+                    v3.VIcon(
+                        "{{ point.positive ? 'mdi-plus-circle' : 'mdi-minus-circle' }}",
+                        color=("point.positive ? 'green' : 'red'",),
+                    )
+                with v3.Template(v_slot_append=True):
+                    v3.VBtn(
+                        icon="mdi-delete",
+                        size="small",
+                        variant="text",
+                        classes="delete-point",
+                        click=f"trigger('{delete}', [point.id])",
+                    )
 
     def _build_ui(self) -> None:
         with SinglePageWithDrawerLayout(self.server) as self.ui:
@@ -216,6 +291,12 @@ class SegmentationPage(TrameApp):
                     id="polarity",
                     color=("negative ? 'red' : 'green'",),
                     click=self.toggle_polarity,
+                )
+                v3.VBtn(
+                    "{{ moving ? 'Moving points' : 'Placing points' }}",
+                    id="mode",
+                    variant="text",
+                    click=self.toggle_moving,
                 )
                 # The logic's own actions; an error shows on the page.
                 for label, action, element in (
@@ -266,6 +347,7 @@ class SegmentationPage(TrameApp):
                     step=0.05,
                     hide_details=True,
                 )
+                self._build_point_list()
             with self.ui.content:
                 with html.Div(style="height: calc(100vh - 96px);"):
                     self.layout.initialize_layout_grid(self.ui)
@@ -273,5 +355,8 @@ class SegmentationPage(TrameApp):
                 html.Span("{{ status }}", id="status")
                 html.Span("{{ error }}", id="error", style="color: #e53935; margin-left: 1em;")
                 v3.VSpacer()
-                html.Span("{{ busy ? 'working' : 'idle' }} · {{ clicks }} points",
-                          id="progress")  # fmt: skip
+                html.Span(
+                    "{{ busy ? 'working' : 'idle' }} · {{ clicks }} points, "
+                    "{{ negatives }} negative",
+                    id="progress",
+                )

@@ -284,7 +284,12 @@ class InteractiveSegmentationLogic:
         """Delete the point of the current segment's last click (the newest click of the crop
         edited last), as if the user deleted it."""
         if self._reported:
-            self._markups.delete(self._reported[-1].click_id)
+            self.deletePoint(self._reported[-1].click_id)
+
+    def deletePoint(self, clickId: str) -> None:
+        """Delete the point of one of ``clicks``, as if the user deleted it."""
+        if self._markups is not None:
+            self._markups.delete(clickId)
 
     def _submitEdit(self, kind: str, clickId: str, ras=None, positive: bool = True) -> None:
         state, submitted = self._state, time.perf_counter()
