@@ -38,15 +38,15 @@ CHANGED = 40  # a pixel changed if a channel moved by more than this (0-255)
 
 @pytest.fixture
 def web_server(request, tmp_path: Path):
-    """The URL of ``fastsam3d web`` on a free loopback port, holding at most 2 sessions or the
-    number a ``sessions`` marker gives."""
-    marker = request.node.get_closest_marker("sessions")
+    """The URL of ``fastsam3d web`` on a free loopback port, holding at most 2 sessions; a
+    ``web_args`` marker adds options."""
+    marker = request.node.get_closest_marker("web_args")
     port = free_port()
     focus = ",".join(f"{v:.2f}" for v in SPLEEN_POINT_RAS)
     command = [str(Path(sys.executable).with_name("fastsam3d")), "web", str(CT_IMAGE),
                "--model", "oracle", "--truth", str(CT_LABEL), "--truth-value", str(SPLEEN_LABEL),
                "--focus", focus, "--port", str(port),
-               "--sessions", str(marker.args[0] if marker else 2)]  # fmt: skip
+               "--sessions", "2", *(marker.args if marker else ())]  # fmt: skip
     log = open(tmp_path / "server.log", "w")
     server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
     try:
@@ -106,6 +106,17 @@ def _click_and_wait(page, box: dict, clicks_after: int, dx: float = 0.0) -> floa
     return time.perf_counter() - start
 
 
+def _printed_address(log: Path) -> str:
+    """The address ``fastsam3d web`` printed for users to open."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for line in log.read_text(encoding="utf-8").splitlines():
+            if line.startswith("fastsam3d web: http"):
+                return line.split()[2]
+        time.sleep(0.2)
+    raise AssertionError(f"no address printed in {log}")
+
+
 def _download(page, button: str, path: Path) -> Path:
     with page.expect_download(timeout=TIMEOUT_MS) as download:
         page.click(button)
@@ -144,7 +155,8 @@ def test_a_click_segments_the_spleen_and_undo_removes_it(web_server, browser, tm
 def test_shift_click_places_a_negative_point_and_points_move_and_delete(web_server, browser):
     page = _open(browser, web_server)
     box = _axial_view_box(page)
-    _click_and_wait(page, box, clicks_after=1)
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.click(x, y)  # a new crop: the next click waits in the queue meanwhile
     page.keyboard.down("Shift")
     _click_and_wait(page, box, clicks_after=2, dx=40.0)
     page.keyboard.up("Shift")
@@ -154,7 +166,6 @@ def test_shift_click_places_a_negative_point_and_points_move_and_delete(web_serv
     first = points.nth(0).text_content()
     # "Moving points": drag the first point; the list shows its new position.
     page.click("#mode")
-    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     page.mouse.move(x, y)
     page.mouse.down()
     page.mouse.move(x + 15, y + 15, steps=5)
@@ -185,7 +196,7 @@ def test_two_tabs_have_sessions_of_their_own(web_server, browser):
     assert int((np.abs(_pixels(second, box) - before).max(axis=2) > CHANGED).sum()) < 50
 
 
-@pytest.mark.sessions(1)
+@pytest.mark.web_args("--sessions", "1")
 def test_a_tab_beyond_the_bound_gets_a_clear_page(web_server, browser):
     url = web_server
     _open(browser, url)
@@ -193,6 +204,42 @@ def test_a_tab_beyond_the_bound_gets_a_clear_page(web_server, browser):
     response = page.goto(url)
     assert response.status == 503
     assert "All 1 sessions of this server are in use" in page.text_content("body")
+
+
+@pytest.mark.web_args("--require-token")
+def test_with_a_token_required_only_the_printed_address_opens_a_session(
+    web_server, browser, tmp_path
+):
+    url = web_server
+    printed = _printed_address(tmp_path / "server.log")
+    assert printed.startswith(url + "?token=") and len(printed) > len(url) + 20
+    stranger = browser.new_context().new_page()
+    response = stranger.goto(url)
+    assert response.status == 401 and "needs its token" in stranger.text_content("body")
+    page = _open(browser, printed)
+    assert "token" not in page.url and "session=" not in page.url  # both became cookies
+    _click_and_wait(page, _axial_view_box(page), clicks_after=1)
+    # The session's own port, without the tab's cookie: refused, and its owner goes on.
+    response = stranger.goto(page.url)
+    assert response.status == 401 and "belongs to another tab" in stranger.text_content("body")
+    _click_and_wait(page, _axial_view_box(page), clicks_after=2, dx=4.0)
+
+
+@pytest.mark.web_args("--sessions", "1", "--idle-minutes", "0.25")
+def test_an_unused_session_warns_then_closes_and_frees_its_place(web_server, browser):
+    url = web_server
+    page = _open(browser, url)
+    warned = "getComputedStyle(document.querySelector('#closing')).display !== 'none'"
+    page.wait_for_function(warned, timeout=TIMEOUT_MS)
+    closed = "(document.querySelector('#error')?.textContent || '').includes('closed after')"
+    page.wait_for_function(closed, timeout=TIMEOUT_MS)
+    assert url in page.text_content("#error")  # where to get a new session
+    # The bound was 1 session: once the closed one has exited, a new tab gets one.
+    deadline = time.monotonic() + 60
+    while (status := page.goto(url).status) == 503 and time.monotonic() < deadline:
+        time.sleep(1)
+    assert status == 200
+    page.wait_for_function(READY, timeout=TIMEOUT_MS)
 
 
 def test_a_malformed_upload_is_refused_and_the_session_goes_on(web_server, browser):

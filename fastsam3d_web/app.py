@@ -13,6 +13,7 @@ import asyncio
 import functools
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -40,12 +41,24 @@ class SegmentationPage(TrameApp):
         predictor: what ``InteractiveSegmentationLogic.setPredictor`` takes, or a
             ``(model, device, weights, server, token)`` tuple for ``setModel``.
         focus: RAS mm (3,) on which the slice views are centred; None: the volume's centre.
+        idle_minutes: the server stops after this long without use (no click, button or
+            scrolling); None: never.
+        home: where the user gets a new session (the launcher's address), for that message.
     """
 
     def __init__(
-        self, server: Any, image: Path, predictor: Any, focus: tuple | None = None
+        self,
+        server: Any,
+        image: Path,
+        predictor: Any,
+        focus: tuple | None = None,
+        idle_minutes: float | None = None,
+        home: str | None = None,
     ) -> None:
         super().__init__(server=server)
+        self.idle_minutes = idle_minutes
+        self.home = home
+        self._used_at = time.monotonic()
         logic_class = module_logic().InteractiveSegmentationLogic
         self.slicer = SlicerApp()
         register_rca_factories(self.slicer.view_manager, self.server)
@@ -76,6 +89,7 @@ class SegmentationPage(TrameApp):
         self.state.busy = True
         self.state.clicks = 0
         self.state.negatives = 0
+        self.state.closing = False
         self.state.points = []
         self._listed_clicks: tuple = ()
         self.state.opacity = 0.5
@@ -86,17 +100,22 @@ class SegmentationPage(TrameApp):
         self._place(positive=True)
         self._build_ui()
         self._watch_shift_clicks()
+        for index in range(self.slicer.scene.GetNumberOfNodesByClass("vtkMRMLSliceNode")):
+            slice_node = self.slicer.scene.GetNthNodeByClass(index, "vtkMRMLSliceNode")
+            slice_node.AddObserver("ModifiedEvent", self._used)  # scrolling, zooming, panning
         self._export_dir = tempfile.TemporaryDirectory(prefix="fastsam3d-web-")
         self.server.controller.on_server_ready.add(self._start_polling)
 
     # -- actions -------------------------------------------------------------------------
 
     def toggle_polarity(self) -> None:
+        self._used()
         self.state.negative = not self.state.negative
         self.state.moving = False
         self._place(positive=not self.state.negative)
 
     def toggle_moving(self) -> None:
+        self._used()
         self.state.moving = not self.state.moving
         if self.state.moving:
             self.slicer.markups_logic.disable_place_mode()
@@ -162,6 +181,7 @@ class SegmentationPage(TrameApp):
         """The point list's items (newest last) and the footer's counts."""
         if clicks == self._listed_clicks:
             return
+        self._used()
         self._listed_clicks = clicks
         self.state.clicks = len(clicks)
         self.state.negatives = sum(not click.positive for click in clicks)
@@ -222,12 +242,35 @@ class SegmentationPage(TrameApp):
 
     def _guarded(self, action: Callable[[], Any]) -> Any:
         """``action()``, or None with its error on the page: the session goes on."""
+        self._used()
         try:
             self.state.error = ""
             return action()
         except Exception as error:
             self._on_error(error)
             return None
+
+    def _used(self, *_: Any) -> None:
+        self._used_at = time.monotonic()
+
+    def _unused_fraction(self) -> float:
+        """How much of the allowed idle time has passed (≥ 1: time to close)."""
+        if self.idle_minutes is None or self.logic.busy:
+            return 0.0
+        return (time.monotonic() - self._used_at) / (60 * self.idle_minutes)
+
+    async def _close(self) -> None:
+        """Stop this session's server (the process ends), telling the tab why first."""
+        where = f"open {self.home}" if self.home else "start fastsam3d web again"
+        with self.state:
+            self.state.error = (
+                f"This session closed after {self.idle_minutes:g} minutes without use: "
+                f"{where} for a new one."
+            )
+        print(f"fastsam3d web: {self.state.error}", file=sys.stderr)
+        await asyncio.sleep(1.0)  # the message reaches the tab before the connection closes
+        self.logic.cleanup()
+        await self.server.stop()
 
     def _on_status(self, message: str) -> None:
         self.state.status = message
@@ -243,8 +286,10 @@ class SegmentationPage(TrameApp):
         asyncio.get_event_loop().create_task(self._poll(wake))
 
     async def _poll(self, wake: asyncio.Event) -> None:
-        while True:
+        while self._unused_fraction() < 1:
             with self.state:
+                # The last fifth of the idle time: say so, so that the user can keep it open.
+                self.state.closing = self._unused_fraction() > 0.8
                 self.logic.processEvents(0)
                 self.state.busy = self.logic.busy
                 self._list_points(self.logic.clicks)
@@ -254,6 +299,7 @@ class SegmentationPage(TrameApp):
             except asyncio.TimeoutError:
                 pass
             wake.clear()
+        await self._close()
 
     def _build_point_list(self) -> None:
         """The current segment's points: kind, position, and a delete button each."""
@@ -354,6 +400,12 @@ class SegmentationPage(TrameApp):
             with self.ui.footer:
                 html.Span("{{ status }}", id="status")
                 html.Span("{{ error }}", id="error", style="color: #e53935; margin-left: 1em;")
+                html.Span(
+                    "This session closes soon without use: click or scroll to keep it.",
+                    v_show=("closing",),
+                    id="closing",
+                    style="color: #fb8c00; margin-left: 1em;",
+                )
                 v3.VSpacer()
                 html.Span(
                     "{{ busy ? 'working' : 'idle' }} · {{ clicks }} points, "

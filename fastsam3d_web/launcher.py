@@ -3,20 +3,33 @@
 A trame server holds one state and one scene, which every connected tab would share. The
 launcher listens on the public address; each request for the page starts a session process
 (``fastsam3d web … --session``) on a free loopback port and redirects the tab there. At most
-``max_sessions`` run at once; a session exits when its tab has been closed for a while, or when
-no tab ever connects (see :mod:`fastsam3d_web.server`).
+``max_sessions`` run at once; a session exits when its tab has been closed for a while, when
+it idles, or when no tab ever connects (see :mod:`fastsam3d_web.server`). Who may open what:
+:mod:`fastsam3d_web.access`.
 """
 
 from __future__ import annotations
 
+import os
+import secrets
 import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Sequence
+from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
+
+from .access import (
+    SESSION_HOME_ENV,
+    SESSION_SECRET_ENV,
+    cookie_name,
+    denied_page,
+    granted,
+    set_cookie_header,
+)
 
 # How long a new session may take to listen (it loads the image and, locally, the model).
 SESSION_START_S = 180.0
@@ -43,8 +56,9 @@ class Launcher:
             self._sessions = [s for s in self._sessions if s.poll() is None]
             return len(self._sessions)
 
-    def start_session(self) -> int | None:
-        """A new session's port, once it listens; None when ``max_sessions`` run already.
+    def start_session(self, home: str) -> tuple[int, str] | None:
+        """A new session's port and secret, once it listens; None when ``max_sessions`` run
+        already. ``home``: the launcher's address, for the session's pages.
 
         Raises:
             RuntimeError: the session process exited or did not listen in time.
@@ -54,7 +68,10 @@ class Launcher:
             if len(self._sessions) >= self.max_sessions:
                 return None
             port = _free_port(self.host)
-            session = subprocess.Popen([*self.session_command, "--port", str(port)])
+            secret = secrets.token_urlsafe(24)
+            # The secret goes through the environment: command lines are public (``ps``).
+            env = {**os.environ, SESSION_SECRET_ENV: secret, SESSION_HOME_ENV: home}
+            session = subprocess.Popen([*self.session_command, "--port", str(port)], env=env)
             self._sessions.append(session)
         deadline = time.monotonic() + SESSION_START_S
         while time.monotonic() < deadline:
@@ -62,7 +79,7 @@ class Launcher:
                 raise RuntimeError(f"the session process exited with status {session.returncode}")
             with socket.socket() as probe:
                 if probe.connect_ex((self.host, port)) == 0:
-                    return port
+                    return port, secret
             time.sleep(0.2)
         session.kill()
         raise RuntimeError(f"the session did not start within {SESSION_START_S:.0f} s")
@@ -78,34 +95,51 @@ class Launcher:
                     session.kill()
 
 
-def serve(launcher: Launcher, host: str, port: int) -> None:
-    """Answer page requests on ``host:port`` until interrupted; then stop every session."""
+def serve(launcher: Launcher, host: str, port: int, token: str | None = None) -> None:
+    """Answer page requests on ``host:port`` until interrupted; then stop every session.
+
+    With ``token``, only requests that bring it (``?token=``, then its cookie) start sessions.
+    """
+    page_cookie = cookie_name("page", port)
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (the http.server interface)
-            if self.path.split("?")[0] not in ("/", "/index.html"):
+            address = urlsplit(self.path)
+            if address.path not in ("/", "/index.html"):
                 self._page(404, "Not found: open / to start a session.")
                 return
+            query = dict(parse_qsl(address.query))
+            cookies = {k: m.value for k, m in SimpleCookie(self.headers.get("Cookie")).items()}
+            if token is not None and not granted(token, query, "token", cookies, page_cookie):
+                self._page(
+                    401,
+                    "This FastSAM3D server needs its token: open the address that "
+                    "<code>fastsam3d web</code> printed (it ends in <code>?token=…</code>).",
+                )
+                return
+            # The name the browser used for this server (it may listen on 0.0.0.0).
+            name = _bracketed(urlsplit(f"//{self.headers.get('Host') or host}").hostname or host)
             try:
-                session_port = launcher.start_session()
+                started = launcher.start_session(home=f"http://{name}:{port}/")
             except RuntimeError as error:
                 self._page(500, f"The session could not start: {error}.")
                 return
-            if session_port is None:
+            if started is None:
                 self._page(
                     503,
                     f"All {launcher.max_sessions} sessions of this server are in use. Close "
                     "another FastSAM3D tab, or try again in a few minutes.",
                 )
                 return
-            # The name the browser used for this server (it may listen on 0.0.0.0).
-            name = urlsplit(f"//{self.headers.get('Host') or host}").hostname or host
+            session_port, secret = started
             self.send_response(303)
-            self.send_header("Location", f"http://{_bracketed(name)}:{session_port}/")
+            self.send_header("Location", f"http://{name}:{session_port}/?session={secret}")
+            if token is not None:  # a reload of this address needs no token in it
+                self.send_header("Set-Cookie", set_cookie_header(page_cookie, token))
             self.end_headers()
 
         def _page(self, status: int, message: str) -> None:
-            body = f"<!doctype html><title>FastSAM3D</title><p>{message}</p>".encode()
+            body = denied_page(message)
             self.send_response(status)
             self.send_header("Content-Type", "text/html; charset=utf-8")
             self.send_header("Content-Length", str(len(body)))
@@ -116,7 +150,8 @@ def serve(launcher: Launcher, host: str, port: int) -> None:
             pass  # one line per request would drown the sessions' own messages
 
     httpd = ThreadingHTTPServer((host, port), Handler)
-    print(f"fastsam3d web: http://{host}:{port}/ (each tab gets its own session)", flush=True)
+    address = f"http://{_bracketed(host)}:{port}/" + (f"?token={token}" if token else "")
+    print(f"fastsam3d web: {address} (each tab gets its own session)", flush=True)
     try:
         httpd.serve_forever()
     except KeyboardInterrupt:

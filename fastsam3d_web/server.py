@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -40,14 +41,29 @@ def run(
     port: int,
     focus: tuple | None = None,
     idle_timeout_s: int | None = None,
+    idle_minutes: float | None = None,
 ) -> None:
-    """Serve the page (one scene) until interrupted, or ``idle_timeout_s`` without a tab."""
+    """Serve the page (one scene) until interrupted, ``idle_timeout_s`` without a tab, or
+    ``idle_minutes`` without use.
+
+    Started by the launcher, the process finds its secret and the launcher's address in its
+    environment (:mod:`fastsam3d_web.access`) and serves only the tab that brings the secret.
+    """
     from trame.app import get_server
 
+    from .access import SESSION_HOME_ENV, SESSION_SECRET_ENV, session_guard
     from .app import SegmentationPage
 
     server = get_server(client_type="vue3")
-    SegmentationPage(server, image, predictor, focus)
+    home = os.environ.get(SESSION_HOME_ENV)
+    SegmentationPage(server, image, predictor, focus, idle_minutes=idle_minutes, home=home)
+    secret = os.environ.get(SESSION_SECRET_ENV)
+    if secret:
+        guard = session_guard(secret, port, home or "the address of fastsam3d web")
+        # Before wslink starts its aiohttp application (which freezes its middlewares).
+        server.controller.on_server_bind.add(
+            lambda web_server: web_server.app.middlewares.append(guard)
+        )
     server.start(
         host=host,
         port=port,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -42,6 +43,18 @@ def web(
     sessions: Annotated[
         int, typer.Option(metavar="N", help="Browser tabs served at once, each its own scene.")
     ] = 4,
+    require_token: Annotated[
+        bool,
+        typer.Option(
+            "--require-token",
+            help="Open only with a token: FASTSAM3D_WEB_TOKEN, or a new one; the address to "
+            "open is printed with it.",
+        ),
+    ] = False,
+    idle_minutes: Annotated[
+        float,
+        typer.Option(metavar="MIN", help="Close a session after this long without use (0: never)."),
+    ] = 30.0,
     session: Annotated[bool, typer.Option("--session", hidden=True)] = False,
 ) -> None:
     """Segment IMAGE in a web browser: click in the slice views, as in the Slicer module."""
@@ -62,10 +75,16 @@ def web(
     point = parse_point(focus)[0] if focus else None
     if session:  # one tab's process, started by the launcher below
         predictor = predictor_for(model, weights, server, token, truth, truth_value)
-        run(image, predictor, host, port, focus=point, idle_timeout_s=SESSION_IDLE_S)
+        idle = idle_minutes if idle_minutes > 0 else None
+        run(image, predictor, host, port, point, SESSION_IDLE_S, idle)
         return
     if sessions < 1:
         raise typer.BadParameter("at least 1", param_hint="--sessions")
+    if idle_minutes < 0:
+        raise typer.BadParameter("0 (never) or more", param_hint="--idle-minutes")
+    page_token = None
+    if require_token:
+        page_token = os.environ.get("FASTSAM3D_WEB_TOKEN") or secrets.token_urlsafe(16)
     options = {
         "--model": model,
         "--weights": weights,
@@ -74,6 +93,7 @@ def web(
         "--truth-value": truth_value,
         "--focus": focus,
         "--host": host,
+        "--idle-minutes": idle_minutes,
     }
     if token is not None:  # to the sessions through their environment, not their command line
         os.environ["FASTSAM3D_TOKEN"] = token
@@ -81,4 +101,4 @@ def web(
     for name, value in options.items():
         if value is not None:
             argv += [name, str(Path(value).resolve()) if isinstance(value, Path) else str(value)]
-    serve(Launcher(session_command(argv), host, sessions), host, port)
+    serve(Launcher(session_command(argv), host, sessions), host, port, page_token)
