@@ -11,6 +11,7 @@ from .bench import bench
 from .evaluate import evaluate
 from .segment import segment
 from .serve import export_onnx, serve
+from .train import distill, finetune
 from .web import web
 from .weights import weights_app
 
@@ -34,6 +35,8 @@ app.command("bench")(bench)
 app.command("serve")(serve)
 app.command("export-onnx")(export_onnx)
 app.command("web")(web)
+app.command("finetune")(finetune)
+app.command("distill")(distill)
 
 
 @app.callback()

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from .runtime import AdapterOption
+
 if TYPE_CHECKING:
     from ..evaluation import CasePair, CaseResult, EvaluationReport
     from ..evaluation.report import PredictorFactory
@@ -70,6 +72,7 @@ def evaluate(
     labels: LabelsOption = None,
     model: ModelOption = "fastsam3d",
     weights: WeightsOption = None,
+    adapter: AdapterOption = None,
     clicks: ClicksOption = 10,
     accumulate: AccumulateOption = False,
     label: LabelOption = None,
@@ -86,11 +89,11 @@ def evaluate(
     from ..io import check_output_path
 
     cases = _find_cases(images, labels, model)
-    inputs = [path for case in cases for path in (case.image, case.label)] + [weights]
+    inputs = [path for case in cases for path in (case.image, case.label)] + [weights, adapter]
     for path in (output, plot):
         if path is not None:
             check_output_path(path, inputs)
-    factory = _predictor_factory(model, weights, device, label)
+    factory = _predictor_factory(model, weights, device, label, adapter)
     mode = "all clicks" if accumulate else "new click + previous mask"
     typer.echo(f"evaluating {len(cases)} case(s) with {model}: {clicks} clicks, {mode}")
     report = evaluate_cases(
@@ -123,7 +126,11 @@ def _find_cases(images: Path, labels: Optional[Path], model: str) -> list[CasePa
 
 
 def _predictor_factory(
-    model: str, weights: Optional[Path], device: str, label: Optional[int]
+    model: str,
+    weights: Optional[Path],
+    device: str,
+    label: Optional[int],
+    adapter: Optional[Path] = None,
 ) -> PredictorFactory:
     """The ground truth for ``oracle``; else one loaded model shared by every case."""
     from ..session import ModelPredictor, OraclePredictor
@@ -134,7 +141,7 @@ def _predictor_factory(
         return lambda label_volume: OraclePredictor(label_volume, label_value=label)
     from .runtime import load_model, resolve_device
 
-    predictor = ModelPredictor(load_model(model, weights, resolve_device(device)))
+    predictor = ModelPredictor(load_model(model, weights, resolve_device(device), adapter))
     return lambda _label_volume: predictor
 
 

@@ -30,6 +30,16 @@ TokenOption = Annotated[
 ]
 
 
+AdapterOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--adapter",
+        metavar="FILE",
+        help="Adapters from `fastsam3d finetune`, on the model they were trained from.",
+    ),
+]
+
+
 def read_image(path: Path) -> Volume:
     """Read an image; a bad file raises the reader's one-line :class:`VolumeReadError`."""
     from ..io import read_volume
@@ -48,8 +58,11 @@ def resolve_device(device: str) -> torch.device:
         raise typer.BadParameter(str(error), param_hint="--device") from None
 
 
-def load_model(name: str, weights: Optional[Path], device: torch.device) -> Sam3D:
-    """Build a registered model on a device and load its weights (local file or cache).
+def load_model(
+    name: str, weights: Optional[Path], device: torch.device, adapter: Optional[Path] = None
+) -> Sam3D:
+    """Build a registered model on a device and load its weights (local file or cache), and its
+    adapters if ``adapter`` names a file.
 
     Raises:
         WeightsError, CheckpointError: the weights cannot be found, fetched or loaded.
@@ -67,6 +80,11 @@ def load_model(name: str, weights: Optional[Path], device: torch.device) -> Sam3
         model.check_weights_loaded()  # an encoder-only file leaves the decoder random
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
+    if adapter is not None:
+        from ..weights.adapter_file import load_adapter
+
+        trained = load_adapter(model, adapter)["summary"]
+        typer.echo(f"with adapters {adapter} (trained on {len(trained.get('cases', []))} case(s))")
     return model
 
 

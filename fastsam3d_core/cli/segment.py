@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from .runtime import ServerOption, TokenOption
+from .runtime import AdapterOption, ServerOption, TokenOption
 
 if TYPE_CHECKING:
     from ..geometry import Volume
@@ -137,6 +137,7 @@ def segment(
             "decoder's weights (a checkpoint, or an .onnx export) instead of the service's.",
         ),
     ] = None,
+    adapter: AdapterOption = None,
     device: Annotated[
         str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, cuda:1 or mps.")
     ] = "auto",
@@ -166,7 +167,7 @@ def segment(
     image, point = _image_and_points(image, point or [], example, points, negative_points)
     kind = _output_kind(output)
     prompts = _prompts(point, points, negative_points)
-    check_output_path(output, inputs=(image, points, negative_points, weights))
+    check_output_path(output, inputs=(image, points, negative_points, weights, adapter))
     if server is None:
         torch_device = resolve_device(device)
     elif device != "auto":
@@ -178,7 +179,7 @@ def segment(
     if kind == "labelmap":
         check_labelmap_format(output, volume.ijk_to_ras)
     if server is None:
-        session = Session(volume, load_model(model, weights, torch_device))
+        session = Session(volume, load_model(model, weights, torch_device, adapter))
     else:
         from ..serving import RemotePredictor
 

@@ -129,6 +129,10 @@ class EncoderBlock(nn.Module):
         self.attn = EncoderAttention(dim, num_heads, window_size if window_size else grid_side)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = MLPBlock(dim, int(dim * mlp_ratio), nn.GELU)
+        # Med-SA adapters, when attached (:mod:`fastsam3d_core.models.adapter`).
+        self.attn_adapter: nn.Module | None = None
+        self.mlp_adapter: nn.Module | None = None
+        self.mlp_adapter_scale = 0.0
 
     def _windowed_attention(self, x: torch.Tensor) -> torch.Tensor:
         batch, d, h, w, dim = x.shape
@@ -167,11 +171,13 @@ class EncoderBlock(nn.Module):
             attended = self.attn.forward_padded(normed)
         else:
             attended = self._windowed_attention(normed)
+        if self.attn_adapter is not None:
+            attended = self.attn_adapter(attended)
         x = x + attended
         if self.normalise_stream:
             x = self.norm2(x)
-            return x + self.mlp(x)
-        return x + self.mlp(self.norm2(x))
+            return x + _adapted_mlp(self, x)
+        return x + _adapted_mlp(self, self.norm2(x))
 
 
 class MLPOnlyBlock(nn.Module):
@@ -181,10 +187,20 @@ class MLPOnlyBlock(nn.Module):
         super().__init__()
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = MLPBlock(dim, int(dim * mlp_ratio), nn.GELU)
+        self.mlp_adapter: nn.Module | None = None
+        self.mlp_adapter_scale = 0.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.norm2(x)
-        return x + self.mlp(x)
+        return x + _adapted_mlp(self, x)
+
+
+def _adapted_mlp(block: EncoderBlock | MLPOnlyBlock, x: torch.Tensor) -> torch.Tensor:
+    """The block's MLP on ``x``, plus its scaled MLP adapter's output when it has one."""
+    out = block.mlp(x)
+    if block.mlp_adapter is not None:
+        out = out + block.mlp_adapter_scale * block.mlp_adapter(x)
+    return out
 
 
 class PatchEmbed3D(nn.Module):

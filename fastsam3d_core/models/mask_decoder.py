@@ -84,7 +84,7 @@ class MaskDecoder3D(nn.Module):
         tokens = torch.cat([output_tokens.expand(batch, -1, -1), sparse_prompt], dim=1)
         image = image_embedding.expand(batch, -1, -1, -1, -1) + dense_prompt
         hidden, image_tokens = self.transformer(
-            image, image_pe.expand(batch, -1, -1, -1, -1), tokens
+            image, image_pe.expand(batch, -1, -1, -1, -1), tokens, sparse_prompt
         )
         # Only the hypernetworks of the masks asked for run (spec §3.3 step 5).
         selected = slice(1, None) if multimask_output else slice(0, 1)

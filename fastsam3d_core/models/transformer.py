@@ -79,6 +79,11 @@ class TwoWayAttentionBlock3D(nn.Module):
             embedding_dim, num_heads, attention_downsample_rate
         )
         self.skip_first_layer_pe = skip_first_layer_pe
+        # Med-SA's adapters, when attached: one beside the token MLP, a hyper-prompting one on
+        # the image tokens (:mod:`fastsam3d_core.models.adapter`).
+        self.mlp_adapter: nn.Module | None = None
+        self.mlp_adapter_scale = 0.0
+        self.hyper_adapter: nn.Module | None = None
 
     def forward(
         self,
@@ -86,8 +91,10 @@ class TwoWayAttentionBlock3D(nn.Module):
         keys: torch.Tensor,
         query_pe: torch.Tensor,
         key_pe: torch.Tensor,
+        prompt: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Args: queries/query_pe ``(B, T, dim)``, keys/key_pe ``(B, N, dim)``."""
+        """Args: queries/query_pe ``(B, T, dim)``, keys/key_pe ``(B, N, dim)``; prompt
+        ``(B, P, dim)``, the prompt tokens, for the hyper-prompting adapter."""
         if self.skip_first_layer_pe:
             queries = self.self_attn(queries, queries, queries)
         else:
@@ -98,10 +105,15 @@ class TwoWayAttentionBlock3D(nn.Module):
         # keys change only at the end of the block: keys + key_pe serves both cross-attentions.
         k = keys + key_pe
         queries = self.norm2(queries + self.cross_attn_token_to_image(queries + query_pe, k, keys))
-        queries = self.norm3(queries + self.mlp(queries))
+        mlp_out = self.mlp(queries)
+        if self.mlp_adapter is not None:
+            mlp_out = mlp_out + self.mlp_adapter_scale * self.mlp_adapter(queries)
+        queries = self.norm3(queries + mlp_out)
 
         q = queries + query_pe
         keys = self.norm4(keys + self.cross_attn_image_to_token(k, q, queries))
+        if self.hyper_adapter is not None and prompt is not None and prompt.shape[1]:
+            keys = self.hyper_adapter(keys, prompt)
         return queries, keys
 
 
@@ -137,12 +149,17 @@ class TwoWayTransformer3D(nn.Module):
         self.norm_final_attn = nn.LayerNorm(embedding_dim)
 
     def forward(
-        self, image: torch.Tensor, image_pe: torch.Tensor, tokens: torch.Tensor
+        self,
+        image: torch.Tensor,
+        image_pe: torch.Tensor,
+        tokens: torch.Tensor,
+        prompt: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Args:
             image: ``(B, dim, G0, G1, G2)`` embedding plus dense prompt.
             image_pe: ``(B, dim, G0, G1, G2)``.
             tokens: ``(B, T, dim)`` output tokens followed by prompt tokens.
+            prompt: ``(B, P, dim)`` the prompt tokens alone, for hyper-prompting adapters.
 
         Returns:
             tokens ``(B, T, dim)`` and image ``(B, G0·G1·G2, dim)``, both processed.
@@ -152,6 +169,6 @@ class TwoWayTransformer3D(nn.Module):
         key_pe = image_pe.flatten(2).transpose(1, 2).contiguous()
         queries = tokens
         for layer in self.layers:
-            queries, keys = layer(queries, keys, tokens, key_pe)
+            queries, keys = layer(queries, keys, tokens, key_pe, prompt)
         attended = self.final_attn_token_to_image(queries + tokens, keys + key_pe, keys)
         return self.norm_final_attn(queries + attended), keys

@@ -1,0 +1,360 @@
+"""Med-SA adapters, fine-tuning, FastSAM3D's distillation and torchrun, on the CPU with real data.
+
+The models carry the golden references' seeded weights (random, not trained): a fine-tuned
+adapter has to earn every point of Dice it gains. Small on purpose: one shared scan, a few dozen
+steps, tiny encoders for distillation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import GOLDEN_DIR, SHARED_DATA_DIR, free_port
+
+from fastsam3d_core import build_model
+from fastsam3d_core.golden import GOLDEN_RTOL, GoldenReference
+from fastsam3d_core.models.adapter import AdapterConfig, adapter_state, attach_adapters
+from fastsam3d_core.models.image_encoder import ImageEncoderViT3D
+from fastsam3d_core.training.data import CaseFiles, DatasetError, find_cases, prepare
+from fastsam3d_core.training.distill import distill_encoder
+from fastsam3d_core.training.loop import LoopConfig, Ranks
+from fastsam3d_core.training.objectives import LayerwiseDistillation, layers_in_use
+from fastsam3d_core.weights import CheckpointError
+from fastsam3d_core.weights.adapter_file import AdapterMismatchError, load_adapter, save_adapter
+
+CT_DIR = SHARED_DATA_DIR / "totalseg_ct"
+LIVER = 5  # TotalSegmentator's liver: 15 % of its crop, large enough for a random model to learn
+CPU = Ranks(0, 1, torch.device("cpu"))
+FASTSAM3D = str(Path(sys.executable).with_name("fastsam3d"))
+
+
+def _seeded(name: str):
+    model = build_model(name)
+    model.load_state_dict(GoldenReference.load(GOLDEN_DIR, name).state_dict())
+    return model
+
+
+@pytest.fixture(scope="module")
+def seeded_checkpoint(tmp_path_factory) -> Path:
+    """FastSAM3D's seeded weights as a checkpoint file, as the released one is laid out."""
+    path = tmp_path_factory.mktemp("weights") / "fastsam3d-seeded.pth"
+    torch.save({"model_state_dict": _seeded("fastsam3d").state_dict()}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def liver_listing(tmp_path_factory) -> Path:
+    listing = tmp_path_factory.mktemp("data") / "cases.txt"
+    listing.write_text(
+        f"# image label\n{CT_DIR / 'example_ct_3mm.nii.gz'} {CT_DIR / 'example_seg_3mm.nii.gz'}\n",
+        encoding="utf-8",
+    )
+    return listing
+
+
+def _liver_point() -> str:
+    """A liver voxel of the example CT, as ``--point`` takes it (RAS mm)."""
+    from fastsam3d_core import Volume
+
+    labels = Volume.from_file(CT_DIR / "example_seg_3mm.nii.gz")
+    inside = np.argwhere(labels.array == LIVER)
+    return ",".join(f"{v:.2f}" for v in labels.index_to_ras(inside[len(inside) // 2]))
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _run(arguments: list[str], **options) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "2", **options.pop("env", {})}
+    return subprocess.run(
+        arguments, capture_output=True, text=True, timeout=600, env=env, **options
+    )
+
+
+# -- adapters ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["fastsam3d", "sam-med3d-turbo"])
+def test_adapters_are_a_small_fraction_and_the_only_trainable_parameters(name):
+    with torch.device("meta"):
+        model = build_model(name)
+    total = sum(p.numel() for p in model.parameters())
+    trained = attach_adapters(model, AdapterConfig())
+    assert {id(p) for p in trained} == {id(p) for p in model.parameters() if p.requires_grad}
+    fraction = sum(p.numel() for p in trained) / total
+    assert 0.01 < fraction <= 0.05, fraction
+
+
+def test_zero_initialised_adapters_leave_the_golden_outputs_unchanged():
+    golden = GoldenReference.load(GOLDEN_DIR, "fastsam3d")
+    model = _seeded("fastsam3d")
+    attach_adapters(model, AdapterConfig())
+    errors = golden.relative_errors(golden.run(model))
+    assert max(errors.values()) <= GOLDEN_RTOL, errors
+
+
+def test_an_adapter_file_restores_its_outputs_and_refuses_other_bases(tmp_path):
+    model = _seeded("fastsam3d")
+    attach_adapters(model, AdapterConfig())
+    with torch.no_grad():  # trained-looking adapters: every weight non-zero
+        for value in adapter_state(model).values():
+            value.copy_(torch.randn_like(value) * 0.02)
+    path = tmp_path / "liver.adapter.pt"
+    save_adapter(model, path, summary={"cases": ["a"]})
+    image = torch.randn(1, 1, 128, 128, 128)
+    with torch.no_grad():
+        expected = model.encode(image)
+    fresh = _seeded("fastsam3d")
+    info = load_adapter(fresh, path)
+    assert info["summary"] == {"cases": ["a"]} and info["config"]["hyper_rank"] == 16
+    with torch.no_grad():
+        assert torch.equal(fresh.encode(image), expected)
+    assert path.stat().st_size < 10e6  # the adapters only, not the model
+    other = _seeded("fastsam3d")
+    with torch.no_grad():
+        other.image_encoder.pos_embed.add_(1e-3)
+    with pytest.raises(AdapterMismatchError, match="trained on other fastsam3d weights"):
+        load_adapter(other, path)
+    with pytest.raises(AdapterMismatchError, match="not for 'sam-med3d-turbo'"):
+        load_adapter(build_model("sam-med3d-turbo"), path)
+    checkpoint = tmp_path / "model.pth"
+    torch.save({"model_state_dict": {"x": torch.zeros(1)}}, checkpoint)
+    with pytest.raises(CheckpointError, match="not a FastSAM3D adapter file"):
+        load_adapter(_seeded("fastsam3d"), checkpoint)
+
+
+# -- data -------------------------------------------------------------------------------------
+
+
+def test_an_msd_folder_pairs_first_channels_with_labels_and_names_come_from_dataset_json(tmp_path):
+    from fastsam3d_core.training.data import label_names, resolve_label
+
+    (tmp_path / "imagesTr").mkdir()
+    (tmp_path / "labelsTr").mkdir()
+    source = SHARED_DATA_DIR / "brats2021_flair_edema"
+    for suffix in ("_0000", "_0001"):
+        shutil.copy(source / "imagesTr/BraTS2021_01646.nii.gz",
+                    tmp_path / f"imagesTr/brain{suffix}.nii.gz")  # fmt: skip
+    shutil.copy(source / "labelsTr/BraTS2021_01646.nii.gz", tmp_path / "labelsTr/brain.nii.gz")
+    (tmp_path / "dataset.json").write_text(
+        json.dumps({"labels": {"0": "background", "1": "Oedema"}})
+    )
+    (case,) = find_cases(tmp_path)
+    assert case.name == "brain" and case.image.name == "brain_0000.nii.gz"
+    assert resolve_label("oedema", label_names(tmp_path)) == 1
+    with pytest.raises(DatasetError, match="not in dataset.json; it lists background, oedema"):
+        resolve_label("tumour", label_names(tmp_path))
+    prepared = prepare(case, 1)
+    assert prepared.crop.image.shape == (128, 128, 128) and prepared.truth.any()
+    (tmp_path / "labelsTr/brain.nii.gz").unlink()
+    with pytest.raises(DatasetError, match="no label brain"):
+        find_cases(tmp_path)
+
+
+def test_a_seg_nrrd_label_picks_its_segment_by_name(tmp_path):
+    from fastsam3d_core import Volume
+    from fastsam3d_core.io import Segment, write_segmentation
+
+    labels = Volume.from_file(CT_DIR / "example_seg_3mm.nii.gz")
+    segments = [Segment("liver", (0.8, 0.4, 0.3), labels.array == LIVER),
+                Segment("spleen", (0.6, 0.2, 0.6), labels.array == 1)]  # fmt: skip
+    seg = tmp_path / "abdomen.seg.nrrd"
+    write_segmentation(seg, segments, labels)
+    image = CT_DIR / "example_ct_3mm.nii.gz"
+    by_name = prepare(CaseFiles("ct", image, seg), "Liver")
+    by_value = prepare(CaseFiles("ct", image, CT_DIR / "example_seg_3mm.nii.gz"), LIVER)
+    assert np.array_equal(by_name.truth, by_value.truth)
+    with pytest.raises(DatasetError, match="no segment named 'kidney'"):
+        prepare(CaseFiles("ct", image, seg), "kidney")
+
+
+# -- fine-tuning ------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_finetune_raises_dice_on_its_scan_and_leaves_the_base_untouched(
+    seeded_checkpoint, liver_listing, tmp_path
+):
+    before_hash = _sha256(seeded_checkpoint)
+    adapter = tmp_path / "liver.adapter.pt"
+    run = _run(_finetune_command(seeded_checkpoint, liver_listing, adapter, 30, "--clicks", "5"))
+    assert run.returncode == 0, run.stderr
+    assert _sha256(seeded_checkpoint) == before_hash
+    summary = torch.load(adapter, weights_only=True)["summary"]
+    before, after = summary["dice_before"], summary["dice_after"]
+    print(f"\nDice (clicks: value) before {before}, after {after}")
+    assert after[5] > before[5] + 0.05, (before, after)
+    assert summary["trainable_fraction"] <= 0.05
+    metrics = json.loads(adapter.with_name(adapter.name + ".metrics.json").read_text())
+    assert [m["step"] for m in metrics] == list(range(1, 31))
+    assert not adapter.with_name(adapter.name + ".state").exists()  # done: nothing to resume
+    # The adapter loads where a model loads, on the base it was trained from.
+    out = tmp_path / "liver.seg.nrrd"
+    segment = _run([FASTSAM3D, "segment", str(CT_DIR / "example_ct_3mm.nii.gz"), "--point",
+                    _liver_point(), "--weights",
+                    str(seeded_checkpoint), "--adapter", str(adapter), "--device", "cpu",
+                    "-o", str(out)])  # fmt: skip
+    assert segment.returncode == 0, segment.stderr
+    assert "with adapters" in segment.stdout and out.is_file()
+
+
+def test_an_adapter_on_other_weights_is_refused_in_one_line(tmp_path, seeded_checkpoint):
+    model = _seeded("fastsam3d")
+    with torch.no_grad():
+        model.mask_decoder.iou_token.weight.add_(1.0)
+    attach_adapters(model, AdapterConfig())
+    adapter = tmp_path / "other.adapter.pt"
+    save_adapter(model, adapter)
+    image = CT_DIR / "example_ct_3mm.nii.gz"
+    run = _run([FASTSAM3D, "segment", str(image), "--point", _liver_point(), "--weights",
+                str(seeded_checkpoint), "--adapter", str(adapter), "--device", "cpu",
+                "-o", str(tmp_path / "x.seg.nrrd")], env={"FASTSAM3D_DEBUG": ""})  # fmt: skip
+    assert run.returncode == 1
+    (line,) = run.stderr.strip().splitlines()
+    assert "trained on other fastsam3d weights" in line and "other.adapter.pt" in line
+
+
+# -- distillation -----------------------------------------------------------------------------
+
+
+def _tiny_encoder(depth: int, width: int) -> ImageEncoderViT3D:
+    return ImageEncoderViT3D(img_size=32, patch_size=8, embed_dim=width, depth=depth,
+                             num_heads=2, mlp_ratio=2.0, out_chans=16, skip_layer=0,
+                             window_size=0, global_attn_indexes=(), normalise_stream=False,
+                             norm_eps=1e-6)  # fmt: skip
+
+
+def _tiny_crops() -> torch.Tensor:
+    """Crops of the shared CT and MR scans, shrunk to 32³."""
+    cases = [prepare(CaseFiles("ct", CT_DIR / "example_ct_3mm.nii.gz",
+                               CT_DIR / "example_seg_3mm.nii.gz"), LIVER),
+             prepare(find_cases(SHARED_DATA_DIR / "brats2021_flair_edema")[0], 1)]  # fmt: skip
+    crops = torch.from_numpy(np.stack([c.crop.image for c in cases]))[:, None]
+    return F.interpolate(crops, size=(32, 32, 32), mode="area")
+
+
+def test_eq2_schedule_grows_k_from_one_to_the_student_depth():
+    assert [layers_in_use(i, 36, 6) for i in range(1, 37)] == [
+        math.ceil(i / 6) for i in range(1, 37)
+    ]
+    assert [layers_in_use(i, 4, 6) for i in range(1, 5)] == [2, 3, 5, 6]
+    with pytest.raises(ValueError):
+        layers_in_use(0, 36, 6)
+
+
+def test_layerwise_distillation_pairs_teacher_layer_2i_and_lowers_both_losses():
+    torch.manual_seed(0)
+    teacher, student = _tiny_encoder(depth=4, width=32), _tiny_encoder(depth=2, width=24)
+    objective = LayerwiseDistillation(teacher, student)
+    assert objective.stride == 2 and isinstance(objective.projections[0], torch.nn.Linear)
+    crops = _tiny_crops()
+
+    def losses() -> tuple[float, float]:
+        with torch.no_grad():
+            return float(objective(crops, k=2)), float(objective(crops, k=0))
+
+    layer_before, logit_before = losses()
+    config = LoopConfig(steps=40, learning_rate=1e-3, batch_size=2)
+    history = distill_encoder(objective, crops, config, CPU, layerwise_steps=40)
+    assert [r["k"] for r in history] == [math.ceil(i * 2 / 40) for i in range(1, 41)]
+    layer_after, _ = losses()
+    assert layer_after < 0.8 * layer_before, (layer_before, layer_after)
+    # Then the logit-level phase (k = 0): the final embeddings come closer.
+    config = LoopConfig(steps=20, learning_rate=1e-3, batch_size=2)
+    history = distill_encoder(objective, crops, config, CPU, layerwise_steps=0)
+    assert {r["k"] for r in history} == {0}
+    _, logit_after = losses()
+    assert logit_after < logit_before, (logit_before, logit_after)
+    # The teacher is frozen; only the student and its projections learn.
+    assert not any(p.requires_grad for p in teacher.parameters())
+
+
+# -- scale: resume and torchrun ---------------------------------------------------------------
+
+
+def _finetune_command(checkpoint: Path, listing: Path, output: Path, steps: int, *extra: str):
+    return [FASTSAM3D, "finetune", str(listing), "--weights", str(checkpoint), "--label",
+            str(LIVER), "--steps", str(steps), "--device", "cpu", "--clicks", "2",
+            "-o", str(output), *extra]  # fmt: skip
+
+
+def _adapter_weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+@pytest.mark.slow
+def test_finetune_killed_and_run_again_resumes_to_the_same_adapter(
+    seeded_checkpoint, liver_listing, tmp_path
+):
+    whole = tmp_path / "whole.pt"
+    run = _run(_finetune_command(seeded_checkpoint, liver_listing, whole, 5))
+    assert run.returncode == 0, run.stderr
+    resumed = tmp_path / "resumed.pt"
+    command = _finetune_command(seeded_checkpoint, liver_listing, resumed, 5,
+                                "--checkpoint-every", "1")  # fmt: skip
+    state = resumed.with_name(resumed.name + ".state")
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "OMP_NUM_THREADS": "2"})  # fmt: skip
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if state.is_file() and len(torch.load(state, weights_only=True)["history"]) >= 2:
+            break
+        time.sleep(0.1)
+    process.send_signal(signal.SIGKILL)  # as a power cut or a scheduler would
+    process.wait()
+    done = len(torch.load(state, weights_only=True)["history"])
+    assert 2 <= done < 5 and not resumed.exists()
+    run = _run(command)
+    assert run.returncode == 0, run.stderr
+    assert f"resuming from {state} after step {done}" in run.stderr
+    expected = _adapter_weights(whole)
+    for key, value in _adapter_weights(resumed).items():
+        assert torch.equal(value, expected[key]), key
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_give_the_weights_of_one_with_the_same_global_batch(
+    seeded_checkpoint, liver_listing, tmp_path
+):
+    single = tmp_path / "single.pt"
+    run = _run(_finetune_command(seeded_checkpoint, liver_listing, single, 2, "--batch-size", "2"))
+    assert run.returncode == 0, run.stderr
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    parallel = tmp_path / "torchrun.pt"
+    command = [torchrun, "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+               "--master-port", str(free_port()), FASTSAM3D,
+               *_finetune_command(seeded_checkpoint, liver_listing, parallel, 2,
+                                  "--batch-size", "2")[1:]]  # fmt: skip
+    run = _run(command, env={"OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"})
+    assert run.returncode == 0, run.stderr
+    summary = torch.load(parallel, weights_only=True)["summary"]
+    assert summary["processes"] == 2
+    expected = _adapter_weights(single)
+    parallel_weights = _adapter_weights(parallel)
+    differences = torch.cat(
+        [(parallel_weights[k] - v).abs().flatten() for k, v in expected.items()]
+    )
+    # Adam moves a weight by about lr (3e-3) a step whatever its gradient's size, so a gradient
+    # near Adam's eps (1e-8) turns the all-reduce's rounding into a visible difference: allow
+    # 3 % of one step anywhere, and exact-to-1e-6 agreement for all but 0.1 % of the weights.
+    assert float(differences.max()) < 1e-4, float(differences.max())
+    assert float((differences > 1e-6).float().mean()) < 1e-3
+    # Up-projections start at zero: non-zero ones were trained.
+    changed = sum(
+        int(bool(v.any())) for k, v in parallel_weights.items() if k.endswith("up.weight")
+    )
+    assert changed > 0  # the adapters did train

@@ -1,0 +1,272 @@
+"""``fastsam3d finetune`` and ``fastsam3d distill`` (one process, or many under torchrun)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .runtime import check_model_name
+
+DataArgument = Annotated[
+    Path,
+    typer.Argument(
+        metavar="DATA",
+        help="An nnU-Net/MSD folder (imagesTr/, labelsTr/, dataset.json) or a text file of "
+        "IMAGE LABEL lines.",
+    ),
+]
+StepsOption = Annotated[int, typer.Option(metavar="N", help="Optimizer steps.")]
+BatchOption = Annotated[
+    int, typer.Option(metavar="N", help="Crops per step, across all torchrun processes.")
+]
+AccumulationOption = Annotated[
+    int, typer.Option(metavar="N", help="Micro-batches per process and step.")
+]
+DeviceOption = Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda or mps.")]
+SeedOption = Annotated[int, typer.Option(metavar="N", help="Seeds crop order and clicks.")]
+CheckpointEveryOption = Annotated[
+    int, typer.Option(metavar="N", help="Steps between training checkpoints (for resuming).")
+]
+
+
+def finetune(
+    data: DataArgument,
+    output: Annotated[
+        Path, typer.Option("-o", "--output", metavar="ADAPTER.pt", help="Adapter file to write.")
+    ],
+    model: Annotated[
+        str, typer.Option(metavar="NAME", help="fastsam3d or sam-med3d-turbo.")
+    ] = "fastsam3d",
+    weights: Annotated[
+        Optional[Path],
+        typer.Option(metavar="FILE", help="The base checkpoint (default: the released one)."),
+    ] = None,
+    label: Annotated[
+        Optional[str],
+        typer.Option(
+            metavar="V",
+            help="The structure: a label value, or a name from dataset.json or the .seg.nrrd "
+            "files (default: every non-zero voxel).",
+        ),
+    ] = None,
+    steps: StepsOption = 200,
+    epochs: Annotated[
+        Optional[int],
+        typer.Option(metavar="N", help="Passes over the training cases, instead of --steps."),
+    ] = None,
+    batch_size: BatchOption = 1,
+    accumulation: AccumulationOption = 1,
+    learning_rate: Annotated[
+        float, typer.Option("--lr", metavar="LR", help="Adam's learning rate.")
+    ] = 3e-3,
+    clicks: Annotated[
+        int, typer.Option(metavar="N", help="Simulated clicks per crop and step.")
+    ] = 5,
+    validation: Annotated[
+        float,
+        typer.Option(
+            metavar="FRACTION",
+            help="Cases held out for the before/after Dice (with one case: that case).",
+        ),
+    ] = 0.2,
+    device: DeviceOption = "auto",
+    seed: SeedOption = 0,
+    checkpoint_every: CheckpointEveryOption = 25,
+) -> None:
+    """Train Med-SA adapters on your labelled cases; the base model stays frozen and untouched."""
+    import torch
+
+    from ..io import check_output_path
+    from ..models import MODEL_REGISTRY
+    from ..training.data import find_cases, label_names, prepare, resolve_label
+    from ..training.finetune import click_dice
+    from ..training.finetune import finetune as train_adapters
+    from ..training.loop import LoopConfig, join_group, leave_group, write_metrics
+    from ..weights import resolve_weights
+    from ..weights.adapter_file import save_adapter
+    from ..weights.download import sha256_of_file
+    from .runtime import load_model, resolve_device
+
+    check_model_name(model, sorted(MODEL_REGISTRY))
+    check_output_path(output, inputs=(weights, data))
+    ranks = join_group(resolve_device(device))
+    try:
+        value = resolve_label(label, label_names(data))
+        files = find_cases(data)
+        say = typer.echo if ranks.main else _quiet
+        say(f"preparing {len(files)} case(s) from {data} ...")
+        cases = [prepare(f, value) for f in files]
+        training, held_out = _split(cases, validation, seed)
+        base = load_model(model, weights, ranks.device)
+        checkpoint_path = resolve_weights(model, weights_file=weights)
+        before = click_dice(base, held_out)
+        say(f"Dice before (clicks: Dice) on {len(held_out)} held-out case(s): {_dice(before)}")
+        if epochs is not None:
+            steps = math.ceil(epochs * len(training) / batch_size)
+        config = LoopConfig(
+            steps=steps,
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            accumulation=accumulation,
+            seed=seed,
+            checkpoint=output.with_name(output.name + ".state"),
+            checkpoint_every=checkpoint_every,
+        )
+        torch.manual_seed(seed)
+        history = train_adapters(base, training, config, ranks, clicks=clicks)
+        after = click_dice(base, held_out)
+        say(f"Dice after: {_dice(after)}")
+        if not ranks.main:
+            return
+        trainable = sum(p.numel() for p in base.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in base.parameters())
+        summary = {
+            "cases": [c.name for c in training],
+            "held_out": [c.name for c in held_out],
+            "label": label,
+            "steps": steps,
+            "batch_size": batch_size,
+            "learning_rate": learning_rate,
+            "clicks": clicks,
+            "processes": ranks.world,
+            "dice_before": before,
+            "dice_after": after,
+            "trainable_fraction": trainable / total,
+            "final_loss": history[-1]["loss"] if history else None,
+        }
+        save_adapter(
+            base, output, checkpoint_sha256=sha256_of_file(checkpoint_path), summary=summary
+        )
+        written = write_metrics(history, output, f"finetune {model}")
+        typer.echo(
+            f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB; adapters "
+            f"{100 * trainable / total:.2f} % of the model's parameters) and "
+            f"{', '.join(p.name for p in written)}"
+        )
+    finally:
+        leave_group()
+
+
+def distill(
+    data: DataArgument,
+    output: Annotated[
+        Path,
+        typer.Option("-o", "--output", metavar="STUDENT.pt", help="Student checkpoint to write."),
+    ],
+    teacher: Annotated[
+        str, typer.Option(metavar="NAME", help="The teacher model.")
+    ] = "sam-med3d-turbo",
+    teacher_weights: Annotated[
+        Optional[Path],
+        typer.Option(metavar="FILE", help="The teacher's checkpoint (default: the released one)."),
+    ] = None,
+    student: Annotated[str, typer.Option(metavar="NAME", help="The student model.")] = "fastsam3d",
+    student_weights: Annotated[
+        Optional[Path],
+        typer.Option(
+            metavar="FILE",
+            help="Start the student from this checkpoint's encoder (default: random).",
+        ),
+    ] = None,
+    steps: StepsOption = 36,
+    logit_steps: Annotated[
+        int, typer.Option(metavar="N", help="Logit-level steps after the layer-wise ones.")
+    ] = 36,
+    batch_size: BatchOption = 1,
+    accumulation: AccumulationOption = 1,
+    learning_rate: Annotated[
+        float, typer.Option("--lr", metavar="LR", help="Adam's learning rate (paper: 5e-3).")
+    ] = 5e-3,
+    device: DeviceOption = "auto",
+    seed: SeedOption = 0,
+    checkpoint_every: CheckpointEveryOption = 25,
+) -> None:
+    """Distil a fast student encoder from a teacher: FastSAM3D's layer-wise progressive
+    distillation (Eq. 1-2), then logit-level; no labels needed."""
+    import torch
+
+    from .. import build_model, load_checkpoint
+    from ..io import check_output_path
+    from ..io._atomic import write_atomically
+    from ..models import MODEL_REGISTRY
+    from ..training.distill import distill_encoder, image_crops
+    from ..training.loop import LoopConfig, join_group, leave_group, write_metrics
+    from ..training.objectives import LayerwiseDistillation
+    from ..weights import resolve_weights
+    from .runtime import load_model, resolve_device
+
+    for name in (teacher, student):
+        check_model_name(name, sorted(MODEL_REGISTRY))
+    check_output_path(output, inputs=(teacher_weights, student_weights, data))
+    ranks = join_group(resolve_device(device))
+    try:
+        say = typer.echo if ranks.main else _quiet
+        crops = image_crops(data, say)
+        teacher_model = load_model(teacher, teacher_weights, ranks.device)
+        torch.manual_seed(seed)
+        student_model = build_model(student, device=ranks.device)
+        if student_weights is not None:
+            load_checkpoint(student_model, resolve_weights(student, weights_file=student_weights))
+        config = LoopConfig(
+            steps=steps + logit_steps,
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            accumulation=accumulation,
+            seed=seed,
+            checkpoint=output.with_name(output.name + ".state"),
+            checkpoint_every=checkpoint_every,
+        )
+        objective = LayerwiseDistillation(teacher_model.image_encoder, student_model.image_encoder)
+        history = distill_encoder(objective, crops, config, ranks, steps)
+        if not ranks.main:
+            return
+        # The student's encoder with the teacher's prompt encoder and decoder (as FastSAM3D).
+        state = {
+            **{
+                k: v
+                for k, v in teacher_model.state_dict().items()
+                if not k.startswith("image_encoder.")
+            },
+            **{
+                f"image_encoder.{k}": v for k, v in student_model.image_encoder.state_dict().items()
+            },
+        }
+        content = {
+            "model_state_dict": {k: v.detach().cpu() for k, v in state.items()},
+            "distillation": {
+                "teacher": teacher,
+                "steps": steps,
+                "logit_steps": logit_steps,
+                "history": history,
+            },
+        }
+        write_atomically(output, ".pt", lambda temporary: torch.save(content, temporary))
+        written = write_metrics(history, output, f"distill {teacher} → {student}")
+        typer.echo(
+            f"wrote {output} (load it with --model {student} --weights {output}) and "
+            f"{', '.join(p.name for p in written)}"
+        )
+    finally:
+        leave_group()
+
+
+def _split(cases: list, fraction: float, seed: int) -> tuple[list, list]:
+    """Training and held-out cases; with one case, it is both (an overfit check)."""
+    import numpy as np
+
+    if len(cases) == 1:
+        return cases, cases
+    held = max(1, round(fraction * len(cases)))
+    order = np.random.default_rng(seed).permutation(len(cases))
+    return [cases[i] for i in order[held:]], [cases[i] for i in order[:held]]
+
+
+def _dice(scores: dict[int, float]) -> str:
+    return ", ".join(f"{n}: {v:.3f}" for n, v in scores.items())
+
+
+def _quiet(*_: object, **__: object) -> None:
+    pass

@@ -1,0 +1,156 @@
+"""Med-SA adapters: small trainable layers in a frozen model (Wu et al., Medical SAM Adapter).
+
+In each image-encoder block (Med-SA's placement, without its depth branch: our blocks are
+already 3-D):
+
+- a *space* adapter on the attention output, with its own skip: ``x += A_s(Attn(LN1 x))``;
+- an *MLP* adapter beside the MLP, scaled: ``x += MLP(n) + scale · A_m(n)``, ``n`` the MLP's input.
+
+In each two-way block of the mask decoder, a *hyper-prompting* adapter (HyP-Adpt) on the image
+tokens, whose middle weights a hyper-network computes from the prompt tokens, so the same adapter
+acts differently for different clicks.
+
+Every adapter's last projection starts at zero: attached, the adapters leave the model's output
+exactly as it was, and training starts from the base model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    """Where adapters go and how wide they are.
+
+    Attributes:
+        ratio: adapter bottleneck width / token width. Med-SA's code uses 0.25, which is 6 % of
+            FastSAM3D's parameters here (both adapters in every block of a 768-wide encoder);
+            1/16 keeps the adapters near the 2 % that Med-SA reports.
+        mlp_scale: weight of the MLP adapter beside the MLP (Med-SA: 0.5).
+        hyper_rank: bottleneck width of the decoder's hyper-prompting adapters (0: none).
+    """
+
+    ratio: float = 0.0625
+    mlp_scale: float = 0.5
+    hyper_rank: int = 16
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Adapter(nn.Module):
+    """``x ↦ [x +] up(GELU(down(x)))`` over the last axis; ``up`` starts at zero.
+
+    Args:
+        dim: token width.
+        ratio: bottleneck width / ``dim``.
+        skip: add the input back (Med-SA's space adapter) or not (its MLP adapter).
+    """
+
+    def __init__(self, dim: int, ratio: float, skip: bool) -> None:
+        super().__init__()
+        hidden = max(1, int(dim * ratio))
+        self.down = nn.Linear(dim, hidden)
+        self.up = nn.Linear(hidden, dim)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+        self.skip = skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x ``(..., dim)``. Returns the same shape."""
+        out = self.up(nn.functional.gelu(self.down(x)))
+        return x + out if self.skip else out
+
+
+class HyperPromptAdapter(nn.Module):
+    """HyP-Adpt: ``x ↦ x + up(GELU(M(p) · down(x)))`` with ``M(p)`` a ``rank × rank`` matrix that
+    a linear hyper-network computes from ``p``, the mean of the prompt tokens.
+
+    Args:
+        dim: token width (the decoder's 384).
+        rank: bottleneck width.
+    """
+
+    def __init__(self, dim: int, rank: int) -> None:
+        super().__init__()
+        self.rank = rank
+        self.down = nn.Linear(dim, rank)
+        self.hyper = nn.Linear(dim, rank * rank)
+        # Starts as the identity mixing, so the adapter is a plain bottleneck until trained.
+        nn.init.zeros_(self.hyper.weight)
+        with torch.no_grad():
+            self.hyper.bias.copy_(torch.eye(rank).flatten())
+        self.up = nn.Linear(rank, dim)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, x: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
+        """Args: x ``(B, N, dim)`` tokens; prompt ``(B, T, dim)`` prompt tokens (T ≥ 1).
+        Returns ``(B, N, dim)``."""
+        mixing = self.hyper(prompt.mean(dim=1)).reshape(-1, self.rank, self.rank)
+        hidden = torch.bmm(self.down(x), mixing.expand(x.shape[0], -1, -1))
+        return x + self.up(nn.functional.gelu(hidden))
+
+
+ADAPTER_KEYS = ("attn_adapter", "mlp_adapter", "hyper_adapter")
+
+
+def attach_adapters(model: nn.Module, config: AdapterConfig) -> list[nn.Parameter]:
+    """Freeze ``model`` (a :class:`~fastsam3d_core.models.Sam3D`) and give it adapters.
+
+    Returns:
+        The adapters' parameters: the only ones that require a gradient.
+
+    Raises:
+        ValueError: the model has adapters already.
+    """
+    from .image_encoder import EncoderBlock, MLPOnlyBlock
+    from .transformer import TwoWayAttentionBlock3D
+
+    if has_adapters(model):
+        raise ValueError("the model has adapters already")
+    model.requires_grad_(False)
+    reference = next(model.parameters())
+    for module in list(model.modules()):
+        if isinstance(module, EncoderBlock):
+            dim = module.norm1.normalized_shape[0]
+            module.attn_adapter = Adapter(dim, config.ratio, skip=True)
+        if isinstance(module, (EncoderBlock, MLPOnlyBlock)):
+            dim = module.norm2.normalized_shape[0]
+            module.mlp_adapter = Adapter(dim, config.ratio, skip=False)
+            module.mlp_adapter_scale = config.mlp_scale
+        if isinstance(module, TwoWayAttentionBlock3D):
+            dim = module.norm3.normalized_shape[0]
+            module.mlp_adapter = Adapter(dim, config.ratio, skip=False)
+            module.mlp_adapter_scale = config.mlp_scale
+            if config.hyper_rank:
+                module.hyper_adapter = HyperPromptAdapter(dim, config.hyper_rank)
+    model.to(device=reference.device, dtype=reference.dtype)
+    setattr(model, "adapter_config", config)  # what an adapter file records
+    return adapter_parameters(model)
+
+
+def has_adapters(model: nn.Module) -> bool:
+    return any(getattr(m, key, None) is not None for m in model.modules() for key in ADAPTER_KEYS)
+
+
+def adapter_parameters(model: nn.Module) -> list[nn.Parameter]:
+    return [p for name, p in model.named_parameters() if _is_adapter_key(name)]
+
+
+def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The adapters' weights, by their keys in the model's state dict."""
+    return {k: v for k, v in model.state_dict().items() if _is_adapter_key(k)}
+
+
+def base_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's own weights, without the adapters'."""
+    return {k: v for k, v in model.state_dict().items() if not _is_adapter_key(k)}
+
+
+def _is_adapter_key(key: str) -> bool:
+    return any(f"{name}." in key for name in ADAPTER_KEYS)

@@ -1,0 +1,67 @@
+"""FastSAM3D's distillation of a student encoder from a teacher's (paper §2.2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..geometry import check_segmentable, crop_grid_around, extract_crop
+from ..io import read_volume
+from .data import DatasetError, find_images
+from .loop import LoopConfig, Ranks, case_of, train
+from .objectives import LayerwiseDistillation, layers_in_use
+
+
+def image_crops(data: Path, say: Callable[[str], None] = print) -> torch.Tensor:
+    """One 128³ crop per image of ``data``, centred on the image, normalised as for the model:
+    ``(N, 1, 128, 128, 128)`` float32, crop voxels (d0, d1, d2)."""
+    images = find_images(data)
+    say(f"preparing {len(images)} image(s) from {data} ...")
+    crops = []
+    for path in images:
+        volume = read_volume(path)
+        try:
+            check_segmentable(volume)
+        except ValueError as error:
+            raise DatasetError(f"{path}: {error}") from None
+        centre = volume.index_to_ras((np.array(volume.shape) - 1) / 2)
+        crops.append(extract_crop(volume, crop_grid_around(volume, centre)).image)
+    return torch.from_numpy(np.stack(crops))[:, None]
+
+
+def distill_encoder(
+    objective: LayerwiseDistillation,
+    crops: torch.Tensor,
+    config: LoopConfig,
+    ranks: Ranks,
+    layerwise_steps: int,
+) -> list[dict]:
+    """Train the objective's student (and projections) toward its teacher: ``layerwise_steps``
+    steps of the layer-wise loss with k from Eq. 2 (iteration = step, total =
+    ``layerwise_steps``), then the rest of ``config.steps`` on the final embedding (logit
+    level; k = 0 in the records).
+
+    Returns:
+        One record per step: ``step``, ``loss``, ``k``, ``seconds``.
+    """
+    student = objective.student
+    objective.to(ranks.device)
+    student.train()
+    depth = len(student.blocks)
+
+    def k_at(step: int) -> int:
+        if step < layerwise_steps:
+            return layers_in_use(step + 1, layerwise_steps, depth)
+        return 0
+
+    def compute_loss(wrapped: torch.nn.Module, samples: list[int], step: int) -> torch.Tensor:
+        chosen = [case_of(n, len(crops), config.seed) for n in samples]
+        return wrapped(crops[chosen].to(ranks.device), k_at(step))
+
+    try:
+        return train(objective, compute_loss, config, ranks, lambda step: {"k": k_at(step)})
+    finally:
+        student.eval()

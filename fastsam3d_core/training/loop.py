@@ -1,0 +1,246 @@
+"""The training loop shared by ``finetune`` and ``distill``: one process, or many under torchrun.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) each process joins the group (NCCL on
+CUDA, gloo on the CPU), the objective is wrapped in DistributedDataParallel, and each step's
+global batch is split across the ranks: rank r takes crops r, r + W, … of it, in
+``accumulation`` micro-batches. Which crops a step uses and every crop's click sampler are
+derived from (seed, step, position), never from a running random state, so N processes with
+batch B compute the same update as one process with batch B, and a run resumed from its
+checkpoint continues exactly as if it had not stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..io._atomic import write_atomically
+
+# compute_loss(objective, this micro-batch's sample numbers, step) -> its mean loss. Sample n is
+# the n-th crop of the whole run (see case_of); it also seeds that crop's randomness.
+LossFunction = Callable[[nn.Module, list[int], int], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """How long and how to train.
+
+    Attributes:
+        steps: optimizer steps in all.
+        batch_size: crops per step across all processes (a multiple of their number).
+        accumulation: micro-batches per process and step (gradient accumulation).
+        learning_rate: Adam's.
+        seed: seeds crop order and clicks.
+        checkpoint: the training-state file: written by rank 0 every ``checkpoint_every``
+            steps, resumed from when it exists, and removed once the run is complete.
+        checkpoint_every: steps between checkpoints.
+    """
+
+    steps: int
+    learning_rate: float
+    batch_size: int = 1
+    accumulation: int = 1
+    seed: int = 0
+    checkpoint: Path | None = None
+    checkpoint_every: int = 25
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place in the group: rank, world size, and its device."""
+
+    rank: int
+    world: int
+    device: torch.device
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def join_group(device: torch.device) -> Ranks:
+    """This process's :class:`Ranks`; joins the process group when torchrun started it.
+
+    Under torchrun a CUDA device becomes this process's own GPU (``LOCAL_RANK``).
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Ranks(0, 1, device)
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Ranks(dist.get_rank(), dist.get_world_size(), device)
+
+
+def leave_group() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def case_of(sample: int, cases: int, seed: int) -> int:
+    """The case (index) of the run's ``sample``-th crop: epochs of seeded permutations."""
+    epoch, within = divmod(sample, cases)
+    return int(np.random.default_rng([seed, epoch]).permutation(cases)[within])
+
+
+def train(
+    objective: nn.Module,
+    compute_loss: LossFunction,
+    config: LoopConfig,
+    ranks: Ranks,
+    describe: Callable[[int], dict] | None = None,
+) -> list[dict]:
+    """Run the optimizer steps not yet in ``config.checkpoint``; returns one record per step.
+
+    Args:
+        objective: holds every parameter; the ones with ``requires_grad`` are trained.
+        compute_loss: a micro-batch's mean loss.
+        ranks: from :func:`join_group`.
+        describe: extra columns of a step's record (e.g. Eq. 2's k).
+
+    Raises:
+        ValueError: a batch that does not split evenly across processes and micro-batches.
+    """
+    local = config.batch_size // ranks.world
+    if local * ranks.world != config.batch_size or local % config.accumulation:
+        raise ValueError(
+            f"--batch-size {config.batch_size} must be a multiple of processes ({ranks.world}) "
+            f"× --accumulation ({config.accumulation})"
+        )
+    trained = [p for p in objective.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trained, lr=config.learning_rate)
+    history = _resume(objective, optimizer, config.checkpoint)
+    wrapped: nn.Module = objective
+    if ranks.world > 1:
+        device_ids = [ranks.device] if ranks.device.type == "cuda" else None
+        wrapped = nn.parallel.DistributedDataParallel(objective, device_ids=device_ids)
+    for step in range(len(history), config.steps):
+        started = time.perf_counter()
+        samples = range(step * config.batch_size, (step + 1) * config.batch_size)
+        mine = list(samples)[ranks.rank :: ranks.world]
+        optimizer.zero_grad(set_to_none=True)
+        loss_sum = torch.zeros((), device=ranks.device)
+        chunks = np.array_split(np.array(mine), config.accumulation)
+        for number, chunk in enumerate(chunks):
+            last = number == len(chunks) - 1
+            quiet: contextlib.AbstractContextManager = contextlib.nullcontext()
+            if isinstance(wrapped, nn.parallel.DistributedDataParallel) and not last:
+                quiet = wrapped.no_sync()  # all-reduce once, after the last micro-batch
+            with quiet, _autocast(ranks.device):
+                loss = compute_loss(wrapped, chunk.tolist(), step) * (len(chunk) / local)
+            loss.backward()
+            loss_sum += loss.detach().float()
+        optimizer.step()
+        if ranks.world > 1:
+            dist.all_reduce(loss_sum)
+            loss_sum /= ranks.world
+        record = {"step": step + 1, "loss": float(loss_sum), "seconds": 0.0}
+        record.update(describe(step) if describe else {})
+        record["seconds"] = time.perf_counter() - started
+        history.append(record)
+        if ranks.main:
+            _progress(record, config.steps)
+            due = (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps
+            if config.checkpoint is not None and due:
+                _save_state(objective, optimizer, history, config.checkpoint)
+    if ranks.main:
+        print(file=sys.stderr)
+        if config.checkpoint is not None:  # finished: a new run starts afresh
+            config.checkpoint.unlink(missing_ok=True)
+    return history
+
+
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bfloat16 mixed precision on CUDA (no loss scaling needed); float32 elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _progress(record: dict, steps: int) -> None:
+    done = record["step"]
+    eta = record["seconds"] * (steps - done)
+    print(
+        f"\rstep {done}/{steps}  loss {record['loss']:.4f}  {record['seconds']:.1f} s/step  "
+        f"about {eta:.0f} s left ",
+        end="",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def trained_state(objective: nn.Module) -> dict[str, torch.Tensor]:
+    """The trained parameters by their names in ``objective``."""
+    return {
+        name: p.detach().cpu().clone()
+        for name, p in objective.named_parameters()
+        if p.requires_grad
+    }
+
+
+def _save_state(
+    objective: nn.Module, optimizer: torch.optim.Optimizer, history: list[dict], path: Path
+) -> None:
+    state = {
+        "trained": trained_state(objective),
+        "optimizer": optimizer.state_dict(),
+        "history": history,
+    }
+    write_atomically(path, ".pt", lambda temporary: torch.save(state, temporary))
+
+
+def _resume(objective: nn.Module, optimizer: torch.optim.Optimizer, path: Path | None) -> list:
+    """The history so far, with parameters and optimizer restored from ``path`` if it exists."""
+    if path is None or not path.is_file():
+        return []
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    trained = dict(objective.named_parameters())
+    if set(state["trained"]) != {n for n, p in trained.items() if p.requires_grad}:
+        raise ValueError(f"{path}: a checkpoint of another training run (its parameters differ); "
+                         "remove it or choose another output")  # fmt: skip
+    with torch.no_grad():
+        for name, value in state["trained"].items():
+            trained[name].copy_(value)
+    optimizer.load_state_dict(state["optimizer"])
+    print(f"resuming from {path} after step {len(state['history'])}", file=sys.stderr)
+    return list(state["history"])
+
+
+def write_metrics(history: list[dict], prefix: Path, title: str) -> list[Path]:
+    """``PREFIX.metrics.csv`` and ``.json`` (one row per step), and a loss plot ``.png`` when
+    matplotlib is installed; returns the files written."""
+    columns = list(history[0]) if history else ["step", "loss"]
+    rows = [",".join(str(r.get(c, "")) for c in columns) for r in history]
+    csv = prefix.with_name(prefix.name + ".metrics.csv")
+    csv.write_text("\n".join([",".join(columns), *rows]) + "\n", encoding="utf-8")
+    as_json = prefix.with_name(prefix.name + ".metrics.json")
+    as_json.write_text(json.dumps(history, indent=1), encoding="utf-8")
+    written = [csv, as_json]
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot
+    except ImportError:
+        return written
+    figure, axis = pyplot.subplots(figsize=(6, 3.5))
+    axis.plot([r["step"] for r in history], [r["loss"] for r in history])
+    axis.set(xlabel="step", ylabel="loss", title=title)
+    plot = prefix.with_name(prefix.name + ".loss.png")
+    figure.tight_layout()
+    figure.savefig(plot, dpi=100)
+    pyplot.close(figure)
+    return [*written, plot]

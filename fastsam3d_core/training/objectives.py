@@ -1,0 +1,159 @@
+"""What training minimises: the interactive segmentation loss and the distillation losses.
+
+Each objective is an ``nn.Module`` whose ``forward`` computes a batch's loss, so that
+DistributedDataParallel can wrap it and average the gradients of its trainable parameters.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..evaluation.protocol import LOW_RES_SIZE, next_click
+from ..geometry import CROP_SIZE
+from ..models.image_encoder import ImageEncoderViT3D
+from ..models.sam3d import Sam3D
+
+
+def dice_ce_loss(logits: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Soft Dice plus binary cross-entropy, averaged over the batch (SAM-Med3D's DiceCE).
+
+    Args:
+        logits: ``(B, 1, D0, D1, D2)``.
+        truth: ``(B, 1, D0, D1, D2)`` float 0/1, same axes.
+    """
+    cross_entropy = F.binary_cross_entropy_with_logits(logits, truth)
+    probability = torch.sigmoid(logits).flatten(1)
+    target = truth.flatten(1)
+    overlap = (probability * target).sum(1)
+    dice = (2 * overlap + 1e-5) / (probability.sum(1) + target.sum(1) + 1e-5)
+    return cross_entropy + (1 - dice).mean()
+
+
+class InteractiveObjective(nn.Module):
+    """The click simulation of SAM-Med3D / the paper's protocol, as a loss.
+
+    The encoder runs once per crop; then ``clicks`` rounds: a click sampled from the current
+    prediction's errors (:func:`~fastsam3d_core.evaluation.protocol.next_click`: the first two
+    deep in the largest error region, later ones anywhere in the errors), decoded with the
+    previous low-resolution logits as the mask prompt (detached, as at inference), and the Dice +
+    cross-entropy of the 128³ upsampled logits. The loss is the mean over rounds.
+    """
+
+    def __init__(self, model: Sam3D, clicks: int = 5) -> None:
+        super().__init__()
+        self.model = model
+        self.clicks = clicks
+
+    def forward(
+        self, images: torch.Tensor, truths: torch.Tensor, seeds: list[list[int]]
+    ) -> torch.Tensor:
+        """Args:
+        images: ``(B, 1, 128, 128, 128)`` float crops (crop voxels, axes d0, d1, d2).
+        truths: ``(B, 128, 128, 128)`` bool, same axes.
+        seeds: per crop, the seed of its click sampler (the same crop and seed give the
+            same clicks in any process).
+        """
+        device = self.model.device
+        embedding = self.model.encode(images)
+        batch = images.shape[0]
+        truth_np = truths.cpu().numpy()
+        target = truths.to(device=device, dtype=embedding.dtype)[:, None]
+        rngs = [np.random.default_rng(seed) for seed in seeds]
+        low = embedding.new_zeros(batch, 1, *(LOW_RES_SIZE,) * 3)
+        upsampled_np = np.zeros(truth_np.shape, np.float32)
+        points = np.zeros((batch, 3), np.float32)
+        labels = np.ones(batch, np.int64)
+        total = embedding.new_zeros(())
+        for round_number in range(self.clicks):
+            for n in range(batch):  # a crop without errors left keeps its last click
+                click = next_click(truth_np[n], upsampled_np[n], round_number, rngs[n])
+                if click is not None:
+                    points[n], labels[n] = click
+            low, _ = self.model.decode(
+                embedding,
+                torch.from_numpy(points[:, None]).to(device),
+                torch.from_numpy(labels[:, None]).to(device),
+                low.detach(),
+            )
+            upsampled = F.interpolate(
+                low, size=(CROP_SIZE,) * 3, mode="trilinear", align_corners=False
+            )
+            total = total + dice_ce_loss(upsampled.float(), target.float())
+            upsampled_np = upsampled.detach()[:, 0].float().cpu().numpy()
+        return total / self.clicks
+
+
+def layers_in_use(iteration: int, total: int, student_depth: int) -> int:
+    """Eq. 2 of FastSAM3D: k = ⌈iteration · depth / total⌉ student layers, for iteration
+    1..total (so k grows from 1 to the student's depth)."""
+    if not 1 <= iteration <= total:
+        raise ValueError(f"iteration must be in 1..{total}, got {iteration}")
+    return math.ceil(iteration * student_depth / total)
+
+
+class LayerwiseDistillation(nn.Module):
+    """FastSAM3D's layer-wise progressive distillation (paper §2.2, Eq. 1-2), then logit-level.
+
+    Layer i of the student (1-based) learns the output of layer ``i · T/S`` of the teacher
+    (T, S their depths; 2i for 12 → 6), through a linear projection where their widths differ:
+    ``L = E_x[(1/k) Σ_{i=1..k} ‖f_t^(iT/S)(x) − P f_s^(i)(x)‖₂]``, with the L2 norm over each
+    crop's whole feature tensor and k from :func:`layers_in_use`. The logit-level phase (k = 0
+    here) matches the final embeddings (after the necks) the same way.
+
+    The teacher is frozen and runs without gradients.
+    """
+
+    def __init__(self, teacher: ImageEncoderViT3D, student: ImageEncoderViT3D) -> None:
+        super().__init__()
+        self.teacher = teacher.requires_grad_(False).eval()
+        self.student = student
+        teacher_depth, student_depth = len(teacher.blocks), len(student.blocks)
+        if teacher_depth % student_depth:
+            raise ValueError(
+                f"the student's depth {student_depth} must divide the teacher's {teacher_depth}"
+            )
+        self.stride = teacher_depth // student_depth
+        student_width = student.pos_embed.shape[-1]
+        teacher_width = teacher.pos_embed.shape[-1]
+        self.projections = nn.ModuleList(
+            nn.Identity() if student_width == teacher_width
+            else nn.Linear(student_width, teacher_width)
+            for _ in range(student_depth)
+        )  # fmt: skip
+
+    def forward(self, images: torch.Tensor, k: int) -> torch.Tensor:
+        """Args: images ``(B, 1, S, S, S)``; k: student layers in the loss (Eq. 2), or 0 for the
+        logit-level loss on the final embeddings."""
+        with torch.no_grad():
+            teacher_out = _block_outputs(self.teacher, images, self.stride, final=k == 0)
+        student_out = _block_outputs(self.student, images, 1, final=k == 0)
+        if k == 0:
+            return _l2(teacher_out[-1], student_out[-1])
+        losses = [_l2(teacher_out[i], self.projections[i](student_out[i])) for i in range(k)]
+        return torch.stack(losses).mean()
+
+
+def _block_outputs(
+    encoder: ImageEncoderViT3D, images: torch.Tensor, stride: int, final: bool
+) -> list[torch.Tensor]:
+    """Outputs ``(B, G, G, G, C)`` of blocks stride, 2·stride, … (1-based); with ``final``, only
+    the embedding after the neck (through the encoder's own forward)."""
+    if final:
+        return [encoder(images)]
+    x = encoder.patch_embed(images) + encoder.pos_embed
+    outputs = []
+    for number, block in enumerate(encoder.blocks, 1):
+        x = block(x)
+        if number % stride == 0:
+            outputs.append(x)
+    return outputs
+
+
+def _l2(target: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of each crop's L2 distance ‖target − prediction‖₂."""
+    return (target.float() - prediction.float()).flatten(1).norm(dim=1).mean()
