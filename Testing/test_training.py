@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -358,3 +359,26 @@ def test_torchrun_two_processes_give_the_weights_of_one_with_the_same_global_bat
         int(bool(v.any())) for k, v in parallel_weights.items() if k.endswith("up.weight")
     )
     assert changed > 0  # the adapters did train
+
+
+def test_the_encoder_service_serves_a_model_with_its_adapters(seeded_checkpoint, tmp_path):
+    from fastsam3d_core.serving.service import EncoderReplica, ServiceOptions
+
+    model = _seeded("fastsam3d")
+    attach_adapters(model, AdapterConfig())
+    with torch.no_grad():
+        for value in adapter_state(model).values():
+            value.copy_(torch.randn_like(value) * 0.02)
+    adapter = tmp_path / "liver.adapter.pt"
+    save_adapter(model, adapter)
+    options = ServiceOptions(weights={"fastsam3d": str(seeded_checkpoint)}, device="cpu",
+                             decoder_dir=str(tmp_path / "decoders"))  # fmt: skip
+    plain = EncoderReplica(options)
+    adapted = EncoderReplica(replace(options, adapters={"fastsam3d": str(adapter)}))
+    crop = np.random.default_rng(0).standard_normal((128, 128, 128)).astype(np.float32)
+    (served,) = adapted.encode_batch([("fastsam3d", crop)])
+    with torch.no_grad():
+        expected = model.encode(torch.from_numpy(crop)[None, None]).numpy()
+    np.testing.assert_allclose(served, expected, rtol=1e-4, atol=1e-5)
+    # Its own identity and decoder: clients with the plain checkpoint's decoder are refused.
+    assert adapted.identity["fastsam3d"] != plain.identity["fastsam3d"]

@@ -36,6 +36,12 @@ def serve(
         Optional[list[Path]],
         typer.Option(metavar="FILE", help="Checkpoint per --model, in order; default: the cache."),
     ] = None,
+    adapter: Annotated[
+        Optional[list[Path]],
+        typer.Option(
+            metavar="FILE", help="Adapter file per --model, in order (fastsam3d finetune)."
+        ),
+    ] = None,
     address: Annotated[
         Optional[str],
         typer.Option(
@@ -83,6 +89,12 @@ def serve(
         name: str(resolve_weights(name, weights_file=files[i] if files else None).resolve())
         for i, name in enumerate(names)
     }
+    adapters = list(adapter or [])
+    if adapters and len(adapters) != len(names):
+        raise typer.BadParameter("give one --adapter per --model, in the same order")
+    for path in adapters:
+        if not path.is_file():
+            raise typer.BadParameter(f"{path}: no such file", param_hint="--adapter")
     options = ServiceOptions(
         weights=paths,
         device=device,
@@ -90,6 +102,7 @@ def serve(
         max_batch_size=max_batch_size,
         batch_wait_s=batch_wait_ms / 1000,
         decoder_dir=str(decoder_cache_dir()),
+        adapters={name: str(path.resolve()) for name, path in zip(names, adapters)},
     )
     if host not in ("127.0.0.1", "localhost", "::1") and token is None:
         typer.echo(

@@ -130,7 +130,7 @@ def attach_adapters(model: nn.Module, config: AdapterConfig) -> list[nn.Paramete
             if config.hyper_rank:
                 module.hyper_adapter = HyperPromptAdapter(dim, config.hyper_rank)
     model.to(device=reference.device, dtype=reference.dtype)
-    setattr(model, "adapter_config", config)  # what an adapter file records
+    model.adapter_config = config  # type: ignore[assignment]  # what adapter files record
     return adapter_parameters(model)
 
 

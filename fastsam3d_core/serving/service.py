@@ -35,6 +35,8 @@ class ServiceOptions:
         max_batch_size: most crops encoded together.
         batch_wait_s: longest a crop waits for others to fill a batch.
         decoder_dir: where the exported ONNX decoders are written (once per checkpoint).
+        adapters: model name -> adapter file (``fastsam3d finetune``), for the models that
+            have one.
     """
 
     weights: dict[str, str]
@@ -43,6 +45,7 @@ class ServiceOptions:
     max_batch_size: int = 4
     batch_wait_s: float = 0.01
     decoder_dir: str = field(default="")
+    adapters: dict[str, str] = field(default_factory=dict)
 
 
 class EncoderReplica:
@@ -63,6 +66,15 @@ class EncoderReplica:
             model = build_model(name, device=options.device)
             load_checkpoint(model, path)
             weights_sha256 = sha256_of_file(path)
+            if name in options.adapters:
+                from ..weights.adapter_file import load_adapter
+
+                load_adapter(model, options.adapters[name])
+                # The served model is the checkpoint and its adapters: clients match both.
+                adapter_sha256 = sha256_of_file(options.adapters[name])
+                weights_sha256 = hashlib.sha256(
+                    f"{weights_sha256}+{adapter_sha256}".encode()
+                ).hexdigest()
             onnx_path = folder / f"{name}-{weights_sha256[:16]}.onnx"
             if not onnx_path.is_file():
                 export_decoder(model, onnx_path, weights_sha256)
