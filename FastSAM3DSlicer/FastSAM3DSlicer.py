@@ -33,6 +33,7 @@ from slicer.util import VTKObservationMixin
 SETTINGS_MODEL = "FastSAM3D/Model"
 SETTINGS_DEVICE = "FastSAM3D/Device"
 SETTINGS_WEIGHTS_FILE = "FastSAM3D/WeightsFile"
+SETTINGS_ADAPTER_FILE = "FastSAM3D/AdapterFile"
 SETTINGS_SERVER = "FastSAM3D/Server"
 # The token is not saved with the settings (a plain file); this variable can hold it.
 TOKEN_VARIABLE = "FASTSAM3D_TOKEN"
@@ -138,6 +139,7 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.serverLineEdit.connect("editingFinished()", self._saveSettings)
         self.ui.overwriteCheckBox.connect("toggled(bool)", self._saveSettings)
         self.ui.weightsPathLineEdit.connect("currentPathChanged(QString)", self._saveSettings)
+        self.ui.adapterPathLineEdit.connect("currentPathChanged(QString)", self._saveSettings)
         self._timer.setInterval(int(POLL_INTERVAL_S * 1000))
         # Ticks come every 30 ms: a wait cursor would flicker.
         self._pollSlot = self._guarded(self.onTimer, "FastSAM3D update failed.", waitCursor=False)
@@ -257,6 +259,7 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.deviceComboBox.currentData,
                 self.ui.weightsPathLineEdit.currentPath or None,
                 *self._server(),
+                self.ui.adapterPathLineEdit.currentPath or None,
             )
             engine.setInputs(node.inputVolume, node.segmentation, node.segmentId)
         node.segmentation = engine.segmentationNode
@@ -480,6 +483,7 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             settings.value(SETTINGS_OVERWRITE, False)
         )
         self.ui.weightsPathLineEdit.currentPath = settings.value(SETTINGS_WEIGHTS_FILE, "")
+        self.ui.adapterPathLineEdit.currentPath = settings.value(SETTINGS_ADAPTER_FILE, "")
         self.ui.serverLineEdit.text = settings.value(SETTINGS_SERVER, "")
         self.ui.tokenLineEdit.text = os.environ.get(TOKEN_VARIABLE, "")
 
@@ -489,6 +493,7 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         settings.setValue(SETTINGS_DEVICE, self.ui.deviceComboBox.currentData)
         settings.setValue(SETTINGS_OVERWRITE, self.ui.overwriteCheckBox.checked)
         settings.setValue(SETTINGS_WEIGHTS_FILE, self.ui.weightsPathLineEdit.currentPath)
+        settings.setValue(SETTINGS_ADAPTER_FILE, self.ui.adapterPathLineEdit.currentPath)
         settings.setValue(SETTINGS_SERVER, self.ui.serverLineEdit.text.strip())
 
     def _dependenciesReady(self):
@@ -589,12 +594,15 @@ class FastSAM3DSlicerLogic(ScriptedLoadableModuleLogic):
     def engineIfStarted(self):
         return self._engine
 
-    def loadModel(self, modelName, device="auto", weightsFile=None, server=None, token=None):
+    def loadModel(
+        self, modelName, device="auto", weightsFile=None, server=None, token=None, adapterFile=None
+    ):
         """Load a model (or connect to a remote server, device ``"remote"``) unless the same
         one is loaded (or loading) already."""
         engine = self.engine()
-        if engine.loadedModel != (modelName, device, weightsFile, server, token):
-            engine.setModel(modelName, device, weightsFile, server, token)
+        key = (modelName, device, weightsFile, server, token, adapterFile)
+        if engine.loadedModel != key:
+            engine.setModel(*key)
 
     def segment(
         self,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from scipy import ndimage
 from test_session import dice, oblique_copy
 from test_slicer_mrml import (
@@ -28,7 +29,7 @@ from test_slicer_mrml import (
     write_whole,
 )
 
-from fastsam3d_core import Session, Volume
+from fastsam3d_core import Session, Volume, build_model
 from fastsam3d_core.geometry import crop_grid_around
 from fastsam3d_core.geometry.paste import footprint_box
 from fastsam3d_core.io import read_segmentation
@@ -412,7 +413,7 @@ def test_a_failed_model_load_is_retried_when_asked_again(scene, make_logic, tmp_
     entry = replace(registry.WEIGHTS["fastsam3d"], url="http://127.0.0.1:9/FastSAM3D.pth")
     monkeypatch.setitem(registry.WEIGHTS, "fastsam3d", entry)
     logic.setModel("fastsam3d", "cpu")
-    assert logic.loadedModel == ("fastsam3d", "cpu", None, None, None), (
+    assert logic.loadedModel == ("fastsam3d", "cpu", None, None, None, None), (
         "a load in flight is not repeated"
     )
     assert logic.waitForIdle(TIMEOUT_S)
@@ -671,3 +672,38 @@ def test_a_new_model_places_the_points_again_in_the_sessions_order(
     settle(logic)
     assert [click.positive for click in logic.clicks] == order == [False, True, True]
     assert np.array_equal(current_mask(logic), before)
+
+
+def test_the_module_loads_a_model_with_its_adapter_file_and_refuses_one_for_other_weights(
+    scene, make_logic, fastsam3d_seeded, tmp_path
+):
+    from fastsam3d_core.models.adapter import AdapterConfig, adapter_state, attach_adapters
+    from fastsam3d_core.weights.adapter_file import save_adapter
+
+    weights = tmp_path / "seeded.pth"
+    torch.save({"model_state_dict": fastsam3d_seeded.state_dict()}, weights)
+    adapted = build_model("fastsam3d")
+    adapted.load_state_dict(fastsam3d_seeded.state_dict())
+    attach_adapters(adapted, AdapterConfig())
+    with torch.no_grad():
+        for value in adapter_state(adapted).values():
+            value.copy_(torch.randn_like(value) * 0.05)
+    adapter = tmp_path / "liver.adapter.pt"
+    save_adapter(adapted, adapter)
+    labels = Volume.from_file(CT_LABEL)
+    node = read_volume_node(scene, CT_IMAGE)
+    logic = make_logic(OraclePredictor(labels, 1), node)
+    logic.setModel("fastsam3d", "cpu", str(weights), None, None, str(adapter))
+    assert logic.waitForIdle(TIMEOUT_S) and not logic.errors
+    liver = deepest_ras(labels, 5)
+    place(logic, liver)
+    settle(logic)
+    expected = Session(Volume.from_file(CT_IMAGE), adapted.eval()).add_point(liver, True).mask
+    assert np.array_equal(current_mask(logic), expected.astype(bool))
+    other = tmp_path / "other.pth"
+    state = dict(fastsam3d_seeded.state_dict())
+    state["mask_decoder.iou_token.weight"] = state["mask_decoder.iou_token.weight"] + 1
+    torch.save({"model_state_dict": state}, other)
+    logic.setModel("fastsam3d", "cpu", str(other), None, None, str(adapter))
+    assert logic.waitForIdle(TIMEOUT_S)
+    assert any("trained on other fastsam3d weights" in str(e) for e in logic.errors)

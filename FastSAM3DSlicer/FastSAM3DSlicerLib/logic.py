@@ -100,18 +100,19 @@ class InteractiveSegmentationLogic:
         weightsFile: str | None = None,
         server: str | None = None,
         token: str | None = None,
+        adapterFile: str | None = None,
     ):
-        """Load a model on the worker (downloading its weights if needed), or with device
-        ``"remote"`` connect to the encoder service at ``server``. Changing the model starts a
-        new session on the same volume and segment."""
+        """Load a model on the worker (downloading its weights if needed) with the adapters of
+        ``adapterFile`` if given, or with device ``"remote"`` connect to the encoder service at
+        ``server``. Changing the model starts a new session on the same volume and segment."""
         self._setStatus(f"Loading {modelName}...")
         state = self._state
-        state.model_key = (modelName, device, weightsFile, server, token)
+        state.model_key = (modelName, device, weightsFile, server, token, adapterFile)
 
         def change(report):
             try:
                 state.predictor = load_predictor(
-                    modelName, device, weightsFile, report, server=server, token=token
+                    modelName, device, weightsFile, report, server, token, adapterFile
                 )
             except BaseException:
                 state.model_key = None  # so that asking again retries
@@ -121,7 +122,8 @@ class InteractiveSegmentationLogic:
 
     @property
     def loadedModel(self) -> tuple | None:
-        """(model, device, weights file, server, token) of :meth:`setModel`'s model, loaded or
+        """(model, device, weights file, server, token, adapter file) of :meth:`setModel`'s
+        model, loaded or
         loading; None when none is, when its load failed, or when it fell back to the CPU
         (asking again retries the device)."""
         if getattr(self._state.predictor, "fell_back", False):

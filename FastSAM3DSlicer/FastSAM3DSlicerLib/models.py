@@ -110,6 +110,7 @@ def load_predictor(
     report: Reporter | None = None,
     server: str | None = None,
     token: str | None = None,
+    adapter_file: str | Path | None = None,
 ) -> Any:
     """Download (if needed) and load a model's weights, or connect to the encoder service;
     return a ready predictor.
@@ -122,6 +123,7 @@ def load_predictor(
             service's.
         report: progress reporter (download percentage, loading).
         server, token: the service's address and token, for :data:`REMOTE`.
+        adapter_file: adapters (``fastsam3d finetune``) for the local model.
 
     Raises:
         ModelLoadError: unknown model or device, offline with no cached weights, a checksum
@@ -132,8 +134,13 @@ def load_predictor(
     if model_name not in names:
         raise ModelLoadError(f"unknown model {model_name!r}; choose one of {names}")
     if device == REMOTE:
+        if adapter_file:
+            raise ModelLoadError(
+                "Adapters run where the encoder runs: clear 'Adapter file', and ask whoever "
+                "runs the server to start it with 'fastsam3d serve --adapter FILE'."
+            )
         return connect_remote(model_name, server, token, weights_file, report)
-    return _load_local(model_name, device, weights_file, report)
+    return _load_local(model_name, device, weights_file, report, adapter_file)
 
 
 def connect_remote(
@@ -196,7 +203,11 @@ def _remote_problem(error: BaseException) -> str:
 
 
 def _load_local(
-    model_name: str, device: str, weights_file: str | Path | None, report: Reporter | None
+    model_name: str,
+    device: str,
+    weights_file: str | Path | None,
+    report: Reporter | None,
+    adapter_file: str | Path | None = None,
 ) -> FallbackPredictor:
     from fastsam3d_core.weights import WeightsDownloadError, WeightsError, resolve_weights
 
@@ -220,7 +231,7 @@ def _load_local(
     if report is not None:
         report(f"Loading {model_name} on {device}...", None)
     try:
-        model = _build_and_load(model_name, device, path)
+        model = _build_and_load(model_name, device, path, adapter_file)
     except Exception as error:
         if not is_out_of_memory(error):
             raise
@@ -231,12 +242,16 @@ def _load_local(
         )
         if report is not None:
             report(notice, None)
-        return FallbackPredictor(_build_and_load(model_name, "cpu", path), report, fell_back=True)
+        cpu_model = _build_and_load(model_name, "cpu", path, adapter_file)
+        return FallbackPredictor(cpu_model, report, fell_back=True)
     return FallbackPredictor(model, report)
 
 
-def _build_and_load(model_name: str, device: str, path: Path) -> Any:
+def _build_and_load(
+    model_name: str, device: str, path: Path, adapter_file: str | Path | None = None
+) -> Any:
     from fastsam3d_core import CheckpointError, build_model, load_checkpoint
+    from fastsam3d_core.weights.adapter_file import load_adapter
 
     try:
         model = build_model(model_name, device=device)
@@ -251,4 +266,10 @@ def _build_and_load(model_name: str, device: str, path: Path) -> Any:
         model.check_weights_loaded()  # an encoder-only file leaves the decoder random
     except ValueError as error:
         raise ModelLoadError(f"{path}: {error}") from error
+    if adapter_file:
+        try:
+            load_adapter(model, adapter_file)
+        except CheckpointError as error:
+            raise ModelLoadError(f"{error}. Clear 'Adapter file' or choose the one for these "
+                                 "weights.") from error  # fmt: skip
     return model
