@@ -202,6 +202,7 @@ def test_finetune_raises_dice_on_its_scan_and_leaves_the_base_untouched(
     assert summary["trainable_fraction"] <= 0.05
     metrics = json.loads(adapter.with_name(adapter.name + ".metrics.json").read_text())
     assert [m["step"] for m in metrics] == list(range(1, 31))
+    assert adapter.with_name(adapter.name + ".png").stat().st_size > 10_000  # loss and Dice
     assert not adapter.with_name(adapter.name + ".state").exists()  # done: nothing to resume
     # The adapter loads where a model loads, on the base it was trained from.
     out = tmp_path / "liver.seg.nrrd"
@@ -382,3 +383,22 @@ def test_the_encoder_service_serves_a_model_with_its_adapters(seeded_checkpoint,
     np.testing.assert_allclose(served, expected, rtol=1e-4, atol=1e-5)
     # Its own identity and decoder: clients with the plain checkpoint's decoder are refused.
     assert adapted.identity["fastsam3d"] != plain.identity["fastsam3d"]
+
+
+@pytest.mark.slow
+def test_distill_writes_a_student_that_segment_loads(tmp_path):
+    teacher = tmp_path / "turbo-seeded.pth"
+    torch.save({"model_state_dict": _seeded("sam-med3d-turbo").state_dict()}, teacher)
+    student = tmp_path / "student.pt"
+    run = _run([FASTSAM3D, "distill", str(SHARED_DATA_DIR / "brats2021_flair_edema"),
+                "--teacher-weights", str(teacher), "--steps", "2", "--logit-steps", "1",
+                "--device", "cpu", "-o", str(student)])  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    records = json.loads(student.with_name(student.name + ".metrics.json").read_text())
+    assert [r["k"] for r in records] == [3, 6, 0]  # Eq. 2 over 2 steps for 6 layers, then logits
+    out = tmp_path / "liver.seg.nrrd"
+    segment = _run([FASTSAM3D, "segment", str(CT_DIR / "example_ct_3mm.nii.gz"), "--point",
+                    _liver_point(), "--weights", str(student), "--device", "cpu",
+                    "-o", str(out)])  # fmt: skip
+    assert segment.returncode == 0, segment.stderr
+    assert out.is_file()

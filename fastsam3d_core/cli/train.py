@@ -140,7 +140,8 @@ def finetune(
         save_adapter(
             base, output, checkpoint_sha256=sha256_of_file(checkpoint_path), summary=summary
         )
-        written = write_metrics(history, output, f"finetune {model}")
+        dice = {"before": before, "after": after}
+        written = write_metrics(history, output, f"finetune {model}", dice)
         typer.echo(
             f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB; adapters "
             f"{100 * trainable / total:.2f} % of the model's parameters) and "

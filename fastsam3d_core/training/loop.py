@@ -219,9 +219,12 @@ def _resume(objective: nn.Module, optimizer: torch.optim.Optimizer, path: Path |
     return list(state["history"])
 
 
-def write_metrics(history: list[dict], prefix: Path, title: str) -> list[Path]:
-    """``PREFIX.metrics.csv`` and ``.json`` (one row per step), and a loss plot ``.png`` when
-    matplotlib is installed; returns the files written."""
+def write_metrics(
+    history: list[dict], prefix: Path, title: str, dice: dict[str, dict] | None = None
+) -> list[Path]:
+    """``PREFIX.metrics.csv`` and ``.json`` (one row per step), and a plot ``.png`` of the loss
+    (and of ``dice``: curve name -> {clicks: Dice}) when matplotlib is installed; returns the
+    files written."""
     columns = list(history[0]) if history else ["step", "loss"]
     rows = [",".join(str(r.get(c, "")) for c in columns) for r in history]
     csv = prefix.with_name(prefix.name + ".metrics.csv")
@@ -236,10 +239,16 @@ def write_metrics(history: list[dict], prefix: Path, title: str) -> list[Path]:
         from matplotlib import pyplot
     except ImportError:
         return written
-    figure, axis = pyplot.subplots(figsize=(6, 3.5))
-    axis.plot([r["step"] for r in history], [r["loss"] for r in history])
-    axis.set(xlabel="step", ylabel="loss", title=title)
-    plot = prefix.with_name(prefix.name + ".loss.png")
+    figure, axes = pyplot.subplots(1, 2 if dice else 1, figsize=(10 if dice else 6, 3.5))
+    loss_axis = axes[0] if dice else axes
+    loss_axis.plot([r["step"] for r in history], [r["loss"] for r in history])
+    loss_axis.set(xlabel="step", ylabel="loss", title=title)
+    for name, curve in (dice or {}).items():
+        axes[1].plot(list(curve), list(curve.values()), marker="o", label=name)
+    if dice:
+        axes[1].set(xlabel="clicks", ylabel="Dice (held out)", ylim=(0, 1))
+        axes[1].legend()
+    plot = prefix.with_name(prefix.name + ".png")
     figure.tight_layout()
     figure.savefig(plot, dpi=100)
     pyplot.close(figure)

@@ -1,0 +1,97 @@
+"""Time per training step of ``finetune`` (each model) and ``distill`` on this machine.
+
+Seeded weights (the golden recipe), one 128³ crop of the shared CT per step, 5 simulated clicks
+for fine-tuning. The reference in the same run is the model's inference encoder pass. Prints the
+CPU, medians over the timed steps, and the ratio to the reference.
+
+    python benchmarks/bench_training.py [--steps 6] [--device cpu] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "Testing"))
+
+from conftest import GOLDEN_DIR, SHARED_DATA_DIR  # noqa: E402
+
+from fastsam3d_core import build_model  # noqa: E402
+from fastsam3d_core.benchmark import cpu_name  # noqa: E402
+from fastsam3d_core.golden import GoldenReference  # noqa: E402
+from fastsam3d_core.training.data import CaseFiles, prepare  # noqa: E402
+from fastsam3d_core.training.distill import distill_encoder  # noqa: E402
+from fastsam3d_core.training.finetune import finetune  # noqa: E402
+from fastsam3d_core.training.loop import LoopConfig, Ranks  # noqa: E402
+from fastsam3d_core.training.objectives import LayerwiseDistillation  # noqa: E402
+
+
+def seeded(name: str, device: torch.device):
+    model = build_model(name)
+    model.load_state_dict(GoldenReference.load(GOLDEN_DIR, name).state_dict())
+    return model.to(device)
+
+
+def encoder_seconds(model, image: torch.Tensor, repeats: int) -> float:
+    times = []
+    with torch.inference_mode():
+        model.encode(image)  # warm-up
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model.encode(image)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def step_seconds(history: list[dict]) -> float:
+    return statistics.median(r["seconds"] for r in history[1:])  # the first warms up
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    ranks = Ranks(0, 1, device)
+    ct = SHARED_DATA_DIR / "totalseg_ct"
+    case = prepare(CaseFiles("ct", ct / "example_ct_3mm.nii.gz", ct / "example_seg_3mm.nii.gz"), 5)
+    image = torch.from_numpy(case.crop.image)[None, None].to(device)
+    config = LoopConfig(steps=args.steps, learning_rate=3e-3)
+    rows = []
+    for name in ("fastsam3d", "sam-med3d-turbo"):
+        model = seeded(name, device)
+        reference = encoder_seconds(model, image, 3)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        history = finetune(model, [case], config, ranks, clicks=5)
+        memory = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
+        rows.append({"run": f"finetune {name}", "step_s": step_seconds(history),
+                     "encoder_s": reference, "gpu_peak_gib": memory})  # fmt: skip
+    teacher, student = seeded("sam-med3d-turbo", device), build_model("fastsam3d", device=device)
+    objective = LayerwiseDistillation(teacher.image_encoder, student.image_encoder)
+    crops = image.cpu().repeat(2, 1, 1, 1, 1)
+    history = distill_encoder(objective, crops, config, ranks, layerwise_steps=args.steps)
+    rows.append({"run": "distill sam-med3d-turbo -> fastsam3d (layer-wise)",
+                 "step_s": step_seconds(history), "encoder_s": rows[1]["encoder_s"]})  # fmt: skip
+    print(f"\n{cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"device {device}")  # fmt: skip
+    for row in rows:
+        print(f"{row['run']:<52} {row['step_s']:6.2f} s/step  = "
+              f"{row['step_s'] / row['encoder_s']:4.1f} × the encoder's inference pass "
+              f"({row['encoder_s'] * 1000:.0f} ms)")  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps({"cpu": cpu_name(), "device": str(device),
+                                         "rows": rows}, indent=1))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
