@@ -121,3 +121,17 @@ def wait_for_port(port: int, seconds: float, process: subprocess.Popen | None = 
                 return
         time.sleep(0.2)
     raise AssertionError(f"nothing listens on port {port} after {seconds} s")
+
+
+def save_random_adapter(model: Sam3D, path: Path, scale: float = 0.02) -> Sam3D:
+    """Give ``model`` adapters with random non-zero weights (as if trained), save them to
+    ``path``; returns the model."""
+    from fastsam3d_core.models.adapter import AdapterConfig, adapter_state, attach_adapters
+    from fastsam3d_core.weights.adapter_file import save_adapter
+
+    attach_adapters(model, AdapterConfig())
+    with torch.no_grad():
+        for value in adapter_state(model).values():
+            value.copy_(torch.randn_like(value) * scale)
+    save_adapter(model, path)
+    return model

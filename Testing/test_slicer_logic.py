@@ -677,19 +677,14 @@ def test_a_new_model_places_the_points_again_in_the_sessions_order(
 def test_the_module_loads_a_model_with_its_adapter_file_and_refuses_one_for_other_weights(
     scene, make_logic, fastsam3d_seeded, tmp_path
 ):
-    from fastsam3d_core.models.adapter import AdapterConfig, adapter_state, attach_adapters
-    from fastsam3d_core.weights.adapter_file import save_adapter
+    from conftest import save_random_adapter
 
     weights = tmp_path / "seeded.pth"
     torch.save({"model_state_dict": fastsam3d_seeded.state_dict()}, weights)
     adapted = build_model("fastsam3d")
     adapted.load_state_dict(fastsam3d_seeded.state_dict())
-    attach_adapters(adapted, AdapterConfig())
-    with torch.no_grad():
-        for value in adapter_state(adapted).values():
-            value.copy_(torch.randn_like(value) * 0.05)
     adapter = tmp_path / "liver.adapter.pt"
-    save_adapter(adapted, adapter)
+    save_random_adapter(adapted, adapter, scale=0.05)
     labels = Volume.from_file(CT_LABEL)
     node = read_volume_node(scene, CT_IMAGE)
     logic = make_logic(OraclePredictor(labels, 1), node)

@@ -23,11 +23,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import GOLDEN_DIR, SHARED_DATA_DIR, free_port
+from conftest import GOLDEN_DIR, SHARED_DATA_DIR, free_port, save_random_adapter
 
 from fastsam3d_core import build_model
 from fastsam3d_core.golden import GOLDEN_RTOL, GoldenReference
-from fastsam3d_core.models.adapter import AdapterConfig, adapter_state, attach_adapters
+from fastsam3d_core.models.adapter import AdapterConfig, attach_adapters
 from fastsam3d_core.models.image_encoder import ImageEncoderViT3D
 from fastsam3d_core.training.data import CaseFiles, DatasetError, find_cases, prepare
 from fastsam3d_core.training.distill import distill_encoder
@@ -109,12 +109,8 @@ def test_zero_initialised_adapters_leave_the_golden_outputs_unchanged():
 
 
 def test_an_adapter_file_restores_its_outputs_and_refuses_other_bases(tmp_path):
-    model = _seeded("fastsam3d")
-    attach_adapters(model, AdapterConfig())
-    with torch.no_grad():  # trained-looking adapters: every weight non-zero
-        for value in adapter_state(model).values():
-            value.copy_(torch.randn_like(value) * 0.02)
     path = tmp_path / "liver.adapter.pt"
+    model = save_random_adapter(_seeded("fastsam3d"), path)  # every adapter weight non-zero
     save_adapter(model, path, summary={"cases": ["a"]})
     image = torch.randn(1, 1, 128, 128, 128)
     with torch.no_grad():
@@ -365,13 +361,8 @@ def test_torchrun_two_processes_give_the_weights_of_one_with_the_same_global_bat
 def test_the_encoder_service_serves_a_model_with_its_adapters(seeded_checkpoint, tmp_path):
     from fastsam3d_core.serving.service import EncoderReplica, ServiceOptions
 
-    model = _seeded("fastsam3d")
-    attach_adapters(model, AdapterConfig())
-    with torch.no_grad():
-        for value in adapter_state(model).values():
-            value.copy_(torch.randn_like(value) * 0.02)
     adapter = tmp_path / "liver.adapter.pt"
-    save_adapter(model, adapter)
+    model = save_random_adapter(_seeded("fastsam3d"), adapter)
     options = ServiceOptions(weights={"fastsam3d": str(seeded_checkpoint)}, device="cpu",
                              decoder_dir=str(tmp_path / "decoders"))  # fmt: skip
     plain = EncoderReplica(options)
