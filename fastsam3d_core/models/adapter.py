@@ -6,12 +6,15 @@ already 3-D):
 - a *space* adapter on the attention output, with its own skip: ``x += A_s(Attn(LN1 x))``;
 - an *MLP* adapter beside the MLP, scaled: ``x += MLP(n) + scale · A_m(n)``, ``n`` the MLP's input.
 
-In each two-way block of the mask decoder, a *hyper-prompting* adapter (HyP-Adpt) on the image
-tokens, whose middle weights a hyper-network computes from the prompt tokens, so the same adapter
-acts differently for different clicks.
+In each two-way block of the mask decoder, an MLP adapter beside the token MLP and a
+*hyper-prompting* adapter (HyP-Adpt) on the image tokens, whose middle weights a hyper-network
+computes from the prompt tokens, so the same adapter acts differently for different clicks.
+The authors' code has neither (it trains the whole decoder instead, 14 % of FastSAM3D's
+parameters); HyP-Adpt here is built from the paper's description.
 
-Every adapter's last projection starts at zero: attached, the adapters leave the model's output
-exactly as it was, and training starts from the base model.
+Every adapter's last projection starts at zero (Med-SA's code keeps PyTorch's default
+initialisation): attached, the adapters leave the model's output exactly as it was, and training
+starts from the base model.
 """
 
 from __future__ import annotations
