@@ -81,8 +81,8 @@ def _sha256(path: Path) -> str:
 
 def _run(arguments: list[str], **options) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "2", **options.pop("env", {})}
-    return subprocess.run(
-        arguments, capture_output=True, text=True, timeout=600, env=env, **options
+    return subprocess.run(  # the CLI writes UTF-8; CI's locale is ASCII
+        arguments, capture_output=True, encoding="utf-8", timeout=600, env=env, **options
     )
 
 

@@ -109,7 +109,7 @@ def load_adapter(model: nn.Module, path: str | os.PathLike) -> dict[str, Any]:
     if base.get("weights_sha256") != actual:
         raise AdapterMismatchError(
             f"{os.fspath(path)}: trained on other {name} weights (SHA-256 "
-            f"{str(base.get('weights_sha256'))[:12]}…, these are {actual[:12]}…); load the "
+            f"{str(base.get('weights_sha256'))[:12]}..., these are {actual[:12]}...); load the "
             "checkpoint it was trained on"
         )
     attach_adapters(model, AdapterConfig(**content["config"]))
