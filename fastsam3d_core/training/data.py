@@ -17,7 +17,7 @@ import numpy as np
 
 from ..evaluation.protocol import CaseSkipped, prepare_case
 from ..geometry import Crop, Volume
-from ..io import VolumeReadError, read_segmentation, read_volume
+from ..io import VolumeReadError
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 # nnU-Net names a case's channels case_0000, case_0001, ...; the models take one channel.
@@ -178,6 +178,8 @@ def prepare(case: CaseFiles, label: int | str | None) -> TrainingCase:
     Raises:
         DatasetError: an unreadable file, or no voxel of the structure (the message says which).
     """
+    from ..io import read_volume  # SimpleITK, on first use
+
     try:
         image = read_volume(case.image)
         truth, value = _label_volume(case.label, label)
@@ -189,6 +191,8 @@ def prepare(case: CaseFiles, label: int | str | None) -> TrainingCase:
 
 def _label_volume(path: Path, label: int | str | None) -> tuple[Volume, int | None]:
     """The label as a volume and the value that marks the structure in it."""
+    from ..io import read_segmentation, read_volume
+
     if not path.name.endswith((".seg.nrrd", ".seg.nhdr")):
         if isinstance(label, str):
             raise DatasetError(f"{path}: a labelmap has no names; give --label as a number "

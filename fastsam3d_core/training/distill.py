@@ -9,7 +9,6 @@ import numpy as np
 import torch
 
 from ..geometry import check_segmentable, crop_grid_around, extract_crop
-from ..io import read_volume
 from .data import DatasetError, find_images
 from .loop import LoopConfig, Ranks, case_of, train
 from .objectives import LayerwiseDistillation, layers_in_use
@@ -18,6 +17,8 @@ from .objectives import LayerwiseDistillation, layers_in_use
 def image_crops(data: Path, say: Callable[[str], None] = print) -> torch.Tensor:
     """One 128³ crop per image of ``data``, centred on the image, normalised as for the model:
     ``(N, 1, 128, 128, 128)`` float32, crop voxels (d0, d1, d2)."""
+    from ..io import read_volume  # SimpleITK, on first use
+
     images = find_images(data)
     say(f"preparing {len(images)} image(s) from {data} ...")
     crops = []

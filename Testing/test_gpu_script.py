@@ -1,0 +1,50 @@
+"""``benchmarks/gpu.sh``, the prepared GPU check, as a GPU machine runs it: from the checkout, with
+neither SimpleITK nor platformdirs importable. Here on the CPU and CI-sized."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import GOLDEN_DIR
+
+ROOT = Path(__file__).resolve().parents[1]
+BLOCKER = '''
+import importlib.abc, sys
+
+class _Missing(importlib.abc.MetaPathFinder):
+    """As on the GPU machines: these packages are not installed."""
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in ("SimpleITK", "platformdirs"):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+
+sys.meta_path.insert(0, _Missing())
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_the_gpu_script_runs_without_image_io_packages(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(BLOCKER)
+    out = tmp_path / "report"
+    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"  # this venv's python first
+    env = {**os.environ, "PYTHONPATH": str(site), "DEVICE": "cpu", "QUICK": "1",
+           "DTYPES": "float32", "COMPILE": "0", "TRAINING_STEPS": "2", "GOLDEN": str(GOLDEN_DIR),
+           "OMP_NUM_THREADS": "2", "PATH": path}  # fmt: skip
+    run = subprocess.run(["bash", str(ROOT / "benchmarks/gpu.sh"), str(out)], env=env,
+                         capture_output=True, encoding="utf-8", timeout=900)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "note: a synthetic crop" in run.stdout  # SimpleITK really was missing
+    golden = (out / "golden.txt").read_text()
+    assert golden.count(": OK") == 2, golden
+    bench = json.loads((out / "bench-dtypes.json").read_text())
+    assert bench["results"] and all(r["device"] == "cpu" for r in bench["results"])
+    training = json.loads((out / "training.json").read_text())
+    assert [r["run"].split()[0] for r in training["rows"]] == ["finetune", "finetune", "distill"]

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The prepared GPU check: what a machine with a GPU runs, offline, in a few minutes.
+#
+#   benchmarks/gpu.sh [OUT_DIR]        # default OUT_DIR gpu-report
+#
+# From a checkout, without installing (PYTHONPATH): it needs only torch, numpy, scipy, typer and
+# threadpoolctl; not SimpleITK or platformdirs, and no network. Writes into OUT_DIR:
+#   info.txt            devices, torch, attention backends
+#   golden.txt          both models against the official outputs, on the GPU
+#   bench-dtypes.json   encoder/decoder/click times in float32, float16, bfloat16 (autocast),
+#                       next to the reference path, with agreement figures against float32
+#   bench-compile.json  the same with torch.compile
+#   bench-flash.json    with flash-attn, when it is installed
+#   training.json       time and peak memory per fine-tuning and distillation step
+# Settings (environment): DEVICE (cuda), DTYPES ("float32 float16 bfloat16"), COMPILE (1),
+# QUICK (0: full runs; 1: CI-sized), GOLDEN (../shared/golden).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-gpu-report}
+device=${DEVICE:-cuda}
+golden=${GOLDEN:-../shared/golden}
+mkdir -p "$out"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+
+run() {
+    echo "+ fastsam3d $*" >&2
+    python -m fastsam3d_core "$@"
+}
+
+quick=()
+[ "${QUICK:-0}" = 1 ] && quick=(--quick)
+dtypes=()
+for dtype in ${DTYPES:-float32 float16 bfloat16}; do dtypes+=(--dtype "$dtype"); done
+
+run info | tee "$out/info.txt"
+if [ -d "$golden" ]; then
+    run check-golden "$golden" --device "$device" | tee "$out/golden.txt"
+else
+    echo "no golden references at $golden: skipped (set GOLDEN)" | tee "$out/golden.txt"
+fi
+run bench "${quick[@]}" --device "$device" "${dtypes[@]}" --json "$out/bench-dtypes.json"
+if [ "${COMPILE:-1}" = 1 ]; then
+    run bench "${quick[@]}" --device "$device" --compile --json "$out/bench-compile.json"
+fi
+if python -c "import flash_attn" 2>/dev/null; then
+    run bench "${quick[@]}" --device "$device" --backend flash --json "$out/bench-flash.json"
+fi
+python benchmarks/bench_training.py --device "$device" --steps "${TRAINING_STEPS:-4}" \
+    --json "$out/training.json"
+echo "wrote $out/"
