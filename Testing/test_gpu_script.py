@@ -1,5 +1,5 @@
 """``benchmarks/gpu.sh``, the prepared GPU check, as a GPU machine runs it: from the checkout, with
-neither SimpleITK nor platformdirs importable. Here on the CPU and CI-sized."""
+neither SimpleITK, platformdirs nor threadpoolctl importable. Here on the CPU and CI-sized."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import importlib.abc, sys
 class _Missing(importlib.abc.MetaPathFinder):
     """As on the GPU machines: these packages are not installed."""
     def find_spec(self, name, path, target=None):
-        if name.split(".")[0] in ("SimpleITK", "platformdirs"):
+        if name.split(".")[0] in ("SimpleITK", "platformdirs", "threadpoolctl"):
             raise ModuleNotFoundError(f"No module named {name!r}")
 
 sys.meta_path.insert(0, _Missing())
@@ -29,7 +29,7 @@ sys.meta_path.insert(0, _Missing())
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
-def test_the_gpu_script_runs_without_image_io_packages(tmp_path):
+def test_the_gpu_script_runs_with_only_torch_numpy_scipy_and_typer(tmp_path):
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(BLOCKER)

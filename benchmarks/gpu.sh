@@ -3,8 +3,8 @@
 #
 #   benchmarks/gpu.sh [OUT_DIR]        # default OUT_DIR gpu-report
 #
-# From a checkout, without installing (PYTHONPATH): it needs only torch, numpy, scipy, typer and
-# threadpoolctl; not SimpleITK or platformdirs, and no network. Writes into OUT_DIR:
+# From a checkout, without installing (PYTHONPATH): it needs only torch, numpy, scipy and typer
+# (not SimpleITK, platformdirs or threadpoolctl), and no network. Writes into OUT_DIR:
 #   info.txt            devices, torch, attention backends
 #   golden.txt          both models against the official outputs, on the GPU
 #   bench-dtypes.json   encoder/decoder/click times in float32, float16, bfloat16 (autocast),

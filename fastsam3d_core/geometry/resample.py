@@ -8,16 +8,28 @@ small matrix products (BLAS); any other pair of grids goes through
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 from scipy.ndimage import map_coordinates
-from threadpoolctl import ThreadpoolController
 
 from .volume import apply_affine
 
 # The BLAS behind NumPy, run single-threaded here: OpenBLAS threads keep spinning after each
 # call and take the cores from the model's own threads (torch, onnxruntime), which doubled a
-# click's time on 2 cores; one thread costs crop extraction about a fifth.
-_BLAS = ThreadpoolController()
+# click's time on 2 cores; one thread costs crop extraction about a fifth. Without threadpoolctl
+# (a declared dependency, missing on bare benchmark machines) results are the same, clicks slower.
+try:
+    from threadpoolctl import ThreadpoolController
+
+    _BLAS: ThreadpoolController | None = ThreadpoolController()
+except ImportError:
+    _BLAS = None
+
+
+def _single_threaded_blas() -> contextlib.AbstractContextManager:
+    return _BLAS.limit(limits=1, user_api="blas") if _BLAS else contextlib.nullcontext()
+
 
 # Target voxels resampled per map_coordinates call: bounds its (3, N) float64 positions to 100 MB.
 _CHUNK_VOXELS = 1 << 22
@@ -82,7 +94,7 @@ def resample(
     """
     if mode not in _ORDERS:
         raise ValueError(f"unknown interpolation mode {mode!r}; use one of {sorted(_ORDERS)}")
-    with _BLAS.limit(limits=1, user_api="blas"):
+    with _single_threaded_blas():
         return _resample(source, source_to_ras, target_to_ras, target_shape, mode, threshold)
 
 
