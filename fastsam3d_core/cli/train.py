@@ -81,7 +81,7 @@ def finetune(
 
     from ..io import check_output_path
     from ..models import MODEL_REGISTRY
-    from ..training.data import find_cases, label_names, prepare, resolve_label
+    from ..training.data import DatasetError, find_cases, label_names, prepare, resolve_label
     from ..training.finetune import click_dice
     from ..training.finetune import finetune as train_adapters
     from ..training.loop import LoopConfig, join_group, leave_group, write_metrics
@@ -97,11 +97,18 @@ def finetune(
         value = resolve_label(label, label_names(data))
         files = find_cases(data)
         say = typer.echo if ranks.main else _quiet
-        say(f"preparing {len(files)} case(s) from {data} ...")
-        cases = [prepare(f, value) for f in files]
-        training, held_out = _split(cases, validation, seed)
-        base = load_model(model, weights, ranks.device)
+        base = load_model(model, weights, ranks.device)  # a missing checkpoint fails here, early
         checkpoint_path = resolve_weights(model, weights_file=weights)
+        say(f"preparing {len(files)} case(s) from {data} ...")
+        cases = []
+        for case in files:  # a case without the structure is skipped, not the whole run
+            try:
+                cases.append(prepare(case, value))
+            except DatasetError as error:
+                say(f"note: skipped {error}")
+        if not cases:
+            raise DatasetError(f"{data}: no case has the structure (--label {label})")
+        training, held_out = _split(cases, validation, seed)
         before = click_dice(base, held_out)
         say(f"Dice before (clicks: Dice) on {len(held_out)} held-out case(s): {_dice(before)}")
         if epochs is not None:
