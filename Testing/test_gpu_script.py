@@ -42,9 +42,9 @@ def test_the_gpu_script_runs_with_only_torch_numpy_scipy_and_typer(tmp_path):
                          capture_output=True, encoding="utf-8", timeout=900)  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     assert "note: a synthetic crop" in run.stdout  # SimpleITK really was missing
-    golden = (out / "golden.txt").read_text()
+    golden = (out / "golden.txt").read_text(encoding="utf-8")
     assert golden.count(": OK") == 2, golden
-    bench = json.loads((out / "bench-dtypes.json").read_text())
+    bench = json.loads((out / "bench-dtypes.json").read_text(encoding="utf-8"))
     assert bench["results"] and all(r["device"] == "cpu" for r in bench["results"])
-    training = json.loads((out / "training.json").read_text())
+    training = json.loads((out / "training.json").read_text(encoding="utf-8"))
     assert [r["run"].split()[0] for r in training["rows"]] == ["finetune", "finetune", "distill"]

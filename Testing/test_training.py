@@ -196,7 +196,9 @@ def test_finetune_raises_dice_on_its_scan_and_leaves_the_base_untouched(
     print(f"\nDice (clicks: value) before {before}, after {after}")
     assert after[5] > before[5] + 0.05, (before, after)
     assert summary["trainable_fraction"] <= 0.05
-    metrics = json.loads(adapter.with_name(adapter.name + ".metrics.json").read_text())
+    metrics = json.loads(
+        adapter.with_name(adapter.name + ".metrics.json").read_text(encoding="utf-8")
+    )
     assert [m["step"] for m in metrics] == list(range(1, 31))
     assert adapter.with_name(adapter.name + ".png").stat().st_size > 10_000  # loss and Dice
     assert not adapter.with_name(adapter.name + ".state").exists()  # done: nothing to resume
@@ -385,7 +387,9 @@ def test_distill_writes_a_student_that_segment_loads(tmp_path):
                 "--teacher-weights", str(teacher), "--steps", "2", "--logit-steps", "1",
                 "--device", "cpu", "-o", str(student)])  # fmt: skip
     assert run.returncode == 0, run.stderr
-    records = json.loads(student.with_name(student.name + ".metrics.json").read_text())
+    records = json.loads(
+        student.with_name(student.name + ".metrics.json").read_text(encoding="utf-8")
+    )
     assert [r["k"] for r in records] == [3, 6, 0]  # Eq. 2 over 2 steps for 6 layers, then logits
     out = tmp_path / "liver.seg.nrrd"
     segment = _run([FASTSAM3D, "segment", str(CT_DIR / "example_ct_3mm.nii.gz"), "--point",
