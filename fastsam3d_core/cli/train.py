@@ -107,7 +107,8 @@ def finetune(
             except DatasetError as error:
                 say(f"note: skipped {error}")
         if not cases:
-            raise DatasetError(f"{data}: no case has the structure (--label {label})")
+            which = f"label {label}" if label is not None else "a non-zero label voxel"
+            raise DatasetError(f"{data}: no case has {which} in its crop")
         training, held_out = _split(cases, validation, seed)
         before = click_dice(base, held_out)
         say(f"Dice before (clicks: Dice) on {len(held_out)} held-out case(s): {_dice(before)}")
