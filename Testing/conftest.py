@@ -50,15 +50,17 @@ def golden_data() -> dict[str, GoldenReference]:
     return {name: GoldenReference.load(GOLDEN_DIR, name) for name in MODEL_NAMES}
 
 
+def seeded_model(name: str, golden: GoldenReference | None = None) -> Sam3D:
+    """A model built afresh and loaded with the golden references' seeded weights."""
+    model = build_model(name)
+    model.load_state_dict((golden or GoldenReference.load(GOLDEN_DIR, name)).state_dict())
+    return model
+
+
 @pytest.fixture(scope="session")
 def seeded_models(golden_data: dict[str, GoldenReference]) -> dict[str, Sam3D]:
     """Both models, each built once per test session and loaded with its seeded weights."""
-    models = {}
-    for name, golden in golden_data.items():
-        model = build_model(name)
-        model.load_state_dict(golden.state_dict(), strict=True)
-        models[name] = model
-    return models
+    return {name: seeded_model(name, golden) for name, golden in golden_data.items()}
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import GOLDEN_DIR, SHARED_DATA_DIR, free_port, save_random_adapter
+from conftest import GOLDEN_DIR, SHARED_DATA_DIR, free_port, save_random_adapter, seeded_model
 
 from fastsam3d_core import build_model
 from fastsam3d_core.golden import GOLDEN_RTOL, GoldenReference
@@ -42,17 +42,11 @@ CPU = Ranks(0, 1, torch.device("cpu"))
 FASTSAM3D = str(Path(sys.executable).with_name("fastsam3d"))
 
 
-def _seeded(name: str):
-    model = build_model(name)
-    model.load_state_dict(GoldenReference.load(GOLDEN_DIR, name).state_dict())
-    return model
-
-
 @pytest.fixture(scope="module")
 def seeded_checkpoint(tmp_path_factory) -> Path:
     """FastSAM3D's seeded weights as a checkpoint file, as the released one is laid out."""
     path = tmp_path_factory.mktemp("weights") / "fastsam3d-seeded.pth"
-    torch.save({"model_state_dict": _seeded("fastsam3d").state_dict()}, path)
+    torch.save({"model_state_dict": seeded_model("fastsam3d").state_dict()}, path)
     return path
 
 
@@ -102,7 +96,7 @@ def test_adapters_are_a_small_fraction_and_the_only_trainable_parameters(name):
 
 def test_zero_initialised_adapters_leave_the_golden_outputs_unchanged():
     golden = GoldenReference.load(GOLDEN_DIR, "fastsam3d")
-    model = _seeded("fastsam3d")
+    model = seeded_model("fastsam3d")
     attach_adapters(model, AdapterConfig())
     errors = golden.relative_errors(golden.run(model))
     assert max(errors.values()) <= GOLDEN_RTOL, errors
@@ -110,18 +104,18 @@ def test_zero_initialised_adapters_leave_the_golden_outputs_unchanged():
 
 def test_an_adapter_file_restores_its_outputs_and_refuses_other_bases(tmp_path):
     path = tmp_path / "liver.adapter.pt"
-    model = save_random_adapter(_seeded("fastsam3d"), path)  # every adapter weight non-zero
+    model = save_random_adapter(seeded_model("fastsam3d"), path)  # every adapter weight non-zero
     save_adapter(model, path, summary={"cases": ["a"]})
     image = torch.randn(1, 1, 128, 128, 128)
     with torch.no_grad():
         expected = model.encode(image)
-    fresh = _seeded("fastsam3d")
+    fresh = seeded_model("fastsam3d")
     info = load_adapter(fresh, path)
     assert info["summary"] == {"cases": ["a"]} and info["config"]["hyper_rank"] == 16
     with torch.no_grad():
         assert torch.equal(fresh.encode(image), expected)
     assert path.stat().st_size < 10e6  # the adapters only, not the model
-    other = _seeded("fastsam3d")
+    other = seeded_model("fastsam3d")
     with torch.no_grad():
         other.image_encoder.pos_embed.add_(1e-3)
     with pytest.raises(AdapterMismatchError, match="trained on other fastsam3d weights"):
@@ -131,7 +125,7 @@ def test_an_adapter_file_restores_its_outputs_and_refuses_other_bases(tmp_path):
     checkpoint = tmp_path / "model.pth"
     torch.save({"model_state_dict": {"x": torch.zeros(1)}}, checkpoint)
     with pytest.raises(CheckpointError, match="not a FastSAM3D adapter file"):
-        load_adapter(_seeded("fastsam3d"), checkpoint)
+        load_adapter(seeded_model("fastsam3d"), checkpoint)
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -213,7 +207,7 @@ def test_finetune_raises_dice_on_its_scan_and_leaves_the_base_untouched(
 
 
 def test_an_adapter_on_other_weights_is_refused_in_one_line(tmp_path, seeded_checkpoint):
-    model = _seeded("fastsam3d")
+    model = seeded_model("fastsam3d")
     with torch.no_grad():
         model.mask_decoder.iou_token.weight.add_(1.0)
     attach_adapters(model, AdapterConfig())
@@ -364,7 +358,7 @@ def test_the_encoder_service_serves_a_model_with_its_adapters(seeded_checkpoint,
     from fastsam3d_core.serving.service import EncoderReplica, ServiceOptions
 
     adapter = tmp_path / "liver.adapter.pt"
-    model = save_random_adapter(_seeded("fastsam3d"), adapter)
+    model = save_random_adapter(seeded_model("fastsam3d"), adapter)
     options = ServiceOptions(weights={"fastsam3d": str(seeded_checkpoint)}, device="cpu",
                              decoder_dir=str(tmp_path / "decoders"))  # fmt: skip
     plain = EncoderReplica(options)
@@ -381,7 +375,7 @@ def test_the_encoder_service_serves_a_model_with_its_adapters(seeded_checkpoint,
 @pytest.mark.slow
 def test_distill_writes_a_student_that_segment_loads(tmp_path):
     teacher = tmp_path / "turbo-seeded.pth"
-    torch.save({"model_state_dict": _seeded("sam-med3d-turbo").state_dict()}, teacher)
+    torch.save({"model_state_dict": seeded_model("sam-med3d-turbo").state_dict()}, teacher)
     student = tmp_path / "student.pt"
     run = _run([FASTSAM3D, "distill", str(SHARED_DATA_DIR / "brats2021_flair_edema"),
                 "--teacher-weights", str(teacher), "--steps", "2", "--logit-steps", "1",

@@ -22,12 +22,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "Testing"))
 
-from conftest import GOLDEN_DIR, SHARED_DATA_DIR  # noqa: E402
+from conftest import GOLDEN_DIR, SHARED_DATA_DIR, seeded_model  # noqa: E402
 
 from fastsam3d_core import build_model  # noqa: E402
 from fastsam3d_core.benchmark import cpu_name  # noqa: E402
 from fastsam3d_core.geometry import Crop, CropGrid  # noqa: E402
-from fastsam3d_core.golden import GoldenReference  # noqa: E402
 from fastsam3d_core.training.data import CaseFiles, DatasetError, TrainingCase, prepare  # noqa: E402
 from fastsam3d_core.training.distill import distill_encoder  # noqa: E402
 from fastsam3d_core.training.finetune import finetune  # noqa: E402
@@ -54,9 +53,7 @@ def training_case() -> TrainingCase:
 def seeded(name: str, device: torch.device):
     if not GOLDEN_DIR.is_dir():
         return build_model(name, device=device).allow_random_weights()
-    model = build_model(name)
-    model.load_state_dict(GoldenReference.load(GOLDEN_DIR, name).state_dict())
-    return model.to(device)
+    return seeded_model(name).to(device)
 
 
 def encoder_seconds(model, image: torch.Tensor, repeats: int) -> float:

@@ -78,10 +78,7 @@ def _folder_cases(folder: Path) -> list[CaseFiles]:
     if not images.is_dir() or not labels.is_dir():
         raise DatasetError(f"{folder}: expected imagesTr/ and labelsTr/ folders (nnU-Net/MSD)")
     cases = []
-    for image in sorted(images.iterdir()):
-        stem = _stem(image)
-        if stem is None or stem.startswith(".") or OTHER_CHANNEL.search(stem):
-            continue
+    for image, stem in _first_channel_images(images):
         case = stem.removesuffix(FIRST_CHANNEL)
         label = next(
             (labels / (case + s) for s in IMAGE_SUFFIXES if (labels / (case + s)).is_file()), None
@@ -121,13 +118,21 @@ def find_images(data: Path) -> list[Path]:
     folder = data / "imagesTr" if (data / "imagesTr").is_dir() else data
     if not folder.is_dir():
         raise DatasetError(f"{data}: no such folder or file")
-    images = [
-        path for path in sorted(folder.iterdir())
-        if (stem := _stem(path)) and not stem.startswith(".") and not OTHER_CHANNEL.search(stem)
-    ]  # fmt: skip
+    images = [path for path, _ in _first_channel_images(folder)]
     if not images:
         raise DatasetError(f"{folder}: no image (NIfTI, NRRD or MetaImage) in it")
     return images
+
+
+def _first_channel_images(folder: Path) -> list[tuple[Path, str]]:
+    """A folder's image files and their names without suffix, sorted; hidden files and
+    nnU-Net's channels after the first (``_0001``, ...) left out."""
+    found = []
+    for path in sorted(folder.iterdir()):
+        stem = _stem(path)
+        if stem and not stem.startswith(".") and not OTHER_CHANNEL.search(stem):
+            found.append((path, stem))
+    return found
 
 
 def _stem(path: Path) -> str | None:

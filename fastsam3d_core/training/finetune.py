@@ -8,13 +8,12 @@ import numpy as np
 import torch
 
 from ..evaluation.protocol import run_clicks
+from ..evaluation.report import EvaluationReport
 from ..models.adapter import AdapterConfig, attach_adapters
 from ..models.sam3d import Sam3D
 from .data import TrainingCase
 from .loop import LoopConfig, Ranks, case_of, train
 from .objectives import InteractiveObjective
-
-REPORTED_CLICKS = (1, 3, 5, 10)
 
 
 def finetune(
@@ -52,14 +51,13 @@ def finetune(
 
 
 def click_dice(model: Sam3D, cases: Sequence[TrainingCase], clicks: int = 10) -> dict[int, float]:
-    """Mean Dice after 1, 3, 5 and 10 clicks of the paper's protocol (fixed seeds) on ``cases``."""
+    """Mean Dice after 1, 3, 5 and 10 clicks of the paper's protocol (fixed seeds) on ``cases``,
+    as ``fastsam3d evaluate`` reports it."""
     from ..session.model_predictor import ModelPredictor
 
     predictor = ModelPredictor(model)
-    curves = []
-    for number, case in enumerate(cases):
-        rng = np.random.default_rng(number)
-        result = run_clicks(predictor, case.crop, case.truth, clicks, False, rng)
-        curves.append(result.dice)
-    mean = np.nanmean(np.array(curves), axis=0)
-    return {n: float(mean[n - 1]) for n in REPORTED_CLICKS if n <= clicks}
+    results = tuple(
+        run_clicks(predictor, case.crop, case.truth, clicks, False, np.random.default_rng(number))
+        for number, case in enumerate(cases)
+    )
+    return EvaluationReport(results, clicks).mean_dice()
