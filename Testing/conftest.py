@@ -13,11 +13,15 @@ import torch
 
 from fastsam3d_core import Sam3D, build_model
 from fastsam3d_core.golden import GoldenReference
+from fastsam3d_core.models.precision import CPU_FLAGS_VARIABLE
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 GOLDEN_DIR = SHARED / "golden"
 SHARED_DATA_DIR = SHARED / "data"
 MODEL_NAMES = ("fastsam3d", "sam-med3d-turbo")
+# CI machines differ (AVX2, AVX-512, AMX): `auto` precision means float32 in every test, here and
+# in the servers and programs the tests start, unless a test or the caller says otherwise.
+os.environ.setdefault(CPU_FLAGS_VARIABLE, "none")
 # Set by .ci/run: without the shared folder the data-dependent tests skip, and CI must not pass so.
 REQUIRE_SHARED_DATA = "FASTSAM3D_REQUIRE_SHARED_DATA"
 

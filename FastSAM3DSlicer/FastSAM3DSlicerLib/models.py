@@ -10,6 +10,7 @@ decoder runs here with onnxruntime.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -272,4 +273,7 @@ def _build_and_load(
         except CheckpointError as error:
             raise ModelLoadError(f"{error}. Clear 'Adapter file' or choose the one for these "
                                  "weights.") from error  # fmt: skip
+    # bfloat16 on CPUs with AMX or AVX-512-BF16 when it agrees with float32 on these weights.
+    choice = model.set_precision("auto")
+    logging.info("FastSAM3D: %s encoder precision %s", model_name, choice.describe())
     return model

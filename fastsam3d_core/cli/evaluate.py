@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from .runtime import AdapterOption
+from .runtime import AdapterOption, PrecisionOption
 
 if TYPE_CHECKING:
     from ..evaluation import CasePair, CaseResult, EvaluationReport
@@ -73,6 +73,7 @@ def evaluate(
     model: ModelOption = "fastsam3d",
     weights: WeightsOption = None,
     adapter: AdapterOption = None,
+    precision: PrecisionOption = "float32",
     clicks: ClicksOption = 10,
     accumulate: AccumulateOption = False,
     label: LabelOption = None,
@@ -93,7 +94,7 @@ def evaluate(
     for path in (output, plot):
         if path is not None:
             check_output_path(path, inputs)
-    factory = _predictor_factory(model, weights, device, label, adapter)
+    factory = _predictor_factory(model, weights, device, label, adapter, precision)
     mode = "all clicks" if accumulate else "new click + previous mask"
     typer.echo(f"evaluating {len(cases)} case(s) with {model}: {clicks} clicks, {mode}")
     report = evaluate_cases(
@@ -131,6 +132,7 @@ def _predictor_factory(
     device: str,
     label: Optional[int],
     adapter: Optional[Path] = None,
+    precision: str = "float32",
 ) -> PredictorFactory:
     """The ground truth for ``oracle``; else one loaded model shared by every case."""
     from ..session import ModelPredictor, OraclePredictor
@@ -141,7 +143,8 @@ def _predictor_factory(
         return lambda label_volume: OraclePredictor(label_volume, label_value=label)
     from .runtime import load_model, resolve_device
 
-    predictor = ModelPredictor(load_model(model, weights, resolve_device(device), adapter))
+    sam = load_model(model, weights, resolve_device(device), adapter, precision)
+    predictor = ModelPredictor(sam)
     return lambda _label_volume: predictor
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from .runtime import AdapterOption, ServerOption, TokenOption
+from .runtime import AdapterOption, PrecisionOption, ServerOption, TokenOption
 
 if TYPE_CHECKING:
     from ..geometry import Volume
@@ -138,6 +138,7 @@ def segment(
         ),
     ] = None,
     adapter: AdapterOption = None,
+    precision: PrecisionOption = "auto",
     device: Annotated[
         str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, cuda:1 or mps.")
     ] = "auto",
@@ -179,7 +180,8 @@ def segment(
     if kind == "labelmap":
         check_labelmap_format(output, volume.ijk_to_ras)
     if server is None:
-        session = Session(volume, load_model(model, weights, torch_device, adapter))
+        sam = load_model(model, weights, torch_device, adapter, precision)
+        session = Session(volume, sam)
     else:
         from ..serving import RemotePredictor
 

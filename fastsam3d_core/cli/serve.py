@@ -10,6 +10,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from .runtime import PrecisionOption, check_precision
+
 
 def _replicas(replicas: int, autoscale: Optional[str]) -> Any:
     if autoscale is None:
@@ -42,6 +44,7 @@ def serve(
             metavar="FILE", help="Adapter file per --model, in order (fastsam3d finetune)."
         ),
     ] = None,
+    precision: PrecisionOption = "auto",
     address: Annotated[
         Optional[str],
         typer.Option(
@@ -81,6 +84,7 @@ def serve(
     from ..serving.service import APP_NAME, ServiceOptions, start_service
     from ..weights import resolve_weights
 
+    check_precision(precision)  # the device is the replica's: int8 on a GPU fails there
     names = model or ["fastsam3d"]
     files = list(weights or [])
     if files and len(files) != len(names):
@@ -103,6 +107,7 @@ def serve(
         batch_wait_s=batch_wait_ms / 1000,
         decoder_dir=str(decoder_cache_dir()),
         adapters={name: str(path.resolve()) for name, path in zip(names, adapters)},
+        precision=precision,
     )
     if host not in ("127.0.0.1", "localhost", "::1") and token is None:
         typer.echo(

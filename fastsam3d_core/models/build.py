@@ -8,6 +8,7 @@ import torch
 
 from .image_encoder import ImageEncoderViT3D
 from .mask_decoder import MaskDecoder3D
+from .precision import check_precision
 from .prompt_encoder import PromptEncoder3D
 from .sam3d import Sam3D
 from .transformer import TwoWayTransformer3D
@@ -131,6 +132,7 @@ def build_model(
     name: str,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
+    precision: str = "float32",
 ) -> Sam3D:
     """Build a registered model with freshly initialised weights, in eval mode.
 
@@ -138,10 +140,14 @@ def build_model(
         name: a key of :data:`MODEL_REGISTRY` (``"fastsam3d"`` or ``"sam-med3d-turbo"``).
         device: where to put it: a torch device, or ``"auto"`` (see :func:`resolve_device`);
             default CPU.
-        dtype: parameter dtype; default float32.
+        dtype: parameter dtype of the whole model (training, tests); default float32.
+        precision: the image encoder's precision for inference (:mod:`.precision`): ``"auto"``,
+            ``"float32"`` (default), ``"bfloat16"``, ``"float16"`` or ``"int8"``. It is applied
+            on the first encode, after the weights have been loaded (``auto`` checks them), or
+            at once by :meth:`Sam3D.set_precision`.
 
     Raises:
-        ValueError: for an unknown name.
+        ValueError: for an unknown name or precision, or a precision the device cannot run.
     """
     try:
         builder = MODEL_REGISTRY[name]
@@ -150,6 +156,9 @@ def build_model(
     model = builder()
     if device is not None or dtype is not None:
         model = model.to(device=resolve_device(device) if device else None, dtype=dtype)
+    check_precision(precision, model.device)
+    if precision != "float32":
+        model.pending_precision = precision
     return model
 
 

@@ -16,7 +16,7 @@ from torch import nn
 from ..attention import AttentionConfig, attend
 from ..attention.relative_position import relative_position_bias
 from ..attention.windowed import padded_window_attention
-from .common import LayerNorm3d, MLPBlock, linear
+from .common import LayerNorm3d, MLPBlock, fused_linear, linear
 
 
 class EncoderAttention(nn.Module):
@@ -208,11 +208,24 @@ class PatchEmbed3D(nn.Module):
 
     def __init__(self, patch_size: int, in_chans: int, embed_dim: int) -> None:
         super().__init__()
+        self.patch_size = patch_size
         self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        # True: the convolution module (the plain path, for the reference).
+        self.plain = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Args: x ``(B, 1, D0, D1, D2)``. Returns ``(B, D0/p, D1/p, D2/p, embed_dim)``."""
-        return self.proj(x).permute(0, 2, 3, 4, 1)
+        """Args: x ``(B, C, D0, D1, D2)``. Returns ``(B, D0/p, D1/p, D2/p, embed_dim)``."""
+        if self.plain:
+            return self.proj(x).permute(0, 2, 3, 4, 1)
+        # A stride-p convolution with a p³ kernel is one matrix product over the patches; as a
+        # product it runs on the matrix kernels of every precision (a bfloat16 Conv3d of this
+        # shape is a slow fallback on CPUs).
+        batch, channels, *sides = x.shape
+        p = self.patch_size
+        grid = [side // p for side in sides]
+        patches = x.reshape(batch, channels, grid[0], p, grid[1], p, grid[2], p)
+        patches = patches.permute(0, 2, 4, 6, 1, 3, 5, 7).reshape(batch, *grid, -1)
+        return fused_linear(patches, self.proj.weight.flatten(1), self.proj.bias)
 
 
 class ImageEncoderViT3D(nn.Module):
@@ -294,23 +307,26 @@ class ImageEncoderViT3D(nn.Module):
             raise ValueError(
                 f"image must be (B, {', '.join(map(str, expected))}), got {tuple(image.shape)}"
             )
-        x = self.patch_embed(image) + self.pos_embed
+        # Reduced precision (models.precision) runs from the patch embedding to the neck.
+        x = self.patch_embed(image.to(self.pos_embed.dtype)) + self.pos_embed
         for block in self.blocks:
             x = block(x)
-        if self.plain:
-            return self.neck(x.permute(0, 4, 1, 2, 3))
-        return self._neck_channels_last(x)
+        return self._neck(x)
 
-    def _neck_channels_last(self, x: torch.Tensor) -> torch.Tensor:
-        """The neck on channels-last tokens ``(B, G, G, G, embed_dim)``, same arithmetic.
+    def _neck(self, x: torch.Tensor) -> torch.Tensor:
+        """The neck on channels-last tokens ``(B, G, G, G, embed_dim)``; ``(B, out, G, G, G)``.
 
         The 1×1 convolution is a matrix product over the channels and the first LayerNorm3d a
         LayerNorm over the last axis; the 3×3×3 convolution then gets a contiguous
         ``(B, C, G, G, G)`` input, which its kernel handles much faster than the strided view
-        the module-by-module path hands it.
+        the module-by-module path hands it. That convolution and the last LayerNorm3d compute
+        in their own weights' dtype: float32 under every precision.
         """
         conv1, norm1 = cast(nn.Conv3d, self.neck[0]), cast(LayerNorm3d, self.neck[1])
-        conv2, norm2 = self.neck[2], self.neck[3]
-        x = F.linear(x, conv1.weight.flatten(1))
+        conv2, norm2 = cast(nn.Conv3d, self.neck[2]), self.neck[3]
+        if self.plain:
+            return norm2(conv2(norm1(conv1(x.permute(0, 4, 1, 2, 3))).to(conv2.weight.dtype)))
+        x = fused_linear(x, conv1.weight.flatten(1), None)
         x = F.layer_norm(x, (x.shape[-1],), norm1.weight, norm1.bias, norm1.eps)
-        return norm2(conv2(x.permute(0, 4, 1, 2, 3).contiguous()))
+        x = x.permute(0, 4, 1, 2, 3).to(conv2.weight.dtype, memory_format=torch.contiguous_format)
+        return norm2(conv2(x))

@@ -13,6 +13,7 @@ from ..attention import AttentionConfig
 from ..attention.backends import Backend
 from .image_encoder import EncoderAttention, ImageEncoderViT3D
 from .mask_decoder import MaskDecoder3D
+from .precision import PrecisionChoice, choose_precision, convert_encoder
 from .prompt_encoder import PromptEncoder3D
 from .transformer import DecoderAttention
 
@@ -46,6 +47,10 @@ class Sam3D(nn.Module):
         self.mask_decoder = mask_decoder
         self.name = name
         self.random_parts: set[str] = set(PARTS)
+        # The image encoder's precision (:mod:`.precision`), and one asked for at build time that
+        # is applied on the first encode, once the weights are loaded.
+        self.precision = "float32"
+        self.pending_precision: str | None = None
         for part in PARTS:
             # A pre-hook runs however the part is loaded: through this model or on its own.
             getattr(self, part)._register_load_state_dict_pre_hook(
@@ -114,6 +119,26 @@ class Sam3D(nn.Module):
             if hasattr(module, "plain"):
                 module.plain = backend == "reference"  # type: ignore[assignment]
 
+    def set_precision(self, precision: str = "auto") -> PrecisionChoice:
+        """Compute the image encoder in ``precision`` from now on (see :mod:`.precision`).
+
+        Call it once the weights are loaded (``auto`` checks them), on a float32 model.
+
+        Raises:
+            ValueError: an unknown precision, one the device cannot run, or an encoder that was
+                already converted.
+        """
+        if self.precision != "float32":
+            raise ValueError(
+                f"the encoder already computes in {self.precision}: build a new model for another"
+            )
+        choice = choose_precision(self, precision)
+        # Parameters must not become inference tensors, even when the first encode converts.
+        with torch.inference_mode(False):
+            convert_encoder(self.image_encoder, choice.precision)
+        self.precision, self.pending_precision = choice.precision, None
+        return choice
+
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         """Image embedding of a batch of crops.
 
@@ -122,8 +147,10 @@ class Sam3D(nn.Module):
                 order of the training tensors (torchio canonical i, j, k).
 
         Returns:
-            ``(B, 384, 8, 8, 8)``.
+            ``(B, 384, 8, 8, 8)`` float32, whatever the encoder's precision.
         """
+        if self.pending_precision is not None:
+            self.set_precision(self.pending_precision)
         return self.image_encoder(image.to(device=self.device, dtype=self.dtype))
 
     def decode(

@@ -37,6 +37,7 @@ class ServiceOptions:
         decoder_dir: where the exported ONNX decoders are written (once per checkpoint).
         adapters: model name -> adapter file (``fastsam3d finetune``), for the models that
             have one.
+        precision: the encoders' precision (:mod:`fastsam3d_core.models.precision`).
     """
 
     weights: dict[str, str]
@@ -46,6 +47,7 @@ class ServiceOptions:
     batch_wait_s: float = 0.01
     decoder_dir: str = field(default="")
     adapters: dict[str, str] = field(default_factory=dict)
+    precision: str = "auto"
 
 
 class EncoderReplica:
@@ -79,6 +81,7 @@ class EncoderReplica:
             if not onnx_path.is_file():
                 export_decoder(model, onnx_path, weights_sha256)
             self.decoders[name] = onnx_path.read_bytes()
+            model.set_precision(options.precision)  # the encoder's; clients decode in float32
             self.models[name] = model
             self.identity[name] = {
                 "weights_sha256": weights_sha256,

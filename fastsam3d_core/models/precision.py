@@ -1,0 +1,178 @@
+"""The image encoder's numeric precision: one switch for the command line, Python and the GUI.
+
+Only the image encoder changes precision: it holds nearly all of a model's arithmetic (a crop's
+encoder run is 50–105 GFLOP against 1.5 GFLOP per click). The prompt encoder, the mask decoder and
+the embedding between them stay float32, so clicks and masks are computed as before.
+
+Precisions:
+    ``float32``: the released models' own arithmetic (the golden references hold it to 1e-4).
+    ``bfloat16`` / ``float16``: the encoder's weights are cast once, the tokens stay in that dtype
+        from the patch embedding to the neck. The neck's 3×3×3 convolution and last LayerNorm stay
+        float32: on an AVX-512-BF16 CPU the bfloat16 kernel for this 3-D convolution was slower
+        than the float32 one, and it is 4.1 GFLOP (8 % of FastSAM3D's encoder, 4 % of
+        SAM-Med3D-turbo's). On CPUs whose oneDNN computes bfloat16, linear layers use weights
+        pre-packed once into oneDNN's blocked layout (models.common).
+    ``int8``: dynamic quantisation of the encoder's linear layers (int8 weights, activations
+        quantised per call); CPU only, opt-in: it changes about 1 % of the mask voxels.
+    ``auto``: ``bfloat16`` on a CPU with bfloat16 matrix units (AMX or AVX-512-BF16) when the
+        model's bfloat16 masks agree with its float32 masks on a check crop (Dice >= 0.99,
+        :func:`fastsam3d_core.evaluation.agreement.check_crop_agreement`), else ``float32``. On
+        a GPU float32 (an encoder run takes milliseconds there; reduced precision is opt-in).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from .image_encoder import ImageEncoderViT3D
+    from .sam3d import Sam3D
+
+PRECISIONS: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16", "int8")
+CAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+# `auto` takes a reduced precision only if its masks agree with float32's at least this well.
+AUTO_MIN_DICE = 0.99
+
+
+@dataclass(frozen=True)
+class CpuMatrixUnits:
+    """The CPU's instructions for reduced-precision matrix products (Linux: from /proc/cpuinfo).
+
+    Attributes:
+        amx_bf16: Intel AMX tiles with bfloat16 (Sapphire Rapids and later).
+        avx512_bf16: AVX-512 bfloat16 dot products (Cooper Lake, AMD Zen 4 and later).
+        vnni: int8 dot products (AVX-512-VNNI or AVX-VNNI).
+    """
+
+    amx_bf16: bool = False
+    avx512_bf16: bool = False
+    vnni: bool = False
+
+    @property
+    def bfloat16(self) -> bool:
+        return self.amx_bf16 or self.avx512_bf16
+
+    def describe(self) -> str:
+        names = [
+            name
+            for name, present in (
+                ("AMX-BF16", self.amx_bf16),
+                ("AVX-512-BF16", self.avx512_bf16),
+                ("VNNI", self.vnni),
+            )
+            if present
+        ]
+        return ", ".join(names) or "none"
+
+
+# CPU flags to use instead of the CPU's own, e.g. "amx_bf16 avx512_bf16": to try on one machine
+# what `auto` does on another (tests, benchmarks), or "none" to keep float32 on any CPU.
+CPU_FLAGS_VARIABLE = "FASTSAM3D_CPU_FLAGS"
+
+
+@functools.cache
+def cpu_matrix_units() -> CpuMatrixUnits:
+    """What this CPU offers (or ``$FASTSAM3D_CPU_FLAGS`` says); none where the flags cannot be
+    read (macOS, Windows)."""
+    override = os.environ.get(CPU_FLAGS_VARIABLE)
+    if override is not None:
+        return matrix_units_from_cpuinfo(f"flags : {override}")
+    if not sys.platform.startswith("linux"):
+        return CpuMatrixUnits()
+    try:
+        return matrix_units_from_cpuinfo(Path("/proc/cpuinfo").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        return CpuMatrixUnits()
+
+
+def matrix_units_from_cpuinfo(text: str) -> CpuMatrixUnits:
+    """The units that the first ``flags`` line of a Linux ``/proc/cpuinfo`` lists."""
+    flags = next((set(line.split(":", 1)[1].split()) for line in text.splitlines()
+                  if line.startswith("flags")), set())  # fmt: skip
+    return CpuMatrixUnits(
+        amx_bf16="amx_bf16" in flags,
+        avx512_bf16="avx512_bf16" in flags,
+        vnni=bool(flags & {"avx512_vnni", "avx_vnni"}),
+    )
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """Refuse a precision that does not exist or does not run on ``device``.
+
+    Raises:
+        ValueError: one line, naming the choices or the device that fits.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    if precision == "int8" and device.type != "cpu":
+        raise ValueError(f"int8 runs on the CPU only, not on {device.type}; use float16 there")
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """The precision a model's encoder computes in, and why."""
+
+    precision: str
+    reason: str
+
+    def describe(self) -> str:
+        return f"{self.precision} ({self.reason})"
+
+
+def choose_precision(model: Sam3D, precision: str) -> PrecisionChoice:
+    """Resolve ``precision`` (``auto`` included) for a float32 model on its device.
+
+    ``auto`` runs the agreement check on the model's own weights, so it costs one float32 and one
+    bfloat16 encoder run on CPUs with bfloat16 units; nothing elsewhere.
+    """
+    check_precision(precision, model.device)
+    if precision != "auto":
+        return PrecisionChoice(precision, "asked for")
+    if model.device.type != "cpu":
+        return PrecisionChoice("float32", f"the default on {model.device.type}")
+    units = cpu_matrix_units()
+    if not units.bfloat16:
+        return PrecisionChoice(
+            "float32", f"no AMX or AVX-512-BF16 on this CPU (matrix units: {units.describe()})"
+        )
+    from ..evaluation.agreement import check_crop_agreement
+
+    dice = check_crop_agreement(model, "bfloat16")
+    if dice < AUTO_MIN_DICE:
+        return PrecisionChoice(
+            "float32", f"bfloat16 masks agree with float32 only to Dice {dice:.3f} on this model"
+        )
+    return PrecisionChoice(
+        "bfloat16", f"matrix units: {units.describe()}; Dice {dice:.4f} against float32"
+    )
+
+
+def convert_encoder(encoder: ImageEncoderViT3D, precision: str) -> None:
+    """Put a float32 encoder into ``precision`` (not ``auto``), in place."""
+    if precision in CAST_DTYPES:
+        encoder.to(CAST_DTYPES[precision])
+        for module in list(encoder.neck)[2:]:  # see the module docstring
+            module.float()
+    elif precision == "int8":
+        with warnings.catch_warnings():
+            # torch announces a move of quantisation to torchao; this API still works as is.
+            warnings.filterwarnings("ignore", message=".*deprecated")
+            try:
+                from torch.ao.quantization import quantize_dynamic
+            except ImportError:
+                raise ValueError(
+                    f"int8 needs torch.ao.quantization, which torch {torch.__version__} lacks; "
+                    "use bfloat16 or float32"
+                ) from None
+            quantize_dynamic(encoder, {nn.Linear}, dtype=torch.qint8, inplace=True)
+    elif precision != "float32":
+        raise ValueError(f"cannot convert an encoder to {precision!r}")
