@@ -35,7 +35,7 @@ def test_quick_bench_writes_every_field(quick_report):
     assert report["machine"]["torch_threads"] >= 1
     assert any(key.startswith("matmul_") and value > 0 for key, value in report["machine"].items())
     rows = report["results"]
-    assert [(r["model"], r["backend"], r["dtype"]) for r in rows] == [
+    assert [(r["model"], r["backend"], r["precision"]) for r in rows] == [
         ("fastsam3d", "reference", "float32"),
         ("fastsam3d", "exact", "float32"),
     ]
@@ -64,15 +64,16 @@ def test_quick_bench_prints_a_table_with_ratios(quick_report):
 def test_bench_counts_flops_and_reports_agreement():
     settings = BenchSettings(
         models=["fastsam3d"],
-        dtypes=["float32", "bfloat16"],
+        precisions=["float32", "bfloat16"],
         repeats=1,
         warmup=0,
         volume_shape=(40, 40, 30),
         clicks=1,
+        new_crop_clicks=1,
         matmul_size=256,
     )
     report = run_suite(settings, echo=lambda _: None)
-    rows = {(r["backend"], r["dtype"]): r for r in report["results"]}
+    rows = {(r["backend"], r["precision"]): r for r in report["results"]}
     assert set(rows) == {("reference", "float32"), ("exact", "float32"), ("exact", "bfloat16")}
     # FastSAM3D's encoder has no padding to skip: both paths count about 49.6 G (spec §6.3); the
     # plain bias multiplies the queries with whole tables, a little more.
@@ -80,17 +81,24 @@ def test_bench_counts_flops_and_reports_agreement():
     assert exact["encoder_gflops"] == pytest.approx(49.6, rel=0.01)
     assert exact["encoder_gflops"] == pytest.approx(reference["encoder_gflops"], rel=0.005)
     assert 0 < exact["decoder_gflops"] < 3
-    bf16 = rows["exact", "bfloat16"]["agreement"]
-    assert 0 < bf16["embedding_max_rel_error"] < 0.2
-    assert 0.5 < bf16["mask_voxel_agreement"] <= 1
-    assert rows["exact", "float32"]["agreement"] == {}
+    bf16 = rows["exact", "bfloat16"]
+    (agreement,) = bf16["agreement"]
+    assert agreement["source"] == "bench" and agreement["precision"] == "bfloat16"
+    assert 0 < agreement["embedding_rel_error"] < 0.2
+    assert 0.5 < agreement["equal_voxels"] <= 1 and 0 <= agreement["dice"] <= 1
+    assert bf16["encoder_gflops"] == exact["encoder_gflops"]  # counted once, in float32
+    expected = exact["encoder_s"] / bf16["encoder_s"]
+    assert bf16["speedup_vs_float32"]["encoder"] == pytest.approx(expected)
+    assert rows["exact", "float32"]["agreement"] == []
+    assert "agreement with float32, bench:" in format_table(report)
     assert not any(math.isnan(r["click_s"]) for r in rows.values())
 
 
 @pytest.mark.parametrize(
     "arguments,message",
     [
-        (["--dtype", "float64"], "float64"),
+        (["--precision", "float64"], "float64"),
+        (["--scan", "a.nii,b.nii"], "needs --golden"),
         (["--volume", "12x3"], "12x3"),
         (["--backend", "x"], "'x'"),
     ],

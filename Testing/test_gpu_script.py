@@ -36,15 +36,17 @@ def test_the_gpu_script_runs_with_only_torch_numpy_scipy_and_typer(tmp_path):
     out = tmp_path / "report"
     path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"  # this venv's python first
     env = {**os.environ, "PYTHONPATH": str(site), "DEVICE": "cpu", "QUICK": "1",
-           "DTYPES": "float32", "COMPILE": "0", "TRAINING_STEPS": "2", "GOLDEN": str(GOLDEN_DIR),
-           "OMP_NUM_THREADS": "2", "PATH": path}  # fmt: skip
+           "PRECISIONS": "float32 int8", "COMPILE": "0", "TRAINING_STEPS": "2",
+           "GOLDEN": str(GOLDEN_DIR), "OMP_NUM_THREADS": "2", "PATH": path}  # fmt: skip
     run = subprocess.run(["bash", str(ROOT / "benchmarks/gpu.sh"), str(out)], env=env,
                          capture_output=True, encoding="utf-8", timeout=900)  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     assert "note: a synthetic crop" in run.stdout  # SimpleITK really was missing
     golden = (out / "golden.txt").read_text(encoding="utf-8")
     assert golden.count(": OK") == 2, golden
-    bench = json.loads((out / "bench-dtypes.json").read_text(encoding="utf-8"))
+    bench = json.loads((out / "bench-precision.json").read_text(encoding="utf-8"))
     assert bench["results"] and all(r["device"] == "cpu" for r in bench["results"])
+    int8 = next(r for r in bench["results"] if r["precision"] == "int8")
+    assert [a["source"] for a in int8["agreement"]] == ["bench", "golden fastsam3d"]
     training = json.loads((out / "training.json").read_text(encoding="utf-8"))
     assert [r["run"].split()[0] for r in training["rows"]] == ["finetune", "finetune", "distill"]

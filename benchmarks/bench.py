@@ -3,7 +3,7 @@
 Usage: python benchmarks/bench.py [--model fastsam3d] [--repeats 5] [--threads 2] [--json out.json]
        python benchmarks/bench.py --quick
 
-For each model, backend, device and dtype: encoder time, prompt encoder + decoder time,
+For each model, backend, device and precision: encoder time, prompt encoder + decoder time,
 end-to-end click time (click to full-resolution labelmap on a 512×512×300 volume, cached
 embedding), peak memory and FLOPs, with medians after warm-up, next to the plain reference path
 measured in the same run. Results on the development machine are in docs/benchmarks.md.

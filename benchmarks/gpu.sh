@@ -7,12 +7,13 @@
 # (not SimpleITK, platformdirs or threadpoolctl), and no network. Writes into OUT_DIR:
 #   info.txt            devices, torch, attention backends
 #   golden.txt          both models against the official outputs, on the GPU
-#   bench-dtypes.json   encoder/decoder/click times in float32, float16, bfloat16 (autocast),
-#                       next to the reference path, with agreement figures against float32
+#   bench-precision.json  encoder/decoder/click times with the encoder in float32, float16 and
+#                       bfloat16, next to the reference path and to float32, with agreement
+#                       figures against float32 (golden scenarios included)
 #   bench-compile.json  the same with torch.compile
 #   bench-flash.json    with flash-attn, when it is installed
 #   training.json       time and peak memory per fine-tuning and distillation step
-# Settings (environment): DEVICE (cuda), DTYPES ("float32 float16 bfloat16"), COMPILE (1),
+# Settings (environment): DEVICE (cuda), PRECISIONS ("float32 float16 bfloat16"), COMPILE (1),
 # QUICK (0: full runs; 1: CI-sized), GOLDEN (../shared/golden).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,16 +30,21 @@ run() {
 
 quick=()
 [ "${QUICK:-0}" = 1 ] && quick=(--quick)
-dtypes=()
-for dtype in ${DTYPES:-float32 float16 bfloat16}; do dtypes+=(--dtype "$dtype"); done
+precisions=()
+for precision in ${PRECISIONS:-float32 float16 bfloat16}; do
+    precisions+=(--precision "$precision")
+done
+agreement=()
 
 run info | tee "$out/info.txt"
 if [ -d "$golden" ]; then
     run check-golden "$golden" --device "$device" | tee "$out/golden.txt"
+    agreement=(--golden "$golden")
 else
     echo "no golden references at $golden: skipped (set GOLDEN)" | tee "$out/golden.txt"
 fi
-run bench "${quick[@]}" --device "$device" "${dtypes[@]}" --json "$out/bench-dtypes.json"
+run bench "${quick[@]}" --device "$device" "${precisions[@]}" "${agreement[@]}" \
+    --json "$out/bench-precision.json"
 if [ "${COMPILE:-1}" = 1 ]; then
     run bench "${quick[@]}" --device "$device" --compile --json "$out/bench-compile.json"
 fi

@@ -1,7 +1,7 @@
 """The benchmark suite behind ``fastsam3d bench``: speed, memory and FLOPs of each model, always
 next to the reference path.
 
-For every model × backend × device × dtype it measures, with medians over repeats after warm-up:
+For every model × backend × device × precision it measures, with medians over repeats after warm-up:
 
 * the image encoder on one 128³ crop;
 * prompt encoder + mask decoder on a cached embedding (one click, single mask);
@@ -13,11 +13,13 @@ For every model × backend × device × dtype it measures, with medians over rep
 The plain ``reference`` backend (textbook attention, padded windows, module-by-module layers) is
 timed in the same run on the same weights and inputs, and every other row reports its speed-up
 against it, so that no number stands alone. Weights are random: speed does not depend on them.
+Rows in another precision than float32 (:mod:`.models.precision`) also report their speed-up
+against the float32 row and their agreement with it (:mod:`.evaluation.agreement`): on the
+benchmark's own crop, and on golden references and scans when given.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import platform
@@ -28,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-DTYPES = ("float32", "bfloat16", "float16")
+BENCH_PRECISIONS = ("float32", "bfloat16", "float16", "int8")
 PARTS = ("encoder", "decoder", "click")
 
 
@@ -37,23 +39,27 @@ class BenchSettings:
     """What to measure (the ``fastsam3d bench`` options).
 
     Attributes:
-        models, backends, devices, dtypes: every combination is measured, plus the reference
-            backend of each model, device and dtype.
+        models, backends, devices, precisions: every combination is measured (int8 on the CPU
+            only), plus the reference backend of each model and device in float32.
         repeats, warmup: timed and untimed runs of each part; medians are reported.
         threads: CPU threads for torch (None: torch's default).
         volume_shape: the synthetic CT-sized volume of the click measurements, (I, J, K).
         clicks: clicks timed inside the crop (at least ``repeats``).
         new_crop_clicks: first clicks of fresh sessions timed (encoder included).
         compile: ``torch.compile`` the encoder and decoder.
-        int8: also time int8 dynamic quantisation of the Linear layers (CPU).
-        flops: count each part's FLOPs (one extra run per part).
-        matmul_size: side of the fp32 matrix product that measures the machine's throughput.
+        flops: count each part's FLOPs (one extra run per part, float32 rows; the FLOPs do not
+            depend on the precision).
+        matmul_size: side of the matrix products that measure the machine's throughput.
+        golden_dir: golden references (``<model>.manifest.json``, ``.npz``) whose seeded weights,
+            image and prompts the agreement of reduced precisions is also measured on.
+        scans: ``(image, label, label value or None)`` files the agreement is also measured on,
+            with the golden references' seeded weights (needs ``golden_dir``).
     """
 
     models: list[str] = field(default_factory=lambda: ["fastsam3d", "sam-med3d-turbo"])
     backends: list[str] = field(default_factory=lambda: ["exact"])
     devices: list[str] = field(default_factory=lambda: ["cpu"])
-    dtypes: list[str] = field(default_factory=lambda: ["float32"])
+    precisions: list[str] = field(default_factory=lambda: ["float32"])
     repeats: int = 5
     warmup: int = 1
     threads: int | None = None
@@ -61,9 +67,10 @@ class BenchSettings:
     clicks: int = 8
     new_crop_clicks: int = 3
     compile: bool = False
-    int8: bool = False
     flops: bool = True
     matmul_size: int = 4096
+    golden_dir: str | None = None
+    scans: list[tuple[str, str, int | None]] = field(default_factory=list)
 
     def make_quick(self) -> None:
         """CI-sized: FastSAM3D only, one repeat, a 96×96×64 volume, no FLOP count."""
@@ -161,11 +168,11 @@ def count_gflops(call: Callable[[], object]) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def matmul_gflops(size: int, repeats: int = 3) -> float:
-    """Throughput of a ``size``² fp32 matrix product on the CPU: the machine's yardstick."""
+def matmul_gflops(size: int, repeats: int = 3, dtype: str = "float32") -> float:
+    """Throughput of a ``size``² matrix product on the CPU: the machine's yardstick."""
     import torch
 
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    a, b = (torch.randn(size, size).to(getattr(torch, dtype)) for _ in range(2))
     seconds, _ = median_seconds(lambda: a @ b, repeats, 1, torch.device("cpu"))
     return 2 * size**3 / seconds / 1e9
 
@@ -188,12 +195,12 @@ def ct_sized_volume(shape: tuple[int, int, int], seed: int = 0) -> Any:
 
 @dataclass
 class Row:
-    """The measurements of one model × backend × device × dtype."""
+    """The measurements of one model × backend × device × precision."""
 
     model: str
     backend: str
     device: str
-    dtype: str
+    precision: str
     encoder_s: float = float("nan")
     decoder_s: float = float("nan")
     click_s: float = float("nan")
@@ -206,19 +213,14 @@ class Row:
     encoder_gflops: float = float("nan")
     decoder_gflops: float = float("nan")
     speedup: dict[str, float] = field(default_factory=dict)
-    agreement: dict[str, float] = field(default_factory=dict)
+    speedup_vs_float32: dict[str, float] = field(default_factory=dict)
+    agreement: list[dict[str, Any]] = field(default_factory=list)
     note: str = ""
 
 
-def _autocast(device: Any, dtype: str) -> contextlib.AbstractContextManager:
-    import torch
-
-    if dtype == "float32":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=getattr(torch, dtype))
-
-
-def _prepare_model(name: str, device: Any, backend: str, settings: BenchSettings) -> Any:
+def _prepare_model(
+    name: str, device: Any, backend: str, precision: str, settings: BenchSettings
+) -> Any:
     import torch
 
     from . import build_model
@@ -226,12 +228,8 @@ def _prepare_model(name: str, device: Any, backend: str, settings: BenchSettings
     torch.manual_seed(0)
     # Timing needs no trained weights; random ones do the same work.
     model = build_model(name, device=device).allow_random_weights()
-    if backend == "int8":
-        from torch.ao.quantization import quantize_dynamic
-
-        model = quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-        backend = "exact"
     model.set_attention_backend(backend)  # type: ignore[arg-type]
+    model.set_precision(precision)
     if settings.compile and backend != "reference":
         model.image_encoder.compile()
         model.mask_decoder.compile()
@@ -239,21 +237,20 @@ def _prepare_model(name: str, device: Any, backend: str, settings: BenchSettings
 
 
 def measure(
-    name: str, backend: str, device: Any, dtype: str, settings: BenchSettings, volume: Any
-) -> tuple[Row, dict[str, Any]]:
-    """Time, memory and FLOPs of one configuration; also returns its outputs for agreement."""
-    row = Row(name, backend, str(device), dtype)
+    name: str, backend: str, device: Any, precision: str, settings: BenchSettings, volume: Any
+) -> tuple[Row, Any, dict[str, Any]]:
+    """Time, memory and FLOPs of one configuration; also returns the model and its outputs,
+    for the agreement figures."""
+    row = Row(name, backend, str(device), precision)
     if settings.compile and backend != "reference":
         row.note = "torch.compile"
-    model = _prepare_model(name, device, backend, settings)
-    outputs = _measure_parts(model, row, device, dtype, settings)
-    _measure_clicks(model, row, device, dtype, settings, volume)
-    return row, outputs
+    model = _prepare_model(name, device, backend, precision, settings)
+    outputs = _measure_parts(model, row, device, settings)
+    _measure_clicks(model, row, device, settings, volume)
+    return row, model, outputs
 
 
-def _measure_parts(
-    model: Any, row: Row, device: Any, dtype: str, settings: BenchSettings
-) -> dict[str, Any]:
+def _measure_parts(model: Any, row: Row, device: Any, settings: BenchSettings) -> dict[str, Any]:
     """Encoder and decoder: time, peak memory, FLOPs; returns the outputs."""
     import torch
 
@@ -263,7 +260,7 @@ def _measure_parts(
     labels = torch.tensor([[1, 0]], device=device)
     mask = torch.randn(1, 1, 32, 32, 32, generator=generator).to(device)
     repeats, warmup = settings.repeats, settings.warmup
-    with torch.inference_mode(), _autocast(device, dtype):
+    with torch.inference_mode():
         embedding = model.encode(image)
 
         def encode() -> object:
@@ -276,18 +273,16 @@ def _measure_parts(
         row.decoder_s, row.decoder_samples_s = median_seconds(decode, 4 * repeats, warmup, device)
         row.encoder_peak_mb = peak_memory_mb(encode, device)
         row.decoder_peak_mb = peak_memory_mb(decode, device)
-        outputs = {"embedding": embedding.float().cpu(), "logits": decode()[0].float().cpu()}
-    if settings.flops:
-        # Counted in fp32 (the counter does not run under autocast); FLOPs do not depend on it.
+        outputs = {"image": image, "embedding": embedding, "prompt": (points, labels)}
+    if settings.flops and row.precision == "float32":
         with torch.inference_mode():
-            embedding = embedding.float()
             row.encoder_gflops = count_gflops(encode)
             row.decoder_gflops = count_gflops(decode)
     return outputs
 
 
 def _measure_clicks(
-    model: Any, row: Row, device: Any, dtype: str, settings: BenchSettings, volume: Any
+    model: Any, row: Row, device: Any, settings: BenchSettings, volume: Any
 ) -> None:
     """Clicks in a session: opening a crop (encoder runs) and inside it (cached embedding).
 
@@ -297,9 +292,9 @@ def _measure_clicks(
     """
     import numpy as np
 
-    from .session import Session
+    from .session import ModelPredictor, Session
 
-    predictor = _AutocastPredictor(model, device, dtype)
+    predictor = ModelPredictor(model)
     centre = np.array(volume.shape, dtype=float) / 2
     new_crop = []
     for _ in range(settings.new_crop_clicks):
@@ -322,32 +317,43 @@ def _measure_clicks(
     row.click_s = statistics.median(row.click_samples_s)
 
 
-class _AutocastPredictor:
-    """A session's predictor that runs the model (only) under autocast to ``dtype``."""
+def _agreement(
+    model: Any, fp32_model: Any, outputs: dict[str, Any], settings: BenchSettings
+) -> list[dict[str, Any]]:
+    """How closely a reduced-precision model reproduces the float32 one: on the benchmark's
+    crop (random weights), then on the golden references and scans when given."""
+    from .evaluation.agreement import crop_agreement
 
-    def __init__(self, model: Any, device: Any, dtype: str) -> None:
-        from .session.model_predictor import ModelPredictor
-
-        self.inner = ModelPredictor(model)
-        self.device, self.dtype = device, dtype
-
-    def encode(self, crop: Any) -> Any:
-        with _autocast(self.device, self.dtype):
-            return self.inner.encode(crop)
-
-    def decode(self, embedding: Any, points: Any, labels: Any, mask_input: Any) -> Any:
-        with _autocast(self.device, self.dtype):
-            return self.inner.decode(embedding, points, labels, mask_input)
+    results = [crop_agreement(fp32_model, model, outputs["image"], [outputs["prompt"]], "bench")]
+    if settings.golden_dir:
+        results += _seeded_agreement(model.name, model.device, model.precision, settings)
+    return [asdict(result) for result in results]
 
 
-def _agreement(ours: dict[str, Any], fp32: dict[str, Any]) -> dict[str, float]:
-    """How closely a configuration reproduces fp32: relative error and mask agreement."""
-    embedding = (ours["embedding"] - fp32["embedding"]).abs().max() / fp32["embedding"].abs().max()
-    same_sign = ((ours["logits"] > 0) == (fp32["logits"] > 0)).float().mean()
-    return {
-        "embedding_max_rel_error": float(embedding),
-        "mask_voxel_agreement": float(same_sign),
-    }
+def _seeded_agreement(name: str, device: Any, precision: str, settings: BenchSettings) -> list:
+    """Agreement with the golden references' seeded weights: their scenarios, then the scans."""
+    import numpy as np
+
+    from . import build_model
+    from .evaluation.agreement import golden_agreement, reduced_copy, scan_agreement
+    from .golden import GoldenReference
+
+    reference = GoldenReference.load(settings.golden_dir or "", name)
+    fp32_model = build_model(name, device=device)
+    fp32_model.load_state_dict(reference.state_dict())
+    reduced = reduced_copy(fp32_model, precision)
+    results = [golden_agreement(reference, fp32_model, reduced)]
+    if settings.scans:
+        from .io import read_volume
+
+        for image, label, value in settings.scans:
+            labels = read_volume(label).array
+            mask = labels > 0 if value is None else labels == value
+            source = Path(image).name.split(".")[0] + (f" label {value}" if value else "")
+            results.append(
+                scan_agreement(read_volume(image), np.asarray(mask), fp32_model, reduced, source)
+            )
+    return results
 
 
 # -- the suite -------------------------------------------------------------------------------
@@ -367,6 +373,9 @@ def cpu_name() -> str:
 def machine_description(settings: BenchSettings) -> dict[str, Any]:
     import torch
 
+    from .models.precision import cpu_matrix_units
+
+    units = cpu_matrix_units()
     description: dict[str, Any] = {
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
@@ -375,8 +384,12 @@ def machine_description(settings: BenchSettings) -> dict[str, Any]:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "cpu_matrix_units": units.describe(),
         f"matmul_{settings.matmul_size}_fp32_gflops": round(matmul_gflops(settings.matmul_size), 1),
     }
+    if units.bfloat16:  # elsewhere a bfloat16 product is a scalar fallback: minutes at 4096²
+        gflops = matmul_gflops(settings.matmul_size, dtype="bfloat16")
+        description[f"matmul_{settings.matmul_size}_bf16_gflops"] = round(gflops, 1)
     if torch.cuda.is_available():
         description["cuda_devices"] = [
             torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())
@@ -406,30 +419,7 @@ def run_suite(settings: BenchSettings, echo: Callable[[str], None] = print) -> d
     for device_name in settings.devices:
         device = resolve_device(device_name)
         for name in settings.models:
-            configs = [(b, d) for b in settings.backends for d in settings.dtypes]
-            configs += [("int8", "float32")] if settings.int8 and device.type == "cpu" else []
-            configs = [("reference", "float32")] + [c for c in configs if c[0] != "reference"]
-            fp32_outputs: dict[str, Any] | None = None
-            reference: Row | None = None
-            for backend, dtype in configs:
-                echo(f"measuring {name} {backend} {device} {dtype} ...")
-                row, outputs = measure(name, backend, device, dtype, settings, volume)
-                if reference is None:
-                    reference = row
-                else:
-                    row.speedup = {
-                        part: getattr(reference, f"{part}_s") / getattr(row, f"{part}_s")
-                        for part in PARTS
-                    }
-                    # A cached click against a click that re-runs the plain encoder.
-                    row.speedup["click_vs_reference_new_crop"] = (
-                        reference.click_new_crop_s / row.click_s
-                    )
-                if backend == "exact" and dtype == "float32":
-                    fp32_outputs = outputs
-                elif backend != "reference" and fp32_outputs is not None:
-                    row.agreement = _agreement(outputs, fp32_outputs)
-                rows.append(row)
+            rows += _measure_model(name, device, settings, volume, echo)
     return {
         "machine": machine,
         "settings": {**asdict(settings), "volume_shape": list(settings.volume_shape)},
@@ -438,10 +428,52 @@ def run_suite(settings: BenchSettings, echo: Callable[[str], None] = print) -> d
     }
 
 
+def _measure_model(
+    name: str, device: Any, settings: BenchSettings, volume: Any, echo: Callable[[str], None]
+) -> list[Row]:
+    """The reference row, then each backend × precision; float32 rows before the others, so
+    that those can be compared with them."""
+    precisions = sorted(
+        (p for p in settings.precisions if p != "int8" or device.type == "cpu"),
+        key=lambda p: p != "float32",
+    )
+    configs = [("reference", "float32")] + [
+        (b, p) for p in precisions for b in settings.backends if b != "reference"
+    ]
+    rows: list[Row] = []
+    float32: dict[str, tuple[Row, Any]] = {}
+    for backend, precision in configs:
+        echo(f"measuring {name} {backend} {device} {precision} ...")
+        row, model, outputs = measure(name, backend, device, precision, settings, volume)
+        if rows:
+            row.speedup = _speedups(rows[0], row)
+            # A cached click against a click that re-runs the plain encoder.
+            row.speedup["click_vs_reference_new_crop"] = rows[0].click_new_crop_s / row.click_s
+        if precision == "float32":
+            float32[backend] = (row, model)
+        elif backend in float32:
+            fp32_row, fp32_model = float32[backend]
+            row.speedup_vs_float32 = _speedups(fp32_row, row)
+            row.encoder_gflops, row.decoder_gflops = (
+                fp32_row.encoder_gflops,
+                fp32_row.decoder_gflops,
+            )
+            echo(f"  agreement of {precision} with float32 ...")
+            row.agreement = _agreement(model, fp32_model, outputs, settings)
+        rows.append(row)
+    return rows
+
+
+def _speedups(reference: Row, row: Row) -> dict[str, float]:
+    return {part: getattr(reference, f"{part}_s") / getattr(row, f"{part}_s") for part in PARTS}
+
+
 def format_table(report: dict[str, Any]) -> str:
     """The report as a text table: medians, peak memory, GFLOPs, speed-up against reference."""
+    from .evaluation.agreement import Agreement
+
     header = (
-        f"{'model':16s} {'backend':9s} {'device':6s} {'dtype':8s} "
+        f"{'model':16s} {'backend':9s} {'device':6s} {'precision':9s} "
         f"{'encoder':>9s} {'decoder':>9s} {'click':>9s} {'new crop':>11s} {'peak MiB':>9s} "
         f"{'GFLOP':>7s} "
         f"{'speed-up enc/dec/click':>23s}"
@@ -451,24 +483,28 @@ def format_table(report: dict[str, Any]) -> str:
         speedup = row["speedup"]
         ratios = "/".join(f"{speedup[p]:.2f}×" for p in PARTS) if speedup else "(reference)"
         lines.append(
-            f"{row['model']:16s} {row['backend']:9s} {row['device']:6s} {row['dtype']:8s} "
+            f"{row['model']:16s} {row['backend']:9s} {row['device']:6s} {row['precision']:9s} "
             f"{row['encoder_s'] * 1e3:7.1f}ms {row['decoder_s'] * 1e3:7.1f}ms "
             f"{row['click_s'] * 1e3:7.1f}ms {row['click_new_crop_s'] * 1e3:9.1f}ms "
             f"{row['encoder_peak_mb']:9.0f} "
             f"{row['encoder_gflops']:7.1f} {ratios:>23s} {row['note']}".rstrip()
         )
-        if row["agreement"]:
-            agreement = row["agreement"]
+        if row["speedup_vs_float32"]:
+            ratios = "/".join(f"{row['speedup_vs_float32'][p]:.2f}×" for p in PARTS)
             lines.append(
-                f"{'':16s} agreement with fp32: embedding max rel. error "
-                f"{agreement['embedding_max_rel_error']:.1e}, mask voxels "
-                f"{100 * agreement['mask_voxel_agreement']:.2f}% equal"
+                f"{'':16s} against float32, same backend: {ratios} (encoder/decoder/click)"
             )
+        for agreement in row["agreement"]:
+            lines.append(f"{'':16s} agreement with float32, {Agreement(**agreement).describe()}")
     machine = report["machine"]
-    gflops = next(v for k, v in machine.items() if k.startswith("matmul_"))
+    throughput = ", ".join(
+        f"{key.split('_')[2]} matmul {value} GFLOP/s"
+        for key, value in machine.items()
+        if key.startswith("matmul_")
+    )
     load = report["load_average_1_5_15"]
     lines.append(
-        f"{machine['cpu']}, {machine['torch_threads']} threads, torch {machine['torch']}, "
-        f"fp32 matmul {gflops} GFLOP/s; load average {load['start']} -> {load['end']}"
+        f"{machine['cpu']} ({machine['cpu_matrix_units']}), {machine['torch_threads']} threads, "
+        f"torch {machine['torch']}, {throughput}; load average {load['start']} -> {load['end']}"
     )
     return "\n".join(lines)

@@ -25,6 +25,27 @@ def _check_choices(values: Optional[list[str]], choices: tuple[str, ...], hint: 
             raise typer.BadParameter(f"{value!r}: choose from {choices}", param_hint=hint)
 
 
+def _golden_dir(path: Path) -> Path:
+    if not any(path.glob("*.manifest.json")):
+        raise typer.BadParameter(
+            f"{path}: no golden references (*.manifest.json)", param_hint="--golden"
+        )
+    return path
+
+
+def _scan(text: str, golden: Optional[Path]) -> tuple[str, str, Optional[int]]:
+    """``IMAGE,LABEL[,VALUE]`` as paths and a label value, both files checked."""
+    parts = text.split(",")
+    if golden is None:
+        raise typer.BadParameter("needs --golden (its seeded weights)", param_hint="--scan")
+    if len(parts) not in (2, 3) or (len(parts) == 3 and not parts[2].isdigit()):
+        raise typer.BadParameter(f"{text!r} is not IMAGE,LABEL[,VALUE]", param_hint="--scan")
+    for path in parts[:2]:
+        if not Path(path).is_file():
+            raise typer.BadParameter(f"{path}: no such file", param_hint="--scan")
+    return parts[0], parts[1], int(parts[2]) if len(parts) == 3 else None
+
+
 def bench(
     model: Annotated[
         Optional[list[str]],
@@ -37,9 +58,12 @@ def bench(
     device: Annotated[
         Optional[list[str]], typer.Option(help="Device (repeatable): cpu, cuda, mps, auto.")
     ] = None,
-    dtype: Annotated[
+    precision: Annotated[
         Optional[list[str]],
-        typer.Option(help="float32, bfloat16 or float16 (autocast; repeatable); default float32."),
+        typer.Option(
+            help="Encoder precision (repeatable): float32, bfloat16, float16, int8 (CPU); "
+            "default float32. Other rows are compared with float32: speed and agreement."
+        ),
     ] = None,
     repeats: Annotated[int, typer.Option(help="Timed runs per measurement (median).")] = 5,
     warmup: Annotated[int, typer.Option(help="Untimed runs before timing.")] = 1,
@@ -50,26 +74,38 @@ def bench(
     compile_model: Annotated[
         bool, typer.Option("--compile", help="torch.compile the encoder and decoder.")
     ] = False,
-    int8: Annotated[
-        bool, typer.Option(help="Also time int8 dynamic quantisation (CPU, Linear layers).")
-    ] = False,
     flops: Annotated[bool, typer.Option(help="Count FLOPs (one extra run per part).")] = True,
     quick: Annotated[
         bool,
         typer.Option(help="CI-sized: fastsam3d, 1 repeat, a 96×96×64 volume, no FLOPs."),
     ] = False,
+    golden: Annotated[
+        Optional[Path],
+        typer.Option(
+            metavar="DIR",
+            help="Golden references: agreement also on their seeded weights and scenarios.",
+        ),
+    ] = None,
+    scan: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            metavar="IMAGE,LABEL[,VALUE]",
+            help="A scan and its label (repeatable): agreement also on clicks there (with "
+            "--golden's seeded weights).",
+        ),
+    ] = None,
     json_path: Annotated[
         Optional[Path], typer.Option("--json", "-o", help="Write the full report as JSON.")
     ] = None,
 ) -> None:
     """Time encoder, decoder and an end-to-end click against the reference path; JSON report."""
     from ..attention import BACKENDS
-    from ..benchmark import DTYPES, BenchSettings, format_table, run_suite
+    from ..benchmark import BENCH_PRECISIONS, BenchSettings, format_table, run_suite
     from ..io import check_output_path
     from ..io._atomic import write_atomically
     from .runtime import resolve_device
 
-    _check_choices(dtype, DTYPES, "--dtype")
+    _check_choices(precision, BENCH_PRECISIONS, "--precision")
     _check_choices(backend, BACKENDS, "--backend")
     for name in device or []:
         resolve_device(name)
@@ -78,14 +114,15 @@ def bench(
     settings = BenchSettings(
         backends=backend or ["exact"],
         devices=device or ["cpu"],
-        dtypes=dtype or ["float32"],
+        precisions=precision or ["float32"],
         repeats=repeats,
         warmup=warmup,
         threads=threads,
         volume_shape=_volume_shape(volume),
         compile=compile_model,
-        int8=int8,
         flops=flops,
+        golden_dir=str(_golden_dir(golden)) if golden else None,
+        scans=[_scan(text, golden) for text in scan or []],
     )
     if quick:
         settings.make_quick()
