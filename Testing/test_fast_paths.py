@@ -13,6 +13,7 @@ import torch
 
 from fastsam3d_core.geometry import Volume, crop_grid_around, resample
 from fastsam3d_core.geometry.paste import logits_on_volume
+from fastsam3d_core.models import common
 from fastsam3d_core.models.common import linear
 from fastsam3d_core.session import Session
 
@@ -104,6 +105,10 @@ def test_fused_linear_equals_module_and_activation(activation):
     expected = {"none": lambda y: y, "gelu": torch.nn.functional.gelu, "relu": torch.relu}
     torch.testing.assert_close(plain, expected[activation](layer(x)))
     torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5)
+    if common._ONEDNN_LINEAR is not None:  # also where linear() keeps to MKL (AVX2 CPUs)
+        with torch.inference_mode():
+            onednn = common._onednn_linear(x, layer.weight, layer.bias, activation)
+        torch.testing.assert_close(onednn, plain, rtol=1e-5, atol=1e-5)
 
 
 def test_fused_linear_lets_gradients_reach_the_input_of_a_frozen_layer():
