@@ -504,7 +504,8 @@ def format_table(report: dict[str, Any]) -> str:
     )
     load = report["load_average_1_5_15"]
     lines.append(
-        f"{machine['cpu']} ({machine['cpu_matrix_units']}), {machine['torch_threads']} threads, "
+        f"{machine['cpu']} (matrix units: {machine['cpu_matrix_units']}, torch: "
+        f"{machine['cpu_capability']}), {machine['torch_threads']} threads, "
         f"torch {machine['torch']}, {throughput}; load average {load['start']} -> {load['end']}"
     )
     return "\n".join(lines)

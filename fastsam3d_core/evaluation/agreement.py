@@ -50,8 +50,12 @@ class Agreement:
         )
         return (
             f"{self.source}: {embedding}{100 * self.equal_voxels:.3f}% voxels equal, "
-            f"Dice {self.dice:.4f} (worst of {self.masks} masks)"
+            f"Dice {self.dice:.4f} ({_worst_of(self.masks)})"
         )
+
+
+def _worst_of(masks: int) -> str:
+    return "one mask" if masks == 1 else f"worst of {masks} masks"
 
 
 def reduced_copy(model: Sam3D, precision: str) -> Sam3D:
