@@ -122,11 +122,18 @@ def test_auto_is_float32_without_bfloat16_units(monkeypatch, fastsam3d_seeded):
 
 
 def test_auto_takes_bfloat16_only_when_it_agrees(monkeypatch, golden_data):
-    model = seeded_model("fastsam3d", golden_data["fastsam3d"])
+    reference = golden_data["fastsam3d"]
+    model = seeded_model("fastsam3d", reference)
     monkeypatch.setattr(precision, "cpu_matrix_units", lambda: AMX)
     choice = precision.choose_precision(model, "auto")
     assert choice.precision == "bfloat16" and "AMX-BF16" in choice.reason
     assert model.precision == "float32"  # choosing checks a copy
+    pending = build_model("fastsam3d", precision="auto")
+    pending.load_state_dict(reference.state_dict())
+    with torch.inference_mode():  # auto's check and the conversion run on the first encode
+        pending.encode(reference.image())
+    assert pending.precision == "bfloat16"
+    assert not any(p.is_inference() for p in pending.parameters())
     monkeypatch.setattr(precision, "AUTO_MIN_DICE", 1.01)  # an agreement no precision reaches
     refused = precision.choose_precision(model, "auto")
     assert refused.precision == "float32" and "agree with float32 only" in refused.reason

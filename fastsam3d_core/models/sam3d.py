@@ -132,11 +132,14 @@ class Sam3D(nn.Module):
             raise ValueError(
                 f"the encoder already computes in {self.precision}: build a new model for another"
             )
-        choice = choose_precision(self, precision)
-        # Parameters must not become inference tensors, even when the first encode converts.
+        # auto's check encodes with this model in float32: nothing may be pending by then.
+        self.pending_precision = None
+        # Parameters (and auto's trial copy) must not become inference tensors, even when the
+        # first encode converts.
         with torch.inference_mode(False):
+            choice = choose_precision(self, precision)
             convert_encoder(self.image_encoder, choice.precision)
-        self.precision, self.pending_precision = choice.precision, None
+        self.precision = choice.precision
         return choice
 
     def encode(self, image: torch.Tensor) -> torch.Tensor:
