@@ -261,9 +261,13 @@ def test_uncertainty_overlays_the_views_and_the_selector_lists_a_new_segment(web
     segmented = _pixels(page, box)
     page.click("#uncertainty")
     page.wait_for_function(READY, timeout=TIMEOUT_MS)
-    page.wait_for_timeout(1000)
-    # The entropy overlay: coloured where the oracle's self-ensemble disagrees (the border).
-    assert int((np.abs(_pixels(page, box) - segmented).max(axis=2) > CHANGED).sum()) > 100
+    # The entropy overlay: coloured where the oracle's self-ensemble disagrees (the border). The
+    # view's next streamed frame brings it: poll rather than guess how long that takes.
+    deadline, changed = time.monotonic() + TIMEOUT_MS / 1000, 0
+    while changed <= 100 and time.monotonic() < deadline:
+        page.wait_for_timeout(250)
+        changed = int((np.abs(_pixels(page, box) - segmented).max(axis=2) > CHANGED).sum())
+    assert changed > 100
     page.click("#next-segment")
     # The segment selector follows: the new segment is the current one, and both are listed.
     current = "document.querySelector('#segments')?.value === 'Segment_2'"
