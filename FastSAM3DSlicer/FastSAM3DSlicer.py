@@ -141,7 +141,7 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.weightsPathLineEdit.connect("currentPathChanged(QString)", self._saveSettings)
         self.ui.adapterPathLineEdit.connect("currentPathChanged(QString)", self._saveSettings)
         self._timer.setInterval(int(POLL_INTERVAL_S * 1000))
-        # Ticks come every 30 ms: a wait cursor would flicker.
+        # Ticks come every 10 ms: a wait cursor would flicker.
         self._pollSlot = self._guarded(self.onTimer, "FastSAM3D update failed.", waitCursor=False)
         self._timer.connect("timeout()", self._pollSlot)
         self.initializeParameterNode()

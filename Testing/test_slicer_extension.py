@@ -215,7 +215,7 @@ def test_errors_are_shown_once_and_no_wait_cursor_covers_a_dialog_or_flickers():
         slot = getattr(call.args[0], "attr", None)
         keywords = {k.arg: k.value for k in call.keywords}
         cursor[slot] = getattr(keywords.get("waitCursor"), "value", True)
-    # The timer ticks every 30 ms (a wait cursor flickers); Start and Export open dialogs.
+    # The timer ticks every 10 ms (a wait cursor flickers); Start and Export open dialogs.
     assert [cursor.get(slot) for slot in ("onTimer", "onStart", "onExport")] == [False] * 3
     # After installing, Start runs from its own guarded call, not inside the timer's guard.
     (later,) = calls_to(function_node("_onInstalled"), "singleShot")
