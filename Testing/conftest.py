@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastsam3d_core import Sam3D, build_model
+from fastsam3d_core import Sam3D
 from fastsam3d_core.golden import GoldenReference
 from fastsam3d_core.models.precision import CPU_FLAGS_VARIABLE
 
@@ -56,9 +56,7 @@ def golden_data() -> dict[str, GoldenReference]:
 
 def seeded_model(name: str, golden: GoldenReference | None = None) -> Sam3D:
     """A model built afresh and loaded with the golden references' seeded weights."""
-    model = build_model(name)
-    model.load_state_dict((golden or GoldenReference.load(GOLDEN_DIR, name)).state_dict())
-    return model
+    return (golden or GoldenReference.load(GOLDEN_DIR, name)).seeded_model()
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import statistics
 
 import pytest
 import torch
-from conftest import invoke_cli
+from conftest import GOLDEN_DIR, SHARED_DATA_DIR, invoke_cli
 from typer.testing import CliRunner
 
 from fastsam3d_core import build_model
@@ -92,6 +92,33 @@ def test_bench_counts_flops_and_reports_agreement():
     assert rows["exact", "float32"]["agreement"] == []
     assert "agreement with float32, bench:" in format_table(report)
     assert not any(math.isnan(r["click_s"]) for r in rows.values())
+
+
+def test_bench_measures_agreement_on_golden_scenarios_and_scans(golden_data, tmp_path):
+    """The command line's --golden and --scan: each reduced-precision row is compared with
+    float32 on the golden scenarios and on every scan (read once for all rows)."""
+    scans = [
+        f"{SHARED_DATA_DIR}/totalseg_ct/example_ct_3mm.nii.gz,"
+        f"{SHARED_DATA_DIR}/totalseg_ct/example_seg_3mm.nii.gz,5",
+        f"{SHARED_DATA_DIR}/totalseg_ct/aorta_ct.nii.gz,"
+        f"{SHARED_DATA_DIR}/totalseg_ct/aorta_label.nii.gz",
+    ]
+    path = tmp_path / "bench.json"
+    arguments = ["bench", "--quick", "--backend", "exact", "--json", str(path)]
+    arguments += ["--precision", "float32", "--precision", "int8", "--golden", str(GOLDEN_DIR)]
+    result = invoke_cli(arguments + [option for scan in scans for option in ("--scan", scan)])
+    assert result.exit_code == 0, result.output
+    rows = {row["precision"]: row for row in json.loads(path.read_text())["results"]}
+    assert rows["float32"]["agreement"] == []
+    agreement = rows["int8"]["agreement"]
+    sources = [entry["source"] for entry in agreement]
+    assert sources == ["bench", "golden fastsam3d", "example_ct_3mm label 5", "aorta_ct"]
+    for entry in agreement:
+        assert entry["precision"] == "int8"
+        error = entry["embedding_rel_error"]
+        assert error is None if entry["source"] in sources[2:] else 0 < error < 0.2
+        assert 0.9 < entry["dice"] <= 1 and 0.9 < entry["equal_voxels"] <= 1
+    assert "golden fastsam3d" in result.output and "aorta_ct" in result.output
 
 
 @pytest.mark.parametrize(

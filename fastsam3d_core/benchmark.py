@@ -318,42 +318,48 @@ def _measure_clicks(
 
 
 def _agreement(
-    model: Any, fp32_model: Any, outputs: dict[str, Any], settings: BenchSettings
+    model: Any, fp32_model: Any, outputs: dict[str, Any], settings: BenchSettings, scans: list
 ) -> list[dict[str, Any]]:
     """How closely a reduced-precision model reproduces the float32 one: on the benchmark's
-    crop (random weights), then on the golden references and scans when given."""
+    crop (random weights), then on the golden references and ``scans`` (:func:`_read_scans`)."""
     from .evaluation.agreement import crop_agreement
 
     results = [crop_agreement(fp32_model, model, outputs["image"], [outputs["prompt"]], "bench")]
     if settings.golden_dir:
-        results += _seeded_agreement(model.name, model.device, model.precision, settings)
+        results += _seeded_agreement(model, settings.golden_dir, scans)
     return [asdict(result) for result in results]
 
 
-def _seeded_agreement(name: str, device: Any, precision: str, settings: BenchSettings) -> list:
+def _seeded_agreement(model: Any, golden_dir: str, scans: list) -> list:
     """Agreement with the golden references' seeded weights: their scenarios, then the scans."""
-    import numpy as np
-
-    from . import build_model
     from .evaluation.agreement import golden_agreement, reduced_copy, scan_agreement
     from .golden import GoldenReference
 
-    reference = GoldenReference.load(settings.golden_dir or "", name)
-    fp32_model = build_model(name, device=device)
-    fp32_model.load_state_dict(reference.state_dict())
-    reduced = reduced_copy(fp32_model, precision)
+    reference = GoldenReference.load(golden_dir, model.name)
+    fp32_model = reference.seeded_model(model.device)
+    reduced = reduced_copy(fp32_model, model.precision)
     results = [golden_agreement(reference, fp32_model, reduced)]
-    if settings.scans:
-        from .io import read_volume
-
-        for image, label, value in settings.scans:
-            labels = read_volume(label).array
-            mask = labels > 0 if value is None else labels == value
-            source = Path(image).name.split(".")[0] + (f" label {value}" if value else "")
-            results.append(
-                scan_agreement(read_volume(image), np.asarray(mask), fp32_model, reduced, source)
-            )
+    for volume, mask, source in scans:
+        results.append(scan_agreement(volume, mask, fp32_model, reduced, source))
     return results
+
+
+def _read_scans(settings: BenchSettings) -> list[tuple[Any, Any, str]]:
+    """``(volume, boolean mask, name for reports)`` of each of ``settings.scans``, read once per
+    run; none without golden references, which give the scans their weights."""
+    if not settings.golden_dir or not settings.scans:
+        return []
+    import numpy as np
+
+    from .io import read_volume  # only here: the GPU machines have no SimpleITK
+
+    scans = []
+    for image, label, value in settings.scans:
+        labels = read_volume(label).array
+        mask = labels > 0 if value is None else labels == value
+        source = Path(image).name.split(".")[0] + (f" label {value}" if value else "")
+        scans.append((read_volume(image), np.asarray(mask), source))
+    return scans
 
 
 # -- the suite -------------------------------------------------------------------------------
@@ -415,11 +421,12 @@ def run_suite(settings: BenchSettings, echo: Callable[[str], None] = print) -> d
     load_start = _load()
     machine = machine_description(settings)
     volume = ct_sized_volume(settings.volume_shape)
+    scans = _read_scans(settings)
     rows: list[Row] = []
     for device_name in settings.devices:
         device = resolve_device(device_name)
         for name in settings.models:
-            rows += _measure_model(name, device, settings, volume, echo)
+            rows += _measure_model(name, device, settings, volume, scans, echo)
     return {
         "machine": machine,
         "settings": {**asdict(settings), "volume_shape": list(settings.volume_shape)},
@@ -429,7 +436,12 @@ def run_suite(settings: BenchSettings, echo: Callable[[str], None] = print) -> d
 
 
 def _measure_model(
-    name: str, device: Any, settings: BenchSettings, volume: Any, echo: Callable[[str], None]
+    name: str,
+    device: Any,
+    settings: BenchSettings,
+    volume: Any,
+    scans: list,
+    echo: Callable[[str], None],
 ) -> list[Row]:
     """The reference row, then each backend × precision; float32 rows before the others, so
     that those can be compared with them."""
@@ -459,7 +471,7 @@ def _measure_model(
                 fp32_row.decoder_gflops,
             )
             echo(f"  agreement of {precision} with float32 ...")
-            row.agreement = _agreement(model, fp32_model, outputs, settings)
+            row.agreement = _agreement(model, fp32_model, outputs, settings, scans)
         rows.append(row)
     return rows
 

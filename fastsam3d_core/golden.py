@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .models.build import build_model
 from .models.sam3d import Sam3D
 
 # max |ours - golden| <= GOLDEN_RTOL * max |golden| for every array (the references' README).
@@ -52,6 +53,12 @@ class GoldenReference:
                 (entry["offset"] + entry["scale"] * noise).astype(np.float32)
             )
         return state
+
+    def seeded_model(self, device: str | torch.device | None = None) -> Sam3D:
+        """The reference's model built afresh (float32, eval mode) with its seeded weights."""
+        model = build_model(self.name, device=device)
+        model.load_state_dict(self.state_dict(), strict=True)
+        return model
 
     def image(self) -> torch.Tensor:
         """The input ``(1, 1, 128, 128, 128)`` float32, checked against the manifest's SHA-256."""

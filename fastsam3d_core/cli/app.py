@@ -85,7 +85,7 @@ def check_golden(
 
     Exits with status 1 if any array is outside the references' tolerance.
     """
-    from .. import MODEL_REGISTRY, build_model
+    from .. import MODEL_REGISTRY
     from ..golden import GOLDEN_RTOL, GoldenReference
 
     names = model or [n for n in MODEL_REGISTRY if (directory / f"{n}.manifest.json").is_file()]
@@ -95,9 +95,7 @@ def check_golden(
     for name in names:
         reference = GoldenReference.load(directory, name)
         typer.echo(f"{name}: building seeded weights and running on {device} ...")
-        sam = build_model(name)
-        sam.load_state_dict(reference.state_dict(), strict=True)
-        outputs = reference.run(sam.to(device))
+        outputs = reference.run(reference.seeded_model(device))
         errors = reference.relative_errors(outputs)
         worst = max(errors, key=errors.__getitem__)
         mask_logit = reference.full_mask_disagreement(outputs)

@@ -37,7 +37,8 @@ class Agreement:
 
     source: str
     precision: str
-    embedding_rel_error: float
+    # None for scans: their clicks run through a session, whose crops are not compared.
+    embedding_rel_error: float | None
     equal_voxels: float
     dice: float
     masks: int
@@ -45,7 +46,7 @@ class Agreement:
     def describe(self) -> str:
         embedding = (
             f"embedding max rel. error {self.embedding_rel_error:.1e}, "
-            if self.embedding_rel_error == self.embedding_rel_error  # not NaN
+            if self.embedding_rel_error is not None
             else ""
         )
         return (
@@ -84,7 +85,7 @@ def _summarise(
     masks: list[tuple[np.ndarray, np.ndarray]],
 ) -> Agreement:
     pairs = [mask_agreement(mask, reference) for mask, reference in masks]
-    error = embedding_relative_error(*embeddings) if embeddings is not None else float("nan")
+    error = embedding_relative_error(*embeddings) if embeddings is not None else None
     return Agreement(
         source,
         precision,
