@@ -84,14 +84,17 @@ def test_precision_given_to_build_model_applies_after_loading(golden_data):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("reduced_precision", ["bfloat16", "int8"])
 @pytest.mark.parametrize("name", MODEL_NAMES)
-def test_bfloat16_agrees_with_float32_on_golden_scenarios_and_scans(name, golden_data):
+def test_reduced_precision_agrees_with_float32_on_golden_scenarios_and_scans(
+    name, reduced_precision, golden_data
+):
     """The gate of ``auto``: Dice >= 0.99 against float32 on every golden scenario and on clicks
-    in the shared scans, at full resolution."""
+    in the shared scans, at full resolution. int8 is opt-in, but held to the same bar."""
     from fastsam3d_core.io import read_volume
 
     model = seeded_model(name, golden_data[name])
-    reduced = reduced_copy(model, "bfloat16")
+    reduced = reduced_copy(model, reduced_precision)
     results = [golden_agreement(golden_data[name], model, reduced)]
     for image, label, value in SCANS:
         labels = read_volume(SHARED_DATA_DIR / label).array
@@ -102,13 +105,18 @@ def test_bfloat16_agrees_with_float32_on_golden_scenarios_and_scans(name, golden
         assert result.dice >= AUTO_MIN_DICE, result.describe()
         assert result.equal_voxels > 0.99, result.describe()
         assert result.dice < 1 or result.source.startswith("golden"), "masks must differ a bit"
-    assert 1e-4 < results[0].embedding_rel_error < 0.05
+    assert 1e-4 < results[0].embedding_rel_error < 0.1
 
 
-def test_int8_quantises_the_encoders_linear_layers_only(fastsam3d_seeded):
+def test_int8_quantises_the_encoders_mlps_only(fastsam3d_seeded):
     model = reduced_copy(fastsam3d_seeded, "int8")
-    quantised = type(model.image_encoder.blocks[0].mlp.lin1)
-    assert quantised is not torch.nn.Linear and "quantized" in quantised.__module__
+    for block in model.image_encoder.blocks:
+        for linear in (block.mlp.lin1, block.mlp.lin2):
+            assert type(linear) is not torch.nn.Linear and "quantized" in type(linear).__module__
+            assert linear.weight().qscheme() == torch.per_channel_affine  # a scale per channel
+        if hasattr(block, "attn"):
+            assert type(block.attn.qkv) is torch.nn.Linear
+    assert any(hasattr(block, "attn") for block in model.image_encoder.blocks)
     assert type(model.mask_decoder.iou_prediction_head.layers[0]) is torch.nn.Linear
     image, prompts = check_crop()
     result = crop_agreement(fastsam3d_seeded, model, image, prompts, "check crop")

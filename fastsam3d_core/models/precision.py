@@ -12,8 +12,12 @@ Precisions:
         than the float32 one, and it is 4.1 GFLOP (8 % of FastSAM3D's encoder, 4 % of
         SAM-Med3D-turbo's). On CPUs whose oneDNN computes bfloat16, linear layers use weights
         pre-packed once into oneDNN's blocked layout (models.common).
-    ``int8``: dynamic quantisation of the encoder's linear layers (int8 weights, activations
-        quantised per call); CPU only, opt-in: it changes about 1 % of the mask voxels.
+    ``int8``: dynamic quantisation of the linear layers of the encoder's MLPs (int8 weights with
+        one scale per output channel, activations quantised per call); CPU only, opt-in. The
+        attention's projections stay float32: quantised too, they moved the worst Dice against
+        float32 (golden scenarios and three scans, FastSAM3D) from 0.992 to 0.989, below the
+        0.99 bar, for 10 % more speed. One scale per tensor instead of per channel: 0.990 on
+        the golden scenarios alone.
     ``auto``: ``bfloat16`` on a CPU with bfloat16 matrix units (AMX or AVX-512-BF16) when the
         model's bfloat16 masks agree with its float32 masks on a check crop (Dice >= 0.99,
         :func:`fastsam3d_core.evaluation.agreement.check_crop_agreement`), else ``float32``. On
@@ -167,12 +171,15 @@ def convert_encoder(encoder: ImageEncoderViT3D, precision: str) -> None:
             # torch announces a move of quantisation to torchao; this API still works as is.
             warnings.filterwarnings("ignore", message=".*deprecated")
             try:
-                from torch.ao.quantization import quantize_dynamic
+                from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
             except ImportError:
                 raise ValueError(
                     f"int8 needs torch.ao.quantization, which torch {torch.__version__} lacks; "
                     "use bfloat16 or float32"
                 ) from None
-            quantize_dynamic(encoder, {nn.Linear}, dtype=torch.qint8, inplace=True)
+            for block in encoder.blocks:
+                quantize_dynamic(
+                    block.mlp, {nn.Linear: per_channel_dynamic_qconfig}, torch.qint8, inplace=True
+                )
     elif precision != "float32":
         raise ValueError(f"cannot convert an encoder to {precision!r}")
