@@ -15,7 +15,7 @@ import qt
 import slicer
 import vtk
 from FastSAM3DSlicerLib import install
-from FastSAM3DSlicerLib.models import DEVICE_CHOICES, MODEL_CHOICES, REMOTE
+from FastSAM3DSlicerLib.models import DEVICE_CHOICES, MODEL_CHOICES, PRECISION_CHOICES, REMOTE
 
 # The self-test class lives in FastSAM3DSlicerLib; Slicer finds it here by its name.
 from FastSAM3DSlicerLib.selftest import FastSAM3DSlicerTest  # noqa: F401
@@ -32,6 +32,7 @@ from slicer.util import VTKObservationMixin
 # Application preferences (QSettings); per-scene choices live in the parameter node.
 SETTINGS_MODEL = "FastSAM3D/Model"
 SETTINGS_DEVICE = "FastSAM3D/Device"
+SETTINGS_PRECISION = "FastSAM3D/Precision"
 SETTINGS_WEIGHTS_FILE = "FastSAM3D/WeightsFile"
 SETTINGS_ADAPTER_FILE = "FastSAM3D/AdapterFile"
 SETTINGS_SERVER = "FastSAM3D/Server"
@@ -100,6 +101,8 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.modelComboBox.addItem(label, name)
         for name, label in DEVICE_CHOICES:
             self.ui.deviceComboBox.addItem(label, name)
+        for name, label in PRECISION_CHOICES:
+            self.ui.precisionComboBox.addItem(label, name)
         self._restoreSettings()
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -136,6 +139,7 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self._saveSettings)
         self.ui.deviceComboBox.connect("currentIndexChanged(int)", self._saveSettings)
         self.ui.deviceComboBox.connect("currentIndexChanged(int)", self._showRemoteFields)
+        self.ui.precisionComboBox.connect("currentIndexChanged(int)", self._saveSettings)
         self.ui.serverLineEdit.connect("editingFinished()", self._saveSettings)
         self.ui.overwriteCheckBox.connect("toggled(bool)", self._saveSettings)
         self.ui.weightsPathLineEdit.connect("currentPathChanged(QString)", self._saveSettings)
@@ -260,6 +264,7 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.weightsPathLineEdit.currentPath or None,
                 *self._server(),
                 self.ui.adapterPathLineEdit.currentPath or None,
+                "auto" if self._remote() else self.ui.precisionComboBox.currentData,
             )
             engine.setInputs(node.inputVolume, node.segmentation, node.segmentId)
         node.segmentation = engine.segmentationNode
@@ -469,13 +474,17 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return self.ui.deviceComboBox.currentData == REMOTE
 
     def _showRemoteFields(self, *unused):
-        self.ui.remoteServerWidget.visible = self._remote()
+        remote = self._remote()
+        self.ui.remoteServerWidget.visible = remote
+        # The server chooses its own precision.
+        self.ui.precisionLabel.visible = self.ui.precisionComboBox.visible = not remote
 
     def _restoreSettings(self):
         settings = qt.QSettings()
         for combo, key, default in (
             (self.ui.modelComboBox, SETTINGS_MODEL, "fastsam3d"),
             (self.ui.deviceComboBox, SETTINGS_DEVICE, "auto"),
+            (self.ui.precisionComboBox, SETTINGS_PRECISION, "auto"),
         ):
             index = combo.findData(settings.value(key, default))
             combo.currentIndex = max(index, 0)
@@ -491,6 +500,7 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         settings = qt.QSettings()
         settings.setValue(SETTINGS_MODEL, self.ui.modelComboBox.currentData)
         settings.setValue(SETTINGS_DEVICE, self.ui.deviceComboBox.currentData)
+        settings.setValue(SETTINGS_PRECISION, self.ui.precisionComboBox.currentData)
         settings.setValue(SETTINGS_OVERWRITE, self.ui.overwriteCheckBox.checked)
         settings.setValue(SETTINGS_WEIGHTS_FILE, self.ui.weightsPathLineEdit.currentPath)
         settings.setValue(SETTINGS_ADAPTER_FILE, self.ui.adapterPathLineEdit.currentPath)
@@ -595,12 +605,19 @@ class FastSAM3DSlicerLogic(ScriptedLoadableModuleLogic):
         return self._engine
 
     def loadModel(
-        self, modelName, device="auto", weightsFile=None, server=None, token=None, adapterFile=None
+        self,
+        modelName,
+        device="auto",
+        weightsFile=None,
+        server=None,
+        token=None,
+        adapterFile=None,
+        precision="auto",
     ):
         """Load a model (or connect to a remote server, device ``"remote"``) unless the same
         one is loaded (or loading) already."""
         engine = self.engine()
-        key = (modelName, device, weightsFile, server, token, adapterFile)
+        key = (modelName, device, weightsFile, server, token, adapterFile, precision)
         if engine.loadedModel != key:
             engine.setModel(*key)
 

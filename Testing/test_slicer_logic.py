@@ -413,7 +413,7 @@ def test_a_failed_model_load_is_retried_when_asked_again(scene, make_logic, tmp_
     entry = replace(registry.WEIGHTS["fastsam3d"], url="http://127.0.0.1:9/FastSAM3D.pth")
     monkeypatch.setitem(registry.WEIGHTS, "fastsam3d", entry)
     logic.setModel("fastsam3d", "cpu")
-    assert logic.loadedModel == ("fastsam3d", "cpu", None, None, None, None), (
+    assert logic.loadedModel == ("fastsam3d", "cpu", None, None, None, None, "auto"), (
         "a load in flight is not repeated"
     )
     assert logic.waitForIdle(TIMEOUT_S)
@@ -702,3 +702,27 @@ def test_the_module_loads_a_model_with_its_adapter_file_and_refuses_one_for_othe
     logic.setModel("fastsam3d", "cpu", str(other), None, None, str(adapter))
     assert logic.waitForIdle(TIMEOUT_S)
     assert any("trained on other fastsam3d weights" in str(e) for e in logic.errors)
+
+
+def test_the_module_computes_the_encoder_in_the_precision_asked_for(
+    scene, make_logic, fastsam3d_seeded, tmp_path
+):
+    """The Precision menu's choice reaches the encoder: int8 gives the int8 model's mask, which
+    is not float32's."""
+    from fastsam3d_core.evaluation.agreement import reduced_copy
+
+    weights = tmp_path / "seeded.pth"
+    torch.save({"model_state_dict": fastsam3d_seeded.state_dict()}, weights)
+    labels = Volume.from_file(CT_LABEL)
+    logic = make_logic(OraclePredictor(labels, 1), read_volume_node(scene, CT_IMAGE))
+    logic.setModel("fastsam3d", "cpu", str(weights), None, None, None, "int8")
+    assert logic.waitForIdle(TIMEOUT_S) and not logic.errors
+    assert logic.loadedModel[-1] == "int8"
+    liver = deepest_ras(labels, 5)
+    place(logic, liver)
+    settle(logic)
+    volume = Volume.from_file(CT_IMAGE)
+    int8 = Session(volume, reduced_copy(fastsam3d_seeded, "int8")).add_point(liver, True).mask
+    float32 = Session(volume, fastsam3d_seeded).add_point(liver, True).mask
+    assert np.array_equal(current_mask(logic), int8.astype(bool))
+    assert not np.array_equal(int8, float32)

@@ -317,15 +317,12 @@ def test_a_local_weights_file_loads_on_the_cpu_and_a_missing_device_is_explained
     import torch
     from FastSAM3DSlicerLib.models import ModelLoadError, load_predictor
 
-    from fastsam3d_core import build_model
-
     path = tmp_path / "seeded.pth"
     torch.save({"model_state_dict": golden_data["fastsam3d"].state_dict()}, path)
     messages = []
     predictor = load_predictor("fastsam3d", "cpu", path, lambda m, f: messages.append(m))
     assert predictor.device == "cpu" and any("Loading fastsam3d" in m for m in messages)
-    reference = build_model("fastsam3d")
-    reference.load_state_dict(golden_data["fastsam3d"].state_dict())
+    reference = golden_data["fastsam3d"].seeded_model()
     assert all(
         torch.equal(a, b)
         for a, b in zip(
@@ -337,3 +334,20 @@ def test_a_local_weights_file_loads_on_the_cpu_and_a_missing_device_is_explained
             ModelLoadError, match="no CUDA device is available.*Choose another device"
         ):
             load_predictor("fastsam3d", "cuda", path)
+    with pytest.raises(ModelLoadError, match="unknown precision 'float64'.*another 'Precision'"):
+        load_predictor("fastsam3d", "cpu", path, precision="float64")
+
+
+def test_a_remote_server_refuses_a_precision_of_its_own():
+    from FastSAM3DSlicerLib.models import REMOTE, ModelLoadError, load_predictor
+
+    with pytest.raises(ModelLoadError, match="set 'Precision' to Auto.*serve --precision"):
+        load_predictor("fastsam3d", REMOTE, server="http://127.0.0.1:9", precision="int8")
+
+
+def test_the_precision_menu_offers_the_cores_precisions():
+    from FastSAM3DSlicerLib.models import PRECISION_CHOICES
+
+    from fastsam3d_core.models.precision import PRECISIONS
+
+    assert tuple(name for name, _ in PRECISION_CHOICES) == PRECISIONS

@@ -101,18 +101,20 @@ class InteractiveSegmentationLogic:
         server: str | None = None,
         token: str | None = None,
         adapterFile: str | None = None,
+        precision: str = "auto",
     ):
         """Load a model on the worker (downloading its weights if needed) with the adapters of
-        ``adapterFile`` if given, or with device ``"remote"`` connect to the encoder service at
-        ``server``. Changing the model starts a new session on the same volume and segment."""
+        ``adapterFile`` if given and its encoder in ``precision``, or with device ``"remote"``
+        connect to the encoder service at ``server``. Changing the model starts a new session
+        on the same volume and segment."""
         self._setStatus(f"Loading {modelName}...")
         state = self._state
-        state.model_key = (modelName, device, weightsFile, server, token, adapterFile)
+        state.model_key = (modelName, device, weightsFile, server, token, adapterFile, precision)
 
         def change(report):
             try:
                 state.predictor = load_predictor(
-                    modelName, device, weightsFile, report, server, token, adapterFile
+                    modelName, device, weightsFile, report, server, token, adapterFile, precision
                 )
             except BaseException:
                 state.model_key = None  # so that asking again retries
@@ -122,10 +124,9 @@ class InteractiveSegmentationLogic:
 
     @property
     def loadedModel(self) -> tuple | None:
-        """(model, device, weights file, server, token, adapter file) of :meth:`setModel`'s
-        model, loaded or
-        loading; None when none is, when its load failed, or when it fell back to the CPU
-        (asking again retries the device)."""
+        """(model, device, weights file, server, token, adapter file, precision) of
+        :meth:`setModel`'s model, loaded or loading; None when none is, when its load failed, or
+        when it fell back to the CPU (asking again retries the device)."""
         if getattr(self._state.predictor, "fell_back", False):
             return None
         return self._state.model_key

@@ -24,6 +24,15 @@ DEVICE_CHOICES = (
     ("mps", "Apple MPS"),
     (REMOTE, "Remote server"),
 )
+# The image encoder's precisions (fastsam3d_core.models.precision.PRECISIONS, which imports torch:
+# the widget fills its menu before the dependencies are installed).
+PRECISION_CHOICES = (
+    ("auto", "Auto"),
+    ("float32", "float32"),
+    ("bfloat16", "bfloat16"),
+    ("float16", "float16 (GPU)"),
+    ("int8", "int8 (CPU)"),
+)
 # The connection test's wait for each attempt: a wrong address is said within seconds.
 CONNECTION_TEST_TIMEOUT_S = 5.0
 
@@ -112,6 +121,7 @@ def load_predictor(
     server: str | None = None,
     token: str | None = None,
     adapter_file: str | Path | None = None,
+    precision: str = "auto",
 ) -> Any:
     """Download (if needed) and load a model's weights, or connect to the encoder service;
     return a ready predictor.
@@ -125,6 +135,7 @@ def load_predictor(
         report: progress reporter (download percentage, loading).
         server, token: the service's address and token, for :data:`REMOTE`.
         adapter_file: adapters (``fastsam3d finetune``) for the local model.
+        precision: the local model's encoder precision, a name of :data:`PRECISION_CHOICES`.
 
     Raises:
         ModelLoadError: unknown model or device, offline with no cached weights, a checksum
@@ -140,8 +151,13 @@ def load_predictor(
                 "Adapters run where the encoder runs: clear 'Adapter file', and ask whoever "
                 "runs the server to start it with 'fastsam3d serve --adapter FILE'."
             )
+        if precision != "auto":
+            raise ModelLoadError(
+                "The server chooses its encoder's precision: set 'Precision' to Auto, and ask "
+                "whoever runs the server to start it with 'fastsam3d serve --precision'."
+            )
         return connect_remote(model_name, server, token, weights_file, report)
-    return _load_local(model_name, device, weights_file, report, adapter_file)
+    return _load_local(model_name, device, weights_file, report, adapter_file, precision)
 
 
 def connect_remote(
@@ -209,6 +225,7 @@ def _load_local(
     weights_file: str | Path | None,
     report: Reporter | None,
     adapter_file: str | Path | None = None,
+    precision: str = "auto",
 ) -> FallbackPredictor:
     from fastsam3d_core.weights import WeightsDownloadError, WeightsError, resolve_weights
 
@@ -232,7 +249,7 @@ def _load_local(
     if report is not None:
         report(f"Loading {model_name} on {device}...", None)
     try:
-        model = _build_and_load(model_name, device, path, adapter_file)
+        model = _build_and_load(model_name, device, path, adapter_file, precision)
     except Exception as error:
         if not is_out_of_memory(error):
             raise
@@ -243,13 +260,19 @@ def _load_local(
         )
         if report is not None:
             report(notice, None)
-        cpu_model = _build_and_load(model_name, "cpu", path, adapter_file)
+        # float16 has no fast CPU kernels: the CPU decides for itself.
+        cpu_precision = "auto" if precision == "float16" else precision
+        cpu_model = _build_and_load(model_name, "cpu", path, adapter_file, cpu_precision)
         return FallbackPredictor(cpu_model, report, fell_back=True)
     return FallbackPredictor(model, report)
 
 
 def _build_and_load(
-    model_name: str, device: str, path: Path, adapter_file: str | Path | None = None
+    model_name: str,
+    device: str,
+    path: Path,
+    adapter_file: str | Path | None = None,
+    precision: str = "auto",
 ) -> Any:
     from fastsam3d_core import CheckpointError, build_model, load_checkpoint
     from fastsam3d_core.weights.adapter_file import load_adapter
@@ -273,7 +296,11 @@ def _build_and_load(
         except CheckpointError as error:
             raise ModelLoadError(f"{error}. Clear 'Adapter file' or choose the one for these "
                                  "weights.") from error  # fmt: skip
-    # bfloat16 on CPUs with AMX or AVX-512-BF16 when it agrees with float32 on these weights.
-    choice = model.set_precision("auto")
+    try:
+        choice = model.set_precision(precision)
+    except ValueError as error:  # int8 on a GPU, say
+        raise ModelLoadError(
+            f"{error}. Choose another 'Precision' (Auto runs everywhere)."
+        ) from error
     logging.info("FastSAM3D: %s encoder precision %s", model_name, choice.describe())
     return model
