@@ -58,3 +58,24 @@ def test_reference_backend_reproduces_fastsam3d(fastsam3d_seeded: Sam3D, golden_
         fastsam3d_seeded.set_attention_backend("exact")
     errors = golden.relative_errors(outputs)
     assert max(errors.values()) <= GOLDEN_RTOL, errors
+
+
+def test_golden_runs_compute_without_tf32_and_restore_the_settings(
+    fastsam3d_seeded: Sam3D, golden_data
+) -> None:
+    """cuDNN's float32 convolutions default to TF32 on recent GPUs, outside the tolerance: the
+    neck's convolution must run in IEEE float32, and the user's settings must come back."""
+    import torch
+
+    conv = torch.backends.cudnn.conv
+    before = conv.fp32_precision
+    seen = []
+    hook = fastsam3d_seeded.image_encoder.neck[2].register_forward_hook(  # the 3×3×3 conv
+        lambda *unused: seen.append(conv.fp32_precision)
+    )
+    try:
+        golden_data["fastsam3d"].run(fastsam3d_seeded)
+    finally:
+        hook.remove()
+    assert seen == ["ieee"]
+    assert conv.fp32_precision == before == "tf32"  # PyTorch's default

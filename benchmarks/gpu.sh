@@ -15,7 +15,9 @@
 #   training.json       time and peak memory per fine-tuning and distillation step
 # Settings (environment): DEVICE (cuda), PRECISIONS ("float32 float16 bfloat16"), COMPILE (1),
 # QUICK (0: full runs; 1: CI-sized), GOLDEN (../shared/golden).
-set -euo pipefail
+# A part that fails is named at the end and makes the exit status 1; the other parts still run
+# (device time is scarce: one failure must not cost the rest).
+set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-gpu-report}
 device=${DEVICE:-cuda}
@@ -28,6 +30,13 @@ run() {
     python -m fastsam3d_core "$@"
 }
 
+failed=()
+part() {  # part NAME COMMAND...: run it, and remember NAME if it fails
+    local name=$1
+    shift
+    "$@" || { failed+=("$name"); echo "FAILED: $name" >&2; }
+}
+
 quick=()
 [ "${QUICK:-0}" = 1 ] && quick=(--quick)
 precisions=()
@@ -36,21 +45,27 @@ for precision in ${PRECISIONS:-float32 float16 bfloat16}; do
 done
 agreement=()
 
-run info | tee "$out/info.txt"
+part info eval 'run info | tee "$out/info.txt"'
 if [ -d "$golden" ]; then
-    run check-golden "$golden" --device "$device" | tee "$out/golden.txt"
+    part golden eval 'run check-golden "$golden" --device "$device" | tee "$out/golden.txt"'
     agreement=(--golden "$golden")
 else
     echo "no golden references at $golden: skipped (set GOLDEN)" | tee "$out/golden.txt"
 fi
-run bench "${quick[@]}" --device "$device" "${precisions[@]}" "${agreement[@]}" \
-    --json "$out/bench-precision.json"
+part bench-precision run bench "${quick[@]}" --device "$device" "${precisions[@]}" \
+    "${agreement[@]}" --json "$out/bench-precision.json"
 if [ "${COMPILE:-1}" = 1 ]; then
-    run bench "${quick[@]}" --device "$device" --compile --json "$out/bench-compile.json"
+    part bench-compile run bench "${quick[@]}" --device "$device" --compile \
+        --json "$out/bench-compile.json"
 fi
 if python -c "import flash_attn" 2>/dev/null; then
-    run bench "${quick[@]}" --device "$device" --backend flash --json "$out/bench-flash.json"
+    part bench-flash run bench "${quick[@]}" --device "$device" --backend flash \
+        --json "$out/bench-flash.json"
 fi
-python benchmarks/bench_training.py --device "$device" --steps "${TRAINING_STEPS:-4}" \
-    --json "$out/training.json"
+part training python benchmarks/bench_training.py --device "$device" \
+    --steps "${TRAINING_STEPS:-4}" --json "$out/training.json"
 echo "wrote $out/"
+if [ ${#failed[@]} -gt 0 ]; then
+    echo "failed: ${failed[*]}" >&2
+    exit 1
+fi

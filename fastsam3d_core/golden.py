@@ -8,8 +8,10 @@ exactness can be checked on any machine and device.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,7 +71,8 @@ class GoldenReference:
         return torch.from_numpy(image)
 
     def run(self, model: Sam3D) -> dict[str, torch.Tensor]:
-        """Our outputs under the golden arrays' names (the packed full-resolution mask excluded)."""
+        """Our outputs under the golden arrays' names (the packed full-resolution mask excluded),
+        computed without TF32 (:func:`ieee_float32`)."""
         outputs: dict[str, torch.Tensor] = {}
         hooks = [
             block.register_forward_hook(
@@ -80,7 +83,7 @@ class GoldenReference:
             for index, block in enumerate(model.image_encoder.blocks)
         ]
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), ieee_float32():
                 embedding = model.encode(self.image())
                 outputs["embedding"] = embedding
                 outputs["dense_pe"] = model.prompt_encoder.get_dense_pe()
@@ -135,3 +138,28 @@ class GoldenReference:
         ours = (upsampled > 0).numpy().ravel()
         theirs = np.unpackbits(self.arrays[FULL_MASK_KEY])[: ours.size].astype(bool)
         return float(np.abs(upsampled.numpy().ravel()[ours != theirs]).max(initial=0.0))
+
+
+@contextlib.contextmanager
+def ieee_float32() -> Iterator[None]:
+    """Inside, CUDA computes float32 products in full float32, not TF32; outside, as before.
+
+    cuDNN runs float32 convolutions in TF32 by default on Ampere and later GPUs (a 10-bit
+    mantissa: relative errors near 1e-3, ten times the references' tolerance). The encoder's
+    neck is such a convolution. On the CPU this changes nothing.
+    """
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if hasattr(conv, "fp32_precision"):  # torch 2.9 and later
+        flags = [(conv, "fp32_precision"), (torch.backends.cuda.matmul, "fp32_precision")]
+        strict: Any = "ieee"
+    else:
+        flags = [(torch.backends.cudnn, "allow_tf32"), (torch.backends.cuda.matmul, "allow_tf32")]
+        strict = False
+    saved = [getattr(owner, name) for owner, name in flags]
+    for owner, name in flags:
+        setattr(owner, name, strict)
+    try:
+        yield
+    finally:
+        for (owner, name), value in zip(flags, saved):
+            setattr(owner, name, value)
