@@ -15,7 +15,11 @@ from fastsam3d_core import Sam3D
 from fastsam3d_core.golden import GoldenReference
 from fastsam3d_core.models.precision import CPU_FLAGS_VARIABLE
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+# ../shared beside the checkout; FASTSAM3D_SHARED_DIR names a copy elsewhere (the GPU machine gets
+# one inside the checkout: docs/benchmarks.md, "The prepared GPU check").
+SHARED = Path(
+    os.environ.get("FASTSAM3D_SHARED_DIR") or Path(__file__).resolve().parents[1].parent / "shared"
+)
 GOLDEN_DIR = SHARED / "golden"
 SHARED_DATA_DIR = SHARED / "data"
 MODEL_NAMES = ("fastsam3d", "sam-med3d-turbo")

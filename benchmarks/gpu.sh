@@ -13,15 +13,17 @@
 #   bench-compile.json  the same with torch.compile
 #   bench-flash.json    with flash-attn, when it is installed
 #   training.json       time and peak memory per fine-tuning and distillation step
+#   gpu-tests.txt       the tests marked gpu (Testing/test_gpu.py) on DEVICE
 # Settings (environment): DEVICE (cuda), PRECISIONS ("float32 float16 bfloat16"), COMPILE (1),
-# QUICK (0: full runs; 1: CI-sized), GOLDEN (../shared/golden).
+# QUICK (0: full runs; 1: CI-sized), GPU_TESTS (1), FASTSAM3D_SHARED_DIR (../shared: golden
+# references and scans), GOLDEN ($FASTSAM3D_SHARED_DIR/golden).
 # A part that fails is named at the end and makes the exit status 1; the other parts still run
 # (device time is scarce: one failure must not cost the rest).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-gpu-report}
 device=${DEVICE:-cuda}
-golden=${GOLDEN:-../shared/golden}
+golden=${GOLDEN:-${FASTSAM3D_SHARED_DIR:-../shared}/golden}
 mkdir -p "$out"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
@@ -64,6 +66,10 @@ if python -c "import flash_attn" 2>/dev/null; then
 fi
 part training python benchmarks/bench_training.py --device "$device" \
     --steps "${TRAINING_STEPS:-4}" --json "$out/training.json"
+if [ "${GPU_TESTS:-1}" = 1 ]; then
+    part gpu-tests eval 'FASTSAM3D_GPU_TEST_DEVICE="$device" python -m pytest -q -m gpu \
+        -p no:cacheprovider Testing/test_gpu.py 2>&1 | tee "$out/gpu-tests.txt"'
+fi
 echo "wrote $out/"
 if [ ${#failed[@]} -gt 0 ]; then
     echo "failed: ${failed[*]}" >&2
