@@ -105,7 +105,7 @@ def test_reduced_precision_agrees_with_float32_on_golden_scenarios_and_scans(
         assert result.dice >= AUTO_MIN_DICE, result.describe()
         assert result.equal_voxels > 0.99, result.describe()
         assert result.dice < 1 or result.source.startswith("golden"), "masks must differ a bit"
-    assert 1e-4 < results[0].embedding_rel_error < 0.1
+    assert 1e-4 < results[0].embedding_rel_error < 0.05
 
 
 def test_int8_quantises_the_encoders_mlps_only(fastsam3d_seeded):
