@@ -95,6 +95,24 @@ def test_crop_stays_inside_a_large_volume_and_contains_the_click():
     assert np.all(np.maximum(lo, hi)[:2] <= np.array([399.5, 399.5]) + 1e-6)
 
 
+@pytest.mark.parametrize(
+    "shape, affine",
+    [
+        ((512, 512, 300), np.diag([0.7, 0.7, 1.0, 1.0])),  # 358.4 mm: not a multiple of 1.5 mm
+        ((200, 60, 301), np.diag([-1.0, -1.0, 0.8, 1.0])),  # LPS-like flips
+        ((300, 300, 100), oblique_affine()),
+    ],
+)
+def test_every_voxel_of_a_large_volume_lies_in_the_crop_around_it(shape, affine):
+    # Snapping the crop to the 1.5 mm lattice must never push the click out of its own crop,
+    # or the high edge of the volume could not be segmented.
+    volume = Volume(np.zeros(shape, dtype=np.float32), affine)
+    edges = [np.unique(np.r_[0:3, n // 2, n - 3 : n]) for n in shape]
+    for index in np.array(np.meshgrid(*edges, indexing="ij")).reshape(3, -1).T:
+        click = volume.index_to_ras(index.astype(float))
+        assert crop_grid_around(volume, click).contains(click), f"voxel {index.tolist()}"
+
+
 def test_crop_of_a_1_5_mm_volume_needs_no_interpolation():
     rng = np.random.default_rng(1)
     array = rng.uniform(1, 100, (140, 150, 130)).astype(np.float32)

@@ -113,7 +113,8 @@ def crop_grid_around(
     than needed) to lie within the volume, so it holds as much image as possible; where the volume
     is shorter, the crop is centred on the volume. The crop's voxels are then snapped to the
     lattice that resampling the whole volume to ``spacing`` (edges kept) would give, as in
-    training, so a volume already at that spacing is cropped without interpolation.
+    training, so a volume already at that spacing is cropped without interpolation. The point
+    always lies inside the crop.
     """
     axes, signs = nearest_ras_axes(volume.direction)
     crop_to_ras = np.eye(4)
@@ -126,6 +127,11 @@ def crop_grid_around(
     shift = np.where(longer, np.clip(0, lo + 0.5, hi - size + 0.5), (lo + hi) / 2 - centre)
     snapped = lo + 0.5 + np.round(shift - lo - 0.5)
     snapped -= longer & (snapped > hi - size + 0.5 + 1e-6)
+    # The lattice can leave a strip of under one crop voxel at a volume edge (lengths are rarely
+    # multiples of the spacing) outside every crop: a click there moves its crop one voxel over
+    # that edge instead, so that it stays inside its own crop.
+    click = centre - snapped
+    snapped += (click >= size - 0.5 - 1e-6).astype(float) - (click < -0.5).astype(float)
     crop_to_ras[:3, 3] += crop_to_ras[:3, :3] @ snapped
     return CropGrid(crop_to_ras, size)
 
