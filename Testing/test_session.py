@@ -145,6 +145,38 @@ def test_click_outside_crop_opens_new_crop_without_erasing(brats):
     )
 
 
+class BallPredictor:
+    """A model that keeps its mask prompt and paints a ball of its click's sign around each
+    click (8 crop voxels), in 32³ cells: how the real decoder treats a mask prompt, exactly."""
+
+    def encode(self, crop: Crop):
+        return None
+
+    def decode(self, embedding, points, labels, mask_input):
+        logits = np.full((32, 32, 32), -6.0) if mask_input is None else np.array(mask_input)
+        cells = np.stack(np.indices(logits.shape), axis=-1) * 4 + 1.5  # cell centres, crop voxels
+        for point, label in zip(points.reshape(-1, 3), labels.reshape(-1)):
+            logits[np.linalg.norm(cells - point, axis=-1) <= 8] = 6.0 if label else -6.0
+        return logits.astype(np.float32)
+
+
+def test_a_new_crop_starts_from_the_segment_it_overlaps():
+    volume = Volume(np.ones((400, 60, 60), np.float32), np.diag([1.5, 1.5, 1.5, 1.0]))
+    session = Session(volume, BallPredictor())
+    session.add_point_ijk([100.0, 30.0, 30.0])  # crop 1 covers i = 36 to 163
+    kept = session.add_point_ijk([156.0, 30.0, 30.0]).mask.astype(bool).copy()
+    assert kept[150:163].any(), "the second ball reaches into the next crop's footprint"
+    # Outside crop 1: a new crop over i = 126 to 253, whose negative ball stays beyond i = 180.
+    after = session.add_point_ijk([190.0, 30.0, 30.0], positive=False).mask.astype(bool)
+    assert len(session.current_segment.crops) == 2
+    # The overlap's voxels pass through the new crop's 32³ mask prompt, whose cells lie 2 voxels
+    # off crop 1's: the ball keeps its place and most of its voxels, its rim is re-drawn.
+    assert not (after & ~kept).any()
+    assert after[126:].sum() >= 0.75 * kept[126:].sum(), "a new crop erased the segment"
+    session.remove_point(0)  # replays crop 1 from the segment outside it: crop 2's voxels
+    assert not session.mask()[90:110].any() and session.mask()[150:163].any()
+
+
 def test_undo_redo_remove_and_reset(brats):
     image, labels = brats
     truth = labels.array != 0

@@ -46,8 +46,8 @@ class Predictor(Protocol):
             points: ``(N, 3)`` float crop voxel indices (d0, d1, d2).
             labels: ``(N,)`` int, 1 positive, 0 negative.
             mask_input: the mask prompt: the previous logits this predictor returned for the
-                crop, or, for the first click of a crop of a segment made before the session,
-                that segment as ``(32, 32, 32)`` logits (positive inside); None for none.
+                crop, or, for the first click of a new crop, the segment's voxels already
+                inside it as ``(32, 32, 32)`` logits (positive inside); None for none.
         """
 
 

@@ -38,8 +38,9 @@ if TYPE_CHECKING:
 
 # Undo steps kept; older ones are dropped.
 MAX_UNDO = 100
-# A crop of a segment that existed before the session starts from that segment's voxels as its
-# mask prompt: the decoder's 32³ logits (spec: low_res_masks), this many crop voxels per cell.
+# A new crop starts from the segment's voxels inside it (from its other crops, or from before the
+# session) as its mask prompt: the decoder's 32³ logits (spec: low_res_masks), this many crop
+# voxels per cell.
 MASK_PROMPT_STRIDE = 4
 # Logit magnitude of a fully inside (+) or outside (-) prompt cell; partly covered cells scale
 # linearly. A confident prediction's size; not tuned on the released weights.
@@ -78,9 +79,10 @@ class Session:
 
     The image encoder runs once per crop and its embedding is cached; a click inside a crop of
     the current segment re-runs only the decoder, with all of that crop's clicks and its previous
-    logits as mask prompt. A click elsewhere opens a new 128³ crop centred on it. Each crop's
-    prediction is written only inside the crop's footprint; where crops of a segment overlap,
-    the most recently edited one wins.
+    logits as mask prompt. A click elsewhere opens a new 128³ crop centred on it, whose first
+    mask prompt is the segment as it already is there. Each crop's prediction is written only
+    inside the crop's footprint; where crops of a segment overlap, the most recently edited one
+    wins.
 
     Args:
         volume: the image.
@@ -379,16 +381,19 @@ class Session:
             return index, segment.crops[index].grid
         return None, crop_grid_around(self.volume, point_ras)
 
-    def _base_prompt(self, segment: SegmentState, grid: CropGrid) -> np.ndarray | None:
-        """The segment's base inside the crop as mask-prompt logits (32³), or None where the
-        base has no voxel there (a new crop of an empty segment starts without a prompt)."""
-        if segment.base is None:
+    def _mask_prompt(self, segment: SegmentState, grid: CropGrid) -> np.ndarray | None:
+        """The segment inside a crop it does not hold as mask-prompt logits (32³): its voxels
+        from its crops and its base, so that a new crop continues the segment instead of
+        overwriting it where crops overlap. None where the segment has no voxel there."""
+        if not segment.crops and segment.base is None:
             return None
         lo, hi = footprint_box(grid, self.volume)
         if np.any(lo >= hi):
             return None
-        # Only the footprint's voxels are read (a small copy, not the whole volume).
-        voxels = segment.base[box_slices(lo, hi)]
+        # Only the footprint's voxels are composed (a small copy, not the whole volume).
+        voxels = self._compose(segment, lo, hi)
+        if not voxels.any():
+            return None
         fraction, _ = resample(
             voxels.astype(np.uint8),
             self.volume.ijk_to_ras @ translation(lo),
@@ -397,10 +402,8 @@ class Session:
             mode="nearest",
         )
         cells = grid.size // MASK_PROMPT_STRIDE
-        # The share of each cell's crop voxels that the base holds, in 0..1.
+        # The share of each cell's crop voxels that the segment holds, in 0..1.
         share = fraction.reshape([cells, MASK_PROMPT_STRIDE] * 3).mean(axis=(1, 3, 5))
-        if not share.any():
-            return None
         return ((2.0 * share - 1.0) * MASK_PROMPT_LOGIT).astype(np.float32)
 
     def _with_click(
@@ -408,8 +411,8 @@ class Session:
     ) -> tuple[SegmentState, CropGrid, bool]:
         """The segment with a click added to the newest crop holding it, or to a new crop."""
         index, grid = self._crop_for(segment, point_ras)
-        if index is None:  # a new crop starts from the segment's base as its mask prompt
-            crop = CropState(grid, logits=self._base_prompt(segment, grid))
+        if index is None:
+            crop = CropState(grid, logits=self._mask_prompt(segment, grid))
         else:
             crop = segment.crops[index]
         click = _click(grid, point_ras, positive, click_id)
@@ -426,18 +429,21 @@ class Session:
         """The segment with one click replaced (by nothing, or by a moved click): its crop
         replayed, or dropped if no click is left."""
         crop = segment.crops[crop_index]
+        others = replace(
+            segment, crops=tuple(c for i, c in enumerate(segment.crops) if i != crop_index)
+        )
         remaining = crop.clicks[:click_index] + replacement + crop.clicks[click_index + 1 :]
         if not remaining:
-            crops = tuple(c for i, c in enumerate(segment.crops) if i != crop_index)
-            return replace(segment, crops=crops), False
-        updated, encoder_ran = self._replay(segment, crop.grid, remaining)
-        return segment.with_crop_last(crop_index, updated), encoder_ran
+            return others, False
+        updated, encoder_ran = self._replay(others, crop.grid, remaining)
+        return others.with_crop_last(None, updated), encoder_ran
 
     def _replay(
-        self, segment: SegmentState, grid: CropGrid, clicks: tuple[Click, ...]
+        self, others: SegmentState, grid: CropGrid, clicks: tuple[Click, ...]
     ) -> tuple[CropState, bool]:
-        """The crop's state had only these clicks been placed, one after another."""
-        state, encoder_ran = CropState(grid, logits=self._base_prompt(segment, grid)), False
+        """The crop's state had only these clicks been placed, one after another, in the
+        segment ``others`` (the segment without this crop)."""
+        state, encoder_ran = CropState(grid, logits=self._mask_prompt(others, grid)), False
         for count in range(1, len(clicks) + 1):
             state, ran = self._predict(grid, clicks[:count], state.logits)
             encoder_ran |= ran

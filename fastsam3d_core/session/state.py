@@ -50,7 +50,8 @@ class SegmentState:
     Attributes:
         base: for a segment that existed before the session (e.g. painted by hand), its voxels
             then, bool ``(I, J, K)`` on the volume's grid; read-only, shared between states.
-            Voxels that no crop covers keep it, and crops start from it as their mask prompt.
+            Voxels that no crop covers keep it, and new crops start from it (with the
+            segment's other crops) as their mask prompt.
             None for a segment the session started empty.
     """
 
