@@ -367,6 +367,11 @@ def test_a_click_keeps_its_id_when_moved_and_ids_are_never_reused(brats):
     session.remove_point(1)
     session.add_point_ijk(inside + 3.0)
     assert session.clicks()[1].click_id != automatic
+    # A caller's id that looks like an automatic one is skipped, not given again.
+    session.add_point_ijk(inside + 4.0, click_id="click-3")
+    session.add_point_ijk(inside + 5.0)
+    ids = [c.click_id for c in session.clicks()]
+    assert len(set(ids)) == len(ids), ids
 
 
 def test_would_encode_is_the_crop_choice_of_a_click(brats):

@@ -337,10 +337,14 @@ class Session:
     # -- internals -------------------------------------------------------------------------
 
     def _new_click_id(self, click_id: str | None) -> str:
+        taken = {click.click_id for click in self.clicks()}
         if click_id is None:
-            self._last_click_number += 1
-            return f"click-{self._last_click_number}"
-        if any(click.click_id == click_id for click in self.clicks()):
+            # Skips numbers that a caller's own ids took.
+            while click_id is None or click_id in taken:
+                self._last_click_number += 1
+                click_id = f"click-{self._last_click_number}"
+            return click_id
+        if click_id in taken:
             raise ValueError(f"the current segment already has a click {click_id!r}")
         return str(click_id)
 
