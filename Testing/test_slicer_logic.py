@@ -400,6 +400,35 @@ def test_another_volume_starts_without_points(scene, make_logic):
     assert logic.segmentationNode is not first_segmentation
 
 
+def test_a_click_in_flight_when_another_volume_opens_is_not_written_to_it(scene, make_logic):
+    labels = Volume.from_file(CT_LABEL)
+    logic = make_logic(OraclePredictor(labels, 1), read_volume_node(scene, CT_IMAGE))
+    place(logic, deepest_ras(labels, 1))
+    second = read_volume_node(scene, BRATS_IMAGE, "second")
+    logic.setInputs(second)  # before the click's result is written
+    settle(logic)
+    assert logic.clicks == ()
+    segmentation = logic.segmentationNode.GetSegmentation()
+    for index in range(segmentation.GetNumberOfSegments()):
+        segment_id = segmentation.GetNthSegmentID(index)
+        voxels = segment_on_volume_grid(logic.segmentationNode, segment_id, second)
+        assert not voxels.any(), "the first volume's click was written onto the second"
+
+
+def test_a_point_the_logic_cannot_take_is_reported_once_and_taken_back(scene, make_logic):
+    labels, node, logic, spleen = spleen_clicked(scene, make_logic)
+    statuses = []
+    logic.statusCallback = statuses.append
+    # The user moves the volume, not its segmentation: the segments no longer fit its grid.
+    node.SetAndObserveTransformNodeID(linear_transform_node(scene, rigid(10, [0, 0, 0])).GetID())
+    # As the user places it: only the markups observer sees the point.
+    logic.positiveNode.AddControlPointWorld(vtk.vtkVector3d(*(spleen + [0.0, 3.0, 0.0])), "")
+    assert logic.waitForIdle(TIMEOUT_S)
+    assert len(logic.errors) == 1 and "another voxel grid" in str(logic.errors[0])
+    assert statuses[-1].startswith("Error: ")
+    assert logic.positiveNode.GetNumberOfControlPoints() == 1 and len(logic.clicks) == 1
+
+
 def test_a_failed_model_load_is_retried_when_asked_again(scene, make_logic, tmp_path, monkeypatch):
     from dataclasses import replace
 

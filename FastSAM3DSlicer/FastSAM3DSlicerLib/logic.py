@@ -88,6 +88,8 @@ class InteractiveSegmentationLogic:
         # ... and as the session last reported them.
         self._reported: tuple[ClickInfo, ...] = ()
         self._opening = 0  # session-opening jobs queued and not yet applied
+        # Counts changes of volume or segmentation; see _forTheseInputs.
+        self._inputs = 0
         self._protectedState: tuple = ()  # the protected segments as the session last read them
         self._applying = False  # writing a result into MRML
 
@@ -167,6 +169,8 @@ class InteractiveSegmentationLogic:
         writer = SegmentWriter(segmentationNode, volumeNode)  # may raise: nothing is set yet
         if same and self._writer is not None:
             writer.continue_from(self._writer)
+        else:
+            self._inputs += 1
         self._writer = writer
         self.volumeNode, self.segmentationNode = volumeNode, segmentationNode
         self._fingerprint = mrml_io.volume_fingerprint(volumeNode)
@@ -190,12 +194,30 @@ class InteractiveSegmentationLogic:
             change(report)
             return opening.run(state, report)
 
+        applyOpened = self._forTheseInputs(self._onOpened)
+
+        def opened(update: Update | None) -> None:
+            self._opening -= 1
+            applyOpened(update)
+
         def failed(error: BaseException) -> None:
             self._opening -= 1
             self._onJobError(error)
 
-        self._worker.submit(job, self._onOpened, failed, label=label, urgent=not background)
+        self._worker.submit(job, opened, failed, label=label, urgent=not background)
         self._requestPoll()
+
+    def _forTheseInputs(self, callback: Callable[[Any], None]) -> Callable[[Any], None]:
+        """``callback`` for the result of a job submitted now, skipped if the volume or the
+        segmentation changes before it arrives: the result belongs to the session of the old
+        ones, and written through the new writer it would land on another grid."""
+        inputs = self._inputs
+
+        def deliver(result: Any) -> None:
+            if inputs == self._inputs:
+                callback(result)
+
+        return deliver
 
     def _planOpening(self) -> SessionOpening:
         writer = self._writer
@@ -220,7 +242,6 @@ class InteractiveSegmentationLogic:
 
     def _onOpened(self, update: Update | None) -> None:
         """A new session: its first segment writes to the wanted MRML segment."""
-        self._opening -= 1
         if update is None:
             self._setStatus(
                 "Model ready: select a volume"
@@ -261,10 +282,6 @@ class InteractiveSegmentationLogic:
         """
         if self._markups is None or self._markups.updating or self.volumeNode is None:
             return
-        if mrml_io.volume_fingerprint(self.volumeNode) != self._fingerprint:
-            # The image changed: a new session, which places the points again.
-            self.setInputs(self.volumeNode, self.segmentationNode, self.currentSegmentId or "")
-            return
         points = self._markups.identify_points()
         edits = []
         for clickId, (_, positive) in self._expected.items():
@@ -276,12 +293,29 @@ class InteractiveSegmentationLogic:
                 edits.append(("add", clickId, ras, positive))
             elif not np.array_equal(old[0], ras):
                 edits.append(("move", clickId, ras, positive))
+        if not edits:
+            return
+        if mrml_io.volume_fingerprint(self.volumeNode) != self._fingerprint:
+            # The image changed: a new session, which places the points again.
+            self.setInputs(self.volumeNode, self.segmentationNode, self.currentSegmentId or "")
+            return
+        self._refreshProtection()
         self._expected = points
-        if edits:
-            self._refreshProtection()
-            for edit in edits:
-                self._submitEdit(*edit)
-            self._requestPoll()
+        for edit in edits:
+            self._submitEdit(*edit)
+        self._requestPoll()
+
+    def _onPointsEdited(self) -> None:
+        """The markups' observer: an error is reported as a job's is, and the refused edit of
+        the points taken back (an exception inside a VTK observer is only printed)."""
+        try:
+            self.synchronizePoints()
+        except Exception as error:
+            expected = self._expected.items()
+            self._markups.show(
+                ClickInfo(i, tuple(ras), positive) for i, (ras, positive) in expected
+            )
+            self._onJobError(error)
 
     def deleteLastPoint(self) -> None:
         """Delete the point of the current segment's last click (the newest click of the crop
@@ -313,7 +347,7 @@ class InteractiveSegmentationLogic:
             self._applyUpdate(update)
 
         self._setStatus("Segmenting...")
-        self._worker.submit(job, done, label=f"{kind} point")
+        self._worker.submit(job, self._forTheseInputs(done), label=f"{kind} point")
 
     # -- history and segments ------------------------------------------------------------
 
@@ -361,7 +395,9 @@ class InteractiveSegmentationLogic:
     ) -> None:
         state = self._state
         self._worker.submit(
-            lambda report: action(state.require_runner()), done or self._applyUpdate, label=label
+            lambda report: action(state.require_runner()),
+            self._forTheseInputs(done or self._applyUpdate),
+            label=label,
         )
         self._requestPoll()
 
@@ -388,7 +424,9 @@ class InteractiveSegmentationLogic:
             return state.require_runner().uncertainty(UNCERTAINTY_SAMPLES)
 
         self._worker.submit(
-            job, lambda result: self._applyUncertainty(result, suggest), label="uncertainty"
+            job,
+            self._forTheseInputs(lambda result: self._applyUncertainty(result, suggest)),
+            label="uncertainty",
         )
         self._requestPoll()
 
@@ -520,7 +558,7 @@ class InteractiveSegmentationLogic:
             self._markups = ClickMarkups(self.scene)
         else:
             self._markups.ensure_nodes()
-        self._markups.observe(self.synchronizePoints)
+        self._markups.observe(self._onPointsEdited)
         if clear:
             self._markups.clear()
         self._expected = {}
