@@ -361,9 +361,15 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             engine.selectSegment(node.segmentId)
 
     def onTimer(self):
-        engine = self.logic.engineIfStarted()
+        try:
+            self._deliverResults()
+        finally:  # also after an error in a result's callback: the other jobs' still come
+            self._updateTimer()
+
+    def _deliverResults(self):
         if self._installer is not None:
             self._installer.poll(POLL_INTERVAL_S)  # lets the installer's thread read pip's output
+        engine = self.logic.engineIfStarted()
         if engine is not None:
             # The selector reacts to segments the logic adds or removes by selecting another
             # one; that is not the user's choice.
@@ -372,6 +378,9 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 engine.processEvents()
             finally:
                 self.ui.segmentSelector.blockSignals(wasBlocked)
+
+    def _updateTimer(self):
+        engine = self.logic.engineIfStarted()
         busy = self._installer is not None or (engine is not None and engine.busy)
         self.ui.progressBar.visible = busy
         if busy and not self._timer.isActive():

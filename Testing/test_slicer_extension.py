@@ -222,6 +222,15 @@ def test_errors_are_shown_once_and_no_wait_cursor_covers_a_dialog_or_flickers():
     assert calls_to(later, "_guarded")
 
 
+def test_the_poll_timer_keeps_running_after_an_error_in_a_result():
+    # The guard shows the error and re-raises it: the timer must still be restarted (or
+    # stopped) then, or the remaining jobs' results are never collected.
+    (guard,) = [node for node in ast.walk(function_node("onTimer")) if isinstance(node, ast.Try)]
+    assert any(calls_to(statement, "_deliverResults") for statement in guard.body)
+    assert any(calls_to(statement, "_updateTimer") for statement in guard.finalbody)
+    assert calls_to(function_node("_updateTimer"), "start")
+
+
 def test_help_and_tooltips_say_how_points_are_deleted_and_placement_stops():
     text = MODULE_SCRIPT.read_text(encoding="utf-8") + UI.read_text(encoding="utf-8")
     assert "right-click to delete" not in text and "right-click it to delete" not in text
