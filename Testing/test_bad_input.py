@@ -755,6 +755,56 @@ def evaluate_output_is_label(d: Path, c: Common) -> Case:
 
 
 @case
+def evaluate_plot_is_the_output(d: Path, c: Common) -> Case:
+    dataset = training_folder(d, c)
+    return Case(["evaluate", str(dataset / "imagesTr"), "--model", "oracle",
+                 "-o", str(d / "r.png"), "--plot", str(d / "r.png")],
+                mentions=("r.png", "another name"))  # fmt: skip
+
+
+def training_folder(d: Path, c: Common) -> Path:
+    """An imagesTr/labelsTr folder with one case: the CT, labelled where it is bright."""
+    (d / "data" / "imagesTr").mkdir(parents=True)
+    (d / "data" / "labelsTr").mkdir()
+    shutil.copy(c.ct, d / "data" / "imagesTr" / "a_0000.nii.gz")
+    image = sitk.ReadImage(str(c.ct))
+    label = sitk.Cast(image > 200, sitk.sitkUInt8)
+    sitk.WriteImage(label, str(d / "data" / "labelsTr" / "a.nii.gz"))
+    return d / "data"
+
+
+@case
+def finetune_output_is_a_label(d: Path, c: Common) -> Case:
+    data = training_folder(d, c)
+    return Case(["finetune", str(data), "--weights", str(c.weights), "--device", "cpu",
+                 "-o", str(data / "labelsTr" / "a.nii.gz")],
+                mentions=("a.nii.gz", "input"))  # fmt: skip
+
+
+@case
+def finetune_checkpoint_every_zero(d: Path, c: Common) -> Case:
+    data = training_folder(d, c)
+    return Case(["finetune", str(data), "--weights", str(c.weights), "--device", "cpu",
+                 "--checkpoint-every", "0", "-o", "a.pt"],
+                mentions=("--checkpoint-every",))  # fmt: skip
+
+
+@case
+def distill_output_is_an_image(d: Path, c: Common) -> Case:
+    data = training_folder(d, c)
+    return Case(["distill", str(data), "--teacher-weights", str(c.weights), "--teacher",
+                 "fastsam3d", "-o", str(data / "imagesTr" / "a_0000.nii.gz")],
+                mentions=("a_0000.nii.gz", "input"))  # fmt: skip
+
+
+@case
+def distill_batch_size_zero(d: Path, c: Common) -> Case:
+    data = training_folder(d, c)
+    return Case(["distill", str(data), "--batch-size", "0", "-o", "s.pt"],
+                mentions=("--batch-size",))  # fmt: skip
+
+
+@case
 def evaluate_unknown_model(d: Path, c: Common) -> Case:
     return Case(["evaluate", str(d), "--model", "bogus", "-o", "r.csv"], mentions=("bogus",))
 
@@ -768,6 +818,15 @@ def evaluate_zero_clicks(d: Path, c: Common) -> Case:
 def bench_json_folder_missing(d: Path, c: Common) -> Case:
     return Case(["bench", "--quick", "--json", str(d / "nowhere" / "b.json")],
                 mentions=("nowhere",))  # fmt: skip
+
+
+@case
+def bench_json_is_a_scan(d: Path, c: Common) -> Case:
+    golden = d / "golden"
+    golden.mkdir()
+    (golden / "fastsam3d.manifest.json").write_text("{}")
+    return Case(["bench", "--quick", "--golden", str(golden), "--scan", f"{c.ct},{c.ct}",
+                 "--json", str(c.ct)], mentions=(c.ct.name, "input"))  # fmt: skip
 
 
 @case

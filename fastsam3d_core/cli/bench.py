@@ -109,8 +109,6 @@ def bench(
     _check_choices(backend, BACKENDS, "--backend")
     for name in device or []:
         resolve_device(name)
-    if json_path is not None:
-        check_output_path(json_path)
     settings = BenchSettings(
         backends=backend or ["exact"],
         devices=device or ["cpu"],
@@ -124,6 +122,10 @@ def bench(
         golden_dir=str(_golden_dir(golden)) if golden else None,
         scans=[_scan(text, golden) for text in scan or []],
     )
+    if json_path is not None:
+        golden_files = list(golden.iterdir()) if golden else []
+        scan_files = [path for image, label, _ in settings.scans for path in (image, label)]
+        check_output_path(json_path, inputs=golden_files + scan_files)
     if quick:
         settings.make_quick()
     if model:

@@ -88,12 +88,15 @@ def evaluate(
     """
     from ..evaluation import evaluate_cases, write_csv, write_plot
     from ..io import check_output_path
+    from ..io._atomic import same_file
 
     cases = _find_cases(images, labels, model)
     inputs = [path for case in cases for path in (case.image, case.label)] + [weights, adapter]
-    for path in (output, plot):
-        if path is not None:
-            check_output_path(path, inputs)
+    check_output_path(output, inputs)
+    if plot is not None:
+        if same_file(plot, output):
+            raise ValueError(f"{plot}: -o and --plot name one file; give the plot another name")
+        check_output_path(plot, inputs)
     factory = _predictor_factory(model, weights, device, label, adapter, precision)
     mode = "all clicks" if accumulate else "new click + previous mask"
     typer.echo(f"evaluating {len(cases)} case(s) with {model}: {clicks} clicks, {mode}")

@@ -18,17 +18,18 @@ DataArgument = Annotated[
         "IMAGE LABEL lines.",
     ),
 ]
-StepsOption = Annotated[int, typer.Option(metavar="N", help="Optimizer steps.")]
+StepsOption = Annotated[int, typer.Option(min=0, metavar="N", help="Optimizer steps.")]
 BatchOption = Annotated[
-    int, typer.Option(metavar="N", help="Crops per step, across all torchrun processes.")
+    int, typer.Option(min=1, metavar="N", help="Crops per step, across all torchrun processes.")
 ]
 AccumulationOption = Annotated[
-    int, typer.Option(metavar="N", help="Micro-batches per process and step.")
+    int, typer.Option(min=1, metavar="N", help="Micro-batches per process and step.")
 ]
 DeviceOption = Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda or mps.")]
 SeedOption = Annotated[int, typer.Option(metavar="N", help="Seeds crop order and clicks.")]
 CheckpointEveryOption = Annotated[
-    int, typer.Option(metavar="N", help="Steps between training checkpoints (for resuming).")
+    int,
+    typer.Option(min=1, metavar="N", help="Steps between training checkpoints (for resuming)."),
 ]
 
 
@@ -55,7 +56,9 @@ def finetune(
     steps: StepsOption = 200,
     epochs: Annotated[
         Optional[int],
-        typer.Option(metavar="N", help="Passes over the training cases, instead of --steps."),
+        typer.Option(
+            min=1, metavar="N", help="Passes over the training cases, instead of --steps."
+        ),
     ] = None,
     batch_size: BatchOption = 1,
     accumulation: AccumulationOption = 1,
@@ -63,11 +66,13 @@ def finetune(
         float, typer.Option("--lr", metavar="LR", help="Adam's learning rate.")
     ] = 3e-3,
     clicks: Annotated[
-        int, typer.Option(metavar="N", help="Simulated clicks per crop and step.")
+        int, typer.Option(min=1, metavar="N", help="Simulated clicks per crop and step.")
     ] = 5,
     validation: Annotated[
         float,
         typer.Option(
+            min=0.0,
+            max=1.0,
             metavar="FRACTION",
             help="Cases held out for the before/after Dice (with one case: that case).",
         ),
@@ -91,11 +96,12 @@ def finetune(
     from .runtime import load_model, resolve_device
 
     check_model_name(model, sorted(MODEL_REGISTRY))
-    check_output_path(output, inputs=(weights, data))
+    files = find_cases(data)
+    data_files = [path for case in files for path in (case.image, case.label)]
+    check_output_path(output, inputs=(weights, data, *data_files))
     ranks = join_group(resolve_device(device))
     try:
         value = resolve_label(label, label_names(data))
-        files = find_cases(data)
         say = typer.echo if ranks.main else _quiet
         base = load_model(model, weights, ranks.device)  # a missing checkpoint fails here, early
         checkpoint_path = resolve_weights(model, weights_file=weights)
@@ -182,7 +188,7 @@ def distill(
     ] = None,
     steps: StepsOption = 36,
     logit_steps: Annotated[
-        int, typer.Option(metavar="N", help="Logit-level steps after the layer-wise ones.")
+        int, typer.Option(min=0, metavar="N", help="Logit-level steps after the layer-wise ones.")
     ] = 36,
     batch_size: BatchOption = 1,
     accumulation: AccumulationOption = 1,
@@ -201,6 +207,7 @@ def distill(
     from ..io import check_output_path
     from ..io._atomic import write_atomically
     from ..models import MODEL_REGISTRY
+    from ..training.data import find_images
     from ..training.distill import distill_encoder, image_crops
     from ..training.loop import LoopConfig, join_group, leave_group, write_metrics
     from ..training.objectives import LayerwiseDistillation
@@ -209,7 +216,7 @@ def distill(
 
     for name in (teacher, student):
         check_model_name(name, sorted(MODEL_REGISTRY))
-    check_output_path(output, inputs=(teacher_weights, student_weights, data))
+    check_output_path(output, inputs=(teacher_weights, student_weights, data, *find_images(data)))
     ranks = join_group(resolve_device(device))
     try:
         say = typer.echo if ranks.main else _quiet
@@ -268,7 +275,7 @@ def _split(cases: list, fraction: float, seed: int) -> tuple[list, list]:
 
     if len(cases) == 1:
         return cases, cases
-    held = max(1, round(fraction * len(cases)))
+    held = min(len(cases) - 1, max(1, round(fraction * len(cases))))  # both sides non-empty
     order = np.random.default_rng(seed).permutation(len(cases))
     return [cases[i] for i in order[held:]], [cases[i] for i in order[:held]]
 

@@ -84,11 +84,12 @@ def check_output_path(
 
 
 def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
-    """Whether two paths name one existing file (through links or other spellings too)."""
+    """Whether two paths name one file: an existing one (through links or other spellings
+    too), or, where one does not exist yet, one path (two outputs of a command)."""
     try:
         return os.path.samefile(a, b)
     except OSError:  # one of them does not exist
-        return False
+        return Path(a).resolve() == Path(b).resolve()
 
 
 def _check_folder(path: Path) -> Path:
