@@ -168,6 +168,23 @@ def image_4d_nifti(d: Path, c: Common) -> Case:
 
 
 @case
+def image_6d_nifti(d: Path, c: Common) -> Case:
+    import nibabel
+
+    six = np.zeros((4, 4, 4, 2, 2, 2), np.uint8)
+    nibabel.save(nibabel.Nifti1Image(six, np.eye(4)), d / "t.nii.gz")
+    return Case(segment(c, d / "t.nii.gz"), mentions=("t.nii.gz", "6-D"))
+
+
+@case
+def image_truncated_nifti_pair(d: Path, c: Common) -> Case:
+    sitk.WriteImage(sitk.ReadImage(str(c.ct)), str(d / "pair.hdr"))
+    data = (d / "pair.img").read_bytes()
+    (d / "pair.img").write_bytes(data[: len(data) // 2])
+    return Case(segment(c, d / "pair.hdr"), mentions=("pair", "truncated"))
+
+
+@case
 def image_rgb(d: Path, c: Common) -> Case:
     image = sitk.GetImageFromArray(np.zeros((4, 4, 4, 3), np.uint8), isVector=True)
     sitk.WriteImage(image, str(d / "colour.nrrd"))

@@ -136,8 +136,10 @@ def _files_to_read(path: Path) -> list[str]:
     if reader == "GDCMImageIO":
         return series_files_of(path)
     header = _read_header(path)
+    dimension, components = header.GetDimension(), header.GetNumberOfComponents()
+    _check_scalar_volume(path, dimension, components, header.GetSize())
     _check_fits_in_memory(path, header)
-    if reader == "NiftiImageIO" and path.name.lower().endswith((".nii", ".nii.gz")):
+    if reader == "NiftiImageIO":
         _check_nifti_complete(path, header)
     return [str(path)]
 
@@ -233,7 +235,8 @@ def _cgroup_available() -> int | None:
 def _check_nifti_complete(path: Path, header: sitk.ImageFileReader) -> None:
     """Refuse a truncated NIfTI file, which ITK would read without complaint, the rest garbage.
 
-    Decompresses a ``.nii.gz`` once more to count its bytes (about as long as reading it).
+    Decompresses a ``.nii.gz`` once more to count its bytes (about as long as reading it). A
+    ``.hdr``/``.img`` pair keeps its voxels in the ``.img`` (or ``.img.gz``) beside the header.
     """
     try:
         dims = int(header.GetMetaData("dim[0]"))
@@ -243,15 +246,29 @@ def _check_nifti_complete(path: Path, header: sitk.ImageFileReader) -> None:
     except (RuntimeError, ValueError) as error:
         reason = itk_reason(error) if isinstance(error, RuntimeError) else str(error)
         raise VolumeReadError(f"{path}: unreadable NIfTI header: {reason}") from error
+    data = _nifti_voxel_file(path)
+    if data is None:
+        return  # no .img beside the .hdr: ITK's reading says so
     try:
-        actual = _data_size(path)
+        actual = _data_size(data)
     except (OSError, EOFError, zlib.error) as error:
         raise VolumeReadError(f"{path}: damaged or truncated compressed data ({error})") from error
     if actual < expected:
         raise VolumeReadError(
             f"{path}: the file is truncated: the header announces {expected} bytes, "
-            f"the file holds {actual}"
+            f"{'the file' if data == path else data.name} holds {actual}"
         )
+
+
+def _nifti_voxel_file(path: Path) -> Path | None:
+    """The file holding a NIfTI image's voxels: the file itself, or a header's .img."""
+    name = path.name.lower()
+    for header_suffix in (".hdr", ".hdr.gz"):
+        if name.endswith(header_suffix):
+            stem = path.name[: -len(header_suffix)]
+            pair = [path.with_name(stem + suffix) for suffix in (".img", ".img.gz")]
+            return next((file for file in pair if file.is_file()), None)
+    return path
 
 
 def _data_size(path: Path) -> int:
@@ -267,9 +284,21 @@ def _data_size(path: Path) -> int:
 
 
 def _volume_from_image(image: sitk.Image, path: Path) -> Volume:
-    dimension = image.GetDimension()
-    components = image.GetNumberOfComponentsPerPixel()
-    size = "×".join(str(n) for n in image.GetSize())
+    _check_scalar_volume(
+        path, image.GetDimension(), image.GetNumberOfComponentsPerPixel(), image.GetSize()
+    )
+    try:
+        return Volume(sitk.GetArrayFromImage(image).T, itk_ijk_to_ras(image))
+    except ValueError as error:
+        raise VolumeReadError(f"{path}: {error}") from error
+
+
+def _check_scalar_volume(
+    path: Path, dimension: int, components: int, shape: tuple[int, ...]
+) -> None:
+    """Refuse what is not a non-empty 3-D image of one value per voxel, from its header or
+    the image read."""
+    size = "×".join(str(n) for n in shape)
     if dimension == 2:
         raise VolumeReadError(f"{path}: a 2-D image ({size}), not a 3-D volume")
     if dimension != 3 or components != 1:
@@ -280,12 +309,8 @@ def _volume_from_image(image: sitk.Image, path: Path) -> Volume:
             f"{path}: not a 3-D scalar volume: a {dimension}-D image ({size}) "
             f"with {components} value(s) per voxel{hint}"
         )
-    if 0 in image.GetSize():
+    if 0 in shape:
         raise VolumeReadError(f"{path}: the volume is empty ({size} voxels)")
-    try:
-        return Volume(sitk.GetArrayFromImage(image).T, itk_ijk_to_ras(image))
-    except ValueError as error:
-        raise VolumeReadError(f"{path}: {error}") from error
 
 
 def write_labelmap(
