@@ -137,6 +137,8 @@ def _files_to_read(path: Path) -> list[str]:
         return series_files_of(path)
     header = _read_header(path)
     dimension, components = header.GetDimension(), header.GetNumberOfComponents()
+    if header.GetPixelID() in (sitk.sitkComplexFloat32, sitk.sitkComplexFloat64):
+        components = 1  # the real and imaginary parts: Volume refuses them, saying why
     _check_scalar_volume(path, dimension, components, header.GetSize())
     _check_fits_in_memory(path, header)
     if reader == "NiftiImageIO":
