@@ -225,6 +225,18 @@ def dicom_duplicated_slice(d: Path, c: Common) -> Case:
 
 
 @case
+def dicom_gantry_tilt(d: Path, c: Common) -> Case:
+    folder, files = dicom_copy(d)
+    old = b"\\-437.51171875\\"  # each slice's y position, rewritten in place, same length
+    for index, file in enumerate(files):
+        new = f"\\{-437.51171875 + 0.5 * index:.8f}\\".encode()
+        data = file.read_bytes()
+        assert len(new) == len(old) and data.count(old) == 1
+        file.write_bytes(data.replace(old, new))
+    return Case(segment(c, folder), mentions=("dicom", "gantry tilt"))
+
+
+@case
 def dicom_truncated_slice(d: Path, c: Common) -> Case:
     folder, files = dicom_copy(d)
     data = files[7].read_bytes()

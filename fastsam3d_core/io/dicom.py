@@ -99,8 +99,9 @@ def checked_slices(files: list[str]) -> list[str]:
 
     Each file's header is read (its pixels are not decoded) and the series refused if a file
     cannot be read, if the slices differ in orientation, if two share a position (a duplicate),
-    or if the spacing between neighbours varies by more than 1 % of the median or 0.01 mm (a
-    missing slice): ITK would read any of these as an even grid with the wrong spacing.
+    if the spacing between neighbours varies by more than 1 % of the median or 0.01 mm (a
+    missing slice), or if the slices step sideways (a gantry tilt): ITK would read any of these
+    as an even, straight grid with the wrong geometry.
 
     A lone file (a multi-frame image, say) is not checked, nor a series whose files lack a
     position or orientation (multi-frame files keep them per frame): there is nothing to check.
@@ -117,10 +118,12 @@ def checked_slices(files: list[str]) -> list[str]:
     positions = np.array([position for position, _ in headers])
     orientations = np.array([orientation for _, orientation in headers])
     _check_orientations(files, orientations)
-    heights = positions @ np.cross(orientations[0, :3], orientations[0, 3:])
+    normal = np.cross(orientations[0, :3], orientations[0, 3:])
+    heights = positions @ normal
     order = np.argsort(heights, kind="stable")
     ordered = [files[i] for i in order]
     _check_spacing(ordered, heights[order])
+    _check_not_sheared(ordered, positions[order], normal)
     return ordered
 
 
@@ -196,6 +199,26 @@ def _check_spacing(files: list[str], heights: np.ndarray) -> None:
                 f"spacing), found {step:.4g} mm between {pair} (a missing slice?); "
                 "re-export the complete series"
             )
+
+
+def _check_not_sheared(files: list[str], positions: np.ndarray, normal: np.ndarray) -> None:
+    """Refuse slices (in order) that step sideways as well as along their normal: a gantry-
+    tilted CT. ITK would stack them straight, every slice shifted by up to the total drift.
+
+    The tolerance per step is that of :func:`_check_spacing`.
+    """
+    steps = np.diff(positions, axis=0)
+    along = steps @ normal
+    sideways = np.linalg.norm(steps - along[:, None] * normal, axis=1)
+    tolerance = max(0.01 * float(np.median(along)), 0.01)
+    if sideways.max() > tolerance:
+        tilt = np.degrees(np.arctan2(sideways.max(), along[np.argmax(sideways)]))
+        raise VolumeReadError(
+            f"{Path(files[0]).parent}: the DICOM slices are sheared (gantry tilt about "
+            f"{tilt:.1f} degrees: each slice shifted {sideways.max():.3g} mm sideways); convert "
+            "the series with a tool that corrects gantry tilt (dcm2niix; 3D Slicer's DICOM "
+            "import with acquisition geometry regularization) and give that file"
+        )
 
 
 def _refuse_left_out_images(folder: Path, series: dict[str, list[str]]) -> None:
