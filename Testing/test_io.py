@@ -279,6 +279,20 @@ def test_labelmap_round_trip_oblique(tmp_path: Path, suffix: str, atol: float) -
     assert read_volume(tmp_path / f"labels{suffix}").array.dtype == np.uint8
 
 
+def test_an_output_name_near_the_file_systems_limit_is_written(tmp_path: Path) -> None:
+    # The temporary name beside it must fit too (255 bytes on Linux and macOS file systems).
+    from fastsam3d_core.io import check_output_path
+
+    path = tmp_path / ("a" * 240 + ".seg.nrrd")
+    reference = oblique_reference()
+    write_segmentation(
+        check_output_path(path),
+        [Segment("a", (1, 0, 0), np.ones(reference.shape, bool))],
+        reference,
+    )
+    assert os.listdir(tmp_path) == [path.name]
+
+
 def test_labelmap_rejects_bad_requests(tmp_path: Path) -> None:
     reference = oblique_reference()
     labels = np.zeros(reference.shape, np.uint8)

@@ -29,7 +29,7 @@ def write_atomically(path: Path, suffix: str, write: Callable[[Path], object]) -
         OSError: writing or renaming failed (SimpleITK's errors are turned into this).
     """
     _check_folder(path)
-    temporary = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.partial{suffix}"
+    temporary = _hidden_beside(path, f"partial{suffix}")
     try:
         write(temporary)
         os.replace(temporary, path)
@@ -73,7 +73,7 @@ def check_output_path(
     if path.is_dir():
         raise ValueError(f"{path} is a folder; give a file name, e.g. {path / 'out.seg.nrrd'}")
     folder = _check_folder(path)
-    probe = folder / f".{path.name}.{uuid.uuid4().hex[:12]}.probe"
+    probe = _hidden_beside(path, "probe")
     try:
         probe.touch(exist_ok=False)
         probe.unlink()
@@ -81,6 +81,13 @@ def check_output_path(
         # The reason without the probe's own name, which would only puzzle.
         raise OSError(error.errno, f"cannot write in {folder}: {error.strerror or error}") from None
     return path
+
+
+def _hidden_beside(path: Path, ending: str) -> Path:
+    """A new hidden name in the folder of ``path``, for a temporary file. At most 100
+    characters of the name are kept, so that an output name close to the file system's limit
+    (255 bytes) still has a temporary one."""
+    return path.parent / f".{path.name[:100]}.{uuid.uuid4().hex[:12]}.{ending}"
 
 
 def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
