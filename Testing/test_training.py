@@ -32,7 +32,7 @@ from fastsam3d_core.models.adapter import AdapterConfig, attach_adapters
 from fastsam3d_core.models.image_encoder import ImageEncoderViT3D
 from fastsam3d_core.training.data import CaseFiles, DatasetError, find_cases, prepare
 from fastsam3d_core.training.distill import distill_encoder
-from fastsam3d_core.training.loop import LoopConfig, Ranks
+from fastsam3d_core.training.loop import LoopConfig, Ranks, join_group, leave_group, remove_state
 from fastsam3d_core.training.objectives import LayerwiseDistillation, layers_in_use
 from fastsam3d_core.weights import CheckpointError
 from fastsam3d_core.weights.adapter_file import AdapterMismatchError, load_adapter, save_adapter
@@ -282,6 +282,71 @@ def test_layerwise_distillation_pairs_teacher_layer_2i_and_lowers_both_losses():
     assert logit_after < logit_before, (logit_before, logit_after)
     # The teacher is frozen; only the student and its projections learn.
     assert not any(p.requires_grad for p in teacher.parameters())
+
+
+def _distill_tiny(ranks: Ranks, crops: torch.Tensor, **config) -> dict[str, torch.Tensor]:
+    """The tiny student after 3 layer-wise steps and 1 logit-level step, global batch 2."""
+    torch.manual_seed(0)
+    teacher, student = _tiny_encoder(depth=4, width=32), _tiny_encoder(depth=2, width=24)
+    objective = LayerwiseDistillation(teacher, student)
+    settings = LoopConfig(**{"steps": 4, "learning_rate": 1e-3, "batch_size": 2, **config})
+    distill_encoder(objective, crops, settings, ranks, layerwise_steps=3)
+    return {k: v.detach().clone() for k, v in student.state_dict().items()}
+
+
+def _distill_rank(rank: int, port: int, crops: torch.Tensor, folder: Path) -> None:
+    os.environ.update(WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank), GLOO_SOCKET_IFNAME="lo",
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))  # fmt: skip
+    torch.set_num_threads(1)
+    ranks = join_group(torch.device("cpu"))
+    try:
+        student = _distill_tiny(ranks, crops)
+        if ranks.main:
+            torch.save(student, folder / "student.pt")
+    finally:
+        leave_group()
+
+
+@pytest.mark.slow
+def test_distillation_in_two_processes_gives_the_student_of_one(tmp_path):
+    # Layer-wise steps leave the student's upper layers out of the loss: DDP must allow it.
+    crops = _tiny_crops()
+    expected = _distill_tiny(CPU, crops)
+    torch.multiprocessing.spawn(_distill_rank, args=(free_port(), crops, tmp_path), nprocs=2)
+    parallel = torch.load(tmp_path / "student.pt", weights_only=True)
+    differences = torch.cat([(parallel[k] - v).abs().flatten() for k, v in expected.items()])
+    # As for finetune: Adam turns the all-reduce's rounding of near-zero gradients (the key
+    # biases': softmax ignores them) into moves of up to lr (1e-3); all else agrees to 1e-6.
+    assert float(differences.max()) < 1e-3, float(differences.max())
+    assert float((differences > 1e-6).float().mean()) < 1e-2
+
+
+def test_a_saved_state_is_resumed_only_by_the_same_run_and_kept_until_removed(tmp_path):
+    crops = _tiny_crops()
+    state = tmp_path / "student.pt.state"
+    run = {"teacher_sha256": "aaa", "images": ["ct", "mr"]}
+    first = _distill_tiny(CPU, crops, checkpoint=state, run=run)
+    assert state.is_file(), "the state stays until the output is written"
+    again = _distill_tiny(CPU, crops, checkpoint=state, run=run)  # all steps done: nothing to do
+    for key, value in first.items():
+        assert torch.equal(again[key], value), key
+    for other in ({"run": {**run, "teacher_sha256": "bbb"}}, {"run": run, "learning_rate": 1.0}):
+        config = {"checkpoint": state, **other}
+        changed = "learning_rate" if "learning_rate" in other else "teacher_sha256"
+        with pytest.raises(ValueError, match=f"another training run \\({changed} differ"):
+            _distill_tiny(CPU, crops, **config)
+    remove_state(LoopConfig(steps=1, learning_rate=1.0, checkpoint=state), CPU)
+    assert not state.exists()
+
+
+def test_held_out_cases_never_take_every_training_case():
+    from fastsam3d_core.cli.train import _split
+
+    cases = list("abcde")
+    assert _split(cases, 0.0, 0) == (cases, cases)  # no hold-out: Dice on the training cases
+    for fraction, held in ((0.2, 1), (0.5, 2), (1.0, 4)):
+        training, held_out = _split(cases, fraction, 0)
+        assert len(held_out) == held and sorted(training + held_out) == cases
 
 
 # -- scale: resume and torchrun ---------------------------------------------------------------

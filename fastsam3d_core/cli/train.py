@@ -74,7 +74,7 @@ def finetune(
             min=0.0,
             max=1.0,
             metavar="FRACTION",
-            help="Cases held out for the before/after Dice (with one case: that case).",
+            help="Cases held out for the before/after Dice (0, or one case: the training cases).",
         ),
     ] = 0.2,
     device: DeviceOption = "auto",
@@ -89,7 +89,7 @@ def finetune(
     from ..training.data import DatasetError, find_cases, label_names, prepare, resolve_label
     from ..training.finetune import click_dice
     from ..training.finetune import finetune as train_adapters
-    from ..training.loop import LoopConfig, join_group, leave_group, write_metrics
+    from ..training.loop import LoopConfig, join_group, leave_group, remove_state, write_metrics
     from ..weights import resolve_weights
     from ..weights.adapter_file import save_adapter
     from ..weights.download import sha256_of_file
@@ -104,7 +104,7 @@ def finetune(
         value = resolve_label(label, label_names(data))
         say = typer.echo if ranks.main else _quiet
         base = load_model(model, weights, ranks.device)  # a missing checkpoint fails here, early
-        checkpoint_path = resolve_weights(model, weights_file=weights)
+        base_sha256 = sha256_of_file(resolve_weights(model, weights_file=weights))
         say(f"preparing {len(files)} case(s) from {data} ...")
         cases = []
         for case in files:  # a case without the structure is skipped, not the whole run
@@ -128,7 +128,9 @@ def finetune(
             seed=seed,
             checkpoint=output.with_name(output.name + ".state"),
             checkpoint_every=checkpoint_every,
-        )
+            run={"command": "finetune", "model": model, "base_sha256": base_sha256,
+                 "label": label, "cases": [c.name for c in training], "clicks": clicks},
+        )  # fmt: skip
         torch.manual_seed(seed)
         history = train_adapters(base, training, config, ranks, clicks=clicks)
         after = click_dice(base, held_out)
@@ -151,9 +153,8 @@ def finetune(
             "trainable_fraction": trainable / total,
             "final_loss": history[-1]["loss"] if history else None,
         }
-        save_adapter(
-            base, output, checkpoint_sha256=sha256_of_file(checkpoint_path), summary=summary
-        )
+        save_adapter(base, output, checkpoint_sha256=base_sha256, summary=summary)
+        remove_state(config, ranks)
         dice = {"before": before, "after": after}
         written = write_metrics(history, output, f"finetune {model}", dice)
         typer.echo(
@@ -209,9 +210,10 @@ def distill(
     from ..models import MODEL_REGISTRY
     from ..training.data import find_images
     from ..training.distill import distill_encoder, image_crops
-    from ..training.loop import LoopConfig, join_group, leave_group, write_metrics
+    from ..training.loop import LoopConfig, join_group, leave_group, remove_state, write_metrics
     from ..training.objectives import LayerwiseDistillation
     from ..weights import resolve_weights
+    from ..weights.download import sha256_of_file
     from .runtime import load_model, resolve_device
 
     for name in (teacher, student):
@@ -224,8 +226,12 @@ def distill(
         teacher_model = load_model(teacher, teacher_weights, ranks.device)
         torch.manual_seed(seed)
         student_model = build_model(student, device=ranks.device)
+        student_start = None
         if student_weights is not None:
-            load_checkpoint(student_model, resolve_weights(student, weights_file=student_weights))
+            student_path = resolve_weights(student, weights_file=student_weights)
+            load_checkpoint(student_model, student_path)
+            student_start = sha256_of_file(student_path)
+        teacher_path = resolve_weights(teacher, weights_file=teacher_weights)
         config = LoopConfig(
             steps=steps + logit_steps,
             learning_rate=learning_rate,
@@ -234,7 +240,10 @@ def distill(
             seed=seed,
             checkpoint=output.with_name(output.name + ".state"),
             checkpoint_every=checkpoint_every,
-        )
+            run={"command": "distill", "teacher": teacher, "student": student,
+                 "teacher_sha256": sha256_of_file(teacher_path), "student_sha256": student_start,
+                 "images": [path.name for path in find_images(data)], "layerwise_steps": steps},
+        )  # fmt: skip
         objective = LayerwiseDistillation(teacher_model.image_encoder, student_model.image_encoder)
         history = distill_encoder(objective, crops, config, ranks, steps)
         if not ranks.main:
@@ -260,6 +269,7 @@ def distill(
             },
         }
         write_atomically(output, ".pt", lambda temporary: torch.save(content, temporary))
+        remove_state(config, ranks)
         written = write_metrics(history, output, f"distill {teacher} → {student}")
         typer.echo(
             f"wrote {output} (load it with --model {student} --weights {output}) and "
@@ -270,10 +280,11 @@ def distill(
 
 
 def _split(cases: list, fraction: float, seed: int) -> tuple[list, list]:
-    """Training and held-out cases; with one case, it is both (an overfit check)."""
+    """Training and held-out cases; with one case, or a fraction of 0, the training cases are
+    the held-out ones too (an overfit check)."""
     import numpy as np
 
-    if len(cases) == 1:
+    if len(cases) == 1 or fraction == 0:
         return cases, cases
     held = min(len(cases) - 1, max(1, round(fraction * len(cases))))  # both sides non-empty
     order = np.random.default_rng(seed).permutation(len(cases))

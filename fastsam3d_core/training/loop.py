@@ -16,7 +16,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -43,8 +43,13 @@ class LoopConfig:
         learning_rate: Adam's.
         seed: seeds crop order and clicks.
         checkpoint: the training-state file: written by rank 0 every ``checkpoint_every``
-            steps, resumed from when it exists, and removed once the run is complete.
+            steps and resumed from when it exists; :func:`remove_state` removes it once the
+            run's output is written.
         checkpoint_every: steps between checkpoints.
+        run: what identifies the run besides the learning rate, batch size and seed (base
+            weights, data, settings; JSON values): a state saved with other values is another
+            run's, and is not resumed. ``steps`` is not part of it, so a finished run can be
+            continued with more.
     """
 
     steps: int
@@ -54,6 +59,7 @@ class LoopConfig:
     seed: int = 0
     checkpoint: Path | None = None
     checkpoint_every: int = 25
+    run: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -122,11 +128,15 @@ def train(
         )
     trained = [p for p in objective.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trained, lr=config.learning_rate)
-    history = _resume(objective, optimizer, config.checkpoint)
+    history = _resume(objective, optimizer, config)
     wrapped: nn.Module = objective
     if ranks.world > 1:
         device_ids = [ranks.device] if ranks.device.type == "cuda" else None
-        wrapped = nn.parallel.DistributedDataParallel(objective, device_ids=device_ids)
+        # Layer-wise distillation leaves the layers above k (and the neck) out of a step's
+        # loss, and which ones changes with k: DDP must look for unused parameters each step.
+        wrapped = nn.parallel.DistributedDataParallel(
+            objective, device_ids=device_ids, find_unused_parameters=True
+        )
     for step in range(len(history), config.steps):
         started = time.perf_counter()
         samples = range(step * config.batch_size, (step + 1) * config.batch_size)
@@ -155,12 +165,17 @@ def train(
             _progress(record, config.steps)
             due = (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps
             if config.checkpoint is not None and due:
-                _save_state(objective, optimizer, history, config.checkpoint)
+                _save_state(objective, optimizer, history, config)
     if ranks.main:
         print(file=sys.stderr)
-        if config.checkpoint is not None:  # finished: a new run starts afresh
-            config.checkpoint.unlink(missing_ok=True)
     return history
+
+
+def remove_state(config: LoopConfig, ranks: Ranks) -> None:
+    """Remove the training state once the run's output is written (not before: a run that
+    fails after its last step, while evaluating or writing, resumes with nothing to train)."""
+    if ranks.main and config.checkpoint is not None:
+        config.checkpoint.unlink(missing_ok=True)
 
 
 def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
@@ -192,25 +207,51 @@ def trained_state(objective: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _save_state(
-    objective: nn.Module, optimizer: torch.optim.Optimizer, history: list[dict], path: Path
+    objective: nn.Module, optimizer: torch.optim.Optimizer, history: list[dict], config: LoopConfig
 ) -> None:
     state = {
         "trained": trained_state(objective),
         "optimizer": optimizer.state_dict(),
         "history": history,
+        "run": json.dumps(_identity(config), sort_keys=True),
     }
+    path = config.checkpoint
+    assert path is not None
     write_atomically(path, ".pt", lambda temporary: torch.save(state, temporary))
 
 
-def _resume(objective: nn.Module, optimizer: torch.optim.Optimizer, path: Path | None) -> list:
-    """The history so far, with parameters and optimizer restored from ``path`` if it exists."""
+def _identity(config: LoopConfig) -> dict:
+    """What a saved state must match to be resumed: settings that change the updates."""
+    return {
+        **config.run,
+        "learning_rate": config.learning_rate,
+        "batch_size": config.batch_size,
+        "seed": config.seed,
+    }
+
+
+def _resume(objective: nn.Module, optimizer: torch.optim.Optimizer, config: LoopConfig) -> list:
+    """The history so far, with parameters and optimizer restored from ``config.checkpoint``
+    if it exists.
+
+    Raises:
+        ValueError: the file is the state of another run (other parameters, or other
+            ``config.run``).
+    """
+    path = config.checkpoint
     if path is None or not path.is_file():
         return []
     state = torch.load(path, map_location="cpu", weights_only=True)
     trained = dict(objective.named_parameters())
+    saved, run = json.loads(state.get("run", "null")) or {}, _identity(config)
+    differ = sorted(key for key in {*saved, *run} if saved.get(key) != run.get(key))
     if set(state["trained"]) != {n for n, p in trained.items() if p.requires_grad}:
-        raise ValueError(f"{path}: a checkpoint of another training run (its parameters differ); "
-                         "remove it or choose another output")  # fmt: skip
+        differ = ["the trained parameters", *differ]
+    if differ:
+        raise ValueError(
+            f"{path}: the saved state of another training run ({', '.join(differ)} differ); "
+            "remove it to start afresh, or choose another output"
+        )
     with torch.no_grad():
         for name, value in state["trained"].items():
             trained[name].copy_(value)
