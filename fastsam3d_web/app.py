@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import shutil
 import sys
 import tempfile
 import time
@@ -30,6 +31,11 @@ from . import module_logic
 # How often results are collected while the worker has work, and when idle.
 POLL_BUSY_S = 0.03
 POLL_IDLE_S = 0.2
+# The export buttons: (label, element id) -> the file name the download gets.
+EXPORT_FILES = {
+    ("Export .seg.nrrd", "export-seg"): "segmentation.seg.nrrd",
+    ("Export labelmap", "export-labelmap"): "labelmap.nii.gz",
+}
 
 
 class SegmentationPage(TrameApp):
@@ -130,11 +136,14 @@ class SegmentationPage(TrameApp):
         self._guarded(lambda: self.logic.deletePoint(click_id))
 
     def export(self, name: str) -> Any:
-        """The segmentation written as ``name`` (its suffix picks the format: ``.seg.nrrd``,
-        or a labelmap ``.nii.gz``), as a download attachment; None on failure (shown)."""
-        path = Path(self._export_dir.name) / name
+        """The segmentation written as ``name``, one of :data:`EXPORT_FILES` (its suffix picks
+        the format), as a download attachment; None on failure (shown)."""
 
         def written() -> Any:
+            # The name comes from the browser: only the page's own names, never a path.
+            if name not in EXPORT_FILES.values():
+                raise ValueError(f"{name!r}: export as one of {', '.join(EXPORT_FILES.values())}")
+            path = Path(self._export_dir.name) / name
             self.logic.exportSegmentation(str(path))
             return self.server.protocol.addAttachment(path.read_bytes())
 
@@ -144,6 +153,20 @@ class SegmentationPage(TrameApp):
 
     def _open_upload(self, files: list[dict]) -> None:
         folder = Path(tempfile.mkdtemp(prefix="upload-", dir=self._export_dir.name))
+        try:  # the files are only read: the scene holds the image in memory
+            volumes, names = self._load_uploads(files, folder)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        if not volumes or volumes[0] is None:
+            raise ValueError(
+                f"{names}: not an image this page can open (NRRD, NIfTI, MHA/MHD, or a DICOM "
+                "series' files); the current image stays"
+            )
+        self._switch_to(volumes[0])
+
+    def _load_uploads(self, files: list[dict], folder: Path) -> tuple[list, str]:
+        """The volume nodes read from the uploaded files (written into ``folder``), and the
+        files' names."""
         paths = []
         for entry in files or []:
             upload = ClientFile(entry)
@@ -152,19 +175,26 @@ class SegmentationPage(TrameApp):
             paths.append(path)
         if not paths:
             raise ValueError("no file was uploaded")
-        names = ", ".join(p.name for p in paths)
         try:
             volumes = self.slicer.io_manager.load_volumes([str(p) for p in paths])
         except Exception:
             volumes = []
-        if not volumes or volumes[0] is None:
-            raise ValueError(
-                f"{names}: not an image this page can open (NRRD, NIfTI, MHA/MHD, or a DICOM "
-                "series' files); the current image stays"
-            )
-        self.volume = volumes[0]
-        self.slicer.display_manager.show_volume(self.volume, do_reset_views=True)
-        self.logic.setInputs(self.volume)
+        return volumes, ", ".join(p.name for p in paths)
+
+    def _switch_to(self, volume: Any) -> None:
+        """Segment ``volume`` from now on, if the logic takes it: else it is removed and the
+        current image stays. The previous image and its segmentation leave the scene."""
+        scene, previous = self.slicer.scene, (self.volume, self.logic.segmentationNode)
+        try:
+            self.logic.setInputs(volume)
+        except Exception:
+            scene.RemoveNode(volume)
+            raise
+        self.volume = volume
+        self.slicer.display_manager.show_volume(volume, do_reset_views=True)
+        for node in previous:
+            if node is not None and node is not volume:
+                scene.RemoveNode(node)
 
     def _list_segments(self) -> None:
         """The segment selector's items: the segmentation's segments by name."""
@@ -356,10 +386,7 @@ class SegmentationPage(TrameApp):
                     guarded = functools.partial(self._guarded, action)
                     v3.VBtn(label, id=element, click=guarded, variant="text")
                 export = self.server.controller.trigger_name(self.export)
-                for label, element, name in (
-                    ("Export .seg.nrrd", "export-seg", "segmentation.seg.nrrd"),
-                    ("Export labelmap", "export-labelmap", "labelmap.nii.gz"),
-                ):
+                for (label, element), name in EXPORT_FILES.items():
                     v3.VBtn(
                         label,
                         id=element,
