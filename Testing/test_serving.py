@@ -6,6 +6,7 @@ it. Bounded: 2 CPUs for Ray, one replica, at most 8 concurrent sessions of 2 cli
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -182,6 +184,64 @@ def test_bad_requests_get_4xx_and_the_service_keeps_serving(service):
     assert time.perf_counter() - start < 10  # a wrong address is said at once
     with pytest.raises(RemoteError, match="does not serve 'sam-med3d-turbo'"):
         RemotePredictor(service, model="sam-med3d-turbo", token="secret")
+
+
+def test_a_chunked_body_larger_than_a_crop_is_refused_while_it_is_read(service):
+    # Without Content-Length the size is only known while reading: the replica must stop at a
+    # crop's size, not buffer whatever is sent.
+    address = urllib.parse.urlsplit(service)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=60)
+    connection.putrequest("POST", "/v1/encode?model=fastsam3d")
+    for name, value in (("Authorization", "Bearer secret"), ("X-Crop-Dtype", "float32"),
+                        ("Transfer-Encoding", "chunked")):  # fmt: skip
+        connection.putheader(name, value)
+    connection.endheaders()
+    chunk = bytes(1 << 20)
+    try:
+        for _ in range(128**3 * 4 // len(chunk) + 2):  # one crop and 2 MiB more
+            connection.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        connection.send(b"0\r\n\r\n")
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # refused before the end: as it should be
+    reply = connection.getresponse()
+    assert reply.status == 413, reply.read()
+    assert "exceeds" in json.loads(reply.read())["error"]
+    connection.close()
+
+
+def test_a_server_that_never_answers_is_asked_once(tmp_path):
+    # It accepts connections and stays silent (stuck, or overloaded): retrying would only
+    # multiply the wait (ten times 60 s for an encode) and add to its queue.
+    import socket
+
+    from fastsam3d_core.serving.client import request
+
+    accepted = []
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        listener.settimeout(0.2)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+        def accept() -> None:
+            while not done.is_set():
+                try:
+                    accepted.append(listener.accept()[0])
+                except OSError:
+                    continue
+
+        done = threading.Event()
+        thread = threading.Thread(target=accept, daemon=True)
+        thread.start()
+        with pytest.raises(RemoteError, match="no answer within 0.5 s"):
+            request(url, "POST", "/encode?model=fastsam3d", b"crop", timeout_s=0.5)
+        with pytest.raises(RemoteError, match="no answer within 0.5 s"):
+            RemotePredictor(url, timeout_s=0.5, cache_dir=tmp_path)
+        done.set()
+        thread.join()
+    assert len(accepted) == 2, "one connection per call: no retry"
+    for connection in accepted:
+        connection.close()
 
 
 def test_a_killed_replica_loses_no_click(service, local_model, tmp_path):

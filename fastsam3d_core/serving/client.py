@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import tempfile
 import time
 import urllib.error
@@ -26,14 +27,17 @@ from .onnx_decoder import MASK_SHAPE, OnnxDecoder, decoder_cache_dir
 if TYPE_CHECKING:
     from ..geometry.crop import Crop
 
-# Connection refused, reset, timeouts and 5xx replies: a replica restarting (which takes
-# seconds: it loads the model), or a network blip. Waits 0.5, 1, 2, 4, 4, … s: about 30 s in all.
+# Connection refused or reset, and 5xx replies: a replica restarting (which takes seconds: it
+# loads the model), or a network blip. Waits 0.5, 1, 2, 4, 4, … s: about 30 s in all.
 RETRIES = 9
 # The first contact: a wrong address should be said within seconds, not after half a minute.
 FIRST_CONTACT_RETRIES = 2
 BACKOFF_S = 0.5
 MAX_BACKOFF_S = 4.0
+# A request without an answer for this long is not retried: a server that accepts but does not
+# answer is stuck or overloaded, and sending the crop again would only add to its queue.
 TIMEOUT_S = 60.0
+FIRST_CONTACT_TIMEOUT_S = 10.0
 
 
 class RemoteError(RuntimeError):
@@ -90,7 +94,7 @@ class RemotePredictor:
         self.token = token
         self.crop_dtype = crop_dtype
         self.timeout_s = timeout_s
-        served = served_models(url, token, timeout_s)
+        served = served_models(url, token, min(timeout_s, FIRST_CONTACT_TIMEOUT_S))
         if model not in served:
             raise RemoteError(f"{self.url} does not serve {model!r}; it serves {sorted(served)}")
         self.weights_sha256 = served[model]["weights_sha256"]
@@ -155,11 +159,12 @@ class RemotePredictor:
 
 
 def served_models(
-    url: str, token: str | None = None, timeout_s: float = TIMEOUT_S
+    url: str, token: str | None = None, timeout_s: float = FIRST_CONTACT_TIMEOUT_S
 ) -> dict[str, dict[str, str]]:
     """What the service at ``url`` serves: ``{name: {"weights_sha256": …, "decoder_sha256": …}}``.
 
-    Quick to fail (3 attempts, about 1.5 s, for a wrong address): a connection test.
+    Quick to fail: a connection test (3 attempts, about 1.5 s, for a wrong address; one wait of
+    ``timeout_s`` for a server that does not answer).
 
     Raises:
         RemoteError: unreachable, a refused token, or a reply that is not the service's.
@@ -208,7 +213,7 @@ def request(
     retries: int = RETRIES,
 ) -> tuple[bytes, Message]:
     """One API call to the service at ``url``, retried with backoff while it is unreachable or
-    failing (5xx); a 4xx reply raises at once.
+    failing (5xx); a 4xx reply, or no answer within ``timeout_s``, raises at once.
 
     Raises:
         RemoteError: the message names the URL and the problem.
@@ -231,6 +236,11 @@ def request(
                 raise RemoteError(f"{full_url}: {problem}", status=error.code) from None
         except (urllib.error.URLError, OSError) as error:
             reason = getattr(error, "reason", error)
+            if isinstance(reason, (socket.timeout, TimeoutError)):  # distinct on Python 3.9
+                raise RemoteError(
+                    f"{full_url}: no answer within {timeout_s:g} s (the server is busy or "
+                    "stuck); try again later"
+                ) from None
             problem = f"server unreachable ({reason})"
     raise RemoteError(f"{full_url}: {problem}, after {retries + 1} attempts")
 

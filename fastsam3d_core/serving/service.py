@@ -141,6 +141,19 @@ def check_length(content_length: str | None) -> None:
         raise RequestError(413, f"the body is {content_length} bytes; a crop is at most {largest}")
 
 
+async def read_body(request: Any) -> bytes:
+    """The request's body, refused (413) as soon as it outgrows a float32 crop: before it is
+    read when it announces its length, while it is read when it does not (chunked)."""
+    check_length(request.headers.get("content-length"))
+    largest, size, chunks = protocol.crop_bytes("float32"), 0, []
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > largest:
+            raise RequestError(413, f"the body exceeds {largest} bytes, the most a crop takes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def check_token(expected: str | None, authorization: str | None) -> None:
     """Raise 401 unless the request carries the service's token (compared in constant time)."""
     if expected is None:
@@ -215,9 +228,8 @@ def build_app(
                     media_type="application/octet-stream",
                 )
             if path == f"{protocol.API}/encode" and method == "POST":
-                check_length(request.headers.get("content-length"))
                 crop = parse_crop(
-                    await request.body(), request.headers.get(protocol.DTYPE_HEADER, "")
+                    await read_body(request), request.headers.get(protocol.DTYPE_HEADER, "")
                 )
                 embedding = await self.encode((name, crop))
                 headers = {
