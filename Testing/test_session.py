@@ -173,8 +173,14 @@ def test_a_new_crop_starts_from_the_segment_it_overlaps():
     # off crop 1's: the ball keeps its place and most of its voxels, its rim is re-drawn.
     assert not (after & ~kept).any()
     assert after[126:].sum() >= 0.75 * kept[126:].sum(), "a new crop erased the segment"
-    session.remove_point(0)  # replays crop 1 from the segment outside it: crop 2's voxels
+    session.remove_point(0)  # replays crop 1, then crop 2 (its prompt held crop 1's voxels)
     assert not session.mask()[90:110].any() and session.mask()[150:163].any()
+    session.undo()
+    session.remove_point(1)  # the click at 156: its voxels leave crop 2's prompt too
+    assert session.mask()[90:110].any() and not session.mask()[140:170].any()
+    session.undo()
+    session.move_point(1, volume.index_to_ras(np.array([120.0, 30.0, 30.0])))
+    assert session.mask()[112:128].any() and not session.mask()[145:170].any()
 
 
 def test_undo_redo_remove_and_reset(brats):

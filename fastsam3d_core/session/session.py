@@ -18,7 +18,7 @@ from ..geometry import (
     extract_crop,
     resample,
 )
-from ..geometry.paste import footprint_box, logits_on_volume
+from ..geometry.paste import coarse_to_crop, footprint_box, logits_on_volume
 from ..geometry.resample import translation
 from .cache import EmbeddingCache
 from .predictor import Predictor, as_predictor
@@ -120,6 +120,7 @@ class Session:
         # Ids are never reused, also after an undone new segment or a removed click.
         self._last_segment_id = 1
         self._last_click_number = 0
+        self._last_crop_number = 0
         self._foreign: np.ndarray | None = None
         self.set_foreign_mask(foreign_mask)
         self._undo: list[Edit] = []
@@ -204,9 +205,8 @@ class Session:
         start = time.perf_counter()
         segment = self.current_segment
         crop_index, click_index = _locate_click(segment, index)
-        grid = segment.crops[crop_index].grid
-        updated, encoder_ran = self._replace_click(segment, crop_index, click_index, ())
-        return self._apply(updated, [grid], encoder_ran, start)
+        updated, grids, encoder_ran = self._replace_click(segment, crop_index, click_index, ())
+        return self._apply(updated, grids, encoder_ran, start)
 
     def move_point(self, index: int, point_ras: Any) -> Result:
         """Move the current segment's click ``index`` to a RAS point (3,): one undoable edit.
@@ -223,13 +223,13 @@ class Session:
         old = segment.crops[crop_index].clicks[click_index]
         if grid.contains(point):
             moved = (_click(grid, point, old.positive, old.click_id),)
-            new_segment, encoder_ran = self._replace_click(segment, crop_index, click_index, moved)
-            return self._apply(new_segment, [grid], encoder_ran, start)
-        without, removal_ran = self._replace_click(segment, crop_index, click_index, ())
+            edit = self._replace_click(segment, crop_index, click_index, moved)
+            return self._apply(*edit, start)
+        without, grids, removal_ran = self._replace_click(segment, crop_index, click_index, ())
         new_segment, new_grid, adding_ran = self._with_click(
             without, point, old.positive, old.click_id
         )
-        return self._apply(new_segment, [grid, new_grid], removal_ran or adding_ran, start)
+        return self._apply(new_segment, [*grids, new_grid], removal_ran or adding_ran, start)
 
     def reset(self) -> Result:
         """Remove every click and voxel of the current segment, also those it had before the
@@ -366,14 +366,13 @@ class Session:
         self.embeddings.put(grid.key(), embedding)
         return embedding, True
 
-    def _predict(
-        self, grid: CropGrid, clicks: tuple[Click, ...], previous_logits: Any
-    ) -> tuple[CropState, bool]:
-        embedding, encoder_ran = self._embedding(grid)
+    def _predict(self, crop: CropState, clicks: tuple[Click, ...]) -> tuple[CropState, bool]:
+        """The crop after a decode of ``clicks`` with its logits as the mask prompt."""
+        embedding, encoder_ran = self._embedding(crop.grid)
         points = np.array([c.point_crop for c in clicks], dtype=np.float32)
         labels = np.array([int(c.positive) for c in clicks], dtype=np.int64)
-        logits = self.predictor.decode(embedding, points, labels, previous_logits)
-        return CropState(grid, clicks, _squeeze(logits)), encoder_ran
+        logits = self.predictor.decode(embedding, points, labels, crop.logits)
+        return replace(crop, clicks=clicks, logits=_squeeze(logits)), encoder_ran
 
     def _crop_for(
         self, segment: SegmentState, point_ras: np.ndarray
@@ -386,29 +385,69 @@ class Session:
         return None, crop_grid_around(self.volume, point_ras)
 
     def _mask_prompt(self, segment: SegmentState, grid: CropGrid) -> np.ndarray | None:
-        """The segment inside a crop it does not hold as mask-prompt logits (32³): its voxels
-        from its crops and its base, so that a new crop continues the segment instead of
-        overwriting it where crops overlap. None where the segment has no voxel there."""
+        """The segment inside a crop it does not hold, as mask-prompt logits (32³), so that a
+        new crop continues the segment instead of overwriting it where crops overlap. Composed
+        in the crop's own voxels as :meth:`_compose` composes the volume's (the most recently
+        edited crop first, then the base); None where the segment has no voxel there."""
         if not segment.crops and segment.base is None:
             return None
-        lo, hi = footprint_box(grid, self.volume)
-        if np.any(lo >= hi):
+        held, covered = self._crops_in_crop(segment, grid)
+        if segment.base is not None and not covered.all():
+            held |= self._base_in_crop(segment.base, grid) & ~covered
+        held &= self._volume_in_crop(grid)
+        if not held.any():
             return None
-        # Only the footprint's voxels are composed (a small copy, not the whole volume).
-        voxels = self._compose(segment, lo, hi)
-        if not voxels.any():
-            return None
-        fraction, _ = resample(
-            voxels.astype(np.uint8),
-            self.volume.ijk_to_ras @ translation(lo),
-            grid.crop_to_ras,
-            grid.shape,
-            mode="nearest",
-        )
         cells = grid.size // MASK_PROMPT_STRIDE
         # The share of each cell's crop voxels that the segment holds, in 0..1.
-        share = fraction.reshape([cells, MASK_PROMPT_STRIDE] * 3).mean(axis=(1, 3, 5))
+        share = held.reshape([cells, MASK_PROMPT_STRIDE] * 3).mean(axis=(1, 3, 5))
         return ((2.0 * share - 1.0) * MASK_PROMPT_LOGIT).astype(np.float32)
+
+    def _crops_in_crop(
+        self, segment: SegmentState, grid: CropGrid
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The segment's crops in ``grid``'s voxels: (held, covered by some crop), bool.
+
+        Each crop's low-resolution logits are interpolated straight onto the grid: 128³ voxels,
+        not the (up to 10 times larger) footprint of a fine volume.
+        """
+        held, covered = np.zeros(grid.shape, bool), np.zeros(grid.shape, bool)
+        footprint = footprint_box(grid, self.volume)
+        for crop in reversed(segment.crops):
+            if crop.logits is None or not _overlap(
+                footprint_box(crop.grid, self.volume), footprint
+            ):
+                continue
+            logits = np.asarray(crop.logits, dtype=np.float32)
+            coarse_to_ras = crop.grid.crop_to_ras @ coarse_to_crop(logits.shape[-1], crop.grid.size)
+            values, inside = resample(
+                logits, coarse_to_ras, grid.crop_to_ras, grid.shape, threshold=0.0
+            )  # type: ignore[arg-type]
+            new = inside & ~covered
+            held |= new & values
+            covered |= new
+        return held, covered
+
+    def _base_in_crop(self, base: np.ndarray, grid: CropGrid) -> np.ndarray:
+        """A segment's base in ``grid``'s voxels (nearest), bool; only its footprint is read."""
+        lo, hi = footprint_box(grid, self.volume)
+        if np.any(lo >= hi):
+            return np.zeros(grid.shape, bool)
+        voxels = base[box_slices(lo, hi)].astype(np.uint8)
+        box_to_ras = self.volume.ijk_to_ras @ translation(lo)
+        fraction, _ = resample(voxels, box_to_ras, grid.crop_to_ras, grid.shape, mode="nearest")
+        return fraction > 0.5
+
+    def _volume_in_crop(self, grid: CropGrid) -> np.ndarray:
+        """Which of ``grid``'s voxels lie in the volume, bool: where a 2³ source spanning the
+        volume's extent (edges at -0.5 and n - 0.5 of its indices) is sampled."""
+        extent = np.asarray(self.volume.shape, dtype=np.float64)
+        spanning = np.diag([*(extent / 2), 1.0])
+        spanning[:3, 3] = extent / 4 - 0.5
+        source_to_ras = self.volume.ijk_to_ras @ spanning
+        _, inside = resample(
+            np.ones((2, 2, 2), np.float32), source_to_ras, grid.crop_to_ras, grid.shape
+        )
+        return np.asarray(inside)
 
     def _with_click(
         self, segment: SegmentState, point_ras: np.ndarray, positive: bool, click_id: str
@@ -416,11 +455,13 @@ class Session:
         """The segment with a click added to the newest crop holding it, or to a new crop."""
         index, grid = self._crop_for(segment, point_ras)
         if index is None:
-            crop = CropState(grid, logits=self._mask_prompt(segment, grid))
+            self._last_crop_number += 1
+            prompt = self._mask_prompt(segment, grid)
+            crop = CropState(grid, logits=prompt, opened=self._last_crop_number)
         else:
             crop = segment.crops[index]
         click = _click(grid, point_ras, positive, click_id)
-        updated, encoder_ran = self._predict(crop.grid, crop.clicks + (click,), crop.logits)
+        updated, encoder_ran = self._predict(crop, crop.clicks + (click,))
         return segment.with_crop_last(index, updated), crop.grid, encoder_ran
 
     def _replace_click(
@@ -429,27 +470,37 @@ class Session:
         crop_index: int,
         click_index: int,
         replacement: tuple[Click, ...],
-    ) -> tuple[SegmentState, bool]:
+    ) -> tuple[SegmentState, list[CropGrid], bool]:
         """The segment with one click replaced (by nothing, or by a moved click): its crop
-        replayed, or dropped if no click is left."""
-        crop = segment.crops[crop_index]
-        others = replace(
-            segment, crops=tuple(c for i, c in enumerate(segment.crops) if i != crop_index)
-        )
-        remaining = crop.clicks[:click_index] + replacement + crop.clicks[click_index + 1 :]
-        if not remaining:
-            return others, False
-        updated, encoder_ran = self._replay(others, crop.grid, remaining)
-        return others.with_crop_last(None, updated), encoder_ran
+        replayed (the newest now), or dropped if no click is left; then the crops opened after
+        it that overlap what changed, whose first mask prompts held its old voxels, replayed
+        too. Also returns the grids of the crops that changed."""
+        edited = segment.crops[crop_index]
+        remaining = edited.clicks[:click_index] + replacement + edited.clicks[click_index + 1 :]
+        crops = [c for i, c in enumerate(segment.crops) if i != crop_index]
+        if remaining:
+            crops.append(replace(edited, clicks=remaining))
+        grids, encoder_ran = [edited.grid], False
+        changed = [footprint_box(edited.grid, self.volume)]
+        for crop in sorted(crops, key=lambda c: c.opened):
+            box = footprint_box(crop.grid, self.volume)
+            if crop.opened < edited.opened or not any(_overlap(box, b) for b in changed):
+                continue
+            older = replace(segment, crops=tuple(c for c in crops if c.opened < crop.opened))
+            replayed, ran = self._replay(older, crop)
+            crops[crops.index(crop)] = replayed
+            changed.append(box)
+            grids.append(crop.grid)
+            encoder_ran |= ran
+        return replace(segment, crops=tuple(crops)), grids, encoder_ran
 
-    def _replay(
-        self, others: SegmentState, grid: CropGrid, clicks: tuple[Click, ...]
-    ) -> tuple[CropState, bool]:
-        """The crop's state had only these clicks been placed, one after another, in the
-        segment ``others`` (the segment without this crop)."""
-        state, encoder_ran = CropState(grid, logits=self._mask_prompt(others, grid)), False
-        for count in range(1, len(clicks) + 1):
-            state, ran = self._predict(grid, clicks[:count], state.logits)
+    def _replay(self, older: SegmentState, crop: CropState) -> tuple[CropState, bool]:
+        """The crop had its clicks been placed one after another in the segment ``older`` (the
+        crops opened before it, and the base)."""
+        state = replace(crop, clicks=(), logits=self._mask_prompt(older, crop.grid))
+        encoder_ran = False
+        for count in range(1, len(crop.clicks) + 1):
+            state, ran = self._predict(state, crop.clicks[:count])
             encoder_ran |= ran
         return state, encoder_ran
 
@@ -459,8 +510,8 @@ class Session:
         composed: np.ndarray | None = None
         covered: np.ndarray | None = None
         for crop in reversed(segment.crops):
-            if crop.logits is None:
-                continue
+            if crop.logits is None or not _overlap(footprint_box(crop.grid, self.volume), (lo, hi)):
+                continue  # before upsampling its logits over its whole footprint
             box = logits_on_volume(crop.logits, crop.grid, self.volume, threshold=0.0)
             a, b = np.maximum(box.lo, lo), np.minimum(box.hi, hi)
             if np.any(a >= b):
@@ -582,6 +633,11 @@ class Session:
 
 def _click(grid: CropGrid, point_ras: np.ndarray, positive: bool, click_id: str) -> Click:
     return Click(_triple(point_ras), _triple(grid.to_crop(point_ras)), bool(positive), click_id)
+
+
+def _overlap(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> bool:
+    """Whether two index boxes ``(lo, hi)`` share a voxel."""
+    return bool(np.all(np.maximum(a[0], b[0]) < np.minimum(a[1], b[1])))
 
 
 def _locate_click(segment: SegmentState, index: int) -> tuple[int, int]:

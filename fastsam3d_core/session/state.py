@@ -36,11 +36,16 @@ class Click:
 
 @dataclass(frozen=True, eq=False)
 class CropState:
-    """The clicks placed in one crop and the crop's latest logits (fed back as mask prompt)."""
+    """The clicks placed in one crop and the crop's latest logits (fed back as mask prompt).
+
+    ``opened`` numbers the crops of a session in the order they were opened: a crop's first mask
+    prompt was the segment as the crops opened before it made it.
+    """
 
     grid: CropGrid
     clicks: tuple[Click, ...] = ()
     logits: Any | None = None
+    opened: int = 0
 
 
 @dataclass(frozen=True)
