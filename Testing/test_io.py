@@ -279,11 +279,12 @@ def test_labelmap_round_trip_oblique(tmp_path: Path, suffix: str, atol: float) -
     assert read_volume(tmp_path / f"labels{suffix}").array.dtype == np.uint8
 
 
-def test_an_output_name_near_the_file_systems_limit_is_written(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stem", ["a" * 240, "患者" * 40], ids=["ascii", "utf-8"])
+def test_an_output_name_near_the_file_systems_limit_is_written(tmp_path: Path, stem: str) -> None:
     # The temporary name beside it must fit too (255 bytes on Linux and macOS file systems).
     from fastsam3d_core.io import check_output_path
 
-    path = tmp_path / ("a" * 240 + ".seg.nrrd")
+    path = tmp_path / (stem + ".seg.nrrd")
     reference = oblique_reference()
     write_segmentation(
         check_output_path(path),

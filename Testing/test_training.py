@@ -335,6 +335,12 @@ def test_a_saved_state_is_resumed_only_by_the_same_run_and_kept_until_removed(tm
         changed = "learning_rate" if "learning_rate" in other else "teacher_sha256"
         with pytest.raises(ValueError, match=f"another training run \\({changed} differ"):
             _distill_tiny(CPU, crops, **config)
+    # A state saved before runs had an identity (no "run") is resumed on its parameters.
+    saved = torch.load(state, weights_only=True)
+    del saved["run"]
+    torch.save(saved, state)
+    again = _distill_tiny(CPU, crops, checkpoint=state, run={"other": "run"})
+    assert all(torch.equal(again[key], value) for key, value in first.items())
     remove_state(LoopConfig(steps=1, learning_rate=1.0, checkpoint=state), CPU)
     assert not state.exists()
 

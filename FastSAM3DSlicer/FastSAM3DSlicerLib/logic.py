@@ -169,8 +169,9 @@ class InteractiveSegmentationLogic:
         writer = SegmentWriter(segmentationNode, volumeNode)  # may raise: nothing is set yet
         if same and self._writer is not None:
             writer.continue_from(self._writer)
-        else:
-            self._inputs += 1
+        # Also for the same nodes: their grid may have changed, and the new session places
+        # the points again anyway.
+        self._inputs += 1
         self._writer = writer
         self.volumeNode, self.segmentationNode = volumeNode, segmentationNode
         self._fingerprint = mrml_io.volume_fingerprint(volumeNode)

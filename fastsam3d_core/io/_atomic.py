@@ -84,10 +84,11 @@ def check_output_path(
 
 
 def _hidden_beside(path: Path, ending: str) -> Path:
-    """A new hidden name in the folder of ``path``, for a temporary file. At most 100
-    characters of the name are kept, so that an output name close to the file system's limit
+    """A new hidden name in the folder of ``path``, for a temporary file. At most 100 bytes
+    (UTF-8) of the name are kept, so that an output name close to the file system's limit
     (255 bytes) still has a temporary one."""
-    return path.parent / f".{path.name[:100]}.{uuid.uuid4().hex[:12]}.{ending}"
+    kept = path.name.encode("utf-8", "surrogateescape")[:100].decode("utf-8", "ignore")
+    return path.parent / f".{kept}.{uuid.uuid4().hex[:12]}.{ending}"
 
 
 def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:

@@ -35,7 +35,9 @@ FIRST_CONTACT_RETRIES = 2
 BACKOFF_S = 0.5
 MAX_BACKOFF_S = 4.0
 # A request without an answer for this long is not retried: a server that accepts but does not
-# answer is stuck or overloaded, and sending the crop again would only add to its queue.
+# answer is stuck or overloaded, and sending the crop again would only add to its queue. (A
+# connection that is not made in time is not retried either: within one attempt the system
+# already resends the connection request, after 1, 3, 7, ... s.)
 TIMEOUT_S = 60.0
 FIRST_CONTACT_TIMEOUT_S = 10.0
 

@@ -243,8 +243,10 @@ def _resume(objective: nn.Module, optimizer: torch.optim.Optimizer, config: Loop
         return []
     state = torch.load(path, map_location="cpu", weights_only=True)
     trained = dict(objective.named_parameters())
-    saved, run = json.loads(state.get("run", "null")) or {}, _identity(config)
-    differ = sorted(key for key in {*saved, *run} if saved.get(key) != run.get(key))
+    differ = []
+    if "run" in state:  # states saved before runs had an identity have their parameters only
+        saved, run = json.loads(state["run"]), _identity(config)
+        differ = sorted(key for key in {*saved, *run} if saved.get(key) != run.get(key))
     if set(state["trained"]) != {n for n, p in trained.items() if p.requires_grad}:
         differ = ["the trained parameters", *differ]
     if differ:
