@@ -125,7 +125,7 @@ def bench(
     if json_path is not None:
         golden_files = list(golden.iterdir()) if golden else []
         scan_files = [path for image, label, _ in settings.scans for path in (image, label)]
-        check_output_path(json_path, inputs=golden_files + scan_files)
+        check_output_path(json_path, inputs=[*golden_files, *scan_files])
     if quick:
         settings.make_quick()
     if model:
