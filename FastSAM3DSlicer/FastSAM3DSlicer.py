@@ -86,6 +86,8 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._shortcuts = []
         self._installer = None
+        self._installingTorch = False
+        self._afterInstall = None
         self._timer = qt.QTimer()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -142,6 +144,9 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.precisionComboBox.connect("currentIndexChanged(int)", self._saveSettings)
         self.ui.serverLineEdit.connect("editingFinished()", self._saveSettings)
         self.ui.overwriteCheckBox.connect("toggled(bool)", self._saveSettings)
+        self.ui.overwriteCheckBox.connect(
+            "toggled(bool)", self._guarded(self.onOverwriteToggled, "Failed to apply the option.")
+        )
         self.ui.weightsPathLineEdit.connect("currentPathChanged(QString)", self._saveSettings)
         self.ui.adapterPathLineEdit.connect("currentPathChanged(QString)", self._saveSettings)
         self._timer.setInterval(int(POLL_INTERVAL_S * 1000))
@@ -209,7 +214,9 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def updateButtons(self, *unused):
         engine = self.logic.engineIfStarted() if self.logic else None
         hasVolume = bool(self._parameterNode and self._parameterNode.inputVolume)
-        self.ui.startButton.enabled = hasVolume and self._installer is None
+        installing = self._installer is not None or self._installingTorch
+        self.ui.startButton.enabled = hasVolume and not installing
+        self.ui.testConnectionButton.enabled = not installing
         self.ui.startButton.toolTip = (
             "Load the model and start a session on the input volume."
             if hasVolume
@@ -240,7 +247,7 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # -- actions -------------------------------------------------------------------------
 
     def onStart(self):
-        if not self._dependenciesReady():
+        if not self._dependenciesReady(then=self.onStart):
             return
         node = self._parameterNode
         if node.inputVolume is None:
@@ -274,8 +281,18 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer.start()
         self.updateButtons()
 
+    def onOverwriteToggled(self):
+        """Applied at once: a running session opens again with the option, placing its points
+        again (a session reads it when it opens)."""
+        engine = self.logic.engineIfStarted()
+        protect = not self.ui.overwriteCheckBox.checked
+        if engine is None or engine.volumeNode is None or engine.protectOtherSegments == protect:
+            return
+        engine.protectOtherSegments = protect
+        engine.setInputs(engine.volumeNode, engine.segmentationNode, engine.currentSegmentId or "")
+
     def onTestConnection(self):
-        if not self._dependenciesReady():
+        if not self._dependenciesReady(then=self.onTestConnection):
             return
         from FastSAM3DSlicerLib.models import check_server
 
@@ -515,11 +532,12 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         settings.setValue(SETTINGS_ADAPTER_FILE, self.ui.adapterPathLineEdit.currentPath)
         settings.setValue(SETTINGS_SERVER, self.ui.serverLineEdit.text.strip())
 
-    def _dependenciesReady(self):
+    def _dependenciesReady(self, then):
         """True if PyTorch (onnxruntime for a remote server) and the engine's dependencies are
         there; else asks once, installs PyTorch through the PyTorch extension, and the rest in
-        the background."""
-        if self._installer is not None:
+        the background, then calls ``then`` (the action that asked) if the module is still
+        shown."""
+        if self._installer is not None or self._installingTorch:
             return False
         remote = self._remote()
         missing = install.missing_packages(remote=remote)
@@ -550,10 +568,19 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return False
         if needsTorch:
             self._showStatus("Installing PyTorch...")
-            with slicer.util.WaitCursor():
-                install.install_torch()
+            # The extension's installer processes GUI events while it downloads: no second
+            # install may start meanwhile.
+            self._installingTorch = True
+            self.updateButtons()
+            try:
+                with slicer.util.WaitCursor():
+                    install.install_torch()
+            finally:
+                self._installingTorch = False
+                self.updateButtons()
         if not steps:
             return True
+        self._afterInstall = then
         self._installer = Worker(
             on_progress=lambda line, fraction: self._showStatus(line),
             on_error=self._onInstallFailed,
@@ -569,10 +596,15 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _onInstalled(self, _value):
         self._finishInstall()
-        self._showStatus("Installed. Starting...")
-        # Outside this timer slot, so that a failure is reported once, by Start's own guard.
+        self._showStatus("Installed.")
+        if self._parameterNode is None:  # the user left the module meanwhile: nothing to run
+            return
+        # Outside this timer slot, so that a failure is reported once, by its own guard.
         qt.QTimer.singleShot(
-            0, self._guarded(self.onStart, "Failed to start FastSAM3D.", waitCursor=False)
+            0,
+            self._guarded(
+                self._afterInstall, "FastSAM3D failed after installing.", waitCursor=False
+            ),
         )
 
     def _onInstallFailed(self, error):

@@ -231,6 +231,23 @@ def test_the_poll_timer_keeps_running_after_an_error_in_a_result():
     assert calls_to(function_node("_updateTimer"), "start")
 
 
+def test_nothing_starts_another_install_while_pytorch_installs():
+    # The PyTorch extension's installer processes GUI events while it downloads (gigabytes):
+    # Start and Test connection must be off meanwhile, and after it the action that asked runs.
+    ready = function_node("_dependenciesReady")
+    (guard,) = [
+        n for n in ast.walk(ready) if isinstance(n, ast.Try) and calls_to(n, "install_torch")
+    ]
+    assigned = [n for n in ast.walk(ready) if isinstance(n, ast.Assign)]
+    flag = [a for a in assigned if getattr(a.targets[0], "attr", "") == "_installingTorch"]
+    assert [a.value.value for a in flag] == [True, False]
+    assert any(flag[1] in ast.walk(statement) for statement in guard.finalbody)
+    buttons = ast.unparse(function_node("updateButtons"))
+    assert "_installingTorch" in buttons and "testConnectionButton.enabled" in buttons
+    installed = ast.unparse(function_node("_onInstalled"))
+    assert "_afterInstall" in installed and "onStart" not in installed
+
+
 def test_help_and_tooltips_say_how_points_are_deleted_and_placement_stops():
     text = MODULE_SCRIPT.read_text(encoding="utf-8") + UI.read_text(encoding="utf-8")
     assert "right-click to delete" not in text and "right-click it to delete" not in text

@@ -588,6 +588,24 @@ def test_a_segment_painted_during_the_session_is_protected(scene, make_logic):
     assert not (current_mask(logic) & kidney).any()
 
 
+def test_allowing_overlap_mid_session_reopens_it_with_the_same_points(scene, make_logic):
+    # What the widget's "Allow overwriting other segments" does while a session runs.
+    labels = Volume.from_file(CT_LABEL)
+    node = read_volume_node(scene, CT_IMAGE)
+    kidney = labels.array == 2
+    segmentation, _ = painted_segmentation(scene, node, "kidney", kidney)
+    logic = make_logic(OraclePredictor(labels), node)
+    logic.setInputs(node, segmentation)
+    place(logic, deepest_ras(labels, 2))
+    settle(logic)
+    assert not (current_mask(logic) & kidney).any(), "protected by default"
+    logic.protectOtherSegments = False
+    logic.setInputs(logic.volumeNode, logic.segmentationNode, logic.currentSegmentId)
+    settle(logic)
+    assert len(logic.clicks) == 1
+    assert (current_mask(logic) & kidney).sum() == kidney.sum()
+
+
 def test_overlapping_allowed_keeps_the_other_segment_in_a_layer_of_its_own(scene, make_logic):
     labels = Volume.from_file(CT_LABEL)
     node = read_volume_node(scene, CT_IMAGE)

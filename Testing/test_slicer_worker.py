@@ -175,7 +175,7 @@ def test_the_core_pin_is_the_package_version():
 def test_a_source_checkout_installs_the_core_and_a_module_without_it_says_to_reinstall():
     lookup = versions(torch="2.13.0")
     steps = install.plan_installation("py", lookup, REPO)
-    assert [s.command for s in steps] == [("py", "-m", "pip", "install", str(REPO))]
+    assert [s.command for s in steps] == [("py", "-m", "pip", "install", "--no-input", str(REPO))]
     with pytest.raises(install.InstallError, match="Reinstall the FastSAM3D extension"):
         install.plan_installation("py", lookup)
     old_torch = versions(torch="2.4.1+cu121", fastsam3d_core="0.1.0")
@@ -190,7 +190,7 @@ def test_a_bundled_engine_needs_only_its_missing_dependencies(tmp_path):
     assert install.missing_packages(lookup, tmp_path) == ["platformdirs", "SimpleITK"]
     steps = install.plan_installation("py", lookup, module_dir=tmp_path)
     assert [s.command for s in steps] == [
-        ("py", "-m", "pip", "install", "platformdirs>=3", "SimpleITK>=2.2")
+        ("py", "-m", "pip", "install", "--no-input", "platformdirs>=3", "SimpleITK>=2.2")
     ]
     names = ("numpy", "scipy", "SimpleITK", "platformdirs", "threadpoolctl")
     everything = versions(torch="2.13.0", **{name: "1" for name in names})
@@ -206,8 +206,8 @@ def test_the_remote_server_device_installs_onnxruntime_and_no_torch(tmp_path):
     assert install.missing_packages(no_torch, remote=True) == ["fastsam3d-core", "onnxruntime"]
     steps = install.plan_installation("py", no_torch, REPO, remote=True)
     assert [s.command for s in steps] == [
-        ("py", "-m", "pip", "install", "onnxruntime>=1.17"),
-        ("py", "-m", "pip", "install", "--no-deps", str(REPO)),
+        ("py", "-m", "pip", "install", "--no-input", "onnxruntime>=1.17"),
+        ("py", "-m", "pip", "install", "--no-input", "--no-deps", str(REPO)),
     ]
     # A bundled engine: only what is missing, and still no torch.
     (tmp_path / "fastsam3d_core").mkdir()

@@ -219,7 +219,7 @@ def plan_installation(
         steps.append(
             InstallStep(
                 "Installing the FastSAM3D engine's dependencies",
-                (python, "-m", "pip", "install", *dependencies),
+                (python, "-m", "pip", "install", "--no-input", *dependencies),
             )
         )
     if "fastsam3d-core" in missing:
@@ -233,7 +233,7 @@ def plan_installation(
         steps.append(
             InstallStep(
                 f"Installing the FastSAM3D engine ({source})",
-                (python, "-m", "pip", "install", *no_deps, str(source)),
+                (python, "-m", "pip", "install", "--no-input", *no_deps, str(source)),
             )
         )
     return steps
