@@ -169,6 +169,8 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def enter(self):
         self.initializeParameterNode()
+        # Points placed while the module was hidden may have gone to a new segment.
+        self._showCurrentSegment()
         self._installShortcuts()
 
     def exit(self):

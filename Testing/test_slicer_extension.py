@@ -248,6 +248,13 @@ def test_nothing_starts_another_install_while_pytorch_installs():
     assert "_afterInstall" in installed and "onStart" not in installed
 
 
+def test_entering_the_module_shows_the_segment_points_now_go_to():
+    # Points placed while the module was hidden can start a new segment (Ctrl+N, then a point):
+    # the parameter node's segment must follow, or Start would reopen the old one.
+    enter = function_node("enter")
+    assert calls_to(enter, "initializeParameterNode") and calls_to(enter, "_showCurrentSegment")
+
+
 def test_help_and_tooltips_say_how_points_are_deleted_and_placement_stops():
     text = MODULE_SCRIPT.read_text(encoding="utf-8") + UI.read_text(encoding="utf-8")
     assert "right-click to delete" not in text and "right-click it to delete" not in text
