@@ -421,7 +421,7 @@ class Session:
             coarse_to_ras = crop.grid.crop_to_ras @ coarse_to_crop(logits.shape[-1], crop.grid.size)
             values, inside = resample(
                 logits, coarse_to_ras, grid.crop_to_ras, grid.shape, threshold=0.0
-            )  # type: ignore[arg-type]
+            )
             new = inside & ~covered
             held |= new & values
             covered |= new
