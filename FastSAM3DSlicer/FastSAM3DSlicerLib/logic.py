@@ -88,7 +88,7 @@ class InteractiveSegmentationLogic:
         # ... and as the session last reported them.
         self._reported: tuple[ClickInfo, ...] = ()
         self._opening = 0  # session-opening jobs queued and not yet applied
-        # Counts changes of volume or segmentation; see _forTheseInputs.
+        # Counts setInputs calls (each opens a new session); see _forTheseInputs.
         self._inputs = 0
         self._protectedState: tuple = ()  # the protected segments as the session last read them
         self._applying = False  # writing a result into MRML
@@ -209,9 +209,9 @@ class InteractiveSegmentationLogic:
         self._requestPoll()
 
     def _forTheseInputs(self, callback: Callable[[Any], None]) -> Callable[[Any], None]:
-        """``callback`` for the result of a job submitted now, skipped if the volume or the
-        segmentation changes before it arrives: the result belongs to the session of the old
-        ones, and written through the new writer it would land on another grid."""
+        """``callback`` for the result of a job submitted now, skipped if :meth:`setInputs`
+        runs before it arrives: the result belongs to the old session, and written through the
+        new writer it could land on another grid (another volume, or this one resampled)."""
         inputs = self._inputs
 
         def deliver(result: Any) -> None:
