@@ -12,6 +12,7 @@ checkpoint continues exactly as if it had not stopped.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import sys
@@ -92,7 +93,13 @@ def join_group(device: torch.device) -> Ranks:
 
 
 def leave_group() -> None:
+    """Leave the process group, once every rank has come this far and the DistributedDataParallel
+    wrapper (kept alive by reference cycles) is gone: a group torn down under a live wrapper is
+    freed at exit instead, and its threads abort the process ('terminate called without an
+    active exception': 1 in 6 two-process gloo runs)."""
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
+        dist.barrier()
         dist.destroy_process_group()
 
 
