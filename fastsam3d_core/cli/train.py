@@ -218,7 +218,8 @@ def distill(
 
     for name in (teacher, student):
         check_model_name(name, sorted(MODEL_REGISTRY))
-    check_output_path(output, inputs=(teacher_weights, student_weights, data, *find_images(data)))
+    images = find_images(data)
+    check_output_path(output, inputs=(teacher_weights, student_weights, data, *images))
     ranks = join_group(resolve_device(device))
     try:
         say = typer.echo if ranks.main else _quiet
@@ -242,7 +243,7 @@ def distill(
             checkpoint_every=checkpoint_every,
             run={"command": "distill", "teacher": teacher, "student": student,
                  "teacher_sha256": sha256_of_file(teacher_path), "student_sha256": student_start,
-                 "images": [path.name for path in find_images(data)], "layerwise_steps": steps},
+                 "images": [path.name for path in images], "layerwise_steps": steps},
         )  # fmt: skip
         objective = LayerwiseDistillation(teacher_model.image_encoder, student_model.image_encoder)
         history = distill_encoder(objective, crops, config, ranks, steps)

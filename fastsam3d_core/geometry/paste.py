@@ -77,6 +77,20 @@ def coarse_to_crop(coarse: int, size: int) -> np.ndarray:
     return matrix
 
 
+def logits_on_grid(
+    logits: np.ndarray,
+    grid: CropGrid,
+    target_to_ras: np.ndarray,
+    shape: tuple[int, ...],
+    threshold: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Crop values ``(n, n, n)`` (crop axes) interpolated trilinearly at the voxel centres of
+    a target grid (``target_to_ras``, ``shape``): :func:`resample`'s (values, inside)."""
+    coarse_to_ras = grid.crop_to_ras @ coarse_to_crop(logits.shape[-1], grid.size)
+    source = np.asarray(logits, dtype=np.float32)
+    return resample(source, coarse_to_ras, target_to_ras, shape, threshold=threshold)  # type: ignore[arg-type]
+
+
 def logits_on_volume(
     logits: np.ndarray, grid: CropGrid, volume: Volume, threshold: float | None = None
 ) -> VolumeBox:
@@ -103,10 +117,8 @@ def logits_on_volume(
     if 0 in shape:
         empty = np.zeros(shape, dtype=dtype)
         return VolumeBox(lo, hi, empty, empty.astype(bool), whole=True)
-    coarse_to_ras = grid.crop_to_ras @ coarse_to_crop(logits.shape[-1], grid.size)
     box_to_ras = volume.ijk_to_ras @ translation(lo)
-    source = np.asarray(logits, dtype=np.float32)
-    values, inside = resample(source, coarse_to_ras, box_to_ras, shape, threshold=threshold)  # type: ignore[arg-type]
+    values, inside = logits_on_grid(logits, grid, box_to_ras, shape, threshold)
     # A crop wholly inside its box comes back as a broadcast True (zero strides), and stays one.
     whole = inside.strides == (0, 0, 0)
     return VolumeBox(lo, hi, values, inside, whole=whole)

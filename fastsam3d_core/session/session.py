@@ -18,7 +18,7 @@ from ..geometry import (
     extract_crop,
     resample,
 )
-from ..geometry.paste import coarse_to_crop, footprint_box, logits_on_volume
+from ..geometry.paste import footprint_box, logits_on_grid, logits_on_volume
 from ..geometry.resample import translation
 from .cache import EmbeddingCache
 from .predictor import Predictor, as_predictor
@@ -417,10 +417,8 @@ class Session:
                 footprint_box(crop.grid, self.volume), footprint
             ):
                 continue
-            logits = np.asarray(crop.logits, dtype=np.float32)
-            coarse_to_ras = crop.grid.crop_to_ras @ coarse_to_crop(logits.shape[-1], crop.grid.size)
-            values, inside = resample(
-                logits, coarse_to_ras, grid.crop_to_ras, grid.shape, threshold=0.0
+            values, inside = logits_on_grid(
+                crop.logits, crop.grid, grid.crop_to_ras, grid.shape, threshold=0.0
             )
             new = inside & ~covered
             held |= new & values
