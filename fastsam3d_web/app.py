@@ -27,6 +27,7 @@ from trame_vuetify.ui.vuetify3 import SinglePageWithDrawerLayout
 from trame_vuetify.widgets import vuetify3 as v3
 
 from . import module_logic
+from .uploads import UploadRefused, check_uploads
 
 # How often results are collected while the worker has work, and when idle.
 POLL_BUSY_S = 0.03
@@ -170,11 +171,15 @@ class SegmentationPage(TrameApp):
         paths = []
         for entry in files or []:
             upload = ClientFile(entry)
-            path = folder / Path(upload.name).name  # never a folder the client names
+            name = Path(upload.name).name  # never a folder the client names
+            if name in ("", ".", ".."):
+                raise UploadRefused(f"{upload.name!r}: not a file name; the current image stays")
+            path = folder / name
             path.write_bytes(upload.content)
             paths.append(path)
         if not paths:
             raise ValueError("no file was uploaded")
+        check_uploads(paths)  # before any reader follows a header's file names or inflates
         try:
             volumes = self.slicer.io_manager.load_volumes([str(p) for p in paths])
         except Exception:

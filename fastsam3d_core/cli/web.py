@@ -64,6 +64,7 @@ def web(
     try:
         from fastsam3d_web.launcher import Launcher, serve, session_command
         from fastsam3d_web.server import SESSION_IDLE_S, predictor_for, run
+        from fastsam3d_web.uploads import max_image_bytes
     except ImportError as error:
         raise RuntimeError(
             f"the browser front end needs the web extra ({error.name} is missing): "
@@ -72,6 +73,7 @@ def web(
     if (model == "oracle") != (truth is not None):
         raise typer.BadParameter("--truth goes with --model oracle, and only with it")
     read_volume(image)  # a bad image is refused here, in one line, before the server starts
+    max_image_bytes()  # and a bad $FASTSAM3D_WEB_MAX_IMAGE_GB (the uploads' bound)
     point = parse_point(focus)[0] if focus else None
     if session:  # one tab's process, started by the launcher below
         predictor = predictor_for(model, weights, server, token, truth, truth_value)
