@@ -1,23 +1,29 @@
 """The web page against a hostile browser: uploads that name server files or inflate without
-bound.
+bound, requests under a foreign name or from a foreign page, and stopping the server with SIGTERM.
 
-Uploads go to a real :class:`SegmentationPage` in-process (``test_web_page``'s fixture).
+Uploads go to a real :class:`SegmentationPage` in-process (``test_web_page``'s fixture); the
+launcher and its sessions run as real processes on 127.0.0.1, reached with raw HTTP requests.
 """
 
 from __future__ import annotations
 
 import gzip
+import http.client
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import test_web_page
-from conftest import free_port
+from conftest import free_port, wait_for_port
 from test_slicer_mrml import CT_IMAGE, CT_LABEL
 from test_web_page import nodes, upload
+
+from fastsam3d_core.examples import SPLEEN_LABEL
 
 pytest.importorskip("trame_slicer", reason="needs the web extra (pip install -e '.[web]')")
 pytestmark = pytest.mark.skipif(not CT_IMAGE.is_file(), reason=f"{CT_IMAGE} not found")
@@ -131,3 +137,119 @@ def test_a_bad_upload_bound_is_refused_in_one_line(tmp_path: Path):
     assert run.returncode == 1, run.stderr
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: FASTSAM3D_WEB_MAX_IMAGE_GB=lots")
+
+
+# -- the launcher and its sessions, as real processes ---------------------------------------
+
+
+@pytest.fixture
+def launcher(tmp_path: Path):
+    """``fastsam3d web`` on a free loopback port, at most 1 session: (its port, its process)."""
+    port = free_port()
+    command = [str(Path(sys.executable).with_name("fastsam3d")), "web", str(CT_IMAGE),
+               "--model", "oracle", "--truth", str(CT_LABEL), "--truth-value", str(SPLEEN_LABEL),
+               "--port", str(port), "--sessions", "1"]  # fmt: skip
+    log = open(tmp_path / "server.log", "w")
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    sessions: list[int] = []
+    try:
+        wait_for_port(port, seconds=120, process=server)
+        yield port, server, sessions
+    finally:
+        if server.poll() is None:
+            server.send_signal(signal.SIGINT)
+            try:
+                server.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+        for pid in sessions:  # the sessions it left running, if any
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        log.close()
+
+
+def _get(port: int, path: str, headers: dict[str, str]) -> http.client.HTTPResponse:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    connection.request("GET", path, headers=headers)
+    response = connection.getresponse()
+    if response.status != 101:  # a websocket's upgrade has no body to read
+        response.read()
+    connection.close()
+    return response
+
+
+def _open_session(port: int) -> tuple[int, str]:
+    """Ask the launcher for a session as a tab does: the session's port, and its cookie."""
+    started = _get(port, "/", {"Host": f"localhost:{port}"})
+    assert started.status == 303, started.status
+    location = started.getheader("Location")
+    # From the configured address (127.0.0.1), not from the name the request used.
+    assert location.startswith("http://127.0.0.1:") and "/?session=" in location
+    session_port = int(location.split(":")[2].split("/")[0])
+    secret = location.split("?session=")[1]
+    return session_port, f"fastsam3d-session-{session_port}={secret}"
+
+
+def _handshake(port: int, host: str, origin: str, cookie: str) -> int:
+    """The status of a websocket handshake on the session's websocket."""
+    headers = {"Host": host, "Origin": origin, "Cookie": cookie, "Upgrade": "websocket",
+               "Connection": "Upgrade", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+               "Sec-WebSocket-Version": "13"}  # fmt: skip
+    return _get(port, "/ws", headers).status
+
+
+def test_the_launcher_answers_only_under_its_own_address(launcher):
+    port, _, _ = launcher
+    for host in (f"evil.example:{port}", f"127.0.0.1.evil.example:{port}"):
+        refused = _get(port, "/", {"Host": host})
+        assert refused.status == 403 and refused.getheader("Location") is None, host
+    session_port, _ = _open_session(port)  # no session was started for the refused ones
+    assert session_port != port
+
+
+def test_a_session_refuses_a_websocket_from_a_foreign_page_or_name(launcher):
+    port, _, _ = launcher
+    session_port, cookie = _open_session(port)
+    own = f"127.0.0.1:{session_port}"
+    assert _handshake(session_port, own, "http://evil.example", cookie) == 403
+    assert _handshake(session_port, own, f"http://evil.example:{session_port}", cookie) == 403
+    assert _handshake(session_port, f"evil.example:{session_port}", f"http://{own}", cookie) == 403
+    # The tab's own page, under any loopback name of the session's port.
+    assert _handshake(session_port, own, f"http://localhost:{session_port}", cookie) == 101
+    assert _handshake(session_port, f"localhost:{session_port}", f"http://{own}", cookie) == 101
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux's /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, exited but not yet reaped, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs Linux's /proc")
+def test_sigterm_stops_the_launcher_and_its_sessions(launcher):
+    port, server, sessions = launcher
+    _open_session(port)
+    sessions += _children(server.pid)
+    assert len(sessions) == 1
+    server.send_signal(signal.SIGTERM)
+    server.wait(timeout=40)
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in sessions) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in sessions), "SIGTERM left the session running"

@@ -10,14 +10,16 @@ it idles, or when no tab ever connects (see :mod:`fastsam3d_web.server`). Who ma
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
@@ -25,9 +27,13 @@ from urllib.parse import parse_qsl, urlsplit
 from .access import (
     SESSION_HOME_ENV,
     SESSION_SECRET_ENV,
+    WILDCARD_HOSTS,
+    bracketed,
     cookie_name,
     denied_page,
     granted,
+    host_allowed,
+    request_hostname,
     set_cookie_header,
 )
 
@@ -50,6 +56,7 @@ class Launcher:
         self.max_sessions = max_sessions
         self._sessions: list[subprocess.Popen] = []
         self._lock = threading.Lock()
+        self._stopped = False  # no session starts once stop() has begun
 
     def running(self) -> int:
         with self._lock:
@@ -65,6 +72,8 @@ class Launcher:
         """
         with self._lock:
             self._sessions = [s for s in self._sessions if s.poll() is None]
+            if self._stopped:
+                raise RuntimeError("this server is stopping")
             if len(self._sessions) >= self.max_sessions:
                 return None
             port = _free_port(self.host)
@@ -86,6 +95,7 @@ class Launcher:
 
     def stop(self) -> None:
         with self._lock:
+            self._stopped = True
             for session in self._sessions:
                 session.terminate()
             for session in self._sessions:
@@ -104,6 +114,10 @@ def serve(launcher: Launcher, host: str, port: int, token: str | None = None) ->
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (the http.server interface)
+            name = _address_name(self.headers.get("Host"), host)
+            if name is None:  # a DNS name pointed at this machine by someone else's page
+                self._page(403, "This FastSAM3D server answers only under its own address.")
+                return
             address = urlsplit(self.path)
             if address.path not in ("/", "/index.html"):
                 self._page(404, "Not found: open / to start a session.")
@@ -117,8 +131,6 @@ def serve(launcher: Launcher, host: str, port: int, token: str | None = None) ->
                     "<code>fastsam3d web</code> printed (it ends in <code>?token=…</code>).",
                 )
                 return
-            # The name the browser used for this server (it may listen on 0.0.0.0).
-            name = _bracketed(urlsplit(f"//{self.headers.get('Host') or host}").hostname or host)
             try:
                 started = launcher.start_session(home=f"http://{name}:{port}/")
             except RuntimeError as error:
@@ -150,10 +162,11 @@ def serve(launcher: Launcher, host: str, port: int, token: str | None = None) ->
             pass  # one line per request would drown the sessions' own messages
 
     httpd = ThreadingHTTPServer((host, port), Handler)
-    address = f"http://{_bracketed(host)}:{port}/" + (f"?token={token}" if token else "")
+    address = f"http://{bracketed(host)}:{port}/" + (f"?token={token}" if token else "")
     print(f"fastsam3d web: {address} (each tab gets its own session)", flush=True)
     try:
-        httpd.serve_forever()
+        with _terminate_as_interrupt():
+            httpd.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
@@ -161,9 +174,35 @@ def serve(launcher: Launcher, host: str, port: int, token: str | None = None) ->
         launcher.stop()
 
 
-def _bracketed(hostname: str) -> str:
-    """An IPv6 address in brackets, as URLs write it; other names as they are."""
-    return f"[{hostname}]" if ":" in hostname else hostname
+def _address_name(host_header: str | None, host: str) -> str | None:
+    """The host part of the addresses this server hands out (its sessions', its own), as URLs
+    write it; None when the request called the server by a name that is not its own.
+
+    The configured address, unless that is every interface (0.0.0.0): then the name the
+    browser used, once :func:`~fastsam3d_web.access.host_allowed` accepts it.
+    """
+    name = request_hostname(host_header)
+    if not host_allowed(name, host):
+        return None
+    return bracketed(name if host.strip("[]") in WILDCARD_HOSTS else host.strip("[]"))
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``kill``, service managers) stops the server as Ctrl+C does, sessions and all:
+    by default it would end this process at once and leave them running."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers are the main thread's; its own handling stays
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _free_port(host: str) -> int:

@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .access import SESSION_HOME_ENV, SESSION_SECRET_ENV, origin_guard, session_guard
+
 
 def predictor_for(
     model: str,
@@ -51,23 +53,29 @@ def run(
     """
     from trame.app import get_server
 
-    from .access import SESSION_HOME_ENV, SESSION_SECRET_ENV, session_guard
     from .app import SegmentationPage
 
     server = get_server(client_type="vue3")
     home = os.environ.get(SESSION_HOME_ENV)
     SegmentationPage(server, image, predictor, focus, idle_minutes=idle_minutes, home=home)
-    secret = os.environ.get(SESSION_SECRET_ENV)
-    if secret:
-        guard = session_guard(secret, port, home or "the address of fastsam3d web")
-        # Before wslink starts its aiohttp application (which freezes its middlewares).
-        server.controller.on_server_bind.add(
-            lambda web_server: web_server.app.middlewares.append(guard)
-        )
+    guard_server(server, host, port, os.environ.get(SESSION_SECRET_ENV), home)
     server.start(
         host=host,
         port=port,
         open_browser=False,
         show_connection_info=False,
         timeout=idle_timeout_s or 0,
+    )
+
+
+def guard_server(server: Any, host: str, port: int, secret: str | None, home: str | None) -> None:
+    """Make the trame ``server`` (listening on ``host:port``) answer only requests that call it
+    by its own names from its own pages and, with ``secret``, only the tab that brings it."""
+    guards = [origin_guard(host, port)]
+    if secret:
+        guards.append(session_guard(secret, port, home or "the address of fastsam3d web"))
+    # Before wslink starts its aiohttp application (which freezes its middlewares); they see
+    # every request, the websocket's handshake included.
+    server.controller.on_server_bind.add(
+        lambda web_server: web_server.app.middlewares.extend(guards)
     )
