@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import sys
 import tempfile
 import threading
@@ -31,6 +32,31 @@ class VolumeReadError(ValueError):
 
     It is a :class:`ValueError`, so code that catches bad input in general catches it too.
     """
+
+
+def special_file_kind(path: str | os.PathLike[str]) -> str | None:
+    """What ``path`` is, in words, when it exists but is neither a regular file nor a folder.
+
+    Reading a named pipe blocks until another program writes to it, and reading ``/dev/zero``
+    never ends: such paths are refused by name before anything opens them.
+
+    Returns:
+        e.g. ``"a named pipe (FIFO)"``, ``"a character device"``; None for a regular file, a
+        folder, or a path that does not exist.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    kinds = (
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((words for is_kind, words in kinds if is_kind(mode)), "a special file")
 
 
 def itk_reason(error: BaseException, limit: int = 300) -> str:

@@ -10,9 +10,7 @@ arrays that ``SimpleITK.GetArrayFromImage`` returns.
 
 from __future__ import annotations
 
-import gzip
 import os
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +19,9 @@ import SimpleITK as sitk
 
 from ..geometry.volume import Volume
 from ._atomic import write_atomically
+from ._nifti import check_nifti, check_nifti_voxels
 from .dicom import series_files_in_folder, series_files_of
-from .errors import VolumeReadError, itk_reason, itk_warnings_as_python
+from .errors import VolumeReadError, itk_reason, itk_warnings_as_python, special_file_kind
 
 #: ITK image readers accepted, and the formats they read.
 READ_FORMATS = {
@@ -108,9 +107,14 @@ def read_volume(path: str | os.PathLike[str]) -> Volume:
         its float64 ``ijk_to_ras``. A single slice is a volume with one axis of size 1.
 
     Raises:
-        VolumeReadError: the path does not exist; the file is not NRRD, NIfTI, MetaImage or
-            DICOM, or is damaged or truncated; a folder holds no DICOM series; the image is 2-D,
-            4-D or has several values per voxel (vector, RGB); the volume is empty.
+        VolumeReadError: the path does not exist, or is not a regular file or folder (a named
+            pipe, a device); the file is not NRRD, NIfTI, MetaImage or DICOM, or is damaged or
+            truncated; a folder holds no DICOM series; the image is 2-D, 4-D or has several
+            values per voxel (vector, RGB); the volume is empty; a NIfTI has NaN or infinite
+            voxels (which ITK would read as 0) or a zero voxel size (read as 1 mm).
+
+    Warns:
+        UserWarning: a NIfTI's qform and sform disagree (the message says which one is used).
     """
     path = Path(path)
     if path.is_dir():
@@ -118,7 +122,13 @@ def read_volume(path: str | os.PathLike[str]) -> Volume:
     elif path.is_file():
         files = _files_to_read(path)
     else:
-        raise VolumeReadError(f"{path}: file or folder not found")
+        kind = special_file_kind(path)  # opening a named pipe would block, /dev/zero never end
+        if kind is None:
+            raise VolumeReadError(f"{path}: file or folder not found")
+        raise VolumeReadError(
+            f"{path}: not a regular file but {kind}; give an image file, or a folder holding a "
+            "DICOM series"
+        )
     return _volume_from_image(_read_image(files, path), path)
 
 
@@ -142,7 +152,7 @@ def _files_to_read(path: Path) -> list[str]:
     _check_scalar_volume(path, dimension, components, header.GetSize())
     _check_fits_in_memory(path, header)
     if reader == "NiftiImageIO":
-        _check_nifti_complete(path, header)
+        check_nifti(path, itk_ijk_to_ras(header))
     return [str(path)]
 
 
@@ -234,57 +244,6 @@ def _cgroup_available() -> int | None:
     return None if limit == "max" else max(int(limit) - used, 0)
 
 
-def _check_nifti_complete(path: Path, header: sitk.ImageFileReader) -> None:
-    """Refuse a truncated NIfTI file, which ITK would read without complaint, the rest garbage.
-
-    Decompresses a ``.nii.gz`` once more to count its bytes (about as long as reading it). A
-    ``.hdr``/``.img`` pair keeps its voxels in the ``.img`` (or ``.img.gz``) beside the header.
-    """
-    try:
-        dims = int(header.GetMetaData("dim[0]"))
-        voxels = np.prod([int(header.GetMetaData(f"dim[{n}]")) for n in range(1, dims + 1)])
-        offset = int(float(header.GetMetaData("vox_offset")))
-        expected = offset + int(voxels) * int(header.GetMetaData("bitpix")) // 8
-    except (RuntimeError, ValueError) as error:
-        reason = itk_reason(error) if isinstance(error, RuntimeError) else str(error)
-        raise VolumeReadError(f"{path}: unreadable NIfTI header: {reason}") from error
-    data = _nifti_voxel_file(path)
-    if data is None:
-        return  # no .img beside the .hdr: ITK's reading says so
-    try:
-        actual = _data_size(data)
-    except (OSError, EOFError, zlib.error) as error:
-        raise VolumeReadError(f"{path}: damaged or truncated compressed data ({error})") from error
-    if actual < expected:
-        raise VolumeReadError(
-            f"{path}: the file is truncated: the header announces {expected} bytes, "
-            f"{'the file' if data == path else data.name} holds {actual}"
-        )
-
-
-def _nifti_voxel_file(path: Path) -> Path | None:
-    """The file holding a NIfTI image's voxels: the file itself, or a header's .img."""
-    name = path.name.lower()
-    for header_suffix in (".hdr", ".hdr.gz"):
-        if name.endswith(header_suffix):
-            stem = path.name[: -len(header_suffix)]
-            pair = [path.with_name(stem + suffix) for suffix in (".img", ".img.gz")]
-            return next((file for file in pair if file.is_file()), None)
-    return path
-
-
-def _data_size(path: Path) -> int:
-    with open(path, "rb") as file:
-        compressed = file.read(2) == b"\x1f\x8b"
-    if not compressed:
-        return path.stat().st_size
-    size = 0
-    with gzip.open(path, "rb") as stream:
-        while chunk := stream.read(1 << 24):
-            size += len(chunk)
-    return size
-
-
 def _volume_from_image(image: sitk.Image, path: Path) -> Volume:
     _check_scalar_volume(
         path, image.GetDimension(), image.GetNumberOfComponentsPerPixel(), image.GetSize()
@@ -347,7 +306,7 @@ def write_labelmap(
             sitk.WriteImage(image, str(temporary), useCompression=suffix == ".nrrd")
         if suffix != ".nrrd":  # ITK's NIfTI writer reports failed writes (disk full) on stderr only
             try:
-                _check_nifti_complete(temporary, _read_header(temporary))
+                check_nifti_voxels(temporary)
             except VolumeReadError as error:
                 raise OSError(f"could not write {path}: the file came out incomplete") from error
 
