@@ -58,6 +58,7 @@ def series_files_in_folder(folder: Path) -> list[str]:
     series = dicom_series(folder)
     _refuse_left_out_images(folder, series)
     if not series:
+        _refuse_named_pipes(folder)
         raise VolumeReadError(
             f"{folder}: no DICOM series in this folder (subfolders are not searched; "
             "to read a NRRD, NIfTI or MetaImage file, give the file's path)"
@@ -219,6 +220,17 @@ def _check_not_sheared(files: list[str], positions: np.ndarray, normal: np.ndarr
             "the series with a tool that corrects gantry tilt (dcm2niix; 3D Slicer's DICOM "
             "import with acquisition geometry regularization) and give that file"
         )
+
+
+def _refuse_named_pipes(folder: Path) -> None:
+    """Refuse a folder holding a named pipe: GDCM then finds no series in it (devices and
+    sockets it skips)."""
+    for path in sorted(folder.iterdir()):
+        if path.is_fifo():
+            raise VolumeReadError(
+                f"{path}: a named pipe (FIFO), not a regular file, which keeps GDCM from finding "
+                "the DICOM series of its folder; move it out of the folder"
+            )
 
 
 def _refuse_left_out_images(folder: Path, series: dict[str, list[str]]) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..geometry import apply_affine, as_point
+from .errors import special_file_kind
 from .images import flip_lps_ras
 
 
@@ -23,9 +24,10 @@ def read_markups_points(path: str | Path) -> np.ndarray:
         ``defined`` are skipped.
 
     Raises:
-        ValueError: the file cannot be read as UTF-8 JSON, is not a markups file, has an unknown
-            coordinate system, a control point without three finite numbers as position, or no
-            defined point. The message names the file (and the point).
+        ValueError: the file is not a regular file (a named pipe, a device), cannot be read as
+            UTF-8 JSON, is not a markups file, has an unknown coordinate system, a control point
+            without three finite numbers as position, or no defined point. The message names the
+            file (and the point).
     """
     path = Path(path)
     points = [
@@ -38,12 +40,19 @@ def read_markups_points(path: str | Path) -> np.ndarray:
 
 
 def _read_document(path: Path) -> dict:
+    kind = special_file_kind(path)
+    if kind is not None:  # reading a named pipe would block, /dev/zero fill the memory
+        raise ValueError(f"{path}: not a regular file but {kind}; give a markups file")
     try:
         document = json.loads(path.read_text(encoding="utf-8-sig"))  # with or without a BOM
     except UnicodeDecodeError as error:
         raise ValueError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not valid JSON ({error.msg}, line {error.lineno})") from None
+    except RecursionError:  # Python's parser recurses per level; markups are four levels deep
+        raise ValueError(
+            f"{path}: not a Slicer markups file (JSON nested thousands of levels deep)"
+        ) from None
     except FileNotFoundError:
         raise ValueError(f"{path}: markups file not found") from None
     except OSError as error:

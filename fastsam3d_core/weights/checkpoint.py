@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..io.errors import special_file_kind
 from ..models.build import MODEL_REGISTRY, expected_state_shapes
 from ..models.sam3d import Sam3D
 from .formats import describe_start, is_checkpoint_start
@@ -67,6 +68,9 @@ def read_checkpoint_file(path: str | os.PathLike) -> object:
         CheckpointError: missing or unreadable file, or one that needs more than plain data.
     """
     if not os.path.isfile(path):
+        kind = special_file_kind(path)  # a named pipe would block, /dev/zero never end
+        if kind is not None:
+            raise CheckpointError(f"{os.fspath(path)}: not a regular file but {kind}")
         raise CheckpointError(f"checkpoint file not found: {os.fspath(path)}")
     with open(path, "rb") as file:
         head = file.read(64)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Callable, Optional
 
+from ..io.errors import special_file_kind
 from ..messages import one_line, os_error_reason
 from .formats import describe_start, is_checkpoint_start
 from .registry import WeightsEntry, get_weights_entry
@@ -253,6 +254,9 @@ def resolve_weights(
         if explicit.is_dir():
             raise WeightsError(f"{explicit} is a folder; give the weights file (.pth) in it")
         if not explicit.is_file():
+            kind = special_file_kind(explicit)  # a named pipe would block torch.load
+            if kind is not None:
+                raise WeightsError(f"{explicit}: not a regular file but {kind}; give the .pth file")
             raise WeightsError(f"weights file not found: {explicit}")
         return explicit
     cached = cached_weights_path(entry, cache_dir)
