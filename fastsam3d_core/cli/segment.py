@@ -17,6 +17,9 @@ SEGMENTATION_SUFFIX = ".seg.nrrd"
 LABELMAP_SUFFIXES = (".nrrd", ".nii", ".nii.gz")
 
 Prompt = tuple[tuple[float, float, float], bool]
+# Each point runs the model (a third of a second or more on a CPU): 10,000 points from a file
+# exported by mistake would run for an hour. Interactive segmentation takes tens of points.
+MAX_POINTS = 200
 
 
 def parse_point(text: str) -> Prompt:
@@ -47,10 +50,17 @@ def _prompts(
     """Every point with where it comes from (for messages), checked for a positive one."""
     from ..io.markups import read_markups_points
 
+    if len(points) > MAX_POINTS:
+        raise typer.BadParameter(
+            f"given {len(points)} times; at most {MAX_POINTS} points are taken",
+            param_hint="--point",
+        )
     prompts = [(f"--point {text}", parse_point(text)) for text in points]
     for path, positive in ((positive_file, True), (negative_file, False)):
         if path is not None:
-            for k, p in enumerate(read_markups_points(path).tolist(), 1):
+            read = read_markups_points(path).tolist()
+            _check_point_count(path, len(read), len(prompts))
+            for k, p in enumerate(read, 1):
                 prompts.append((f"{path}: point {k}", ((p[0], p[1], p[2]), positive)))
     if not prompts:
         raise typer.BadParameter("give at least one --point, --points or --negative-points")
@@ -60,6 +70,15 @@ def _prompts(
             "negative points only remove voxels from an object"
         )
     return prompts
+
+
+def _check_point_count(path: Path, in_file: int, before: int) -> None:
+    if before + in_file > MAX_POINTS:
+        in_all = f", {before + in_file} in all" if before else ""
+        raise ValueError(
+            f"{path}: {in_file} points{in_all}; at most {MAX_POINTS} points are taken (each one "
+            "runs the model): give fewer"
+        )
 
 
 def _output_kind(output: Path) -> str:
