@@ -61,6 +61,8 @@ class Case:
     env: dict[str, str] = field(default_factory=dict)
     file_size_limit: int | None = None
     address_space_limit: int | None = None
+    # Seconds before the case counts as a hang (shorter where the old behaviour was to block).
+    timeout_s: float = 120
 
 
 @dataclass
@@ -1156,13 +1158,20 @@ def run_console_script(request: dict) -> int | None:
 
 
 def run_case(
-    run: Callable[[dict], int | None], common: Common, name: str, root: Path, tag: str = ""
+    run: Callable[[dict], int | None],
+    common: Common,
+    name: str,
+    root: Path,
+    tag: str = "",
+    cases: dict[str, Callable[[Path, Common], Case]] | None = None,
 ) -> tuple[Case, Outcome]:
-    """Build a case in its own folder, run it with ``run`` (a server's or a new process)."""
+    """Build a case (of ``cases``, default this module's) in its own folder, run it with
+    ``run`` (a server's or a new process)."""
+    cases = CASES if cases is None else cases
     # Not named after the case, so that words of its name in a path cannot pass for a mention.
-    folder = root / f"case-{sorted(CASES).index(name):03d}{tag}"
+    folder = root / f"case-{sorted(cases).index(name):03d}{tag}"
     folder.mkdir()
-    bad = CASES[name](folder, common)
+    bad = cases[name](folder, common)
     watched = [folder, common.folder]
     before = _snapshot(watched)
     logs = root / f"{folder.name}.log"
@@ -1170,7 +1179,8 @@ def run_case(
     env = {"FASTSAM3D_CACHE_DIR": str(root / f"{folder.name}.cache"), "COLUMNS": "100",
            "http_proxy": OFFLINE_PROXY, "https_proxy": OFFLINE_PROXY, **bad.env}  # fmt: skip
     request = {"cwd": str(folder), "env": env, "unset": ["no_proxy", "NO_PROXY"],
-               "stdout": str(logs / "stdout"), "stderr": str(logs / "stderr"), "timeout_s": 120,
+               "stdout": str(logs / "stdout"), "stderr": str(logs / "stderr"),
+               "timeout_s": bad.timeout_s,
                "file_size_limit": bad.file_size_limit,
                "address_space_limit": bad.address_space_limit}  # fmt: skip
     request.update({"argv": bad.argv} if bad.argv is not None else {"code": bad.code})
