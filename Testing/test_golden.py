@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
+import torch
+from conftest import seeded_model
 
 from fastsam3d_core import Sam3D, build_model
 from fastsam3d_core.golden import FULL_MASK_KEY, GOLDEN_RTOL, GoldenReference
+from fastsam3d_core.models import common
+from fastsam3d_core.models.common import linear_path
 
 
 def test_state_dict_keys_and_shapes_equal_official(golden: GoldenReference) -> None:
@@ -79,3 +84,15 @@ def test_golden_runs_compute_without_tf32_and_restore_the_settings(
         hook.remove()
     assert seen == ["ieee"]
     assert conv.fp32_precision == before == "tf32"  # PyTorch's default
+
+
+@pytest.mark.parametrize("path", ["plain", "onednn"])
+def test_the_golden_references_hold_on_both_linear_paths(golden: GoldenReference, path) -> None:
+    # Which path the default takes depends on the CPU (oneDNN on AVX-512, BLAS elsewhere): both
+    # must reproduce the official outputs on every CPU, whichever this one is.
+    model = seeded_model(golden.name, golden)
+    with linear_path(path), torch.no_grad():
+        if common._ONEDNN_LINEAR is not None:  # the path taken is the one asked for
+            assert common._onednn_applies(torch.ones(8, 8), torch.ones(2, 8)) == (path == "onednn")
+        errors = golden.relative_errors(golden.run(model))
+    assert max(errors.values()) <= GOLDEN_RTOL, errors

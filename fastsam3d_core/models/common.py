@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import warnings
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -36,13 +41,42 @@ _ONEDNN_LINEAR = (
 # beats the default MKL call (about 205 against 165 GFLOP/s for the encoder's MLP products), on
 # an AVX2 EPYC it loses (20 against 16 ms for 512x3072 @ 3072x768). bfloat16 where the CPU has
 # AVX-512 (emulated) or native bfloat16 units; elsewhere oneDNN has no bfloat16 kernel.
-_ONEDNN_DTYPES = (
-    (torch.float32,) if torch.backends.cpu.get_cpu_capability() == "AVX512" else ()
-) + (
-    (torch.bfloat16,)
-    if _ONEDNN_LINEAR is not None and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    else ()
-)
+# FASTSAM3D_LINEAR=plain or onednn takes one path on any CPU (default auto: as above). The two
+# round differently, so a test whose claim depends on numerics runs under both (Testing/).
+LINEAR_PATH_VARIABLE = "FASTSAM3D_LINEAR"
+_LINEAR_PATH = os.environ.get(LINEAR_PATH_VARIABLE, "auto").strip().lower() or "auto"
+if _LINEAR_PATH not in ("auto", "plain", "onednn"):
+    warnings.warn(
+        f"{LINEAR_PATH_VARIABLE}={_LINEAR_PATH!r} ignored: use auto, plain or onednn", stacklevel=2
+    )
+    _LINEAR_PATH = "auto"
+
+
+def _onednn_dtypes(path: str) -> tuple[torch.dtype, ...]:
+    if _ONEDNN_LINEAR is None or path == "plain":
+        return ()
+    onednn_float32 = path == "onednn" or torch.backends.cpu.get_cpu_capability() == "AVX512"
+    bfloat16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return ((torch.float32,) if onednn_float32 else ()) + ((torch.bfloat16,) if bfloat16 else ())
+
+
+_ONEDNN_DTYPES = _onednn_dtypes(_LINEAR_PATH)
+
+
+@contextlib.contextmanager
+def linear_path(path: str) -> Iterator[None]:
+    """Take one linear path inside the block: "plain", "onednn" or "auto" (tests that check a
+    numerical claim on both)."""
+    global _ONEDNN_DTYPES
+    if path not in ("auto", "plain", "onednn"):
+        raise ValueError(f"linear path must be auto, plain or onednn, not {path!r}")
+    previous, _ONEDNN_DTYPES = _ONEDNN_DTYPES, _onednn_dtypes(path)
+    try:
+        yield
+    finally:
+        _ONEDNN_DTYPES = previous
+
+
 # Weights of these dtypes are packed once per layer (see _packed_weight). For float32 it saves
 # 2-4 % per call on AVX2/AVX-512, not worth a second copy of every weight.
 _PACKED_DTYPES = (torch.bfloat16,)
