@@ -9,7 +9,9 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -50,6 +52,11 @@ def local_model(seeded_weights: Path):
     return _loaded(seeded_weights)
 
 
+# The module's service's deadline for a request's body: short, so that a test of stalled uploads
+# waits for their 408 briefly.
+BODY_TIMEOUT_S = 20.0
+
+
 @pytest.fixture(scope="module")
 def service(seeded_weights: Path, tmp_path_factory: pytest.TempPathFactory):
     """The URL of a running service with a token; stopped at the end of the module."""
@@ -60,6 +67,7 @@ def service(seeded_weights: Path, tmp_path_factory: pytest.TempPathFactory):
         device="cpu",
         token="secret",
         decoder_dir=str(tmp_path_factory.mktemp("decoders")),
+        body_timeout_s=BODY_TIMEOUT_S,
     )
     try:
         yield start_service(options, port=free_port(), num_cpus=2)
@@ -144,12 +152,14 @@ def test_eight_concurrent_sessions(service, local_model, tmp_path):
         assert_same_masks(result, local)
 
 
-def _call(url: str, path: str, body: bytes | None = None, headers: dict | None = None):
+def _call(
+    url: str, path: str, body: bytes | None = None, headers: dict | None = None, timeout_s=60
+):
     request = urllib.request.Request(
         url + path, body, headers or {}, method="POST" if body else "GET"
     )
     try:
-        with urllib.request.urlopen(request, timeout=60) as reply:
+        with urllib.request.urlopen(request, timeout=timeout_s) as reply:
             return reply.status, reply.read()
     except urllib.error.HTTPError as error:
         return error.code, error.read()
@@ -158,19 +168,26 @@ def _call(url: str, path: str, body: bytes | None = None, headers: dict | None =
 def test_bad_requests_get_4xx_and_the_service_keeps_serving(service):
     auth = {"Authorization": "Bearer secret"}
     crop16 = np.zeros((128, 128, 128), "<f2").tobytes()
+    # Finite, but beyond what the encoder's arithmetic holds: its embedding would be NaN.
+    huge = np.where(np.random.default_rng(0).random(128**3) < 0.5, -3e38, 3e38).astype("<f4")
     cases = [
         ("/v1/models", None, {"Authorization": "Bearer wrong"}, 401),
+        ("/-/routes", None, {}, 401),  # Ray's own paths ask for the token too
+        ("/-/healthz", None, {"Authorization": "Bearer wrong"}, 401),
         ("/v1/encode?model=fastsam3d", crop16[:1000], {**auth, "X-Crop-Dtype": "float16"}, 400),
         ("/v1/encode?model=fastsam3d", crop16, {**auth, "X-Crop-Dtype": "int8"}, 400),
         ("/v1/encode?model=sam2", crop16, {**auth, "X-Crop-Dtype": "float16"}, 404),
         ("/v1/encode?model=fastsam3d", np.full(128**3, np.nan, "<f2").tobytes(),
          {**auth, "X-Crop-Dtype": "float16"}, 400),
         ("/v2/encode", crop16, auth, 404),
+        ("/v1/encode?model=fastsam3d", huge.tobytes(), {**auth, "X-Crop-Dtype": "float32"}, 400),
     ]  # fmt: skip
     for path, body, headers, status in cases:
         code, reply = _call(service, path, body, headers)
         assert code == status, (path, code, reply)
         assert json.loads(reply)["error"]
+    assert "overflow the encoder" in json.loads(reply)["error"]
+    assert _call(service, "/-/routes", headers=auth)[0] == 200
     code, reply = _call(
         service, "/v1/encode?model=fastsam3d", crop16, {**auth, "X-Crop-Dtype": "float16"}
     )
@@ -207,6 +224,36 @@ def test_a_chunked_body_larger_than_a_crop_is_refused_while_it_is_read(service):
     assert reply.status == 413, reply.read()
     assert "exceeds" in json.loads(reply.read())["error"]
     connection.close()
+
+
+def test_stalled_uploads_neither_hold_the_service_nor_stay_open(service):
+    """Eight clients send the headers and 100 kB of an 8 MB crop, then stall (six used to hold
+    every request slot of the replica: no one was answered for minutes). Others are answered at
+    once; the stalled ones get 408 after the body's deadline, and are closed."""
+    address = urllib.parse.urlsplit(service)
+    head = (b"POST /v1/encode?model=fastsam3d HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            b"secret\r\nX-Crop-Dtype: float32\r\nContent-Length: %d\r\n\r\n") % (128**3 * 4)
+    start = time.monotonic()
+    stalled = [socket.create_connection((address.hostname, address.port)) for _ in range(8)]
+    try:
+        for connection in stalled:
+            connection.sendall(head + bytes(100_000))
+            connection.settimeout(BODY_TIMEOUT_S + 30)
+        auth = {"Authorization": "Bearer secret"}
+        assert _call(service, "/v1/health", headers=auth, timeout_s=5)[0] == 200
+        assert not select.select(stalled, [], [], 0)[0], "answered before the health check"
+        crop = np.zeros((128, 128, 128), "<f2").tobytes()
+        encode = ("/v1/encode?model=fastsam3d", crop, {**auth, "X-Crop-Dtype": "float16"})
+        assert _call(service, *encode)[0] == 200
+        for connection in stalled:
+            reply = b""
+            while chunk := connection.recv(4096):  # to the end: the service closes it
+                reply += chunk
+            assert reply.startswith(b"HTTP/1.1 408") and b"did not arrive within" in reply
+        assert time.monotonic() - start < BODY_TIMEOUT_S + 15
+    finally:
+        for connection in stalled:
+            connection.close()
 
 
 def test_a_server_that_never_answers_is_asked_once(tmp_path):
@@ -428,3 +475,13 @@ def test_a_body_larger_than_a_crop_is_refused_before_it_is_read():
     with pytest.raises(RequestError, match="at most") as refused:
         check_length(str(128**3 * 4 + 1))
     assert refused.value.status == 413
+
+
+def test_segment_never_prints_the_credentials_in_a_server_address(service, tmp_path):
+    host = urllib.parse.urlsplit(service).netloc
+    for server, shown in ((f"http://user:hunter2@{host}", f"http://***@{host}"),  # fmt: skip
+                          (f"{service}/?token=hunter2", f"{service}/?token=***")):
+        result = invoke_cli(["segment", "--example", "--server", server,
+                             "-o", tmp_path / "out.seg.nrrd"])  # fmt: skip
+        assert result.exit_code == 1 and "hunter2" not in result.output + result.stderr
+        assert f"connecting to {shown} " in result.output and shown in result.stderr

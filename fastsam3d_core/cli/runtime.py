@@ -26,7 +26,13 @@ ServerOption = Annotated[
 ]
 TokenOption = Annotated[
     Optional[str],
-    typer.Option("--token", metavar="TOKEN", envvar="FASTSAM3D_TOKEN", help="The service's token."),
+    typer.Option(
+        "--token",
+        metavar="TOKEN",
+        envvar="FASTSAM3D_TOKEN",
+        help="The service's token. On the command line every user of this machine sees it (ps): "
+        "prefer FASTSAM3D_TOKEN.",
+    ),
 ]
 
 

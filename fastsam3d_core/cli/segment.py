@@ -202,9 +202,9 @@ def segment(
         sam = load_model(model, weights, torch_device, adapter, precision)
         session = Session(volume, sam)
     else:
-        from ..serving import RemotePredictor
+        from ..serving import RemotePredictor, display_url
 
-        typer.echo(f"connecting to {server} for {model} ...")
+        typer.echo(f"connecting to {display_url(server)} for {model} ...")
         decoder = weights if weights is not None else "auto"
         session = Session(
             volume, RemotePredictor(server, model=model, token=token, decoder=decoder)

@@ -5,6 +5,6 @@ The service (:mod:`.service`, ``fastsam3d serve``) computes image embeddings of 
 from an ONNX export (:mod:`.onnx_decoder`) fetched from the service once.
 """
 
-from .client import ModelMismatchError, RemoteError, RemotePredictor, served_models
+from .client import ModelMismatchError, RemoteError, RemotePredictor, display_url, served_models
 
-__all__ = ["ModelMismatchError", "RemoteError", "RemotePredictor", "served_models"]
+__all__ = ["ModelMismatchError", "RemoteError", "RemotePredictor", "display_url", "served_models"]

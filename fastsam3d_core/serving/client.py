@@ -14,6 +14,7 @@ import socket
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from email.message import Message
 from pathlib import Path
@@ -92,16 +93,19 @@ class RemotePredictor:
         if crop_dtype not in protocol.CROP_DTYPES:
             raise ValueError(f"crop_dtype must be one of {sorted(protocol.CROP_DTYPES)}")
         self.url = service_url(url)
+        self.shown_url = display_url(self.url)  # for messages: without credentials
         self.model = model
         self.token = token
         self.crop_dtype = crop_dtype
         self.timeout_s = timeout_s
         served = served_models(url, token, min(timeout_s, FIRST_CONTACT_TIMEOUT_S))
         if model not in served:
-            raise RemoteError(f"{self.url} does not serve {model!r}; it serves {sorted(served)}")
+            raise RemoteError(
+                f"{self.shown_url} does not serve {model!r}; it serves {sorted(served)}"
+            )
         self.weights_sha256 = served[model]["weights_sha256"]
         if str(decoder) == "auto":
-            source = f"the decoder from {self.url}"
+            source = f"the decoder from {self.shown_url}"
             path = self._decoder_file(served[model]["decoder_sha256"], cache_dir)
         else:
             source, path = f"the decoder {decoder}", Path(decoder)
@@ -113,7 +117,7 @@ class RemotePredictor:
         if self.decoder.weights_sha256 != self.weights_sha256:
             raise ModelMismatchError(
                 f"model mismatch: {source} comes from weights {self.decoder.weights_sha256[:12]}…, "
-                f"{self.url} encodes with {self.weights_sha256[:12]}…"
+                f"{self.shown_url} encodes with {self.weights_sha256[:12]}…"
             )
 
     def encode(self, crop: Crop) -> np.ndarray:
@@ -124,7 +128,7 @@ class RemotePredictor:
         )
         if headers.get(protocol.WEIGHTS_HEADER) != self.weights_sha256:
             raise ModelMismatchError(
-                f"model mismatch: {self.url} now encodes with weights "
+                f"model mismatch: {self.shown_url} now encodes with weights "
                 f"{headers.get(protocol.WEIGHTS_HEADER, '?')[:12]}…, this session's decoder "
                 f"has {self.weights_sha256[:12]}…; start a new session"
             )
@@ -146,7 +150,9 @@ class RemotePredictor:
             return path
         data, _ = self._request("GET", f"/decoder?model={self.model}")
         if hashlib.sha256(data).hexdigest() != sha256:
-            raise RemoteError(f"the decoder from {self.url} does not match its checksum; try again")
+            raise RemoteError(
+                f"the decoder from {self.shown_url} does not match its checksum; try again"
+            )
         folder.mkdir(parents=True, exist_ok=True)
         # A name of its own: several sessions of one process may fetch it at the same time.
         with tempfile.NamedTemporaryFile(dir=folder, suffix=".part", delete=False) as temporary:
@@ -183,7 +189,7 @@ def served_models(
         return dict(json.loads(data)["models"])
     except (ValueError, KeyError, TypeError):
         raise RemoteError(
-            f"{url} answers, but not as a FastSAM3D service (fastsam3d serve)"
+            f"{display_url(url)} answers, but not as a FastSAM3D service (fastsam3d serve)"
         ) from None
 
 
@@ -200,8 +206,31 @@ def service_url(url: str) -> str:
         url = "http://" + url
     scheme = url.split("://", 1)[0].lower()
     if scheme not in ("http", "https"):
-        raise ValueError(f"{url}: the server address must start with http:// or https://")
+        raise ValueError(
+            f"{display_url(url)}: the server address must start with http:// or https://"
+        )
     return url
+
+
+# Query parameters whose values are secrets, by a part of their name (token=, api_key=, …).
+SECRET_PARAMETER_PARTS = ("token", "key", "secret", "pass", "auth", "sig", "credential")
+
+
+def display_url(url: str) -> str:
+    """``url`` as it may be printed: without a ``user:password@`` and with the values of
+    secret-looking query parameters replaced by ``***``."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.netloc.rpartition("@")[2]
+        query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    except ValueError:  # e.g. an unbalanced IPv6 bracket: show nothing of it rather than a secret
+        return "(an address that is not a URL)"
+    netloc = f"***@{host}" if "@" in parts.netloc else host
+    secret = [any(part in name.lower() for part in SECRET_PARAMETER_PARTS) for name, _ in query]
+    if any(secret):
+        shown = [(name, "***" if hidden else value) for (name, value), hidden in zip(query, secret)]
+        parts = parts._replace(query=urllib.parse.urlencode(shown, safe="*/"))
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def request(
@@ -224,6 +253,7 @@ def request(
     if token:
         request_headers["Authorization"] = f"Bearer {token}"
     full_url = f"{url}{protocol.API}{path}"
+    shown_url = display_url(full_url)
     problem = ""
     for attempt in range(retries + 1):
         if attempt:
@@ -235,16 +265,16 @@ def request(
         except urllib.error.HTTPError as error:
             problem = _http_problem(error)
             if error.code < 500:
-                raise RemoteError(f"{full_url}: {problem}", status=error.code) from None
+                raise RemoteError(f"{shown_url}: {problem}", status=error.code) from None
         except (urllib.error.URLError, OSError) as error:
             reason = getattr(error, "reason", error)
             if isinstance(reason, (socket.timeout, TimeoutError)):  # distinct on Python 3.9
                 raise RemoteError(
-                    f"{full_url}: no answer within {timeout_s:g} s (the server is busy or "
+                    f"{shown_url}: no answer within {timeout_s:g} s (the server is busy or "
                     "stuck); try again later"
                 ) from None
             problem = f"server unreachable ({reason})"
-    raise RemoteError(f"{full_url}: {problem}, after {retries + 1} attempts")
+    raise RemoteError(f"{shown_url}: {problem}, after {retries + 1} attempts")
 
 
 class CheckpointDecoder:

@@ -8,10 +8,12 @@ several machines, autoscaling, GPU fractions, and a replacement for a replica th
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,8 @@ class ServiceOptions:
         adapters: model name -> adapter file (``fastsam3d finetune``), for the models that
             have one.
         precision: the encoders' precision (:mod:`fastsam3d_core.models.precision`).
+        body_timeout_s: longest an encode request's body may take to arrive (then 408): a
+            client that stalls mid-upload must not hold a request slot for long.
     """
 
     weights: dict[str, str]
@@ -48,6 +52,7 @@ class ServiceOptions:
     decoder_dir: str = field(default="")
     adapters: dict[str, str] = field(default_factory=dict)
     precision: str = "auto"
+    body_timeout_s: float = 30.0
 
 
 class EncoderReplica:
@@ -141,10 +146,18 @@ def check_length(content_length: str | None) -> None:
         raise RequestError(413, f"the body is {content_length} bytes; a crop is at most {largest}")
 
 
-async def read_body(request: Any) -> bytes:
+async def read_body(request: Any, timeout_s: float) -> bytes:
     """The request's body, refused (413) as soon as it outgrows a float32 crop: before it is
-    read when it announces its length, while it is read when it does not (chunked)."""
+    read when it announces its length, while it is read when it does not (chunked); and
+    refused (408) unless it has arrived within ``timeout_s``."""
     check_length(request.headers.get("content-length"))
+    try:
+        return await asyncio.wait_for(_stream_body(request), timeout_s)
+    except asyncio.TimeoutError:
+        raise RequestError(408, f"the body did not arrive within {timeout_s:g} s") from None
+
+
+async def _stream_body(request: Any) -> bytes:
     largest, size, chunks = protocol.crop_bytes("float32"), 0, []
     async for chunk in request.stream():
         size += len(chunk)
@@ -152,6 +165,18 @@ async def read_body(request: Any) -> bytes:
             raise RequestError(413, f"the body exceeds {largest} bytes, the most a crop takes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def check_embedding(embedding: np.ndarray, crop: np.ndarray) -> None:
+    """Refuse (400) to answer with a non-finite embedding: finite crop values of a huge
+    magnitude (a crop that is not z-normalised) overflow inside the encoder."""
+    if not np.all(np.isfinite(embedding)):
+        largest = float(np.abs(crop).max())
+        raise RequestError(
+            400,
+            f"the crop's values (up to {largest:.3g} in magnitude) overflow the encoder: its "
+            "embedding is not finite; send a z-normalised crop",
+        )
 
 
 def check_token(expected: str | None, authorization: str | None) -> None:
@@ -193,6 +218,7 @@ def build_app(
         def __init__(self, options: ServiceOptions) -> None:
             self.replica = EncoderReplica(options)
             self.token = options.token
+            self.body_timeout_s = options.body_timeout_s
             self.encode.set_max_batch_size(options.max_batch_size)
             self.encode.set_batch_wait_timeout_s(options.batch_wait_s)
 
@@ -205,7 +231,11 @@ def build_app(
                 check_token(self.token, request.headers.get("authorization"))
                 return await self._route(request)
             except RequestError as error:
-                return Response(error_body(str(error)), error.status, media_type="application/json")
+                # A client that stalled mid-upload: its connection is not kept for another.
+                close = {"Connection": "close"} if error.status == 408 else None
+                return Response(
+                    error_body(str(error)), error.status, close, media_type="application/json"
+                )
 
         async def _route(self, request: Request) -> Response:
             path, method = request.url.path.rstrip("/"), request.method
@@ -228,10 +258,10 @@ def build_app(
                     media_type="application/octet-stream",
                 )
             if path == f"{protocol.API}/encode" and method == "POST":
-                crop = parse_crop(
-                    await read_body(request), request.headers.get(protocol.DTYPE_HEADER, "")
-                )
+                body = await read_body(request, self.body_timeout_s)
+                crop = parse_crop(body, request.headers.get(protocol.DTYPE_HEADER, ""))
                 embedding = await self.encode((name, crop))
+                check_embedding(embedding, crop)
                 headers = {
                     protocol.WEIGHTS_HEADER: self.replica.identity[name]["weights_sha256"],
                     "X-Shape": ",".join(map(str, embedding.shape)),
@@ -261,21 +291,64 @@ def start_service(
 
     Stop it with ``ray.serve.shutdown()`` and ``ray.shutdown()``.
     """
-    import ray
+    if address is None:
+        _start_local_ray(options, host, num_cpus)
+    else:
+        import ray
+
+        # The cluster's proxy was started by others, without the guard: the replicas check
+        # the token and the body's deadline themselves (see README).
+        ray.init(address=address, log_to_driver=False)
     from ray import serve
 
-    # "local": a new Ray instance of its own, never one that happens to run on this machine.
-    ray.init(
-        address=address or "local",
-        num_cpus=num_cpus,
-        include_dashboard=False,
-        log_to_driver=False,
-    )
     serve.start(http_options={"host": host, "port": port})
     serve.run(build_app(options, replicas, gpus_per_replica), name=APP_NAME, route_prefix="/")
     url = f"http://{host}:{port}"
     _check_answers(url, options.token)
     return url
+
+
+# Ray binds its own servers (GCS, raylet, workers, agents) to the node's address, which
+# ray.init will not let be loopback, unless Ray takes clusters for unsupported here: then the
+# node's address is loopback. Ray reads it when it is first imported.
+LOOPBACK_RAY_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def _start_local_ray(options: ServiceOptions, host: str, num_cpus: int | None) -> None:
+    """Start a Ray instance of this process's own, with the proxy guard
+    (:mod:`.proxy_guard`), and on loopback only when the service listens there and Ray is not
+    imported yet (as in ``fastsam3d serve``; else Ray's choice of address stands)."""
+    from .proxy_guard import proxy_environment
+
+    # Ray's processes inherit the environment of the ones ray.init starts, the proxy included.
+    environment = proxy_environment(options.token, options.body_timeout_s)
+    if is_loopback(host) and "ray" not in sys.modules:
+        environment[LOOPBACK_RAY_VARIABLE] = "0"
+    saved = {name: os.environ.get(name) for name in environment}
+    os.environ.update(environment)
+    try:
+        import ray
+
+        # "local": a new Ray instance, never one that happens to run on this machine.
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) is this machine's loopback interface."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _check_answers(url: str, token: str | None) -> None:
