@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import json
 import os
+import ipaddress
 import secrets
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import free_port, wait_for_port
+from conftest import free_port, invoke_cli, wait_for_port
 
 from fastsam3d_core import build_model
 
@@ -24,19 +27,29 @@ pytest.importorskip("ray.serve")
 
 
 def test_serve_answers_and_stops_on_ctrl_c(tmp_path: Path):
+    """With the token from a file (out of `ps`), and Ray's own servers on loopback only."""
     torch.manual_seed(0)
     weights = tmp_path / "seeded.pth"
     torch.save(build_model("fastsam3d").state_dict(), weights)
+    (tmp_path / "token").write_text("t0ken\n")
     port = free_port()
     env = {**os.environ, "FASTSAM3D_CACHE_DIR": str(tmp_path / "cache")}
     command = [str(Path(sys.executable).with_name("fastsam3d")), "serve", "--weights", str(weights),
-               "--port", str(port), "--device", "cpu", "--token", "t0ken"]  # fmt: skip
+               "--port", str(port), "--device", "cpu",
+               "--token-file", str(tmp_path / "token")]  # fmt: skip
     server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         line = _line_within(server, seconds=180)
         assert line.startswith(f"serving fastsam3d at http://127.0.0.1:{port}/v1"), line
         models = _get(f"http://127.0.0.1:{port}/v1/models")
         assert list(models["models"]) == ["fastsam3d"]
+        assert b"t0ken" not in Path(f"/proc/{server.pid}/cmdline").read_bytes()
+        listening = _listening_addresses({server.pid, *_descendants(server.pid)})
+        assert len(listening) >= 4, listening  # the service, Ray's GCS, raylet, workers...
+        exposed = [entry for entry in listening if not entry[0].is_loopback]
+        # But for the one that Ray Serve binds to all interfaces whatever its options: a
+        # replica's server for calls between deployments (behind Ray's token authentication).
+        assert len(exposed) <= 1 and all(name == "ray::ServeRepli" for *_, name in exposed), exposed
         server.send_signal(signal.SIGINT)
         assert server.wait(timeout=60) in (0, 130)  # 130: the usual status after Ctrl-C
     finally:
@@ -45,16 +58,72 @@ def test_serve_answers_and_stops_on_ctrl_c(tmp_path: Path):
             server.wait()
 
 
+def test_serve_refuses_an_unusable_token_file_in_one_line(tmp_path: Path):
+    (tmp_path / "empty").write_text("\n")
+    for path, reason in ((tmp_path / "empty", "its first line is empty"),
+                         (tmp_path / "missing", "No such file or directory")):  # fmt: skip
+        result = invoke_cli(["serve", "--token-file", path])
+        assert result.exit_code == 2 and reason in result.stderr, result.output
+        assert "Traceback" not in result.output
+
+
+def _descendants(pid: int) -> set[int]:
+    """The processes started by ``pid``, and by those, and so on (Ray's, for a driver)."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue  # /proc/self, /proc/net, …
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # one that just ended
+        parents[int(entry.name)] = int(stat.rpartition(")")[2].split()[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _listening_addresses(pids: set[int]) -> list:
+    """``(address, port, process name)`` of each TCP socket these processes listen on (from
+    /proc)."""
+    owners = {}
+    for pid in pids:
+        try:
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+            links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+        except OSError:
+            continue  # one that just ended
+        owners.update({link[8:-1]: name for link in links if link.startswith("socket:[")})
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            fields = row.split()
+            if fields[3] == "0A" and fields[9] in owners:  # 0A: LISTEN
+                raw_address, raw_port = fields[1].split(":")
+                raw = bytes.fromhex(raw_address)
+                # The kernel writes the address as 32-bit words in the machine's byte order.
+                words = [raw[i : i + 4] for i in range(0, len(raw), 4)]
+                if sys.byteorder == "little":
+                    words = [word[::-1] for word in words]
+                address = ipaddress.ip_address(b"".join(words))
+                address = getattr(address, "ipv4_mapped", None) or address
+                found.append((address, int(raw_port, 16), owners[fields[9]]))
+    return found
+
+
 def test_serve_joins_a_running_ray_cluster_and_autoscales(tmp_path: Path):
     """``--address`` joins a cluster started before (``ray start --head``); ``--autoscale`` and
-    ``--gpus-per-replica`` reach the deployment there."""
+    ``--gpus-per-replica`` reach the deployment there; the token comes from the environment;
+    without the guard in the cluster's proxy, the replica itself refuses a stalled upload."""
     torch.manual_seed(0)
     weights = tmp_path / "seeded.pth"
     torch.save(build_model("fastsam3d").state_dict(), weights)
     gcs, port = free_port(), free_port()
     # A cluster as it should run: token authentication on, its nodes on loopback here.
     env = {**os.environ, "FASTSAM3D_CACHE_DIR": str(tmp_path / "cache"), "RAY_AUTH_MODE": "token",
-           "RAY_AUTH_TOKEN": secrets.token_hex(16)}  # fmt: skip
+           "RAY_AUTH_TOKEN": secrets.token_hex(16), "FASTSAM3D_SERVE_TOKEN": "t0ken"}  # fmt: skip
     bin_dir = Path(sys.executable).parent
     # Its own temporary folder (short: Ray's socket paths must stay under 108 characters), so
     # that no later ray.init() on this machine finds the address of this stopped cluster.
@@ -71,12 +140,14 @@ def test_serve_joins_a_running_ray_cluster_and_autoscales(tmp_path: Path):
         server = subprocess.Popen(
             [str(bin_dir / "fastsam3d"), "serve", "--weights", str(weights), "--device", "cpu",
              "--address", f"127.0.0.1:{gcs}", "--autoscale", "1,2", "--gpus-per-replica", "0",
-             "--port", str(port), "--token", "t0ken"],
+             "--port", str(port), "--body-timeout", "3"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         line = _line_within(server, seconds=180)
         assert line.startswith(f"serving fastsam3d at http://127.0.0.1:{port}/v1"), line
+        assert "/-/routes" in _line_within(server, seconds=10)  # said, as it is not guarded
         assert list(_get(f"http://127.0.0.1:{port}/v1/models")["models"]) == ["fastsam3d"]
+        assert _stalled_upload_reply(port).startswith(b"HTTP/1.1 408")
         deployment = _deployments(gcs, env)["fastsam3d"]["EncoderService"]
         scaling = deployment["deployment_config"]["autoscaling_config"]
         assert (scaling["min_replicas"], scaling["max_replicas"]) == (1, 2)
@@ -96,6 +167,17 @@ def test_serve_joins_a_running_ray_cluster_and_autoscales(tmp_path: Path):
         shutil.rmtree(ray_dir, ignore_errors=True)
 
 
+def _stalled_upload_reply(port: int) -> bytes:
+    """What the service answers within 60 s to a client that sends 100 kB of a crop and stalls."""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as connection:
+        connection.sendall(
+            b"POST /v1/encode?model=fastsam3d HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t0ken"
+            b"\r\nX-Crop-Dtype: float32\r\nContent-Length: %d\r\n\r\n" % (128**3 * 4)
+            + bytes(100_000)
+        )
+        return connection.recv(4096)
+
+
 def _deployments(gcs: int, env: dict) -> dict:
     """The Serve applications in the cluster and their deployments' details, read by another
     driver: {application: {deployment: details}}."""
@@ -112,12 +194,24 @@ print(json.dumps({{name: app["deployments"] for name, app in details["applicatio
     return json.loads(read.stdout.strip().splitlines()[-1])
 
 
+# What was read from a process's stdout beyond the lines returned so far, by process id.
+_unread: dict[int, bytes] = {}
+
+
 def _line_within(process: subprocess.Popen, seconds: float) -> str:
-    """The process's first line on stdout, or fail after ``seconds``."""
+    """The process's next line on stdout, or fail after ``seconds``. (Read from the pipe itself:
+    a buffered reader may hold the next line where select does not see it.)"""
     assert process.stdout is not None
-    ready, _, _ = select.select([process.stdout], [], [], seconds)
-    assert ready, f"nothing printed within {seconds} s"
-    return process.stdout.readline().decode()
+    pending, deadline = _unread.get(process.pid, b""), time.monotonic() + seconds
+    while b"\n" not in pending:
+        left = max(deadline - time.monotonic(), 0)
+        ready, _, _ = select.select([process.stdout], [], [], left)
+        assert ready, f"nothing printed within {seconds} s"
+        chunk = os.read(process.stdout.fileno(), 65536)
+        assert chunk, "the process closed its output"
+        pending += chunk
+    line, _, _unread[process.pid] = pending.partition(b"\n")
+    return line.decode()
 
 
 def _get(url: str) -> dict:

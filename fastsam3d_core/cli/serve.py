@@ -12,6 +12,9 @@ import typer
 
 from .runtime import PrecisionOption, check_precision
 
+# The token, out of sight of `ps` (which shows every process's command line to every user).
+TOKEN_VARIABLE = "FASTSAM3D_SERVE_TOKEN"
+
 
 def _replicas(replicas: int, autoscale: Optional[str]) -> Any:
     if autoscale is None:
@@ -67,24 +70,39 @@ def serve(
     batch_wait_ms: Annotated[
         float, typer.Option(metavar="MS", help="Longest wait for a batch to fill.")
     ] = 10.0,
+    body_timeout: Annotated[
+        float,
+        typer.Option(
+            metavar="S", help="Longest an upload may take; a slower one gets 408 (HTTP)."
+        ),
+    ] = 30.0,
     token: Annotated[
         Optional[str],
-        typer.Option(metavar="TOKEN", envvar="FASTSAM3D_TOKEN", help="Required bearer token."),
+        typer.Option(
+            metavar="TOKEN",
+            envvar=[TOKEN_VARIABLE, "FASTSAM3D_TOKEN"],
+            help=f"Required bearer token. On the command line every user of this machine sees "
+            f"it (ps): prefer {TOKEN_VARIABLE} or --token-file.",
+        ),
+    ] = None,
+    token_file: Annotated[
+        Optional[Path],
+        typer.Option(metavar="FILE", help="Read the bearer token from FILE (its first line)."),
     ] = None,
 ) -> None:
     """Serve image embeddings to remote sessions (Ray Serve), until interrupted.
 
     Listens on 127.0.0.1 unless --host says otherwise; for access from other machines put it
-    behind a reverse proxy with TLS (the README shows how) and set a --token.
+    behind a reverse proxy with TLS (the README shows how) and set a token.
     """
-    import ray
-    from ray import serve as ray_serve
-
     from ..serving.onnx_decoder import decoder_cache_dir
-    from ..serving.service import APP_NAME, ServiceOptions, start_service
+    from ..serving.service import ServiceOptions
     from ..weights import resolve_weights
 
     check_precision(precision)  # the device is the replica's: int8 on a GPU fails there
+    if body_timeout <= 0:
+        raise typer.BadParameter("must be more than 0 seconds", param_hint="--body-timeout")
+    token = _token(token, token_file)
     names = model or ["fastsam3d"]
     files = list(weights or [])
     if files and len(files) != len(names):
@@ -108,34 +126,84 @@ def serve(
         decoder_dir=str(decoder_cache_dir()),
         adapters={name: str(path.resolve()) for name, path in zip(names, adapters)},
         precision=precision,
+        body_timeout_s=body_timeout,
     )
     if host not in ("127.0.0.1", "localhost", "::1") and token is None:
         typer.echo(
-            f"warning: listening on {host} without --token: anyone who reaches the port can use "
+            f"warning: listening on {host} without a token: anyone who reaches the port can use "
             "the service; put it behind a TLS proxy and set a token",
             err=True,
         )
-    scaling = _replicas(replicas, autoscale)
+    _run(options, _replicas(replicas, autoscale), gpus_per_replica, host, port, address)
+
+
+def _token(token: Optional[str], token_file: Optional[Path]) -> Optional[str]:
+    """The token from --token (or its environment variables) or --token-file."""
+    if token_file is None:
+        return token or None
+    try:
+        lines = token_file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or "not a text file"
+        raise typer.BadParameter(f"{token_file}: {reason}", param_hint="--token-file") from None
+    from_file = lines[0].strip() if lines else ""
+    if not from_file:
+        raise typer.BadParameter(
+            f"{token_file}: its first line is empty; write the token there",
+            param_hint="--token-file",
+        )
+    if token and token != from_file:
+        raise typer.BadParameter(
+            f"give one token: --token-file, --token or {TOKEN_VARIABLE}, not two that differ",
+            param_hint="--token-file",
+        )
+    return from_file
+
+
+def _run(
+    options: Any, scaling: Any, gpus_per_replica: float, host: str, port: int, address: Any
+) -> None:
+    """Start the service and serve until Ctrl-C or SIGTERM; then remove it again."""
+    # Ray is imported by start_service, not before: what it reads from the environment when
+    # imported (its servers on loopback, see there) must be set first.
+    from ..serving.service import start_service
+
     try:
         url = start_service(options, scaling, gpus_per_replica, host, port, address)
         # A process manager stops with SIGTERM: clean up as for Ctrl-C. Set after Ray starts,
         # whose own handler would abort the process.
         signal.signal(signal.SIGTERM, _interrupt)
-        typer.echo(f"serving {', '.join(names)} at {url}/v1 (Ctrl-C stops)")
+        typer.echo(f"serving {', '.join(options.weights)} at {url}/v1 (Ctrl-C stops)")
+        if address is not None:
+            typer.echo(
+                "note: the cluster's own Serve proxy answers /-/routes and /-/healthz without "
+                "the token, and hands slow uploads to the replicas; see the README"
+            )
         sys.stdout.flush()  # seen now, also by a process manager reading a pipe
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         pass
     finally:
-        # In a cluster that others use, remove this application only; Ray started here stops
-        # with this process.
-        if not ray.is_initialized():
-            pass
-        elif address is None:
-            ray_serve.shutdown()
-        else:
-            ray_serve.delete(APP_NAME)
+        _remove(address)
+
+
+def _remove(address: Optional[str]) -> None:
+    """In a cluster that others use, remove this application only; Ray started here stops with
+    this process."""
+    if "ray" not in sys.modules:
+        return
+    import ray
+    from ray import serve as ray_serve
+
+    from ..serving.service import APP_NAME
+
+    if not ray.is_initialized():
+        pass
+    elif address is None:
+        ray_serve.shutdown()
+    else:
+        ray_serve.delete(APP_NAME)
 
 
 def _interrupt(signum: int, frame: Any) -> None:
