@@ -419,7 +419,7 @@ assert "torch" not in sys.modules
 
 def test_the_slicer_connection_test_says_what_to_do(service):
     sys.path.insert(0, str(MODULE_DIR))
-    from FastSAM3DSlicerLib.models import ModelLoadError, check_server
+    from FastSAM3DSlicerLib.models import ModelLoadError, check_server, connect_remote
 
     assert check_server(service, "secret", "fastsam3d").startswith(f"Connected: {service} serves")
     with pytest.raises(ModelLoadError, match="(?s)HTTP 401.*Enter the server's token"):
@@ -430,6 +430,11 @@ def test_the_slicer_connection_test_says_what_to_do(service):
     with pytest.raises(ModelLoadError, match="(?s)server unreachable.*Check the address"):
         check_server(f"127.0.0.1:{free_port()}", None, "fastsam3d")  # no scheme: http
     assert time.perf_counter() - start < 10
+    said = []  # what the module shows: never a password in the address
+    with pytest.raises(ModelLoadError, match=r"\*\*\*@") as refused:
+        server = "http://u:hunter2@127.0.0.1:1"
+        connect_remote("fastsam3d", server, report=lambda *shown: said.append(shown))
+    assert "hunter2" not in str(refused.value) + str(said) and "***@" in str(said)
 
 
 def test_segment_with_server_refuses_a_device(service, tmp_path):
@@ -479,8 +484,9 @@ def test_a_body_larger_than_a_crop_is_refused_before_it_is_read():
 
 def test_segment_never_prints_the_credentials_in_a_server_address(service, tmp_path):
     host = urllib.parse.urlsplit(service).netloc
-    for server, shown in ((f"http://user:hunter2@{host}", f"http://***@{host}"),  # fmt: skip
-                          (f"{service}/?token=hunter2", f"{service}/?token=***")):
+    for server, shown in ((f"http://user:hunter2@{host}", f"http://***@{host}"),
+                          (f"user:hunter2@{host}", f"***@{host}"),  # http:// assumed
+                          (f"{service}/?token=hunter2", f"{service}/?token=***")):  # fmt: skip
         result = invoke_cli(["segment", "--example", "--server", server,
                              "-o", tmp_path / "out.seg.nrrd"])  # fmt: skip
         assert result.exit_code == 1 and "hunter2" not in result.output + result.stderr

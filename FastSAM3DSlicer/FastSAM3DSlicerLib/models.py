@@ -173,10 +173,10 @@ def connect_remote(
         ModelLoadError: no address, the service unreachable, a refused token, another model or
             other weights there; the message says what to do.
     """
-    from fastsam3d_core.serving import RemoteError, RemotePredictor
+    from fastsam3d_core.serving import RemoteError, RemotePredictor, display_url
 
     if report is not None:
-        report(f"Connecting to the FastSAM3D server at {server}...", None)
+        report(f"Connecting to the FastSAM3D server at {display_url(server or '')}...", None)
     try:
         return RemotePredictor(
             server or "", model=model_name, token=token or None, decoder=weights_file or "auto"
@@ -191,19 +191,20 @@ def check_server(server: str | None, token: str | None, model_name: str) -> str:
     Raises:
         ModelLoadError: as :func:`connect_remote`, or ``model_name`` not served there.
     """
-    from fastsam3d_core.serving import RemoteError, served_models
+    from fastsam3d_core.serving import RemoteError, display_url, served_models
 
+    shown = display_url(server or "")  # without a user:password@ or a token= in it
     try:
         served = served_models(server or "", token or None, CONNECTION_TEST_TIMEOUT_S)
     except (RemoteError, ValueError) as error:
         raise ModelLoadError(_remote_problem(error)) from error
     if model_name not in served:
         raise ModelLoadError(
-            f"The FastSAM3D server at {server} does not serve {model_name}; it serves "
+            f"The FastSAM3D server at {shown} does not serve {model_name}; it serves "
             f"{', '.join(sorted(served)) or 'no model'}. Choose one of those models."
         )
     weights = served[model_name].get("weights_sha256", "")
-    return f"Connected: {server} serves {model_name} (weights {weights[:12]})."
+    return f"Connected: {shown} serves {model_name} (weights {weights[:12]})."
 
 
 def _remote_problem(error: BaseException) -> str:

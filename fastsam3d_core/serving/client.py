@@ -219,8 +219,10 @@ SECRET_PARAMETER_PARTS = ("token", "key", "secret", "pass", "auth", "sig", "cred
 def display_url(url: str) -> str:
     """``url`` as it may be printed: without a ``user:password@`` and with the values of
     secret-looking query parameters replaced by ``***``."""
+    # Without a scheme "user:password@host" would be read as scheme "user", path "password@…".
+    bare = "://" not in url
     try:
-        parts = urllib.parse.urlsplit(url)
+        parts = urllib.parse.urlsplit("//" + url if bare else url)
         host = parts.netloc.rpartition("@")[2]
         query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
     except ValueError:  # e.g. an unbalanced IPv6 bracket: show nothing of it rather than a secret
@@ -228,9 +230,10 @@ def display_url(url: str) -> str:
     netloc = f"***@{host}" if "@" in parts.netloc else host
     secret = [any(part in name.lower() for part in SECRET_PARAMETER_PARTS) for name, _ in query]
     if any(secret):
-        shown = [(name, "***" if hidden else value) for (name, value), hidden in zip(query, secret)]
-        parts = parts._replace(query=urllib.parse.urlencode(shown, safe="*/"))
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+        masked = [(name, "***" if hide else value) for (name, value), hide in zip(query, secret)]
+        parts = parts._replace(query=urllib.parse.urlencode(masked, safe="*/"))
+    shown = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    return shown[2:] if bare else shown
 
 
 def request(
