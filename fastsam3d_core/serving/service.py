@@ -192,6 +192,15 @@ def error_body(message: str) -> bytes:
     return json.dumps({"error": message}).encode()
 
 
+def error_response(error: RequestError) -> Any:
+    """The JSON reply to a bad request."""
+    from starlette.responses import Response
+
+    # A client that stalled mid-upload: its connection is not kept for another request.
+    close = {"Connection": "close"} if error.status == 408 else None
+    return Response(error_body(str(error)), error.status, close, media_type="application/json")
+
+
 def build_app(
     options: ServiceOptions, replicas: int | dict[str, Any], gpus_per_replica: float
 ) -> Any:
@@ -231,11 +240,7 @@ def build_app(
                 check_token(self.token, request.headers.get("authorization"))
                 return await self._route(request)
             except RequestError as error:
-                # A client that stalled mid-upload: its connection is not kept for another.
-                close = {"Connection": "close"} if error.status == 408 else None
-                return Response(
-                    error_body(str(error)), error.status, close, media_type="application/json"
-                )
+                return error_response(error)
 
         async def _route(self, request: Request) -> Response:
             path, method = request.url.path.rstrip("/"), request.method
