@@ -50,6 +50,9 @@ def _headers_naming(secret: Path, escape: str) -> dict[str, str]:
         "relative.mhd": f"{MHD}ElementDataFile = {escape}\n",
         "list.mhd": f"{MHD}ElementDataFile = LIST 3\n{secret}\n",
         "numbered.mhd": f"{MHD}ElementDataFile = {numbered} 1 1 1\n",
+        # ITK's MetaImage reader skips line breaks and what follows a NUL in a key.
+        "newline.mhd": f"{MHD}ElementDataFile\n = {secret}\n",
+        "nul.mhd": f"{MHD}ElementDataFile\0 = {secret}\n",
         "absolute.nhdr": f"{NHDR}data file: {secret}\n",
         "relative.nhdr": f"{NHDR}datafile: {escape}\n",
         "list.nhdr": f"{NHDR}data file: LIST 3\n{secret}\n",

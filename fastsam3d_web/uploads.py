@@ -29,6 +29,10 @@ _DATA_FILE_FIELDS = (
     re.compile(rb"ElementDataFile[ \t]*[=:][ \t]*([^\r\n]*)", re.IGNORECASE),
     re.compile(rb"data[ \t]*file[ \t]*:=?[ \t]*([^\r\n]*)", re.IGNORECASE),
 )
+# ITK's MetaImage reader also takes its key followed by line breaks, NULs or other text before
+# the '=' ("ElementDataFile\n = /etc/passwd" reads /etc/passwd): the key anywhere else than in
+# the form above names a file by rules this check does not follow, so it is refused.
+_METAIMAGE_KEY = re.compile(rb"ElementDataFile", re.IGNORECASE)
 # A numbered series of data files: "slice%03d.raw 1 40 1 [subdim]" (printf format, first, last,
 # step), as MetaImage and NRRD write it. One integer conversion, nothing else.
 _NUMBERED = re.compile(r"([^%]*)(%0?[0-9]{0,2}d)([^%]*)")
@@ -65,6 +69,10 @@ def data_file_names(content: bytes, most: int) -> Iterator[str]:
     """Every data file name that a header in ``content`` gives, as written (a LIST's lines, a
     numbered series' names, up to ``most`` + 1 of them); text that names them oddly yields
     itself, to be refused."""
+    written_plainly = {match.start() for match in _DATA_FILE_FIELDS[0].finditer(content)}
+    for key in _METAIMAGE_KEY.finditer(content):
+        if key.start() not in written_plainly:
+            yield content[key.start() : key.end() + 40].decode("latin-1")
     for field in _DATA_FILE_FIELDS:
         for match in field.finditer(content):
             value = match.group(1).decode("latin-1").strip()
