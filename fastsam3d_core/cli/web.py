@@ -11,6 +11,10 @@ import typer
 
 from .runtime import ServerOption, TokenOption
 
+# The encoder service's address, from the launcher to its sessions: their command lines are
+# public (ps), and an address may carry a user:password@ or a token.
+SESSION_SERVER_ENV = "FASTSAM3D_SESSION_SERVER"
+
 
 def web(
     image: Annotated[
@@ -76,6 +80,7 @@ def web(
     max_image_bytes()  # and a bad $FASTSAM3D_WEB_MAX_IMAGE_GB (the uploads' bound)
     point = parse_point(focus)[0] if focus else None
     if session:  # one tab's process, started by the launcher below
+        server = server or os.environ.get(SESSION_SERVER_ENV)
         predictor = predictor_for(model, weights, server, token, truth, truth_value)
         idle = idle_minutes if idle_minutes > 0 else None
         run(image, predictor, host, port, point, SESSION_IDLE_S, idle)
@@ -90,15 +95,17 @@ def web(
     options = {
         "--model": model,
         "--weights": weights,
-        "--server": server,
         "--truth": truth,
         "--truth-value": truth_value,
         "--focus": focus,
         "--host": host,
         "--idle-minutes": idle_minutes,
     }
-    if token is not None:  # to the sessions through their environment, not their command line
+    # The token and the address to the sessions through their environment, not their command line.
+    if token is not None:
         os.environ["FASTSAM3D_TOKEN"] = token
+    if server is not None:
+        os.environ[SESSION_SERVER_ENV] = server
     argv = ["web", str(image.resolve())]
     for name, value in options.items():
         if value is not None:
