@@ -32,6 +32,26 @@ def _replicas(replicas: int, autoscale: Optional[str]) -> Any:
     return {"min_replicas": low, "max_replicas": high}
 
 
+# The options whose declarations are long, named here to keep serve() short.
+_BodyTimeoutOption = Annotated[
+    float,
+    typer.Option(metavar="S", help="Longest an upload may take; a slower one gets 408 (HTTP)."),
+]
+_TokenOption = Annotated[
+    Optional[str],
+    typer.Option(
+        metavar="TOKEN",
+        envvar=[TOKEN_VARIABLE, "FASTSAM3D_TOKEN"],
+        help=f"Required bearer token. On the command line every user of this machine sees "
+        f"it (ps): prefer {TOKEN_VARIABLE} or --token-file.",
+    ),
+]
+_TokenFileOption = Annotated[
+    Optional[Path],
+    typer.Option(metavar="FILE", help="Read the bearer token from FILE (its first line)."),
+]
+
+
 def serve(
     model: Annotated[
         Optional[list[str]],
@@ -70,25 +90,9 @@ def serve(
     batch_wait_ms: Annotated[
         float, typer.Option(metavar="MS", help="Longest wait for a batch to fill.")
     ] = 10.0,
-    body_timeout: Annotated[
-        float,
-        typer.Option(
-            metavar="S", help="Longest an upload may take; a slower one gets 408 (HTTP)."
-        ),
-    ] = 30.0,
-    token: Annotated[
-        Optional[str],
-        typer.Option(
-            metavar="TOKEN",
-            envvar=[TOKEN_VARIABLE, "FASTSAM3D_TOKEN"],
-            help=f"Required bearer token. On the command line every user of this machine sees "
-            f"it (ps): prefer {TOKEN_VARIABLE} or --token-file.",
-        ),
-    ] = None,
-    token_file: Annotated[
-        Optional[Path],
-        typer.Option(metavar="FILE", help="Read the bearer token from FILE (its first line)."),
-    ] = None,
+    body_timeout: _BodyTimeoutOption = 30.0,
+    token: _TokenOption = None,
+    token_file: _TokenFileOption = None,
 ) -> None:
     """Serve image embeddings to remote sessions (Ray Serve), until interrupted.
 
@@ -97,13 +101,38 @@ def serve(
     """
     from ..serving.onnx_decoder import decoder_cache_dir
     from ..serving.service import ServiceOptions
-    from ..weights import resolve_weights
 
     check_precision(precision)  # the device is the replica's: int8 on a GPU fails there
     if body_timeout <= 0:
         raise typer.BadParameter("must be more than 0 seconds", param_hint="--body-timeout")
     token = _token(token, token_file)
-    names = model or ["fastsam3d"]
+    paths, adapters = _model_files(model or ["fastsam3d"], weights, adapter)
+    options = ServiceOptions(
+        weights=paths,
+        device=device,
+        token=token,
+        max_batch_size=max_batch_size,
+        batch_wait_s=batch_wait_ms / 1000,
+        decoder_dir=str(decoder_cache_dir()),
+        adapters=adapters,
+        precision=precision,
+        body_timeout_s=body_timeout,
+    )
+    if host not in ("127.0.0.1", "localhost", "::1") and token is None:
+        typer.echo(
+            f"warning: listening on {host} without a token: anyone who reaches the port can use "
+            "the service; put it behind a TLS proxy and set a token",
+            err=True,
+        )
+    _run(options, _replicas(replicas, autoscale), gpus_per_replica, host, port, address)
+
+
+def _model_files(
+    names: list[str], weights: Optional[list[Path]], adapter: Optional[list[Path]]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Each model's checkpoint (given, else the cache's) and adapter file, as absolute paths."""
+    from ..weights import resolve_weights
+
     files = list(weights or [])
     if files and len(files) != len(names):
         raise typer.BadParameter("give one --weights per --model, in the same order")
@@ -117,24 +146,7 @@ def serve(
     for path in adapters:
         if not path.is_file():
             raise typer.BadParameter(f"{path}: no such file", param_hint="--adapter")
-    options = ServiceOptions(
-        weights=paths,
-        device=device,
-        token=token,
-        max_batch_size=max_batch_size,
-        batch_wait_s=batch_wait_ms / 1000,
-        decoder_dir=str(decoder_cache_dir()),
-        adapters={name: str(path.resolve()) for name, path in zip(names, adapters)},
-        precision=precision,
-        body_timeout_s=body_timeout,
-    )
-    if host not in ("127.0.0.1", "localhost", "::1") and token is None:
-        typer.echo(
-            f"warning: listening on {host} without a token: anyone who reaches the port can use "
-            "the service; put it behind a TLS proxy and set a token",
-            err=True,
-        )
-    _run(options, _replicas(replicas, autoscale), gpus_per_replica, host, port, address)
+    return paths, {name: str(path.resolve()) for name, path in zip(names, adapters)}
 
 
 def _token(token: Optional[str], token_file: Optional[Path]) -> Optional[str]:
