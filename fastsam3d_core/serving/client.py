@@ -209,6 +209,11 @@ def service_url(url: str) -> str:
         raise ValueError(
             f"{display_url(url)}: the server address must start with http:// or https://"
         )
+    if _broken_user_info(url):
+        raise ValueError(
+            f"{display_url(url)}: not a server address; write a password's '/', '?' or '#' "
+            "as %2F, %3F or %23"
+        )
     return url
 
 
@@ -227,6 +232,8 @@ def display_url(url: str) -> str:
         query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
     except ValueError:  # e.g. an unbalanced IPv6 bracket: show nothing of it rather than a secret
         return "(an address that is not a URL)"
+    if _broken_user_info(url):  # all up to the last '@' may be the password
+        return ("" if bare else f"{parts.scheme}://") + "***@" + url.rpartition("@")[2]
     netloc = f"***@{host}" if "@" in parts.netloc else host
     secret = [any(part in name.lower() for part in SECRET_PARAMETER_PARTS) for name, _ in query]
     if any(secret):
@@ -234,6 +241,20 @@ def display_url(url: str) -> str:
         parts = parts._replace(query=urllib.parse.urlencode(masked, safe="*/"))
     shown = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
     return shown[2:] if bare else shown
+
+
+def _broken_user_info(url: str) -> bool:
+    """Whether ``url`` has an '@' after a host part that ends early with a port that is not a
+    number: "user:pa/ss@host", whose password's '/' (or '?', '#') ended the host part."""
+    try:
+        parts = urllib.parse.urlsplit(url if "://" in url else "//" + url)
+    except ValueError:  # not a URL at all: said where it is used
+        return False
+    try:
+        parts.port  # noqa: B018 (reading it checks it)
+    except ValueError:
+        return "@" in url and "@" not in parts.netloc
+    return False
 
 
 def request(
