@@ -31,3 +31,13 @@ def test_segment_refuses_such_an_address_in_one_line_without_the_password(tmp_pa
     assert len(error) == 1 and error[0].startswith("error: http://***@127.0.0.1:"), error
     assert "internal error" not in error[0] and "%2F" in error[0]
     assert not (tmp_path / "out.seg.nrrd").exists()
+
+
+@pytest.mark.parametrize("header", ["Bearer s3cret", "bearer s3cret", "BEARER  s3cret "])
+def test_the_token_is_taken_from_a_bearer_header_in_any_case(header: str):
+    from fastsam3d_core.serving.service import RequestError, check_token
+
+    check_token("s3cret", header)  # HTTP's authentication schemes are case-insensitive
+    for wrong in ("s3cret", "Basic s3cret", "Bearer s3cre", ""):
+        with pytest.raises(RequestError, match="missing or wrong token"):
+            check_token("s3cret", wrong)

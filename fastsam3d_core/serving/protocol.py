@@ -37,3 +37,10 @@ def crop_bytes(dtype_name: str) -> int:
 
 #: The size of an encode reply's body.
 EMBEDDING_BYTES = int(np.prod(EMBEDDING_SHAPE)) * EMBEDDING_DTYPE.itemsize
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an ``Authorization: Bearer TOKEN`` header, or "" for none or another scheme.
+    The scheme is matched in any case, as HTTP's schemes are (RFC 9110, 11.1)."""
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""

@@ -18,7 +18,8 @@ import asyncio
 import hashlib
 import hmac
 import os
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable
+from typing import Any, Callable
 
 from . import protocol
 from .service import RequestError, check_length, error_body
@@ -98,7 +99,7 @@ class ProxyGuard:
     def _check_token(self, authorization: str) -> None:
         if self.token_sha256 is None:
             return
-        given = authorization.removeprefix("Bearer ").strip()
+        given = protocol.bearer_token(authorization)
         if not hmac.compare_digest(token_sha256(given), self.token_sha256):
             raise RequestError(401, "missing or wrong token (send Authorization: Bearer TOKEN)")
 

@@ -183,7 +183,7 @@ def check_token(expected: str | None, authorization: str | None) -> None:
     """Raise 401 unless the request carries the service's token (compared in constant time)."""
     if expected is None:
         return
-    given = (authorization or "").removeprefix("Bearer ").strip()
+    given = protocol.bearer_token(authorization)
     if not hmac.compare_digest(given.encode(), expected.encode()):
         raise RequestError(401, "missing or wrong token (send Authorization: Bearer TOKEN)")
 
