@@ -143,3 +143,23 @@ def save_random_adapter(model: Sam3D, path: Path, scale: float = 0.02) -> Sam3D:
             value.copy_(torch.randn_like(value) * scale)
     save_adapter(model, path)
     return model
+
+
+@pytest.fixture(scope="module")
+def seeded_checkpoint(tmp_path_factory) -> Path:
+    """FastSAM3D's seeded weights as a checkpoint file, as the released one is laid out."""
+    path = tmp_path_factory.mktemp("weights") / "fastsam3d-seeded.pth"
+    torch.save({"model_state_dict": seeded_model("fastsam3d").state_dict()}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def liver_listing(tmp_path_factory) -> Path:
+    """The shared CT and its labels as a finetune listing (``--label 5``: the liver)."""
+    ct = SHARED_DATA_DIR / "totalseg_ct"
+    listing = tmp_path_factory.mktemp("data") / "cases.txt"
+    listing.write_text(
+        f"# image label\n{ct / 'example_ct_3mm.nii.gz'} {ct / 'example_seg_3mm.nii.gz'}\n",
+        encoding="utf-8",
+    )
+    return listing

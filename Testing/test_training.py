@@ -25,6 +25,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import GOLDEN_DIR, SHARED_DATA_DIR, free_port, save_random_adapter, seeded_model
+from training_cli import CT_DIR, FASTSAM3D, LIVER, finetune_command, run_cli
 
 from fastsam3d_core import build_model
 from fastsam3d_core.golden import GOLDEN_RTOL, GoldenReference
@@ -37,28 +38,7 @@ from fastsam3d_core.training.objectives import LayerwiseDistillation, layers_in_
 from fastsam3d_core.weights import CheckpointError
 from fastsam3d_core.weights.adapter_file import AdapterMismatchError, load_adapter, save_adapter
 
-CT_DIR = SHARED_DATA_DIR / "totalseg_ct"
-LIVER = 5  # TotalSegmentator's liver: 15 % of its crop, large enough for a random model to learn
 CPU = Ranks(0, 1, torch.device("cpu"))
-FASTSAM3D = str(Path(sys.executable).with_name("fastsam3d"))
-
-
-@pytest.fixture(scope="module")
-def seeded_checkpoint(tmp_path_factory) -> Path:
-    """FastSAM3D's seeded weights as a checkpoint file, as the released one is laid out."""
-    path = tmp_path_factory.mktemp("weights") / "fastsam3d-seeded.pth"
-    torch.save({"model_state_dict": seeded_model("fastsam3d").state_dict()}, path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def liver_listing(tmp_path_factory) -> Path:
-    listing = tmp_path_factory.mktemp("data") / "cases.txt"
-    listing.write_text(
-        f"# image label\n{CT_DIR / 'example_ct_3mm.nii.gz'} {CT_DIR / 'example_seg_3mm.nii.gz'}\n",
-        encoding="utf-8",
-    )
-    return listing
 
 
 def _liver_point() -> str:
@@ -72,13 +52,6 @@ def _liver_point() -> str:
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _run(arguments: list[str], **options) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "2", **options.pop("env", {})}
-    return subprocess.run(  # the CLI writes UTF-8; CI's locale is ASCII
-        arguments, capture_output=True, encoding="utf-8", timeout=600, env=env, **options
-    )
 
 
 # -- adapters ---------------------------------------------------------------------------------
@@ -178,24 +151,31 @@ def test_a_seg_nrrd_label_picks_its_segment_by_name(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("linear_path", ["onednn", "plain"])
 def test_finetune_raises_dice_on_its_scan_and_leaves_the_base_untouched(
-    seeded_checkpoint, liver_listing, tmp_path
+    seeded_checkpoint, liver_listing, tmp_path, linear_path
 ):
+    # Both linear paths on every CPU: their rounding differs, and so do the sampled clicks and
+    # the trajectory (the old recipe collapsed on one and gained on the other).
     before_hash = _sha256(seeded_checkpoint)
     adapter = tmp_path / "liver.adapter.pt"
-    run = _run(_finetune_command(seeded_checkpoint, liver_listing, adapter, 30, "--clicks", "5"))
+    command = finetune_command(seeded_checkpoint, liver_listing, adapter, 30, "--clicks", "5",
+                                "--validate-every", "10")  # fmt: skip
+    run = run_cli(command, env={"FASTSAM3D_LINEAR": linear_path})
     assert run.returncode == 0, run.stderr
     assert _sha256(seeded_checkpoint) == before_hash
     summary = torch.load(adapter, weights_only=True)["summary"]
     before, after = summary["dice_before"], summary["dice_after"]
     print(f"\nDice (clicks: value) before {before}, after {after}")
-    # The median over the click counts: one count alone swings with rounding (MKL against
-    # oneDNN products change the sampled clicks and the 30-step trajectory: click 5 has been
-    # 0.28, 0.31 and 0.35 after, from 0.25 before).
-    assert statistics.median(after.values()) > statistics.median(before.values()) + 0.03, (
+    # The median over the click counts. With SAM-Med3D's DiceCE this run collapsed to Dice 0 on
+    # AVX-512 CPUs and reached 0.28-0.38 elsewhere; with the class-balanced loss it reaches
+    # about 0.78 from 0.25 (docs/training.md): a margin that rounding does not close, and that
+    # cut gradients (adapters left at zero: nothing beats the base, nothing is written) cannot.
+    assert statistics.median(after.values()) > statistics.median(before.values()) + 0.2, (
         before,
         after,
     )
+    assert 1 <= summary["best_step"] <= 30 and summary["steps_run"] == 30
     assert summary["trainable_fraction"] <= 0.05
     metrics = json.loads(
         adapter.with_name(adapter.name + ".metrics.json").read_text(encoding="utf-8")
@@ -205,7 +185,7 @@ def test_finetune_raises_dice_on_its_scan_and_leaves_the_base_untouched(
     assert not adapter.with_name(adapter.name + ".state").exists()  # done: nothing to resume
     # The adapter loads where a model loads, on the base it was trained from.
     out = tmp_path / "liver.seg.nrrd"
-    segment = _run([FASTSAM3D, "segment", str(CT_DIR / "example_ct_3mm.nii.gz"), "--point",
+    segment = run_cli([FASTSAM3D, "segment", str(CT_DIR / "example_ct_3mm.nii.gz"), "--point",
                     _liver_point(), "--weights",
                     str(seeded_checkpoint), "--adapter", str(adapter), "--device", "cpu",
                     "-o", str(out)])  # fmt: skip
@@ -221,7 +201,7 @@ def test_an_adapter_on_other_weights_is_refused_in_one_line(tmp_path, seeded_che
     adapter = tmp_path / "other.adapter.pt"
     save_adapter(model, adapter)
     image = CT_DIR / "example_ct_3mm.nii.gz"
-    run = _run([FASTSAM3D, "segment", str(image), "--point", _liver_point(), "--weights",
+    run = run_cli([FASTSAM3D, "segment", str(image), "--point", _liver_point(), "--weights",
                 str(seeded_checkpoint), "--adapter", str(adapter), "--device", "cpu",
                 "-o", str(tmp_path / "x.seg.nrrd")], env={"FASTSAM3D_DEBUG": ""})  # fmt: skip
     assert run.returncode == 1
@@ -358,12 +338,6 @@ def test_held_out_cases_never_take_every_training_case():
 # -- scale: resume and torchrun ---------------------------------------------------------------
 
 
-def _finetune_command(checkpoint: Path, listing: Path, output: Path, steps: int, *extra: str):
-    return [FASTSAM3D, "finetune", str(listing), "--weights", str(checkpoint), "--label",
-            str(LIVER), "--steps", str(steps), "--device", "cpu", "--clicks", "2",
-            "-o", str(output), *extra]  # fmt: skip
-
-
 def _adapter_weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, weights_only=True)["state_dict"]
 
@@ -373,11 +347,12 @@ def test_finetune_killed_and_run_again_resumes_to_the_same_adapter(
     seeded_checkpoint, liver_listing, tmp_path
 ):
     whole = tmp_path / "whole.pt"
-    run = _run(_finetune_command(seeded_checkpoint, liver_listing, whole, 5))
+    # --keep-last: five steps need not beat the base; this is about resuming exactly.
+    run = run_cli(finetune_command(seeded_checkpoint, liver_listing, whole, 5, "--keep-last"))
     assert run.returncode == 0, run.stderr
     resumed = tmp_path / "resumed.pt"
-    command = _finetune_command(seeded_checkpoint, liver_listing, resumed, 5,
-                                "--checkpoint-every", "1")  # fmt: skip
+    command = finetune_command(seeded_checkpoint, liver_listing, resumed, 5,
+                                "--checkpoint-every", "1", "--keep-last")  # fmt: skip
     state = resumed.with_name(resumed.name + ".state")
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env={**os.environ, "OMP_NUM_THREADS": "2"})  # fmt: skip
@@ -390,7 +365,7 @@ def test_finetune_killed_and_run_again_resumes_to_the_same_adapter(
     process.wait()
     done = len(torch.load(state, weights_only=True)["history"])
     assert 2 <= done < 5 and not resumed.exists()
-    run = _run(command)
+    run = run_cli(command)
     assert run.returncode == 0, run.stderr
     assert f"resuming from {state} after step {done}" in run.stderr
     expected = _adapter_weights(whole)
@@ -403,15 +378,16 @@ def test_torchrun_two_processes_give_the_weights_of_one_with_the_same_global_bat
     seeded_checkpoint, liver_listing, tmp_path
 ):
     single = tmp_path / "single.pt"
-    run = _run(_finetune_command(seeded_checkpoint, liver_listing, single, 2, "--batch-size", "2"))
+    run = run_cli(finetune_command(seeded_checkpoint, liver_listing, single, 2, "--batch-size", "2",
+                                 "--keep-last"))  # fmt: skip
     assert run.returncode == 0, run.stderr
     torchrun = str(Path(sys.executable).with_name("torchrun"))
     parallel = tmp_path / "torchrun.pt"
     command = [torchrun, "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
                "--master-port", str(free_port()), FASTSAM3D,
-               *_finetune_command(seeded_checkpoint, liver_listing, parallel, 2,
-                                  "--batch-size", "2")[1:]]  # fmt: skip
-    run = _run(command, env={"OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"})
+               *finetune_command(seeded_checkpoint, liver_listing, parallel, 2,
+                                  "--batch-size", "2", "--keep-last")[1:]]  # fmt: skip
+    run = run_cli(command, env={"OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"})
     assert run.returncode == 0, run.stderr
     summary = torch.load(parallel, weights_only=True)["summary"]
     assert summary["processes"] == 2
@@ -422,9 +398,11 @@ def test_torchrun_two_processes_give_the_weights_of_one_with_the_same_global_bat
     )
     # Adam moves a weight by about lr (3e-3) a step whatever its gradient's size, so a gradient
     # near Adam's eps (1e-8) turns the all-reduce's rounding into a visible difference: allow
-    # 3 % of one step anywhere, and exact-to-1e-6 agreement for all but 0.1 % of the weights.
+    # 3 % of one step anywhere, and exact-to-1e-6 agreement for all but 1 % of the weights (how
+    # many gradients lie that near zero depends on the loss and the CPU: 0.17 % with the
+    # balanced loss on a Sapphire Rapids; gradients not averaged would move most by a step).
     assert float(differences.max()) < 1e-4, float(differences.max())
-    assert float((differences > 1e-6).float().mean()) < 1e-3
+    assert float((differences > 1e-6).float().mean()) < 1e-2
     # Up-projections start at zero: non-zero ones were trained.
     changed = sum(
         int(bool(v.any())) for k, v in parallel_weights.items() if k.endswith("up.weight")
@@ -455,16 +433,22 @@ def test_distill_writes_a_student_that_segment_loads(tmp_path):
     teacher = tmp_path / "turbo-seeded.pth"
     torch.save({"model_state_dict": seeded_model("sam-med3d-turbo").state_dict()}, teacher)
     student = tmp_path / "student.pt"
-    run = _run([FASTSAM3D, "distill", str(SHARED_DATA_DIR / "brats2021_flair_edema"),
+    run = run_cli([FASTSAM3D, "distill", str(SHARED_DATA_DIR / "brats2021_flair_edema"),
                 "--teacher-weights", str(teacher), "--steps", "2", "--logit-steps", "1",
-                "--device", "cpu", "-o", str(student)])  # fmt: skip
+                "--validate-every", "1", "--device", "cpu", "-o", str(student)])  # fmt: skip
     assert run.returncode == 0, run.stderr
     records = json.loads(
         student.with_name(student.name + ".metrics.json").read_text(encoding="utf-8")
     )
     assert [r["k"] for r in records] == [3, 6, 0]  # Eq. 2 over 2 steps for 6 layers, then logits
+    # The best student by the logit-level loss is the one written, and the run says which.
+    losses = {r["step"]: r["validation_logit_loss"] for r in records}
+    best = min(losses, key=losses.get)
+    assert f"kept the student of step {best} of 3" in run.stdout, run.stdout
+    saved = torch.load(student, weights_only=True)
+    assert saved["distillation"]["best_step"] == best
     out = tmp_path / "liver.seg.nrrd"
-    segment = _run([FASTSAM3D, "segment", str(CT_DIR / "example_ct_3mm.nii.gz"), "--point",
+    segment = run_cli([FASTSAM3D, "segment", str(CT_DIR / "example_ct_3mm.nii.gz"), "--point",
                     _liver_point(), "--weights", str(student), "--device", "cpu",
                     "-o", str(out)])  # fmt: skip
     assert segment.returncode == 0, segment.stderr

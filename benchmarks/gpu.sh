@@ -13,6 +13,9 @@
 #   bench-compile.json  the same with torch.compile
 #   bench-flash.json    with flash-attn, when it is installed
 #   training.json       time and peak memory per fine-tuning and distillation step
+#   training-gpu.json   a tiny validated fine-tune under bfloat16 autocast (finite losses, Dice
+#                       before and after, s/step, peak memory) and two NCCL processes against
+#                       one (skipped with fewer than two GPUs)
 #   gpu-tests.txt       the tests marked gpu (Testing/test_gpu.py) on DEVICE
 # Settings (environment): DEVICE (cuda), PRECISIONS ("float32 float16 bfloat16"), COMPILE (1),
 # QUICK (0: full runs; 1: CI-sized), GPU_TESTS (1), FASTSAM3D_SHARED_DIR (../shared: golden
@@ -66,6 +69,8 @@ if python -c "import flash_attn" 2>/dev/null; then
 fi
 part training python benchmarks/bench_training.py --device "$device" \
     --steps "${TRAINING_STEPS:-4}" --json "$out/training.json"
+part training-gpu python benchmarks/gpu_training.py --device "$device" \
+    --json "$out/training-gpu.json"
 if [ "${GPU_TESTS:-1}" = 1 ]; then
     part gpu-tests eval 'FASTSAM3D_GPU_TEST_DEVICE="$device" python -m pytest -q -m gpu \
         -p no:cacheprovider Testing/test_gpu.py 2>&1 | tee "$out/gpu-tests.txt"'

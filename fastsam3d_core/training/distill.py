@@ -11,7 +11,8 @@ import torch
 from ..geometry import check_segmentable, crop_grid_around, extract_crop
 from .data import DatasetError, find_images
 from .loop import LoopConfig, Ranks, case_of, train
-from .objectives import LayerwiseDistillation, layers_in_use
+from .objectives import LayerwiseDistillation, layers_in_use, logit_loss
+from .validation import BestState, Evaluation
 
 
 def image_crops(data: Path, say: Callable[[str], None] = print) -> torch.Tensor:
@@ -39,11 +40,15 @@ def distill_encoder(
     config: LoopConfig,
     ranks: Ranks,
     layerwise_steps: int,
+    validation: BestState | None = None,
 ) -> list[dict]:
     """Train the objective's student (and projections) toward its teacher: ``layerwise_steps``
     steps of the layer-wise loss with k from Eq. 2 (iteration = step, total =
     ``layerwise_steps``), then the rest of ``config.steps`` on the final embedding (logit
     level; k = 0 in the records).
+
+    ``validation`` (see :func:`~fastsam3d_core.training.loop.train`) keeps the best student,
+    e.g. by :func:`logit_validation`.
 
     Returns:
         One record per step: ``step``, ``loss``, ``k``, ``seconds``.
@@ -63,6 +68,27 @@ def distill_encoder(
         return wrapped(crops[chosen].to(ranks.device), k_at(step))
 
     try:
-        return train(objective, compute_loss, config, ranks, lambda step: {"k": k_at(step)})
+        describe = lambda step: {"k": k_at(step)}  # noqa: E731
+        return train(objective, compute_loss, config, ranks, describe, validation)
     finally:
         student.eval()
+
+
+def logit_validation(
+    objective: LayerwiseDistillation, crops: torch.Tensor, device: torch.device
+) -> Callable[[], Evaluation]:
+    """The validation of a distillation: the logit-level loss (final embeddings, student against
+    teacher) over ``crops``, negated as a score. The teacher's embeddings are computed once."""
+    teacher_embeddings: list[torch.Tensor] = []
+
+    def evaluate() -> Evaluation:
+        if not teacher_embeddings:
+            teacher_embeddings.extend(objective.teacher(c[None].to(device)) for c in crops)
+        losses = [
+            float(logit_loss(target, objective.student(crop[None].to(device))))
+            for crop, target in zip(crops, teacher_embeddings)
+        ]
+        mean = sum(losses) / len(losses)
+        return Evaluation(-mean, details={"logit_loss": mean})
+
+    return evaluate

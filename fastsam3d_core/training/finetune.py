@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -14,6 +15,12 @@ from ..models.sam3d import Sam3D
 from .data import TrainingCase
 from .loop import LoopConfig, Ranks, case_of, train
 from .objectives import InteractiveObjective
+from .validation import BestState, Evaluation, ValidationPlan
+
+PROTOCOL_CLICKS = 10  # the paper's: Dice after 1, 3, 5 and 10 clicks
+# The loss ``fastsam3d finetune`` trains with: the class-balanced one; "dicece" is SAM-Med3D's,
+# which collapsed (docs/training.md has the measurements).
+LOSS = "balanced"
 
 
 def finetune(
@@ -23,19 +30,24 @@ def finetune(
     ranks: Ranks,
     adapters: AdapterConfig | None = None,
     clicks: int = 5,
+    validation: BestState | None = None,
+    balanced: bool = True,
 ) -> list[dict]:
     """Attach adapters to ``model`` (frozen) and train them on ``cases``; returns the history.
 
     Args:
         model: the base model, its weights loaded, on ``ranks.device``.
         cases: prepared crops (:func:`~fastsam3d_core.training.data.prepare`).
-        config, ranks: see :func:`~fastsam3d_core.training.loop.train`.
+        config, ranks, validation: see :func:`~fastsam3d_core.training.loop.train` (the
+            adapters are left as the last step made them).
         adapters: their configuration (default :class:`AdapterConfig`).
         clicks: simulated clicks per crop and step.
+        balanced: the class-balanced loss (:func:`~.objectives.balanced_dice_ce_loss`), else
+            SAM-Med3D's DiceCE.
     """
     attach_adapters(model, adapters or AdapterConfig())
     model.train()
-    objective = InteractiveObjective(model, clicks)
+    objective = InteractiveObjective(model, clicks, balanced)
     images = torch.from_numpy(np.stack([c.crop.image for c in cases]))[:, None]
     truths = torch.from_numpy(np.stack([c.truth for c in cases]))
 
@@ -45,14 +57,13 @@ def finetune(
         return wrapped(images[chosen].to(ranks.device), truths[chosen], seeds)
 
     try:
-        return train(objective, compute_loss, config, ranks)
+        return train(objective, compute_loss, config, ranks, validation=validation)
     finally:
         model.eval()
 
 
-def click_dice(model: Sam3D, cases: Sequence[TrainingCase], clicks: int = 10) -> dict[int, float]:
-    """Mean Dice after 1, 3, 5 and 10 clicks of the paper's protocol (fixed seeds) on ``cases``,
-    as ``fastsam3d evaluate`` reports it."""
+def click_results(model: Sam3D, cases: Sequence[TrainingCase], clicks: int) -> EvaluationReport:
+    """The paper's protocol (fixed seeds: case n's clicks come from seed n) on ``cases``."""
     from ..session.model_predictor import ModelPredictor
 
     predictor = ModelPredictor(model)
@@ -60,4 +71,124 @@ def click_dice(model: Sam3D, cases: Sequence[TrainingCase], clicks: int = 10) ->
         run_clicks(predictor, case.crop, case.truth, clicks, False, np.random.default_rng(number))
         for number, case in enumerate(cases)
     )
-    return EvaluationReport(results, clicks).mean_dice()
+    return EvaluationReport(results, clicks)
+
+
+def click_dice(model: Sam3D, cases: Sequence[TrainingCase], clicks: int = 10) -> dict[int, float]:
+    """Mean Dice after 1, 3, 5 and 10 clicks of the paper's protocol (fixed seeds) on ``cases``,
+    as ``fastsam3d evaluate`` reports it."""
+    return click_results(model, cases, clicks).mean_dice()
+
+
+def as_evaluation(report: EvaluationReport, clicks: int) -> Evaluation:
+    """A validation score from the protocol's first ``clicks`` clicks: the mean of the Dice
+    after 1, 3 and 5 of them (where made). The protocol's clicks do not depend on how many
+    follow, so the first clicks of a longer run are the shorter run's."""
+    shorter = EvaluationReport(
+        tuple(replace(r, dice=r.dice[:clicks], iou=r.iou[:clicks]) for r in report.evaluated),
+        clicks,
+    )
+    dice = shorter.mean_dice()
+    # Nothing of the structure predicted after any click, on every case: the adapters have
+    # learned "background" (Dice is 0 exactly then, the structure being non-empty).
+    empty = all(max(r.dice) == 0.0 for r in shorter.results)
+    details = {f"dice_{n}": value for n, value in dice.items()}
+    return Evaluation(float(np.mean(list(dice.values()))), empty, details)
+
+
+class NotImprovedError(ValueError):
+    """No trained state beat the base model: nothing is written."""
+
+
+@dataclass(frozen=True)
+class FinetuneOutcome:
+    """What a validated fine-tuning run found.
+
+    Attributes:
+        history: one record per step (evaluated steps carry ``validation…`` columns).
+        dice_before, dice_after: the protocol's mean Dice (1, 3, 5, 10 clicks) on the
+            validation cases, of the base and of the adapters kept (empty when none is kept).
+        best: the validation state: ``best_step`` (0 when no evaluated state beat the base),
+            ``start`` and ``best`` scores, ``collapsed``.
+        kept_last: no state beat the base and the last one was kept on request.
+    """
+
+    history: list[dict]
+    dice_before: dict[int, float]
+    dice_after: dict[int, float]
+    best: BestState
+    kept_last: bool
+
+    @property
+    def usable(self) -> bool:
+        """The adapters left in the model are to be written."""
+        return self.best.improved or self.kept_last
+
+    def verdict(self) -> str:
+        """Why nothing was written, in one sentence and what to try."""
+        start = self.best.start.score if self.best.start else float("nan")
+        best = self.best.best.score if self.best.best else start
+        collapse = (
+            f"training stopped at step {len(self.history)}: the prediction was empty on every "
+            "validation case at "
+            f"{self.best.plan.collapse_after} evaluations in a row (the adapters collapsed); "
+            if self.best.collapsed
+            else ""
+        )
+        return (
+            f"no trained state beat the base model on the validation case(s) (mean Dice after "
+            f"1, 3, 5 clicks: base {start:.3f}, best trained {best:.3f}); {collapse}try a lower "
+            "--lr, more cases or steps, or --keep-last to write the last state anyway"
+        )
+
+
+def finetune_validated(
+    model: Sam3D,
+    training: Sequence[TrainingCase],
+    held_out: Sequence[TrainingCase],
+    config: LoopConfig,
+    ranks: Ranks,
+    settings: ValidationSettings,
+    clicks: int = 5,
+    balanced: bool = True,
+) -> FinetuneOutcome:
+    """:func:`finetune` with validation: the base and every ``settings.every`` steps evaluated on
+    ``held_out`` (``settings.clicks`` clicks of the protocol), the best state restored into
+    ``model`` at the end; a collapse stops the run early.
+
+    When no evaluated state beats the base, the model keeps the last state and the outcome is
+    not :attr:`~FinetuneOutcome.usable` unless ``settings.keep_last``.
+    """
+    before = click_results(model, held_out, PROTOCOL_CLICKS)
+    plan = ValidationPlan(
+        lambda: as_evaluation(click_results(model, held_out, settings.clicks), settings.clicks),
+        every=settings.every,
+        collapse_after=settings.collapse_after,
+    )
+    best = BestState(plan)
+    best.start = as_evaluation(before, settings.clicks)
+    history = finetune(model, training, config, ranks, clicks=clicks, validation=best,
+                       balanced=balanced)  # fmt: skip
+    best.restore_best()
+    outcome = FinetuneOutcome(history, before.mean_dice(), {}, best, settings.keep_last)
+    if not outcome.usable:
+        return outcome
+    return replace(outcome, dice_after=click_dice(model, held_out, PROTOCOL_CLICKS))
+
+
+@dataclass(frozen=True)
+class ValidationSettings:
+    """How ``finetune`` validates (see :func:`finetune_validated`).
+
+    Attributes:
+        every: steps between evaluations (and the last step).
+        clicks: clicks of the protocol per validation case (cheap: the encoder runs once per
+            case, the decoder once per click).
+        collapse_after: evaluations in a row with an empty prediction that stop the run.
+        keep_last: keep the last state when no evaluated state beats the base.
+    """
+
+    every: int = 25
+    clicks: int = 5
+    collapse_after: int = 3
+    keep_last: bool = False

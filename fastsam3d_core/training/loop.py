@@ -27,6 +27,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..io._atomic import write_atomically
+from .validation import BestState
 
 # compute_loss(objective, this micro-batch's sample numbers, step) -> its mean loss. Sample n is
 # the n-th crop of the whole run (see case_of); it also seeds that crop's randomness.
@@ -47,6 +48,10 @@ class LoopConfig:
             steps and resumed from when it exists; :func:`remove_state` removes it once the
             run's output is written.
         checkpoint_every: steps between checkpoints.
+        warmup_steps: the learning rate grows linearly to ``learning_rate`` over these steps
+            (Adam's first steps move every weight by about the learning rate, whatever its
+            gradient: a warm-up keeps them from throwing the model off at once).
+        clip_norm: the gradients' global L2 norm is clipped to this (None: not clipped).
         run: what identifies the run besides the learning rate, batch size and seed (base
             weights, data, settings; JSON values): a state saved with other values is another
             run's, and is not resumed. ``steps`` is not part of it, so a finished run can be
@@ -60,7 +65,15 @@ class LoopConfig:
     seed: int = 0
     checkpoint: Path | None = None
     checkpoint_every: int = 25
+    warmup_steps: int = 0
+    clip_norm: float | None = None
     run: dict = field(default_factory=dict)
+
+    def learning_rate_at(self, step: int) -> float:
+        """The learning rate of ``step`` (0-based): linear warm-up, then constant."""
+        if step < self.warmup_steps:
+            return self.learning_rate * (step + 1) / self.warmup_steps
+        return self.learning_rate
 
 
 @dataclass(frozen=True)
@@ -115,6 +128,7 @@ def train(
     config: LoopConfig,
     ranks: Ranks,
     describe: Callable[[int], dict] | None = None,
+    validation: BestState | None = None,
 ) -> list[dict]:
     """Run the optimizer steps not yet in ``config.checkpoint``; returns one record per step.
 
@@ -123,6 +137,9 @@ def train(
         compute_loss: a micro-batch's mean loss.
         ranks: from :func:`join_group`.
         describe: extra columns of a step's record (e.g. Eq. 2's k).
+        validation: evaluates the start and every few steps, keeps the best state (saved with
+            the training state) and may stop the run early; the parameters are left as the
+            last step made them (:meth:`BestState.restore_best` puts the best ones back).
 
     Raises:
         ValueError: a batch that does not split evenly across processes and micro-batches.
@@ -135,7 +152,9 @@ def train(
         )
     trained = [p for p in objective.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trained, lr=config.learning_rate)
-    history = _resume(objective, optimizer, config)
+    history = _resume(objective, optimizer, config, validation)
+    if validation is not None:
+        validation.begin(objective)
     wrapped: nn.Module = objective
     if ranks.world > 1:
         device_ids = [ranks.device] if ranks.device.type == "cuda" else None
@@ -144,7 +163,8 @@ def train(
         wrapped = nn.parallel.DistributedDataParallel(
             objective, device_ids=device_ids, find_unused_parameters=True
         )
-    for step in range(len(history), config.steps):
+    stop = validation is not None and validation.collapsed
+    for step in range(len(history), config.steps if not stop else 0):
         started = time.perf_counter()
         samples = range(step * config.batch_size, (step + 1) * config.batch_size)
         mine = list(samples)[ranks.rank :: ranks.world]
@@ -160,6 +180,10 @@ def train(
                 loss = compute_loss(wrapped, chunk.tolist(), step) * (len(chunk) / local)
             loss.backward()
             loss_sum += loss.detach().float()
+        if config.clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(trained, config.clip_norm)
+        for group in optimizer.param_groups:
+            group["lr"] = config.learning_rate_at(step)
         optimizer.step()
         if ranks.world > 1:
             dist.all_reduce(loss_sum)
@@ -167,12 +191,17 @@ def train(
         record = {"step": step + 1, "loss": float(loss_sum), "seconds": 0.0}
         record.update(describe(step) if describe else {})
         record["seconds"] = time.perf_counter() - started
+        last = step + 1 == config.steps
+        if validation is not None:
+            stop = validation.after_step(step + 1, objective, last, record)
         history.append(record)
         if ranks.main:
             _progress(record, config.steps)
-            due = (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps
+            due = (step + 1) % config.checkpoint_every == 0 or last or stop
             if config.checkpoint is not None and due:
-                _save_state(objective, optimizer, history, config)
+                _save_state(objective, optimizer, history, config, validation)
+        if stop:
+            break
     if ranks.main:
         print(file=sys.stderr)
     return history
@@ -195,9 +224,10 @@ def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
 def _progress(record: dict, steps: int) -> None:
     done = record["step"]
     eta = record["seconds"] * (steps - done)
+    validation = f"  validation {record['validation']:.3f}" if "validation" in record else ""
     print(
-        f"\rstep {done}/{steps}  loss {record['loss']:.4f}  {record['seconds']:.1f} s/step  "
-        f"about {eta:.0f} s left ",
+        f"\rstep {done}/{steps}  loss {record['loss']:.4f}{validation}  "
+        f"{record['seconds']:.1f} s/step  about {eta:.0f} s left ",
         end="",
         file=sys.stderr,
         flush=True,
@@ -214,7 +244,11 @@ def trained_state(objective: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _save_state(
-    objective: nn.Module, optimizer: torch.optim.Optimizer, history: list[dict], config: LoopConfig
+    objective: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    history: list[dict],
+    config: LoopConfig,
+    validation: BestState | None,
 ) -> None:
     state = {
         "trained": trained_state(objective),
@@ -222,6 +256,8 @@ def _save_state(
         "history": history,
         "run": json.dumps(_identity(config), sort_keys=True),
     }
+    if validation is not None:
+        state["validation"] = validation.state_dict()
     path = config.checkpoint
     assert path is not None
     write_atomically(path, ".pt", lambda temporary: torch.save(state, temporary))
@@ -234,12 +270,20 @@ def _identity(config: LoopConfig) -> dict:
         "learning_rate": config.learning_rate,
         "batch_size": config.batch_size,
         "seed": config.seed,
+        # Recipes added later: absent from the states saved before them, which used neither.
+        **({"warmup_steps": config.warmup_steps} if config.warmup_steps else {}),
+        **({"clip_norm": config.clip_norm} if config.clip_norm is not None else {}),
     }
 
 
-def _resume(objective: nn.Module, optimizer: torch.optim.Optimizer, config: LoopConfig) -> list:
-    """The history so far, with parameters and optimizer restored from ``config.checkpoint``
-    if it exists.
+def _resume(
+    objective: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    config: LoopConfig,
+    validation: BestState | None = None,
+) -> list:
+    """The history so far, with parameters, optimizer and the best state so far restored from
+    ``config.checkpoint`` if it exists.
 
     Raises:
         ValueError: the file is the state of another run (other parameters, or other
@@ -265,6 +309,8 @@ def _resume(objective: nn.Module, optimizer: torch.optim.Optimizer, config: Loop
         for name, value in state["trained"].items():
             trained[name].copy_(value)
     optimizer.load_state_dict(state["optimizer"])
+    if validation is not None and "validation" in state:
+        validation.load_state_dict(state["validation"])
     print(f"resuming from {path} after step {len(state['history'])}", file=sys.stderr)
     return list(state["history"])
 
@@ -275,7 +321,8 @@ def write_metrics(
     """``PREFIX.metrics.csv`` and ``.json`` (one row per step), and a plot ``.png`` of the loss
     (and of ``dice``: curve name -> {clicks: Dice}) when matplotlib is installed; returns the
     files written."""
-    columns = list(history[0]) if history else ["step", "loss"]
+    # Validation columns appear only on the steps that were evaluated.
+    columns = list(dict.fromkeys(key for record in history for key in record)) or ["step", "loss"]
     rows = [",".join(str(r.get(c, "")) for c in columns) for r in history]
     csv = prefix.with_name(prefix.name + ".metrics.csv")
     csv.write_text("\n".join([",".join(columns), *rows]) + "\n", encoding="utf-8")

@@ -34,6 +34,26 @@ def dice_ce_loss(logits: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     return cross_entropy + (1 - dice).mean()
 
 
+def balanced_dice_ce_loss(logits: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Soft Dice plus a class-balanced cross-entropy: the mean over the structure's voxels and
+    the mean over the rest, averaged, so that the structure weighs half whatever its size.
+
+    The plain mean over a 128³ crop is won by predicting "background" when the structure is a
+    few per cent of the crop: that is how fine-tuning collapsed (docs/training.md). Balanced,
+    an empty prediction costs as much as a full one.
+
+    Args: as :func:`dice_ce_loss`.
+    """
+    per_voxel = F.binary_cross_entropy_with_logits(logits, truth, reduction="none").flatten(1)
+    target = truth.flatten(1)
+    inside = (per_voxel * target).sum(1) / target.sum(1).clamp(min=1)
+    outside = (per_voxel * (1 - target)).sum(1) / (1 - target).sum(1).clamp(min=1)
+    probability = torch.sigmoid(logits).flatten(1)
+    overlap = (probability * target).sum(1)
+    dice = (2 * overlap + 1e-5) / (probability.sum(1) + target.sum(1) + 1e-5)
+    return ((inside + outside) / 2 + 1 - dice).mean()
+
+
 class InteractiveObjective(nn.Module):
     """The click simulation of SAM-Med3D / the paper's protocol, as a loss.
 
@@ -44,10 +64,11 @@ class InteractiveObjective(nn.Module):
     cross-entropy of the 128³ upsampled logits. The loss is the mean over rounds.
     """
 
-    def __init__(self, model: Sam3D, clicks: int = 5) -> None:
+    def __init__(self, model: Sam3D, clicks: int = 5, balanced: bool = True) -> None:
         super().__init__()
         self.model = model
         self.clicks = clicks
+        self.loss = balanced_dice_ce_loss if balanced else dice_ce_loss
 
     def forward(
         self, images: torch.Tensor, truths: torch.Tensor, seeds: list[list[int]]
@@ -83,7 +104,7 @@ class InteractiveObjective(nn.Module):
             upsampled = F.interpolate(
                 low, size=(CROP_SIZE,) * 3, mode="trilinear", align_corners=False
             )
-            total = total + dice_ce_loss(upsampled.float(), target.float())
+            total = total + self.loss(upsampled.float(), target.float())
             upsampled_np = upsampled.detach()[:, 0].float().cpu().numpy()
         return total / self.clicks
 
@@ -152,6 +173,11 @@ def _block_outputs(
         if number % stride == 0:
             outputs.append(x)
     return outputs
+
+
+def logit_loss(target: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
+    """The logit-level loss between final embeddings ``(B, C, G, G, G)``: mean L2 per crop."""
+    return _l2(target, prediction)
 
 
 def _l2(target: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
