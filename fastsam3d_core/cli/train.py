@@ -4,105 +4,63 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Optional
 
 import typer
 
 from .runtime import check_model_name
-
-DataArgument = Annotated[
-    Path,
-    typer.Argument(
-        metavar="DATA",
-        help="An nnU-Net/MSD folder (imagesTr/, labelsTr/, dataset.json) or a text file of "
-        "IMAGE LABEL lines.",
-    ),
-]
-StepsOption = Annotated[int, typer.Option(min=0, metavar="N", help="Optimizer steps.")]
-BatchOption = Annotated[
-    int, typer.Option(min=1, metavar="N", help="Crops per step, across all torchrun processes.")
-]
-AccumulationOption = Annotated[
-    int, typer.Option(min=1, metavar="N", help="Micro-batches per process and step.")
-]
-DeviceOption = Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda or mps.")]
-SeedOption = Annotated[int, typer.Option(metavar="N", help="Seeds crop order and clicks.")]
-CheckpointEveryOption = Annotated[
-    int,
-    typer.Option(min=1, metavar="N", help="Steps between training checkpoints (for resuming)."),
-]
+from .train_options import (
+    AccumulationOption,
+    BatchOption,
+    CheckpointEveryOption,
+    ClicksOption,
+    ClipNormOption,
+    DataArgument,
+    DeviceOption,
+    DistillRateOption,
+    DistillValidateEveryOption,
+    EpochsOption,
+    KeepLastOption,
+    LabelOption,
+    LearningRateOption,
+    LogitStepsOption,
+    ModelOption,
+    OutputAdapter,
+    OutputStudent,
+    SeedOption,
+    StepsOption,
+    StudentOption,
+    StudentWeightsOption,
+    TeacherOption,
+    TeacherWeightsOption,
+    ValidateEveryOption,
+    ValidationClicksOption,
+    ValidationOption,
+    WarmupOption,
+    WeightsOption,
+)
 
 
 def finetune(
     data: DataArgument,
-    output: Annotated[
-        Path, typer.Option("-o", "--output", metavar="ADAPTER.pt", help="Adapter file to write.")
-    ],
-    model: Annotated[
-        str, typer.Option(metavar="NAME", help="fastsam3d or sam-med3d-turbo.")
-    ] = "fastsam3d",
-    weights: Annotated[
-        Optional[Path],
-        typer.Option(metavar="FILE", help="The base checkpoint (default: the released one)."),
-    ] = None,
-    label: Annotated[
-        Optional[str],
-        typer.Option(
-            metavar="V",
-            help="The structure: a label value, or a name from dataset.json or the .seg.nrrd "
-            "files (default: every non-zero voxel).",
-        ),
-    ] = None,
+    output: OutputAdapter,
+    model: ModelOption = "fastsam3d",
+    weights: WeightsOption = None,
+    label: LabelOption = None,
     steps: StepsOption = 200,
-    epochs: Annotated[
-        Optional[int],
-        typer.Option(
-            min=1, metavar="N", help="Passes over the training cases, instead of --steps."
-        ),
-    ] = None,
+    epochs: EpochsOption = None,
     batch_size: BatchOption = 1,
     accumulation: AccumulationOption = 1,
-    learning_rate: Annotated[
-        float, typer.Option("--lr", metavar="LR", help="Adam's learning rate.")
-    ] = 3e-3,
-    warmup: Annotated[
-        int,
-        typer.Option(min=0, metavar="N", help="Steps over which the learning rate grows to --lr."),
-    ] = 0,
-    clip_norm: Annotated[
-        Optional[float],
-        typer.Option(min=0.0, metavar="X", help="Clip the gradients' global L2 norm to X."),
-    ] = None,
-    clicks: Annotated[
-        int, typer.Option(min=1, metavar="N", help="Simulated clicks per crop and step.")
-    ] = 5,
-    validation: Annotated[
-        float,
-        typer.Option(
-            min=0.0,
-            max=1.0,
-            metavar="FRACTION",
-            help="Cases held out for validation (0, or one case: the training cases).",
-        ),
-    ] = 0.2,
-    validate_every: Annotated[
-        int,
-        typer.Option(min=1, metavar="N", help="Steps between evaluations of the held-out cases."),
-    ] = 25,
-    validation_clicks: Annotated[
-        int, typer.Option(min=1, max=10, metavar="N", help="Clicks per held-out case there.")
-    ] = 5,
-    keep_last: Annotated[
-        bool,
-        typer.Option(
-            "--keep-last",
-            help="Write the last state when no evaluated state beats the base model "
-            "(default: write nothing and fail).",
-        ),
-    ] = False,
+    learning_rate: LearningRateOption = 3e-3,
+    warmup: WarmupOption = 0,
+    clip_norm: ClipNormOption = None,
+    clicks: ClicksOption = 5,
+    validation: ValidationOption = 0.2,
+    validate_every: ValidateEveryOption = 25,
+    validation_clicks: ValidationClicksOption = 5,
+    keep_last: KeepLastOption = False,
     device: DeviceOption = "auto",
     seed: SeedOption = 0,
-    checkpoint_every: CheckpointEveryOption = 25,
+    checkpoint_every: CheckpointEveryOption = 25
 ) -> None:
     """Train Med-SA adapters on your labelled cases; the base model stays frozen and untouched.
 
@@ -114,7 +72,7 @@ def finetune(
     from ..io import check_output_path
     from ..models import MODEL_REGISTRY
     from ..training import finetune as recipe
-    from ..training.data import DatasetError, find_cases, label_names, prepare, resolve_label
+    from ..training.data import find_cases, label_names, resolve_label
     from ..training.loop import LoopConfig, join_group, leave_group
     from ..weights import resolve_weights
     from ..weights.download import sha256_of_file
@@ -130,16 +88,7 @@ def finetune(
         say = typer.echo if ranks.main else _quiet
         base = load_model(model, weights, ranks.device)  # a missing checkpoint fails here, early
         base_sha256 = sha256_of_file(resolve_weights(model, weights_file=weights))
-        say(f"preparing {len(files)} case(s) from {data} ...")
-        cases = []
-        for case in files:  # a case without the structure is skipped, not the whole run
-            try:
-                cases.append(prepare(case, value))
-            except DatasetError as error:
-                say(f"note: skipped {error}")
-        if not cases:
-            which = f"label {label}" if label is not None else "a non-zero label voxel"
-            raise DatasetError(f"{data}: no case has {which} in its crop")
+        cases = _prepare_cases(files, value, data, label, say)
         training, held_out = _split(cases, validation, seed)
         if epochs is not None:
             steps = math.ceil(epochs * len(training) / batch_size)
@@ -171,60 +120,28 @@ def finetune(
 
 def distill(
     data: DataArgument,
-    output: Annotated[
-        Path,
-        typer.Option("-o", "--output", metavar="STUDENT.pt", help="Student checkpoint to write."),
-    ],
-    teacher: Annotated[
-        str, typer.Option(metavar="NAME", help="The teacher model.")
-    ] = "sam-med3d-turbo",
-    teacher_weights: Annotated[
-        Optional[Path],
-        typer.Option(metavar="FILE", help="The teacher's checkpoint (default: the released one)."),
-    ] = None,
-    student: Annotated[str, typer.Option(metavar="NAME", help="The student model.")] = "fastsam3d",
-    student_weights: Annotated[
-        Optional[Path],
-        typer.Option(
-            metavar="FILE",
-            help="Start the student from this checkpoint's encoder (default: random).",
-        ),
-    ] = None,
+    output: OutputStudent,
+    teacher: TeacherOption = "sam-med3d-turbo",
+    teacher_weights: TeacherWeightsOption = None,
+    student: StudentOption = "fastsam3d",
+    student_weights: StudentWeightsOption = None,
     steps: StepsOption = 36,
-    logit_steps: Annotated[
-        int, typer.Option(min=0, metavar="N", help="Logit-level steps after the layer-wise ones.")
-    ] = 36,
+    logit_steps: LogitStepsOption = 36,
     batch_size: BatchOption = 1,
     accumulation: AccumulationOption = 1,
-    learning_rate: Annotated[
-        float, typer.Option("--lr", metavar="LR", help="Adam's learning rate (paper: 5e-3).")
-    ] = 5e-3,
-    validate_every: Annotated[
-        int,
-        typer.Option(min=1, metavar="N", help="Steps between evaluations of the logit loss."),
-    ] = 12,
-    keep_last: Annotated[
-        bool,
-        typer.Option(
-            "--keep-last",
-            help="Write the last student when no evaluated one beats the start "
-            "(default: write nothing and fail).",
-        ),
-    ] = False,
+    learning_rate: DistillRateOption = 5e-3,
+    validate_every: DistillValidateEveryOption = 12,
+    keep_last: KeepLastOption = False,
     device: DeviceOption = "auto",
     seed: SeedOption = 0,
-    checkpoint_every: CheckpointEveryOption = 25,
+    checkpoint_every: CheckpointEveryOption = 25
 ) -> None:
     """Distil a fast student encoder from a teacher: FastSAM3D's layer-wise progressive
     distillation (Eq. 1-2), then logit-level; no labels needed.
 
     Every --validate-every steps the student's logit-level loss over the images is evaluated;
     the best student is written, and only if it beats the one it started from."""
-    import torch
-
-    from .. import build_model, load_checkpoint
     from ..io import check_output_path
-    from ..io._atomic import write_atomically
     from ..models import MODEL_REGISTRY
     from ..training.data import find_images
     from ..training.distill import distill_encoder, image_crops, logit_validation
@@ -244,13 +161,7 @@ def distill(
         say = typer.echo if ranks.main else _quiet
         crops = image_crops(data, say)
         teacher_model = load_model(teacher, teacher_weights, ranks.device)
-        torch.manual_seed(seed)
-        student_model = build_model(student, device=ranks.device)
-        student_start = None
-        if student_weights is not None:
-            student_path = resolve_weights(student, weights_file=student_weights)
-            load_checkpoint(student_model, student_path)
-            student_start = sha256_of_file(student_path)
+        student_model, student_start = _student(student, student_weights, ranks.device, seed)
         teacher_path = resolve_weights(teacher, weights_file=teacher_weights)
         config = LoopConfig(
             steps=steps + logit_steps,
@@ -272,28 +183,9 @@ def distill(
         if not ranks.main:
             return
         say(_distill_verdict(best, len(history), output, keep_last))
-        # The student's encoder with the teacher's prompt encoder and decoder (as FastSAM3D).
-        state = {
-            **{
-                k: v
-                for k, v in teacher_model.state_dict().items()
-                if not k.startswith("image_encoder.")
-            },
-            **{
-                f"image_encoder.{k}": v for k, v in student_model.image_encoder.state_dict().items()
-            },
-        }
-        content = {
-            "model_state_dict": {k: v.detach().cpu() for k, v in state.items()},
-            "distillation": {
-                "teacher": teacher,
-                "steps": steps,
-                "logit_steps": logit_steps,
-                "history": history,
-                "best_step": best.best_step,
-            },
-        }
-        write_atomically(output, ".pt", lambda temporary: torch.save(content, temporary))
+        details = {"teacher": teacher, "steps": steps, "logit_steps": logit_steps,
+                   "history": history, "best_step": best.best_step}  # fmt: skip
+        _write_student(output, teacher_model, student_model, details)
         remove_state(config, ranks)
         written = write_metrics(history, output, f"distill {teacher} → {student}")
         typer.echo(
@@ -302,6 +194,59 @@ def distill(
         )
     finally:
         leave_group()
+
+
+def _prepare_cases(files: list, value, data: Path, label, say) -> list:
+    """The cases prepared for training; a case without the structure is skipped, not the run."""
+    from ..training.data import DatasetError, prepare
+
+    say(f"preparing {len(files)} case(s) from {data} ...")
+    cases = []
+    for case in files:
+        try:
+            cases.append(prepare(case, value))
+        except DatasetError as error:
+            say(f"note: skipped {error}")
+    if not cases:
+        which = f"label {label}" if label is not None else "a non-zero label voxel"
+        raise DatasetError(f"{data}: no case has {which} in its crop")
+    return cases
+
+
+def _student(name: str, weights: Path | None, device, seed: int) -> tuple:
+    """The student to distil (random from ``seed``, or from ``weights``' encoder) and the
+    SHA-256 of the weights it started from (None when random)."""
+    import torch
+
+    from .. import build_model, load_checkpoint
+    from ..weights import resolve_weights
+    from ..weights.download import sha256_of_file
+
+    torch.manual_seed(seed)
+    model = build_model(name, device=device)
+    if weights is None:
+        return model, None
+    path = resolve_weights(name, weights_file=weights)
+    load_checkpoint(model, path)
+    return model, sha256_of_file(path)
+
+
+def _write_student(output: Path, teacher_model, student_model, details: dict) -> None:
+    """A full checkpoint: the student's encoder with the teacher's prompt encoder and decoder
+    (as FastSAM3D pairs them), and the distillation's ``details``."""
+    import torch
+
+    from ..io._atomic import write_atomically
+
+    state = {
+        **{k: v for k, v in teacher_model.state_dict().items() if not k.startswith("image_enc")},
+        **{f"image_encoder.{k}": v for k, v in student_model.image_encoder.state_dict().items()},
+    }
+    content = {
+        "model_state_dict": {k: v.detach().cpu() for k, v in state.items()},
+        "distillation": details,
+    }
+    write_atomically(output, ".pt", lambda temporary: torch.save(content, temporary))
 
 
 def _distill_verdict(best, steps_run: int, output: Path, keep_last: bool) -> str:

@@ -166,20 +166,8 @@ def train(
     stop = validation is not None and validation.collapsed
     for step in range(len(history), config.steps if not stop else 0):
         started = time.perf_counter()
-        samples = range(step * config.batch_size, (step + 1) * config.batch_size)
-        mine = list(samples)[ranks.rank :: ranks.world]
         optimizer.zero_grad(set_to_none=True)
-        loss_sum = torch.zeros((), device=ranks.device)
-        chunks = np.array_split(np.array(mine), config.accumulation)
-        for number, chunk in enumerate(chunks):
-            last = number == len(chunks) - 1
-            quiet: contextlib.AbstractContextManager = contextlib.nullcontext()
-            if isinstance(wrapped, nn.parallel.DistributedDataParallel) and not last:
-                quiet = wrapped.no_sync()  # all-reduce once, after the last micro-batch
-            with quiet, _autocast(ranks.device):
-                loss = compute_loss(wrapped, chunk.tolist(), step) * (len(chunk) / local)
-            loss.backward()
-            loss_sum += loss.detach().float()
+        loss_sum = _accumulate_gradients(wrapped, compute_loss, step, config, ranks)
         if config.clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(trained, config.clip_norm)
         for group in optimizer.param_groups:
@@ -205,6 +193,28 @@ def train(
     if ranks.main:
         print(file=sys.stderr)
     return history
+
+
+def _accumulate_gradients(
+    wrapped: nn.Module, compute_loss: LossFunction, step: int, config: LoopConfig, ranks: Ranks
+) -> torch.Tensor:
+    """Backpropagate this rank's share of ``step``'s batch, in ``config.accumulation``
+    micro-batches; returns its loss (the mean over the share)."""
+    local = config.batch_size // ranks.world
+    samples = range(step * config.batch_size, (step + 1) * config.batch_size)
+    mine = list(samples)[ranks.rank :: ranks.world]
+    loss_sum = torch.zeros((), device=ranks.device)
+    chunks = np.array_split(np.array(mine), config.accumulation)
+    for number, chunk in enumerate(chunks):
+        last = number == len(chunks) - 1
+        quiet: contextlib.AbstractContextManager = contextlib.nullcontext()
+        if isinstance(wrapped, nn.parallel.DistributedDataParallel) and not last:
+            quiet = wrapped.no_sync()  # all-reduce once, after the last micro-batch
+        with quiet, _autocast(ranks.device):
+            loss = compute_loss(wrapped, chunk.tolist(), step) * (len(chunk) / local)
+        loss.backward()
+        loss_sum += loss.detach().float()
+    return loss_sum
 
 
 def remove_state(config: LoopConfig, ranks: Ranks) -> None:
