@@ -64,14 +64,17 @@ def tiny_finetune(device: torch.device, steps: int) -> dict:
     }  # fmt: skip
 
 
-def _adapters(device: torch.device, ranks: Ranks) -> dict[str, torch.Tensor]:
-    """The adapters after 2 steps with a global batch of 2 (the case twice)."""
+def _adapters(ranks: Ranks, accumulation: int = 1) -> dict[str, torch.Tensor]:
+    """The adapters after 2 steps with a global batch of 2 (the case twice), one crop per
+    forward pass in each process (``accumulation`` 2 in one process): the encoder's batch size
+    changes its rounding, and the sampled clicks follow any change of the prediction."""
     from fastsam3d_core.training.finetune import finetune
 
     torch.manual_seed(0)
     model = seeded("fastsam3d", ranks.device)
     case = training_case()
-    config = LoopConfig(steps=2, learning_rate=LEARNING_RATE, batch_size=2)
+    config = LoopConfig(steps=2, learning_rate=LEARNING_RATE, batch_size=2,
+                        accumulation=accumulation)  # fmt: skip
     finetune(model, [case, case], config, ranks, clicks=2)
     return {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
 
@@ -81,7 +84,7 @@ def _rank(rank: int, port: int, device_type: str, folder: str) -> None:
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))  # fmt: skip
     ranks = join_group(torch.device(device_type))
     try:
-        adapters = _adapters(ranks.device, ranks)
+        adapters = _adapters(ranks)
         if ranks.main:
             torch.save(adapters, Path(folder) / "parallel.pt")
     finally:
@@ -94,7 +97,7 @@ def two_processes(device: torch.device) -> dict:
     if device.type == "cuda" and torch.cuda.device_count() < 2:
         return {"check": "two processes, nccl", "ok": True,
                 "skipped": f"needs 2 GPUs, {torch.cuda.device_count()} here"}  # fmt: skip
-    single = _adapters(device, Ranks(0, 1, device))
+    single = _adapters(Ranks(0, 1, device), accumulation=2)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -103,9 +106,9 @@ def two_processes(device: torch.device) -> dict:
         parallel = torch.load(Path(folder) / "parallel.pt", weights_only=True)
     differences = torch.cat([(parallel[k] - v).abs().flatten() for k, v in single.items()])
     largest = float(differences.max())
-    # One Adam step moves a weight by about the learning rate: rounding may flip a near-zero
-    # gradient's sign, nothing more.
-    return {"check": f"two processes, {backend}", "ok": largest <= 2 * LEARNING_RATE,
+    # Adam moves a weight by about the learning rate whatever its gradient: the all-reduce's
+    # rounding of a gradient near Adam's eps shows, but within 3 % of a step (as on the CPU).
+    return {"check": f"two processes, {backend}", "ok": largest < 1e-4,
             "largest_difference": largest,
             "fraction_over_1e-6": float((differences > 1e-6).float().mean())}  # fmt: skip
 
