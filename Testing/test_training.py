@@ -404,8 +404,8 @@ def test_torchrun_two_processes_give_the_weights_of_one_with_the_same_global_bat
     # Adam moves a weight by about lr (3e-3) a step whatever its gradient's size, so a gradient
     # near Adam's eps (1e-8) turns the all-reduce's rounding into a visible difference: allow
     # 3 % of one step anywhere, and exact-to-1e-6 agreement for all but 1 % of the weights (how
-    # many gradients lie that near zero depends on the loss: 0.16 % with the balanced one, with
-    # the threads unmatched; gradients not averaged would move most weights by a whole step).
+    # many gradients lie that near zero depends on the loss and the CPU: 0.16 % with the
+    # balanced one here; gradients not averaged would move most weights by a whole step).
     assert float(differences.max()) < 1e-4, float(differences.max())
     assert float((differences > 1e-6).float().mean()) < 1e-2
     # Up-projections start at zero: non-zero ones were trained.

@@ -99,6 +99,36 @@ def test_a_resumed_run_keeps_the_best_state_found_before_it_stopped(tmp_path):
     assert torch.equal(objective.value.detach(), whole.best_parameters["value"])
 
 
+def test_a_run_stopped_on_a_collapse_stays_stopped_when_resumed(tmp_path):
+    state = tmp_path / "run.state"
+
+    def run() -> tuple[BestState, list[dict]]:
+        objective = Weight()
+        plan = ValidationPlan(_closeness(objective, 0.0, empty_below=-0.5), every=1)
+        best = BestState(plan)
+        config = LoopConfig(steps=50, learning_rate=0.5, checkpoint=state, checkpoint_every=50)
+        return best, train(objective, _loss_toward(5.0), config, CPU, validation=best)
+
+    first, history = run()
+    assert first.collapsed and len(history) < 50
+    again, resumed = run()  # e.g. with --keep-last: nothing is trained again
+    assert again.collapsed and resumed == history
+
+
+def test_the_validation_score_is_the_mean_dice_after_1_3_and_5_of_the_first_clicks():
+    from fastsam3d_core.evaluation.protocol import CaseResult
+    from fastsam3d_core.evaluation.report import EvaluationReport
+    from fastsam3d_core.training.finetune import as_evaluation
+
+    dice = (0.0, 0.0, 0.3, 0.0, 0.6, 0.1, 0.2, 0.3, 0.4, 0.9)
+    report = EvaluationReport((CaseResult("a", "ok", dice=dice, iou=dice),), 10)
+    five = as_evaluation(report, 5)
+    assert five.score == pytest.approx((0.0 + 0.3 + 0.6) / 3) and not five.empty
+    assert five.details == {"dice_1": 0.0, "dice_3": 0.3, "dice_5": 0.6}
+    two = as_evaluation(report, 2)  # only the first two clicks count, also for "empty"
+    assert two.score == 0.0 and two.empty
+
+
 @pytest.mark.slow
 def test_a_diverging_finetune_writes_no_adapter_and_says_so_in_one_line(
     seeded_checkpoint, liver_listing, tmp_path

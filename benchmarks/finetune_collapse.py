@@ -11,7 +11,7 @@ validated (the "before" column).
 The linear path (oneDNN's fused product or plain ``F.linear``) is fixed per process by
 ``FASTSAM3D_LINEAR``, so the script runs itself once per path:
 
-    python benchmarks/finetune_collapse.py [--seeds 8] [--steps 30] [--json out.json]
+    python benchmarks/finetune_collapse.py [--seeds 8] [--steps 20] [--json out.json]
 """
 
 from __future__ import annotations
@@ -128,10 +128,10 @@ def table(records: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--clicks", type=int, default=5)
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--validate-every", type=int, default=10)
+    parser.add_argument("--validate-every", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=0)
     parser.add_argument("--clip", type=float, default=0.0, help="0: none")
     parser.add_argument("--loss", choices=("dicece", "balanced"), help="default: the recipe's")

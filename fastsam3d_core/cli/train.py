@@ -173,7 +173,8 @@ def distill(
             checkpoint_every=checkpoint_every,
             run={"command": "distill", "teacher": teacher, "student": student,
                  "teacher_sha256": sha256_of_file(teacher_path), "student_sha256": student_start,
-                 "images": [path.name for path in images], "layerwise_steps": steps},
+                 "images": [path.name for path in images], "layerwise_steps": steps,
+                 "validated": True},  # states from before validation: their start is unknown
         )  # fmt: skip
         objective = LayerwiseDistillation(teacher_model.image_encoder, student_model.image_encoder)
         plan = ValidationPlan(logit_validation(objective, crops, ranks.device), validate_every)
@@ -263,8 +264,9 @@ def _distill_verdict(best, steps_run: int, output: Path, keep_last: bool) -> str
             f"(logit-level loss {start:.4g}); try a lower --lr or more steps, or --keep-last "
             "to write the last student anyway"
         )
-    return (f"warning: no evaluated student beat the start; --keep-last: writing the last one "
-            f"(step {steps_run})")  # fmt: skip
+    typer.echo(f"warning: no evaluated student beat the start; --keep-last: writing the last one "
+               f"(step {steps_run})", err=True)  # fmt: skip
+    return f"kept the last student (step {steps_run})"
 
 
 def _write_adapter(model, output: Path, outcome, config, base_sha256: str, label, held_out) -> None:
@@ -280,6 +282,9 @@ def _write_adapter(model, output: Path, outcome, config, base_sha256: str, label
     if not outcome.usable:  # the state stays: --keep-last resumes it and writes at once
         write_metrics(outcome.history, output, "finetune")
         raise NotImprovedError(f"{output}: not written: {outcome.verdict()}")
+    if best.collapsed:
+        typer.echo(f"warning: training stopped at step {len(outcome.history)}: the adapters "
+                   "collapsed (nothing of the structure found on any held-out case)", err=True)
     if best.improved:
         typer.echo(f"kept the state of step {best.best_step} of {len(outcome.history)} (mean Dice "
                    f"after 1, 3, 5 clicks {best.best.score:.3f}, base {best.start.score:.3f})")
@@ -299,6 +304,12 @@ def _write_adapter(model, output: Path, outcome, config, base_sha256: str, label
         "validation_score_base": best.start.score,
         "validation_score_best": (best.best or best.start).score,
         "kept_last": outcome.kept_last and not best.improved,
+        "stopped_on_collapse": best.collapsed,
+        "validate_every": best.plan.every,
+        "validation_clicks": config.run["validation_clicks"],
+        "loss": config.run["loss"],
+        "warmup_steps": config.warmup_steps,
+        "clip_norm": config.clip_norm,
         "batch_size": config.batch_size,
         "learning_rate": config.learning_rate,
         "clicks": config.run["clicks"],

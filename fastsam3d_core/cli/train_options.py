@@ -56,7 +56,7 @@ WarmupOption = Annotated[
 ]
 ClipNormOption = Annotated[
     Optional[float],
-    typer.Option(min=0.0, metavar="X", help="Clip the gradients' global L2 norm to X."),
+    typer.Option(min=0.0, metavar="X", help="Clip the gradients' global L2 norm to X (0: not)."),
 ]
 ClicksOption = Annotated[
     int, typer.Option(min=1, metavar="N", help="Simulated clicks per crop and step.")

@@ -18,6 +18,7 @@ from .objectives import InteractiveObjective
 from .validation import BestState, Evaluation, ValidationPlan
 
 PROTOCOL_CLICKS = 10  # the paper's: Dice after 1, 3, 5 and 10 clicks
+SCORED_CLICKS = (1, 3, 5)  # validation: the mean of the Dice after these (those made)
 # The loss ``fastsam3d finetune`` trains with: the class-balanced one; "dicece" is SAM-Med3D's,
 # which collapsed (docs/training.md has the measurements).
 LOSS = "balanced"
@@ -82,16 +83,12 @@ def click_dice(model: Sam3D, cases: Sequence[TrainingCase], clicks: int = 10) ->
 
 def as_evaluation(report: EvaluationReport, clicks: int) -> Evaluation:
     """A validation score from the protocol's first ``clicks`` clicks: the mean of the Dice
-    after 1, 3 and 5 of them (where made). The protocol's clicks do not depend on how many
+    after 1, 3 and 5 of them (those made). The protocol's clicks do not depend on how many
     follow, so the first clicks of a longer run are the shorter run's."""
-    shorter = EvaluationReport(
-        tuple(replace(r, dice=r.dice[:clicks], iou=r.iou[:clicks]) for r in report.evaluated),
-        clicks,
-    )
-    dice = shorter.mean_dice()
-    # Nothing of the structure predicted after any click, on every case: the adapters have
-    # learned "background" (Dice is 0 exactly then, the structure being non-empty).
-    empty = all(max(r.dice) == 0.0 for r in shorter.results)
+    dice = report.mean_dice([n for n in SCORED_CLICKS if n <= clicks])
+    # Nothing of the structure found after any click, on every case (Dice 0: the prediction
+    # is empty or misses the structure entirely): the adapters have learned "background".
+    empty = all(max(r.dice[:clicks]) == 0.0 for r in report.evaluated)
     details = {f"dice_{n}": value for n, value in dice.items()}
     return Evaluation(float(np.mean(list(dice.values()))), empty, details)
 
@@ -129,8 +126,8 @@ class FinetuneOutcome:
         start = self.best.start.score if self.best.start else float("nan")
         best = self.best.best.score if self.best.best else start
         collapse = (
-            f"training stopped at step {len(self.history)}: the prediction was empty on every "
-            "validation case at "
+            f"training stopped at step {len(self.history)}: nothing of the structure was found "
+            "on any validation case at "
             f"{self.best.plan.collapse_after} evaluations in a row (the adapters collapsed); "
             if self.best.collapsed
             else ""

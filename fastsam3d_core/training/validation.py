@@ -4,8 +4,8 @@ A fine-tuned or distilled model is only worth writing when it is better than wha
 started from. The training loop asks a :class:`BestState` after every step whether to evaluate;
 it evaluates the trained parameters, remembers the best of them (in memory and in the loop's
 saved state, so a resumed run still knows them) and tells the loop to stop early when the
-evaluations show a collapse (the prediction empty on every validation case several times in a
-row). Higher scores are better (a loss is passed negated).
+evaluations show a collapse (nothing of the structure found on any validation case several times
+in a row). Higher scores are better (a loss is passed negated).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ class Evaluation:
 
     Attributes:
         score: higher is better (mean Dice; a loss negated).
-        empty: the prediction was empty on every validation case (fine-tuning only).
+        empty: nothing of the structure was found on any validation case (fine-tuning only).
         details: what the record and the summary show (e.g. Dice after each click count).
     """
 
@@ -41,7 +41,7 @@ class ValidationPlan:
         evaluate: evaluates the model as it is now (called on every rank, in eval mode and
             without gradients; the same on every rank).
         every: steps between evaluations; the last step is always evaluated.
-        collapse_after: evaluations in a row with an empty prediction that stop the run.
+        collapse_after: evaluations in a row with an "empty" evaluation that stop the run.
     """
 
     evaluate: Callable[[], Evaluation]
@@ -56,8 +56,7 @@ class BestState:
         start: the evaluation before any step (the base the result must beat).
         best_step, best: the step and evaluation of the best state so far (0 and ``start``
             until a state beats the start).
-        collapsed: the run stopped because of an empty prediction at ``collapse_after``
-            evaluations in a row.
+        collapsed: the run stopped because ``collapse_after`` evaluations in a row were empty.
     """
 
     def __init__(self, plan: ValidationPlan) -> None:
@@ -76,11 +75,11 @@ class BestState:
         return self.best_parameters is not None
 
     def begin(self, objective: nn.Module) -> None:
-        """Evaluate the start once (a resumed run keeps the one it saved); ``objective`` holds
-        the trained parameters (by their names there)."""
+        """Evaluate the start once (a resumed run keeps the one it saved; a start given by the
+        caller is rank 0's on every rank); ``objective`` holds the trained parameters (by their
+        names there)."""
         self._objective = objective
-        if self.start is None:
-            self.start = self._evaluate(objective)
+        self.start = self._evaluate(objective) if self.start is None else _agreed(self.start)
 
     def after_step(self, step: int, objective: nn.Module, last: bool, record: dict) -> bool:
         """Evaluate after ``step`` (1-based) when due; returns True when the run must stop."""
@@ -114,6 +113,7 @@ class BestState:
             "best_step": self.best_step,
             "best_parameters": self.best_parameters,
             "empty_in_a_row": self.empty_in_a_row,
+            "collapsed": self.collapsed,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -122,6 +122,8 @@ class BestState:
         self.best_step = int(state["best_step"])
         self.best_parameters = state["best_parameters"]
         self.empty_in_a_row = int(state["empty_in_a_row"])
+        # A run that stopped on a collapse stays stopped when resumed (to write with --keep-last).
+        self.collapsed = bool(state.get("collapsed", False))
 
     def _evaluate(self, objective: nn.Module) -> Evaluation:
         was_training = objective.training
