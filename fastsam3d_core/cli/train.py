@@ -287,7 +287,8 @@ def _write_adapter(model, output: Path, outcome, config, base_sha256: str, label
                    "collapsed (nothing of the structure found on any held-out case)", err=True)
     if best.improved:
         typer.echo(f"kept the state of step {best.best_step} of {len(outcome.history)} (mean Dice "
-                   f"after 1, 3, 5 clicks {best.best.score:.3f}, base {best.start.score:.3f})")
+                   f"after {outcome.scored_clicks} clicks {best.best.score:.3f}, base "
+                   f"{best.start.score:.3f})")  # fmt: skip
     else:
         typer.echo(f"warning: no trained state beat the base; --keep-last: writing the last "
                    f"state (step {len(outcome.history)})", err=True)  # fmt: skip

@@ -117,6 +117,12 @@ class FinetuneOutcome:
     kept_last: bool
 
     @property
+    def scored_clicks(self) -> str:
+        """The click counts whose Dice the validation score averages, e.g. "1, 3, 5"."""
+        details = self.best.start.details if self.best.start else None
+        return ", ".join(key.removeprefix("dice_") for key in details or {})
+
+    @property
     def usable(self) -> bool:
         """The adapters left in the model are to be written."""
         return self.best.improved or self.kept_last
@@ -134,7 +140,8 @@ class FinetuneOutcome:
         )
         return (
             f"no trained state beat the base model on the validation case(s) (mean Dice after "
-            f"1, 3, 5 clicks: base {start:.3f}, best trained {best:.3f}); {collapse}try a lower "
+            f"{self.scored_clicks} clicks: base {start:.3f}, best trained {best:.3f}); "
+            f"{collapse}try a lower "
             "--lr, more cases or steps, or --keep-last to write the last state anyway"
         )
 
