@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
-import ipaddress
 import secrets
 import select
 import shutil
