@@ -27,7 +27,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..io._atomic import write_atomically
-from .validation import BestState
+from .validation import BestState, trained_state
 
 # compute_loss(objective, this micro-batch's sample numbers, step) -> its mean loss. Sample n is
 # the n-th crop of the whole run (see case_of); it also seeds that crop's randomness.
@@ -242,15 +242,6 @@ def _progress(record: dict, steps: int) -> None:
         file=sys.stderr,
         flush=True,
     )
-
-
-def trained_state(objective: nn.Module) -> dict[str, torch.Tensor]:
-    """The trained parameters by their names in ``objective``."""
-    return {
-        name: p.detach().cpu().clone()
-        for name, p in objective.named_parameters()
-        if p.requires_grad
-    }
 
 
 def _save_state(

@@ -91,7 +91,7 @@ class BestState:
         record.update({f"validation_{k}": v for k, v in (evaluation.details or {}).items()})
         if evaluation.score > (self.best or self.start).score:
             self.best_step, self.best = step, evaluation
-            self.best_parameters = _trained(objective)
+            self.best_parameters = trained_state(objective)
         self.empty_in_a_row = self.empty_in_a_row + 1 if evaluation.empty else 0
         self.collapsed = self.empty_in_a_row >= self.plan.collapse_after
         return self.collapsed
@@ -136,7 +136,8 @@ class BestState:
         return _agreed(evaluation)
 
 
-def _trained(objective: nn.Module) -> dict[str, torch.Tensor]:
+def trained_state(objective: nn.Module) -> dict[str, torch.Tensor]:
+    """The trained parameters by their names in ``objective``, copied to the CPU."""
     return {
         name: p.detach().cpu().clone()
         for name, p in objective.named_parameters()
