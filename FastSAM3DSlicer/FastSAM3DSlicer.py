@@ -15,11 +15,9 @@ import qt
 import slicer
 import vtk
 from FastSAM3DSlicerLib import install
-from FastSAM3DSlicerLib.models import DEVICE_CHOICES, MODEL_CHOICES, PRECISION_CHOICES, REMOTE
 
 # The self-test class lives in FastSAM3DSlicerLib; Slicer finds it here by its name.
 from FastSAM3DSlicerLib.selftest import FastSAM3DSlicerTest  # noqa: F401
-from FastSAM3DSlicerLib.worker import POLL_INTERVAL_S, Worker
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.parameterNodeWrapper import parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
@@ -28,6 +26,9 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
+
+from fastsam3d_mrml.models import DEVICE_CHOICES, MODEL_CHOICES, PRECISION_CHOICES, REMOTE
+from fastsam3d_mrml.worker import POLL_INTERVAL_S, Worker
 
 # Application preferences (QSettings); per-scene choices live in the parameter node.
 SETTINGS_MODEL = "FastSAM3D/Model"
@@ -296,7 +297,7 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onTestConnection(self):
         if not self._dependenciesReady(then=self.onTestConnection):
             return
-        from FastSAM3DSlicerLib.models import check_server
+        from fastsam3d_mrml.models import check_server
 
         with slicer.util.WaitCursor():
             message = check_server(*self._server(), self.ui.modelComboBox.currentData)
@@ -624,7 +625,7 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 class FastSAM3DSlicerLogic(ScriptedLoadableModuleLogic):
     """Slicer-facing logic: the parameter node, and the interactive engine on the main scene.
 
-    The engine (``FastSAM3DSlicerLib.logic.InteractiveSegmentationLogic``) does the work and runs
+    The engine (``fastsam3d_mrml.logic.InteractiveSegmentationLogic``) does the work and runs
     without a widget; :meth:`segment` is a one-call entry point for the Python console.
     """
 
@@ -639,7 +640,7 @@ class FastSAM3DSlicerLogic(ScriptedLoadableModuleLogic):
         """The interactive engine, created on first use (this imports the core; torch is
         imported when a local model loads)."""
         if self._engine is None:
-            from FastSAM3DSlicerLib.logic import InteractiveSegmentationLogic
+            from fastsam3d_mrml.logic import InteractiveSegmentationLogic
 
             self._engine = InteractiveSegmentationLogic(scene or slicer.mrmlScene)
         return self._engine

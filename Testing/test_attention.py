@@ -36,7 +36,7 @@ def random_tables(side, channels, seed=1):
 
 
 def bias_by_loops(q, rel_d, rel_h, rel_w, side):
-    """The bias of spec §3.1 step 5c, one (query, key) pair at a time."""
+    """The bias of model.md §3.1 step 5c, one (query, key) pair at a time."""
     grid = q.reshape(q.shape[0], side, side, side, q.shape[-1])
     bias = torch.zeros(q.shape[0], side, side, side, side, side, side, dtype=q.dtype)
     shift = side - 1
@@ -202,7 +202,7 @@ def test_sparse_backend_changes_the_encoder(fastsam3d_seeded):
 
 def padded_window_by_reference(x, qkv, heads, tables, window_side):
     """The released computation: zero-pad the grid to the window, attend over every token with
-    the checkpoints' bias, keep the real queries (spec §3.1, teacher differences)."""
+    the checkpoints' bias, keep the real queries (model.md §3.1, teacher differences)."""
     batch, side, _, _, dim = x.shape
     padded = x.new_zeros(batch, window_side, window_side, window_side, dim)
     padded[:, :side, :side, :side] = x

@@ -75,7 +75,7 @@ def test_bench_counts_flops_and_reports_agreement():
     report = run_suite(settings, echo=lambda _: None)
     rows = {(r["backend"], r["precision"]): r for r in report["results"]}
     assert set(rows) == {("reference", "float32"), ("exact", "float32"), ("exact", "bfloat16")}
-    # FastSAM3D's encoder has no padding to skip: both paths count about 49.6 G (spec §6.3); the
+    # FastSAM3D's encoder has no padding to skip: both paths count about 49.6 G (model.md §6.3); the
     # plain bias multiplies the queries with whole tables, a little more.
     reference, exact = rows["reference", "float32"], rows["exact", "float32"]
     assert exact["encoder_gflops"] == pytest.approx(49.6, rel=0.01)

@@ -35,7 +35,7 @@ def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
 
 
 def training_checkpoint(model: Sam3D) -> dict:
-    """A dict laid out like FastSAM3D.pth (spec §2.2): weights, optimizer, scheduler, args."""
+    """A dict laid out like FastSAM3D.pth (model.md §2.2): weights, optimizer, scheduler, args."""
     parameters = list(model.mask_decoder.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=8e-4, weight_decay=0.1)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[120, 180], gamma=0.1)

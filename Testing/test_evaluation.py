@@ -1,4 +1,4 @@
-"""The paper's click protocol (spec §4.1) on real labelled scans, its report and its command."""
+"""The paper's click protocol (model.md §4.1) on real labelled scans, its report and its command."""
 
 from __future__ import annotations
 

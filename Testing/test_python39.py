@@ -87,7 +87,7 @@ import sys
 sys.path.insert(0, {str(REPO / "FastSAM3DSlicer")!r})
 from pathlib import Path
 from FastSAM3DSlicerLib import install
-from FastSAM3DSlicerLib.worker import Worker
+from fastsam3d_mrml.worker import Worker
 
 assert install.source_tree() == Path({str(REPO)!r}), install.source_tree()
 assert install.source_tree(Path({str(tmp_path)!r})) is None

@@ -385,7 +385,7 @@ def test_the_slicer_module_segments_through_the_service_without_torch(
     code = f"""{WITHOUT_TORCH}
 sys.path.insert(0, {str(MODULE_DIR)!r})
 import numpy as np, slicer, vtk
-from FastSAM3DSlicerLib.logic import InteractiveSegmentationLogic
+from fastsam3d_mrml.logic import InteractiveSegmentationLogic
 from fastsam3d_core.examples import SPLEEN_POINT_RAS, example_ct_path
 scene = slicer.vtkMRMLScene()
 volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "ct")
@@ -419,7 +419,7 @@ assert "torch" not in sys.modules
 
 def test_the_slicer_connection_test_says_what_to_do(service):
     sys.path.insert(0, str(MODULE_DIR))
-    from FastSAM3DSlicerLib.models import ModelLoadError, check_server, connect_remote
+    from fastsam3d_mrml.models import ModelLoadError, check_server, connect_remote
 
     assert check_server(service, "secret", "fastsam3d").startswith(f"Connected: {service} serves")
     with pytest.raises(ModelLoadError, match="(?s)HTTP 401.*Enter the server's token"):

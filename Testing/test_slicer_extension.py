@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 MODULE = REPO / "FastSAM3DSlicer"
 MODULE_SCRIPT = MODULE / "FastSAM3DSlicer.py"
 LIB = MODULE / "FastSAM3DSlicerLib"
+ENGINE = REPO / "fastsam3d_mrml"
 UI = MODULE / "Resources" / "UI" / "FastSAM3DSlicer.ui"
 
 
@@ -144,17 +145,17 @@ def all_imports(path: Path) -> set[str]:
 
 
 def test_logic_package_never_imports_qt():
-    for path in LIB.glob("*.py"):
+    for path in [*LIB.glob("*.py"), *ENGINE.glob("*.py")]:
         assert not {"qt", "ctk", "PythonQt"} & all_imports(path), f"{path.name} imports Qt"
 
 
 def test_module_script_imports_nothing_heavy_at_load():
-    heavy = {"torch", "fastsam3d_core", "numpy", "FastSAM3DSlicerLib.logic"}
+    heavy = {"torch", "fastsam3d_core", "numpy", "fastsam3d_mrml.logic"}
     assert not heavy & top_level_imports(MODULE_SCRIPT)
     # The Lib modules the script loads import without torch (a fresh process proves it).
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
-        "import FastSAM3DSlicerLib.install, FastSAM3DSlicerLib.models, FastSAM3DSlicerLib.worker;"
+        "import FastSAM3DSlicerLib.install, fastsam3d_mrml.models, fastsam3d_mrml.worker;"
         "print('torch' in sys.modules, 'fastsam3d_core' in sys.modules)"
     )
     loaded = subprocess.run(
@@ -164,7 +165,7 @@ def test_module_script_imports_nothing_heavy_at_load():
 
 
 def test_module_script_compiles():
-    for path in [MODULE_SCRIPT, *LIB.glob("*.py")]:
+    for path in [MODULE_SCRIPT, *LIB.glob("*.py"), *ENGINE.glob("*.py")]:
         compile(path.read_text(encoding="utf-8"), str(path), "exec")
 
 

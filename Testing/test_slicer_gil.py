@@ -20,9 +20,9 @@ from test_slicer_mrml import CT_IMAGE, CT_LABEL, DATA, read_volume_node, slicer
 
 from fastsam3d_core import Volume
 
-mrml_io = pytest.importorskip("FastSAM3DSlicerLib.mrml_io")
-logic_module = pytest.importorskip("FastSAM3DSlicerLib.logic")
-worker_module = pytest.importorskip("FastSAM3DSlicerLib.worker")
+mrml_io = pytest.importorskip("fastsam3d_mrml.mrml_io")
+logic_module = pytest.importorskip("fastsam3d_mrml.logic")
+worker_module = pytest.importorskip("fastsam3d_mrml.worker")
 
 pytestmark = [
     pytest.mark.skipif(not DATA.is_dir(), reason=f"test scans not found at {DATA}"),

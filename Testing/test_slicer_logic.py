@@ -36,9 +36,9 @@ from fastsam3d_core.io import read_segmentation
 from fastsam3d_core.session import OraclePredictor
 
 # test_slicer_mrml put the module's folder on sys.path (and skipped without slicer-core).
-mrml_io = pytest.importorskip("FastSAM3DSlicerLib.mrml_io")
+mrml_io = pytest.importorskip("fastsam3d_mrml.mrml_io")
 InteractiveSegmentationLogic = pytest.importorskip(
-    "FastSAM3DSlicerLib.logic"
+    "fastsam3d_mrml.logic"
 ).InteractiveSegmentationLogic
 
 TIMEOUT_S = 120

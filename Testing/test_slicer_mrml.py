@@ -24,13 +24,13 @@ MODULE_DIR = Path(__file__).resolve().parents[1] / "FastSAM3DSlicer"
 if str(MODULE_DIR) not in sys.path:
     sys.path.insert(0, str(MODULE_DIR))
 
-from FastSAM3DSlicerLib import mrml_io  # noqa: E402
-from FastSAM3DSlicerLib.markups_clicks import ClickMarkups  # noqa: E402
-from FastSAM3DSlicerLib.segment_writer import (  # noqa: E402
+from fastsam3d_mrml import mrml_io  # noqa: E402
+from fastsam3d_mrml.markups_clicks import ClickMarkups  # noqa: E402
+from fastsam3d_mrml.segment_writer import (  # noqa: E402
     SegmentationNotSupportedError,
     SegmentWriter,
 )
-from FastSAM3DSlicerLib.session_runner import ClickInfo  # noqa: E402
+from fastsam3d_mrml.session_runner import ClickInfo  # noqa: E402
 
 DATA = SHARED / "data"
 BRATS_IMAGE = DATA / "brats2021_flair_edema/imagesTr/BraTS2021_01646.nii.gz"

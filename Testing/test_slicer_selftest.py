@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from test_slicer_mrml import slicer  # skips without slicer-core; puts the module on sys.path
 
-checks = pytest.importorskip("FastSAM3DSlicerLib.checks")
-mrml_io = pytest.importorskip("FastSAM3DSlicerLib.mrml_io")
+checks = pytest.importorskip("fastsam3d_mrml.checks")
+mrml_io = pytest.importorskip("fastsam3d_mrml.mrml_io")
 
 
 @pytest.fixture

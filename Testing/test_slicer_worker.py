@@ -21,7 +21,8 @@ if str(MODULE_DIR) not in sys.path:
     sys.path.insert(0, str(MODULE_DIR))
 
 from FastSAM3DSlicerLib import install  # noqa: E402
-from FastSAM3DSlicerLib.worker import Worker  # noqa: E402
+
+from fastsam3d_mrml.worker import Worker  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = SHARED / "data"
@@ -76,7 +77,7 @@ def test_progress_and_errors_are_delivered_on_the_polling_thread():
 
 
 def test_polling_waits_for_urgent_jobs_and_only_briefly_for_background_ones():
-    from FastSAM3DSlicerLib.worker import BACKGROUND_WAIT_S
+    from fastsam3d_mrml.worker import BACKGROUND_WAIT_S
 
     worker = Worker()
     release = threading.Event()
@@ -109,11 +110,11 @@ def test_shutdown_drops_queued_jobs_and_ends_the_thread():
 
 @pytest.mark.skipif(not DATA.is_dir(), reason="test scans not found")
 def test_runner_patches_are_the_changed_boxes_and_are_copies():
-    from FastSAM3DSlicerLib.session_runner import SessionRunner
     from test_session import CountingPredictor, deepest_voxel
 
     from fastsam3d_core import Volume
     from fastsam3d_core.session import OraclePredictor
+    from fastsam3d_mrml.session_runner import SessionRunner
 
     image = Volume.from_file(DATA / "totalseg_ct/example_ct_3mm.nii.gz")
     labels = Volume.from_file(DATA / "totalseg_ct/example_seg_3mm.nii.gz")
@@ -296,9 +297,8 @@ def test_steps_stream_their_output_and_failures_say_what_failed():
 def test_offline_without_cached_weights_says_what_to_do(tmp_path, monkeypatch):
     from dataclasses import replace
 
-    from FastSAM3DSlicerLib.models import ModelLoadError, load_predictor
-
     from fastsam3d_core.weights import registry
+    from fastsam3d_mrml.models import ModelLoadError, load_predictor
 
     monkeypatch.setenv("FASTSAM3D_CACHE_DIR", str(tmp_path))
     # A real connection attempt that fails at once: nothing listens on port 9 here.
@@ -315,7 +315,8 @@ def test_a_local_weights_file_loads_on_the_cpu_and_a_missing_device_is_explained
     tmp_path, golden_data
 ):
     import torch
-    from FastSAM3DSlicerLib.models import ModelLoadError, load_predictor
+
+    from fastsam3d_mrml.models import ModelLoadError, load_predictor
 
     path = tmp_path / "seeded.pth"
     torch.save({"model_state_dict": golden_data["fastsam3d"].state_dict()}, path)
@@ -339,15 +340,14 @@ def test_a_local_weights_file_loads_on_the_cpu_and_a_missing_device_is_explained
 
 
 def test_a_remote_server_refuses_a_precision_of_its_own():
-    from FastSAM3DSlicerLib.models import REMOTE, ModelLoadError, load_predictor
+    from fastsam3d_mrml.models import REMOTE, ModelLoadError, load_predictor
 
     with pytest.raises(ModelLoadError, match="set 'Precision' to Auto.*serve --precision"):
         load_predictor("fastsam3d", REMOTE, server="http://127.0.0.1:9", precision="int8")
 
 
 def test_the_precision_menu_offers_the_cores_precisions():
-    from FastSAM3DSlicerLib.models import PRECISION_CHOICES
-
     from fastsam3d_core.models.precision import PRECISIONS
+    from fastsam3d_mrml.models import PRECISION_CHOICES
 
     assert tuple(name for name, _ in PRECISION_CHOICES) == PRECISIONS

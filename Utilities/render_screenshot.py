@@ -211,11 +211,8 @@ class Segmented:
 
 
 def module_logic_class() -> type:
-    """The Slicer module's ``InteractiveSegmentationLogic``, from this checkout."""
-    module_dir = str(REPO / "FastSAM3DSlicer")
-    if module_dir not in sys.path:
-        sys.path.insert(0, module_dir)
-    from FastSAM3DSlicerLib.logic import InteractiveSegmentationLogic
+    """The engine's ``InteractiveSegmentationLogic`` (the Slicer module's and the page's)."""
+    from fastsam3d_mrml.logic import InteractiveSegmentationLogic
 
     return InteractiveSegmentationLogic
 

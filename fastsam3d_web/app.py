@@ -26,7 +26,6 @@ from trame_slicer.rca_view import register_rca_factories
 from trame_vuetify.ui.vuetify3 import SinglePageWithDrawerLayout
 from trame_vuetify.widgets import vuetify3 as v3
 
-from . import module_logic
 from .uploads import UploadRefused, check_uploads
 
 # How often results are collected while the worker has work, and when idle.
@@ -66,7 +65,8 @@ class SegmentationPage(TrameApp):
         self.idle_minutes = idle_minutes
         self.home = home
         self._used_at = time.monotonic()
-        logic_class = module_logic().InteractiveSegmentationLogic
+        # Imported here: the engine imports slicer, which trame-slicer sets up first.
+        from fastsam3d_mrml.logic import InteractiveSegmentationLogic as logic_class
         self.slicer = SlicerApp()
         register_rca_factories(self.slicer.view_manager, self.server)
         self.layout = LayoutManager(self.slicer.scene, self.slicer.view_manager, self.server)

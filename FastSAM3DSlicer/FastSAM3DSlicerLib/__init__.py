@@ -1,5 +1,6 @@
-"""The FastSAM3DSlicer module's code that needs no widget: MRML I/O, the worker thread, the
-session runner, model loading, dependency installation and the interactive logic.
+"""What the FastSAM3DSlicer module needs besides its widget, and that only Slicer needs:
+installing the dependencies on first use, and the module's self-test.
 
-Only :mod:`.logic` and :mod:`.mrml_io` import ``slicer``/``vtk``; nothing here imports Qt.
+The interaction engine itself (MRML I/O, the worker, the session runner, model loading) is the
+``fastsam3d_mrml`` package, shared with the browser page.
 """

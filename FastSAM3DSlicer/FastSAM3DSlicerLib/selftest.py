@@ -40,7 +40,7 @@ class FastSAM3DSlicerTest(ScriptedLoadableModuleTest):
         if missing:
             steps = install.plan_installation(install.slicer_python(), source=install.source_tree())
             install.run_steps(steps, logging.info)
-        from FastSAM3DSlicerLib import checks
+        from fastsam3d_mrml import checks
 
         return checks
 
@@ -65,7 +65,7 @@ class FastSAM3DSlicerTest(ScriptedLoadableModuleTest):
 
         volumeNode = SampleData.downloadSample("MRHead")
         torch.manual_seed(0)
-        from FastSAM3DSlicerLib.logic import InteractiveSegmentationLogic
+        from fastsam3d_mrml.logic import InteractiveSegmentationLogic
 
         engine = InteractiveSegmentationLogic(slicer.mrmlScene)
         try:
@@ -91,7 +91,7 @@ class FastSAM3DSlicerTest(ScriptedLoadableModuleTest):
             self.delayDisplay(f"FastSAM3D: real-weights check skipped (no {path})")
             return
         checks = self._checks()
-        from FastSAM3DSlicerLib.models import load_predictor
+        from fastsam3d_mrml.models import load_predictor
 
         result = checks.run_sphere_scenario(slicer.mrmlScene, load_predictor("fastsam3d"))
         self.assertEqual(result.errors, [])

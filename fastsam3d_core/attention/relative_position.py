@@ -1,7 +1,7 @@
 """Decomposed 3-D relative-position bias, exactly as the released checkpoints were trained.
 
 Both released encoders (FastSAM3D and SAM-Med3D-turbo) add a relative-position term to their
-attention logits. The 3-D port of SAM's decomposed bias contains a broadcasting slip (spec §0
+attention logits. The 3-D port of SAM's decomposed bias contains a broadcasting slip (model.md §0
 item 8, §3.1 step 5c), so the bias that the weights were trained with is *not* the textbook
 ``q·R_d[qd-kd] + q·R_h[qh-kh] + q·R_w[qw-kw]`` but
 
@@ -62,7 +62,7 @@ def relative_position_bias(
     rel_h = torch.einsum("bxyzc,ykc->bxyzk", q_grid, offset_rows(rel_pos_h, side))
     rel_w = torch.einsum("bxyzc,zkc->bxyzk", q_grid, offset_rows(rel_pos_w, side))
     # Index the result as (b, qd, qh, qw, kd, kh, kw). Each term is broadcast the way the released
-    # code does it (spec §3.1 step 5c), which re-labels the 5-D tensors' last two axes:
+    # code does it (model.md §3.1 step 5c), which re-labels the 5-D tensors' last two axes:
     #   rel_d[b, qd, qh, qw, kw], rel_h[b, qd, qh, kd, kw], rel_w[b, qd, qh, kh, kw].
     bias = (
         rel_d[:, :, :, :, None, None, :]

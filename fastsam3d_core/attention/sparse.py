@@ -6,9 +6,9 @@ and the results are scattered back to the tokens' original positions. As in Long
 paper builds, head ``h`` starts its selection at offset ``h mod r``, so with at least ``r`` heads
 every token is attended to by some head; a token that a head skips gets a zero output from it.
 
-This is opt-in and not what the released checkpoints compute (spec §0 item 4, §3.4): the released
-models use dense attention, and the repository's own sparse encoder reassembles tokens in the
-wrong order. Use it only for experiments or with weights trained for it.
+This is opt-in and not what the released checkpoints compute (model.md §0 item 4,
+§3.4): the released models use dense attention, and the repository's own sparse encoder
+reassembles tokens in the wrong order. Use it only for experiments or with weights trained for it.
 """
 
 from __future__ import annotations

@@ -1,17 +1,17 @@
 """Attention over one zero-padded window, computed on the real tokens only.
 
-SAM-Med3D-turbo's windowed blocks (spec §1.3, §3.1 "teacher differences") zero-pad the LN1 output
-of the s³ token grid (s = 8) on the high side of each axis to one S³ window (S = 14) and run qkv,
-attention with the relative-position bias, and the output projection over all S³ = 2744 tokens;
-the result is cropped back to s³ before the residual. Only the s³ = 512 real queries are kept, so
-padded queries never need computing. Padded *keys* do matter, but they are cheap:
+SAM-Med3D-turbo's windowed blocks (model.md §1.3, §3.1 "teacher differences") zero-pad the LN1
+output of the s³ token grid (s = 8) on the high side of each axis to one S³ window (S = 14) and
+run qkv, attention with the relative-position bias, and the output projection over all
+S³ = 2744 tokens; the result is cropped back to s³ before the residual. Only the s³ = 512 real
+queries are kept, so padded queries never need computing. Padded *keys* do matter, but they are cheap:
 
 * a padded token's input is zero, so its query, key and value are the qkv bias's parts:
   ``q_pad``, ``k_pad``, ``v_pad`` ``(heads, C)``, the same for every padded position;
 * a real query's logit to a padded key is therefore ``scale·(q·k_pad) + bias(q, key)``, where only
   the relative-position bias depends on the key's position.
 
-With the checkpoints' bias (spec §0 item 8, §3.1 step 5c; :mod:`.relative_position`), for a real
+With the checkpoints' bias (model.md §0 item 8, §3.1 step 5c; :mod:`.relative_position`), for a real
 query ``(qd, qh, qw)`` and a key ``(kd, kh, kw)`` of the window,
 
     bias = A[kw] + B[kd, kw] + C[kh, kw],

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from ..evaluation.report import PredictorFactory
 
 ORACLE = "oracle"
-# The paper seeds numpy and torch with 2023 (spec §4.1).
+# The paper seeds numpy and torch with 2023 (model.md §4.1).
 PAPER_SEED = 2023
 
 

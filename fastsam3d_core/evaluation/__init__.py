@@ -1,4 +1,4 @@
-"""Evaluation: the paper's click protocol (spec §4.1) over folders of labelled cases."""
+"""Evaluation: the paper's click protocol (model.md §4.1) over folders of labelled cases."""
 
 from .protocol import (
     CaseResult,

@@ -1,4 +1,4 @@
-"""The paper's click protocol (spec §4.1, FastSAM3D ``validation_student.py``), for any predictor.
+"""The paper's click protocol (model.md §4.1, FastSAM3D ``validation_student.py``), any predictor.
 
 A 128³ crop centred on the ground truth (an oracle crop), the encoder once, then clicks sampled
 from the previous prediction's errors, each decoded with the previous logits as mask prompt; Dice
@@ -31,11 +31,11 @@ from ..geometry.resample import translation
 from ..session.predictor import Predictor
 
 # The click sampler thresholds the upsampled *logits* at 0.5 (click_method.py), the Dice at
-# sigmoid 0.5, i.e. logits > 0 (spec §4.1 3a, 3e): both kept as the paper has them.
+# sigmoid 0.5, i.e. logits > 0 (model.md §4.1 3a, 3e): both kept as the paper has them.
 CLICK_LOGIT_THRESHOLD = 0.5
 MASK_LOGIT_THRESHOLD = 0.0
 LARGEST_REGION_CLICKS = 2  # clicks 1 and 2 go deep into the largest error region
-# The first click gets a zero low-resolution mask prompt, not "no mask" (spec §4.1 3c).
+# The first click gets a zero low-resolution mask prompt, not "no mask" (model.md §4.1 3c).
 LOW_RES_SIZE = CROP_SIZE // 4
 
 
@@ -165,7 +165,7 @@ def label_mask(
 
 
 def oracle_crop_grid(image: Volume, mask: np.ndarray, size: int = CROP_SIZE) -> CropGrid:
-    """The crop torchio's ``ToCanonical`` + ``CropOrPad(mask_name=...)`` cuts (spec §4.1) around
+    """The crop torchio's ``ToCanonical`` + ``CropOrPad(mask_name=...)`` cuts (model.md §4.1) around
     a bool ``(I, J, K)`` mask on the image's grid.
 
     Lattice u is the image resampled to 1.5 mm on its axes reoriented to the nearest RAS, edges
@@ -197,7 +197,7 @@ def run_clicks(
     accumulate: bool,
     rng: np.random.Generator,
 ) -> CaseResult:
-    """The interactive loop of one crop (``finetune_model_predict3D``, spec §4.1 step 3).
+    """The interactive loop of one crop (``finetune_model_predict3D``, model.md §4.1 step 3).
 
     Args:
         predictor: encodes ``crop`` once, then decodes each click.
@@ -294,7 +294,7 @@ def distance_to_outside(mask: np.ndarray) -> np.ndarray:
 
 def crop_logits(output: Any) -> np.ndarray:
     """A predictor's logits (``(n, n, n)``, n = 32 or 128, leading 1s allowed) upsampled to the
-    crop: float32 ``(128, 128, 128)``, trilinear with align_corners=False (spec §4.1 3e)."""
+    crop: float32 ``(128, 128, 128)``, trilinear with align_corners=False (model.md §4.1 3e)."""
     logits = np.asarray(output, dtype=np.float32)
     side = logits.shape[-1] if logits.ndim >= 3 else 0
     if side == 0 or logits.shape[-3:] != (side,) * 3 or logits.size != side**3:

@@ -1,6 +1,6 @@
 """The model's input window: a 128³ grid at 1.5 mm, preprocessed as the models were trained.
 
-Training (spec §4.1) reoriented every volume to the canonical (RAS+) axis order, resampled it to
+Training (model.md §4.1) reoriented every volume to the canonical (RAS+) axis order, resampled it to
 1.5 mm isotropic, cut a 128³ window and z-normalised it with the mean and unbiased std of the
 window's voxels > 0. A :class:`CropGrid` reproduces the first three steps in one resampling: its
 axes are the volume's own axes, permuted and flipped to the nearest of +R, +A, +S (as
@@ -161,7 +161,7 @@ class Crop:
 
 
 def z_normalise(window: np.ndarray) -> np.ndarray:
-    """(x − mean) / std with the mean and unbiased std of the voxels > 0 (spec §4.1).
+    """(x − mean) / std with the mean and unbiased std of the voxels > 0 (model.md §4.1).
 
     Windows with fewer than two voxels > 0, or no spread among them, fall back to the statistics
     of all voxels, and a constant window becomes zeros.

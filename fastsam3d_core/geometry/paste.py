@@ -53,7 +53,7 @@ def footprint_box(grid: CropGrid, volume: Volume) -> tuple[np.ndarray, np.ndarra
 
 def upsample_logits(logits: np.ndarray, size: int) -> np.ndarray:
     """Low-resolution logits ``(n, n, n)`` to ``(size, size, size)`` float32, both in crop axes
-    (d0, d1, d2), trilinear as in training evaluation (align_corners=False, spec §3.3 step 6;
+    (d0, d1, d2), trilinear as in training evaluation (align_corners=False, model.md §3.3 step 6;
     see :func:`coarse_to_crop`)."""
     logits = np.asarray(logits, dtype=np.float32)
     if logits.shape[-1] == size:

@@ -64,7 +64,7 @@ def _build_sam3d(
 
 def build_fastsam3d() -> Sam3D:
     """FastSAM3D as released: 6 blocks (2 MLP-only + 4 global attention), 6 heads of 128,
-    FastSAM3D's modified block (spec §1.2)."""
+    FastSAM3D's modified block (model.md §1.2)."""
     return _build_sam3d(
         "fastsam3d",
         encoder_depth=6,
@@ -78,7 +78,7 @@ def build_fastsam3d() -> Sam3D:
 
 def build_sam_med3d_turbo() -> Sam3D:
     """SAM-Med3D-turbo: 12 standard blocks, 12 heads of 64, 14³ windows except blocks 2, 5, 8, 11
-    (spec §1.3)."""
+    (model.md §1.3)."""
     return _build_sam3d(
         "sam-med3d-turbo",
         encoder_depth=12,

@@ -1,7 +1,7 @@
-"""3-D ViT image encoder of FastSAM3D and SAM-Med3D (spec §1.2, §3.1).
+"""3-D ViT image encoder of FastSAM3D and SAM-Med3D (model.md §1.2, §3.1).
 
 Axis convention: the input is ``(B, 1, D0, D1, D2)`` with spatial axes in the order of the training
-tensors (torchio canonical (i, j, k), spec §4.1); tokens are kept channels-last as
+tensors (torchio canonical (i, j, k), model.md §4.1); tokens are kept channels-last as
 ``(B, G0, G1, G2, C)`` and flattened in C order.
 """
 
@@ -58,7 +58,7 @@ class EncoderAttention(nn.Module):
             raise ValueError(f"attention expects a {self.grid_side}³ token grid, got {grid}")
         tokens = self.grid_side**3
         q, k, v = self._heads(x.reshape(batch, tokens, dim))
-        # Every backend builds the bias the way the released code does (broadcasting; spec §3.1
+        # Every backend builds the bias the way the released code does (broadcasting; model.md §3.1
         # step 5c); the formula-by-formula version is the tests' independent check of it.
         bias = relative_position_bias(
             q.reshape(batch * self.num_heads, tokens, -1),
@@ -101,11 +101,13 @@ class EncoderBlock(nn.Module):
     """Attention block, optionally over one zero-padded window.
 
     With ``normalise_stream=False`` this is the standard pre-norm block of SAM-Med3D:
-    ``x += Attn(LN1 x); x += MLP(LN2 x)``. With ``True`` it is FastSAM3D's block (spec §0 item 2),
-    in which the normalised tensor replaces the stream: ``x = LN2(x + Attn(LN1 x)); x += MLP(x)``.
+    ``x += Attn(LN1 x); x += MLP(LN2 x)``. With ``True`` it is FastSAM3D's block (model.md §0
+    item 2), in which the normalised tensor replaces the stream:
+    ``x = LN2(x + Attn(LN1 x)); x += MLP(x)``.
 
     ``window_size > 0`` zero-pads the LN1 output on the high side of each axis to a multiple of the
-    window and attends within each window, padded tokens included (spec §3.1, teacher differences).
+    window and attends within each window, padded tokens included (model.md §3.1,
+    teacher differences).
     When the whole grid fits in one window (SAM-Med3D-turbo: 8³ in 14³) the default backend
     computes the same result from the real tokens alone, the padded keys folded into one extra
     key (:mod:`fastsam3d_core.attention.windowed`); ``reference`` keeps the padded computation.
@@ -181,7 +183,7 @@ class EncoderBlock(nn.Module):
 
 
 class MLPOnlyBlock(nn.Module):
-    """FastSAM3D's attention-free block: ``x = LN2(x); x += MLP(x)`` (spec §3.1 step 4)."""
+    """FastSAM3D's attention-free block: ``x = LN2(x); x += MLP(x)`` (model.md §3.1 step 4)."""
 
     def __init__(self, dim: int, *, mlp_ratio: float, norm_eps: float) -> None:
         super().__init__()

@@ -1,4 +1,4 @@
-"""Mask decoder: prompts and image embedding to low-resolution mask logits (spec §3.3)."""
+"""Mask decoder: prompts and image embedding to low-resolution mask logits (model.md §3.3)."""
 
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ class MaskDecoder3D(nn.Module):
         hidden, image_tokens = self.transformer(
             image, image_pe.expand(batch, -1, -1, -1, -1), tokens, sparse_prompt
         )
-        # Only the hypernetworks of the masks asked for run (spec §3.3 step 5).
+        # Only the hypernetworks of the masks asked for run (model.md §3.3 step 5).
         selected = slice(1, None) if multimask_output else slice(0, 1)
         mask_indices = range(self.num_mask_tokens)[selected]
         hyper = torch.stack(

@@ -1,4 +1,5 @@
-"""Prompt encoder: points and a low-resolution mask to sparse and dense embeddings (spec §3.2)."""
+"""Prompt encoder: points and a low-resolution mask to sparse and dense embeddings (model.md
+§3.2)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ class PositionEmbeddingRandom3D(nn.Module):
     """Random-Fourier positional encoding of normalised 3-D coordinates.
 
     The Gaussian projection is a persistent buffer: it is part of the checkpoints and must be
-    loaded with them (spec §2.1).
+    loaded with them (model.md §2.1).
     """
 
     positional_encoding_gaussian_matrix: torch.Tensor
@@ -30,15 +31,15 @@ class PositionEmbeddingRandom3D(nn.Module):
         """``(..., 3)`` coordinates in [0, 1] -> ``(..., 3·num_pos_feats)``."""
         projected = (2 * unit_coords - 1) @ self.positional_encoding_gaussian_matrix
         projected = 2 * math.pi * projected
-        # [sin, cos, sin]: SAM-Med3D's way of filling 3 × num_pos_feats channels (spec §3.2).
+        # [sin, cos, sin]: SAM-Med3D's way of filling 3 × num_pos_feats channels (model.md §3.2).
         return torch.cat([projected.sin(), projected.cos(), projected.sin()], dim=-1)
 
     def dense(self, grid_size: tuple[int, int, int]) -> torch.Tensor:
         """Encoding of every cell of the embedding grid.
 
         Cell (a, b, c) is encoded as the point ((b+.5)/size0, (a+.5)/size1, (c+.5)/size2): the first
-        two axes are swapped relative to :meth:`points` (spec §0 item 7), as the checkpoints were
-        trained.
+        two axes are swapped relative to :meth:`points` (model.md §0 item 7), as the
+        checkpoints were trained.
 
         Returns:
             ``(3·num_pos_feats, size0, size1, size2)``.
@@ -112,7 +113,7 @@ class PromptEncoder3D(nn.Module):
         return self.pe_layer.dense(self.image_embedding_size).unsqueeze(0)
 
     def _embed_points(self, points: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        # One padding point (label -1) is always appended, as in training (spec §3.2 step 2).
+        # One padding point (label -1) is always appended, as in training (model.md §3.2 step 2).
         padding_point = points.new_zeros(points.shape[0], 1, 3)
         padding_label = -labels.new_ones(labels.shape[0], 1)
         points = torch.cat([points + 0.5, padding_point], dim=1)

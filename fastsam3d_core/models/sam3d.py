@@ -172,7 +172,7 @@ class Sam3D(nn.Module):
             labels: ``(B, N)`` int, 1 positive, 0 negative; None exactly when ``points`` is None.
             mask_input: ``(B, 1, 32, 32, 32)`` low-resolution logits of the previous prediction, or
                 None for an all-zero mask, which is what the released models were evaluated with
-                on a first click (spec §8 item 6).
+                on a first click (model.md §8 item 6).
             multimask: return the three multimask outputs instead of the single mask.
 
         Returns:

@@ -1,4 +1,5 @@
-"""Two-way transformer of the mask decoder: tokens and image attend to each other (spec §3.3)."""
+"""Two-way transformer of the mask decoder: tokens and image attend to each other (model.md
+§3.3)."""
 
 from __future__ import annotations
 
@@ -120,7 +121,7 @@ class TwoWayAttentionBlock3D(nn.Module):
 class TwoWayTransformer3D(nn.Module):
     """``depth`` two-way blocks and a final token→image attention.
 
-    LayerNorms use PyTorch's default eps 1e-5 (unlike the encoder's 1e-6; spec §3.3).
+    LayerNorms use PyTorch's default eps 1e-5 (unlike the encoder's 1e-6; model.md §3.3).
     """
 
     def __init__(

@@ -1,4 +1,4 @@
-"""Uncertainty by self-ensembling (FastSAM3D Slicer paper, spec §5.7), on a cached embedding.
+"""Uncertainty by self-ensembling (FastSAM3D Slicer paper, model.md §5.7), on a cached embedding.
 
 The decoder runs many times on the same crop and embedding with perturbed prompts: every click
 jittered by a Gaussian of a few voxels, plus one positive point drawn from the current mask. The

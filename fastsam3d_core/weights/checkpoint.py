@@ -1,6 +1,6 @@
 """Safe checkpoint loading: the only place that calls ``torch.load``.
 
-Accepted forms (spec §2.2):
+Accepted forms (model.md §2.2):
     * a raw state dict of the whole model (keys ``image_encoder.*``, ``prompt_encoder.*``,
       ``mask_decoder.*``), or of the image encoder alone (keys without ``image_encoder.``);
     * a training checkpoint holding such a dict under ``model_state_dict`` (``FastSAM3D.pth`` also

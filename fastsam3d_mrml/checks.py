@@ -1,7 +1,7 @@
 """Scenarios shared by the module's Slicer self-test and the pytest suite (no Qt).
 
 Each builds real MRML nodes in the given scene, drives
-:class:`~FastSAM3DSlicerLib.logic.InteractiveSegmentationLogic` as a user would (points in the
+:class:`~fastsam3d_mrml.logic.InteractiveSegmentationLogic` as a user would (points in the
 markups nodes, then synchronize), and returns measurements; the callers assert on them.
 """
 
