@@ -4,7 +4,8 @@ SAM-Med3D-turbo's windowed blocks (model.md §1.3, §3.1 "teacher differences") 
 output of the s³ token grid (s = 8) on the high side of each axis to one S³ window (S = 14) and
 run qkv, attention with the relative-position bias, and the output projection over all
 S³ = 2744 tokens; the result is cropped back to s³ before the residual. Only the s³ = 512 real
-queries are kept, so padded queries never need computing. Padded *keys* do matter, but they are cheap:
+queries are kept, so padded queries never need computing. Padded *keys* do matter, but they
+are cheap:
 
 * a padded token's input is zero, so its query, key and value are the qkv bias's parts:
   ``q_pad``, ``k_pad``, ``v_pad`` ``(heads, C)``, the same for every padded position;
