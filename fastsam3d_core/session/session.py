@@ -30,6 +30,7 @@ from .state import (
     MaskPatch,
     SegmentState,
     SessionState,
+    decoder_prompt,
 )
 from .uncertainty import Uncertainty, binary_entropy, ensemble_probability
 
@@ -142,9 +143,14 @@ class Session:
         view.flags.writeable = False
         return view
 
-    def clicks(self) -> list[Click]:
-        """The current segment's clicks, in the order :meth:`remove_point` indexes them."""
-        segment = self.current_segment
+    def clicks(self, segment_id: int | None = None) -> list[Click]:
+        """A segment's clicks (default: the current one's), in the order :meth:`remove_point`
+        indexes them: crop by crop, the least recently edited crop first.
+
+        Raises:
+            KeyError: no segment has this id.
+        """
+        segment = self.current_segment if segment_id is None else self._state.segment(segment_id)
         return [segment.crops[c].clicks[k] for c, k in segment.clicks()]
 
     def click_index(self, click_id: str) -> int:
@@ -200,29 +206,37 @@ class Session:
         point_ras = self.volume.index_to_ras(np.asarray(point_ijk, float))
         return self.add_point(point_ras, positive, click_id)
 
-    def remove_point(self, index: int) -> Result:
-        """Remove the current segment's click ``index`` (see :meth:`clicks`) and redo its crop."""
+    def remove_point(self, index: int | str) -> Result:
+        """Remove a click and redo its crop.
+
+        Args:
+            index: the current segment's click ``index`` (see :meth:`clicks`), or a click id
+                (str): the click with that id, in whichever segment holds it; the current
+                segment stays current.
+
+        Raises:
+            IndexError: no such index; KeyError: no segment holds a click with that id.
+        """
         start = time.perf_counter()
-        segment = self.current_segment
-        crop_index, click_index = _locate_click(segment, index)
+        segment, crop_index, click_index = self._locate(index)
         updated, grids, encoder_ran = self._replace_click(segment, crop_index, click_index, ())
         return self._apply(updated, grids, encoder_ran, start)
 
-    def move_point(self, index: int, point_ras: Any) -> Result:
-        """Move the current segment's click ``index`` to a RAS point (3,): one undoable edit.
+    def move_point(self, index: int | str, point_ras: Any) -> Result:
+        """Move a click to a RAS point (3,), keeping its id: one undoable edit.
 
-        Within its crop the click keeps its place in the crop's click order and the crop is
-        replayed (decoder only). Moved out of its crop, it leaves that crop and is placed as a
-        new click where it now lies, as :meth:`add_point` would.
+        ``index`` is as in :meth:`remove_point`: an index into the current segment's clicks, or
+        a click id in any segment. Within its crop the click keeps its place in the crop's click
+        order and the crop is replayed (decoder only). Moved out of its crop, it leaves that
+        crop and is placed as a new click where it now lies, as :meth:`add_point` would.
         """
         start = time.perf_counter()
         point = check_point(self.volume, point_ras)
-        segment = self.current_segment
-        crop_index, click_index = _locate_click(segment, index)
+        segment, crop_index, click_index = self._locate(index)
         grid = segment.crops[crop_index].grid
         old = segment.crops[crop_index].clicks[click_index]
         if grid.contains(point):
-            moved = (_click(grid, point, old.positive, old.click_id),)
+            moved = (Click(point, old.positive, old.click_id),)
             edit = self._replace_click(segment, crop_index, click_index, moved)
             return self._apply(*edit, start)
         without, grids, removal_ran = self._replace_click(segment, crop_index, click_index, ())
@@ -336,6 +350,20 @@ class Session:
 
     # -- internals -------------------------------------------------------------------------
 
+    def _locate(self, index: int | str) -> tuple[SegmentState, int, int]:
+        """The segment holding a click, and the click's (crop index, click index) in it: an int
+        counts the current segment's clicks (see :meth:`clicks`), a str is a click id that any
+        segment may hold."""
+        if not isinstance(index, str):
+            segment = self.current_segment
+            return (segment, *_locate_click(segment, index))
+        for segment in self._state.segments:
+            for crop_index, crop in enumerate(segment.crops):
+                for click_index, click in enumerate(crop.clicks):
+                    if click.click_id == index:
+                        return segment, crop_index, click_index
+        raise KeyError(f"that point is no longer part of the session (click {index!r})")
+
     def _new_click_id(self, click_id: str | None) -> str:
         taken = {click.click_id for click in self.clicks()}
         if click_id is None:
@@ -369,8 +397,7 @@ class Session:
     def _predict(self, crop: CropState, clicks: tuple[Click, ...]) -> tuple[CropState, bool]:
         """The crop after a decode of ``clicks`` with its logits as the mask prompt."""
         embedding, encoder_ran = self._embedding(crop.grid)
-        points = np.array([c.point_crop for c in clicks], dtype=np.float32)
-        labels = np.array([int(c.positive) for c in clicks], dtype=np.int64)
+        points, labels = decoder_prompt(crop.grid, clicks)
         logits = self.predictor.decode(embedding, points, labels, crop.logits)
         return replace(crop, clicks=clicks, logits=_squeeze(logits)), encoder_ran
 
@@ -458,7 +485,7 @@ class Session:
             crop = CropState(grid, logits=prompt, opened=self._last_crop_number)
         else:
             crop = segment.crops[index]
-        click = _click(grid, point_ras, positive, click_id)
+        click = Click(point_ras, positive, click_id)
         updated, encoder_ran = self._predict(crop, crop.clicks + (click,))
         return segment.with_crop_last(index, updated), crop.grid, encoder_ran
 
@@ -629,10 +656,6 @@ class Session:
         return Result(self.mask(), self._current, lo, hi, changed_segments, **details)
 
 
-def _click(grid: CropGrid, point_ras: np.ndarray, positive: bool, click_id: str) -> Click:
-    return Click(_triple(point_ras), _triple(grid.to_crop(point_ras)), bool(positive), click_id)
-
-
 def _overlap(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> bool:
     """Whether two index boxes ``(lo, hi)`` share a voxel."""
     return bool(np.all(np.maximum(a[0], b[0]) < np.minimum(a[1], b[1])))
@@ -670,10 +693,6 @@ def _ras_extent(volume: Volume) -> str:
     corners_ras = volume.index_to_ras(corners_ijk)
     low, high = corners_ras.min(axis=0), corners_ras.max(axis=0)
     return ", ".join(f"{axis} {a:.1f}..{b:.1f} mm" for axis, a, b in zip("RAS", low, high))
-
-
-def _triple(values: np.ndarray) -> tuple[float, float, float]:
-    return (float(values[0]), float(values[1]), float(values[2]))
 
 
 def _squeeze(logits: Any) -> Any:

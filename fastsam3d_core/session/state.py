@@ -22,16 +22,39 @@ SEGMENT_COLORS = (
 
 @dataclass(frozen=True)
 class Click:
-    """One point prompt: RAS mm, its crop index (d0, d1, d2), its polarity, and its identity.
+    """One point prompt, in the one form every layer passes on: where, which polarity, which click.
 
-    ``click_id`` stays the same while the click exists, also when it is moved, so a front end
-    can tie it to its own point (e.g. a markups control point) without matching positions.
+    Attributes:
+        point_ras: (R, A, S) mm, stored as three floats whatever sequence or array is given, so
+            that clicks compare and hash by value.
+        positive: True for an object point, False for a background point.
+        click_id: the click's identity, given by the caller (e.g. the id a front end keeps on
+            its own point, such as a markups control point) or None. Every click a session holds
+            has one (the session makes one up for a click given without) and keeps it while the
+            click exists, also when it is moved or its edit is undone and redone, so a front end
+            ties a click to its point by id alone, never by position.
     """
 
     point_ras: tuple[float, float, float]
-    point_crop: tuple[float, float, float]
-    positive: bool
-    click_id: str
+    positive: bool = True
+    click_id: str | None = None
+
+    def __post_init__(self) -> None:
+        point = np.asarray(self.point_ras, dtype=np.float64).reshape(-1)
+        if point.shape != (3,):
+            raise ValueError(f"a click's point must be (R, A, S), got {self.point_ras!r}")
+        object.__setattr__(self, "point_ras", (float(point[0]), float(point[1]), float(point[2])))
+        object.__setattr__(self, "positive", bool(self.positive))
+
+
+def decoder_prompt(grid: CropGrid, clicks: tuple[Click, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Clicks as a decoder takes them in a crop: points float32 ``(N, 3)``, continuous crop voxel
+    indices (d0, d1, d2); labels int64 ``(N,)``, 1 positive and 0 negative."""
+    points = np.array(
+        [grid.to_crop(np.asarray(click.point_ras)) for click in clicks], dtype=np.float32
+    ).reshape(-1, 3)
+    labels = np.array([int(click.positive) for click in clicks], dtype=np.int64)
+    return points, labels
 
 
 @dataclass(frozen=True, eq=False)

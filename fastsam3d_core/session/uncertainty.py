@@ -16,7 +16,7 @@ import numpy as np
 from ..geometry import Volume
 from ..geometry.paste import upsample_logits
 from .predictor import Predictor
-from .state import CropState
+from .state import CropState, decoder_prompt
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,8 +53,7 @@ def ensemble_probability(
     if not crop.clicks or crop.logits is None:
         raise ValueError("uncertainty needs at least one click in the crop")
     size = crop.grid.size
-    base = np.array([c.point_crop for c in crop.clicks], dtype=np.float32)
-    labels = np.array([int(c.positive) for c in crop.clicks], dtype=np.int64)
+    base, labels = decoder_prompt(crop.grid, crop.clicks)
     current = upsample_logits(crop.logits, size) > 0
     inside = np.argwhere(current)
     total = np.zeros((size,) * 3, dtype=np.float32)
