@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from .cache import EmbeddingCache
 from .predictor import OraclePredictor, Predictor, as_predictor
-from .session import Result, Session, check_point
+from .result import Result, SegmentChange
+from .session import Session, check_point
 
 if TYPE_CHECKING:
     from .model_predictor import ModelPredictor
@@ -21,6 +22,7 @@ __all__ = [
     "OraclePredictor",
     "Predictor",
     "Result",
+    "SegmentChange",
     "Session",
     "as_predictor",
     "check_point",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,6 +22,7 @@ from ..geometry.paste import footprint_box, logits_on_grid, logits_on_volume
 from ..geometry.resample import translation
 from .cache import EmbeddingCache
 from .predictor import Predictor, as_predictor
+from .result import Result, SegmentChange, changes_of, differing_box, mask_patch, segment_change
 from .state import (
     SEGMENT_COLORS,
     Click,
@@ -46,33 +47,6 @@ MASK_PROMPT_STRIDE = 4
 # Logit magnitude of a fully inside (+) or outside (-) prompt cell; partly covered cells scale
 # linearly. A confident prediction's size; not tuned on the released weights.
 MASK_PROMPT_LOGIT = 6.0
-
-
-@dataclass(frozen=True, eq=False)
-class Result:
-    """What an edit produced.
-
-    Attributes:
-        mask: the current segment, uint8 ``(I, J, K)`` like ``volume.array``; read-only view.
-        segment_id: the current segment.
-        changed_lo, changed_hi: volume indices (i, j, k) of the box ``[lo, hi)`` that changed,
-            or None when nothing changed.
-        changed_segments: ids of the segments whose masks changed in that box.
-        crop: the crop the edit ran in, if any.
-        logits: that crop's latest logits as the predictor returned them.
-        encoder_ran: whether the image encoder ran for this edit.
-        seconds: wall time of the edit.
-    """
-
-    mask: np.ndarray
-    segment_id: int
-    changed_lo: np.ndarray | None
-    changed_hi: np.ndarray | None
-    changed_segments: tuple[int, ...] = ()
-    crop: CropGrid | None = None
-    logits: Any | None = None
-    encoder_ran: bool = False
-    seconds: float = 0.0
 
 
 class Session:
@@ -289,7 +263,7 @@ class Session:
         state = SessionState(self._state.segments + (segment,))
         self._record(Edit(self._state, state, ()))
         self._current = segment_id
-        return self._result(None, None)
+        return self._result()
 
     def set_foreign_mask(self, mask: np.ndarray | None) -> None:
         """Voxels of segments outside this session, kept out of every segment while
@@ -302,11 +276,32 @@ class Session:
         """
         self._foreign = None if mask is None else self._volume_mask(mask, "foreign_mask")
 
+    def change_from(self, segment_id: int, held: np.ndarray | None) -> SegmentChange | None:
+        """The change that turns ``held`` into the segment's mask, or None where they are equal.
+
+        For a caller that keeps its own copy of a segment (e.g. a front end's segmentation,
+        which may hold what an earlier session left there) and brings it to the session's.
+
+        Args:
+            segment_id: the session's segment.
+            held: the caller's copy, bool ``(I, J, K)`` like ``volume.array``; None for no voxels.
+
+        Raises:
+            KeyError: no such segment; ValueError: ``held`` is not shaped like the volume.
+        """
+        mask = self._masks[segment_id]
+        reference = np.zeros(mask.shape, bool) if held is None else self._volume_mask(held, "held")
+        whole = box_slices(np.zeros(3, int), np.array(mask.shape))
+        slices = differing_box(mask, whole, reference)
+        if slices is None:
+            return None
+        return segment_change(segment_id, slices, mask[slices].copy())
+
     def select_segment(self, segment_id: int) -> Result:
         """Make another segment current; later clicks go to it."""
         self._state.segment(segment_id)  # raises KeyError for an unknown id
         self._current = segment_id
-        return self._result(None, None)
+        return self._result()
 
     # -- uncertainty -----------------------------------------------------------------------
 
@@ -578,7 +573,7 @@ class Session:
         self._record(Edit(self._state, state, patches))
         crop = segment.crops[-1] if segment.crops else None
         return self._result(
-            *_changed_box(patches),
+            **changes_of(patches),
             crop=crop.grid if crop else None,
             logits=crop.logits if crop else None,
             encoder_ran=encoder_ran,
@@ -618,7 +613,7 @@ class Session:
         patches = []
         for sid, values in targets:
             # A bool array is stored as bytes 0/1: view it as the uint8 mask values, no copy.
-            patch = _patch(sid, self._masks[sid], box, values.view(np.uint8))
+            patch = mask_patch(sid, self._masks[sid], box, values.view(np.uint8))
             if patch is not None:
                 self._masks[sid][patch.slices] = patch.after
                 patches.append(patch)
@@ -635,7 +630,7 @@ class Session:
 
     def _step(self, source: list[Edit], target: list[Edit], forward: bool) -> Result:
         if not source:
-            return self._result(None, None)
+            return self._result()
         edit = source.pop()
         patches = edit.patches if forward else tuple(reversed(edit.patches))
         for patch in patches:
@@ -644,16 +639,13 @@ class Session:
         target.append(edit)
         if self._current not in self._live_segment_ids():
             self._current = self._live_segment_ids()[-1]
-        return self._result(*_changed_box(edit.patches))
+        return self._result(**changes_of(edit.patches, forward))
 
-    def _result(
-        self,
-        lo: np.ndarray | None,
-        hi: np.ndarray | None,
-        changed_segments: tuple[int, ...] = (),
-        **details: Any,
-    ) -> Result:
-        return Result(self.mask(), self._current, lo, hi, changed_segments, **details)
+    def _result(self, **details: Any) -> Result:
+        """A :class:`Result` for the current segment; ``details`` are its other fields (no
+        change where they name none)."""
+        fields: dict[str, Any] = {"changed_lo": None, "changed_hi": None, **details}
+        return Result(self.mask(), self._current, **fields)
 
 
 def _overlap(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> bool:
@@ -704,39 +696,6 @@ def _squeeze(logits: Any) -> Any:
             f"a predictor must return cubic logits (n, n, n), got {tuple(logits.shape)}"
         )
     return logits
-
-
-def _patch(
-    segment_id: int, mask: np.ndarray, box: tuple[slice, ...], new: np.ndarray
-) -> MaskPatch | None:
-    """The smallest box where ``mask[box]`` differs from ``new``, with both versions."""
-    differs = mask[box] != new
-    # Projections onto each axis find the box without listing every differing voxel; the last
-    # axis is projected only within the box the first two give.
-    plane = differs.any(axis=2)
-    inner = []
-    for projection in (plane.any(axis=1), plane.any(axis=0)):
-        hits = np.flatnonzero(projection)
-        if hits.size == 0:
-            return None
-        inner.append(slice(int(hits[0]), int(hits[-1]) + 1))
-    hits = np.flatnonzero(differs[inner[0], inner[1]].any(axis=(0, 1)))
-    inner.append(slice(int(hits[0]), int(hits[-1]) + 1))
-    slices = tuple(slice(s.start + i.start, s.start + i.stop) for s, i in zip(box, inner))
-    # ``new`` is the caller's fresh array: where the whole of it changed it is kept, not copied.
-    after = np.ascontiguousarray(new[tuple(inner)])
-    return MaskPatch(segment_id, slices, mask[slices].copy(), after)  # type: ignore[arg-type]
-
-
-def _changed_box(
-    patches: tuple[MaskPatch, ...],
-) -> tuple[np.ndarray | None, np.ndarray | None, tuple[int, ...]]:
-    """The box ``[lo, hi)`` holding every patch, and the segments they changed."""
-    if not patches:
-        return None, None, ()
-    lo = np.min([[s.start for s in p.slices] for p in patches], axis=0)
-    hi = np.max([[s.stop for s in p.slices] for p in patches], axis=0)
-    return lo, hi, tuple(sorted({p.segment_id for p in patches}))
 
 
 def _mask_from(base: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
