@@ -1,0 +1,141 @@
+"""The panel's actions on a running session: placing points, undo and redo, segments, the
+uncertainty overlay, export, and the keyboard shortcuts for them.
+
+A widget helper (it uses Qt). Each action asks the engine of the module's logic; the engine
+reports what changed through its observer, not through these methods' results.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import qt
+import slicer
+from slicer.i18n import tr as _
+
+# How long Export waits for queued points before it refuses (it runs on the GUI thread).
+EXPORT_WAIT_S = 5
+
+
+class SessionTools:
+    """Actions of the buttons and shortcuts of ``widget`` (the module's
+    ``FastSAM3DSlicerWidget``), on the engine its logic started."""
+
+    def __init__(self, widget: Any) -> None:
+        self._widget = widget
+        self._shortcuts: list = []
+
+    def engine(self):
+        """The started engine; raises if Start was not pressed (or the scene was closed)."""
+        engine = self._widget.logic.engineIfStarted()
+        if engine is None or engine.volumeNode is None:
+            raise RuntimeError(_("Press Start first."))
+        return engine
+
+    # -- points ----------------------------------------------------------------------------
+
+    def place(self, positive: bool) -> None:
+        """Place points of this polarity; asked again while placing them, stop."""
+        engine = self.engine()
+        node = engine.positiveNode if positive else engine.negativeNode
+        if self.placingNode() is node:
+            slicer.app.applicationLogic().GetInteractionNode().SwitchToViewTransformMode()
+        else:
+            markupsLogic = slicer.modules.markups.logic()
+            markupsLogic.SetActiveList(node)
+            markupsLogic.StartPlaceMode(True)
+        self._widget.updateButtons()
+
+    def togglePolarity(self) -> None:
+        """Switch placing between positive and negative points."""
+        engine = self.engine()
+        self.place(self.placingNode() is not engine.positiveNode)
+
+    def placingNode(self):
+        """The point list that clicks in the views go to now, or None when not placing."""
+        interaction = slicer.app.applicationLogic().GetInteractionNode()
+        if interaction.GetCurrentInteractionMode() != interaction.Place:
+            return None
+        selection = slicer.app.applicationLogic().GetSelectionNode()
+        return slicer.mrmlScene.GetNodeByID(selection.GetActivePlaceNodeID())
+
+    def deleteLastPoint(self) -> None:
+        self.engine().deleteLastPoint()
+
+    # -- history and segments --------------------------------------------------------------
+
+    def undo(self) -> None:
+        self.engine().undo()
+
+    def redo(self) -> None:
+        self.engine().redo()
+
+    def clear(self) -> None:
+        self.engine().clearSegment()
+
+    def nextSegment(self) -> None:
+        self.engine().nextSegment()
+
+    def toggleVisibility(self) -> None:
+        self.engine().toggleSegmentVisibility()
+
+    def uncertainty(self) -> None:
+        self.engine().computeUncertainty()
+
+    def suggest(self) -> None:
+        self.engine().suggestNextPoint()
+
+    def export(self) -> None:
+        """Ask for a file and save the segmentation there, once the queued points are done."""
+        engine = self.engine()
+        # A click finishes in well under a second; a model download or encoding may not.
+        with slicer.util.WaitCursor():
+            idle = engine.waitForIdle(EXPORT_WAIT_S)
+        if not idle:
+            raise RuntimeError(
+                _(
+                    "FastSAM3D is still working on the last points; export once the status "
+                    "says Ready."
+                )
+            )
+        default = os.path.join(qt.QDir.homePath(), f"{engine.segmentationNode.GetName()}.seg.nrrd")
+        path = qt.QFileDialog.getSaveFileName(
+            slicer.util.mainWindow(),
+            _("Export segmentation"),
+            default,
+            _("Segmentation (*.seg.nrrd);;Labelmap (*.nrrd *.nii.gz)"),
+        )
+        if path:
+            engine.exportSegmentation(path)
+            self._widget.showStatus(_("Saved {path}").format(path=path))
+
+    # -- keyboard shortcuts ----------------------------------------------------------------
+
+    def installShortcuts(self) -> None:
+        """Main-window shortcuts for these actions, while the module is shown."""
+        self.removeShortcuts()
+        keys = {
+            "P": lambda: self.place(True),
+            "N": lambda: self.place(False),
+            # SlicerNNInteractive's T and V are Slicer's own keys in slice views (foreground
+            # opacity, slice visibility): the same actions here take Shift+T and H.
+            "Shift+T": self.togglePolarity,
+            "H": self.toggleVisibility,
+            "D": self.deleteLastPoint,
+            "S": self.suggest,
+            "Ctrl+Z": self.undo,
+            "Ctrl+Y": self.redo,
+            "Ctrl+N": self.nextSegment,
+        }
+        for key, slot in keys.items():
+            shortcut = qt.QShortcut(qt.QKeySequence(key), slicer.util.mainWindow())
+            message = _("{key} failed.").format(key=key)
+            shortcut.connect("activated()", self._widget.guarded(slot, message))
+            self._shortcuts.append(shortcut)
+
+    def removeShortcuts(self) -> None:
+        for shortcut in self._shortcuts:
+            shortcut.disconnect("activated()")
+            shortcut.setParent(None)
+        self._shortcuts = []
