@@ -1,5 +1,7 @@
-"""What the README promises: its Python examples run as written, the packaged example CT and its
-spleen point are what they say, and CI runs the README's test command with the shared data."""
+"""What the README and docs/ promise: their Python examples run as written, their relative links
+resolve, the README stays short with a layout table of every top-level folder, the packaged
+example CT and its spleen point are what they say, and CI runs the README's test command with the
+shared data."""
 
 from __future__ import annotations
 
@@ -26,6 +28,8 @@ from fastsam3d_core.weights.registry import WEIGHTS
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
+DOCS = REPO / "docs"
+SERVING_DOC = DOCS / "serving.md"
 CI_RUN = REPO / ".ci" / "run"
 ATTRIBUTION = REPO / "fastsam3d_core" / "examples" / "ATTRIBUTION.md"
 SHARED_CT = SHARED_DATA_DIR / "totalseg_ct" / "example_ct_3mm.nii.gz"
@@ -46,11 +50,32 @@ SLICER_CONSOLE = re.compile(r"\bslicer\.util\.")
 BLOCK_TIMEOUT_S = 300
 # How far inside the spleen its point must be: a few voxels (3 mm) from every other structure.
 SPLEEN_MARGIN_MM = 15.0
+# The issue's bound: a README a newcomer reads in five minutes.
+README_MAX_LINES = 200
+# Markdown links and images, [text](target) and ![alt](target); code blocks are removed first.
+MARKDOWN_LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+FENCED_BLOCK = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
+INLINE_CODE = re.compile(r"`[^`]*`")
+HEADING = re.compile(r"^#{1,6} (.+?)\s*$", re.MULTILINE)
 
 
 def readme_blocks(pattern: re.Pattern[str]) -> list[str]:
     """The contents of the README's fenced code blocks of one language, in order."""
     return pattern.findall(README.read_text(encoding="utf-8"))
+
+
+def documentation_pages() -> list[Path]:
+    """The README and every page of docs/."""
+    return [README, *sorted(DOCS.glob("*.md"))]
+
+
+def documented_blocks(pattern: re.Pattern[str]) -> list[tuple[Path, str]]:
+    """Fenced code blocks of one language in the README and docs/, with the page of each."""
+    return [
+        (page, block)
+        for page in documentation_pages()
+        for block in pattern.findall(page.read_text(encoding="utf-8"))
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -70,15 +95,15 @@ def seeded_weights_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_readme_python_examples_run(seeded_weights_cache: Path, tmp_path: Path) -> None:
-    """Every ```python block of the README runs, as written, in a fresh interpreter."""
-    blocks = readme_blocks(PYTHON_BLOCK)
-    runnable = [block for block in blocks if not SLICER_CONSOLE.search(block)]
-    assert len(runnable) >= 2, "the README's Python examples were not found"
-    for block in blocks:
-        compile(block, str(README), "exec")  # the Slicer console's blocks too
+    """Every ```python block of the README and docs/ runs, as written, in a fresh interpreter."""
+    blocks = documented_blocks(PYTHON_BLOCK)
+    runnable = [(page, block) for page, block in blocks if not SLICER_CONSOLE.search(block)]
+    assert len(runnable) >= 3, "the Python examples of the README and docs/ were not found"
+    for page, block in blocks:
+        compile(block, str(page), "exec")  # the Slicer console's blocks too
     environment = {**os.environ, ENV_CACHE_DIR: str(seeded_weights_cache)}
     failures = []
-    for number, block in enumerate(runnable, 1):
+    for number, (page, block) in enumerate(runnable, 1):
         run = subprocess.run(
             [sys.executable, "-c", block],
             cwd=tmp_path,
@@ -88,8 +113,10 @@ def test_readme_python_examples_run(seeded_weights_cache: Path, tmp_path: Path) 
             timeout=BLOCK_TIMEOUT_S,
         )
         if run.returncode != 0:
-            failures.append(f"block {number}:\n{block}--- exit {run.returncode}:\n{run.stderr}")
-    assert not failures, "README Python examples failed:\n" + "\n".join(failures)
+            failures.append(
+                f"block {number} of {page.name}:\n{block}--- exit {run.returncode}:\n{run.stderr}"
+            )
+    assert not failures, "Python examples failed:\n" + "\n".join(failures)
 
 
 @needs_shared_scans
@@ -152,12 +179,98 @@ def test_required_shared_data_stops_the_run_only_when_missing(
 
 
 def test_the_client_install_line_lists_every_dependency_but_torch():
-    """The README's torch-free client install: the package's dependencies less torch, plus
-    onnxruntime (what Testing/test_serving.py runs without torch)."""
+    """The documented torch-free client install (docs/serving.md): the package's dependencies
+    less torch, plus onnxruntime (what Testing/test_serving.py runs without torch)."""
     tomllib = pytest.importorskip("tomllib")
     project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    readme = README.read_text(encoding="utf-8")
-    found = re.search(r"pip install --no-deps \. && pip install ([\w ]+)`", readme)
-    assert found, "the README lost its client install line"
+    page = SERVING_DOC.read_text(encoding="utf-8")
+    found = re.search(r"pip install --no-deps \. && pip install ([\w ]+)`", page)
+    assert found, f"{SERVING_DOC.name} lost its client install line"
     declared = {re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0] for r in project["dependencies"]}
     assert set(found.group(1).split()) == declared - {"torch"} | {"onnxruntime"}
+
+
+def heading_anchor(heading: str) -> str:
+    """The anchor GitHub gives a Markdown heading: lower case, punctuation dropped, spaces to
+    hyphens (``### 3.1 Image encoder`` -> ``31-image-encoder``)."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def page_anchors(page: Path) -> set[str]:
+    text = FENCED_BLOCK.sub("", page.read_text(encoding="utf-8"))
+    return {heading_anchor(heading) for heading in HEADING.findall(text)}
+
+
+def relative_links(page: Path) -> list[str]:
+    """Link targets of a Markdown page that are not web addresses, outside code."""
+    text = INLINE_CODE.sub("", FENCED_BLOCK.sub("", page.read_text(encoding="utf-8")))
+    return [
+        target
+        for target in MARKDOWN_LINK.findall(text)
+        if not re.match(r"[a-z][a-z0-9+.-]*:", target, re.IGNORECASE)
+    ]
+
+
+def broken_links(page: Path) -> list[str]:
+    """The relative links of ``page`` whose file, or heading after ``#``, does not exist."""
+    broken = []
+    for target in relative_links(page):
+        path_part, _, anchor = target.partition("#")
+        destination = (page.parent / path_part).resolve() if path_part else page
+        if not destination.exists():
+            broken.append(f"{target} (no such file)")
+        elif anchor and destination.suffix == ".md" and anchor not in page_anchors(destination):
+            broken.append(f"{target} (no heading #{anchor} in {destination.name})")
+    return broken
+
+
+def test_every_relative_link_of_the_readme_and_docs_resolves():
+    pages = documentation_pages()
+    assert len(pages) > 5, "docs/ lost its pages"
+    assert sum(len(relative_links(page)) for page in pages) > 20, "no links found: parser broken"
+    broken = {page.name: broken_links(page) for page in pages}
+    assert not {name: links for name, links in broken.items() if links}
+
+
+def test_the_link_check_finds_a_missing_file_and_a_missing_heading(tmp_path: Path):
+    (tmp_path / "there.md").write_text("# Title\n\n## 3.1 Image encoder\n", encoding="utf-8")
+    page = tmp_path / "page.md"
+    page.write_text(
+        "[ok](there.md#31-image-encoder) [web](https://example.org/x) `[code](gone.md)`\n"
+        "[file](gone.md) [heading](there.md#nothing) [self](#title)\n# Title\n",
+        encoding="utf-8",
+    )
+    assert broken_links(page) == [
+        "gone.md (no such file)",
+        "there.md#nothing (no heading #nothing in there.md)",
+    ]
+
+
+def test_readme_is_short():
+    lines = README.read_text(encoding="utf-8").splitlines()
+    assert len(lines) < README_MAX_LINES, f"README.md has {len(lines)} lines"
+
+
+def tracked_top_level_entries() -> set[str]:
+    """The checkout's top-level files and folders under version control, less dotfiles other
+    than .ci/ and the README itself."""
+    listed = subprocess.run(
+        ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    entries = set()
+    for path in listed.stdout.splitlines():
+        top, separator, _ = path.partition("/")
+        if top.startswith(".") and top != ".ci" or top == README.name:
+            continue
+        entries.add(top + "/" if separator else top)
+    return entries
+
+
+def test_readme_layout_table_names_every_top_level_folder():
+    readme = README.read_text(encoding="utf-8")
+    layout = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"^\| `([^`]+)` \|", layout, re.MULTILINE))
+    missing = tracked_top_level_entries() - named
+    assert not missing, f"README's layout table leaves out {sorted(missing)}"
