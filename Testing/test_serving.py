@@ -385,6 +385,7 @@ def test_the_slicer_module_segments_through_the_service_without_torch(
     code = f"""{WITHOUT_TORCH}
 sys.path.insert(0, {str(MODULE_DIR)!r})
 import numpy as np, slicer, vtk
+from fastsam3d_mrml.events import ErrorCollector
 from fastsam3d_mrml.logic import InteractiveSegmentationLogic
 from fastsam3d_core.examples import SPLEEN_POINT_RAS, example_ct_path
 scene = slicer.vtkMRMLScene()
@@ -392,9 +393,9 @@ volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "ct")
 storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
 storage.SetFileName(str(example_ct_path()))
 assert storage.ReadData(volume)
-logic = InteractiveSegmentationLogic(scene)
-errors = []
-logic.errorCallback = errors.append
+observer = ErrorCollector()
+logic = InteractiveSegmentationLogic(scene, observer=observer)
+errors = observer.errors
 logic.setModel("fastsam3d", "remote", server={service!r}, token="secret")
 logic.setInputs(volume)
 logic.positiveNode.AddControlPointWorld(vtk.vtkVector3d(*SPLEEN_POINT_RAS), "")

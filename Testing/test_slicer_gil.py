@@ -19,6 +19,7 @@ from test_slicer_logic import TIMEOUT_S, deepest_ras, place
 from test_slicer_mrml import CT_IMAGE, CT_LABEL, DATA, read_volume_node, slicer
 
 from fastsam3d_core import Volume
+from fastsam3d_mrml.events import EngineObserver
 
 mrml_io = pytest.importorskip("fastsam3d_mrml.mrml_io")
 logic_module = pytest.importorskip("fastsam3d_mrml.logic")
@@ -40,20 +41,29 @@ def scene():
     return slicer.vtkMRMLScene()
 
 
-class SlicerMainLoop:
-    """The main thread as Slicer runs it, for one logic.
+class SlicerMainLoop(EngineObserver):
+    """The main thread as Slicer runs it, for one logic, and the widget's observer of it.
 
-    Zero-delay timers (``QTimer.singleShot(0, ...)``) run at the next turn of the loop; between
-    turns the thread idles for one poll interval inside C with the GIL held. Every Python call
-    the loop makes on the GUI thread is timed.
+    Zero-delay timers (``QTimer.singleShot(0, ...)``, which the widget starts when results are
+    pending) run at the next turn of the loop; between turns the thread idles for one poll
+    interval inside C with the GIL held. Every Python call the loop makes on the GUI thread is
+    timed. Until :attr:`running`, the thread is not a loop (results are waited for instead).
     """
 
-    def __init__(self, logic) -> None:
-        self.logic = logic
+    def __init__(self) -> None:
+        self.logic = None
+        self.running = False
+        self.errors: list[BaseException] = []
         self.soon: list = []
         self.blocked: list[float] = []
         self._usleep = ctypes.PyDLL(None).usleep  # PyDLL: the call keeps the GIL
-        logic.pollRequestedCallback = lambda: self.soon.append(logic.processEvents)
+
+    def errorOccurred(self, error: BaseException) -> None:
+        self.errors.append(error)
+
+    def resultsPending(self) -> None:
+        if self.running:
+            self.soon.append(self.logic.processEvents)
 
     def call(self, function, *args) -> None:
         start = time.perf_counter()
@@ -74,26 +84,25 @@ class SlicerMainLoop:
 def click_latencies(scene, model, node, points, slicer_loop: bool) -> tuple[float, ...]:
     """(encode + decode, decode only) latency of a session's first two clicks, and the longest
     the GUI thread was blocked (0 when free-running), seconds."""
-    logic = logic_module.InteractiveSegmentationLogic(scene)
-    errors: list = []
-    logic.errorCallback = errors.append
+    loop = SlicerMainLoop()
+    logic = loop.logic = logic_module.InteractiveSegmentationLogic(scene, observer=loop)
     try:
         logic.setPredictor(model)
         logic.setInputs(node)
         assert logic.waitForIdle(TIMEOUT_S)
         latencies = []
-        loop = SlicerMainLoop(logic) if slicer_loop else None
+        loop.running = slicer_loop
         for point in points:
-            if loop is None:
+            if not loop.running:
                 place(logic, point)
                 assert logic.waitForIdle(TIMEOUT_S)  # blocks in Python, the GIL released
             else:
                 loop.call(place, logic, point)  # the markups observer runs on the GUI thread
                 loop.run_until_idle()
             latencies.append(logic.lastLatencySeconds)
-        assert not errors, errors
+        assert not loop.errors, loop.errors
         assert logic.lastEncoderRan is False and len(logic.clicks) == 2
-        blocked = max(loop.blocked) if loop is not None else 0.0
+        blocked = max(loop.blocked) if loop.running else 0.0
         assert blocked < MAX_BLOCKED_S, f"the GUI thread was blocked for {blocked:.3f} s"
         return latencies[0], latencies[1], blocked
     finally:

@@ -34,6 +34,7 @@ from fastsam3d_core.geometry import crop_grid_around
 from fastsam3d_core.geometry.paste import footprint_box
 from fastsam3d_core.io import read_segmentation
 from fastsam3d_core.session import OraclePredictor
+from fastsam3d_mrml.events import EngineObserver
 
 # test_slicer_mrml put the module's folder on sys.path (and skipped without slicer-core).
 mrml_io = pytest.importorskip("fastsam3d_mrml.mrml_io")
@@ -43,6 +44,42 @@ InteractiveSegmentationLogic = pytest.importorskip(
 
 TIMEOUT_S = 120
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"test scans not found at {DATA}")
+
+
+class Recorder(EngineObserver):
+    """What a front end would show: every event the logic sends, in order."""
+
+    def __init__(self) -> None:
+        self.logic = None
+        self.errors: list[BaseException] = []
+        self.statuses: list[str] = []
+        self.busy: list[bool] = []
+        self.suggestions: list = []
+        self.segments_shown: list = []  # the current segment at each segmentsChanged
+
+    def errorOccurred(self, error: BaseException) -> None:
+        self.errors.append(error)
+
+    def statusChanged(self, message: str) -> None:
+        self.statuses.append(message)
+
+    def busyChanged(self, busy: bool) -> None:
+        self.busy.append(busy)
+
+    def suggestionReady(self, pointRas) -> None:
+        self.suggestions.append(pointRas)
+
+    def segmentsChanged(self) -> None:
+        self.segments_shown.append(self.logic.currentSegmentId)
+
+
+def recorded_logic(scene, **options):
+    """A logic with a :class:`Recorder`; ``logic.errors`` is the recorder's list."""
+    recorder = Recorder()
+    logic = InteractiveSegmentationLogic(scene, observer=recorder, **options)
+    recorder.logic = logic
+    logic.errors = recorder.errors
+    return logic
 
 
 @pytest.fixture
@@ -56,9 +93,7 @@ def make_logic(scene):
     logics = []
 
     def make(predictor, volume_node, **options):
-        logic = InteractiveSegmentationLogic(scene, **options)
-        logic.errors = []
-        logic.errorCallback = logic.errors.append
+        logic = recorded_logic(scene, **options)
         logic.setPredictor(predictor)
         logic.setInputs(volume_node)
         assert logic.waitForIdle(TIMEOUT_S)
@@ -209,13 +244,10 @@ def test_segments_do_not_overwrite_each_other(scene, make_logic):
     node = read_volume_node(scene, CT_IMAGE)
     manual = labels.array == 5  # a "manually painted" liver segment, there before the session
     segmentation, manual_id = painted_segmentation(scene, node, "liver (manual)", manual)
-    logic = InteractiveSegmentationLogic(scene)
-    logic.errors = []
-    logic.errorCallback = logic.errors.append
+    logic = recorded_logic(scene)
     # "Everything non-zero" as the object: it covers the liver and the spleen.
     logic.setPredictor(OraclePredictor(labels))
-    shown = []  # what the widget's segment selector would show
-    logic.segmentsChangedCallback = lambda: shown.append(logic.currentSegmentId)
+    shown = logic.observer.segments_shown  # what the widget's segment selector would show
     logic.setInputs(node, segmentation)
     place(logic, deepest_ras(labels, 1))
     settle(logic)
@@ -341,8 +373,8 @@ def test_seeded_fastsam3d_encodes_once_per_crop(scene, make_logic, fastsam3d_see
     node = read_volume_node(scene, BRATS_IMAGE)
     labels = Volume.from_file(BRATS_LABEL)
     logic = make_logic(fastsam3d_seeded, node)
-    statuses = []
-    logic.statusCallback = statuses.append
+    statuses = logic.observer.statuses
+    statuses.clear()
     point = deepest_ras(labels)
     place(logic, point)
     settle(logic)
@@ -357,8 +389,7 @@ def test_seeded_fastsam3d_encodes_once_per_crop(scene, make_logic, fastsam3d_see
     mask = current_mask(logic)
     assert mask.shape == labels.shape
     # Uncertainty overlay and suggestion from the same cached embedding.
-    suggestions = []
-    logic.suggestionCallback = suggestions.append
+    suggestions = logic.observer.suggestions
     logic.suggestNextPoint()
     settle(logic)
     entropy = slicer.util.arrayFromVolume(logic.uncertaintyNode).transpose(2, 1, 0)
@@ -417,8 +448,8 @@ def test_a_click_in_flight_when_another_volume_opens_is_not_written_to_it(scene,
 
 def test_a_point_the_logic_cannot_take_is_reported_once_and_taken_back(scene, make_logic):
     labels, node, logic, spleen = spleen_clicked(scene, make_logic)
-    statuses = []
-    logic.statusCallback = statuses.append
+    statuses = logic.observer.statuses
+    statuses.clear()
     # The user moves the volume, not its segmentation: the segments no longer fit its grid.
     node.SetAndObserveTransformNodeID(linear_transform_node(scene, rigid(10, [0, 0, 0])).GetID())
     # As the user places it: only the markups observer sees the point.
@@ -427,6 +458,21 @@ def test_a_point_the_logic_cannot_take_is_reported_once_and_taken_back(scene, ma
     assert len(logic.errors) == 1 and "another voxel grid" in str(logic.errors[0])
     assert statuses[-1].startswith("Error: ")
     assert logic.positiveNode.GetNumberOfControlPoints() == 1 and len(logic.clicks) == 1
+
+
+def test_the_observer_hears_busy_when_edits_queue_and_idle_once_all_are_applied(
+    scene, make_logic
+):
+    labels, _, logic, spleen = spleen_clicked(scene, make_logic)
+    busy = logic.observer.busy
+    assert busy == [True, False, True, False]  # the session's opening, then the click
+    busy.clear()
+    place(logic, spleen + [0.0, 3.0, 0.0])
+    place(logic, spleen + [0.0, -3.0, 0.0])  # queued behind the first: no second "busy"
+    assert busy == [True] and logic.busy
+    settle(logic)
+    assert busy == [True, False] and not logic.busy
+    assert len(logic.clicks) == 3
 
 
 def test_a_failed_model_load_is_retried_when_asked_again(scene, make_logic, tmp_path, monkeypatch):

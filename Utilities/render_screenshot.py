@@ -34,6 +34,7 @@ from vtk.util import numpy_support
 
 from fastsam3d_core import Volume
 from fastsam3d_core.session import OraclePredictor
+from fastsam3d_mrml.events import ErrorCollector
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "totalseg_ct"
@@ -237,9 +238,9 @@ def segment_with_module_logic(
         raise ValueError("the labels must be on the volume's voxels")  # compared voxel by voxel
     truth = labels.array == value
     spacing = np.linalg.norm(labels.ijk_to_ras[:3, :3], axis=0)
-    logic = module_logic_class()(scene)
-    errors: list[BaseException] = []
-    logic.errorCallback = errors.append
+    observer = ErrorCollector()
+    logic = module_logic_class()(scene, observer=observer)
+    errors = observer.errors
 
     def settle() -> None:
         if not logic.waitForIdle(TIMEOUT_S):

@@ -126,6 +126,7 @@ def run_sphere_scenario(scene, predictor: Any = None, transform_shift_mm=(10.0, 
     from fastsam3d_core import Session, Volume
     from fastsam3d_core.session import OraclePredictor
 
+    from .events import ErrorCollector
     from .logic import InteractiveSegmentationLogic
 
     image, mask, centre_ras = sphere_volumes()
@@ -139,9 +140,8 @@ def run_sphere_scenario(scene, predictor: Any = None, transform_shift_mm=(10.0, 
     centre_world = centre_ras + np.asarray(transform_shift_mm)
     negative_world = centre_world + [0.0, 0.0, 1.3 * SPHERE_RADIUS_MM]
     predictor = predictor if predictor is not None else OraclePredictor(world_mask)
-    logic = InteractiveSegmentationLogic(scene)
-    errors: list[str] = []
-    logic.errorCallback = lambda error: errors.append(str(error))
+    observer = ErrorCollector()
+    logic = InteractiveSegmentationLogic(scene, observer=observer)
     try:
         logic.setPredictor(predictor)
         logic.setInputs(node)
@@ -156,4 +156,5 @@ def run_sphere_scenario(scene, predictor: Any = None, transform_shift_mm=(10.0, 
     truth = mask.array.astype(bool)
     dice = 2 * float((segment & truth).sum()) / max(1.0, float(segment.sum() + truth.sum()))
     mismatched = int((segment != expected).sum())
+    errors = [str(error) for error in observer.errors]
     return CheckResult(dice, mismatched, round_trip_error_mm(node), encodes, errors)

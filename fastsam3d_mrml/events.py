@@ -50,3 +50,17 @@ class EngineObserver:
 
     def uncertaintyReady(self, node: Any) -> None:
         """The uncertainty overlay volume node was filled (entropy in [0, 1])."""
+
+
+class ErrorCollector(EngineObserver):
+    """Keeps the errors of edits, for a script or check that reports them after waiting.
+
+    Attributes:
+        errors: every error of an edit, oldest first.
+    """
+
+    def __init__(self) -> None:
+        self.errors: list[BaseException] = []
+
+    def errorOccurred(self, error: BaseException) -> None:
+        self.errors.append(error)

@@ -18,7 +18,9 @@ edits that the worker runs in order. Results come back through :meth:`~Interacti
 Logic.processEvents`, on the thread that owns the scene, which waits for them a bounded time with
 the GIL released (Slicer's main thread otherwise starves the worker; see :mod:`.worker`).
 
-Errors in edits reach ``errorCallback``; errors in direct calls are raised.
+Everything the front end shows reaches it through one observer given at construction
+(:class:`~.events.EngineObserver`): status, errors of edits, busy and idle, segments, the
+uncertainty overlay. Errors in direct calls are raised.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import mrml_io
+from .events import EngineObserver
 from .markups_clicks import ClickMarkups
 from .models import WARNING_PREFIX, load_predictor
 from .segment_writer import SegmentWriter
@@ -50,27 +53,25 @@ class InteractiveSegmentationLogic:
             (those of segments made with other tools too, also while the session runs); False
             lets the edited segment take its own session's segments' voxels and overlap others.
             Read when a session opens.
+        observer: what the front end shows of the engine (status, errors, busy, segments);
+            None: errors are logged, nothing else is shown.
 
     Attributes:
         pollWaitSeconds: the longest :meth:`processEvents` blocks the calling thread.
-        pollRequestedCallback: called when results should be collected soon (edits were
-            queued); in Slicer, a zero-delay timer that calls :meth:`processEvents`.
     """
 
-    def __init__(self, scene: Any, protectOtherSegments: bool = True) -> None:
+    def __init__(
+        self,
+        scene: Any,
+        protectOtherSegments: bool = True,
+        observer: EngineObserver | None = None,
+    ) -> None:
         mrml_io.ensure_segmentation_converters()
         self.scene = scene
         self.protectOtherSegments = protectOtherSegments
         self.pollWaitSeconds = POLL_WAIT_S
-        self.pollRequestedCallback: Callable[[], None] | None = None
-        self.statusCallback: Callable[[str], None] | None = None
-        self.errorCallback: Callable[[BaseException], None] | None = None
-        # Called when segments are added or removed, or points go to another segment.
-        self.segmentsChangedCallback: Callable[[], None] | None = None
-        self.suggestionCallback: Callable[[np.ndarray | None], None] | None = None
-        self.uncertaintyCallback: Callable[[Any], None] | None = None
-        # Called with messages the user must see, e.g. a fallback from the GPU to the CPU.
-        self.warningCallback: Callable[[str], None] | None = None
+        self._observer = observer if observer is not None else EngineObserver()
+        self._busy = False  # as the observer was last told
         self.status = "No model loaded"
         self.lastLatencySeconds: float | None = None
         self.lastEncoderRan = False
@@ -92,6 +93,11 @@ class InteractiveSegmentationLogic:
         self._inputs = 0
         self._protectedState: tuple = ()  # the protected segments as the session last read them
         self._applying = False  # writing a result into MRML
+
+    @property
+    def observer(self) -> EngineObserver:
+        """The front end's observer, fixed at construction."""
+        return self._observer
 
     # -- model and inputs ----------------------------------------------------------------
 
@@ -205,7 +211,7 @@ class InteractiveSegmentationLogic:
             self._opening -= 1
             self._onJobError(error)
 
-        self._worker.submit(job, opened, failed, label=label, urgent=not background)
+        self._submit(job, opened, failed, label=label, urgent=not background)
         self._requestPoll()
 
     def _forTheseInputs(self, callback: Callable[[Any], None]) -> Callable[[Any], None]:
@@ -348,7 +354,7 @@ class InteractiveSegmentationLogic:
             self._applyUpdate(update)
 
         self._setStatus("Segmenting...")
-        self._worker.submit(job, self._forTheseInputs(done), label=f"{kind} point")
+        self._submit(job, self._forTheseInputs(done), label=f"{kind} point")
 
     # -- history and segments ------------------------------------------------------------
 
@@ -395,7 +401,7 @@ class InteractiveSegmentationLogic:
         self, action: Callable[[SessionRunner], Update], label: str, done=None
     ) -> None:
         state = self._state
-        self._worker.submit(
+        self._submit(
             lambda report: action(state.require_runner()),
             self._forTheseInputs(done or self._applyUpdate),
             label=label,
@@ -424,7 +430,7 @@ class InteractiveSegmentationLogic:
         def job(report):
             return state.require_runner().uncertainty(UNCERTAINTY_SAMPLES)
 
-        self._worker.submit(
+        self._submit(
             job,
             self._forTheseInputs(lambda result: self._applyUncertainty(result, suggest)),
             label="uncertainty",
@@ -448,13 +454,11 @@ class InteractiveSegmentationLogic:
         display.SetWindowLevelMinMax(0.0, 1.0)
         if self.scene.GetNodeByID(UNCERTAINTY_COLOR_NODE_ID):
             display.SetAndObserveColorNodeID(UNCERTAINTY_COLOR_NODE_ID)
-        if self.uncertaintyCallback is not None:
-            self.uncertaintyCallback(node)
+        self._observer.uncertaintyReady(node)
         point = uncertainty.most_uncertain_ras
         if suggest:
             self._markups.suggest(point)
-            if self.suggestionCallback is not None:
-                self.suggestionCallback(point)
+            self._observer.suggestionReady(point)
         self._setStatus("Ready" if point is not None else "Ready: the segment is certain")
 
     # -- export --------------------------------------------------------------------------
@@ -478,11 +482,17 @@ class InteractiveSegmentationLogic:
         the GIL released, so the worker runs even where the caller's thread holds the GIL the
         rest of the time (Slicer's main thread). Returns how many edits finished.
         """
-        return self._worker.poll(self.pollWaitSeconds if waitSeconds is None else waitSeconds)
+        finished = self._worker.poll(
+            self.pollWaitSeconds if waitSeconds is None else waitSeconds
+        )
+        self._tellBusy()
+        return finished
 
     def waitForIdle(self, timeout: float | None = None) -> bool:
         """Block until every queued edit is applied (tests, scripts); False on timeout."""
-        return self._worker.wait(timeout)
+        idle = self._worker.wait(timeout)
+        self._tellBusy()
+        return idle
 
     def cleanup(self) -> None:
         """Stop the worker and stop observing the points; the session and model are
@@ -493,8 +503,20 @@ class InteractiveSegmentationLogic:
         self._state = WorkerState()
 
     def _requestPoll(self) -> None:
-        if self.pollRequestedCallback is not None:
-            self.pollRequestedCallback()
+        self._observer.resultsPending()
+
+    def _submit(self, job: Callable, done=None, failed=None, **options: Any) -> None:
+        """Queue a job on the worker (see :meth:`.worker.Worker.submit`)."""
+        self._worker.submit(job, done, failed, **options)
+        self._tellBusy()
+
+    def _tellBusy(self) -> None:
+        """Tell the observer when edits were queued with none pending before, and when the
+        last pending one was applied."""
+        busy = self._worker.pending > 0
+        if busy != self._busy:
+            self._busy = busy
+            self._observer.busyChanged(busy)
 
     def _applyUpdate(self, update: Update | None) -> None:
         if update is None:
@@ -514,8 +536,8 @@ class InteractiveSegmentationLogic:
                 lambda runner, sid=sessionId: runner.segment_from(sid, None), "rewrite segment"
             )
         self._targetSegmentId = self.currentSegmentId or ""
-        if (changed or self.currentSegmentId != previous) and self.segmentsChangedCallback:
-            self.segmentsChangedCallback()
+        if changed or self.currentSegmentId != previous:
+            self._observer.segmentsChanged()
         self._reported = update.clicks
         if self._worker.pending == 0:
             self._showClicks()
@@ -537,7 +559,7 @@ class InteractiveSegmentationLogic:
         foreign = writer.voxels_of(writer.protected_ids())
         self._protectedState = current
         state = self._state
-        self._worker.submit(
+        self._submit(
             lambda report: state.require_runner().set_foreign_mask(foreign), label="protect"
         )
 
@@ -568,22 +590,17 @@ class InteractiveSegmentationLogic:
 
     def _setStatus(self, message: str) -> None:
         self.status = message
-        if self.statusCallback is not None:
-            self.statusCallback(message)
+        self._observer.statusChanged(message)
 
     def _onProgress(self, message: str, fraction: float | None) -> None:
         if message.startswith(WARNING_PREFIX):
             message = message[len(WARNING_PREFIX) :]
             logging.warning("FastSAM3D: %s", message)
-            if self.warningCallback is not None:
-                self.warningCallback(message)
+            self._observer.warningRaised(message)
         self._setStatus(message if fraction is None else f"{message} ({fraction:.0%})")
 
     def _onJobError(self, error: BaseException) -> None:
         if self._worker.pending == 0 and self._markups is not None:
             self._showClicks()  # drop a point the session refused
         self._setStatus(f"Error: {error}")
-        if self.errorCallback is not None:
-            self.errorCallback(error)
-        else:
-            logging.error("FastSAM3D: %s", error)
+        self._observer.errorOccurred(error)

@@ -26,6 +26,8 @@ from trame_slicer.rca_view import register_rca_factories
 from trame_vuetify.ui.vuetify3 import SinglePageWithDrawerLayout
 from trame_vuetify.widgets import vuetify3 as v3
 
+from fastsam3d_mrml.events import EngineObserver
+
 from .uploads import UploadRefused, check_uploads
 
 # How often results are collected while the worker has work, and when idle.
@@ -76,14 +78,9 @@ class SegmentationPage(TrameApp):
         self.volume = self.slicer.io_manager.load_volumes([str(image)])[0]
         self.slicer.display_manager.show_volume(self.volume, do_reset_views=True)
         if focus is not None:
-            self._centre_slices(focus)
-        self.logic = logic_class(self.slicer.scene)
-        self.logic.statusCallback = self._on_status
-        self.logic.errorCallback = self._on_error
-        self.logic.warningCallback = self._on_error
-        self.logic.segmentsChangedCallback = self._list_segments
-        self.logic.uncertaintyCallback = self._show_uncertainty
-        self.logic.suggestionCallback = self._jump_to
+            self.centre_slices(focus)
+        self.events = PageEvents(self)
+        self.logic = logic_class(self.slicer.scene, observer=self.events)
         if isinstance(predictor, tuple):
             self.logic.setModel(*predictor)
         else:
@@ -93,7 +90,7 @@ class SegmentationPage(TrameApp):
         self.state.error = ""
         self.state.negative = False
         self.state.moving = False
-        self.state.busy = True
+        self.state.busy = self.logic.busy
         self.state.clicks = 0
         self.state.negatives = 0
         self.state.closing = False
@@ -201,17 +198,6 @@ class SegmentationPage(TrameApp):
             if node is not None and node is not volume:
                 scene.RemoveNode(node)
 
-    def _list_segments(self) -> None:
-        """The segment selector's items: the segmentation's segments by name."""
-        node = self.logic.segmentationNode
-        segmentation = node.GetSegmentation() if node is not None else None
-        count = segmentation.GetNumberOfSegments() if segmentation is not None else 0
-        ids = [segmentation.GetNthSegmentID(n) for n in range(count)]
-        self.state.segments = [
-            {"title": segmentation.GetSegment(i).GetName(), "value": i} for i in ids
-        ]
-        self.state.segment_id = self.logic.currentSegmentId
-
     def _list_points(self, clicks: tuple) -> None:
         """The point list's items (newest last) and the footer's counts."""
         if clicks == self._listed_clicks:
@@ -238,17 +224,7 @@ class SegmentationPage(TrameApp):
         if node is not None and node.GetDisplayNode() is not None:
             node.GetDisplayNode().SetOpacity(float(opacity))
 
-    def _show_uncertainty(self, overlay: Any) -> None:
-        self.slicer.display_manager.show_volume_in_slice_foreground(overlay)
-        for index in range(self.slicer.scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
-            composite = self.slicer.scene.GetNthNodeByClass(index, "vtkMRMLSliceCompositeNode")
-            composite.SetForegroundOpacity(0.5)
-
-    def _jump_to(self, ras: Any) -> None:
-        if ras is not None:
-            self._centre_slices(tuple(float(v) for v in ras))
-
-    def _centre_slices(self, ras: tuple) -> None:
+    def centre_slices(self, ras: tuple) -> None:
         scene = self.slicer.scene
         for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceNode")):
             scene.GetNthNodeByClass(index, "vtkMRMLSliceNode").JumpSliceByCentering(*ras)
@@ -282,7 +258,7 @@ class SegmentationPage(TrameApp):
             self.state.error = ""
             return action()
         except Exception as error:
-            self._on_error(error)
+            self.show_error(error)
             return None
 
     def _used(self, *_: Any) -> None:
@@ -307,17 +283,13 @@ class SegmentationPage(TrameApp):
         self.logic.cleanup()
         await self.server.stop()
 
-    def _on_status(self, message: str) -> None:
-        self.state.status = message
-
-    def _on_error(self, error: Any) -> None:
+    def show_error(self, error: Any) -> None:
+        """The first line of an error (or a warning's message) on the page and the log."""
         self.state.error = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"fastsam3d web: {self.state.error}", file=sys.stderr)
 
     def _start_polling(self, **_: Any) -> None:
-        wake = asyncio.Event()
-        # Points placed (on this loop's thread): collect their results now, not after a nap.
-        self.logic.pollRequestedCallback = wake.set
+        wake = self.events.wake = asyncio.Event()
         asyncio.get_event_loop().create_task(self._poll(wake))
 
     async def _poll(self, wake: asyncio.Event) -> None:
@@ -326,7 +298,6 @@ class SegmentationPage(TrameApp):
                 # The last fifth of the idle time: say so, so that the user can keep it open.
                 self.state.closing = self._unused_fraction() > 0.8
                 self.logic.processEvents(0)
-                self.state.busy = self.logic.busy
                 self._list_points(self.logic.clicks)
             try:
                 nap = POLL_BUSY_S if self.logic.busy else POLL_IDLE_S
@@ -361,44 +332,48 @@ class SegmentationPage(TrameApp):
                         click=f"trigger('{delete}', [point.id])",
                     )
 
+    def _build_toolbar(self) -> None:
+        """The polarity and mode buttons, the logic's actions, and the export buttons."""
+        v3.VSpacer()
+        v3.VBtn(
+            "{{ negative ? 'Negative points' : 'Positive points' }}",
+            id="polarity",
+            color=("negative ? 'red' : 'green'",),
+            click=self.toggle_polarity,
+        )
+        v3.VBtn(
+            "{{ moving ? 'Moving points' : 'Placing points' }}",
+            id="mode",
+            variant="text",
+            click=self.toggle_moving,
+        )
+        # The logic's own actions; an error shows on the page.
+        for label, action, element in (
+            ("Undo", self.logic.undo, "undo"),
+            ("Redo", self.logic.redo, "redo"),
+            ("Clear", self.logic.clearSegment, "clear"),
+            ("Next segment", self.logic.nextSegment, "next-segment"),
+            ("Uncertainty", self.logic.computeUncertainty, "uncertainty"),
+            ("Suggest point", self.logic.suggestNextPoint, "suggest"),
+        ):
+            guarded = functools.partial(self._guarded, action)
+            v3.VBtn(label, id=element, click=guarded, variant="text")
+        export = self.server.controller.trigger_name(self.export)
+        for (label, element), name in EXPORT_FILES.items():
+            v3.VBtn(
+                label,
+                id=element,
+                variant="text",
+                click=f"utils.download('{name}', trigger('{export}', ['{name}']), "
+                "'application/octet-stream')",
+            )
+
     def _build_ui(self) -> None:
         with SinglePageWithDrawerLayout(self.server) as self.ui:
             client.Style("html { overflow-y: hidden; }")
             self.ui.title.set_text("FastSAM3D")
             with self.ui.toolbar:
-                v3.VSpacer()
-                v3.VBtn(
-                    "{{ negative ? 'Negative points' : 'Positive points' }}",
-                    id="polarity",
-                    color=("negative ? 'red' : 'green'",),
-                    click=self.toggle_polarity,
-                )
-                v3.VBtn(
-                    "{{ moving ? 'Moving points' : 'Placing points' }}",
-                    id="mode",
-                    variant="text",
-                    click=self.toggle_moving,
-                )
-                # The logic's own actions; an error shows on the page.
-                for label, action, element in (
-                    ("Undo", self.logic.undo, "undo"),
-                    ("Redo", self.logic.redo, "redo"),
-                    ("Clear", self.logic.clearSegment, "clear"),
-                    ("Next segment", self.logic.nextSegment, "next-segment"),
-                    ("Uncertainty", self.logic.computeUncertainty, "uncertainty"),
-                    ("Suggest point", self.logic.suggestNextPoint, "suggest"),
-                ):
-                    guarded = functools.partial(self._guarded, action)
-                    v3.VBtn(label, id=element, click=guarded, variant="text")
-                export = self.server.controller.trigger_name(self.export)
-                for (label, element), name in EXPORT_FILES.items():
-                    v3.VBtn(
-                        label,
-                        id=element,
-                        variant="text",
-                        click=f"utils.download('{name}', trigger('{export}', ['{name}']), "
-                        "'application/octet-stream')",
-                    )
+                self._build_toolbar()
             with self.ui.drawer:
                 v3.VFileInput(
                     label="Open an image",
@@ -444,3 +419,60 @@ class SegmentationPage(TrameApp):
                     "{{ negatives }} negative",
                     id="progress",
                 )
+
+
+class PageEvents(EngineObserver):
+    """What the page shows of the engine's events: the status line, errors and warnings, busy
+    or idle, the segment selector, the uncertainty overlay and the suggested point.
+
+    Called on the server's event loop thread (inside ``processEvents``, or the page's action
+    that caused them).
+
+    Attributes:
+        wake: set when results are pending, so the polling task collects them now rather than
+            after its nap; None until the server is ready.
+    """
+
+    def __init__(self, page: SegmentationPage) -> None:
+        self.page = page
+        self.state = page.state
+        self.wake: asyncio.Event | None = None
+
+    def statusChanged(self, message: str) -> None:
+        self.state.status = message
+
+    def errorOccurred(self, error: BaseException) -> None:
+        self.page.show_error(error)
+
+    def warningRaised(self, message: str) -> None:
+        self.page.show_error(message)
+
+    def busyChanged(self, busy: bool) -> None:
+        self.state.busy = busy
+
+    def resultsPending(self) -> None:
+        if self.wake is not None:
+            self.wake.set()
+
+    def segmentsChanged(self) -> None:
+        """The segment selector's items: the segmentation's segments by name."""
+        logic = self.page.logic
+        node = logic.segmentationNode
+        segmentation = node.GetSegmentation() if node is not None else None
+        count = segmentation.GetNumberOfSegments() if segmentation is not None else 0
+        ids = [segmentation.GetNthSegmentID(n) for n in range(count)]
+        self.state.segments = [
+            {"title": segmentation.GetSegment(i).GetName(), "value": i} for i in ids
+        ]
+        self.state.segment_id = logic.currentSegmentId
+
+    def suggestionReady(self, pointRas: Any) -> None:
+        if pointRas is not None:
+            self.page.centre_slices(tuple(float(v) for v in pointRas))
+
+    def uncertaintyReady(self, node: Any) -> None:
+        slicer_app = self.page.slicer
+        slicer_app.display_manager.show_volume_in_slice_foreground(node)
+        scene = slicer_app.scene
+        for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
+            scene.GetNthNodeByClass(index, "vtkMRMLSliceCompositeNode").SetForegroundOpacity(0.5)

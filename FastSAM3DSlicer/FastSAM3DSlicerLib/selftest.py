@@ -65,9 +65,11 @@ class FastSAM3DSlicerTest(ScriptedLoadableModuleTest):
 
         volumeNode = SampleData.downloadSample("MRHead")
         torch.manual_seed(0)
+        from fastsam3d_mrml.events import ErrorCollector
         from fastsam3d_mrml.logic import InteractiveSegmentationLogic
 
-        engine = InteractiveSegmentationLogic(slicer.mrmlScene)
+        observer = ErrorCollector()
+        engine = InteractiveSegmentationLogic(slicer.mrmlScene, observer=observer)
         try:
             engine.setPredictor(build_model("fastsam3d").allow_random_weights())
             engine.setInputs(volumeNode)
@@ -77,6 +79,7 @@ class FastSAM3DSlicerTest(ScriptedLoadableModuleTest):
             first = checks.click(engine, centre)
             second = checks.click(engine, [centre[0] + 5, centre[1], centre[2]], False)
             self.assertEqual((first, second), (True, False))
+            self.assertEqual(observer.errors, [])
             segmentation = engine.segmentationNode.GetSegmentation()
             self.assertIsNotNone(segmentation.GetSegment(engine.currentSegmentId))
         finally:
