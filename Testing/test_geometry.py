@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -185,3 +188,23 @@ def test_separable_and_general_resampling_agree(mode):
     slow, slow_inside = resample(array, source_to_ras, turned, (25, 20, 22), mode=mode)
     assert np.array_equal(fast_inside, slow_inside) and 0 < fast_inside.sum() < fast_inside.size
     np.testing.assert_allclose(fast, slow, rtol=1e-4, atol=1e-4)
+
+
+def test_geometry_imports_no_layer_above_it_and_volume_from_file_still_reads():
+    """geometry is the lowest layer: importing it pulls in neither io (nor SimpleITK) nor the
+    package's public names (serving, session, torch); Volume.from_file reaches io when called."""
+    script = (
+        "import sys\n"
+        "from fastsam3d_core.examples import example_ct_path\n"
+        "from fastsam3d_core.geometry import Volume\n"
+        "above = ('fastsam3d_core.io', 'SimpleITK', 'fastsam3d_core.serving',\n"
+        "         'fastsam3d_core.session', 'fastsam3d_core.models', 'torch')\n"
+        "print([name for name in above if name in sys.modules])\n"
+        "volume = Volume.from_file(example_ct_path())\n"
+        "print(type(volume).__name__, volume.shape, 'fastsam3d_core.io' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["[]", "Volume (122, 101, 30) True"]

@@ -2,20 +2,20 @@
 
 The names below are imported on first use (PEP 562), so that ``import fastsam3d_core`` and the
 torch-free parts (the encoder service's client, the weights downloader) do not import torch.
+
+Every ``import fastsam3d_core.<module>`` runs this file first, so it sits below every layer and
+imports none of them, not even for type checkers (the import contract in pyproject.toml checks
+it): a static import here would put ``serving`` under ``geometry``. Code in the package imports a
+name from its home module (``fastsam3d_core.session.Session``); these names are for users and
+the front ends.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .geometry import Volume
-    from .models import MODEL_REGISTRY, Sam3D, build_model
-    from .serving import RemotePredictor
-    from .session import Session
-    from .weights import CheckpointError, load_checkpoint
-
+# Each public name and the module that defines it.
 _HOMES = {
     "MODEL_REGISTRY": ".models",
     "CheckpointError": ".weights",

@@ -223,7 +223,7 @@ def _prepare_model(
 ) -> Any:
     import torch
 
-    from . import build_model
+    from .models import build_model
 
     torch.manual_seed(0)
     # Timing needs no trained weights; random ones do the same work.

@@ -8,6 +8,7 @@ and any direction matrix, oblique or axis-permuted, are all in it.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,10 +74,13 @@ class Volume:
 
     @classmethod
     def from_file(cls, path: str | Path) -> Volume:
-        """Read NRRD, NIfTI, MHA/MHD, or a DICOM series (a folder or one of its files)."""
-        from ..io import read_volume
+        """Read NRRD, NIfTI, MHA/MHD, or a DICOM series (a folder or one of its files).
 
-        return read_volume(path)
+        The same as :func:`fastsam3d_core.io.read_volume`. io sits above geometry (it builds
+        Volumes), so the reader is looked up when called instead of imported: geometry stays free
+        of io and SimpleITK, with no import circle between the two.
+        """
+        return importlib.import_module("..io", __package__).read_volume(path)
 
     @property
     def shape(self) -> tuple[int, int, int]:
