@@ -326,12 +326,12 @@ def test_a_saved_state_is_resumed_only_by_the_same_run_and_kept_until_removed(tm
 
 
 def test_held_out_cases_never_take_every_training_case():
-    from fastsam3d_core.cli.train import _split
+    from fastsam3d_core.training.workflows import split_cases
 
     cases = list("abcde")
-    assert _split(cases, 0.0, 0) == (cases, cases)  # no hold-out: Dice on the training cases
+    assert split_cases(cases, 0.0, 0) == (cases, cases)  # no hold-out: Dice on the training cases
     for fraction, held in ((0.2, 1), (0.5, 2), (1.0, 4)):
-        training, held_out = _split(cases, fraction, 0)
+        training, held_out = split_cases(cases, fraction, 0)
         assert len(held_out) == held and sorted(training + held_out) == cases
 
 

@@ -12,16 +12,18 @@ from ..geometry import check_segmentable, crop_grid_around, extract_crop
 from .data import DatasetError, find_images
 from .loop import LoopConfig, Ranks, case_of, train
 from .objectives import LayerwiseDistillation, layers_in_use, logit_loss
+from .observer import TrainingObserver
 from .validation import BestState, Evaluation
 
 
-def image_crops(data: Path, say: Callable[[str], None] = print) -> torch.Tensor:
+def image_crops(data: Path, say: Callable[[str], None] | None = None) -> torch.Tensor:
     """One 128³ crop per image of ``data``, centred on the image, normalised as for the model:
-    ``(N, 1, 128, 128, 128)`` float32, crop voxels (d0, d1, d2)."""
+    ``(N, 1, 128, 128, 128)`` float32, crop voxels (d0, d1, d2). ``say`` is told how many."""
     from ..io import read_volume  # SimpleITK, on first use
 
     images = find_images(data)
-    say(f"preparing {len(images)} image(s) from {data} ...")
+    if say is not None:
+        say(f"preparing {len(images)} image(s) from {data} ...")
     crops = []
     for path in images:
         volume = read_volume(path)
@@ -41,6 +43,7 @@ def distill_encoder(
     ranks: Ranks,
     layerwise_steps: int,
     validation: BestState | None = None,
+    observer: TrainingObserver | None = None,
 ) -> list[dict]:
     """Train the objective's student (and projections) toward its teacher: ``layerwise_steps``
     steps of the layer-wise loss with k from Eq. 2 (iteration = step, total =
@@ -48,7 +51,7 @@ def distill_encoder(
     level; k = 0 in the records).
 
     ``validation`` (see :func:`~fastsam3d_core.training.loop.train`) keeps the best student,
-    e.g. by :func:`logit_validation`.
+    e.g. by :func:`logit_validation`; ``observer`` is told of every step.
 
     Returns:
         One record per step: ``step``, ``loss``, ``k``, ``seconds``.
@@ -69,7 +72,7 @@ def distill_encoder(
 
     try:
         describe = lambda step: {"k": k_at(step)}  # noqa: E731
-        return train(objective, compute_loss, config, ranks, describe, validation)
+        return train(objective, compute_loss, config, ranks, describe, validation, observer)
     finally:
         student.eval()
 

@@ -15,6 +15,7 @@ from ..models.sam3d import Sam3D
 from .data import TrainingCase
 from .loop import LoopConfig, Ranks, case_of, train
 from .objectives import InteractiveObjective
+from .observer import TrainingObserver
 from .validation import BestState, Evaluation, ValidationPlan
 
 PROTOCOL_CLICKS = 10  # the paper's: Dice after 1, 3, 5 and 10 clicks
@@ -33,14 +34,15 @@ def finetune(
     clicks: int = 5,
     validation: BestState | None = None,
     balanced: bool = True,
+    observer: TrainingObserver | None = None,
 ) -> list[dict]:
     """Attach adapters to ``model`` (frozen) and train them on ``cases``; returns the history.
 
     Args:
         model: the base model, its weights loaded, on ``ranks.device``.
         cases: prepared crops (:func:`~fastsam3d_core.training.data.prepare`).
-        config, ranks, validation: see :func:`~fastsam3d_core.training.loop.train` (the
-            adapters are left as the last step made them).
+        config, ranks, validation, observer: see :func:`~fastsam3d_core.training.loop.train`
+            (the adapters are left as the last step made them).
         adapters: their configuration (default :class:`AdapterConfig`).
         clicks: simulated clicks per crop and step.
         balanced: the class-balanced loss (:func:`~.objectives.balanced_dice_ce_loss`), else
@@ -58,7 +60,9 @@ def finetune(
         return wrapped(images[chosen].to(ranks.device), truths[chosen], seeds)
 
     try:
-        return train(objective, compute_loss, config, ranks, validation=validation)
+        return train(
+            objective, compute_loss, config, ranks, validation=validation, observer=observer
+        )
     finally:
         model.eval()
 
@@ -155,6 +159,7 @@ def finetune_validated(
     settings: ValidationSettings,
     clicks: int = 5,
     balanced: bool = True,
+    observer: TrainingObserver | None = None,
 ) -> FinetuneOutcome:
     """:func:`finetune` with validation: the base and every ``settings.every`` steps evaluated on
     ``held_out`` (``settings.clicks`` clicks of the protocol), the best state restored into
@@ -172,7 +177,7 @@ def finetune_validated(
     best = BestState(plan)
     best.start = as_evaluation(before, settings.clicks)
     history = finetune(model, training, config, ranks, clicks=clicks, validation=best,
-                       balanced=balanced)  # fmt: skip
+                       balanced=balanced, observer=observer)  # fmt: skip
     best.restore_best()
     outcome = FinetuneOutcome(history, before.mean_dice(), {}, best, settings.keep_last)
     if not outcome.usable:

@@ -15,7 +15,6 @@ import contextlib
 import gc
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..io._atomic import write_atomically
+from .observer import TrainingObserver
 from .validation import BestState, trained_state
 
 # compute_loss(objective, this micro-batch's sample numbers, step) -> its mean loss. Sample n is
@@ -129,6 +129,7 @@ def train(
     ranks: Ranks,
     describe: Callable[[int], dict] | None = None,
     validation: BestState | None = None,
+    observer: TrainingObserver | None = None,
 ) -> list[dict]:
     """Run the optimizer steps not yet in ``config.checkpoint``; returns one record per step.
 
@@ -140,6 +141,7 @@ def train(
         validation: evaluates the start and every few steps, keeps the best state (saved with
             the training state) and may stop the run early; the parameters are left as the
             last step made them (:meth:`BestState.restore_best` puts the best ones back).
+        observer: told of a resumed state and of every step (default: nothing is shown).
 
     Raises:
         ValueError: a batch that does not split evenly across processes and micro-batches.
@@ -152,7 +154,8 @@ def train(
         )
     trained = [p for p in objective.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trained, lr=config.learning_rate)
-    history = _resume(objective, optimizer, config, validation)
+    observer = observer or TrainingObserver()
+    history = _resume(objective, optimizer, config, validation, observer)
     if validation is not None:
         validation.begin(objective)
     wrapped: nn.Module = objective
@@ -184,14 +187,14 @@ def train(
             stop = validation.after_step(step + 1, objective, last, record)
         history.append(record)
         if ranks.main:
-            _progress(record, config.steps)
+            observer.step_finished(record, config.steps)
             due = (step + 1) % config.checkpoint_every == 0 or last or stop
             if config.checkpoint is not None and due:
                 _save_state(objective, optimizer, history, config, validation)
         if stop:
             break
     if ranks.main:
-        print(file=sys.stderr)
+        observer.steps_ended()
     return history
 
 
@@ -229,19 +232,6 @@ def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-def _progress(record: dict, steps: int) -> None:
-    done = record["step"]
-    eta = record["seconds"] * (steps - done)
-    validation = f"  validation {record['validation']:.3f}" if "validation" in record else ""
-    print(
-        f"\rstep {done}/{steps}  loss {record['loss']:.4f}{validation}  "
-        f"{record['seconds']:.1f} s/step  about {eta:.0f} s left ",
-        end="",
-        file=sys.stderr,
-        flush=True,
-    )
 
 
 def _save_state(
@@ -282,6 +272,7 @@ def _resume(
     optimizer: torch.optim.Optimizer,
     config: LoopConfig,
     validation: BestState | None = None,
+    observer: TrainingObserver | None = None,
 ) -> list:
     """The history so far, with parameters, optimizer and the best state so far restored from
     ``config.checkpoint`` if it exists.
@@ -312,7 +303,8 @@ def _resume(
     optimizer.load_state_dict(state["optimizer"])
     if validation is not None and "validation" in state:
         validation.load_state_dict(state["validation"])
-    print(f"resuming from {path} after step {len(state['history'])}", file=sys.stderr)
+    if observer is not None:
+        observer.resumed(path, len(state["history"]))
     return list(state["history"])
 
 
