@@ -24,8 +24,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SLICER_MODULE = REPO / "FastSAM3DSlicer"
-# Folders whose code may edit sys.path (test helpers, developer scripts) or that are not code.
-NOT_CHECKED_FOR_SYS_PATH = {"Testing", "Utilities", "build", "dist", "docs", "node_modules"}
+# Folders whose code may edit sys.path: the tests' helpers, developer scripts.
+MAY_EDIT_SYS_PATH = {"Testing", "Utilities"}
+GENERATED = {"__pycache__", "build", "dist", "node_modules", "venv"}
 MAX_FILE_LINES = 500
 MAX_FUNCTION_LINES = 80
 # Methods of a list that only read it.
@@ -51,10 +52,14 @@ def product_folders() -> list[Path]:
     return [REPO / name for name in top_level_packages()] + [SLICER_MODULE]
 
 
+def is_generated(part: str) -> bool:
+    """A folder of build output, caches or a virtual environment, not of sources."""
+    return part.startswith(".") or part.endswith(".egg-info") or part in GENERATED
+
+
 def python_files(folder: Path) -> Iterator[Path]:
     for path in sorted(folder.rglob("*.py")):
-        parts = path.relative_to(REPO).parts
-        if not any(part.startswith(".") or part == "__pycache__" for part in parts):
+        if not any(is_generated(part) for part in path.relative_to(REPO).parts):
             yield path
 
 
@@ -184,13 +189,8 @@ def test_sys_path_edits_are_found():
 
 def test_no_code_outside_the_tests_and_utilities_edits_sys_path():
     found = []
-    for folder in sorted(REPO.iterdir()):
-        if folder.name in NOT_CHECKED_FOR_SYS_PATH or folder.name.startswith("."):
-            continue
-        paths = python_files(folder) if folder.is_dir() else [folder]
-        for path in paths:
-            if path.suffix != ".py" or any(p.endswith(".egg-info") for p in path.parts):
-                continue
+    for path in python_files(REPO):
+        if path.relative_to(REPO).parts[0] not in MAY_EDIT_SYS_PATH:
             tree = ast.parse(path.read_text(encoding="utf-8"))
             found += [f"{relative(path)}:{line}" for line in sys_path_edits(tree)]
     assert not found, f"sys.path is edited outside Testing/ and Utilities/: {found}"
