@@ -1,5 +1,12 @@
 """Interactive sessions: clicks, crops, cached embeddings, undo, several segments.
 
+A click's way through the package: ``session`` (:class:`Session`, the one public entry) checks
+it and makes it a :class:`~.state.Click`; ``crops`` picks its crop and runs the predictor (with
+``composition`` giving a new crop's first mask prompt); ``composition`` turns the crops' logits
+into the segment's voxels; ``masks`` writes them, keeping segments apart; ``history`` keeps the
+edit for undo; ``result`` says what changed. ``state`` holds the immutable states all of them
+pass around; ``predictor``, ``cache`` and ``uncertainty`` are the model's side.
+
 :class:`ModelPredictor` is imported on first use (PEP 562): it needs torch, which a client of the
 encoder service does not have.
 """
@@ -12,11 +19,13 @@ from .cache import EmbeddingCache
 from .predictor import OraclePredictor, Predictor, as_predictor
 from .result import Result, SegmentChange
 from .session import Session, check_point
+from .state import Click
 
 if TYPE_CHECKING:
     from .model_predictor import ModelPredictor
 
 __all__ = [
+    "Click",
     "EmbeddingCache",
     "ModelPredictor",
     "OraclePredictor",

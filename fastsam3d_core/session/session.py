@@ -8,45 +8,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..geometry import (
-    CropGrid,
-    Volume,
-    as_point,
-    box_slices,
-    check_segmentable,
-    crop_grid_around,
-    extract_crop,
-    resample,
-)
-from ..geometry.paste import footprint_box, logits_on_grid, logits_on_volume
-from ..geometry.resample import translation
+from ..geometry import CropGrid, Volume, as_point, check_segmentable
+from ..geometry.paste import footprint_box
 from .cache import EmbeddingCache
+from .composition import compose
+from .crops import CropEditor
+from .history import History
+from .masks import SegmentMasks, frozen_mask
 from .predictor import Predictor, as_predictor
-from .result import Result, SegmentChange, changes_of, differing_box, mask_patch, segment_change
-from .state import (
-    SEGMENT_COLORS,
-    Click,
-    CropState,
-    Edit,
-    MaskPatch,
-    SegmentState,
-    SessionState,
-    decoder_prompt,
-)
-from .uncertainty import Uncertainty, binary_entropy, ensemble_probability
+from .result import Result, SegmentChange, changes_of, segment_change
+from .state import SEGMENT_COLORS, Click, Edit, MaskPatch, SegmentState, SessionState
+from .uncertainty import Uncertainty, ensemble_probability, on_volume
 
 if TYPE_CHECKING:
     from ..models.sam3d import Sam3D
-
-# Undo steps kept; older ones are dropped.
-MAX_UNDO = 100
-# A new crop starts from the segment's voxels inside it (from its other crops, or from before the
-# session) as its mask prompt: the decoder's 32³ logits (spec: low_res_masks), this many crop
-# voxels per cell.
-MASK_PROMPT_STRIDE = 4
-# Logit magnitude of a fully inside (+) or outside (-) prompt cell; partly covered cells scale
-# linearly. A confident prediction's size; not tuned on the released weights.
-MASK_PROMPT_LOGIT = 6.0
 
 
 class Session:
@@ -87,19 +62,18 @@ class Session:
         self.predictor = as_predictor(predictor)
         self.protect_other_segments = protect_other_segments
         self.embeddings = EmbeddingCache(cache_bytes)
-        base = None if initial_mask is None else self._volume_mask(initial_mask, "initial_mask")
+        self._crops = CropEditor(volume, self.predictor, self.embeddings)
+        self._masks = SegmentMasks(volume.shape)
+        self._history = History()
+        base = self._base(initial_mask)
         first = SegmentState(1, "Segment_1", SEGMENT_COLORS[0], base=base)
         self._state = SessionState((first,))
-        self._masks: dict[int, np.ndarray] = {1: _mask_from(base, volume.shape)}
+        self._masks.add(1, base)
         self._current = 1
         # Ids are never reused, also after an undone new segment or a removed click.
         self._last_segment_id = 1
         self._last_click_number = 0
-        self._last_crop_number = 0
-        self._foreign: np.ndarray | None = None
         self.set_foreign_mask(foreign_mask)
-        self._undo: list[Edit] = []
-        self._redo: list[Edit] = []
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -113,9 +87,7 @@ class Session:
 
     def mask(self, segment_id: int | None = None) -> np.ndarray:
         """A segment's mask, uint8 ``(I, J, K)``, read-only view (default: the current one)."""
-        view = self._masks[self._current if segment_id is None else segment_id].view()
-        view.flags.writeable = False
-        return view
+        return self._masks.view(self._current if segment_id is None else segment_id)
 
     def clicks(self, segment_id: int | None = None) -> list[Click]:
         """A segment's clicks (default: the current one's), in the order :meth:`remove_point`
@@ -146,7 +118,7 @@ class Session:
         point = np.asarray(point_ras, dtype=np.float64)
         if point.shape != (3,) or not self.volume.contains_ras(point):
             return False
-        _, grid = self._crop_for(self.current_segment, point)
+        _, grid = self._crops.crop_for(self.current_segment, point)
         return self.embeddings.get(grid.key()) is None
 
     # -- clicks ----------------------------------------------------------------------------
@@ -168,9 +140,8 @@ class Session:
         start = time.perf_counter()
         point = check_point(self.volume, point_ras)
         click_id = self._new_click_id(click_id)
-        segment, grid, encoder_ran = self._with_click(
-            self.current_segment, point, positive, click_id
-        )
+        click = Click(point, positive, click_id)
+        segment, grid, encoder_ran = self._crops.with_click(self.current_segment, click)
         return self._apply(segment, [grid], encoder_ran, start)
 
     def add_point_ijk(
@@ -193,7 +164,9 @@ class Session:
         """
         start = time.perf_counter()
         segment, crop_index, click_index = self._locate(index)
-        updated, grids, encoder_ran = self._replace_click(segment, crop_index, click_index, ())
+        updated, grids, encoder_ran = self._crops.replace_click(
+            segment, crop_index, click_index, ()
+        )
         return self._apply(updated, grids, encoder_ran, start)
 
     def move_point(self, index: int | str, point_ras: Any) -> Result:
@@ -209,14 +182,14 @@ class Session:
         segment, crop_index, click_index = self._locate(index)
         grid = segment.crops[crop_index].grid
         old = segment.crops[crop_index].clicks[click_index]
+        moved = Click(point, old.positive, old.click_id)
         if grid.contains(point):
-            moved = (Click(point, old.positive, old.click_id),)
-            edit = self._replace_click(segment, crop_index, click_index, moved)
+            edit = self._crops.replace_click(segment, crop_index, click_index, (moved,))
             return self._apply(*edit, start)
-        without, grids, removal_ran = self._replace_click(segment, crop_index, click_index, ())
-        new_segment, new_grid, adding_ran = self._with_click(
-            without, point, old.positive, old.click_id
+        without, grids, removal_ran = self._crops.replace_click(
+            segment, crop_index, click_index, ()
         )
+        new_segment, new_grid, adding_ran = self._crops.with_click(without, moved)
         return self._apply(new_segment, [*grids, new_grid], removal_ran or adding_ran, start)
 
     def reset(self) -> Result:
@@ -252,14 +225,14 @@ class Session:
         """
         self._last_segment_id += 1
         segment_id = self._last_segment_id
-        base = None if initial_mask is None else self._volume_mask(initial_mask, "initial_mask")
+        base = self._base(initial_mask)
         segment = SegmentState(
             segment_id,
             name or f"Segment_{segment_id}",
             color or SEGMENT_COLORS[(segment_id - 1) % len(SEGMENT_COLORS)],
             base=base,
         )
-        self._masks[segment_id] = _mask_from(base, self.volume.shape)
+        self._masks.add(segment_id, base)
         state = SessionState(self._state.segments + (segment,))
         self._record(Edit(self._state, state, ()))
         self._current = segment_id
@@ -274,7 +247,9 @@ class Session:
         Raises:
             ValueError: the mask is not shaped like the volume.
         """
-        self._foreign = None if mask is None else self._volume_mask(mask, "foreign_mask")
+        self._masks.foreign = (
+            None if mask is None else frozen_mask(mask, self.volume.shape, "foreign_mask")
+        )
 
     def change_from(self, segment_id: int, held: np.ndarray | None) -> SegmentChange | None:
         """The change that turns ``held`` into the segment's mask, or None where they are equal.
@@ -289,10 +264,10 @@ class Session:
         Raises:
             KeyError: no such segment; ValueError: ``held`` is not shaped like the volume.
         """
-        mask = self._masks[segment_id]
-        reference = np.zeros(mask.shape, bool) if held is None else self._volume_mask(held, "held")
-        whole = box_slices(np.zeros(3, int), np.array(mask.shape))
-        slices = differing_box(mask, whole, reference)
+        mask = self._masks.view(segment_id)
+        shape = self.volume.shape
+        reference = np.zeros(shape, bool) if held is None else frozen_mask(held, shape, "held")
+        slices = self._masks.difference(segment_id, reference)
         if slices is None:
             return None
         return segment_change(segment_id, slices, mask[slices].copy())
@@ -317,31 +292,22 @@ class Session:
         if not segment.crops:
             raise ValueError("the current segment has no clicks yet")
         crop = segment.crops[-1]
-        embedding, _ = self._embedding(crop.grid)
+        embedding, _ = self._crops.embedding(crop.grid)
         rng = np.random.default_rng(seed)
-        probability_crop = ensemble_probability(
+        probability = ensemble_probability(
             self.predictor, embedding, crop, samples, jitter_voxels, rng
         )
-        box = logits_on_volume(probability_crop, crop.grid, self.volume)
-        probability = self._masks[segment.segment_id].astype(np.float32)
-        probability[box.slices] = np.where(box.inside, box.values, probability[box.slices])
-        entropy = np.zeros_like(probability)
-        entropy[box.slices] = np.where(box.inside, binary_entropy(box.values), 0)
-        peak = np.unravel_index(np.argmax(entropy), entropy.shape)
-        most_uncertain = self.volume.index_to_ras(np.array(peak)) if entropy[peak] > 0.01 else None
-        return Uncertainty(
-            self.volume.with_array(probability), self.volume.with_array(entropy), most_uncertain
-        )
+        return on_volume(self.volume, self.mask(), crop.grid, probability)
 
     # -- history ---------------------------------------------------------------------------
 
     def undo(self) -> Result:
         """Revert the latest edit; nothing happens when there is none."""
-        return self._step(self._undo, self._redo, forward=False)
+        return self._step(forward=False)
 
     def redo(self) -> Result:
         """Re-apply the latest undone edit; nothing happens when there is none."""
-        return self._step(self._redo, self._undo, forward=True)
+        return self._step(forward=True)
 
     # -- internals -------------------------------------------------------------------------
 
@@ -359,6 +325,12 @@ class Session:
                         return segment, crop_index, click_index
         raise KeyError(f"that point is no longer part of the session (click {index!r})")
 
+    def _base(self, initial_mask: np.ndarray | None) -> np.ndarray | None:
+        """A new segment's base: its caller's ``initial_mask``, checked and frozen; or None."""
+        if initial_mask is None:
+            return None
+        return frozen_mask(initial_mask, self.volume.shape, "initial_mask")
+
     def _new_click_id(self, click_id: str | None) -> str:
         taken = {click.click_id for click in self.clicks()}
         if click_id is None:
@@ -370,192 +342,6 @@ class Session:
         if click_id in taken:
             raise ValueError(f"the current segment already has a click {click_id!r}")
         return str(click_id)
-
-    def _volume_mask(self, mask: np.ndarray, name: str) -> np.ndarray:
-        array = np.asarray(mask)
-        if array.shape != self.volume.shape:
-            raise ValueError(
-                f"{name} must be shaped like the volume {self.volume.shape}, got {array.shape}"
-            )
-        frozen = array.astype(bool)  # a copy, so the caller's array may change
-        frozen.flags.writeable = False
-        return frozen
-
-    def _embedding(self, grid: CropGrid) -> tuple[Any, bool]:
-        embedding = self.embeddings.get(grid.key())
-        if embedding is not None:
-            return embedding, False
-        embedding = self.predictor.encode(extract_crop(self.volume, grid))
-        self.embeddings.put(grid.key(), embedding)
-        return embedding, True
-
-    def _predict(self, crop: CropState, clicks: tuple[Click, ...]) -> tuple[CropState, bool]:
-        """The crop after a decode of ``clicks`` with its logits as the mask prompt."""
-        embedding, encoder_ran = self._embedding(crop.grid)
-        points, labels = decoder_prompt(crop.grid, clicks)
-        logits = self.predictor.decode(embedding, points, labels, crop.logits)
-        return replace(crop, clicks=clicks, logits=_squeeze(logits)), encoder_ran
-
-    def _crop_for(
-        self, segment: SegmentState, point_ras: np.ndarray
-    ) -> tuple[int | None, CropGrid]:
-        """The index and grid of the newest crop of the segment holding the point, or None and
-        the grid of a new crop around it: the one crop choice of a click."""
-        index = segment.find_crop(point_ras)
-        if index is not None:
-            return index, segment.crops[index].grid
-        return None, crop_grid_around(self.volume, point_ras)
-
-    def _mask_prompt(self, segment: SegmentState, grid: CropGrid) -> np.ndarray | None:
-        """The segment inside a crop it does not hold, as mask-prompt logits (32³), so that a
-        new crop continues the segment instead of overwriting it where crops overlap. Composed
-        in the crop's own voxels as :meth:`_compose` composes the volume's (the most recently
-        edited crop first, then the base); None where the segment has no voxel there."""
-        if not segment.crops and segment.base is None:
-            return None
-        held, covered = self._crops_in_crop(segment, grid)
-        if segment.base is not None and not covered.all():
-            held |= self._base_in_crop(segment.base, grid) & ~covered
-        held &= self._volume_in_crop(grid)
-        if not held.any():
-            return None
-        cells = grid.size // MASK_PROMPT_STRIDE
-        # The share of each cell's crop voxels that the segment holds, in 0..1.
-        share = held.reshape([cells, MASK_PROMPT_STRIDE] * 3).mean(axis=(1, 3, 5))
-        return ((2.0 * share - 1.0) * MASK_PROMPT_LOGIT).astype(np.float32)
-
-    def _crops_in_crop(
-        self, segment: SegmentState, grid: CropGrid
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The segment's crops in ``grid``'s voxels: (held, covered by some crop), bool.
-
-        Each crop's low-resolution logits are interpolated straight onto the grid: 128³ voxels,
-        not the (up to 10 times larger) footprint of a fine volume.
-        """
-        held, covered = np.zeros(grid.shape, bool), np.zeros(grid.shape, bool)
-        footprint = footprint_box(grid, self.volume)
-        for crop in reversed(segment.crops):
-            if crop.logits is None or not _overlap(
-                footprint_box(crop.grid, self.volume), footprint
-            ):
-                continue
-            values, inside = logits_on_grid(
-                crop.logits, crop.grid, grid.crop_to_ras, grid.shape, threshold=0.0
-            )
-            new = inside & ~covered
-            held |= new & values
-            covered |= new
-        return held, covered
-
-    def _base_in_crop(self, base: np.ndarray, grid: CropGrid) -> np.ndarray:
-        """A segment's base in ``grid``'s voxels (nearest), bool; only its footprint is read."""
-        lo, hi = footprint_box(grid, self.volume)
-        if np.any(lo >= hi):
-            return np.zeros(grid.shape, bool)
-        voxels = base[box_slices(lo, hi)].astype(np.uint8)
-        box_to_ras = self.volume.ijk_to_ras @ translation(lo)
-        fraction, _ = resample(voxels, box_to_ras, grid.crop_to_ras, grid.shape, mode="nearest")
-        return fraction > 0.5
-
-    def _volume_in_crop(self, grid: CropGrid) -> np.ndarray:
-        """Which of ``grid``'s voxels lie in the volume, bool: where a 2³ source spanning the
-        volume's extent (edges at -0.5 and n - 0.5 of its indices) is sampled."""
-        extent = np.asarray(self.volume.shape, dtype=np.float64)
-        spanning = np.diag([*(extent / 2), 1.0])
-        spanning[:3, 3] = extent / 4 - 0.5
-        source_to_ras = self.volume.ijk_to_ras @ spanning
-        _, inside = resample(
-            np.ones((2, 2, 2), np.float32), source_to_ras, grid.crop_to_ras, grid.shape
-        )
-        return np.asarray(inside)
-
-    def _with_click(
-        self, segment: SegmentState, point_ras: np.ndarray, positive: bool, click_id: str
-    ) -> tuple[SegmentState, CropGrid, bool]:
-        """The segment with a click added to the newest crop holding it, or to a new crop."""
-        index, grid = self._crop_for(segment, point_ras)
-        if index is None:
-            self._last_crop_number += 1
-            prompt = self._mask_prompt(segment, grid)
-            crop = CropState(grid, logits=prompt, opened=self._last_crop_number)
-        else:
-            crop = segment.crops[index]
-        click = Click(point_ras, positive, click_id)
-        updated, encoder_ran = self._predict(crop, crop.clicks + (click,))
-        return segment.with_crop_last(index, updated), crop.grid, encoder_ran
-
-    def _replace_click(
-        self,
-        segment: SegmentState,
-        crop_index: int,
-        click_index: int,
-        replacement: tuple[Click, ...],
-    ) -> tuple[SegmentState, list[CropGrid], bool]:
-        """The segment with one click replaced (by nothing, or by a moved click): its crop
-        replayed (the newest now), or dropped if no click is left; then the crops opened after
-        it that overlap what changed, whose first mask prompts held its old voxels, replayed
-        too. Also returns the grids of the crops that changed."""
-        edited = segment.crops[crop_index]
-        remaining = edited.clicks[:click_index] + replacement + edited.clicks[click_index + 1 :]
-        crops = [c for i, c in enumerate(segment.crops) if i != crop_index]
-        if remaining:
-            crops.append(replace(edited, clicks=remaining))
-        grids, encoder_ran = [edited.grid], False
-        changed = [footprint_box(edited.grid, self.volume)]
-        for crop in sorted(crops, key=lambda c: c.opened):
-            box = footprint_box(crop.grid, self.volume)
-            if crop.opened < edited.opened or not any(_overlap(box, b) for b in changed):
-                continue
-            older = replace(segment, crops=tuple(c for c in crops if c.opened < crop.opened))
-            replayed, ran = self._replay(older, crop)
-            crops[crops.index(crop)] = replayed
-            changed.append(box)
-            grids.append(crop.grid)
-            encoder_ran |= ran
-        return replace(segment, crops=tuple(crops)), grids, encoder_ran
-
-    def _replay(self, older: SegmentState, crop: CropState) -> tuple[CropState, bool]:
-        """The crop had its clicks been placed one after another in the segment ``older`` (the
-        crops opened before it, and the base)."""
-        state = replace(crop, clicks=(), logits=self._mask_prompt(older, crop.grid))
-        encoder_ran = False
-        for count in range(1, len(crop.clicks) + 1):
-            state, ran = self._predict(state, crop.clicks[:count])
-            encoder_ran |= ran
-        return state, encoder_ran
-
-    def _compose(self, segment: SegmentState, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-        """The segment inside box [lo, hi) from its crops' logits: each voxel from the most
-        recently edited crop that covers it, and from the segment's base where none does."""
-        composed: np.ndarray | None = None
-        covered: np.ndarray | None = None
-        for crop in reversed(segment.crops):
-            if crop.logits is None or not _overlap(footprint_box(crop.grid, self.volume), (lo, hi)):
-                continue  # before upsampling its logits over its whole footprint
-            box = logits_on_volume(crop.logits, crop.grid, self.volume, threshold=0.0)
-            a, b = np.maximum(box.lo, lo), np.minimum(box.hi, hi)
-            if np.any(a >= b):
-                continue
-            src = box_slices(a - box.lo, b - box.lo)
-            if composed is None and box.whole and np.array_equal(a, lo) and np.array_equal(b, hi):
-                # The newest crop covers the whole box (a click's usual case): it alone decides.
-                return box.values[src]
-            if composed is None or covered is None:
-                composed = np.zeros(tuple(hi - lo), dtype=bool)
-                covered = np.zeros_like(composed)
-            dst = box_slices(a - lo, b - lo)
-            new = box.inside[src] & ~covered[dst]
-            composed[dst] |= new & box.values[src]
-            covered[dst] |= new
-            if covered.all():
-                return composed
-        region = box_slices(lo, hi)
-        base = segment.base[region] if segment.base is not None else None
-        if composed is None or covered is None:
-            return base.copy() if base is not None else np.zeros(tuple(hi - lo), dtype=bool)
-        if base is not None:
-            composed |= base & ~covered
-        return composed
 
     def _apply(
         self,
@@ -569,7 +355,9 @@ class Session:
         lo, hi = self._edit_box(segment.segment_id, grids, clear_all)
         patches: tuple[MaskPatch, ...] = ()
         if np.all(hi > lo):
-            patches = self._write(segment, lo, hi, self._compose(segment, lo, hi))
+            new = compose(self.volume, segment, lo, hi)
+            others = [s.segment_id for s in self.segments if s.segment_id != segment.segment_id]
+            patches = self._masks.write(segment, lo, hi, new, others, self.protect_other_segments)
         self._record(Edit(self._state, state, patches))
         crop = segment.crops[-1] if segment.crops else None
         return self._result(
@@ -584,61 +372,27 @@ class Session:
         self, segment_id: int, grids: list[CropGrid], clear_all: bool
     ) -> tuple[np.ndarray, np.ndarray]:
         boxes = [footprint_box(grid, self.volume) for grid in grids]
-        if clear_all and self._masks[segment_id].any():
-            nonzero = np.argwhere(self._masks[segment_id])
-            boxes.append((nonzero.min(axis=0), nonzero.max(axis=0) + 1))
+        held = self._masks.bounding_box(segment_id) if clear_all else None
+        if held is not None:
+            boxes.append(held)
         if not boxes:
             return np.zeros(3, int), np.zeros(3, int)
         return np.min([b[0] for b in boxes], axis=0), np.max([b[1] for b in boxes], axis=0)
 
-    def _write(
-        self, segment: SegmentState, lo: np.ndarray, hi: np.ndarray, new: np.ndarray
-    ) -> tuple[MaskPatch, ...]:
-        """Write the segment's box, keeping segments from overlapping; returns what changed."""
-        segment_id = segment.segment_id
-        box = box_slices(lo, hi)
-        others = [sid for sid in self._live_segment_ids() if sid != segment_id]
-        if self.protect_other_segments:
-            taken = np.zeros(new.shape, dtype=bool)
-            if self._foreign is not None:
-                # A segment refining a foreign one may keep that one's voxels (its base).
-                foreign = self._foreign[box]
-                taken |= foreign if segment.base is None else foreign & ~segment.base[box]
-            for sid in others:
-                taken |= self._masks[sid][box] > 0
-            new = new & ~taken
-        targets = [(segment_id, new)]
-        if not self.protect_other_segments:
-            targets += [(sid, (self._masks[sid][box] > 0) & ~new) for sid in others]
-        patches = []
-        for sid, values in targets:
-            # A bool array is stored as bytes 0/1: view it as the uint8 mask values, no copy.
-            patch = mask_patch(sid, self._masks[sid], box, values.view(np.uint8))
-            if patch is not None:
-                self._masks[sid][patch.slices] = patch.after
-                patches.append(patch)
-        return tuple(patches)
-
-    def _live_segment_ids(self) -> list[int]:
-        return [s.segment_id for s in self._state.segments]
-
     def _record(self, edit: Edit) -> None:
         self._state = edit.after
-        self._undo.append(edit)
-        del self._undo[:-MAX_UNDO]
-        self._redo.clear()
+        self._history.record(edit)
 
-    def _step(self, source: list[Edit], target: list[Edit], forward: bool) -> Result:
-        if not source:
+    def _step(self, forward: bool) -> Result:
+        """Redo (``forward``) or undo the latest edit, if any."""
+        edit = self._history.step(forward)
+        if edit is None:
             return self._result()
-        edit = source.pop()
-        patches = edit.patches if forward else tuple(reversed(edit.patches))
-        for patch in patches:
-            self._masks[patch.segment_id][patch.slices] = patch.after if forward else patch.before
+        self._masks.apply(edit.patches, forward)
         self._state = edit.after if forward else edit.before
-        target.append(edit)
-        if self._current not in self._live_segment_ids():
-            self._current = self._live_segment_ids()[-1]
+        live = [segment.segment_id for segment in self.segments]
+        if self._current not in live:
+            self._current = live[-1]
         return self._result(**changes_of(edit.patches, forward))
 
     def _result(self, **details: Any) -> Result:
@@ -646,11 +400,6 @@ class Session:
         change where they name none)."""
         fields: dict[str, Any] = {"changed_lo": None, "changed_hi": None, **details}
         return Result(self.mask(), self._current, **fields)
-
-
-def _overlap(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> bool:
-    """Whether two index boxes ``(lo, hi)`` share a voxel."""
-    return bool(np.all(np.maximum(a[0], b[0]) < np.minimum(a[1], b[1])))
 
 
 def _locate_click(segment: SegmentState, index: int) -> tuple[int, int]:
@@ -685,19 +434,3 @@ def _ras_extent(volume: Volume) -> str:
     corners_ras = volume.index_to_ras(corners_ijk)
     low, high = corners_ras.min(axis=0), corners_ras.max(axis=0)
     return ", ".join(f"{axis} {a:.1f}..{b:.1f} mm" for axis, a, b in zip("RAS", low, high))
-
-
-def _squeeze(logits: Any) -> Any:
-    """Drop leading singleton axes so logits are ``(n, n, n)``."""
-    while logits.ndim > 3 and logits.shape[0] == 1:
-        logits = logits[0]
-    if logits.ndim != 3 or len(set(logits.shape)) != 1:
-        raise ValueError(
-            f"a predictor must return cubic logits (n, n, n), got {tuple(logits.shape)}"
-        )
-    return logits
-
-
-def _mask_from(base: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
-    """A segment's starting mask, uint8: its base, or empty."""
-    return np.zeros(shape, dtype=np.uint8) if base is None else base.astype(np.uint8)

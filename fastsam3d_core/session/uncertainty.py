@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from ..geometry import Volume
-from ..geometry.paste import upsample_logits
+from ..geometry import CropGrid, Volume
+from ..geometry.paste import logits_on_volume, upsample_logits
 from .predictor import Predictor
 from .state import CropState, decoder_prompt
 
@@ -69,3 +69,18 @@ def ensemble_probability(
         # The logistic function, written so that no exp overflows.
         total += np.exp(-np.logaddexp(0.0, -upsample_logits(logits, size)))
     return total / samples
+
+
+def on_volume(
+    volume: Volume, mask: np.ndarray, grid: CropGrid, probability_crop: np.ndarray
+) -> Uncertainty:
+    """The crop's ensemble probability (``(S, S, S)`` on ``grid``, axes d0, d1, d2) on the
+    volume's grid: the segment's ``mask`` (uint8 ``(I, J, K)``) outside the crop's footprint."""
+    box = logits_on_volume(probability_crop, grid, volume)
+    probability = mask.astype(np.float32)
+    probability[box.slices] = np.where(box.inside, box.values, probability[box.slices])
+    entropy = np.zeros_like(probability)
+    entropy[box.slices] = np.where(box.inside, binary_entropy(box.values), 0)
+    peak = np.unravel_index(np.argmax(entropy), entropy.shape)
+    most_uncertain = volume.index_to_ras(np.array(peak)) if entropy[peak] > 0.01 else None
+    return Uncertainty(volume.with_array(probability), volume.with_array(entropy), most_uncertain)

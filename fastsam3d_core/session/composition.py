@@ -1,0 +1,129 @@
+"""A segment's voxels composed from its crops: on the volume's grid, and inside a new crop.
+
+A segment is its crops' latest logits, the most recently edited crop winning where crops
+overlap, and its base (the voxels it had before the session) where no crop covers a voxel.
+:func:`compose` reads that on a box of the volume's grid (what the session writes);
+:func:`mask_prompt` reads it in a new crop's own voxels (the crop's first mask prompt), the same
+way, so that a new crop continues the segment instead of overwriting it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..geometry import CropGrid, Volume, box_slices, resample
+from ..geometry.paste import footprint_box, logits_on_grid, logits_on_volume
+from ..geometry.resample import translation
+from .state import SegmentState
+
+# A new crop starts from the segment's voxels inside it (from its other crops, or from before the
+# session) as its mask prompt: the decoder's 32³ logits (spec: low_res_masks), this many crop
+# voxels per cell.
+MASK_PROMPT_STRIDE = 4
+# Logit magnitude of a fully inside (+) or outside (-) prompt cell; partly covered cells scale
+# linearly. A confident prediction's size; not tuned on the released weights.
+MASK_PROMPT_LOGIT = 6.0
+
+
+def overlap(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> bool:
+    """Whether two index boxes ``(lo, hi)`` share a voxel."""
+    return bool(np.all(np.maximum(a[0], b[0]) < np.minimum(a[1], b[1])))
+
+
+def compose(volume: Volume, segment: SegmentState, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """The segment inside the volume box ``[lo, hi)`` (indices (i, j, k)), bool ``(hi - lo)``:
+    each voxel from the most recently edited crop that covers it, from the base where none
+    does."""
+    composed: np.ndarray | None = None
+    covered: np.ndarray | None = None
+    for crop in reversed(segment.crops):
+        if crop.logits is None or not overlap(footprint_box(crop.grid, volume), (lo, hi)):
+            continue  # before upsampling its logits over its whole footprint
+        box = logits_on_volume(crop.logits, crop.grid, volume, threshold=0.0)
+        a, b = np.maximum(box.lo, lo), np.minimum(box.hi, hi)
+        if np.any(a >= b):
+            continue
+        src = box_slices(a - box.lo, b - box.lo)
+        if composed is None and box.whole and np.array_equal(a, lo) and np.array_equal(b, hi):
+            # The newest crop covers the whole box (a click's usual case): it alone decides.
+            return box.values[src]
+        if composed is None or covered is None:
+            composed = np.zeros(tuple(hi - lo), dtype=bool)
+            covered = np.zeros_like(composed)
+        dst = box_slices(a - lo, b - lo)
+        new = box.inside[src] & ~covered[dst]
+        composed[dst] |= new & box.values[src]
+        covered[dst] |= new
+        if covered.all():
+            return composed
+    region = box_slices(lo, hi)
+    base = segment.base[region] if segment.base is not None else None
+    if composed is None or covered is None:
+        return base.copy() if base is not None else np.zeros(tuple(hi - lo), dtype=bool)
+    if base is not None:
+        composed |= base & ~covered
+    return composed
+
+
+def mask_prompt(volume: Volume, segment: SegmentState, grid: CropGrid) -> np.ndarray | None:
+    """The segment inside a crop it does not hold, as mask-prompt logits float32 ``(32, 32,
+    32)`` (crop axes d0, d1, d2), composed in the crop's own voxels as :func:`compose` composes
+    the volume's; None where the segment has no voxel there."""
+    if not segment.crops and segment.base is None:
+        return None
+    held, covered = _crops_in_crop(volume, segment, grid)
+    if segment.base is not None and not covered.all():
+        held |= _base_in_crop(volume, segment.base, grid) & ~covered
+    held &= _volume_in_crop(volume, grid)
+    if not held.any():
+        return None
+    cells = grid.size // MASK_PROMPT_STRIDE
+    # The share of each cell's crop voxels that the segment holds, in 0..1.
+    share = held.reshape([cells, MASK_PROMPT_STRIDE] * 3).mean(axis=(1, 3, 5))
+    return ((2.0 * share - 1.0) * MASK_PROMPT_LOGIT).astype(np.float32)
+
+
+def _crops_in_crop(
+    volume: Volume, segment: SegmentState, grid: CropGrid
+) -> tuple[np.ndarray, np.ndarray]:
+    """The segment's crops in ``grid``'s voxels: (held, covered by some crop), bool.
+
+    Each crop's low-resolution logits are interpolated straight onto the grid: 128³ voxels,
+    not the (up to 10 times larger) footprint of a fine volume.
+    """
+    held, covered = np.zeros(grid.shape, bool), np.zeros(grid.shape, bool)
+    footprint = footprint_box(grid, volume)
+    for crop in reversed(segment.crops):
+        if crop.logits is None or not overlap(footprint_box(crop.grid, volume), footprint):
+            continue
+        values, inside = logits_on_grid(
+            crop.logits, crop.grid, grid.crop_to_ras, grid.shape, threshold=0.0
+        )
+        new = inside & ~covered
+        held |= new & values
+        covered |= new
+    return held, covered
+
+
+def _base_in_crop(volume: Volume, base: np.ndarray, grid: CropGrid) -> np.ndarray:
+    """A segment's base in ``grid``'s voxels (nearest), bool; only its footprint is read."""
+    lo, hi = footprint_box(grid, volume)
+    if np.any(lo >= hi):
+        return np.zeros(grid.shape, bool)
+    voxels = base[box_slices(lo, hi)].astype(np.uint8)
+    box_to_ras = volume.ijk_to_ras @ translation(lo)
+    fraction, _ = resample(voxels, box_to_ras, grid.crop_to_ras, grid.shape, mode="nearest")
+    return fraction > 0.5
+
+
+def _volume_in_crop(volume: Volume, grid: CropGrid) -> np.ndarray:
+    """Which of ``grid``'s voxels lie in the volume, bool: where a 2³ source spanning the
+    volume's extent (edges at -0.5 and n - 0.5 of its indices) is sampled."""
+    extent = np.asarray(volume.shape, dtype=np.float64)
+    spanning = np.diag([*(extent / 2), 1.0])
+    spanning[:3, 3] = extent / 4 - 0.5
+    source_to_ras = volume.ijk_to_ras @ spanning
+    _, inside = resample(
+        np.ones((2, 2, 2), np.float32), source_to_ras, grid.crop_to_ras, grid.shape
+    )
+    return np.asarray(inside)
