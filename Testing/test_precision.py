@@ -19,13 +19,15 @@ from fastsam3d_core.evaluation.agreement import (
     reduced_copy,
     scan_agreement,
 )
-from fastsam3d_core.models import common, precision
+from fastsam3d_core.models import common, precision, precision_choice
 from fastsam3d_core.models.precision import (
-    AUTO_MIN_DICE,
     CpuMatrixUnits,
+    PrecisionError,
     check_precision,
     matrix_units_from_cpuinfo,
 )
+from fastsam3d_core.models.precision_choice import AUTO_MIN_DICE
+from fastsam3d_core.weights import ModelRecipe
 
 SCANS = [  # image, label, label value (None: every non-zero voxel)
     ("totalseg_ct/aorta_ct.nii.gz", "totalseg_ct/aorta_label.nii.gz", None),
@@ -46,10 +48,12 @@ def test_matrix_units_come_from_the_cpu_flags():
 
 
 def test_unknown_or_unsupported_precisions_are_refused():
-    with pytest.raises(ValueError, match="choose from auto, float32"):
-        build_model("fastsam3d", precision="float64")
-    with pytest.raises(ValueError, match="CPU only"):
+    with pytest.raises(PrecisionError, match="choose from auto, float32"):
+        ModelRecipe("fastsam3d", precision="float64").check()
+    with pytest.raises(PrecisionError, match="CPU only"):
         check_precision("int8", torch.device("cuda"))  # refused without a GPU being there
+    with pytest.raises(PrecisionError, match="auto is chosen when the model is loaded"):
+        build_model("fastsam3d").set_precision("auto")
 
 
 def test_bfloat16_casts_the_encoder_once_and_returns_a_float32_embedding(fastsam3d_seeded):
@@ -67,15 +71,18 @@ def test_bfloat16_casts_the_encoder_once_and_returns_a_float32_embedding(fastsam
         model.set_precision("float32")
 
 
-def test_precision_given_to_build_model_applies_after_loading(golden_data):
+def test_a_recipe_loads_the_encoder_in_its_precision(golden_data, tmp_path):
     reference = golden_data["fastsam3d"]
-    model = build_model("fastsam3d", precision="bfloat16")
-    model.load_state_dict(reference.state_dict())  # weights arrive after the build, as usual
-    assert model.precision == "float32"
-    with torch.inference_mode():  # the first encode converts, outside inference mode
-        embedding = model.encode(reference.image())
-    assert model.precision == "bfloat16" and model.pending_precision is None
+    weights = tmp_path / "seeded.pth"
+    torch.save(reference.state_dict(), weights)
+    with torch.inference_mode():  # loading inside inference mode still converts plain tensors
+        loaded = ModelRecipe("fastsam3d", weights, device="cpu", precision="bfloat16").load()
+    model = loaded.model
+    assert model.precision == "bfloat16" and loaded.precision.describe() == "bfloat16 (asked for)"
+    assert model.image_encoder.blocks[0].mlp.lin1.weight.dtype == torch.bfloat16  # at once
     assert not any(p.is_inference() for p in model.parameters())
+    with torch.inference_mode():
+        embedding = model.encode(reference.image())
     expected = reduced_copy(seeded_model("fastsam3d", reference), "bfloat16")
     with torch.inference_mode():
         assert torch.equal(embedding, expected.encode(reference.image()))
@@ -125,7 +132,7 @@ def test_int8_quantises_the_encoders_mlps_only(fastsam3d_seeded):
 
 def test_auto_is_float32_without_bfloat16_units(monkeypatch, fastsam3d_seeded):
     monkeypatch.setattr(precision, "cpu_matrix_units", lambda: CpuMatrixUnits(vnni=True))
-    choice = precision.choose_precision(fastsam3d_seeded, "auto")
+    choice = precision_choice.choose_precision(fastsam3d_seeded, "auto")
     assert choice.precision == "float32" and "VNNI" in choice.reason
 
 
@@ -133,17 +140,11 @@ def test_auto_takes_bfloat16_only_when_it_agrees(monkeypatch, golden_data):
     reference = golden_data["fastsam3d"]
     model = seeded_model("fastsam3d", reference)
     monkeypatch.setattr(precision, "cpu_matrix_units", lambda: AMX)
-    choice = precision.choose_precision(model, "auto")
+    choice = precision_choice.choose_precision(model, "auto")
     assert choice.precision == "bfloat16" and "AMX-BF16" in choice.reason
     assert model.precision == "float32"  # choosing checks a copy
-    pending = build_model("fastsam3d", precision="auto")
-    pending.load_state_dict(reference.state_dict())
-    with torch.inference_mode():  # auto's check and the conversion run on the first encode
-        pending.encode(reference.image())
-    assert pending.precision == "bfloat16"
-    assert not any(p.is_inference() for p in pending.parameters())
-    monkeypatch.setattr(precision, "AUTO_MIN_DICE", 1.01)  # an agreement no precision reaches
-    refused = precision.choose_precision(model, "auto")
+    monkeypatch.setattr(precision_choice, "AUTO_MIN_DICE", 1.01)  # no precision agrees so well
+    refused = precision_choice.choose_precision(model, "auto")
     assert refused.precision == "float32" and "agree with float32 only" in refused.reason
 
 

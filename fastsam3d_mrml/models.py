@@ -10,7 +10,10 @@ decoder runs here with onnxruntime.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -24,8 +27,9 @@ DEVICE_CHOICES = (
     ("mps", "Apple MPS"),
     (REMOTE, "Remote server"),
 )
-# The image encoder's precisions (fastsam3d_core.models.precision.PRECISIONS, which imports torch:
-# the widget fills its menu before the dependencies are installed).
+# The image encoder's precisions, with their menu labels: the names are
+# fastsam3d_core.models.precision.PRECISIONS (a test holds them equal), which imports torch, and
+# the widget fills its menu before the dependencies are installed.
 PRECISION_CHOICES = (
     ("auto", "Auto"),
     ("float32", "float32"),
@@ -228,7 +232,7 @@ def _load_local(
     adapter_file: str | Path | None = None,
     precision: str = "auto",
 ) -> FallbackPredictor:
-    from fastsam3d_core.weights import WeightsDownloadError, WeightsError, resolve_weights
+    from fastsam3d_core.weights.recipe import ModelRecipe
 
     def progress(done: int, total: int | None) -> None:
         if report is not None and total:
@@ -237,71 +241,65 @@ def _load_local(
                 done / total,
             )
 
+    recipe = ModelRecipe(model_name, weights_file, adapter_file or None, device, precision)
+    with _explained(recipe):
+        recipe = recipe.with_weights(progress=progress)
+    if report is not None:
+        report(f"Loading {model_name} on {device}...", None)
+    fell_back = False
+    with _explained(recipe):
+        try:
+            loaded = recipe.load()
+        except Exception as error:
+            if not is_out_of_memory(error):
+                raise
+            notice = WARNING_PREFIX + (
+                f"The GPU has too little free memory for {model_name} ({str(error)[:120]}); it "
+                "runs on the CPU instead (slower). Close other programs that use the GPU and "
+                "press Start again to retry."
+            )
+            if report is not None:
+                report(notice, None)
+            # float16 has no fast CPU kernels: the CPU decides for itself.
+            cpu_precision = "auto" if precision == "float16" else precision
+            loaded = replace(recipe, device="cpu", precision=cpu_precision).load()
+            fell_back = True
+    logging.info("FastSAM3D: %s encoder precision %s", model_name, loaded.precision.describe())
+    return FallbackPredictor(loaded.model, report, fell_back=fell_back)
+
+
+@contextlib.contextmanager
+def _explained(recipe: Any) -> Iterator[None]:
+    """Turn the errors of the model recipe's steps (:class:`fastsam3d_core.weights.ModelRecipe`)
+    into a :class:`ModelLoadError` that names the setting to change."""
+    from fastsam3d_core.models.build import DeviceError
+    from fastsam3d_core.models.precision import PrecisionError
+    from fastsam3d_core.weights import WeightsDownloadError, WeightsError
+    from fastsam3d_core.weights.adapter_file import AdapterFileError
+    from fastsam3d_core.weights.checkpoint import CheckpointError, IncompleteCheckpointError
+
     try:
-        path = resolve_weights(model_name, weights_file=weights_file, progress=progress)
+        yield
     except WeightsDownloadError as error:
         raise ModelLoadError(
-            f"The {model_name} weights are not on this computer and the download failed. "
+            f"The {recipe.model} weights are not on this computer and the download failed. "
             "Download them on another computer (or in a browser) and choose the file under "
             f"'Weights file', or press Start again.\n\n{error}"
         ) from error
-    except WeightsError as error:
+    except (WeightsError, IncompleteCheckpointError) as error:
         raise ModelLoadError(str(error)) from error
-    if report is not None:
-        report(f"Loading {model_name} on {device}...", None)
-    try:
-        model = _build_and_load(model_name, device, path, adapter_file, precision)
-    except Exception as error:
-        if not is_out_of_memory(error):
-            raise
-        notice = WARNING_PREFIX + (
-            f"The GPU has too little free memory for {model_name} ({str(error)[:120]}); it "
-            "runs on the CPU instead (slower). Close other programs that use the GPU and "
-            "press Start again to retry."
-        )
-        if report is not None:
-            report(notice, None)
-        # float16 has no fast CPU kernels: the CPU decides for itself.
-        cpu_precision = "auto" if precision == "float16" else precision
-        cpu_model = _build_and_load(model_name, "cpu", path, adapter_file, cpu_precision)
-        return FallbackPredictor(cpu_model, report, fell_back=True)
-    return FallbackPredictor(model, report)
-
-
-def _build_and_load(
-    model_name: str,
-    device: str,
-    path: Path,
-    adapter_file: str | Path | None = None,
-    precision: str = "auto",
-) -> Any:
-    from fastsam3d_core import CheckpointError, build_model, load_checkpoint
-    from fastsam3d_core.weights.adapter_file import load_adapter
-
-    try:
-        model = build_model(model_name, device=device)
-        load_checkpoint(model, path)
+    except AdapterFileError as error:
+        raise ModelLoadError(f"{error}. Clear 'Adapter file' or choose the one for these "
+                             "weights.") from error  # fmt: skip
     except CheckpointError as error:
-        raise ModelLoadError(f"{path} does not hold {model_name} weights: {error}") from error
-    except ValueError as error:  # a device this computer does not have
+        raise ModelLoadError(
+            f"{recipe.weights} does not hold {recipe.model} weights: {error}"
+        ) from error
+    except DeviceError as error:
         raise ModelLoadError(
             f"{error}. Choose another device (Auto picks one that works)."
         ) from error
-    try:
-        model.check_weights_loaded()  # an encoder-only file leaves the decoder random
-    except ValueError as error:
-        raise ModelLoadError(f"{path}: {error}") from error
-    if adapter_file:
-        try:
-            load_adapter(model, adapter_file)
-        except CheckpointError as error:
-            raise ModelLoadError(f"{error}. Clear 'Adapter file' or choose the one for these "
-                                 "weights.") from error  # fmt: skip
-    try:
-        choice = model.set_precision(precision)
-    except ValueError as error:  # int8 on a GPU, say
+    except PrecisionError as error:  # int8 on a GPU, say
         raise ModelLoadError(
             f"{error}. Choose another 'Precision' (Auto runs everywhere)."
         ) from error
-    logging.info("FastSAM3D: %s encoder precision %s", model_name, choice.describe())
-    return model

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 
     from ..geometry import Volume
     from ..models.sam3d import Sam3D
+    from ..weights.recipe import LoadedModel, ModelRecipe
 
 
 # The encoder service's address and token, as `segment` and `web` take them.
@@ -83,34 +84,41 @@ def load_model(
     adapter: Optional[Path] = None,
     precision: str = "float32",
 ) -> Sam3D:
-    """Build a registered model on a device and load its weights (local file or cache), and its
-    adapters if ``adapter`` names a file; then put its encoder into ``precision``.
+    """The model that ``--model``, ``--weights``, ``--adapter`` and ``--precision`` name, loaded
+    on ``device`` (see :func:`load_recipe`)."""
+    from ..weights.recipe import ModelRecipe
+
+    return load_recipe(ModelRecipe(name, weights, adapter, device, precision)).model
+
+
+def load_recipe(recipe: ModelRecipe) -> LoadedModel:
+    """Load a model by its recipe, saying what is loaded from where, with which adapters and
+    in which precision; an unknown ``--model`` or ``--precision`` is a usage error, refused
+    before the weights are fetched.
 
     Raises:
         WeightsError, CheckpointError: the weights cannot be found, fetched or loaded.
     """
-    from .. import build_model, load_checkpoint
     from ..models import MODEL_REGISTRY
-    from ..weights import resolve_weights
+    from ..models.build import DeviceError
+    from ..models.precision import PrecisionError
 
-    check_model_name(name, sorted(MODEL_REGISTRY))
-    check_precision(precision, device)
-    path = resolve_weights(name, weights_file=weights, progress=_progress(), notice=_note)
-    typer.echo(f"loading {name} from {path} on {device} ...")
-    model = build_model(name, device=device)
-    load_checkpoint(model, path)
+    check_model_name(recipe.model, sorted(MODEL_REGISTRY))
     try:
-        model.check_weights_loaded()  # an encoder-only file leaves the decoder random
-    except ValueError as error:
-        raise ValueError(f"{path}: {error}") from None
-    if adapter is not None:
-        from ..weights.adapter_file import load_adapter
-
-        trained = load_adapter(model, adapter)["summary"]
-        typer.echo(f"with adapters {adapter} (trained on {len(trained.get('cases', []))} case(s))")
-    if precision != "float32":
-        typer.echo(f"encoder precision: {model.set_precision(precision).describe()}")
-    return model
+        device = recipe.check()
+    except PrecisionError as error:
+        raise typer.BadParameter(str(error), param_hint="--precision") from None
+    except DeviceError as error:
+        raise typer.BadParameter(str(error), param_hint="--device") from None
+    recipe = recipe.with_weights(progress=_progress(), notice=_note)
+    typer.echo(f"loading {recipe.model} from {recipe.weights} on {device} ...")
+    loaded = recipe.load()
+    if loaded.adapter is not None:
+        cases = loaded.adapter["summary"].get("cases", [])
+        typer.echo(f"with adapters {recipe.adapter} (trained on {len(cases)} case(s))")
+    if recipe.precision != "float32":
+        typer.echo(f"encoder precision: {loaded.precision.describe()}")
+    return loaded
 
 
 def check_precision(precision: str, device: Optional[torch.device] = None) -> None:
@@ -118,11 +126,12 @@ def check_precision(precision: str, device: Optional[torch.device] = None) -> No
     error."""
     import torch
 
+    from ..models.precision import PrecisionError
     from ..models.precision import check_precision as check
 
     try:
         check(precision, device or torch.device("cpu"))
-    except ValueError as error:
+    except PrecisionError as error:
         raise typer.BadParameter(str(error), param_hint="--precision") from None
 
 

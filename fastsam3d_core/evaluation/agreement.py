@@ -8,27 +8,48 @@ inputs; float32 is the reference, so no ground truth and no trained weights are 
 * Dice between the two masks at full resolution: the 128³ crop for crops, the volume's own voxel
   grid for scans (clicks through a :class:`~fastsam3d_core.session.Session`, as a user's land).
 
-Each source reports its worst mask (lowest equal fraction, lowest Dice).
+Each source reports its worst mask (lowest equal fraction, lowest Dice). The check crop that
+``auto`` decides on, and the mask comparison, live with the models
+(:mod:`fastsam3d_core.models.precision_choice`), since a model is loaded with them.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from ..models.precision_choice import (
+    CROP_SIDE,
+    Prompt,
+    check_crop,
+    crop_mask_pairs,
+    crop_masks,
+    mask_agreement,
+    reduced_copy,
+)
 
 if TYPE_CHECKING:
     from ..geometry import Volume
     from ..golden import GoldenReference
     from ..models.sam3d import Sam3D
 
-CROP_SIDE = 128
-# A prompt: points (1, N, 3) in crop voxels (d0, d1, d2) and labels (1, N), 1 positive.
-Prompt = tuple[torch.Tensor, torch.Tensor]
+__all__ = [
+    "CROP_SIDE",
+    "Agreement",
+    "Prompt",
+    "check_crop",
+    "crop_agreement",
+    "crop_masks",
+    "embedding_relative_error",
+    "golden_agreement",
+    "mask_agreement",
+    "reduced_copy",
+    "scan_agreement",
+    "scan_clicks",
+]
 
 
 @dataclass(frozen=True)
@@ -59,23 +80,9 @@ def _worst_of(masks: int) -> str:
     return "one mask" if masks == 1 else f"worst of {masks} masks"
 
 
-def reduced_copy(model: Sam3D, precision: str) -> Sam3D:
-    """A copy of a float32 model whose encoder computes in ``precision``."""
-    reduced = copy.deepcopy(model)
-    reduced.set_precision(precision)
-    return reduced
-
-
 def embedding_relative_error(embedding: torch.Tensor, reference: torch.Tensor) -> float:
     reference = reference.float()
     return float((embedding.float() - reference).abs().max() / reference.abs().max())
-
-
-def mask_agreement(mask: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
-    """Fraction of equal voxels and Dice of two bool masks (Dice 1 when both are empty)."""
-    total = int(np.count_nonzero(mask)) + int(np.count_nonzero(reference))
-    dice = 2 * int(np.count_nonzero(mask & reference)) / total if total else 1.0
-    return float(np.mean(mask == reference)), dice
 
 
 def _summarise(
@@ -96,65 +103,13 @@ def _summarise(
     )
 
 
-def crop_masks(logits: torch.Tensor) -> np.ndarray:
-    """Low-resolution logits ``(B, M, 32, 32, 32)`` to 128³ crop masks ``(B, M, 128, 128, 128)``
-    (trilinear, align_corners=False, logit > 0: the released models' upsampling)."""
-    upsampled = F.interpolate(
-        logits.float().cpu(), size=(CROP_SIDE,) * 3, mode="trilinear", align_corners=False
-    )
-    return (upsampled > 0).numpy()
-
-
 def crop_agreement(
     model: Sam3D, reduced: Sam3D, image: torch.Tensor, prompts: list[Prompt], source: str
 ) -> Agreement:
     """Agreement on one crop ``(1, 1, 128, 128, 128)`` (z-normalised, crop axes) and prompts,
     each decoded on a zero mask prompt."""
-    with torch.inference_mode():
-        embeddings = (reduced.encode(image), model.encode(image))
-        masks = [
-            (
-                crop_masks(reduced.decode(embeddings[0], points, labels, None)[0]),
-                crop_masks(model.decode(embeddings[1], points, labels, None)[0]),
-            )
-            for points, labels in prompts
-        ]
+    embeddings, masks = crop_mask_pairs(model, reduced, image, prompts)
     return _summarise(source, reduced.precision, embeddings, masks)
-
-
-def check_crop() -> tuple[torch.Tensor, list[Prompt]]:
-    """A synthetic 128³ crop and prompts for the agreement check of ``auto``.
-
-    Two smooth-edged blobs of different contrast on a noisy background, z-normalised: an
-    ellipsoid and a sphere. Prompts: a click in the ellipsoid; a click in the sphere; a click in
-    the ellipsoid with a negative one in the sphere. Trained models segment such blobs; seeded
-    ones give arbitrary but still comparable masks.
-    """
-    axis = torch.arange(CROP_SIDE, dtype=torch.float32)
-    d0, d1, d2 = torch.meshgrid(axis, axis, axis, indexing="ij")
-    ellipsoid = ((d0 - 50) / 22) ** 2 + ((d1 - 60) / 30) ** 2 + ((d2 - 55) / 18) ** 2
-    sphere = ((d0 - 88) ** 2 + (d1 - 80) ** 2 + (d2 - 84) ** 2) / 14**2
-    generator = torch.Generator().manual_seed(0)
-    image = (
-        1.0 * torch.sigmoid(4 * (1 - ellipsoid))
-        + 0.6 * torch.sigmoid(4 * (1 - sphere))
-        + 0.15 * torch.randn(CROP_SIDE, CROP_SIDE, CROP_SIDE, generator=generator)
-    )
-    image = ((image - image.mean()) / image.std()).reshape(1, 1, *image.shape)
-    in_ellipsoid, in_sphere = [50.0, 60.0, 55.0], [88.0, 80.0, 84.0]
-    prompts = [
-        (torch.tensor([[in_ellipsoid]]), torch.tensor([[1]])),
-        (torch.tensor([[in_sphere]]), torch.tensor([[1]])),
-        (torch.tensor([[in_ellipsoid, in_sphere]]), torch.tensor([[1, 0]])),
-    ]
-    return image, prompts
-
-
-def check_crop_agreement(model: Sam3D, precision: str) -> float:
-    """The lowest Dice between ``precision``'s and float32's masks on :func:`check_crop`."""
-    image, prompts = check_crop()
-    reduced = reduced_copy(model, precision)
-    return crop_agreement(model, reduced, image, prompts, "check crop").dice
 
 
 def golden_agreement(reference: GoldenReference, model: Sam3D, reduced: Sam3D) -> Agreement:

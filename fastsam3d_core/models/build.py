@@ -8,7 +8,6 @@ import torch
 
 from .image_encoder import ImageEncoderViT3D
 from .mask_decoder import MaskDecoder3D
-from .precision import check_precision
 from .prompt_encoder import PromptEncoder3D
 from .sam3d import Sam3D
 from .transformer import TwoWayTransformer3D
@@ -96,11 +95,15 @@ MODEL_REGISTRY: dict[str, Callable[[], Sam3D]] = {
 }
 
 
+class DeviceError(ValueError):
+    """A device name torch does not know, or a device this machine does not have."""
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """A torch device; ``"auto"`` picks CUDA, then Apple MPS, then the CPU.
 
     Raises:
-        ValueError: a name torch does not know, or a device that this machine does not have.
+        DeviceError: a name torch does not know, or a device that this machine does not have.
     """
     if device is None or device == "auto":
         if torch.cuda.is_available():
@@ -111,20 +114,20 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     try:
         resolved = torch.device(device)
     except RuntimeError:
-        raise ValueError(
+        raise DeviceError(
             f"unknown device {str(device)!r}: use auto, cpu, cuda, cuda:N (N counts from 0) or mps"
         ) from None
     if resolved.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise ValueError(f"device {str(device)!r}: no CUDA device is available; use cpu")
+            raise DeviceError(f"device {str(device)!r}: no CUDA device is available; use cpu")
         if resolved.index is not None and resolved.index >= count:
-            raise ValueError(
+            raise DeviceError(
                 f"device {str(device)!r}: this machine has {count} CUDA device(s), cuda:0 to "
                 f"cuda:{count - 1}"
             )
     if resolved.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {str(device)!r}: Apple MPS is not available on this machine")
+        raise DeviceError(f"device {str(device)!r}: Apple MPS is not available on this machine")
     return resolved
 
 
@@ -132,22 +135,21 @@ def build_model(
     name: str,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
-    precision: str = "float32",
 ) -> Sam3D:
     """Build a registered model with freshly initialised weights, in eval mode.
+
+    To load a released or fine-tuned model ready to segment (weights, adapters, the encoder's
+    precision), use :class:`fastsam3d_core.weights.ModelRecipe` instead.
 
     Args:
         name: a key of :data:`MODEL_REGISTRY` (``"fastsam3d"`` or ``"sam-med3d-turbo"``).
         device: where to put it: a torch device, or ``"auto"`` (see :func:`resolve_device`);
             default CPU.
         dtype: parameter dtype of the whole model (training, tests); default float32.
-        precision: the image encoder's precision for inference (:mod:`.precision`): ``"auto"``,
-            ``"float32"`` (default), ``"bfloat16"``, ``"float16"`` or ``"int8"``. It is applied
-            on the first encode, after the weights have been loaded (``auto`` checks them), or
-            at once by :meth:`Sam3D.set_precision`.
 
     Raises:
-        ValueError: for an unknown name or precision, or a precision the device cannot run.
+        ValueError: an unknown name; :class:`DeviceError` (a ValueError) for a device this
+            machine does not have.
     """
     try:
         builder = MODEL_REGISTRY[name]
@@ -156,9 +158,6 @@ def build_model(
     model = builder()
     if device is not None or dtype is not None:
         model = model.to(device=resolve_device(device) if device else None, dtype=dtype)
-    check_precision(precision, model.device)
-    if precision != "float32":
-        model.pending_precision = precision
     return model
 
 

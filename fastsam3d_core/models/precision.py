@@ -19,9 +19,14 @@ Precisions:
         0.99 bar, for 10 % more speed. One scale per tensor instead of per channel: 0.990 on
         the golden scenarios alone.
     ``auto``: ``bfloat16`` on a CPU with bfloat16 matrix units (AMX or AVX-512-BF16) when the
-        model's bfloat16 masks agree with its float32 masks on a check crop (Dice >= 0.99,
-        :func:`fastsam3d_core.evaluation.agreement.check_crop_agreement`), else ``float32``. On
-        a GPU float32 (an encoder run takes milliseconds there; reduced precision is opt-in).
+        model's bfloat16 masks agree with its float32 masks on a check crop (Dice >= 0.99), else
+        ``float32``. On a GPU float32 (an encoder run takes milliseconds there; reduced
+        precision is opt-in). ``auto`` is resolved once, when a model is loaded
+        (:mod:`.precision_choice`, called by :class:`fastsam3d_core.weights.ModelRecipe`), never
+        inside a click.
+
+This module holds the table of precisions and the one check of a precision's name against a
+device (:func:`check_precision`); it imports nothing above the models.
 """
 
 from __future__ import annotations
@@ -39,12 +44,13 @@ from torch import nn
 
 if TYPE_CHECKING:
     from .image_encoder import ImageEncoderViT3D
-    from .sam3d import Sam3D
 
 PRECISIONS: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16", "int8")
 CAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
-# `auto` takes a reduced precision only if its masks agree with float32's at least this well.
-AUTO_MIN_DICE = 0.99
+
+
+class PrecisionError(ValueError):
+    """A precision that does not exist, or does not run on the device asked for."""
 
 
 @dataclass(frozen=True)
@@ -113,12 +119,14 @@ def check_precision(precision: str, device: torch.device) -> None:
     """Refuse a precision that does not exist or does not run on ``device``.
 
     Raises:
-        ValueError: one line, naming the choices or the device that fits.
+        PrecisionError: one line, naming the choices or the device that fits.
     """
     if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+        raise PrecisionError(
+            f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}"
+        )
     if precision == "int8" and device.type != "cpu":
-        raise ValueError(f"int8 runs on the CPU only, not on {device.type}; use float16 there")
+        raise PrecisionError(f"int8 runs on the CPU only, not on {device.type}; use float16 there")
 
 
 @dataclass(frozen=True)
@@ -130,34 +138,6 @@ class PrecisionChoice:
 
     def describe(self) -> str:
         return f"{self.precision} ({self.reason})"
-
-
-def choose_precision(model: Sam3D, precision: str) -> PrecisionChoice:
-    """Resolve ``precision`` (``auto`` included) for a float32 model on its device.
-
-    ``auto`` runs the agreement check on the model's own weights, so it costs one float32 and one
-    bfloat16 encoder run on CPUs with bfloat16 units; nothing elsewhere.
-    """
-    check_precision(precision, model.device)
-    if precision != "auto":
-        return PrecisionChoice(precision, "asked for")
-    if model.device.type != "cpu":
-        return PrecisionChoice("float32", f"the default on {model.device.type}")
-    units = cpu_matrix_units()
-    if not units.bfloat16:
-        return PrecisionChoice(
-            "float32", f"no AMX or AVX-512-BF16 on this CPU (matrix units: {units.describe()})"
-        )
-    from ..evaluation.agreement import check_crop_agreement
-
-    dice = check_crop_agreement(model, "bfloat16")
-    if dice < AUTO_MIN_DICE:
-        return PrecisionChoice(
-            "float32", f"bfloat16 masks agree with float32 only to Dice {dice:.3f} on this model"
-        )
-    return PrecisionChoice(
-        "bfloat16", f"matrix units: {units.describe()}; Dice {dice:.4f} against float32"
-    )
 
 
 def convert_encoder(encoder: ImageEncoderViT3D, precision: str) -> None:
@@ -173,7 +153,7 @@ def convert_encoder(encoder: ImageEncoderViT3D, precision: str) -> None:
             try:
                 from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
             except ImportError:
-                raise ValueError(
+                raise PrecisionError(
                     f"int8 needs torch.ao.quantization, which torch {torch.__version__} lacks; "
                     "use bfloat16 or float32"
                 ) from None
@@ -182,4 +162,4 @@ def convert_encoder(encoder: ImageEncoderViT3D, precision: str) -> None:
                     block.mlp, {nn.Linear: per_channel_dynamic_qconfig}, torch.qint8, inplace=True
                 )
     elif precision != "float32":
-        raise ValueError(f"cannot convert an encoder to {precision!r}")
+        raise PrecisionError(f"cannot convert an encoder to {precision!r}")

@@ -13,7 +13,7 @@ from ..attention import AttentionConfig
 from ..attention.backends import Backend
 from .image_encoder import EncoderAttention, ImageEncoderViT3D
 from .mask_decoder import MaskDecoder3D
-from .precision import PrecisionChoice, choose_precision, convert_encoder
+from .precision import PrecisionChoice, PrecisionError, check_precision, convert_encoder
 from .prompt_encoder import PromptEncoder3D
 from .transformer import DecoderAttention
 
@@ -47,10 +47,8 @@ class Sam3D(nn.Module):
         self.mask_decoder = mask_decoder
         self.name = name
         self.random_parts: set[str] = set(PARTS)
-        # The image encoder's precision (:mod:`.precision`), and one asked for at build time that
-        # is applied on the first encode, once the weights are loaded.
+        # The image encoder's precision (:mod:`.precision`); set once, when the model is loaded.
         self.precision = "float32"
-        self.pending_precision: str | None = None
         for part in PARTS:
             # A pre-hook runs however the part is loaded: through this model or on its own.
             getattr(self, part)._register_load_state_dict_pre_hook(
@@ -119,28 +117,32 @@ class Sam3D(nn.Module):
             if hasattr(module, "plain"):
                 module.plain = backend == "reference"  # type: ignore[assignment]
 
-    def set_precision(self, precision: str = "auto") -> PrecisionChoice:
+    def set_precision(self, precision: str) -> PrecisionChoice:
         """Compute the image encoder in ``precision`` from now on (see :mod:`.precision`).
 
-        Call it once the weights are loaded (``auto`` checks them), on a float32 model.
+        Call it once the weights are loaded, on a float32 model. ``auto`` is not a precision
+        but a choice, made when a model is loaded (``ModelRecipe(..., precision="auto")``, or
+        :func:`.precision_choice.choose_precision` on a loaded model).
 
         Raises:
-            ValueError: an unknown precision, one the device cannot run, or an encoder that was
-                already converted.
+            PrecisionError: ``auto``, an unknown precision, one the device cannot run, or an
+                encoder that was already converted.
         """
+        check_precision(precision, self.device)
+        if precision == "auto":
+            raise PrecisionError(
+                "auto is chosen when the model is loaded: ModelRecipe(..., precision='auto')"
+                ".load(), or choose_precision(model, 'auto') then set_precision"
+            )
         if self.precision != "float32":
-            raise ValueError(
+            raise PrecisionError(
                 f"the encoder already computes in {self.precision}: build a new model for another"
             )
-        # auto's check encodes with this model in float32: nothing may be pending by then.
-        self.pending_precision = None
-        # Parameters (and auto's trial copy) must not become inference tensors, even when the
-        # first encode converts.
+        # Parameters must not become inference tensors, even when called in inference mode.
         with torch.inference_mode(False):
-            choice = choose_precision(self, precision)
-            convert_encoder(self.image_encoder, choice.precision)
-        self.precision = choice.precision
-        return choice
+            convert_encoder(self.image_encoder, precision)
+        self.precision = precision
+        return PrecisionChoice(precision, "asked for")
 
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         """Image embedding of a batch of crops.
@@ -152,8 +154,6 @@ class Sam3D(nn.Module):
         Returns:
             ``(B, 384, 8, 8, 8)`` float32, whatever the encoder's precision.
         """
-        if self.pending_precision is not None:
-            self.set_precision(self.pending_precision)
         return self.image_encoder(image.to(device=self.device, dtype=self.dtype))
 
     def decode(

@@ -59,8 +59,7 @@ class EncoderReplica:
     """One replica's state: the loaded models and their exported decoders."""
 
     def __init__(self, options: ServiceOptions) -> None:
-        from .. import build_model, load_checkpoint
-        from ..weights.download import sha256_of_file
+        from ..weights.recipe import ModelRecipe
         from .onnx_decoder import export_decoder
 
         self.options = options
@@ -70,24 +69,17 @@ class EncoderReplica:
         folder = Path(options.decoder_dir)
         folder.mkdir(parents=True, exist_ok=True)
         for name, path in options.weights.items():
-            model = build_model(name, device=options.device)
-            load_checkpoint(model, path)
-            weights_sha256 = sha256_of_file(path)
-            if name in options.adapters:
-                from ..weights.adapter_file import load_adapter
-
-                load_adapter(model, options.adapters[name])
-                # The served model is the checkpoint and its adapters: clients match both.
-                adapter_sha256 = sha256_of_file(options.adapters[name])
-                weights_sha256 = hashlib.sha256(
-                    f"{weights_sha256}+{adapter_sha256}".encode()
-                ).hexdigest()
+            adapter = options.adapters.get(name)
+            # The encoder's precision is chosen here; clients decode in float32.
+            recipe = ModelRecipe(name, path, adapter, options.device, options.precision)
+            loaded = recipe.load()
+            # The served model is the checkpoint and its adapters: clients match both.
+            weights_sha256 = loaded.identity
             onnx_path = folder / f"{name}-{weights_sha256[:16]}.onnx"
             if not onnx_path.is_file():
-                export_decoder(model, onnx_path, weights_sha256)
+                export_decoder(loaded.model, onnx_path, weights_sha256)
             self.decoders[name] = onnx_path.read_bytes()
-            model.set_precision(options.precision)  # the encoder's; clients decode in float32
-            self.models[name] = model
+            self.models[name] = loaded.model
             self.identity[name] = {
                 "weights_sha256": weights_sha256,
                 "decoder_sha256": hashlib.sha256(self.decoders[name]).hexdigest(),

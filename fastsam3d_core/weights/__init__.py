@@ -1,6 +1,8 @@
-"""Weights: the registry of released files, downloads into a cache, safe checkpoint loading.
+"""Weights: the registry of released files, downloads into a cache, safe checkpoint loading,
+and the model recipe (:class:`ModelRecipe`), the one way to load a model ready to segment.
 
-Checkpoint loading needs torch and is imported on first use; downloads and the registry do not.
+Checkpoint loading and the recipe need torch and are imported on first use; downloads and the
+registry do not.
 """
 
 from __future__ import annotations
@@ -23,14 +25,25 @@ from .registry import WEIGHTS, WeightsEntry, get_weights_entry
 
 if TYPE_CHECKING:
     from .checkpoint import CheckpointError, LoadReport, load_checkpoint, read_checkpoint_file
+    from .recipe import LoadedModel, ModelRecipe
 
-_CHECKPOINT_NAMES = ("CheckpointError", "LoadReport", "load_checkpoint", "read_checkpoint_file")
+# Names imported on first use, and the module of each.
+_LAZY = {
+    "CheckpointError": ".checkpoint",
+    "LoadReport": ".checkpoint",
+    "load_checkpoint": ".checkpoint",
+    "read_checkpoint_file": ".checkpoint",
+    "LoadedModel": ".recipe",
+    "ModelRecipe": ".recipe",
+}
 
 __all__ = [
     "WEIGHTS",
     "CheckpointError",
     "ChecksumMismatchError",
     "LoadReport",
+    "LoadedModel",
+    "ModelRecipe",
     "Verification",
     "WeightsDownloadError",
     "WeightsEntry",
@@ -47,8 +60,8 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name not in _CHECKPOINT_NAMES:
+    if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(".checkpoint", __name__), name)
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
     globals()[name] = value
     return value

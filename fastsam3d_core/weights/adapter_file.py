@@ -24,7 +24,11 @@ ADAPTER_FORMAT = "fastsam3d-adapter"
 ADAPTER_VERSION = 1
 
 
-class AdapterMismatchError(CheckpointError):
+class AdapterFileError(CheckpointError):
+    """An adapter file that cannot be read, is not one, or does not fit the model."""
+
+
+class AdapterMismatchError(AdapterFileError):
     """An adapter file made for another model or other base weights."""
 
 
@@ -72,16 +76,19 @@ def read_adapter(path: str | os.PathLike) -> dict[str, Any]:
     """An adapter file's content, checked to be one.
 
     Raises:
-        CheckpointError: not a readable file, or not an adapter file (e.g. a model checkpoint).
+        AdapterFileError: not a readable file, or not an adapter file (e.g. a model checkpoint).
     """
-    content = read_checkpoint_file(path)
+    try:
+        content = read_checkpoint_file(path)
+    except CheckpointError as error:
+        raise AdapterFileError(str(error)) from None
     if not isinstance(content, dict) or content.get("format") != ADAPTER_FORMAT:
-        raise CheckpointError(
+        raise AdapterFileError(
             f"{os.fspath(path)} is not a FastSAM3D adapter file (fastsam3d finetune writes "
             "them); a model checkpoint goes to --weights"
         )
     if content.get("version") != ADAPTER_VERSION:
-        raise CheckpointError(
+        raise AdapterFileError(
             f"{os.fspath(path)}: adapter format version {content.get('version')}, this "
             f"version of fastsam3d reads version {ADAPTER_VERSION}"
         )
@@ -95,7 +102,7 @@ def load_adapter(model: nn.Module, path: str | os.PathLike) -> dict[str, Any]:
         The file's description: ``base``, ``config`` and ``summary``.
 
     Raises:
-        CheckpointError: not an adapter file.
+        AdapterFileError: not an adapter file, or its keys do not fit the model.
         AdapterMismatchError: made for another model, or for other base weights.
     """
     content = read_adapter(path)
@@ -115,6 +122,6 @@ def load_adapter(model: nn.Module, path: str | os.PathLike) -> dict[str, Any]:
     attach_adapters(model, AdapterConfig(**content["config"]))
     missing = set(adapter_state(model)) ^ set(content["state_dict"])
     if missing:
-        raise CheckpointError(f"{os.fspath(path)}: adapter keys do not fit: {sorted(missing)[:3]}")
+        raise AdapterFileError(f"{os.fspath(path)}: adapter keys do not fit: {sorted(missing)[:3]}")
     model.load_state_dict(content["state_dict"], strict=False)
     return {key: content[key] for key in ("base", "config", "summary")}

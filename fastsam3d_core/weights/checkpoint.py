@@ -46,6 +46,11 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read safely, or does not fit the model."""
 
 
+class IncompleteCheckpointError(CheckpointError):
+    """A checkpoint that loads but leaves parts of the model without trained weights (an
+    encoder-only file on a fresh model)."""
+
+
 @dataclass(frozen=True)
 class LoadReport:
     """What :func:`load_checkpoint` loaded.
