@@ -24,9 +24,9 @@ import slicer
 import vtk
 
 from fastsam3d_core import Volume
+from fastsam3d_core.io.suffixes import IMAGE_SUFFIXES, SEGMENTATION_SUFFIXES
 
-SEGMENTATION_SUFFIXES = (".seg.nrrd", ".seg.nhdr")
-LABELMAP_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
+LABELMAP_SUFFIXES = IMAGE_SUFFIXES  # Slicer writes a labelmap in any image format it reads
 
 
 class VolumeNotSupportedError(ValueError):

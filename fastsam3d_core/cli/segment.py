@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from ..io.suffixes import LABELMAP_SUFFIXES
 from .runtime import AdapterOption, PrecisionOption, ServerOption, TokenOption
 
 if TYPE_CHECKING:
     from ..geometry import Volume
 
 SEGMENTATION_SUFFIX = ".seg.nrrd"
-LABELMAP_SUFFIXES = (".nrrd", ".nii", ".nii.gz")
 
 Prompt = tuple[tuple[float, float, float], bool]
 # Each point runs the model (a third of a second or more on a CPU): 10,000 points from a file

@@ -15,10 +15,10 @@ import numpy as np
 
 from ..geometry import Volume
 from ..io._atomic import write_atomically
+from ..io.suffixes import IMAGE_SUFFIXES
 from ..session.predictor import Predictor
 from .protocol import CaseResult, evaluate_case
 
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 # nnU-Net names an image's channels CASE_0000, CASE_0001, ...; its label is CASE.
 NNUNET_CHANNEL = "_0000"
 # Click counts reported by the paper (1, 3, 5 and 10 points).

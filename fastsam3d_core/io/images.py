@@ -22,6 +22,7 @@ from ._atomic import write_atomically
 from ._nifti import check_nifti, check_nifti_voxels
 from .dicom import series_files_in_folder, series_files_of
 from .errors import VolumeReadError, itk_reason, itk_warnings_as_python, special_file_kind
+from .suffixes import LABELMAP_SUFFIXES, SEGMENTATION_SUFFIXES
 
 #: ITK image readers accepted, and the formats they read.
 READ_FORMATS = {
@@ -30,8 +31,6 @@ READ_FORMATS = {
     "MetaImageIO": "MetaImage",
     "GDCMImageIO": "DICOM",
 }
-#: Extensions :func:`write_labelmap` writes, longest first.
-LABELMAP_SUFFIXES = (".nii.gz", ".nrrd", ".nii")
 
 _LPS_RAS_FLIP = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -264,7 +263,7 @@ def _check_scalar_volume(
         raise VolumeReadError(f"{path}: a 2-D image ({size}), not a 3-D volume")
     if dimension != 3 or components != 1:
         hint = ""
-        if path.name.lower().endswith((".seg.nrrd", ".seg.nhdr")):
+        if path.name.lower().endswith(SEGMENTATION_SUFFIXES):
             hint = "; a segmentation with overlapping segments is read by read_segmentation"
         raise VolumeReadError(
             f"{path}: not a 3-D scalar volume: a {dimension}-D image ({size}) "

@@ -18,8 +18,8 @@ import numpy as np
 from ..evaluation.protocol import CaseSkipped, prepare_case
 from ..geometry import Crop, Volume
 from ..io import VolumeReadError
+from ..io.suffixes import IMAGE_SUFFIXES, SEGMENTATION_SUFFIXES
 
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 # nnU-Net names a case's channels case_0000, case_0001, ...; the models take one channel.
 FIRST_CHANNEL = "_0000"
 OTHER_CHANNEL = re.compile(r"_(?!0000)\d{4}$")
@@ -198,7 +198,7 @@ def _label_volume(path: Path, label: int | str | None) -> tuple[Volume, int | No
     """The label as a volume and the value that marks the structure in it."""
     from ..io import read_segmentation, read_volume
 
-    if not path.name.endswith((".seg.nrrd", ".seg.nhdr")):
+    if not path.name.endswith(SEGMENTATION_SUFFIXES):
         if isinstance(label, str):
             raise DatasetError(f"{path}: a labelmap has no names; give --label as a number "
                                "or add a dataset.json")  # fmt: skip
