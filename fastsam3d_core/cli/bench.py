@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -100,9 +99,7 @@ def bench(
 ) -> None:
     """Time encoder, decoder and an end-to-end click against the reference path; JSON report."""
     from ..attention import BACKENDS
-    from ..benchmark import BENCH_PRECISIONS, BenchSettings, format_table, run_suite
-    from ..io import check_output_path
-    from ..io._atomic import write_atomically
+    from ..benchmark import BENCH_PRECISIONS, BenchSettings, run_benchmark
     from .runtime import resolve_device
 
     _check_choices(precision, BENCH_PRECISIONS, "--precision")
@@ -122,17 +119,8 @@ def bench(
         golden_dir=str(_golden_dir(golden)) if golden else None,
         scans=[_scan(text, golden) for text in scan or []],
     )
-    if json_path is not None:
-        golden_files = list(golden.iterdir()) if golden else []
-        scan_files = [path for image, label, _ in settings.scans for path in (image, label)]
-        check_output_path(json_path, inputs=[*golden_files, *scan_files])
     if quick:
         settings.make_quick()
     if model:
         settings.models = model
-    report = run_suite(settings, echo=typer.echo)
-    typer.echo(format_table(report))
-    if json_path is not None:
-        text = json.dumps(report, indent=2)
-        write_atomically(json_path, ".json", lambda temporary: temporary.write_text(text))
-        typer.echo(f"wrote {json_path}")
+    run_benchmark(settings, json_path, echo=typer.echo)

@@ -342,7 +342,8 @@ def _distill_config(
 def _student(settings: DistillSettings, device: torch.device) -> tuple[Sam3D, str | None]:
     """The student to distil (random from the seed, or from ``student_weights``' encoder) and
     the SHA-256 of the weights it started from (None when random)."""
-    from .. import build_model, load_checkpoint
+    from ..models.build import build_model
+    from ..weights.checkpoint import load_checkpoint
 
     torch.manual_seed(settings.seed)
     model = build_model(settings.student, device=device)
@@ -391,7 +392,8 @@ def _distill_verdict(
 def _load(name: str, weights: Path | None, device: torch.device, say) -> Sam3D:
     """A model with its weights (``weights``, else the released ones, downloaded once), checked
     to be complete: an encoder-only file would leave the decoder random."""
-    from .. import build_model, load_checkpoint
+    from ..models.build import build_model
+    from ..weights.checkpoint import load_checkpoint
 
     path = resolve_weights(name, weights_file=weights)
     say(f"loading {name} from {path} on {device} ...")
