@@ -320,28 +320,53 @@ sys.meta_path.insert(0, NoTorch())
 """
 
 
-def test_a_client_without_torch_segments_like_the_local_model(service, local_model, tmp_path):
-    """A session (clicks in two crops, an undo) and ``fastsam3d segment --server``, in a process
-    where torch cannot be imported."""
-    code = f"""{WITHOUT_TORCH}
+@pytest.fixture(scope="module")
+def client_environment(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh virtual environment holding the torch-free client, installed by the one command
+    a user runs, ``pip install ./client`` (from a copy of the checkout as a clone has it): its
+    Python."""
+    from test_packaging import fresh_environment, source_snapshot
+
+    folder = tmp_path_factory.mktemp("client")
+    sources = source_snapshot(folder / "sources")
+    python, _ = fresh_environment(folder / "env", str(sources / "client"))
+    return python
+
+
+@pytest.mark.slow
+def test_the_client_installs_without_torch_and_segments_like_the_local_model(
+    service, local_model, client_environment, tmp_path
+):
+    """In the client's own environment, where torch is not installed: a session (clicks in two
+    crops, an undo) and ``fastsam3d segment --server``, both run outside the checkout."""
+    from test_packaging import clean_environment, run_in
+
+    python = client_environment
+    no_torch = subprocess.run([str(python), "-c", "import torch"], capture_output=True, text=True)
+    assert no_torch.returncode != 0 and "No module named 'torch'" in no_torch.stderr
+    code = f"""
 import numpy as np
-from fastsam3d_core import Session, Volume
-from fastsam3d_core.cli import main
+import fastsam3d_core
+from fastsam3d_core import RemotePredictor, Session, Volume
 from fastsam3d_core.examples import example_ct_path
-from fastsam3d_core.serving import RemotePredictor
+print(fastsam3d_core.__file__)
 predictor = RemotePredictor({service!r}, token="secret", cache_dir={str(tmp_path)!r})
 session = Session(Volume.from_file(example_ct_path()), predictor)
 clicks = {[*CLICKS, ((60.0, 150.0, 140.0), True)]!r}
 masks = [session.add_point(point, positive).mask.copy() for point, positive in clicks]
 masks.append(session.undo().mask.copy())
 np.save({str(tmp_path / "masks.npy")!r}, np.stack(masks))
-code = main(["segment", "--example", "--server", {service!r}, "--token", "secret",
-             "-o", {str(tmp_path / "remote.seg.nrrd")!r}])
-assert code == 0, code
-assert "torch" not in sys.modules
 """
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr
+    home = run_in(python, code, tmp_path).strip()
+    assert home.startswith(str(python.parents[1])), f"{home}: not the client's own copy"
+    command = [str(python.with_name("fastsam3d")), "segment", "--example", "--server", service,
+               "-o", str(tmp_path / "remote.seg.nrrd")]  # fmt: skip
+    environment = {**clean_environment(), "FASTSAM3D_TOKEN": "secret",
+                   "FASTSAM3D_CACHE_DIR": str(tmp_path / "cache")}  # fmt: skip
+    segment = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=environment
+    )
+    assert segment.returncode == 0, segment.stdout + segment.stderr
     session = Session(read_volume(example_ct_path()), local_model)
     local = [session.add_point(point, positive).mask.copy() for point, positive in CLICKS]
     local.append(session.add_point((60.0, 150.0, 140.0)).mask.copy())

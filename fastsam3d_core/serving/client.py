@@ -1,6 +1,7 @@
 """A predictor whose encoder is the service and whose decoder runs here, with onnxruntime.
 
-Neither this module nor what it imports needs torch: a client installs numpy and onnxruntime.
+Neither this module nor what it imports needs torch: the client distribution (``pip install
+./client``) has none.
 The session, its clicks, crops, masks and undo all stay on the client; only a new crop goes over
 the network, and a failed encode is simply tried again (the service keeps nothing).
 """

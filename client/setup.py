@@ -1,0 +1,22 @@
+"""Build settings pyproject.toml cannot hold: the distribution packs ../fastsam3d_core, a folder
+outside this one, so it is built as a wheel only (``pip install ./client``, ``pip wheel
+./client``)."""
+
+from setuptools import setup
+from setuptools.command.sdist import sdist
+
+
+class NoSourceDistribution(sdist):
+    """Refuses: an sdist cannot hold ../fastsam3d_core, and setuptools would copy it into this
+    folder while trying."""
+
+    def run(self) -> None:
+        raise SystemExit(
+            "fastsam3d-client is built as a wheel only (pip install ./client, or pip wheel "
+            "./client): its package lies outside this folder"
+        )
+
+
+# The build's metadata folder here: by default setuptools writes it beside the package, in the
+# repository's root, where a Python started there would take it for an installed distribution.
+setup(cmdclass={"sdist": NoSourceDistribution}, options={"egg_info": {"egg_base": "."}})
