@@ -168,8 +168,11 @@ def test_nothing_to_install_where_torch_and_the_core_are_there():
 
 
 def test_the_core_pin_is_the_package_version():
+    import fastsam3d_core
+
     pyproject = (REPO / "pyproject.toml").read_text(encoding="utf-8")
-    assert re.search(r'^version = "(.+)"$', pyproject, re.M).group(1) == install.CORE_VERSION
+    assert re.search(r'^version = \{ attr = "fastsam3d_core.__version__" \}$', pyproject, re.M)
+    assert install.core_version() == fastsam3d_core.__version__
     assert install.source_tree() == REPO
 
 

@@ -22,7 +22,7 @@ from collections.abc import Awaitable
 from typing import Any, Callable
 
 from . import protocol
-from .service import RequestError, check_length, error_body
+from .request_rules import RequestError, check_length, error_body
 
 # The import path Serve calls in its proxy for a list of middlewares.
 CALLBACK_VARIABLE = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from . import protocol
+from .request_rules import RequestError, check_length, error_body
 
 # The Ray Serve application's name: what `fastsam3d serve` removes again on exit.
 APP_NAME = "fastsam3d"
@@ -100,14 +100,6 @@ class EncoderReplica:
         return results
 
 
-class RequestError(Exception):
-    """A bad request: its HTTP status and message."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 def parse_crop(body: bytes, dtype_name: str) -> np.ndarray:
     """The float32 crop in an encode request's body.
 
@@ -129,13 +121,6 @@ def parse_crop(body: bytes, dtype_name: str) -> np.ndarray:
     if not np.all(np.isfinite(crop)):
         raise RequestError(400, "the crop holds NaN or infinite values")
     return crop
-
-
-def check_length(content_length: str | None) -> None:
-    """Refuse (413) a body larger than a float32 crop before reading it into memory."""
-    largest = protocol.crop_bytes("float32")
-    if content_length is not None and content_length.isdigit() and int(content_length) > largest:
-        raise RequestError(413, f"the body is {content_length} bytes; a crop is at most {largest}")
 
 
 async def read_body(request: Any, timeout_s: float) -> bytes:
@@ -178,10 +163,6 @@ def check_token(expected: str | None, authorization: str | None) -> None:
     given = protocol.bearer_token(authorization)
     if not hmac.compare_digest(given.encode(), expected.encode()):
         raise RequestError(401, "missing or wrong token (send Authorization: Bearer TOKEN)")
-
-
-def error_body(message: str) -> bytes:
-    return json.dumps({"error": message}).encode()
 
 
 def error_response(error: RequestError) -> Any:
