@@ -19,6 +19,7 @@ from typing import Any
 _HOMES = {
     "MODEL_REGISTRY": ".models",
     "CheckpointError": ".weights",
+    "ModelRecipe": ".weights",
     "RemotePredictor": ".serving",
     "Sam3D": ".models",
     "Session": ".session",
@@ -29,6 +30,7 @@ _HOMES = {
 __all__ = [
     "MODEL_REGISTRY",
     "CheckpointError",
+    "ModelRecipe",
     "RemotePredictor",
     "Sam3D",
     "Session",
@@ -36,6 +38,8 @@ __all__ = [
     "build_model",
     "load_checkpoint",
 ]
+# The one place the version is written: pyproject.toml, the client's and the Slicer module's
+# installer read it from here.
 __version__ = "0.1.0"
 
 

@@ -32,8 +32,6 @@ from typing import Any, Callable
 # torch.serialization.safe_globals, which safe checkpoint loading needs, arrived in 2.5.
 TORCH_MINIMUM = (2, 5)
 TORCH_REQUIREMENT = ">=" + ".".join(map(str, TORCH_MINIMUM))
-# The core release this module was written against; equal to pyproject.toml's version.
-CORE_VERSION = "0.1.0"
 # The engine's own requirements in Slicer: pyproject.toml's dependencies less torch (above) and
 # less what only the command line needs (typer). An installed extension ships the engine itself
 # (CMake copies fastsam3d_core beside the module), so only these come from pip; most are
@@ -119,7 +117,8 @@ def missing_packages(
     bundled with the extension, or with ``remote``) and of :data:`REMOTE_DEPENDENCIES`."""
     missing = ["torch"] if not remote and torch_needed(lookup) else []
     bundled = bundled_core(module_dir)
-    if not bundled and lookup("fastsam3d-core") != CORE_VERSION:
+    installed, expected = lookup("fastsam3d-core"), core_version(module_dir)
+    if not bundled and (installed is None or expected not in (None, installed)):
         missing.append("fastsam3d-core")
     # An engine installed with pip brings its own dependencies, except with remote (below).
     requirements = CORE_DEPENDENCIES if bundled or remote else ()
@@ -139,6 +138,17 @@ def source_tree(module_dir: Path | None = None) -> Path | None:
         if pyproject.is_file() and 'name = "fastsam3d-core"' in pyproject.read_text("utf-8"):
             return folder
     return None
+
+
+def core_version(module_dir: Path | None = None) -> str | None:
+    """The version of the core in the checkout this module runs from (its ``__version__``, the
+    one place it is written), or None outside a checkout."""
+    tree = source_tree(module_dir)
+    init = tree / "fastsam3d_core" / "__init__.py" if tree is not None else None
+    if init is None or not init.is_file():
+        return None
+    found = re.search(r'^__version__ = "(.+)"$', init.read_text("utf-8"), re.M)
+    return found.group(1) if found else None
 
 
 def slicer_python() -> str:
