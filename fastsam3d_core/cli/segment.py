@@ -1,20 +1,18 @@
-"""``fastsam3d segment``: clicks in, a segmentation file out."""
+"""``fastsam3d segment``: clicks in, a segmentation file out.
+
+The command parses its points and options, and runs :func:`fastsam3d_core.segment_job.segment_file`
+with a model loaded here or the encoder service's predictor.
+"""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-from ..io.suffixes import LABELMAP_SUFFIXES
+from ..segment_job import PointPrompt, output_kind, segment_file
 from .runtime import AdapterOption, PrecisionOption, ServerOption, TokenOption
-
-if TYPE_CHECKING:
-    from ..geometry import Volume
-
-SEGMENTATION_SUFFIX = ".seg.nrrd"
 
 Prompt = tuple[tuple[float, float, float], bool]
 # Each point runs the model (a third of a second or more on a CPU): 10,000 points from a file
@@ -46,7 +44,7 @@ def parse_point(text: str) -> Prompt:
 
 def _prompts(
     points: list[str], positive_file: Optional[Path], negative_file: Optional[Path]
-) -> list[tuple[str, Prompt]]:
+) -> list[PointPrompt]:
     """Every point with where it comes from (for messages), checked for a positive one."""
     from ..io.markups import read_markups_points
 
@@ -55,16 +53,16 @@ def _prompts(
             f"given {len(points)} times; at most {MAX_POINTS} points are taken",
             param_hint="--point",
         )
-    prompts = [(f"--point {text}", parse_point(text)) for text in points]
+    prompts = [PointPrompt(*parse_point(text), source=f"--point {text}") for text in points]
     for path, positive in ((positive_file, True), (negative_file, False)):
         if path is not None:
             read = read_markups_points(path).tolist()
             _check_point_count(path, len(read), len(prompts))
             for k, p in enumerate(read, 1):
-                prompts.append((f"{path}: point {k}", ((p[0], p[1], p[2]), positive)))
+                prompts.append(PointPrompt((p[0], p[1], p[2]), positive, f"{path}: point {k}"))
     if not prompts:
         raise typer.BadParameter("give at least one --point, --points or --negative-points")
-    if not any(positive for _, (_, positive) in prompts):
+    if not any(prompt.positive for prompt in prompts):
         raise typer.BadParameter(
             "give at least one positive point (a --point without :neg, or --points FILE): "
             "negative points only remove voxels from an object"
@@ -82,148 +80,122 @@ def _check_point_count(path: Path, in_file: int, before: int) -> None:
 
 
 def _output_kind(output: Path) -> str:
-    name = output.name.lower()
-    if name.endswith(SEGMENTATION_SUFFIX):
-        return "segmentation"
-    if name.endswith(LABELMAP_SUFFIXES):
-        return "labelmap"
-    raise typer.BadParameter(
-        f"{output.name}: write {SEGMENTATION_SUFFIX} (Slicer segmentation) or a labelmap "
-        f"({', '.join(LABELMAP_SUFFIXES)})",
-        param_hint="--output",
-    )
-
-
-def _checked_volume(image: Path, prompts: list[tuple[str, Prompt]]) -> Volume:
-    """The image, refused (with its name) if the model cannot segment it or a point is outside."""
-    from ..geometry import check_segmentable
-    from ..session import check_point
-    from .runtime import read_image
-
-    volume = read_image(image)
     try:
-        check_segmentable(volume)
+        return output_kind(output)
     except ValueError as error:
-        raise ValueError(f"{image}: {error}") from None
-    for source, (position, _) in prompts:
-        try:
-            check_point(volume, position)
-        except ValueError as error:
-            raise ValueError(f"{source}: {error} in {image.name}") from None
-    return volume
+        raise typer.BadParameter(str(error), param_hint="--output") from None
 
 
-def segment(
-    output: Annotated[
-        Path,
-        typer.Option(
-            "--output", "-o", metavar="OUT", help="OUT.seg.nrrd, or a labelmap .nrrd/.nii.gz."
-        ),
-    ],
-    image: Annotated[
-        Optional[Path],
-        typer.Argument(
-            metavar="IMAGE",
-            show_default=False,
-            help="Image: NRRD, NIfTI, MHA/MHD or a DICOM folder.",
-        ),
-    ] = None,
-    point: Annotated[
-        Optional[list[str]],
-        typer.Option(
-            "--point",
-            "-p",
-            metavar="R,A,S[:neg]",
-            help="A point in RAS mm (repeatable); append :neg for a negative one.",
-        ),
-    ] = None,
-    points: Annotated[
-        Optional[Path],
-        typer.Option(metavar="FILE.mrk.json", help="Slicer markups file with positive points."),
-    ] = None,
-    negative_points: Annotated[
-        Optional[Path],
-        typer.Option(metavar="FILE.mrk.json", help="Slicer markups file with negative points."),
-    ] = None,
-    model: Annotated[
-        str, typer.Option(metavar="NAME", help="fastsam3d or sam-med3d-turbo.")
-    ] = "fastsam3d",
-    weights: Annotated[
-        Optional[Path],
-        typer.Option(
-            metavar="FILE",
-            help="Local checkpoint; default: the cached download. With --server, the "
-            "decoder's weights (a checkpoint, or an .onnx export) instead of the service's.",
-        ),
-    ] = None,
-    adapter: AdapterOption = None,
-    precision: PrecisionOption = "auto",
-    device: Annotated[
-        str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, cuda:1 or mps.")
-    ] = "auto",
-    name: Annotated[str, typer.Option(metavar="NAME", help="Name of the segment.")] = "Segment_1",
-    server: ServerOption = None,
-    token: TokenOption = None,
-    example: Annotated[
-        bool,
-        typer.Option(
-            "--example",
-            help="Segment the spleen of the example CT shipped with the package (instead of "
-            "IMAGE; the point is preset).",
-        ),
-    ] = False,
-) -> None:
-    """Segment one object from point prompts and write it with the image's geometry."""
-    from ..io import (
-        Segment,
-        check_labelmap_format,
-        check_output_path,
-        write_labelmap,
-        write_segmentation,
-    )
-    from ..session import Session
+def _predictor(
+    model: str,
+    weights: Optional[Path],
+    adapter: Optional[Path],
+    precision: str,
+    device: str,
+    server: Optional[str],
+    token: Optional[str],
+) -> Callable[[], Any]:
+    """What opens the model: loaded here on ``--device``, or the ``--server``'s encoder with a
+    decoder here (then ``--device`` is not for this machine to choose)."""
     from .runtime import load_model, resolve_device
 
-    image, point = _image_and_points(image, point or [], example, points, negative_points)
-    kind = _output_kind(output)
-    prompts = _prompts(point, points, negative_points)
-    check_output_path(output, inputs=(image, points, negative_points, weights, adapter))
     if server is None:
         torch_device = resolve_device(device)
-    elif device != "auto":
+        return lambda: load_model(model, weights, torch_device, adapter, precision)
+    if device != "auto":
         raise typer.BadParameter(
             "the encoder runs on the --server; the decoder here runs on the CPU",
             param_hint="--device",
         )
-    volume = _checked_volume(image, prompts)
-    if kind == "labelmap":
-        check_labelmap_format(output, volume.ijk_to_ras)
-    if server is None:
-        sam = load_model(model, weights, torch_device, adapter, precision)
-        session = Session(volume, sam)
-    else:
+
+    def connect() -> Any:
         from ..serving import RemotePredictor, display_url
 
         typer.echo(f"connecting to {display_url(server)} for {model} ...")
         decoder = weights if weights is not None else "auto"
-        session = Session(
-            volume, RemotePredictor(server, model=model, token=token, decoder=decoder)
-        )
-    for number, (_, (position, positive)) in enumerate(prompts, 1):
-        start = time.perf_counter()
-        result = session.add_point(position, positive)
-        stage = "encoder + decoder" if result.encoder_ran else "decoder"
-        typer.echo(
-            f"point {number}/{len(prompts)} {'+' if positive else '-'} {position}: "
-            f"{stage}, {time.perf_counter() - start:.2f} s"
-        )
-    mask = session.mask()
-    if kind == "segmentation":
-        color = session.current_segment.color
-        write_segmentation(output, [Segment(name, color, mask)], volume)
-    else:
-        write_labelmap(output, mask, volume)
-    typer.echo(f"wrote {output} ({int(mask.sum())} voxels)")
+        return RemotePredictor(server, model=model, token=token, decoder=decoder)
+
+    return connect
+
+
+# The options whose declarations are long, named here to keep segment() short.
+_OutputOption = Annotated[
+    Path,
+    typer.Option(
+        "--output", "-o", metavar="OUT", help="OUT.seg.nrrd, or a labelmap .nrrd/.nii.gz."
+    ),
+]
+_ImageArgument = Annotated[
+    Optional[Path],
+    typer.Argument(
+        metavar="IMAGE",
+        show_default=False,
+        help="Image: NRRD, NIfTI, MHA/MHD or a DICOM folder.",
+    ),
+]
+_PointOption = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--point",
+        "-p",
+        metavar="R,A,S[:neg]",
+        help="A point in RAS mm (repeatable); append :neg for a negative one.",
+    ),
+]
+_PointsOption = Annotated[
+    Optional[Path],
+    typer.Option(metavar="FILE.mrk.json", help="Slicer markups file with positive points."),
+]
+_NegativePointsOption = Annotated[
+    Optional[Path],
+    typer.Option(metavar="FILE.mrk.json", help="Slicer markups file with negative points."),
+]
+_ModelOption = Annotated[str, typer.Option(metavar="NAME", help="fastsam3d or sam-med3d-turbo.")]
+_WeightsOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        metavar="FILE",
+        help="Local checkpoint; default: the cached download. With --server, the "
+        "decoder's weights (a checkpoint, or an .onnx export) instead of the service's.",
+    ),
+]
+_DeviceOption = Annotated[
+    str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, cuda:1 or mps.")
+]
+_NameOption = Annotated[str, typer.Option(metavar="NAME", help="Name of the segment.")]
+_ExampleOption = Annotated[
+    bool,
+    typer.Option(
+        "--example",
+        help="Segment the spleen of the example CT shipped with the package (instead of "
+        "IMAGE; the point is preset).",
+    ),
+]
+
+
+def segment(
+    output: _OutputOption,
+    image: _ImageArgument = None,
+    point: _PointOption = None,
+    points: _PointsOption = None,
+    negative_points: _NegativePointsOption = None,
+    model: _ModelOption = "fastsam3d",
+    weights: _WeightsOption = None,
+    adapter: AdapterOption = None,
+    precision: PrecisionOption = "auto",
+    device: _DeviceOption = "auto",
+    name: _NameOption = "Segment_1",
+    server: ServerOption = None,
+    token: TokenOption = None,
+    example: _ExampleOption = False,
+) -> None:
+    """Segment one object from point prompts and write it with the image's geometry."""
+    image, point = _image_and_points(image, point or [], example, points, negative_points)
+    _output_kind(output)
+    prompts = _prompts(point, points, negative_points)
+    open_predictor = _predictor(model, weights, adapter, precision, device, server, token)
+    segment_file(image, prompts, output, open_predictor, name=name,
+                 inputs=(points, negative_points, weights, adapter), say=typer.echo)  # fmt: skip
 
 
 def _image_and_points(

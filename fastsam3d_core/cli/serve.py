@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import signal
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -99,6 +97,7 @@ def serve(
     Listens on 127.0.0.1 unless --host says otherwise; for access from other machines put it
     behind a reverse proxy with TLS (the README shows how) and set a token.
     """
+    from ..serving.foreground import serve_until_stopped
     from ..serving.onnx_decoder import decoder_cache_dir
     from ..serving.service import ServiceOptions
 
@@ -124,7 +123,9 @@ def serve(
             "the service; put it behind a TLS proxy and set a token",
             err=True,
         )
-    _run(options, _replicas(replicas, autoscale), gpus_per_replica, host, port, address)
+    scaling = _replicas(replicas, autoscale)
+    serve_until_stopped(options, scaling, gpus_per_replica, host, port, address,
+                        _started(options, address))  # fmt: skip
 
 
 def _model_files(
@@ -172,19 +173,10 @@ def _token(token: Optional[str], token_file: Optional[Path]) -> Optional[str]:
     return from_file
 
 
-def _run(
-    options: Any, scaling: Any, gpus_per_replica: float, host: str, port: int, address: Any
-) -> None:
-    """Start the service and serve until Ctrl-C or SIGTERM; then remove it again."""
-    # Ray is imported by start_service, not before: what it reads from the environment when
-    # imported (its servers on loopback, see there) must be set first.
-    from ..serving.service import start_service
+def _started(options: Any, address: Optional[str]) -> Any:
+    """What to print once the service answers at its URL."""
 
-    try:
-        url = start_service(options, scaling, gpus_per_replica, host, port, address)
-        # A process manager stops with SIGTERM: clean up as for Ctrl-C. Set after Ray starts,
-        # whose own handler would abort the process.
-        signal.signal(signal.SIGTERM, _interrupt)
+    def show(url: str) -> None:
         typer.echo(f"serving {', '.join(options.weights)} at {url}/v1 (Ctrl-C stops)")
         if address is not None:
             typer.echo(
@@ -192,34 +184,8 @@ def _run(
                 "the token, and hands slow uploads to the replicas; see the README"
             )
         sys.stdout.flush()  # seen now, also by a process manager reading a pipe
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        _remove(address)
 
-
-def _remove(address: Optional[str]) -> None:
-    """In a cluster that others use, remove this application only; Ray started here stops with
-    this process."""
-    if "ray" not in sys.modules:
-        return
-    import ray
-    from ray import serve as ray_serve
-
-    from ..serving.service import APP_NAME
-
-    if not ray.is_initialized():
-        pass
-    elif address is None:
-        ray_serve.shutdown()
-    else:
-        ray_serve.delete(APP_NAME)
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+    return show
 
 
 def export_onnx(

@@ -390,20 +390,13 @@ def _distill_verdict(
 
 
 def _load(name: str, weights: Path | None, device: torch.device, say) -> Sam3D:
-    """A model with its weights (``weights``, else the released ones, downloaded once), checked
-    to be complete: an encoder-only file would leave the decoder random."""
-    from ..models.build import build_model
-    from ..weights.checkpoint import load_checkpoint
+    """A model with its weights (``weights``, else the released ones, downloaded once), by the
+    model recipe: checked to be complete, in float32."""
+    from ..weights.recipe import ModelRecipe
 
-    path = resolve_weights(name, weights_file=weights)
-    say(f"loading {name} from {path} on {device} ...")
-    model = build_model(name, device=device)
-    load_checkpoint(model, path)
-    try:
-        model.check_weights_loaded()
-    except ValueError as error:
-        raise ValueError(f"{path}: {error}") from None
-    return model
+    recipe = ModelRecipe(name, weights, device=device).with_weights()
+    say(f"loading {name} from {recipe.weights} on {device} ...")
+    return recipe.load().model
 
 
 def _dice(scores: dict[int, float]) -> str:
