@@ -367,6 +367,11 @@ np.save({str(tmp_path / "masks.npy")!r}, np.stack(masks))
         command, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=environment
     )
     assert segment.returncode == 0, segment.stdout + segment.stderr
+    local_run = subprocess.run(command[:3] + ["-o", str(tmp_path / "local.seg.nrrd")],
+                               capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                               env=environment)  # fmt: skip
+    assert local_run.returncode == 1, local_run.stderr  # an input error, not a defect
+    assert "needs torch, which is not installed here" in local_run.stderr, local_run.stderr
     session = Session(read_volume(example_ct_path()), local_model)
     local = [session.add_point(point, positive).mask.copy() for point, positive in CLICKS]
     local.append(session.add_point((60.0, 150.0, 140.0)).mask.copy())

@@ -54,6 +54,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Exception as error:
         if _is_usage_error(error):
             return _usage_error(error)
+        if isinstance(error, ModuleNotFoundError) and error.name == "torch":  # the client's
+            _error(
+                "this needs torch, which is not installed here (the torch-free client runs "
+                "`fastsam3d segment --server`); install torch and fastsam3d-core for the rest"
+            )
+            return INPUT_STATUS
         if type(error).__name__ == "OutOfMemoryError":  # torch's, for CUDA and MPS
             _error(f"out of GPU memory ({one_line(str(error))[:160]}); try --device cpu")
             return INPUT_STATUS
