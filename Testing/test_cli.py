@@ -151,3 +151,39 @@ def test_segment_reports_bad_input(tmp_path, random_weights):
         ],
     )
     assert missing.exit_code == 1
+
+
+@pytest.mark.skipif(not BRATS_IMAGE.is_file(), reason="test scans not available")
+def test_segment_file_from_python_writes_the_labelmap_the_command_writes(tmp_path, random_weights):
+    import re
+
+    from fastsam3d_core.geometry import Volume
+    from fastsam3d_core.segment_job import PointPrompt, segment_file
+    from fastsam3d_core.weights.recipe import ModelRecipe
+
+    image = Volume.from_file(BRATS_IMAGE)
+    centre = image.index_to_ras(np.array([80.0, 80.0, 52.0]))
+    point = ",".join(map(str, centre))
+    by_command = tmp_path / "command.nrrd"
+    result = invoke_cli(["segment", BRATS_IMAGE, "--point", point, "--weights", random_weights,
+                         "--device", "cpu", "-o", by_command])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    by_python = tmp_path / "python.nrrd"
+    messages: list[str] = []
+    written = segment_file(
+        BRATS_IMAGE,
+        [PointPrompt(tuple(float(v) for v in point.split(",")), source=f"--point {point}")],
+        by_python,
+        lambda: ModelRecipe("fastsam3d", random_weights, device="cpu").load().model,
+        say=messages.append,
+    )
+    expected = Volume.from_file(by_command).array
+    assert written.kind == "labelmap" and written.voxels == int(expected.sum()) > 0
+    np.testing.assert_array_equal(Volume.from_file(by_python).array, expected)
+
+    def comparable(lines: list[str], output) -> list[str]:
+        # The command also says which weights it loads; the times differ.
+        kept = [line for line in lines if not line.startswith(("loading ", "encoder precision"))]
+        return [re.sub(r"[0-9.]+ s$", "T s", line).replace(str(output), "OUT") for line in kept]
+
+    assert comparable(messages, by_python) == comparable(result.stdout.splitlines(), by_command)
