@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import secrets
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from .runtime import ServerOption, TokenOption
-
-# The encoder service's address, from the launcher to its sessions: their command lines are
-# public (ps), and an address may carry a user:password@ or a token.
-SESSION_SERVER_ENV = "FASTSAM3D_SESSION_SERVER"
 
 
 def web(
@@ -62,13 +56,10 @@ def web(
     session: Annotated[bool, typer.Option("--session", hidden=True)] = False,
 ) -> None:
     """Segment IMAGE in a web browser: click in the slice views, as in the Slicer module."""
-    from ..io import read_volume
     from .segment import parse_point
 
     try:
-        from fastsam3d_web.launcher import Launcher, serve, session_command
-        from fastsam3d_web.server import SESSION_IDLE_S, predictor_for, run
-        from fastsam3d_web.uploads import max_image_bytes
+        from fastsam3d_web.start import PageSettings, check_inputs, serve_pages, serve_session
     except ImportError as error:
         raise RuntimeError(
             f"the browser front end needs the web extra ({error.name} is missing): "
@@ -76,38 +67,16 @@ def web(
         ) from None
     if (model == "oracle") != (truth is not None):
         raise typer.BadParameter("--truth goes with --model oracle, and only with it")
-    read_volume(image)  # a bad image is refused here, in one line, before the server starts
-    max_image_bytes()  # and a bad $FASTSAM3D_WEB_MAX_IMAGE_GB (the uploads' bound)
+    check_inputs(image)  # a bad image is refused here, in one line, before the server starts
     point = parse_point(focus)[0] if focus else None
+    settings = PageSettings(image=image, model=model, weights=weights, server=server, token=token,
+                            truth=truth, truth_value=truth_value, focus=point, host=host,
+                            idle_minutes=idle_minutes)  # fmt: skip
     if session:  # one tab's process, started by the launcher below
-        server = server or os.environ.get(SESSION_SERVER_ENV)
-        predictor = predictor_for(model, weights, server, token, truth, truth_value)
-        idle = idle_minutes if idle_minutes > 0 else None
-        run(image, predictor, host, port, point, SESSION_IDLE_S, idle)
+        serve_session(settings, port)
         return
     if sessions < 1:
         raise typer.BadParameter("at least 1", param_hint="--sessions")
     if idle_minutes < 0:
         raise typer.BadParameter("0 (never) or more", param_hint="--idle-minutes")
-    page_token = None
-    if require_token:
-        page_token = os.environ.get("FASTSAM3D_WEB_TOKEN") or secrets.token_urlsafe(16)
-    options = {
-        "--model": model,
-        "--weights": weights,
-        "--truth": truth,
-        "--truth-value": truth_value,
-        "--focus": focus,
-        "--host": host,
-        "--idle-minutes": idle_minutes,
-    }
-    # The token and the address to the sessions through their environment, not their command line.
-    if token is not None:
-        os.environ["FASTSAM3D_TOKEN"] = token
-    if server is not None:
-        os.environ[SESSION_SERVER_ENV] = server
-    argv = ["web", str(image.resolve())]
-    for name, value in options.items():
-        if value is not None:
-            argv += [name, str(Path(value).resolve()) if isinstance(value, Path) else str(value)]
-    serve(Launcher(session_command(argv), host, sessions), host, port, page_token)
+    serve_pages(settings, port, sessions, require_token)
