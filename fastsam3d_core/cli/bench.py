@@ -45,57 +45,68 @@ def _scan(text: str, golden: Optional[Path]) -> tuple[str, str, Optional[int]]:
     return parts[0], parts[1], int(parts[2]) if len(parts) == 3 else None
 
 
+# The options whose declarations are long, named here to keep bench() short.
+_ModelOption = Annotated[
+    Optional[list[str]],
+    typer.Option("--model", "-m", help="Model (repeatable); default both (quick: fastsam3d)."),
+]
+_BackendOption = Annotated[
+    Optional[list[str]],
+    typer.Option(help="Attention backend besides 'reference' (repeatable); default exact."),
+]
+_DeviceOption = Annotated[
+    Optional[list[str]], typer.Option(help="Device (repeatable): cpu, cuda, mps, auto.")
+]
+_PrecisionOption = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        help="Encoder precision (repeatable): float32, bfloat16, float16, int8 (CPU); "
+        "default float32. Other rows are compared with float32: speed and agreement."
+    ),
+]
+_VolumeOption = Annotated[str, typer.Option(help="Click-test volume shape, e.g. 512x512x300.")]
+_CompileOption = Annotated[
+    bool, typer.Option("--compile", help="torch.compile the encoder and decoder.")
+]
+_QuickOption = Annotated[
+    bool,
+    typer.Option(help="CI-sized: fastsam3d, 1 repeat, a 96×96×64 volume, no FLOPs."),
+]
+_GoldenOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        metavar="DIR",
+        help="Golden references: agreement also on their seeded weights and scenarios.",
+    ),
+]
+_ScanOption = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        metavar="IMAGE,LABEL[,VALUE]",
+        help="A scan and its label (repeatable): agreement also on clicks there (with "
+        "--golden's seeded weights).",
+    ),
+]
+_JsonOption = Annotated[
+    Optional[Path], typer.Option("--json", "-o", help="Write the full report as JSON.")
+]
+
+
 def bench(
-    model: Annotated[
-        Optional[list[str]],
-        typer.Option("--model", "-m", help="Model (repeatable); default both (quick: fastsam3d)."),
-    ] = None,
-    backend: Annotated[
-        Optional[list[str]],
-        typer.Option(help="Attention backend besides 'reference' (repeatable); default exact."),
-    ] = None,
-    device: Annotated[
-        Optional[list[str]], typer.Option(help="Device (repeatable): cpu, cuda, mps, auto.")
-    ] = None,
-    precision: Annotated[
-        Optional[list[str]],
-        typer.Option(
-            help="Encoder precision (repeatable): float32, bfloat16, float16, int8 (CPU); "
-            "default float32. Other rows are compared with float32: speed and agreement."
-        ),
-    ] = None,
+    model: _ModelOption = None,
+    backend: _BackendOption = None,
+    device: _DeviceOption = None,
+    precision: _PrecisionOption = None,
     repeats: Annotated[int, typer.Option(help="Timed runs per measurement (median).")] = 5,
     warmup: Annotated[int, typer.Option(help="Untimed runs before timing.")] = 1,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads (default: torch's).")] = None,
-    volume: Annotated[str, typer.Option(help="Click-test volume shape, e.g. 512x512x300.")] = (
-        "512x512x300"
-    ),
-    compile_model: Annotated[
-        bool, typer.Option("--compile", help="torch.compile the encoder and decoder.")
-    ] = False,
+    volume: _VolumeOption = "512x512x300",
+    compile_model: _CompileOption = False,
     flops: Annotated[bool, typer.Option(help="Count FLOPs (one extra run per part).")] = True,
-    quick: Annotated[
-        bool,
-        typer.Option(help="CI-sized: fastsam3d, 1 repeat, a 96×96×64 volume, no FLOPs."),
-    ] = False,
-    golden: Annotated[
-        Optional[Path],
-        typer.Option(
-            metavar="DIR",
-            help="Golden references: agreement also on their seeded weights and scenarios.",
-        ),
-    ] = None,
-    scan: Annotated[
-        Optional[list[str]],
-        typer.Option(
-            metavar="IMAGE,LABEL[,VALUE]",
-            help="A scan and its label (repeatable): agreement also on clicks there (with "
-            "--golden's seeded weights).",
-        ),
-    ] = None,
-    json_path: Annotated[
-        Optional[Path], typer.Option("--json", "-o", help="Write the full report as JSON.")
-    ] = None,
+    quick: _QuickOption = False,
+    golden: _GoldenOption = None,
+    scan: _ScanOption = None,
+    json_path: _JsonOption = None,
 ) -> None:
     """Time encoder, decoder and an end-to-end click against the reference path; JSON report."""
     from ..attention import BACKENDS
