@@ -12,26 +12,21 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from seeded import GOLDEN_DIR, SHARED_DATA_DIR, seeded_model
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "Testing"))
-
-from conftest import GOLDEN_DIR, SHARED_DATA_DIR, seeded_model  # noqa: E402
-
-from fastsam3d_core import build_model  # noqa: E402
-from fastsam3d_core.benchmark import cpu_name  # noqa: E402
-from fastsam3d_core.geometry import Crop, CropGrid  # noqa: E402
-from fastsam3d_core.training.data import CaseFiles, DatasetError, TrainingCase, prepare  # noqa: E402
-from fastsam3d_core.training.distill import distill_encoder  # noqa: E402
-from fastsam3d_core.training.finetune import finetune  # noqa: E402
-from fastsam3d_core.training.loop import LoopConfig, Ranks  # noqa: E402
-from fastsam3d_core.training.objectives import LayerwiseDistillation  # noqa: E402
+from fastsam3d_core import build_model
+from fastsam3d_core.benchmark import cpu_name
+from fastsam3d_core.geometry import Crop, CropGrid
+from fastsam3d_core.training.data import CaseFiles, DatasetError, TrainingCase, prepare
+from fastsam3d_core.training.distill import distill_encoder
+from fastsam3d_core.training.finetune import finetune
+from fastsam3d_core.training.loop import LoopConfig, Ranks
+from fastsam3d_core.training.objectives import LayerwiseDistillation
 
 
 def training_case() -> TrainingCase:

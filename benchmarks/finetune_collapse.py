@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "Testing"))
 
 STRUCTURES = {  # name: (image, label, label value), in ../shared/data
     "liver": ("totalseg_ct/example_ct_3mm.nii.gz", "totalseg_ct/example_seg_3mm.nii.gz", 5),
@@ -43,7 +42,7 @@ PATHS = ("onednn", "plain")
 def run_path(arguments: argparse.Namespace) -> list[dict]:
     """Every structure and seed on this process's linear path; one record per run."""
     import torch
-    from conftest import SHARED_DATA_DIR, seeded_model
+    from seeded import SHARED_DATA_DIR, seeded_model
 
     from fastsam3d_core.training import finetune as recipe
     from fastsam3d_core.training.data import CaseFiles, prepare

@@ -28,13 +28,10 @@ import time
 from pathlib import Path
 
 import torch
+from bench_training import seeded, training_case
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_training import seeded, training_case  # noqa: E402
-
-from fastsam3d_core.training import finetune as recipe  # noqa: E402
-from fastsam3d_core.training.loop import LoopConfig, Ranks, join_group, leave_group  # noqa: E402
+from fastsam3d_core.training import finetune as recipe
+from fastsam3d_core.training.loop import LoopConfig, Ranks, join_group, leave_group
 
 LEARNING_RATE = 3e-3  # fastsam3d finetune's default
 
