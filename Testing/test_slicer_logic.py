@@ -183,7 +183,7 @@ def test_moving_deleting_undo_redo_and_clear_follow_the_markups(scene, make_logi
     logic.negativeNode.SetNthControlPointPositionWorld(0, *(deepest_ras(labels, 1) + [0, 3.0, 0]))
     logic.synchronizePoints()
     settle(logic)
-    clicks = sorted(tuple(np.round(click.ras, 3)) for click in logic.clicks)
+    clicks = sorted(tuple(np.round(click.point_ras, 3)) for click in logic.clicks)
     assert tuple(np.round(deepest_ras(labels, 1) + [0, 3.0, 0], 3)) in clicks
     logic.undo()
     settle(logic)
@@ -460,9 +460,7 @@ def test_a_point_the_logic_cannot_take_is_reported_once_and_taken_back(scene, ma
     assert logic.positiveNode.GetNumberOfControlPoints() == 1 and len(logic.clicks) == 1
 
 
-def test_the_observer_hears_busy_when_edits_queue_and_idle_once_all_are_applied(
-    scene, make_logic
-):
+def test_the_observer_hears_busy_when_edits_queue_and_idle_once_all_are_applied(scene, make_logic):
     labels, _, logic, spleen = spleen_clicked(scene, make_logic)
     busy = logic.observer.busy
     assert busy == [True, False, True, False]  # the session's opening, then the click
@@ -528,7 +526,7 @@ def test_a_point_edited_in_the_markups_table_moves_its_click_and_a_drag_waits_fo
     typed = spleen + [0.0, 3.0, 0.0]
     logic.positiveNode.SetNthControlPointPositionWorld(0, *typed)
     settle(logic)
-    np.testing.assert_allclose(logic.clicks[0].ras, typed)
+    np.testing.assert_allclose(logic.clicks[0].point_ras, typed)
     # A drag in a view: PointModifiedEvent on every mouse move while Slicer marks the node as
     # moving; the click moves once, when the drag ends.
     node = logic.positiveNode
@@ -538,14 +536,14 @@ def test_a_point_edited_in_the_markups_table_moves_its_click_and_a_drag_waits_fo
         node.SetNthControlPointPositionWorld(0, *(typed + [step * 1.0, 0.0, 0.0]))
         assert not logic.busy, "a click moved during the drag"
     settle(logic)
-    np.testing.assert_allclose(logic.clicks[0].ras, typed)
+    np.testing.assert_allclose(logic.clicks[0].point_ras, typed)
     node.InvokeEvent(node.PointEndInteractionEvent)  # Slicer clears the attribute after it
     node.SetAttribute("Markups.MovingInSliceView", "")
     settle(logic)
-    np.testing.assert_allclose(logic.clicks[0].ras, typed + [5.0, 0.0, 0.0])
+    np.testing.assert_allclose(logic.clicks[0].point_ras, typed + [5.0, 0.0, 0.0])
     logic.undo()  # the whole drag is one edit
     settle(logic)
-    np.testing.assert_allclose(logic.clicks[0].ras, typed)
+    np.testing.assert_allclose(logic.clicks[0].point_ras, typed)
     np.testing.assert_allclose(node.GetNthControlPointPositionWorld(0), typed)
 
 

@@ -15,6 +15,7 @@ from conftest import SHARED
 from test_session import oblique_copy
 
 from fastsam3d_core import Volume
+from fastsam3d_core.session import Click
 
 slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (pip install '.[test]')")
 vtk = pytest.importorskip("vtk")
@@ -25,12 +26,11 @@ if str(MODULE_DIR) not in sys.path:
     sys.path.insert(0, str(MODULE_DIR))
 
 from fastsam3d_mrml import mrml_io  # noqa: E402
-from fastsam3d_mrml.markups_clicks import ClickMarkups  # noqa: E402
+from fastsam3d_mrml.markups_clicks import ClickMarkups, edits_between  # noqa: E402
 from fastsam3d_mrml.segment_writer import (  # noqa: E402
     SegmentationNotSupportedError,
     SegmentWriter,
 )
-from fastsam3d_mrml.session_runner import ClickInfo  # noqa: E402
 
 DATA = SHARED / "data"
 BRATS_IMAGE = DATA / "brats2021_flair_edema/imagesTr/BraTS2021_01646.nii.gz"
@@ -329,24 +329,61 @@ def test_click_ids_travel_with_the_markups_points(scene):
         markups.positive.AddControlPointWorld(vtk.vtkVector3d(*ras), "")
     markups.negative.AddControlPointWorld(vtk.vtkVector3d(0.0, 0.0, 1.0), "")
     points = markups.identify_points()
-    assert markups.identify_points().keys() == points.keys(), "ids are kept in the points"
-    ids = {positive: [i for i, (_, p) in points.items() if p == positive] for positive in (1, 0)}
+    assert markups.identify_points() == points, "ids are kept in the points"
+    assert all(click.click_id == i for i, click in points.items())
+    ids = {
+        positive: [i for i, click in points.items() if click.positive == positive]
+        for positive in (True, False)
+    }
     assert len(ids[True]) == 2 and len(ids[False]) == 1
-    np.testing.assert_allclose(points[ids[True][1]][0], [-40.5, 12.25, 7.0], atol=1e-9)
+    np.testing.assert_allclose(points[ids[True][1]].point_ras, [-40.5, 12.25, 7.0], atol=1e-9)
     # Show a session's clicks: the first point stays as it is, the second moves, the negative
     # one goes, and an undone deletion comes back under its id.
     first_markups_id = markups.positive.GetNthControlPointID(0)
     clicks = [
-        ClickInfo(ids[True][0], tuple(points[ids[True][0]][0]), True),
-        ClickInfo(ids[True][1], (5.0, 6.0, 7.0), True),
-        ClickInfo("restored", (8.0, 9.0, 10.0), True),
+        points[ids[True][0]],
+        Click((5.0, 6.0, 7.0), True, ids[True][1]),
+        Click((8.0, 9.0, 10.0), True, "restored"),
     ]
     markups.show(clicks)
     shown = markups.identify_points()
     assert set(shown) == {ids[True][0], ids[True][1], "restored"}
     assert markups.positive.GetNthControlPointID(0) == first_markups_id
-    np.testing.assert_allclose(shown[ids[True][1]][0], [5.0, 6.0, 7.0], atol=1e-9)
+    np.testing.assert_allclose(shown[ids[True][1]].point_ras, [5.0, 6.0, 7.0], atol=1e-9)
     assert markups.negative.GetNumberOfControlPoints() == 0
+
+
+def test_edits_between_sent_clicks_and_points_match_by_id_alone():
+    kept, moved = Click((1, 2, 3), True, "kept"), Click((4, 5, 6), True, "moved")
+    retyped, gone = Click((7, 8, 9), True, "retyped"), Click((0, 0, 0), False, "gone")
+    sent = {c.click_id: c for c in (kept, moved, retyped, gone)}
+    new = Click((1, 2, 3), True, "new")  # where "kept" is: a new click all the same
+    points = {
+        "kept": kept,
+        "moved": Click((4, 5, 7), True, "moved"),
+        "retyped": Click((7, 8, 9), False, "retyped"),
+        "new": new,
+    }
+    assert edits_between(sent, points) == [
+        ("remove", retyped),
+        ("remove", gone),
+        ("move", points["moved"]),
+        ("add", points["retyped"]),
+        ("add", new),
+    ]
+    assert edits_between(points, points) == []
+
+
+def test_the_session_clicks_are_shown_only_where_they_differ_from_those_sent(scene):
+    markups = ClickMarkups(scene)
+    markups.positive.AddControlPointWorld(vtk.vtkVector3d(1.0, 2.0, 3.0), "")
+    (sent,) = markups.send_all()
+    assert markups.sent == {sent.click_id: sent}
+    markups.positive.SetNthControlPointPositionWorld(0, 4.0, 5.0, 6.0)  # not sent yet
+    markups.show_session((sent,))  # the session holds what was sent: the points stay
+    assert markups.identify_points()[sent.click_id].point_ras == (4.0, 5.0, 6.0)
+    markups.show_session(())  # e.g. the session refused the point
+    assert markups.positive.GetNumberOfControlPoints() == 0 and markups.sent == {}
 
 
 def test_volume_fingerprint_changes_with_voxels_and_transform(scene):

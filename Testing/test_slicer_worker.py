@@ -1,6 +1,7 @@
-"""The Slicer module's Qt-free parts that need no MRML: worker thread, session runner, install.
+"""The engine's and the Slicer module's parts that need no MRML: the worker thread, the session
+jobs that run on it, the install.
 
-The worker is tested with real threads; the runner with the oracle on a real scan.
+The worker is tested with real threads; its session jobs with the oracle on a real scan.
 """
 
 from __future__ import annotations
@@ -105,54 +106,80 @@ def test_shutdown_drops_queued_jobs_and_ends_the_thread():
     assert not worker.alive
 
 
-# -- session runner ---------------------------------------------------------------------------
+# -- the session on the worker -----------------------------------------------------------------
+
+
+def test_busy_is_told_when_jobs_queue_and_once_all_are_delivered():
+    told: list[bool] = []
+    worker = Worker(on_busy=told.append)
+    release = threading.Event()
+    worker.submit(lambda report: release.wait(10))
+    # Its callback queues one more job: idle only once that one is delivered too.
+    worker.submit(lambda report: None, lambda _: worker.submit(lambda report: None))
+    assert told == [True] and worker.poll() == 0
+    release.set()
+    assert worker.wait(10)
+    assert told == [True, False]
+    worker.submit(lambda report: None)
+    assert worker.wait(10) and told == [True, False, True, False]
+    worker.shutdown()
 
 
 @pytest.mark.skipif(not DATA.is_dir(), reason="test scans not found")
-def test_runner_patches_are_the_changed_boxes_and_are_copies():
+def test_worker_jobs_hand_back_the_core_changes_which_later_edits_leave_as_they_were():
     from test_session import CountingPredictor, deepest_voxel
 
-    from fastsam3d_core import Volume
-    from fastsam3d_core.session import OraclePredictor
-    from fastsam3d_mrml.session_runner import SessionRunner
+    from fastsam3d_core import Session, Volume
+    from fastsam3d_core.session import Click, OraclePredictor
+    from fastsam3d_mrml.worker import WorkerState
 
     image = Volume.from_file(DATA / "totalseg_ct/example_ct_3mm.nii.gz")
     labels = Volume.from_file(DATA / "totalseg_ct/example_seg_3mm.nii.gz")
     predictor = CountingPredictor(OraclePredictor(labels, 1))
-    runner = SessionRunner(image, predictor)
+    state = WorkerState()
+    with pytest.raises(RuntimeError, match="no model is loaded yet"):
+        state.require_session()
+    state.session = Session(image, predictor)
+    reports: list[str] = []
+
+    def report(message, fraction=None):
+        reports.append(message)
+
     point = image.index_to_ras(deepest_voxel(labels.array == 1))
-    assert runner.would_encode(point)
-    update = runner.add_point("P1", point, True)
-    assert update.encoder_ran and predictor.encodes == 1
-    assert not runner.would_encode(point + 3.0)
-    (patch,) = update.patches
+    update = state.edit_point("add", Click(point, True, "P1"), report)
+    assert update.encoder_ran and predictor.encodes == 1 and reports[0].startswith("Preparing")
+    (change,) = update.changes
     full = np.zeros(image.shape, bool)
-    full[tuple(slice(a, b) for a, b in zip(patch.lo_ijk, patch.hi_ijk))] = patch.mask
-    assert np.array_equal(full, runner.session.mask().astype(bool))
-    patch.mask[:] = False  # the receiver owns the copy
-    assert runner.session.mask().any()
-    moved = runner.move_point("P1", point + [3.0, 0, 0])
-    assert predictor.encodes == 1
-    assert [(c.click_id, c.ras) for c in moved.clicks] == [("P1", tuple(point + [3.0, 0, 0]))]
-    assert moved.patches == (), "the oracle's mask does not change with the move"
+    full[tuple(slice(a, b) for a, b in zip(change.lo_ijk, change.hi_ijk))] = change.mask
+    assert np.array_equal(full, state.session.mask().astype(bool))
+    written = change.mask.copy()
+    moved = state.edit_point("move", Click(point + [3.0, 0, 0], True, "P1"), report)
+    assert predictor.encodes == 1 and len(reports) == 1  # inside its crop: decoder only
+    assert moved.clicks == (Click(point + [3.0, 0, 0], True, "P1"),)
+    assert moved.changes == (), "the oracle's mask does not change with the move"
     with pytest.raises(KeyError, match="no longer part of the session"):
-        runner.remove_point("N1")
-    undone = runner.undo()  # the move, in one step
-    assert [c.ras for c in undone.clicks] == [tuple(point)] and undone.patches == ()
-    undone = runner.undo()
-    assert {p.session_id for p in undone.patches} == {1} and undone.clicks == ()
-    assert not any(p.mask.any() for p in undone.patches)
-    second = runner.new_segment()
+        state.edit_point("remove", Click(point, False, "N1"), report)
+    undone = state.edit(lambda session: session.undo())  # the move, in one step
+    assert undone.clicks == (Click(point, True, "P1"),) and undone.changes == ()
+    undone = state.edit(lambda session: session.undo())
+    assert [c.segment_id for c in undone.changes] == [1] and undone.clicks == ()
+    assert not any(c.mask.any() for c in undone.changes)
+    assert np.array_equal(change.mask, written), "a later edit changed an update handed back"
+    second = state.edit(lambda session: session.new_segment())
     assert second.current == 2 and [s[0] for s in second.segments] == [1, 2]
-    assert second.clicks == ()
+    assert second.clicks == () and state.rewrite(1).changes == ()
     # A point of the first segment deleted while the switch was still queued: it goes from
     # the first segment, and the second stays current.
-    runner = SessionRunner(image, predictor)
-    runner.add_point("P1", point, True)
-    runner.new_segment()
-    removed = runner.remove_point("P1")
+    state.session = Session(image, predictor)
+    state.edit_point("add", Click(point, True, "P1"), report)
+    (whole,) = state.rewrite(1).changes  # all of the segment, for an MRML segment made again
+    assert np.array_equal(
+        whole.mask, full[tuple(slice(a, b) for a, b in zip(whole.lo_ijk, whole.hi_ijk))]
+    )
+    state.edit(lambda session: session.new_segment())
+    removed = state.edit_point("remove", Click(point, True, "P1"), report)
     assert removed.current == 2 and removed.clicks == ()
-    assert runner.select_segment(1).clicks == ()
+    assert state.edit(lambda session: session.select_segment(1)).clicks == ()
 
 
 # -- first-use installation -------------------------------------------------------------------

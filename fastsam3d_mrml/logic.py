@@ -1,13 +1,13 @@
-"""The module's logic: MRML nodes in, live segments out, with all model work on one worker.
+"""The engine's main-thread side: MRML nodes in, live segments out, all model work on one worker.
 
 :class:`InteractiveSegmentationLogic` runs without the widget and without the Slicer application:
 it needs a MRML scene, a volume node, and a model (or any core predictor). Each fact has one
 home:
 
 - the clicks, crops, masks and undo history: the core ``Session``, on the worker thread
-  (:mod:`.session_runner`);
+  (:mod:`.worker`, whose jobs call the session directly);
 - the points as the user edits them: :class:`~.markups_clicks.ClickMarkups`, whose control
-  points carry their click's id;
+  points carry their click's id and are read as the core's ``Click``s;
 - the MRML segments, by label value, and which session segment writes to which:
   :class:`~.segment_writer.SegmentWriter`; the voxels the session protects are read from it when
   a session opens, and again only when another tool changes those segments.
@@ -29,19 +29,15 @@ import logging
 import time
 from typing import Any, Callable
 
-import numpy as np
+from fastsam3d_core.session import Click
 
 from . import mrml_io
 from .events import EngineObserver
 from .markups_clicks import ClickMarkups
-from .models import WARNING_PREFIX, load_predictor
-from .segment_writer import SegmentWriter
-from .session_runner import ClickInfo, SessionOpening, SessionRunner, Update, WorkerState
-from .worker import POLL_WAIT_S, Worker
-
-# Self-ensembling passes for the uncertainty overlay (the paper's default).
-UNCERTAINTY_SAMPLES = 20
-UNCERTAINTY_COLOR_NODE_ID = "vtkMRMLColorTableNodeFileColdToHotRainbow.txt"
+from .models import WARNING_PREFIX
+from .overlay import UNCERTAINTY_SAMPLES, show_entropy
+from .segment_writer import SegmentWriter, segmentation_for
+from .worker import POLL_WAIT_S, SessionOpening, Update, Worker, WorkerState
 
 
 class InteractiveSegmentationLogic:
@@ -71,28 +67,22 @@ class InteractiveSegmentationLogic:
         self.protectOtherSegments = protectOtherSegments
         self.pollWaitSeconds = POLL_WAIT_S
         self._observer = observer if observer is not None else EngineObserver()
-        self._busy = False  # as the observer was last told
         self.status = "No model loaded"
         self.lastLatencySeconds: float | None = None
         self.lastEncoderRan = False
         self.volumeNode = self.segmentationNode = None
         self.uncertaintyNode = None
-        self._worker = Worker(on_progress=self._onProgress, on_error=self._onJobError)
+        self._worker = Worker(self._onProgress, self._onJobError, self._observer.busyChanged)
         self._state = WorkerState()
         self._markups: ClickMarkups | None = None
         self._writer: SegmentWriter | None = None
         self._fingerprint: tuple | None = None
-        self._currentSessionId = 1
         self._targetSegmentId = ""
-        # Clicks by id as the session will hold them once every queued edit has run ...
-        self._expected: dict[str, tuple[np.ndarray, bool]] = {}
-        # ... and as the session last reported them.
-        self._reported: tuple[ClickInfo, ...] = ()
+        # The current segment's clicks as the session last reported them.
+        self._reported: tuple[Click, ...] = ()
         self._opening = 0  # session-opening jobs queued and not yet applied
         # Counts setInputs calls (each opens a new session); see _forTheseInputs.
         self._inputs = 0
-        self._protectedState: tuple = ()  # the protected segments as the session last read them
-        self._applying = False  # writing a result into MRML
 
     @property
     def observer(self) -> EngineObserver:
@@ -117,18 +107,9 @@ class InteractiveSegmentationLogic:
         on the same volume and segment."""
         self._setStatus(f"Loading {modelName}...")
         state = self._state
-        state.model_key = (modelName, device, weightsFile, server, token, adapterFile, precision)
-
-        def change(report):
-            try:
-                state.predictor = load_predictor(
-                    modelName, device, weightsFile, report, server, token, adapterFile, precision
-                )
-            except BaseException:
-                state.model_key = None  # so that asking again retries
-                raise
-
-        self._submitOpen(change, "load model", background=True)
+        key = (modelName, device, weightsFile, server, token, adapterFile, precision)
+        state.model_key = key
+        self._submitOpen(lambda report: state.load_model(key, report), "load model", True)
 
     @property
     def loadedModel(self) -> tuple | None:
@@ -164,14 +145,7 @@ class InteractiveSegmentationLogic:
         """
         volume = mrml_io.volume_from_node(volumeNode)
         same = volumeNode is self.volumeNode and segmentationNode is self.segmentationNode
-        if segmentationNode is None:
-            segmentationNode = self.scene.AddNewNodeByClass(
-                "vtkMRMLSegmentationNode", f"{volumeNode.GetName()} FastSAM3D"
-            )
-            segmentationNode.CreateDefaultDisplayNodes()
-            segmentationNode.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
-        if segmentationNode.GetSegmentation().GetNumberOfSegments() == 0:
-            segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+        segmentationNode = segmentation_for(self.scene, volumeNode, segmentationNode)
         writer = SegmentWriter(segmentationNode, volumeNode)  # may raise: nothing is set yet
         if same and self._writer is not None:
             writer.continue_from(self._writer)
@@ -211,7 +185,7 @@ class InteractiveSegmentationLogic:
             self._opening -= 1
             self._onJobError(error)
 
-        self._submit(job, opened, failed, label=label, urgent=not background)
+        self._worker.submit(job, opened, failed, label=label, urgent=not background)
         self._requestPoll()
 
     def _forTheseInputs(self, callback: Callable[[Any], None]) -> Callable[[Any], None]:
@@ -235,17 +209,9 @@ class InteractiveSegmentationLogic:
             target = ""
         # Behind another opening, the segment continues as that session's first segment.
         continued = (1 if self._opening else writer.session_id(target)) if target else None
-        points = self._markups.identify_points()
-        self._expected = points
-        protected = [s for s in writer.segment_ids() if s != target]
-        self._protectedState = writer.protected_state(protected)
-        return SessionOpening(
-            self.protectOtherSegments,
-            foreign=writer.voxels_of(protected),
-            initial=writer.read(target) if target else None,
-            continued=continued,
-            points=tuple((i, ras, positive) for i, (ras, positive) in points.items()),
-        )
+        points = self._markups.send_all()
+        foreign, initial = writer.read_for_session(target)
+        return SessionOpening(self.protectOtherSegments, foreign, initial, continued, points)
 
     def _onOpened(self, update: Update | None) -> None:
         """A new session: its first segment writes to the wanted MRML segment."""
@@ -259,7 +225,6 @@ class InteractiveSegmentationLogic:
         target = self._targetSegmentId
         exists = self._writer.segmentation.GetSegment(target)
         self._writer.start_session(target if exists else None, self.protectOtherSegments)
-        self._currentSessionId = 1
         self._applyUpdate(update)
 
     # -- points --------------------------------------------------------------------------
@@ -277,8 +242,8 @@ class InteractiveSegmentationLogic:
         return self._markups.suggestion if self._markups else None
 
     @property
-    def clicks(self) -> tuple[ClickInfo, ...]:
-        """The current segment's clicks as the session last reported them."""
+    def clicks(self) -> tuple[Click, ...]:
+        """The current segment's clicks as the session last reported them (core ``Click``s)."""
         return self._reported
 
     def synchronizePoints(self) -> None:
@@ -289,17 +254,7 @@ class InteractiveSegmentationLogic:
         """
         if self._markups is None or self._markups.updating or self.volumeNode is None:
             return
-        points = self._markups.identify_points()
-        edits = []
-        for clickId, (_, positive) in self._expected.items():
-            if clickId not in points or points[clickId][1] != positive:
-                edits.append(("remove", clickId, None, positive))
-        for clickId, (ras, positive) in points.items():
-            old = self._expected.get(clickId)
-            if old is None or old[1] != positive:
-                edits.append(("add", clickId, ras, positive))
-            elif not np.array_equal(old[0], ras):
-                edits.append(("move", clickId, ras, positive))
+        points, edits = self._markups.unsent_edits()
         if not edits:
             return
         if mrml_io.volume_fingerprint(self.volumeNode) != self._fingerprint:
@@ -307,9 +262,9 @@ class InteractiveSegmentationLogic:
             self.setInputs(self.volumeNode, self.segmentationNode, self.currentSegmentId or "")
             return
         self._refreshProtection()
-        self._expected = points
-        for edit in edits:
-            self._submitEdit(*edit)
+        self._markups.sent = points
+        for kind, click in edits:
+            self._submitEdit(kind, click)
         self._requestPoll()
 
     def _onPointsEdited(self) -> None:
@@ -318,10 +273,7 @@ class InteractiveSegmentationLogic:
         try:
             self.synchronizePoints()
         except Exception as error:
-            expected = self._expected.items()
-            self._markups.show(
-                ClickInfo(i, tuple(ras), positive) for i, (ras, positive) in expected
-            )
+            self._markups.show(self._markups.sent.values())
             self._onJobError(error)
 
     def deleteLastPoint(self) -> None:
@@ -335,18 +287,9 @@ class InteractiveSegmentationLogic:
         if self._markups is not None:
             self._markups.delete(clickId)
 
-    def _submitEdit(self, kind: str, clickId: str, ras=None, positive: bool = True) -> None:
+    def _submitEdit(self, kind: str, click: Click) -> None:
+        """Queue one edit of the points (see :func:`.markups_clicks.edits_between`)."""
         state, submitted = self._state, time.perf_counter()
-
-        def job(report):
-            runner = state.require_runner()
-            if kind == "remove":
-                return runner.remove_point(clickId)
-            if runner.would_encode(ras):
-                report("Preparing: encoding the image around the point...", None)
-            if kind == "add":
-                return runner.add_point(clickId, ras, positive)
-            return runner.move_point(clickId, ras)
 
         def done(update: Update) -> None:
             self.lastLatencySeconds = time.perf_counter() - submitted
@@ -354,23 +297,27 @@ class InteractiveSegmentationLogic:
             self._applyUpdate(update)
 
         self._setStatus("Segmenting...")
-        self._submit(job, self._forTheseInputs(done), label=f"{kind} point")
+        self._worker.submit(
+            lambda report: state.edit_point(kind, click, report),
+            self._forTheseInputs(done),
+            label=f"{kind} point",
+        )
 
     # -- history and segments ------------------------------------------------------------
 
     def undo(self) -> None:
-        self._submitRunner(lambda runner: runner.undo(), "undo")
+        self._submitSession(lambda session: session.undo(), "undo")
 
     def redo(self) -> None:
-        self._submitRunner(lambda runner: runner.redo(), "redo")
+        self._submitSession(lambda session: session.redo(), "redo")
 
     def clearSegment(self) -> None:
         """Remove the current segment's points and voxels (undoable)."""
-        self._submitRunner(lambda runner: runner.reset(), "clear")
+        self._submitSession(lambda session: session.reset(), "clear")
 
     def nextSegment(self) -> None:
         """Start a new segment; later points go to it."""
-        self._submitRunner(lambda runner: runner.new_segment(), "new segment")
+        self._submitSession(lambda session: session.new_segment(), "new segment")
 
     def selectSegment(self, segmentId: str) -> None:
         """Send later points to this MRML segment. One made elsewhere (e.g. painted) is
@@ -379,11 +326,11 @@ class InteractiveSegmentationLogic:
         Ignored while the logic itself adds or removes segments: a segment selector reacting
         to that must not redirect the points.
         """
-        if self._applying or self._writer is None:
+        if self._writer is None or self._writer.applying:
             return
         sessionId = self._writer.session_id(segmentId)
         if sessionId is not None:
-            self._submitRunner(lambda runner: runner.select_segment(sessionId), "select")
+            self._submitSession(lambda session: session.select_segment(sessionId), "select")
             return
         segment = self.segmentationNode.GetSegmentation().GetSegment(segmentId)
         if segment is None:
@@ -395,14 +342,15 @@ class InteractiveSegmentationLogic:
             self._writer.bind(update.current, segmentId)
             self._applyUpdate(update)
 
-        self._submitRunner(lambda runner: runner.adopt_segment(name, voxels), "refine", adopted)
+        self._submitSession(
+            lambda session: session.new_segment(name, initial_mask=voxels), "refine", adopted
+        )
 
-    def _submitRunner(
-        self, action: Callable[[SessionRunner], Update], label: str, done=None
-    ) -> None:
+    def _submitSession(self, edit: Callable[[Any], Any], label: str, done=None) -> None:
+        """Queue ``edit(session)`` (a core ``Session`` edit that returns its ``Result``)."""
         state = self._state
-        self._submit(
-            lambda report: action(state.require_runner()),
+        self._worker.submit(
+            lambda report: state.edit(edit),
             self._forTheseInputs(done or self._applyUpdate),
             label=label,
         )
@@ -417,9 +365,9 @@ class InteractiveSegmentationLogic:
     @property
     def currentSegmentId(self) -> str | None:
         """The MRML segment that points go to."""
-        return self._writer.mrml_id(self._currentSessionId) if self._writer else None
+        return self._writer.current_mrml_id() if self._writer else None
 
-    # -- uncertainty ---------------------------------------------------------------------
+    # -- uncertainty and export ----------------------------------------------------------
 
     def computeUncertainty(self, suggest: bool = False) -> None:
         """Show the current segment's uncertainty (entropy, bits) as an overlay volume; with
@@ -427,12 +375,20 @@ class InteractiveSegmentationLogic:
         state = self._state
         self._setStatus("Estimating uncertainty...")
 
-        def job(report):
-            return state.require_runner().uncertainty(UNCERTAINTY_SAMPLES)
+        def show(uncertainty: Any) -> None:
+            entropy = uncertainty.entropy.array
+            node = show_entropy(self.scene, self.uncertaintyNode, self.volumeNode, entropy)
+            self.uncertaintyNode = node
+            self._observer.uncertaintyReady(node)
+            point = uncertainty.most_uncertain_ras
+            if suggest:
+                self._markups.suggest(point)
+                self._observer.suggestionReady(point)
+            self._setStatus("Ready" if point is not None else "Ready: the segment is certain")
 
-        self._submit(
-            job,
-            self._forTheseInputs(lambda result: self._applyUncertainty(result, suggest)),
+        self._worker.submit(
+            lambda report: state.require_session().uncertainty(samples=UNCERTAINTY_SAMPLES),
+            self._forTheseInputs(show),
             label="uncertainty",
         )
         self._requestPoll()
@@ -440,28 +396,6 @@ class InteractiveSegmentationLogic:
     def suggestNextPoint(self) -> None:
         """Find the most uncertain voxel of the current segment and mark it."""
         self.computeUncertainty(suggest=True)
-
-    def _applyUncertainty(self, uncertainty: Any, suggest: bool) -> None:
-        node = self.uncertaintyNode
-        if node is None or self.scene.GetNodeByID(node.GetID()) is None:
-            node = self.uncertaintyNode = self.scene.AddNewNodeByClass(
-                "vtkMRMLScalarVolumeNode", "FastSAM3D uncertainty"
-            )
-        mrml_io.update_overlay_volume(node, self.volumeNode, uncertainty.entropy.array)
-        node.CreateDefaultDisplayNodes()  # a volume filled from an array has none yet
-        display = node.GetDisplayNode()
-        display.AutoWindowLevelOff()
-        display.SetWindowLevelMinMax(0.0, 1.0)
-        if self.scene.GetNodeByID(UNCERTAINTY_COLOR_NODE_ID):
-            display.SetAndObserveColorNodeID(UNCERTAINTY_COLOR_NODE_ID)
-        self._observer.uncertaintyReady(node)
-        point = uncertainty.most_uncertain_ras
-        if suggest:
-            self._markups.suggest(point)
-            self._observer.suggestionReady(point)
-        self._setStatus("Ready" if point is not None else "Ready: the segment is certain")
-
-    # -- export --------------------------------------------------------------------------
 
     def exportSegmentation(self, path: str) -> Any:
         """Save the segmentation (``.seg.nrrd``) or a labelmap on the volume's grid."""
@@ -482,17 +416,11 @@ class InteractiveSegmentationLogic:
         the GIL released, so the worker runs even where the caller's thread holds the GIL the
         rest of the time (Slicer's main thread). Returns how many edits finished.
         """
-        finished = self._worker.poll(
-            self.pollWaitSeconds if waitSeconds is None else waitSeconds
-        )
-        self._tellBusy()
-        return finished
+        return self._worker.poll(self.pollWaitSeconds if waitSeconds is None else waitSeconds)
 
     def waitForIdle(self, timeout: float | None = None) -> bool:
         """Block until every queued edit is applied (tests, scripts); False on timeout."""
-        idle = self._worker.wait(timeout)
-        self._tellBusy()
-        return idle
+        return self._worker.wait(timeout)
 
     def cleanup(self) -> None:
         """Stop the worker and stop observing the points; the session and model are
@@ -505,42 +433,24 @@ class InteractiveSegmentationLogic:
     def _requestPoll(self) -> None:
         self._observer.resultsPending()
 
-    def _submit(self, job: Callable, done=None, failed=None, **options: Any) -> None:
-        """Queue a job on the worker (see :meth:`.worker.Worker.submit`)."""
-        self._worker.submit(job, done, failed, **options)
-        self._tellBusy()
-
-    def _tellBusy(self) -> None:
-        """Tell the observer when edits were queued with none pending before, and when the
-        last pending one was applied."""
-        busy = self._worker.pending > 0
-        if busy != self._busy:
-            self._busy = busy
-            self._observer.busyChanged(busy)
-
     def _applyUpdate(self, update: Update | None) -> None:
         if update is None:
             return
         previous = self.currentSegmentId
-        self._applying = True
-        try:
-            self._currentSessionId = update.current
-            changed, remade = self._writer.sync_segments(update.segments)
-            for patch in update.patches:
-                self._writer.write_patch(patch)
-            self._protectedState = self._writer.protected_state()
-        finally:
-            self._applying = False
+        changed, remade = self._writer.apply(update)
         for sessionId in remade:  # deleted by someone else: write all of it again
-            self._submitRunner(
-                lambda runner, sid=sessionId: runner.segment_from(sid, None), "rewrite segment"
+            self._worker.submit(
+                lambda report, state=self._state, sid=sessionId: state.rewrite(sid),
+                self._forTheseInputs(self._applyUpdate),
+                label="rewrite segment",
             )
+            self._requestPoll()
         self._targetSegmentId = self.currentSegmentId or ""
         if changed or self.currentSegmentId != previous:
             self._observer.segmentsChanged()
         self._reported = update.clicks
         if self._worker.pending == 0:
-            self._showClicks()
+            self._markups.show_session(self._reported)
             latency = self.lastLatencySeconds
             self._setStatus(
                 "Ready"
@@ -552,29 +462,12 @@ class InteractiveSegmentationLogic:
     def _refreshProtection(self) -> None:
         """Before an edit: if another tool changed the segments the session protects (painted
         with the Segment Editor meanwhile), send the session their voxels again."""
-        writer = self._writer
-        current = writer.protected_state() if writer is not None else self._protectedState
-        if current == self._protectedState:
-            return
-        foreign = writer.voxels_of(writer.protected_ids())
-        self._protectedState = current
-        state = self._state
-        self._submit(
-            lambda report: state.require_runner().set_foreign_mask(foreign), label="protect"
-        )
-
-    def _showClicks(self) -> None:
-        """Once every edit has run: where the session's clicks differ from the points sent
-        (undo, redo, a refused point), make the markups show the session's."""
-        reported = {c.click_id: (np.array(c.ras), c.positive) for c in self._reported}
-        same = reported.keys() == self._expected.keys() and all(
-            reported[i][1] == self._expected[i][1]
-            and np.array_equal(reported[i][0], self._expected[i][0])
-            for i in reported
-        )
-        if not same:
-            self._markups.show(self._reported)
-            self._expected = reported
+        foreign = self._writer.foreign_if_changed() if self._writer is not None else None
+        if foreign is not None:
+            state = self._state
+            self._worker.submit(
+                lambda report: state.require_session().set_foreign_mask(foreign), label="protect"
+            )
 
     def _ensureMarkups(self, clear: bool) -> None:
         if self._markups is None:
@@ -584,7 +477,7 @@ class InteractiveSegmentationLogic:
         self._markups.observe(self._onPointsEdited)
         if clear:
             self._markups.clear()
-        self._expected = {}
+        self._markups.sent = {}
 
     # -- reporting -----------------------------------------------------------------------
 
@@ -601,6 +494,6 @@ class InteractiveSegmentationLogic:
 
     def _onJobError(self, error: BaseException) -> None:
         if self._worker.pending == 0 and self._markups is not None:
-            self._showClicks()  # drop a point the session refused
+            self._markups.show_session(self._reported)  # drop a point the session refused
         self._setStatus(f"Error: {error}")
         self._observer.errorOccurred(error)

@@ -3,7 +3,9 @@
 Positive points live in one markups fiducial node, negative points in another. Each control
 point carries its click's identity in its description (``fastsam3d:<id>``), the same id the core
 :class:`~fastsam3d_core.Session` keeps for the click, so a point and its click are matched by id
-alone: moving, deleting or restoring a point (undo) never matches by position. Markups' own
+alone: moving, deleting or restoring a point (undo) never matches by position. A point is read
+as the core's own :class:`~fastsam3d_core.session.Click` (RAS, polarity, id), the one form a
+click has from the markups to the session and back. Markups' own
 control point IDs cannot serve: they cannot be set from Python, so an undone deletion could not
 bring its point back under the same ID, and Slicer reuses them.
 
@@ -20,6 +22,8 @@ from typing import Callable
 import numpy as np
 import vtk
 
+from fastsam3d_core.session import Click
+
 POSITIVE_COLOR = (0.2, 0.8, 0.2)
 NEGATIVE_COLOR = (0.9, 0.2, 0.2)
 SUGGESTION_COLOR = (1.0, 0.85, 0.1)
@@ -34,11 +38,16 @@ class ClickMarkups:
 
     Args:
         scene: the MRML scene.
+
+    Attributes:
+        sent: the clicks by id as the session will hold them once every edit sent to it has
+            run; the points differ from them until the user's latest edits are sent.
     """
 
     def __init__(self, scene) -> None:
         self.scene = scene
         self.positive = self.negative = self.suggestion = None
+        self.sent: dict[str, Click] = {}
         self._observations: list[tuple[object, int]] = []
         self._updating = False
         self.ensure_nodes()
@@ -82,10 +91,10 @@ class ClickMarkups:
 
     # -- reading -------------------------------------------------------------------------
 
-    def identify_points(self) -> dict[str, tuple[np.ndarray, bool]]:
-        """Every placed point by click id: (world RAS (3,), positive). A point without one
-        (just placed by the user) gets a new id, written into its description."""
-        points: dict[str, tuple[np.ndarray, bool]] = {}
+    def identify_points(self) -> dict[str, Click]:
+        """Every placed point as a click (world RAS), by click id. A point without one (just
+        placed by the user) gets a new id, written into its description."""
+        points: dict[str, Click] = {}
         for positive in (True, False):
             node = self.node_for(positive)
             for n in range(node.GetNumberOfControlPoints()):
@@ -98,8 +107,19 @@ class ClickMarkups:
                         node.SetNthControlPointDescription(n, ID_PREFIX + click_id)
                 position = [0.0, 0.0, 0.0]
                 node.GetNthControlPointPositionWorld(n, position)
-                points[click_id] = (np.array(position), positive)
+                points[click_id] = Click(position, positive, click_id)
         return points
+
+    def send_all(self) -> tuple[Click, ...]:
+        """Every placed point, as the clicks a new session places again; all count as sent."""
+        self.sent = self.identify_points()
+        return tuple(self.sent.values())
+
+    def unsent_edits(self) -> tuple[dict[str, Click], list[tuple[str, Click]]]:
+        """The placed points and the edits that turn :attr:`sent` into them (see
+        :func:`edits_between`); once the edits are sent, the points are the new :attr:`sent`."""
+        points = self.identify_points()
+        return points, edits_between(self.sent, points)
 
     @staticmethod
     def is_moving(node) -> bool:
@@ -108,9 +128,9 @@ class ClickMarkups:
 
     # -- writing -------------------------------------------------------------------------
 
-    def show(self, clicks: Iterable) -> None:
-        """Make the nodes show exactly these clicks (``click_id``, ``ras``, ``positive``),
-        changing only the points that differ (undo, redo, a refused point)."""
+    def show(self, clicks: Iterable[Click]) -> None:
+        """Make the nodes show exactly these clicks, changing only the points that differ
+        (undo, redo, a refused point)."""
         wanted = {click.click_id: click for click in clicks}
         with self.changing():
             for positive in (True, False):
@@ -133,12 +153,20 @@ class ClickMarkups:
             shown.add(click.click_id)
             position = [0.0, 0.0, 0.0]
             node.GetNthControlPointPositionWorld(n, position)
-            if not np.array_equal(position, click.ras):
-                node.SetNthControlPointPositionWorld(n, *click.ras)
+            if not np.array_equal(position, click.point_ras):
+                node.SetNthControlPointPositionWorld(n, *click.point_ras)
         for click in wanted.values():
             if click.positive == positive and click.click_id not in shown:
-                n = node.AddControlPointWorld(vtk.vtkVector3d(*click.ras), "")
+                n = node.AddControlPointWorld(vtk.vtkVector3d(*click.point_ras), "")
                 node.SetNthControlPointDescription(n, ID_PREFIX + click.click_id)
+
+    def show_session(self, clicks: tuple[Click, ...]) -> None:
+        """Once every edit sent has run: where the session's clicks differ from the clicks
+        sent (undo, redo, a refused point), show the session's, which count as sent now."""
+        reported = {click.click_id: click for click in clicks}
+        if reported != self.sent:
+            self.show(clicks)
+            self.sent = reported
 
     def delete(self, click_id: str) -> None:
         """Delete the point of a click, as the user would (its removal is observed)."""
@@ -192,6 +220,25 @@ class ClickMarkups:
         for node, tag in self._observations:
             node.RemoveObserver(tag)
         self._observations = []
+
+
+def edits_between(sent: dict[str, Click], points: dict[str, Click]) -> list[tuple[str, Click]]:
+    """The edits that turn the clicks ``sent`` (by id) into the ``points`` placed now:
+    ("remove", click) for a point deleted or whose polarity changed (it moved to the other
+    node), then ("add", click) for a new point or that re-typed one, and ("move", click) for a
+    point placed elsewhere; in this order, which the worker keeps."""
+    edits = [
+        ("remove", click)
+        for click_id, click in sent.items()
+        if click_id not in points or points[click_id].positive != click.positive
+    ]
+    for click_id, click in points.items():
+        old = sent.get(click_id)
+        if old is None or old.positive != click.positive:
+            edits.append(("add", click))
+        elif old.point_ras != click.point_ras:
+            edits.append(("move", click))
+    return edits
 
 
 def _click_id(node, n: int) -> str | None:

@@ -49,6 +49,8 @@ class SegmentWriter:
     Attributes:
         protect: keep the voxels of segments the session does not own (else the written
             segment may overlap them).
+        current: the session's current segment id, as the last update applied said.
+        applying: True while an update is written (the segments it adds are not the user's).
 
     Raises:
         SegmentationNotSupportedError: a layer with voxels lies on another lattice; the node
@@ -68,10 +70,14 @@ class SegmentWriter:
             segmentation_node.CreateBinaryLabelmapRepresentation()
             segmentation_node.SetSourceRepresentationToBinaryLabelmap()
         self.protect = True
+        self.current = 1
+        self.applying = False
         # Session segment id -> MRML segment ID, for the session now open.
         self._mrml_ids: dict[int, str] = {}
         self._created: set[str] = set()  # MRML segments made for session segments
         self._live: set[int] = set()  # session segments that exist now (not undone)
+        # The protected segments as the session last read them (see protection_changed).
+        self._protected_read: tuple = ()
 
     @property
     def segmentation(self):
@@ -85,6 +91,7 @@ class SegmentWriter:
         self._created = set()
         self._live = {1}
         self.protect = protect
+        self.current = 1
 
     def continue_from(self, previous: SegmentWriter) -> None:
         """Take over another writer's session segments (the same nodes, a new writer)."""
@@ -92,6 +99,7 @@ class SegmentWriter:
         self._created = set(previous._created)
         self._live = set(previous._live)
         self.protect = previous.protect
+        self.current = previous.current
 
     def bind(self, session_id: int, segment_id: str) -> None:
         """Make a session segment write to an existing MRML segment (one being refined)."""
@@ -99,6 +107,10 @@ class SegmentWriter:
 
     def mrml_id(self, session_id: int) -> str | None:
         return self._mrml_ids.get(session_id)
+
+    def current_mrml_id(self) -> str | None:
+        """The MRML segment of the session's current segment, if it has one yet."""
+        return self._mrml_ids.get(self.current)
 
     def session_id(self, segment_id: str) -> int | None:
         """The live session segment writing to this MRML segment, if any."""
@@ -124,6 +136,43 @@ class SegmentWriter:
             layer = segment.GetRepresentation(BINARY_LABELMAP)
             state.append((segment_id, segment.GetLabelValue(), layer.GetMTime() if layer else 0))
         return tuple(state)
+
+    def read_for_session(self, target: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """What a new session whose first segment writes to ``target`` ("" for a new
+        segment) reads of MRML: the voxels of every other segment, which it protects, and the
+        target's own (None for none), bool (I, J, K)."""
+        protected = [s for s in self.segment_ids() if s != target]
+        self._protected_read = self.protected_state(protected)
+        return self.voxels_of(protected), (self.read(target) if target else None)
+
+    def foreign_if_changed(self) -> np.ndarray | None:
+        """The protected segments' voxels, bool (I, J, K), if another tool changed them since
+        the session last read them (painted with the Segment Editor meanwhile), for the
+        session to read again; None where they are as it read them."""
+        state = self.protected_state()
+        if state == self._protected_read:
+            return None
+        foreign = self.voxels_of(self.protected_ids())
+        self._protected_read = state
+        return foreign
+
+    def apply(self, update) -> tuple[bool, list[int]]:
+        """Bring MRML to the session as the worker's ``Update`` left it: the current
+        segment, the session segments' MRML segments (see :meth:`sync_segments`, whose result
+        this returns), then every change written.
+
+        Writing changes the protected segments' state: it is taken again afterwards.
+        """
+        self.current = update.current
+        self.applying = True
+        try:
+            changed, remade = self.sync_segments(update.segments)
+            for change in update.changes:
+                self.write_change(change)
+            self._protected_read = self.protected_state()
+        finally:
+            self.applying = False
+        return changed, remade
 
     def sync_segments(self, segments) -> tuple[bool, list[int]]:
         """Give every live session segment ``(id, name, colour)`` an MRML segment, and remove
@@ -152,11 +201,12 @@ class SegmentWriter:
                 changed = True
         return changed, remade
 
-    def write_patch(self, patch) -> None:
-        """Write a :class:`~.session_runner.SegmentPatch` to its session segment's segment."""
-        segment_id = self._mrml_ids.get(patch.session_id)
-        if segment_id is not None and patch.session_id in self._live:
-            self.write(segment_id, patch.lo_ijk, patch.hi_ijk, patch.mask)
+    def write_change(self, change) -> None:
+        """Write the core's ``SegmentChange`` (a session segment's box of voxels) to the MRML
+        segment of its session segment."""
+        segment_id = self._mrml_ids.get(change.segment_id)
+        if segment_id is not None and change.segment_id in self._live:
+            self.write(segment_id, change.lo_ijk, change.hi_ijk, change.mask)
 
     def segment_ids(self) -> list[str]:
         ids = vtk.vtkStringArray()
@@ -274,6 +324,20 @@ class SegmentWriter:
             return None, ()
         values = _box_view(layer, lo + offset, hi + offset).transpose(2, 1, 0)
         return values, box_slices(lo, hi)
+
+
+def segmentation_for(scene, volume_node, segmentation_node=None):
+    """``segmentation_node``, or a new one named after the volume under its transform; one
+    without segments takes the volume's geometry (a new segment is made on its grid)."""
+    if segmentation_node is None:
+        segmentation_node = scene.AddNewNodeByClass(
+            "vtkMRMLSegmentationNode", f"{volume_node.GetName()} FastSAM3D"
+        )
+        segmentation_node.CreateDefaultDisplayNodes()
+        segmentation_node.SetAndObserveTransformNodeID(volume_node.GetTransformNodeID())
+    if segmentation_node.GetSegmentation().GetNumberOfSegments() == 0:
+        segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
+    return segmentation_node
 
 
 def _image_to_world(layer) -> vtk.vtkMatrix4x4:

@@ -1,4 +1,5 @@
-"""One persistent thread for all model work, with results handed back to the main thread.
+"""The worker thread: one persistent thread for all model work, the core session that lives on
+it, and the updates it hands back to the main thread.
 
 Everything that runs a model (loading weights, the image encoder, the decoder) goes through one
 :class:`Worker`, for two reasons: the GUI thread must stay responsive while the encoder runs, and
@@ -10,11 +11,19 @@ never MRML nodes; the thread that owns the scene calls :meth:`Worker.poll` (from
 Slicer, in a loop in tests), which runs the completion callbacks there, in submission order.
 Jobs submitted while another runs wait in the queue: nothing submitted is dropped.
 
+The engine's jobs call the core :class:`~fastsam3d_core.Session` (held by :class:`WorkerState`)
+directly and hand back an :class:`Update`: the core result's changes (read-only boxes of voxels
+that later edits never change) and the session's clicks and segments, so the main thread writes
+them into MRML while the worker already runs the next edit.
+
 Inside Slicer the worker only runs while the main thread lets go of the GIL: Qt's event loop
 idles in C++ holding it (PythonQt never releases it), so a thread left alone there is starved and
 a 40 ms click takes seconds. :meth:`Worker.poll` therefore waits for results with the GIL
 released, for a bounded time that keeps the GUI responsive, and the main thread polls right
 after it submits and on a short timer while jobs are pending.
+
+Importing this module loads neither numpy nor torch nor ``fastsam3d_core`` (the Slicer module
+starts its worker before they are installed): the core is imported when a session opens.
 """
 
 from __future__ import annotations
@@ -23,7 +32,11 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+if TYPE_CHECKING:
+    from fastsam3d_core import Session
+    from fastsam3d_core.session import Click, Result, SegmentChange
 
 Reporter = Callable[[str, Optional[float]], None]
 """Called from a job with (message, fraction done in 0..1 or None)."""
@@ -74,6 +87,9 @@ class Worker:
         on_progress: called on the polling thread with (message, fraction) that jobs report.
         on_error: called on the polling thread with a job's exception when the job was
             submitted without its own ``on_error``.
+        on_busy: called with True when a job is submitted while none is pending, and with
+            False at the end of the :meth:`poll` that delivered the last pending one (its
+            callbacks included, which may submit more).
         name: the thread's name (shown in debuggers and thread dumps).
     """
 
@@ -83,10 +99,13 @@ class Worker:
         self,
         on_progress: Reporter | None = None,
         on_error: Callable[[BaseException], None] | None = None,
+        on_busy: Callable[[bool], None] | None = None,
         name: str = "FastSAM3D worker",
     ) -> None:
         self.on_progress = on_progress
         self.on_error = on_error
+        self.on_busy = on_busy
+        self._busy = False  # as on_busy was last told
         self._jobs: queue.Queue[Any] = queue.Queue()
         self._events: queue.Queue[_Finished | _Progress] = queue.Queue()
         self._pending = 0  # submitted and not yet handed back by poll()
@@ -127,6 +146,7 @@ class Worker:
         self._pending += 1
         self._urgent_pending += urgent
         self._jobs.put(_Job(function, on_done, on_error, label or function.__name__, urgent))
+        self._tell_busy()
 
     def poll(self, wait_s: float = 0.0) -> int:
         """Deliver finished jobs' results and progress messages; returns how many finished.
@@ -148,6 +168,7 @@ class Worker:
                 else:
                     event = self._events.get_nowait()
             except queue.Empty:
+                self._tell_busy()
                 return finished
             if isinstance(event, _Progress):
                 if self.on_progress is not None:
@@ -187,6 +208,13 @@ class Worker:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
+    def _tell_busy(self) -> None:
+        busy = self._pending > 0
+        if busy != self._busy:
+            self._busy = busy
+            if self.on_busy is not None:
+                self.on_busy(busy)
+
     def _deliver(self, event: _Finished) -> None:
         if event.error is None:
             if event.job.on_done is not None:
@@ -212,3 +240,164 @@ class Worker:
                 self._events.put(_Finished(job, value=job.function(report)))
             except BaseException as error:  # handed to the main thread, never swallowed
                 self._events.put(_Finished(job, error=error))  # keeps its __traceback__
+
+
+# -- what lives on the worker thread -------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Update:
+    """What one edit changed, for the main thread; no later edit changes any of it.
+
+    Attributes:
+        changes: the core's ``SegmentChange`` per changed segment (its box and its voxels
+            there after the edit, read-only); writing them brings MRML to the session.
+        clicks: the current segment's clicks after the edit, the core's ``Click``s.
+        current: the session's current segment id.
+        segments: (id, name, RGB colour) of every live session segment.
+        encoder_ran: whether the image encoder ran.
+    """
+
+    changes: tuple[SegmentChange, ...]
+    clicks: tuple[Click, ...]
+    current: int
+    segments: tuple[tuple[int, str, tuple[float, float, float]], ...]
+    encoder_ran: bool = False
+
+
+def update_of(
+    session: Session, result: Result | None = None, changes: tuple[SegmentChange, ...] = ()
+) -> Update:
+    """The :class:`Update` of an edit's core ``result`` (or of ``changes`` made otherwise)."""
+    return Update(
+        result.changes if result is not None else changes,
+        tuple(session.clicks()),
+        session.current_segment.segment_id,
+        tuple((s.segment_id, s.name, tuple(s.color)) for s in session.segments),
+        encoder_ran=result is not None and result.encoder_ran,
+    )
+
+
+class WorkerState:
+    """What lives on the worker thread: the predictor, the image and the core session."""
+
+    def __init__(self) -> None:
+        self.predictor: Any = None
+        self.volume: Any = None
+        self.session: Session | None = None
+        # setModel's (model, device, weights file, ...) in use or loading; None after a failure.
+        self.model_key: tuple | None = None
+
+    def require_session(self) -> Session:
+        if self.session is None:
+            if self.predictor is None:
+                raise RuntimeError("no model is loaded yet: choose a model and wait for it")
+            raise RuntimeError("no input volume is selected")
+        return self.session
+
+    def load_model(self, key: tuple, report: Reporter) -> None:
+        """Load the model of ``InteractiveSegmentationLogic.setModel``, whose arguments
+        ``key`` holds (see ``models.load_predictor``); a failure forgets the key, so that
+        asking again retries."""
+        from .models import load_predictor
+
+        name, device, weights_file, server, token, adapter_file, precision = key
+        try:
+            self.predictor = load_predictor(
+                name, device, weights_file, report, server, token, adapter_file, precision
+            )
+        except BaseException:
+            self.model_key = None
+            raise
+
+    # The engine's jobs: each runs one edit of the session and returns its Update.
+
+    def edit_point(self, kind: str, click: Click, report: Reporter) -> Update:
+        """Add, move or remove (``kind``) a click, by its id; see ``edits_between``."""
+        session = self.require_session()
+        if kind == "remove":
+            return update_of(session, session.remove_point(click.click_id))
+        if session.would_encode(click.point_ras):
+            report("Preparing: encoding the image around the point...", None)
+        if kind == "add":
+            result = session.add_point(click.point_ras, click.positive, click.click_id)
+        else:
+            result = session.move_point(click.click_id, click.point_ras)
+        return update_of(session, result)
+
+    def edit(self, edit: Callable[[Session], Result]) -> Update:
+        """Run ``edit(session)``, a core ``Session`` edit that returns its ``Result``."""
+        session = self.require_session()
+        return update_of(session, edit(session))
+
+    def rewrite(self, segment_id: int) -> Update:
+        """All of a segment, as a change from nothing (its MRML segment was made again)."""
+        session = self.require_session()
+        change = session.change_from(segment_id, None)
+        return update_of(session, changes=() if change is None else (change,))
+
+
+@dataclass(frozen=True, eq=False)
+class SessionOpening:
+    """How a new session starts: what the main thread read of MRML and the markups.
+
+    Attributes:
+        protect: keep other segments' voxels out of the session's segments.
+        foreign: voxels of the MRML segments that the session protects, bool (I, J, K); None
+            when there is no segmentation yet.
+        initial: what the MRML segment that the first session segment writes to holds now,
+            bool (I, J, K), or None for a new segment: the first segment refines it.
+        continued: the previous session's segment that the first one continues (same volume
+            and segmentation), or None. Where the worker's previous session holds it, the
+            first segment restarts from what that segment held before the previous session
+            (its base), and MRML is brought back to that from the previous session's mask
+            (what MRML holds once every edit queued before the opening is written).
+        points: the core ``Click``s to place again; those the continued segment held go in
+            its order (the order decides the crops and the decoder's mask feedback), the others
+            after them.
+    """
+
+    protect: bool
+    foreign: Any = None
+    initial: Any = None
+    continued: int | None = None
+    points: tuple[Click, ...] = ()
+
+    def run(self, state: WorkerState, report: Reporter) -> Update | None:
+        """On the worker: a new session, when both a model and an image are there, with the
+        points placed again; None otherwise. The previous session stays if this one fails."""
+        if state.predictor is None or state.volume is None or self.foreign is None:
+            state.session = None
+            return None
+        from fastsam3d_core import Session
+
+        previous = state.session
+        initial, held, order = self.initial, self.initial, []
+        if previous is not None and self._continues(previous, state.volume.shape):
+            continued = next(s for s in previous.segments if s.segment_id == self.continued)
+            initial = continued.base
+            held = previous.mask(self.continued).astype(bool)
+            order = [click.click_id for click in previous.clicks(self.continued)]
+        session = Session(
+            state.volume,
+            state.predictor,
+            protect_other_segments=self.protect,
+            foreign_mask=self.foreign,
+            initial_mask=initial,
+        )
+        rank = {click_id: n for n, click_id in enumerate(order)}
+        dropped = []
+        for click in sorted(self.points, key=lambda c: rank.get(c.click_id, len(rank))):
+            try:
+                session.add_point(click.point_ras, click.positive, click.click_id)
+            except ValueError as error:  # e.g. outside a new volume
+                dropped.append(str(error))
+        state.session = session
+        if dropped:
+            report(f"{len(dropped)} point(s) could not be placed again: {dropped[0]}", None)
+        change = session.change_from(1, held)
+        return update_of(session, changes=() if change is None else (change,))
+
+    def _continues(self, previous: Session, shape: tuple) -> bool:
+        live = {segment.segment_id for segment in previous.segments}
+        return self.continued in live and previous.volume.shape == shape

@@ -69,6 +69,7 @@ class SegmentationPage(TrameApp):
         self._used_at = time.monotonic()
         # Imported here: the engine imports slicer, which trame-slicer sets up first.
         from fastsam3d_mrml.logic import InteractiveSegmentationLogic as logic_class
+
         self.slicer = SlicerApp()
         register_rca_factories(self.slicer.view_manager, self.server)
         self.layout = LayoutManager(self.slicer.scene, self.slicer.view_manager, self.server)
@@ -210,7 +211,7 @@ class SegmentationPage(TrameApp):
             {
                 "id": click.click_id,
                 "positive": click.positive,
-                "ras": "R {:.1f}, A {:.1f}, S {:.1f}".format(*click.ras),
+                "ras": "R {:.1f}, A {:.1f}, S {:.1f}".format(*click.point_ras),
             }
             for click in clicks
         ]
