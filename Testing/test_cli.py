@@ -187,3 +187,13 @@ def test_segment_file_from_python_writes_the_labelmap_the_command_writes(tmp_pat
         return [re.sub(r"[0-9.]+ s$", "T s", line).replace(str(output), "OUT") for line in kept]
 
     assert comparable(messages, by_python) == comparable(result.stdout.splitlines(), by_command)
+
+
+def test_web_takes_an_image_or_the_example_and_says_so_in_one_line(tmp_path):
+    pytest.importorskip("trame_slicer")
+    neither = invoke_cli(["web"])
+    assert neither.exit_code == 2 and "--example" in words(neither.output)
+    image = tmp_path / "scan.nii.gz"
+    both = invoke_cli(["web", str(image), "--example"])
+    assert both.exit_code == 2 and "not both" in words(both.output)
+    assert "Traceback" not in neither.output + both.output

@@ -204,8 +204,9 @@ def _stop(launcher: subprocess.Popen) -> None:
 @pytest.mark.skipif(sys.version_info < (3, 10), reason="the web extra needs Python 3.10")
 @pytest.mark.skipif(os.name == "nt", reason="the launcher's process group: POSIX")
 def test_a_fresh_environment_with_the_wheel_serves_the_page(main_wheel, tmp_path):
-    """``pip install torch <wheel>[web]`` into a new virtual environment, then ``fastsam3d web``
-    on the packaged example CT, started outside the checkout; the page answers on 127.0.0.1."""
+    """``pip install torch <wheel>[web]`` into a new virtual environment, then ``fastsam3d web
+    --example`` (the packaged example CT), started outside the checkout; the page answers on
+    127.0.0.1."""
     import torch
 
     from fastsam3d_core import build_model
@@ -220,11 +221,12 @@ def test_a_fresh_environment_with_the_wheel_serves_the_page(main_wheel, tmp_path
     assert all(home.startswith(site_packages) for home in homes.split()), homes
     example = run_in(python, "from fastsam3d_core.examples import example_ct_path as p; print(p())",
                      outside).strip()  # fmt: skip
+    assert example.startswith(site_packages), example  # what --example opens comes from the wheel
     weights = tmp_path / "seeded.pth"  # local weights: no download
     torch.manual_seed(0)
     torch.save({"model_state_dict": build_model("fastsam3d").state_dict()}, weights)
     port = free_port()
-    command = [str(python.with_name("fastsam3d")), "web", example, "--weights", str(weights),
+    command = [str(python.with_name("fastsam3d")), "web", "--example", "--weights", str(weights),
                "--port", str(port), "--sessions", "1"]  # fmt: skip
     with open(tmp_path / "web.log", "w") as log:
         launcher = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=outside,

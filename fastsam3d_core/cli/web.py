@@ -12,8 +12,17 @@ from .runtime import ServerOption, TokenOption
 
 def web(
     image: Annotated[
-        Path, typer.Argument(metavar="IMAGE", help="Image: NRRD, NIfTI, MHA/MHD or DICOM.")
-    ],
+        Optional[Path],
+        typer.Argument(metavar="IMAGE", help="Image: NRRD, NIfTI, MHA/MHD or DICOM."),
+    ] = None,
+    example: Annotated[
+        bool,
+        typer.Option(
+            "--example",
+            help="Open the example CT shipped with the package (instead of IMAGE), the views on "
+            "its spleen.",
+        ),
+    ] = False,
     model: Annotated[
         str,
         typer.Option(metavar="NAME", help="fastsam3d, sam-med3d-turbo, or oracle (with --truth)."),
@@ -67,6 +76,7 @@ def web(
         ) from None
     if (model == "oracle") != (truth is not None):
         raise typer.BadParameter("--truth goes with --model oracle, and only with it")
+    image, focus = _image_and_focus(image, example, focus)
     check_inputs(image)  # a bad image is refused here, in one line, before the server starts
     point = parse_point(focus)[0] if focus else None
     settings = PageSettings(image=image, model=model, weights=weights, server=server, token=token,
@@ -80,3 +90,19 @@ def web(
     if idle_minutes < 0:
         raise typer.BadParameter("0 (never) or more", param_hint="--idle-minutes")
     serve_pages(settings, port, sessions, require_token)
+
+
+def _image_and_focus(
+    image: Optional[Path], example: bool, focus: Optional[str]
+) -> tuple[Path, Optional[str]]:
+    """The image to serve and the views' centre: with ``--example``, the example CT and (unless
+    ``--focus`` says otherwise) its spleen point."""
+    if not example:
+        if image is None:
+            raise typer.BadParameter("give the IMAGE to open (or --example)", param_hint="IMAGE")
+        return image, focus
+    if image is not None:
+        raise typer.BadParameter(f"give IMAGE ({image}) or --example, not both")
+    from ..examples import SPLEEN_POINT_RAS, example_ct_path
+
+    return example_ct_path(), focus or ",".join(f"{v:g}" for v in SPLEEN_POINT_RAS)
