@@ -119,3 +119,22 @@ def test_distill_from_python_writes_the_student_the_command_writes(tmp_path):
     assert [f"warning: {text}" for text in recorder.warnings] == [
         line for line in run.stderr.splitlines() if line.startswith("warning: ")
     ]
+
+
+def test_settings_take_file_names_as_strings(tmp_path):
+    """A script may name its files with strings: they are paths from the start, so the run does
+    not fail where it first takes a path's name (the state file beside the output)."""
+    from fastsam3d_core.training.workflows import _finetune_config
+
+    output = str(tmp_path / "liver.adapter.pt")
+    finetune = FinetuneSettings(data="cases.txt", output=output, weights="base.pth")
+    assert (finetune.data, finetune.output, finetune.weights) == (
+        Path("cases.txt"), Path(output), Path("base.pth"))  # fmt: skip
+    config = _finetune_config(finetune, ["case_1"], "0" * 64, None)
+    assert config.checkpoint == Path(output + ".state")
+    distill = DistillSettings(data="images", output="student.pt", teacher_weights="turbo.pth",
+                              student_weights="start.pth")  # fmt: skip
+    assert all(isinstance(path, Path) for path in (distill.data, distill.output,
+               distill.teacher_weights, distill.student_weights))  # fmt: skip
+    assert FinetuneSettings(data="cases.txt", output="out.pt").weights is None  # the released
+    assert DistillSettings(data="images", output="out.pt").student_weights is None  # random

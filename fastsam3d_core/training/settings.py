@@ -6,12 +6,25 @@ command line with the same arguments are the same run. Importing this module imp
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import torch
+
+# The settings that name files: given as strings (a script's literals, a parsed config), they
+# are made paths at once, not minutes later where a path's method is first called on them.
+_PATH_FIELDS = ("data", "output", "weights", "teacher_weights", "student_weights")
+
+
+def _paths_as_paths(settings: object) -> None:
+    """Turn ``settings``' file fields (any of :data:`_PATH_FIELDS`) into :class:`Path`; None
+    stays None (the released weights)."""
+    for field in fields(settings):  # type: ignore[arg-type]
+        value = getattr(settings, field.name)
+        if field.name in _PATH_FIELDS and value is not None and not isinstance(value, Path):
+            object.__setattr__(settings, field.name, Path(value))  # frozen: set once, here
 
 
 @dataclass(frozen=True)
@@ -63,6 +76,9 @@ class FinetuneSettings:
     seed: int = 0
     checkpoint_every: int = 25
 
+    def __post_init__(self) -> None:
+        _paths_as_paths(self)
+
 
 @dataclass(frozen=True)
 class DistillSettings:
@@ -97,3 +113,6 @@ class DistillSettings:
     device: str | torch.device = "auto"
     seed: int = 0
     checkpoint_every: int = 25
+
+    def __post_init__(self) -> None:
+        _paths_as_paths(self)
