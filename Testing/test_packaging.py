@@ -37,6 +37,8 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("fastsam3d_core", "fastsam3d_mrml", "fastsam3d_web")
 EXAMPLE_CT = "fastsam3d_core/examples/example_ct_3mm.nii.gz"
 PIP_TIMEOUT_S = 900
+# Not a package of the distributions, though its name begins like one.
+LEFTOVER = "fastsam3d_core_old"
 
 
 def source_snapshot(folder: Path) -> Path:
@@ -131,9 +133,22 @@ def wheel_metadata(wheel: Path):
         return email.parser.Parser().parsestr(archive.read(name).decode())
 
 
+def wheel_license(wheel: Path) -> bytes:
+    """The licence file the wheel's metadata carries."""
+    with zipfile.ZipFile(wheel) as archive:
+        (name,) = [n for n in archive.namelist() if ".dist-info/" in n and n.endswith("/LICENSE")]
+        return archive.read(name)
+
+
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return source_snapshot(tmp_path_factory.mktemp("sources"))
+    """The checkout's snapshot, with a leftover folder named like a package's beginning (an old
+    copy kept by hand), which neither wheel may pack."""
+    snapshot = source_snapshot(tmp_path_factory.mktemp("sources"))
+    if snapshot != REPO:
+        (snapshot / LEFTOVER).mkdir()
+        (snapshot / LEFTOVER / "__init__.py").write_text("", encoding="utf-8")
+    return snapshot
 
 
 @pytest.fixture(scope="module")
@@ -169,6 +184,26 @@ def test_the_client_is_the_same_package_without_torch(main_wheel, client_wheel):
     assert extra, "the main distribution lost its client extra"
     assert sorted(client.get_all("Requires-Dist")) == sorted(plain + extra)
     assert not any(r.startswith("torch") for r in client.get_all("Requires-Dist"))
+
+
+def test_the_client_built_from_a_copy_elsewhere_says_to_upgrade_pip(tmp_path):
+    """pip < 21.3 copies client/ to a temporary folder, away from ../fastsam3d_core, before it
+    builds: the build stops at once with one line saying which pip it needs."""
+    copy = shutil.copytree(REPO / "client", tmp_path / "client")
+    run = subprocess.run([sys.executable, "setup.py", "--version"], cwd=copy, capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines()[-1].startswith("fastsam3d-client needs pip >= 21.3")
+    assert "python -m pip install -U pip" in run.stderr
+
+
+def test_both_wheels_carry_the_licence(main_wheel, client_wheel):
+    """Apache-2.0 asks every copy to carry the licence: client/LICENSE (setuptools packs no file
+    from outside the project's folder) is the repository's."""
+    licence = (REPO / "LICENSE").read_bytes()
+    assert (REPO / "client" / "LICENSE").read_bytes() == licence
+    assert wheel_license(client_wheel) == licence
+    assert wheel_license(main_wheel) == licence
 
 
 def _page(port: int) -> tuple[str, str]:

@@ -2,6 +2,8 @@
 outside this one, so it is built as a wheel only (``pip install ./client``, ``pip wheel
 ./client``)."""
 
+from pathlib import Path
+
 from setuptools import setup
 from setuptools.command.sdist import sdist
 
@@ -16,6 +18,15 @@ class NoSourceDistribution(sdist):
             "./client): its package lies outside this folder"
         )
 
+
+# pip < 21.3 builds a copy of this folder made elsewhere, without the ../fastsam3d_core it packs;
+# the build would then fail later, or make a wheel without the package.
+if not (Path(__file__).resolve().parent.parent / "fastsam3d_core" / "__init__.py").is_file():
+    raise SystemExit(
+        "fastsam3d-client needs pip >= 21.3 (it builds ../fastsam3d_core in place), or "
+        "../fastsam3d_core is missing: upgrade pip with python -m pip install -U pip, then "
+        "pip install ./client from the repository root"
+    )
 
 # The build's metadata folder here: by default setuptools writes it beside the package, in the
 # repository's root, where a Python started there would take it for an installed distribution.
