@@ -383,6 +383,32 @@ np.save({str(tmp_path / "masks.npy")!r}, np.stack(masks))
     assert_same_masks([segment.mask.astype(bool)], [local[0].astype(bool)])
 
 
+def test_segment_with_server_imports_no_torch(service, local_model, tmp_path):
+    """``fastsam3d segment --server`` in this checkout's Python, in a process where any import of
+    torch fails (the quick check of every run; the client's own environment is checked above)."""
+    output = tmp_path / "remote.seg.nrrd"
+    code = f"""{WITHOUT_TORCH}
+asked = []  # every import of torch tried, also one whose failure the code would let pass
+class Asked:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "torch":
+            asked.append(name)
+sys.meta_path.insert(0, Asked())
+from fastsam3d_core.cli import main
+code = main(["segment", "--example", "--server", {service!r}, "-o", {str(output)!r}])
+assert code == 0, code
+assert asked == [], f"torch was imported: {{asked}}"
+"""
+    environment = {**os.environ, "FASTSAM3D_TOKEN": "secret",
+                   "FASTSAM3D_CACHE_DIR": str(tmp_path / "cache")}  # fmt: skip
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, env=environment)  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    local = Session(read_volume(example_ct_path()), local_model).add_point(SPLEEN_POINT_RAS)
+    (segment,), _ = read_segmentation(output)
+    assert_same_masks([segment.mask.astype(bool)], [local.mask.astype(bool)])
+
+
 def test_a_local_decoder_file_replaces_the_services(service, seeded_weights, tmp_path):
     export_decoder(_loaded(seeded_weights), tmp_path / "mine.onnx", sha256_of_file(seeded_weights))
     onnx = RemotePredictor(service, token="secret", decoder=tmp_path / "mine.onnx")
