@@ -4,10 +4,14 @@ The module, its widget, its Slicer logic and (by name) its self-test: what needs
 application. The interaction engine, ``fastsam3d_mrml.logic.InteractiveSegmentationLogic``, does
 the work without Qt (the session, the worker thread, MRML in and out) and tells the widget what
 happened through one observer (``FastSAM3DSlicerLib.observers``). The widget's helpers are in
-``FastSAM3DSlicerLib``: ``model_panel`` (the model fields and their settings), ``first_use``
-(installing the dependencies; ``install`` plans it). Nothing heavy (torch, numpy, the core) is
-imported here when Slicer loads the module. Every string shown to the user goes through Slicer's
-translation function.
+``FastSAM3DSlicerLib``: ``model_panel`` (the model fields and their settings), ``session_tools``
+(the session's buttons and shortcuts), ``first_use`` (installing the dependencies; ``install``
+plans and runs it).
+
+Nothing of the engine, numpy, torch or the core is imported when Slicer loads the module or sets
+up its panel: from a source checkout (*Additional module paths*) the engine is not importable
+until the first use installs it. It is imported when an action runs with the dependencies ready.
+Every string shown to the user goes through Slicer's translation function.
 """
 
 from __future__ import annotations
@@ -15,12 +19,12 @@ from __future__ import annotations
 import qt
 import slicer
 import vtk
-from FastSAM3DSlicerLib.first_use import FirstUseInstaller
+from FastSAM3DSlicerLib.first_use import INSTALL_POLL_INTERVAL_MS, FirstUseInstaller
 from FastSAM3DSlicerLib.model_panel import ModelPanel
 
 # The self-test class lives in FastSAM3DSlicerLib; Slicer finds it here by its name.
 from FastSAM3DSlicerLib.selftest import FastSAM3DSlicerTest  # noqa: F401
-from FastSAM3DSlicerLib.session_tools import SessionTools
+from FastSAM3DSlicerLib.session_tools import SessionTools, translatedStatusLines
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
@@ -31,8 +35,6 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
-
-from fastsam3d_mrml.worker import POLL_INTERVAL_S
 
 
 class FastSAM3DSlicer(ScriptedLoadableModule):
@@ -85,15 +87,11 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
-        # The engine's events import numpy: loaded when the panel is first shown, not when
-        # Slicer starts.
-        from FastSAM3DSlicerLib.observers import WidgetObserver
-
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/FastSAM3DSlicer.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
-        self.logic = FastSAM3DSlicerLogic(engineObserver=WidgetObserver(self))
+        self.logic = FastSAM3DSlicerLogic(widget=self)
         self.modelPanel = ModelPanel(self.ui)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -128,7 +126,6 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         )
         for signal in ("currentSegmentChanged(QString)", "currentNodeChanged(vtkMRMLNode*)"):
             self.ui.segmentSelector.connect(signal, self.guarded(self.onSegmentSelected, ""))
-        self._timer.setInterval(int(POLL_INTERVAL_S * 1000))
         # Ticks come every 10 ms: a wait cursor would flicker.
         self._pollSlot = self.guarded(self.onTimer, _("FastSAM3D update failed."), waitCursor=False)
         self._timer.connect("timeout()", self._pollSlot)
@@ -232,6 +229,7 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         node = self._parameterNode
         if node.inputVolume is None:
             raise ValueError(_("Select an input volume."))
+        self.modelPanel.fillMenus()  # the engine imports now (after a first installation too)
         engine = self.logic.engine()
         engine.protectOtherSegments = not self.ui.overwriteCheckBox.checked
         with slicer.util.WaitCursor():
@@ -239,7 +237,7 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             engine.setInputs(node.inputVolume, node.segmentation, node.segmentId)
         node.segmentation = engine.segmentationNode
         self._showInSelector(engine.segmentationNode)
-        self._timer.start()
+        self._startTimer()
         self.updateButtons()
 
     def onOverwriteToggled(self):
@@ -259,6 +257,7 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         from fastsam3d_mrml.models import check_server
 
+        self.modelPanel.fillMenus()
         with slicer.util.WaitCursor():
             message = check_server(*self.modelPanel.server(), self.modelPanel.modelName())
         self.showStatus(message)
@@ -305,9 +304,20 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         busy = self._firstUse.inBackground or (engine is not None and engine.busy)
         self.ui.progressBar.visible = busy
         if busy and not self._timer.isActive():
-            self._timer.start()
+            self._startTimer()
         elif not busy:
             self._timer.stop()
+
+    def _startTimer(self):
+        """Tick at the engine's interval once it runs (its worker needs it, see
+        ``fastsam3d_mrml.worker``), before that at the installer's."""
+        interval = INSTALL_POLL_INTERVAL_MS
+        if self.logic.engineIfStarted() is not None:
+            from fastsam3d_mrml.worker import POLL_INTERVAL_S
+
+            interval = int(POLL_INTERVAL_S * 1000)
+        self._timer.setInterval(interval)
+        self._timer.start()
 
     def collectResultsSoon(self):
         """Results are collected as soon as the event loop is back, then on the timer (may be
@@ -318,6 +328,11 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def showStatus(self, message):
         self.ui.statusLabel.text = message
+
+    def showEngineStatus(self, message):
+        """The engine's status line, translated where it is one of its fixed lines (the others
+        carry numbers, names or an error's text)."""
+        self.showStatus(translatedStatusLines().get(message, message))
 
     def showEngineError(self, error):
         if isinstance(error, (ValueError, KeyError)):  # e.g. a point outside the volume
@@ -371,29 +386,37 @@ class FastSAM3DSlicerLogic(ScriptedLoadableModuleLogic):
     """Slicer-facing logic: the parameter node, and the interactive engine on the main scene.
 
     The engine (``fastsam3d_mrml.logic.InteractiveSegmentationLogic``) does the work and runs
-    without a widget; :meth:`segment` is a one-call entry point for the Python console.
+    without a widget; :meth:`segment` is a one-call entry point for the Python console, on the
+    same engine. The engine's observer is a ``FanOutObserver``: the panel's observer, and the
+    observers a call adds while it runs.
 
     Args:
-        engineObserver: the panel's ``fastsam3d_mrml.events.EngineObserver``, given to the
-            engine of :meth:`engine`; None (no panel) logs the engine's errors.
+        widget: the panel (``FastSAM3DSlicerWidget``) that shows the engine's events; None (no
+            panel) logs the engine's errors.
     """
 
-    def __init__(self, engineObserver=None):
+    def __init__(self, widget=None):
         ScriptedLoadableModuleLogic.__init__(self)
-        self._engineObserver = engineObserver
+        self._widget = widget
         self._engine = None
-        # segment()'s own engine, and the observer that keeps its errors.
-        self._scriptEngine = None
-        self._scriptErrors = None
+        self._observers = None  # the engine's FanOutObserver, made with it
 
     def getParameterNode(self):
         return FastSAM3DSlicerParameterNode(super().getParameterNode())
 
     def engine(self, scene=None):
-        """The panel's interactive engine, created on first use (this imports the core; torch
-        is imported when a local model loads)."""
+        """The interactive engine, created on first use. Call it once the dependencies are
+        installed: it imports the engine (torch is imported when a local model loads)."""
         if self._engine is None:
-            self._engine = self._newEngine(scene, self._engineObserver)
+            from FastSAM3DSlicerLib.observers import FanOutObserver, WidgetObserver
+
+            from fastsam3d_mrml.logic import InteractiveSegmentationLogic
+
+            panel = WidgetObserver(self._widget) if self._widget is not None else None
+            self._observers = FanOutObserver(panel)
+            self._engine = InteractiveSegmentationLogic(
+                scene or slicer.mrmlScene, observer=self._observers
+            )
         return self._engine
 
     def engineIfStarted(self):
@@ -412,7 +435,9 @@ class FastSAM3DSlicerLogic(ScriptedLoadableModuleLogic):
         """Load a model (or connect to a remote server, device ``"remote"``) unless the same
         one is loaded (or loading) already."""
         key = (modelName, device, weightsFile, server, token, adapterFile, precision)
-        self._loadModelInto(self.engine(), key)
+        engine = self.engine()
+        if engine.loadedModel != key:
+            engine.setModel(*key)
 
     def segment(
         self,
@@ -426,55 +451,44 @@ class FastSAM3DSlicerLogic(ScriptedLoadableModuleLogic):
     ):
         """Segment one object from points (RAS mm) and wait; returns (segmentation, segment ID).
 
-        It runs on an engine of its own (its model stays loaded for the next call), whose
-        observer keeps the errors: the panel's session and error display are left alone.
+        It runs on the panel's engine (one model, one worker), as a new session on
+        ``volumeNode``. While it runs, the engine's errors go to this call, which raises them;
+        afterwards they reach the panel again.
 
         Raises:
             RuntimeError: the model or an edit failed, or no result came within ``timeout``.
         """
-        if self._scriptEngine is None:
-            from fastsam3d_mrml.events import ErrorCollector
+        from fastsam3d_mrml.events import ErrorCollector
 
-            self._scriptErrors = ErrorCollector()
-            self._scriptEngine = self._newEngine(None, self._scriptErrors)
-        engine, errors = self._scriptEngine, self._scriptErrors.errors
-        errors.clear()
-        self._loadModelInto(engine, (modelName, device, None, None, None, None, "auto"))
-        engine.setInputs(volumeNode, segmentationNode)
-        for node, points in (
-            (engine.positiveNode, positiveRas),
-            (engine.negativeNode, negativeRas),
-        ):
-            for point in points:
-                node.AddControlPointWorld(vtk.vtkVector3d(*[float(v) for v in point]), "")
-        engine.synchronizePoints()
-        if not engine.waitForIdle(timeout):
+        engine = self.engine()
+        errors = ErrorCollector()
+        self._observers.add(errors)
+        try:
+            self.loadModel(modelName, device)
+            engine.setInputs(volumeNode, segmentationNode)
+            for node, points in (
+                (engine.positiveNode, positiveRas),
+                (engine.negativeNode, negativeRas),
+            ):
+                for point in points:
+                    node.AddControlPointWorld(vtk.vtkVector3d(*[float(v) for v in point]), "")
+            engine.synchronizePoints()
+            idle = engine.waitForIdle(timeout)
+        finally:
+            self._observers.remove(errors)
+        if not idle:
             raise RuntimeError(
                 _("FastSAM3D gave no result within {seconds:.0f} s").format(seconds=timeout)
             )
-        if errors:
-            raise RuntimeError(str(errors[0])) from errors[0]
+        if errors.errors:
+            raise RuntimeError(str(errors.errors[0])) from errors.errors[0]
         return engine.segmentationNode, engine.currentSegmentId
 
     def resetEngine(self):
-        """Drop the sessions and the models (scene closed)."""
-        for engine in (self._engine, self._scriptEngine):
-            if engine is not None:
-                engine.cleanup()
-        self._engine = self._scriptEngine = self._scriptErrors = None
+        """Drop the session and the model (scene closed)."""
+        if self._engine is not None:
+            self._engine.cleanup()
+        self._engine = self._observers = None
 
     def cleanup(self):
         self.resetEngine()
-
-    @staticmethod
-    def _newEngine(scene, observer):
-        from fastsam3d_mrml.logic import InteractiveSegmentationLogic
-
-        return InteractiveSegmentationLogic(scene or slicer.mrmlScene, observer=observer)
-
-    @staticmethod
-    def _loadModelInto(engine, key):
-        """Load the model ``key`` names (``setModel``'s arguments) unless it is loaded already
-        (or loading)."""
-        if engine.loadedModel != key:
-            engine.setModel(*key)

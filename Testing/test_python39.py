@@ -81,7 +81,7 @@ def test_every_file_compiles_on_python_3_9(interpreter):
 
 def test_first_use_code_runs_on_python_3_9(interpreter, tmp_path):
     """What the module runs before torch or the engine exist: install planning and the
-    worker thread, under Python 3.9 itself."""
+    installer's thread; and the engine's worker thread, under Python 3.9 itself."""
     code = f"""
 import sys
 sys.path.insert(0, {str(REPO / "FastSAM3DSlicer")!r})
@@ -97,6 +97,11 @@ steps = install.plan_installation("python", lookup, source=install.source_tree()
 assert steps[-1].command[-1] == {str(REPO)!r}, steps
 install.check_torch_can_be_installed(lookup, {{}})
 install.run_steps([install.InstallStep("hello", (sys.executable, "-c", "print(1)"))], print)
+installer = install.BackgroundSteps([install.InstallStep("hi", (sys.executable, "-c", "print(1)"))])
+lines = []
+while not installer.poll(0.05, lines.append):
+    pass
+assert installer.error is None and lines == ["hi...", "1"], lines
 worker = Worker()
 results = []
 worker.submit(lambda report: 6 * 7, results.append)

@@ -1,9 +1,10 @@
 """Installing the module's dependencies the first time an action needs them.
 
 A widget helper (it uses Qt): it asks the user once, installs PyTorch through the PyTorch
-extension, then the engine's other dependencies on a background thread while the panel stays
-usable, and afterwards runs the action that asked. What to install, and how, is
-:mod:`.install` (no Qt).
+extension, then the engine's other dependencies (and, from a source checkout, the engine itself)
+on a background thread while the panel stays usable, and afterwards runs the action that asked.
+What to install, and how, is :mod:`.install` (no Qt). Like it, this file imports nothing of the
+engine: it runs before the engine is installed.
 """
 
 from __future__ import annotations
@@ -14,9 +15,14 @@ import qt
 import slicer
 from slicer.i18n import tr as _
 
-from fastsam3d_mrml.worker import POLL_INTERVAL_S, Worker
-
 from . import install
+
+# While pip runs, the panel's timer ticks this often, and each tick waits this long for pip's
+# output with the GIL released: the only time the installer's thread runs inside Slicer. The
+# thread only reads output lines, so it needs less than the engine's worker (see
+# fastsam3d_mrml.worker), and the panel stays fluid.
+INSTALL_POLL_INTERVAL_MS = 50
+INSTALL_POLL_WAIT_S = 0.015
 
 
 class FirstUseInstaller:
@@ -28,7 +34,7 @@ class FirstUseInstaller:
 
     def __init__(self, widget: Any) -> None:
         self._widget = widget
-        self._installer: Worker | None = None  # runs pip in the background
+        self._installer: install.BackgroundSteps | None = None  # runs pip in the background
         self._installingTorch = False  # the PyTorch extension runs on the GUI thread meanwhile
         self._afterInstall: Callable[[], None] | None = None
 
@@ -43,13 +49,20 @@ class FirstUseInstaller:
         return self._installer is not None
 
     def poll(self) -> None:
-        """Let the background thread report pip's output (call from the panel's timer)."""
-        if self._installer is not None:
-            self._installer.poll(POLL_INTERVAL_S)
+        """Let the background thread run and show pip's output (call from the panel's timer);
+        once the installation ended, report it."""
+        installer = self._installer
+        if installer is None or not installer.poll(INSTALL_POLL_WAIT_S, self._widget.showStatus):
+            return
+        if installer.error is None:
+            self._onInstalled()
+        else:
+            self._onInstallFailed(installer.error)
 
     def shutdown(self) -> None:
-        if self._installer is not None:
-            self._installer.shutdown()
+        """Forget a running installation (the module is closing): pip ends by itself, and its
+        thread does not keep Slicer from quitting."""
+        self._installer = None
 
     def dependenciesReady(self, remote: bool, then: Callable[[], None]) -> bool:
         """True if PyTorch (onnxruntime for a remote server) and the engine's dependencies are
@@ -74,15 +87,7 @@ class FirstUseInstaller:
         if not steps:
             return True
         self._afterInstall = then
-        self._installer = Worker(
-            on_progress=lambda line, fraction: self._widget.showStatus(line),
-            on_error=self._onInstallFailed,
-        )
-        self._installer.submit(
-            lambda report: install.run_steps(steps, lambda line: report(line, None)),
-            on_done=self._onInstalled,
-            label="install",
-        )
+        self._installer = install.BackgroundSteps(steps)
         self._widget.updateTimer()
         self._widget.updateButtons()
         return False
@@ -131,9 +136,10 @@ class FirstUseInstaller:
             self._installingTorch = False
             self._widget.updateButtons()
 
-    def _onInstalled(self, _value) -> None:
+    def _onInstalled(self) -> None:
         self._finishInstall()
         self._widget.showStatus(_("Installed."))
+        self._widget.modelPanel.fillMenus()  # the engine imports now
         if not self._widget.isShown():  # the user left the module meanwhile: nothing to run
             return
         # Outside this timer slot, so that a failure is reported once, by its own guard.
@@ -150,7 +156,5 @@ class FirstUseInstaller:
         slicer.util.errorDisplay(str(error), windowTitle=_("FastSAM3D: installation failed"))
 
     def _finishInstall(self) -> None:
-        installer, self._installer = self._installer, None
-        if installer is not None:
-            installer.shutdown()
+        self._installer = None
         self._widget.updateButtons()

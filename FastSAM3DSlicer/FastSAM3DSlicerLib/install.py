@@ -10,20 +10,25 @@ which picks the build that fits the computer's GPU. A PyTorch that is already im
 upgraded in place (its files are in use; on Windows they are locked): Slicer must restart first.
 
 The widget asks once for confirmation, installs PyTorch, then runs :func:`run_steps` on a
-background thread, so the application stays responsive while pip downloads; output lines go to
-a callback. Only the standard library is used here: this module must import before torch and
-the core exist, and must run on Slicer 5.6/5.8's Python 3.9.
+background thread (:class:`BackgroundSteps`), so the application stays responsive while pip
+downloads; output lines go to a callback. Only the standard library is used here: this module
+must import before torch, numpy, the core and the engine (``fastsam3d_mrml``) exist, and must
+run on Slicer 5.6/5.8's Python 3.9.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import importlib.util
 import os
+import queue
 import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,6 +129,13 @@ def missing_packages(
     requirements = CORE_DEPENDENCIES if bundled or remote else ()
     requirements += REMOTE_DEPENDENCIES if remote else ()
     return missing + [_distribution(r) for r in requirements if lookup(_distribution(r)) is None]
+
+
+def engine_importable() -> bool:
+    """Whether the interaction engine (``fastsam3d_mrml``) can be imported: bundled beside the
+    module (an extension build) or installed; a module run from a source checkout installs it
+    on first use."""
+    return importlib.util.find_spec("fastsam3d_mrml") is not None
 
 
 def source_tree(module_dir: Path | None = None) -> Path | None:
@@ -295,3 +307,51 @@ def run_steps(steps: list[InstallStep], log: Callable[[str], None]) -> None:
                 + "\n".join(tail)
             )
     importlib.invalidate_caches()
+
+
+class BackgroundSteps:
+    """:func:`run_steps` on a thread of its own, started at once; the GUI thread polls it.
+
+    Inside Slicer, Qt's event loop holds the GIL while it idles, so this thread runs (and reads
+    pip's output) only while :meth:`poll` waits with the GIL released. The thread is a daemon:
+    quitting Slicer does not wait for it (pip, a process of its own, ends by itself).
+
+    Attributes:
+        error: why the steps failed (an :class:`InstallError` or what else was raised), once
+            :meth:`poll` said they ended; None while they run or if they succeeded.
+    """
+
+    # Ends the reports, with the error or None: (_ENDED, error). Every other report is a line.
+    _ENDED = object()
+
+    def __init__(self, steps: list[InstallStep]) -> None:
+        self.error: BaseException | None = None
+        self._reports: queue.Queue = queue.Queue()  # output lines, then one _ENDED
+        self._ended = False
+        self._thread = threading.Thread(
+            target=self._run, args=(steps,), name="FastSAM3D install", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, steps: list[InstallStep]) -> None:
+        try:
+            run_steps(steps, self._reports.put)
+        except BaseException as error:  # handed to the GUI thread, which shows it
+            self._reports.put((self._ENDED, error))
+        else:
+            self._reports.put((self._ENDED, None))
+
+    def poll(self, wait_s: float, show: Callable[[str], None]) -> bool:
+        """Hand the lines reported since the last poll to ``show``, waiting up to ``wait_s``
+        for more; True once the steps ended (then :attr:`error` says how)."""
+        deadline = time.monotonic() + wait_s
+        while not self._ended:
+            try:
+                report = self._reports.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if isinstance(report, tuple) and report[0] is self._ENDED:
+                self._ended, self.error = True, report[1]
+            else:
+                show(report)
+        return self._ended

@@ -3,6 +3,10 @@
 A widget helper (it uses Qt): it fills the menus, keeps the choices in the application's
 settings (per-scene choices live in the parameter node instead), shows the server's fields only
 for a remote device, and gives the logic's ``loadModel`` its arguments.
+
+The model, device and precision menus list the engine's choices (``fastsam3d_mrml.models``), so
+they are filled once the engine imports: when the panel is set up if the extension carries the
+engine or it is installed, else after the first-use installation (a source checkout).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import qt
 import slicer
 from slicer.i18n import tr as _
 
-from fastsam3d_mrml.models import DEVICE_CHOICES, MODEL_CHOICES, PRECISION_CHOICES, REMOTE
+from . import install
 
 # Application preferences (QSettings).
 SETTINGS_MODEL = "FastSAM3D/Model"
@@ -43,29 +47,49 @@ class ModelPanel:
 
     def __init__(self, ui) -> None:
         self.ui = ui
-        labels = translatedMenuLabels()
-        for combo, choices in (
-            (ui.modelComboBox, MODEL_CHOICES),
-            (ui.deviceComboBox, DEVICE_CHOICES),
-            (ui.precisionComboBox, PRECISION_CHOICES),
-        ):
-            for name, label in choices:
-                combo.addItem(labels.get(label, label), name)
-        self._restoreSettings()
-        for combo in (ui.modelComboBox, ui.deviceComboBox, ui.precisionComboBox):
-            combo.connect("currentIndexChanged(int)", self._saveSettings)
-        ui.deviceComboBox.connect("currentIndexChanged(int)", self.showRemoteFields)
+        # The engine's name of the remote device; None until the menus are filled.
+        self._remoteDevice: str | None = None
+        self._restoreFields()
         ui.serverLineEdit.connect("editingFinished()", self._saveSettings)
         ui.overwriteCheckBox.connect("toggled(bool)", self._saveSettings)
         ui.weightsPathLineEdit.connect("currentPathChanged(QString)", self._saveSettings)
         ui.adapterPathLineEdit.connect("currentPathChanged(QString)", self._saveSettings)
+        if install.engine_importable():
+            self.fillMenus()
+        self.showRemoteFields()
+
+    def fillMenus(self) -> None:
+        """Fill the model, device and precision menus with the engine's choices and the saved
+        ones (once; call it when the engine imports)."""
+        if self._remoteDevice is not None:
+            return
+        from fastsam3d_mrml.models import DEVICE_CHOICES, MODEL_CHOICES, PRECISION_CHOICES, REMOTE
+
+        ui, labels = self.ui, translatedMenuLabels()
+        settings = qt.QSettings()
+        for combo, choices, key, default in (
+            (ui.modelComboBox, MODEL_CHOICES, SETTINGS_MODEL, "fastsam3d"),
+            (ui.deviceComboBox, DEVICE_CHOICES, SETTINGS_DEVICE, "auto"),
+            (ui.precisionComboBox, PRECISION_CHOICES, SETTINGS_PRECISION, "auto"),
+        ):
+            for name, label in choices:
+                combo.addItem(labels.get(label, label), name)
+            combo.currentIndex = max(combo.findData(settings.value(key, default)), 0)
+            # Connected after filling: filling is no choice of the user's to save.
+            combo.connect("currentIndexChanged(int)", self._saveSettings)
+        ui.deviceComboBox.connect("currentIndexChanged(int)", self.showRemoteFields)
+        self._remoteDevice = REMOTE
         self.showRemoteFields()
 
     def modelName(self) -> str:
         return self.ui.modelComboBox.currentData
 
     def remote(self) -> bool:
-        return self.ui.deviceComboBox.currentData == REMOTE
+        """The remote server is chosen (never before the menus are filled: until the engine is
+        installed, the first use installs for a local device)."""
+        if self._remoteDevice is None:
+            return False
+        return self.ui.deviceComboBox.currentData == self._remoteDevice
 
     def server(self) -> tuple:
         """(address, token) of the remote server, or (None, None) for a local device."""
@@ -93,16 +117,10 @@ class ModelPanel:
         # The server chooses its own precision.
         self.ui.precisionLabel.visible = self.ui.precisionComboBox.visible = not remote
 
-    def _restoreSettings(self) -> None:
+    def _restoreFields(self) -> None:
+        """The saved choices of the fields that are not menus (see :meth:`fillMenus`)."""
         ui = self.ui
         settings = qt.QSettings()
-        for combo, key, default in (
-            (ui.modelComboBox, SETTINGS_MODEL, "fastsam3d"),
-            (ui.deviceComboBox, SETTINGS_DEVICE, "auto"),
-            (ui.precisionComboBox, SETTINGS_PRECISION, "auto"),
-        ):
-            index = combo.findData(settings.value(key, default))
-            combo.currentIndex = max(index, 0)
         ui.overwriteCheckBox.checked = slicer.util.toBool(settings.value(SETTINGS_OVERWRITE, False))
         ui.weightsPathLineEdit.currentPath = settings.value(SETTINGS_WEIGHTS_FILE, "")
         ui.adapterPathLineEdit.currentPath = settings.value(SETTINGS_ADAPTER_FILE, "")
@@ -112,9 +130,10 @@ class ModelPanel:
     def _saveSettings(self, *unused) -> None:
         ui = self.ui
         settings = qt.QSettings()
-        settings.setValue(SETTINGS_MODEL, ui.modelComboBox.currentData)
-        settings.setValue(SETTINGS_DEVICE, ui.deviceComboBox.currentData)
-        settings.setValue(SETTINGS_PRECISION, ui.precisionComboBox.currentData)
+        if self._remoteDevice is not None:  # empty menus hold no choice to save
+            settings.setValue(SETTINGS_MODEL, ui.modelComboBox.currentData)
+            settings.setValue(SETTINGS_DEVICE, ui.deviceComboBox.currentData)
+            settings.setValue(SETTINGS_PRECISION, ui.precisionComboBox.currentData)
         settings.setValue(SETTINGS_OVERWRITE, ui.overwriteCheckBox.checked)
         settings.setValue(SETTINGS_WEIGHTS_FILE, ui.weightsPathLineEdit.currentPath)
         settings.setValue(SETTINGS_ADAPTER_FILE, ui.adapterPathLineEdit.currentPath)

@@ -2,7 +2,8 @@
 uncertainty overlay, export, and the keyboard shortcuts for them.
 
 A widget helper (it uses Qt). Each action asks the engine of the module's logic; the engine
-reports what changed through its observer, not through these methods' results.
+reports what changed through its observer, not through these methods' results, and its fixed
+status lines are translated here (:func:`translatedStatusLines`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,22 @@ from slicer.i18n import tr as _
 
 # How long Export waits for queued points before it refuses (it runs on the GUI thread).
 EXPORT_WAIT_S = 5
+
+
+def translatedStatusLines() -> dict[str, str]:
+    """The engine's fixed status lines, translated; the others carry numbers, names or an
+    error's text, and are shown as the engine words them."""
+    return {
+        "Model ready: select a volume": _("Model ready: select a volume"),
+        "Waiting for both a model and a volume": _("Waiting for both a model and a volume"),
+        "Preparing: encoding the image around the point...": _(
+            "Preparing: encoding the image around the point..."
+        ),
+        "Segmenting...": _("Segmenting..."),
+        "Estimating uncertainty...": _("Estimating uncertainty..."),
+        "Ready": _("Ready"),
+        "Ready: the segment is certain": _("Ready: the segment is certain"),
+    }
 
 
 class SessionTools:
