@@ -1,4 +1,4 @@
-"""Steps shared by commands: reading an image, choosing the device, loading a model."""
+"""Steps shared by commands: their shared options, choosing the device, loading a model."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import typer
 if TYPE_CHECKING:
     import torch
 
-    from ..geometry import Volume
     from ..models.sam3d import Sam3D
     from ..weights.recipe import LoadedModel, ModelRecipe
 
@@ -59,14 +58,6 @@ PrecisionOption = Annotated[
 ]
 
 
-def read_image(path: Path) -> Volume:
-    """Read an image; a bad file raises the reader's one-line :class:`VolumeReadError`."""
-    from ..io import read_volume
-
-    typer.echo(f"reading {path} ...")
-    return read_volume(path)
-
-
 def resolve_device(device: str) -> torch.device:
     """The torch device that ``--device`` names (``auto``: the best one here)."""
     from ..models.build import resolve_device as resolve
@@ -105,13 +96,13 @@ def load_recipe(recipe: ModelRecipe) -> LoadedModel:
 
     check_model_name(recipe.model, sorted(MODEL_REGISTRY))
     try:
-        device = recipe.check()
+        recipe.check()
     except PrecisionError as error:
         raise typer.BadParameter(str(error), param_hint="--precision") from None
     except DeviceError as error:
         raise typer.BadParameter(str(error), param_hint="--device") from None
     recipe = recipe.with_weights(progress=_progress(), notice=_note)
-    typer.echo(f"loading {recipe.model} from {recipe.weights} on {device} ...")
+    typer.echo(recipe.loading_line())
     loaded = recipe.load()
     if loaded.adapter is not None:
         cases = loaded.adapter["summary"].get("cases", [])

@@ -203,12 +203,11 @@ def export_onnx(
     """Export the prompt encoder and mask decoder to ONNX, for clients without torch."""
     from ..io import check_output_path
     from ..serving.onnx_decoder import export_decoder
-    from ..weights import resolve_weights
-    from ..weights.download import sha256_of_file
-    from .runtime import load_model, resolve_device
+    from ..weights.recipe import ModelRecipe
+    from .runtime import load_recipe
 
     check_output_path(output, inputs=(weights,))
-    sam = load_model(model, weights, resolve_device("cpu"))
-    path = resolve_weights(model, weights_file=weights)
-    export_decoder(sam, output, sha256_of_file(path))
+    loaded = load_recipe(ModelRecipe(model, weights, device="cpu"))
+    # The identity a service of these weights announces: its clients take this file.
+    export_decoder(loaded.model, output, loaded.identity)
     typer.echo(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB)")

@@ -76,7 +76,7 @@ def finetune(
     """
     from ..models import MODEL_REGISTRY
     from ..training.workflows import run_finetune
-    from .runtime import load_model, resolve_device
+    from .runtime import load_recipe, resolve_device
 
     check_model_name(model, sorted(MODEL_REGISTRY))
     settings = Finetune(
@@ -87,7 +87,7 @@ def finetune(
         validation_clicks=validation_clicks, keep_last=keep_last,
         device=resolve_device(device), seed=seed, checkpoint_every=checkpoint_every,
     )  # fmt: skip
-    run_finetune(settings, _Console(), load_model)
+    run_finetune(settings, _Console(), load_recipe)
 
 
 def distill(
@@ -115,7 +115,7 @@ def distill(
     the best student is written, and only if it beats the one it started from."""
     from ..models import MODEL_REGISTRY
     from ..training.workflows import run_distill
-    from .runtime import load_model, resolve_device
+    from .runtime import load_recipe, resolve_device
 
     for name in (teacher, student):
         check_model_name(name, sorted(MODEL_REGISTRY))
@@ -126,7 +126,7 @@ def distill(
         validate_every=validate_every, keep_last=keep_last, device=resolve_device(device),
         seed=seed, checkpoint_every=checkpoint_every,
     )  # fmt: skip
-    run_distill(settings, _Console(), load_model)
+    run_distill(settings, _Console(), load_recipe)
 
 
 class _Console(TrainingObserver):

@@ -310,15 +310,13 @@ class CheckpointDecoder:
     """
 
     def __init__(self, path: Path, model: str) -> None:
-        from ..models import build_model
+        # Here, not at the top: the client imports without torch, and only this decoder needs it.
         from ..session.model_predictor import ModelPredictor
-        from ..weights import load_checkpoint
-        from ..weights.download import sha256_of_file
+        from ..weights.recipe import ModelRecipe
 
-        sam = build_model(model)
-        load_checkpoint(sam, path)
-        self.predictor = ModelPredictor(sam)
-        self.weights_sha256 = sha256_of_file(path)
+        loaded = ModelRecipe(model, path, device="cpu").load()
+        self.predictor = ModelPredictor(loaded.model)
+        self.weights_sha256 = loaded.checkpoint_sha256
 
     def decode(
         self,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from ..models.build import resolve_device
 from ..models.sam3d import Sam3D
 from ..weights import resolve_weights
 from ..weights.download import sha256_of_file
+from ..weights.recipe import LoadedModel, ModelRecipe
 from .data import DatasetError, find_cases, find_images, label_names, prepare, resolve_label
 from .distill import distill_encoder, image_crops, logit_validation
 from .finetune import (
@@ -37,9 +38,9 @@ from .observer import TrainingObserver
 from .settings import DistillSettings, FinetuneSettings
 from .validation import BestState, ValidationPlan
 
-# load(model name, its checkpoint or None for the released one, device) -> the model, its
-# weights loaded and checked. The command line passes its own, which also shows downloads.
-ModelLoader = Callable[[str, Optional[Path], torch.device], Sam3D]
+# load(recipe) -> the model loaded by its recipe (ModelRecipe.load), with the identity of its
+# weights. The command line passes its own, which also shows downloads.
+ModelLoader = Callable[[ModelRecipe], LoadedModel]
 
 
 @dataclass(frozen=True)
@@ -110,9 +111,9 @@ def _finetune_in_group(
     label = None if settings.label is None else str(settings.label)
     value = resolve_label(label, label_names(settings.data))
     say = observer.message if ranks.main else _quiet
-    load = load_model or (lambda name, weights, device: _load(name, weights, device, say))
-    base = load(settings.model, settings.weights, ranks.device)  # a missing checkpoint fails early
-    base_sha256 = sha256_of_file(resolve_weights(settings.model, weights_file=settings.weights))
+    load = load_model or (lambda recipe: _load(recipe, say))
+    loaded = load(ModelRecipe(settings.model, settings.weights, device=ranks.device))  # fails early
+    base, base_sha256 = loaded.model, loaded.checkpoint_sha256
     cases = _prepare_cases(files, value, settings.data, label, say)
     training, held_out = split_cases(cases, settings.validation, settings.seed)
     config = _finetune_config(settings, [case.name for case in training], base_sha256, label)
@@ -292,11 +293,12 @@ def _distill_in_group(
     load_model: ModelLoader | None,
 ) -> DistillResult:
     say = observer.message if ranks.main else _quiet
-    load = load_model or (lambda name, weights, device: _load(name, weights, device, say))
+    load = load_model or (lambda recipe: _load(recipe, say))
     crops = image_crops(settings.data, say)
-    teacher = load(settings.teacher, settings.teacher_weights, ranks.device)
+    loaded = load(ModelRecipe(settings.teacher, settings.teacher_weights, device=ranks.device))
+    teacher = loaded.model
     student, student_start = _student(settings, ranks.device)
-    config = _distill_config(settings, images, student_start)
+    config = _distill_config(settings, images, loaded.checkpoint_sha256, student_start)
     objective = LayerwiseDistillation(teacher.image_encoder, student.image_encoder)
     plan = ValidationPlan(logit_validation(objective, crops, ranks.device), settings.validate_every)
     best = BestState(plan)
@@ -320,10 +322,9 @@ def _distill_in_group(
 
 
 def _distill_config(
-    settings: DistillSettings, images: list[Path], student_start: str | None
+    settings: DistillSettings, images: list[Path], teacher_sha256: str, student_start: str | None
 ) -> LoopConfig:
     """The loop's configuration; ``run`` identifies the run a saved state belongs to."""
-    teacher_path = resolve_weights(settings.teacher, weights_file=settings.teacher_weights)
     return LoopConfig(
         steps=settings.steps + settings.logit_steps,
         learning_rate=settings.learning_rate,
@@ -333,7 +334,7 @@ def _distill_config(
         checkpoint=settings.output.with_name(settings.output.name + ".state"),
         checkpoint_every=settings.checkpoint_every,
         run={"command": "distill", "teacher": settings.teacher, "student": settings.student,
-             "teacher_sha256": sha256_of_file(teacher_path), "student_sha256": student_start,
+             "teacher_sha256": teacher_sha256, "student_sha256": student_start,
              "images": [path.name for path in images], "layerwise_steps": settings.steps,
              "validated": True},  # states from before validation: their start is unknown
     )  # fmt: skip
@@ -389,14 +390,12 @@ def _distill_verdict(
     return f"kept the last student (step {steps_run})"
 
 
-def _load(name: str, weights: Path | None, device: torch.device, say) -> Sam3D:
-    """A model with its weights (``weights``, else the released ones, downloaded once), by the
-    model recipe: checked to be complete, in float32."""
-    from ..weights.recipe import ModelRecipe
-
-    recipe = ModelRecipe(name, weights, device=device).with_weights()
-    say(f"loading {name} from {recipe.weights} on {device} ...")
-    return recipe.load().model
+def _load(recipe: ModelRecipe, say) -> LoadedModel:
+    """The model by its recipe (its weights, else the released ones, downloaded once): checked
+    to be complete, in float32."""
+    recipe = recipe.with_weights()
+    say(recipe.loading_line())
+    return recipe.load()
 
 
 def _dice(scores: dict[int, float]) -> str:

@@ -96,13 +96,19 @@ class ModelRecipe:
     ) -> ModelRecipe:
         """This recipe with :attr:`weights` found: the local file, else the cached download
         (fetched when missing, reporting ``progress``; ``notice`` hears of a cached copy that
-        fails its checksum). Checks the recipe first (:meth:`check`).
+        fails its checksum), and its device resolved. Checks the recipe first (:meth:`check`).
 
         Raises:
             WeightsError: the file is missing, or the download failed.
         """
-        self.check()
-        return replace(self, weights=self._weights_file(progress, notice))
+        device = self.check()
+        return replace(self, weights=self._weights_file(progress, notice), device=device)
+
+    def loading_line(self) -> str:
+        """What a front end says before it loads (the command line, training): ``loading
+        fastsam3d from FILE on cpu ...``; on a recipe whose weights were found
+        (:meth:`with_weights`)."""
+        return f"loading {self.model} from {self.weights} on {self.device} ..."
 
     def load(
         self,
