@@ -6,7 +6,10 @@ on the spleen label; calls arrive as the browser would send them, names and file
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -78,3 +81,44 @@ def test_a_refused_upload_keeps_the_image_and_an_accepted_one_replaces_it(page):
     assert nodes(page, "vtkMRMLSegmentationNode") == [page.logic.segmentationNode]
     assert page.logic.segmentationNode is not first_segmentation
     assert not list(Path(page._export_dir.name).glob("upload-*"))
+
+
+def test_results_pending_from_another_thread_wakes_the_polling_task_at_once(page):
+    """The engine says so on the scene's thread, but a call from another thread must neither
+    break the event loop (``asyncio.Event`` is not thread-safe) nor wait for the nap's end."""
+    failures = []
+
+    def from_another_thread():
+        time.sleep(0.1)  # the task waits by then
+        try:
+            page.events.resultsPending()
+        except BaseException as error:
+            failures.append(error)
+
+    async def woken_after() -> float | None:
+        wake = page.events.listen(asyncio.get_running_loop())
+        waiting = asyncio.ensure_future(wake.wait())
+        caller = threading.Thread(target=from_another_thread)
+        started = time.monotonic()
+        caller.start()
+        # Not wait_for: cancelling a wait whose wake-up was lost would never end.
+        done, _ = await asyncio.wait({waiting}, timeout=5)
+        caller.join(5)
+        return time.monotonic() - started if done else None
+
+    loop = asyncio.new_event_loop()
+    loop.set_debug(True)  # asyncio then checks which thread schedules on it
+    try:
+        elapsed = loop.run_until_complete(woken_after())
+    finally:
+        loop.close()  # not asyncio.run: it would wait for a lost wait to be cancelled
+    assert not failures, failures
+    assert elapsed is not None and elapsed < 2, "the polling task slept on"
+
+    # On the loop's own thread it is set at once.
+    async def on_the_loop() -> bool:
+        wake = page.events.listen(asyncio.get_running_loop())
+        page.events.resultsPending()
+        return wake.is_set()
+
+    assert asyncio.run(on_the_loop())

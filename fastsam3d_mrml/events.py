@@ -2,9 +2,9 @@
 
 A front end (Slicer's panel, the browser page, a script) subclasses :class:`EngineObserver` and
 overrides what it shows; every method has a harmless default, so a script can pass none. The
-engine calls these on the thread that owns the MRML scene (inside
-``InteractiveSegmentationLogic.processEvents`` or the call that caused them), except
-:meth:`resultsPending`, which may come from any thread.
+engine calls all of them on the thread that owns the MRML scene (inside
+``InteractiveSegmentationLogic.processEvents`` or the call that caused them), never from its
+worker thread.
 
 Nothing outside the engine assigns the engine's callbacks: the observer is the only channel.
 """
@@ -12,9 +12,10 @@ Nothing outside the engine assigns the engine's callbacks: the observer is the o
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # only for annotations: importing the events needs no numpy
+    import numpy as np
 
 
 class EngineObserver:
@@ -39,7 +40,9 @@ class EngineObserver:
     def resultsPending(self) -> None:
         """Results should be collected soon: call ``processEvents`` on the scene's thread.
 
-        May be called from any thread; in Slicer, a zero-delay timer.
+        Called on the scene's thread, by the call that queued work on the worker, so the front
+        end can schedule the collection (in Slicer, a zero-delay timer) rather than run it
+        inside that call.
         """
 
     def segmentsChanged(self) -> None:

@@ -10,6 +10,7 @@ worker's results (``processEvents``) and pushes the status line to the page.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import shutil
 import sys
@@ -290,8 +291,8 @@ class SegmentationPage(TrameApp):
         print(f"fastsam3d web: {self.state.error}", file=sys.stderr)
 
     def _start_polling(self, **_: Any) -> None:
-        wake = self.events.wake = asyncio.Event()
-        asyncio.get_event_loop().create_task(self._poll(wake))
+        loop = asyncio.get_event_loop()
+        loop.create_task(self._poll(self.events.listen(loop)))
 
     async def _poll(self, wake: asyncio.Event) -> None:
         while self._unused_fraction() < 1:
@@ -427,17 +428,24 @@ class PageEvents(EngineObserver):
     or idle, the segment selector, the uncertainty overlay and the suggested point.
 
     Called on the server's event loop thread (inside ``processEvents``, or the page's action
-    that caused them).
+    that caused them), as the engine calls every event on the scene's thread.
+    :meth:`resultsPending` is safe from any thread all the same: ``asyncio.Event`` is not.
 
     Attributes:
         wake: set when results are pending, so the polling task collects them now rather than
-            after its nap; None until the server is ready.
+            after its nap; None until :meth:`listen` (when the server is ready).
     """
 
     def __init__(self, page: SegmentationPage) -> None:
         self.page = page
         self.state = page.state
         self.wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def listen(self, loop: asyncio.AbstractEventLoop) -> asyncio.Event:
+        """The event that :meth:`resultsPending` sets from now on, waited for on ``loop``."""
+        self._loop, self.wake = loop, asyncio.Event()
+        return self.wake
 
     def statusChanged(self, message: str) -> None:
         self.state.status = message
@@ -452,8 +460,18 @@ class PageEvents(EngineObserver):
         self.state.busy = busy
 
     def resultsPending(self) -> None:
-        if self.wake is not None:
-            self.wake.set()
+        wake, loop = self.wake, self._loop
+        if wake is None or loop is None:
+            return
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:  # no loop runs on this thread
+            on_loop = False
+        if on_loop:
+            wake.set()
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed: nothing waits any more
+            loop.call_soon_threadsafe(wake.set)  # wakes the loop if it sleeps
 
     def segmentsChanged(self) -> None:
         """The segment selector's items: the segmentation's segments by name."""
