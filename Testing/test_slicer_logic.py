@@ -494,6 +494,23 @@ def test_a_failed_model_load_is_retried_when_asked_again(scene, make_logic, tmp_
     assert logic.loadedModel is None, "after a failure, Start must load again"
 
 
+def test_a_failed_load_keeps_the_model_chosen_after_it(
+    scene, make_logic, fastsam3d_seeded, tmp_path
+):
+    """Model A, then B while A loads: A's failure must not forget B, or Start would load B
+    again."""
+    weights = tmp_path / "seeded.pth"
+    torch.save({"model_state_dict": fastsam3d_seeded.state_dict()}, weights)
+    labels = Volume.from_file(CT_LABEL)
+    logic = make_logic(OraclePredictor(labels, 1), read_volume_node(scene, CT_IMAGE))
+    logic.setModel("no-such-model", "cpu")
+    logic.setModel("fastsam3d", "cpu", str(weights))
+    assert logic.waitForIdle(TIMEOUT_S)
+    assert [type(e).__name__ for e in logic.errors] == ["ModelLoadError"]
+    assert "unknown model 'no-such-model'" in str(logic.errors[0])
+    assert logic.loadedModel == ("fastsam3d", "cpu", str(weights), None, None, None, "auto")
+
+
 def test_a_new_segment_in_a_shared_layer_stays_whole_over_several_clicks(
     scene, make_logic, fastsam3d_seeded
 ):

@@ -106,6 +106,57 @@ def test_shutdown_drops_queued_jobs_and_ends_the_thread():
     assert not worker.alive
 
 
+def test_shutdown_tells_idle_and_delivers_nothing_after_it():
+    told: list[bool] = []
+    delivered = []
+    worker = Worker(on_busy=told.append)
+    started = threading.Event()
+    worker.submit(lambda report: (started.set(), time.sleep(0.2)), delivered.append)
+    worker.submit(lambda report: None, delivered.append)
+    started.wait(5)
+    assert worker.shutdown(timeout=5)
+    assert told == [True, False], "the front end would show busy forever"
+    assert worker.pending == 0 and worker.poll() == 0 and delivered == []
+    assert told == [True, False]
+
+
+def test_a_callback_that_raises_still_leaves_busy_told_right():
+    told: list[bool] = []
+    worker = Worker(on_busy=told.append)
+
+    def refuse(value):
+        raise ValueError("a result's callback failed")
+
+    worker.submit(lambda report: 1, refuse)
+    with pytest.raises(ValueError, match="callback failed"):
+        worker.wait(10)
+    assert worker.pending == 0 and told == [True, False], "idle was never told"
+    # With another job still pending after the failing one, busy stays, until it is delivered.
+    release = threading.Event()
+    worker.submit(lambda report: 1, refuse)
+    worker.submit(lambda report: release.wait(10))
+    with pytest.raises(ValueError):
+        worker.wait(10)
+    assert worker.pending == 1 and told == [True, False, True]
+    release.set()
+    assert worker.wait(10) and told == [True, False, True, False]
+    worker.shutdown()
+
+
+def test_the_engine_events_models_and_worker_import_without_numpy_torch_or_the_core():
+    """The Slicer module imports these before its dependencies are installed."""
+    engine = ("fastsam3d_mrml", "fastsam3d_mrml.events", "fastsam3d_mrml.models",
+              "fastsam3d_mrml.worker")  # fmt: skip
+    code = (
+        "import importlib, sys; [importlib.import_module(name) for name in sys.argv[1:]];"
+        "print(*[name in sys.modules for name in ('numpy', 'torch', 'fastsam3d_core')])"
+    )
+    imported = subprocess.run(
+        [sys.executable, "-c", code, *engine], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert imported == ["False", "False", "False"]
+
+
 # -- the session on the worker -----------------------------------------------------------------
 
 

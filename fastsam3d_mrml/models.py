@@ -41,6 +41,8 @@ PRECISION_CHOICES = (
 CONNECTION_TEST_TIMEOUT_S = 5.0
 
 Reporter = Callable[[str, Optional[float]], None]
+"""How a worker job reports progress: (message, fraction done in 0..1 or None)."""
+
 # Reported messages that the user must see (not just a passing status) start with this.
 WARNING_PREFIX = "Warning: "
 

@@ -32,14 +32,13 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable
+
+from .models import Reporter
 
 if TYPE_CHECKING:
     from fastsam3d_core import Session
     from fastsam3d_core.session import Click, Result, SegmentChange
-
-Reporter = Callable[[str, Optional[float]], None]
-"""Called from a job with (message, fraction done in 0..1 or None)."""
 
 # Seconds to wait for the thread to finish its current job when shutting down.
 SHUTDOWN_TIMEOUT_S = 5.0
@@ -110,6 +109,7 @@ class Worker:
         self._events: queue.Queue[_Finished | _Progress] = queue.Queue()
         self._pending = 0  # submitted and not yet handed back by poll()
         self._urgent_pending = 0  # of those, the urgent ones
+        self._shut_down = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -141,7 +141,7 @@ class Worker:
         Raises:
             RuntimeError: the worker was shut down.
         """
-        if not self._thread.is_alive():
+        if self._shut_down or not self._thread.is_alive():
             raise RuntimeError("the FastSAM3D worker thread has been shut down")
         self._pending += 1
         self._urgent_pending += urgent
@@ -156,7 +156,19 @@ class Worker:
                 released so the worker runs (see the module's docstring); results are
                 delivered as they arrive. 0 only delivers what is there. While only
                 background jobs are pending, at most :data:`BACKGROUND_WAIT_S`.
+
+        A callback that raises ends the poll with its exception; busy or idle is told all the
+        same, and the jobs after it are delivered by the next poll. After :meth:`shutdown`
+        nothing is delivered.
         """
+        if self._shut_down:
+            return 0
+        try:
+            return self._deliver_finished(wait_s)
+        finally:
+            self._tell_busy()
+
+    def _deliver_finished(self, wait_s: float) -> int:
         start = time.monotonic()
         finished = 0
         while True:
@@ -168,7 +180,6 @@ class Worker:
                 else:
                     event = self._events.get_nowait()
             except queue.Empty:
-                self._tell_busy()
                 return finished
             if isinstance(event, _Progress):
                 if self.on_progress is not None:
@@ -191,21 +202,23 @@ class Worker:
                 return False
 
     def shutdown(self, timeout: float = SHUTDOWN_TIMEOUT_S) -> bool:
-        """Stop the thread after the job it is running; queued jobs are dropped.
+        """Stop the thread after the job it is running; queued jobs are dropped, nothing is
+        delivered any more (not even the running job's result), and ``on_busy`` is told idle.
 
         Returns:
             Whether the thread ended within ``timeout`` seconds (a job in a long native call
             may outlive it; the thread is a daemon and does not keep the process alive).
         """
+        self._shut_down = True
         while True:
             try:
-                dropped = self._jobs.get_nowait()
+                self._jobs.get_nowait()
             except queue.Empty:
                 break
-            self._pending -= 1
-            self._urgent_pending -= dropped.urgent
         self._jobs.put(self._STOP)
         self._thread.join(timeout)
+        self._pending = self._urgent_pending = 0
+        self._tell_busy()
         return not self._thread.is_alive()
 
     def _tell_busy(self) -> None:
@@ -285,7 +298,9 @@ class WorkerState:
         self.predictor: Any = None
         self.volume: Any = None
         self.session: Session | None = None
-        # setModel's (model, device, weights file, ...) in use or loading; None after a failure.
+        # setModel's (model, device, weights file, ...) in use or loading; None after its load
+        # failed. Set on the main thread when the load is queued, so it may already name a
+        # later model while an earlier one still loads.
         self.model_key: tuple | None = None
 
     def require_session(self) -> Session:
@@ -298,7 +313,11 @@ class WorkerState:
     def load_model(self, key: tuple, report: Reporter) -> None:
         """Load the model of ``InteractiveSegmentationLogic.setModel``, whose arguments
         ``key`` holds (see ``models.load_predictor``); a failure forgets the key, so that
-        asking again retries."""
+        asking again retries, unless a later ``setModel`` already replaced it: that model
+        (queued behind this one) is the one in use once it loads.
+
+        Keys are compared by identity: each ``setModel`` makes its own, so asking again for
+        the failed model while it loads keeps the new request's key."""
         from .models import load_predictor
 
         name, device, weights_file, server, token, adapter_file, precision = key
@@ -307,7 +326,8 @@ class WorkerState:
                 name, device, weights_file, report, server, token, adapter_file, precision
             )
         except BaseException:
-            self.model_key = None
+            if self.model_key is key:
+                self.model_key = None
             raise
 
     # The engine's jobs: each runs one edit of the session and returns its Update.
