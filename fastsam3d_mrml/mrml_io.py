@@ -26,7 +26,9 @@ import vtk
 from fastsam3d_core import Volume
 from fastsam3d_core.io.suffixes import IMAGE_SUFFIXES, SEGMENTATION_SUFFIXES
 
-LABELMAP_SUFFIXES = IMAGE_SUFFIXES  # Slicer writes a labelmap in any image format it reads
+# Slicer writes a labelmap in any image format it reads: more than the core's own
+# fastsam3d_core.io.suffixes.LABELMAP_SUFFIXES.
+EXPORT_LABELMAP_SUFFIXES = IMAGE_SUFFIXES
 
 
 class VolumeNotSupportedError(ValueError):
@@ -157,10 +159,10 @@ def export_segmentation(segmentation_node, path: str | Path, reference_volume_no
     if name.endswith(SEGMENTATION_SUFFIXES):
         _write_with_storage(scene, segmentation_node, "vtkMRMLSegmentationStorageNode", path)
         return path
-    if not name.endswith(LABELMAP_SUFFIXES):
+    if not name.endswith(EXPORT_LABELMAP_SUFFIXES):
         raise ValueError(
             f"{path.name}: save as .seg.nrrd (segmentation) or a labelmap "
-            f"({', '.join(LABELMAP_SUFFIXES)})"
+            f"({', '.join(EXPORT_LABELMAP_SUFFIXES)})"
         )
     labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__FastSAM3D_export__")
     try:

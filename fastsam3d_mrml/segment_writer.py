@@ -76,7 +76,7 @@ class SegmentWriter:
         self._mrml_ids: dict[int, str] = {}
         self._created: set[str] = set()  # MRML segments made for session segments
         self._live: set[int] = set()  # session segments that exist now (not undone)
-        # The protected segments as the session last read them (see protection_changed).
+        # The protected segments as the session last read them (see foreign_if_changed).
         self._protected_read: tuple = ()
 
     @property
@@ -104,9 +104,6 @@ class SegmentWriter:
     def bind(self, session_id: int, segment_id: str) -> None:
         """Make a session segment write to an existing MRML segment (one being refined)."""
         self._mrml_ids[session_id] = segment_id
-
-    def mrml_id(self, session_id: int) -> str | None:
-        return self._mrml_ids.get(session_id)
 
     def current_mrml_id(self) -> str | None:
         """The MRML segment of the session's current segment, if it has one yet."""
