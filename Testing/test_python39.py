@@ -84,7 +84,8 @@ def test_first_use_code_runs_on_python_3_9(interpreter, tmp_path):
     installer's thread; and the engine's worker thread, under Python 3.9 itself."""
     code = f"""
 import sys
-sys.path.insert(0, {str(REPO / "FastSAM3DSlicer")!r})
+# Slicer puts the module's folder on the path; the engine comes from the checkout's root.
+sys.path[:0] = [{str(REPO / "FastSAM3DSlicer")!r}, {str(REPO)!r}]
 from pathlib import Path
 from FastSAM3DSlicerLib import install
 from fastsam3d_mrml.worker import Worker
