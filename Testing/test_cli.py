@@ -95,10 +95,9 @@ def write_markups(path, points_ras):
 
 @pytest.mark.skipif(not BRATS_IMAGE.is_file(), reason="test scans not available")
 def test_segment_writes_a_segmentation_with_the_input_geometry(tmp_path, random_weights):
-    from fastsam3d_core.geometry import Volume
-    from fastsam3d_core.io import read_segmentation
+    from fastsam3d_core.io import read_segmentation, read_volume
 
-    image = Volume.from_file(BRATS_IMAGE)
+    image = read_volume(BRATS_IMAGE)
     centre = image.index_to_ras(np.array([80.0, 80.0, 52.0]))
     negative = write_markups(tmp_path / "exclude.mrk.json", [centre + [10.0, 0.0, 0.0]])
     output = tmp_path / "out.seg.nrrd"
@@ -157,11 +156,11 @@ def test_segment_reports_bad_input(tmp_path, random_weights):
 def test_segment_file_from_python_writes_the_labelmap_the_command_writes(tmp_path, random_weights):
     import re
 
-    from fastsam3d_core.geometry import Volume
+    from fastsam3d_core.io import read_volume
     from fastsam3d_core.segment_job import PointPrompt, segment_file
     from fastsam3d_core.weights.recipe import ModelRecipe
 
-    image = Volume.from_file(BRATS_IMAGE)
+    image = read_volume(BRATS_IMAGE)
     centre = image.index_to_ras(np.array([80.0, 80.0, 52.0]))
     point = ",".join(map(str, centre))
     by_command = tmp_path / "command.nrrd"
@@ -177,9 +176,9 @@ def test_segment_file_from_python_writes_the_labelmap_the_command_writes(tmp_pat
         lambda: ModelRecipe("fastsam3d", random_weights, device="cpu").load().model,
         say=messages.append,
     )
-    expected = Volume.from_file(by_command).array
+    expected = read_volume(by_command).array
     assert written.kind == "labelmap" and written.voxels == int(expected.sum()) > 0
-    np.testing.assert_array_equal(Volume.from_file(by_python).array, expected)
+    np.testing.assert_array_equal(read_volume(by_python).array, expected)
 
     def comparable(lines: list[str], output) -> list[str]:
         # The command also says which weights it loads; the times differ.

@@ -25,7 +25,7 @@ from fastsam3d_core.evaluation import (
     write_plot,
 )
 from fastsam3d_core.evaluation.protocol import distance_to_outside
-from fastsam3d_core.io import write_labelmap
+from fastsam3d_core.io import read_volume, write_labelmap
 from fastsam3d_core.session import ModelPredictor, OraclePredictor
 
 DATA = SHARED / "data"
@@ -49,7 +49,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def volumes() -> dict[str, tuple[Volume, Volume]]:
-    return {name: (Volume.from_file(i), Volume.from_file(lab)) for name, (i, lab) in CASES.items()}
+    return {name: (read_volume(i), read_volume(lab)) for name, (i, lab) in CASES.items()}
 
 
 class ErodedPlusCubePredictor(OraclePredictor):
@@ -342,7 +342,7 @@ def test_a_real_model_through_the_protocol_and_the_cli(dataset, tmp_path):
     """FastSAM3D with random weights: 32³ logits, the zero mask prompt and ``--weights``."""
     torch.manual_seed(0)
     model = build_model("fastsam3d").allow_random_weights()
-    image, label = Volume.from_file(CASES["brats"][0]), Volume.from_file(CASES["brats"][1])
+    image, label = read_volume(CASES["brats"][0]), read_volume(CASES["brats"][1])
     for accumulate in (False, True):
         result = evaluate_case(image, label, ModelPredictor(model), clicks=2, accumulate=accumulate)
         assert result.ok and len(result.dice) == 2

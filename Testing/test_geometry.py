@@ -190,9 +190,10 @@ def test_separable_and_general_resampling_agree(mode):
     np.testing.assert_allclose(fast, slow, rtol=1e-4, atol=1e-4)
 
 
-def test_geometry_imports_no_layer_above_it_and_volume_from_file_still_reads():
+def test_geometry_imports_no_layer_above_it_and_io_reads_its_volumes():
     """geometry is the lowest layer: importing it pulls in neither io (nor SimpleITK) nor the
-    package's public names (serving, session, torch); Volume.from_file reaches io when called."""
+    package's public names (serving, session, torch), and a Volume has no way to read a file;
+    io, above it, reads files into Volumes."""
     script = (
         "import sys\n"
         "from fastsam3d_core.examples import example_ct_path\n"
@@ -200,11 +201,13 @@ def test_geometry_imports_no_layer_above_it_and_volume_from_file_still_reads():
         "above = ('fastsam3d_core.io', 'SimpleITK', 'fastsam3d_core.serving',\n"
         "         'fastsam3d_core.session', 'fastsam3d_core.models', 'torch')\n"
         "print([name for name in above if name in sys.modules])\n"
-        "volume = Volume.from_file(example_ct_path())\n"
-        "print(type(volume).__name__, volume.shape, 'fastsam3d_core.io' in sys.modules)\n"
+        "print([name for name in vars(Volume) if 'file' in name or 'read' in name])\n"
+        "from fastsam3d_core.io import read_volume\n"
+        "volume = read_volume(example_ct_path())\n"
+        "print(type(volume) is Volume, volume.shape)\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["[]", "Volume (122, 101, 30) True"]
+    assert result.stdout.splitlines() == ["[]", "[]", "True (122, 101, 30)"]

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from fastsam3d_core import Volume
+from fastsam3d_core.io import read_volume
 
 pytest.importorskip("slicer", reason="needs the slicer-core wheel (pip install '.[test]')")
 vtk = pytest.importorskip("vtk")
@@ -130,7 +130,7 @@ def test_the_segment_is_drawn_where_it_projects_in_its_colour(demo):
 
 
 def test_the_ct_is_shown_in_grey_with_the_soft_tissue_window(demo):
-    hu = Volume.from_file(rs.CT_PATH)
+    hu = read_volume(rs.CT_PATH)
     low = rs.SOFT_TISSUE_LEVEL - rs.SOFT_TISSUE_WINDOW / 2
     for view in render(demo, False, False):
         index, inside = voxel_of_pixels(view, demo.volume_node)
@@ -216,7 +216,7 @@ def test_a_view_open_before_a_click_shows_the_segment_after_it():
 
     application = rs.CoreApplication.create(rs.slicer.vtkMRMLScene())
     volume_node = rs.read_ct(application.scene)
-    labels = Volume.from_file(rs.LABELS_PATH)
+    labels = read_volume(rs.LABELS_PATH)
     index = rs.next_click(
         labels.array == rs.LIVER, np.linalg.norm(labels.ijk_to_ras[:3, :3], axis=0), None
     )

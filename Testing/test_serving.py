@@ -347,11 +347,12 @@ def test_the_client_installs_without_torch_and_segments_like_the_local_model(
     code = f"""
 import numpy as np
 import fastsam3d_core
-from fastsam3d_core import RemotePredictor, Session, Volume
+from fastsam3d_core import RemotePredictor, Session
+from fastsam3d_core.io import read_volume
 from fastsam3d_core.examples import example_ct_path
 print(fastsam3d_core.__file__)
 predictor = RemotePredictor({service!r}, token="secret", cache_dir={str(tmp_path)!r})
-session = Session(Volume.from_file(example_ct_path()), predictor)
+session = Session(read_volume(example_ct_path()), predictor)
 clicks = {[*CLICKS, ((60.0, 150.0, 140.0), True)]!r}
 masks = [session.add_point(point, positive).mask.copy() for point, positive in clicks]
 masks.append(session.undo().mask.copy())

@@ -11,6 +11,7 @@ from test_geometry import rotation
 
 from fastsam3d_core.geometry import Crop, Volume
 from fastsam3d_core.geometry.volume import apply_affine
+from fastsam3d_core.io import read_volume
 from fastsam3d_core.session import ModelPredictor, OraclePredictor, Session
 
 DATA = SHARED / "data"
@@ -40,7 +41,7 @@ class CountingPredictor:
 
 
 def load_pair(pair: tuple[str, str]) -> tuple[Volume, Volume]:
-    return Volume.from_file(DATA / pair[0]), Volume.from_file(DATA / pair[1])
+    return read_volume(DATA / pair[0]), read_volume(DATA / pair[1])
 
 
 def oblique_copy(volume: Volume) -> Volume:

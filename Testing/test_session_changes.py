@@ -9,6 +9,7 @@ from conftest import SHARED
 from scipy import ndimage
 
 from fastsam3d_core.geometry import Crop, Volume
+from fastsam3d_core.io import read_volume
 from fastsam3d_core.session import OraclePredictor, Result, Session
 
 DATA = SHARED / "data"
@@ -45,7 +46,7 @@ class NearClicksPredictor:
 
 @pytest.fixture(scope="module")
 def ct():
-    return Volume.from_file(DATA / CT_3MM[0]), Volume.from_file(DATA / CT_3MM[1])
+    return read_volume(DATA / CT_3MM[0]), read_volume(DATA / CT_3MM[1])
 
 
 def deepest_ras(image: Volume, mask: np.ndarray) -> np.ndarray:

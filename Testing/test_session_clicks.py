@@ -9,6 +9,7 @@ from conftest import SHARED
 from scipy import ndimage
 
 from fastsam3d_core.geometry import Crop, Volume
+from fastsam3d_core.io import read_volume
 from fastsam3d_core.session import OraclePredictor, Session
 from fastsam3d_core.session.state import Click
 
@@ -37,8 +38,8 @@ class RecordingPredictor:
 
 @pytest.fixture(scope="module")
 def ct():
-    image = Volume.from_file(DATA / CT_3MM[0])
-    labels = Volume.from_file(DATA / CT_3MM[1])
+    image = read_volume(DATA / CT_3MM[0])
+    labels = read_volume(DATA / CT_3MM[1])
     return image, labels
 
 

@@ -18,7 +18,7 @@ import pytest
 from test_slicer_logic import TIMEOUT_S, deepest_ras, place
 from test_slicer_mrml import CT_IMAGE, CT_LABEL, DATA, read_volume_node, slicer
 
-from fastsam3d_core import Volume
+from fastsam3d_core.io import read_volume
 from fastsam3d_mrml.events import EngineObserver
 
 mrml_io = pytest.importorskip("fastsam3d_mrml.mrml_io")
@@ -111,7 +111,7 @@ def click_latencies(scene, model, node, points, slicer_loop: bool) -> tuple[floa
 
 def test_gil_held_by_slicers_main_thread_does_not_slow_clicks(fastsam3d_seeded, scene, capsys):
     node = read_volume_node(scene, CT_IMAGE)
-    liver = deepest_ras(Volume.from_file(CT_LABEL), 5)
+    liver = deepest_ras(read_volume(CT_LABEL), 5)
     points = [liver, liver + [6.0, -3.0, -3.0]]  # a new crop, then a click inside it
     measured = {True: [], False: []}
     for _ in range(ROUNDS):  # alternate, so that load on the machine hits both alike

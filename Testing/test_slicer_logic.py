@@ -32,7 +32,7 @@ from test_slicer_mrml import (
 from fastsam3d_core import Session, Volume, build_model
 from fastsam3d_core.geometry import crop_grid_around
 from fastsam3d_core.geometry.paste import footprint_box
-from fastsam3d_core.io import read_segmentation
+from fastsam3d_core.io import read_segmentation, read_volume
 from fastsam3d_core.session import OraclePredictor
 from fastsam3d_mrml.events import EngineObserver
 
@@ -125,7 +125,7 @@ def settle(logic):
 def spleen_clicked(scene, make_logic):
     """The example CT, a logic whose oracle sees the spleen (label 1), one point deep in it,
     settled: (labels, volume node, logic, the point in RAS)."""
-    labels = Volume.from_file(CT_LABEL)
+    labels = read_volume(CT_LABEL)
     node = read_volume_node(scene, CT_IMAGE)
     logic = make_logic(OraclePredictor(labels, 1), node)
     spleen = deepest_ras(labels, 1)
@@ -150,7 +150,7 @@ def current_mask(logic) -> np.ndarray:
 
 @pytest.mark.parametrize("geometry", ["native", "oblique-transformed"])
 def test_one_click_reproduces_the_core_session_on_the_volume_grid(scene, make_logic, geometry):
-    image, labels = Volume.from_file(BRATS_IMAGE), Volume.from_file(BRATS_LABEL)
+    image, labels = read_volume(BRATS_IMAGE), read_volume(BRATS_LABEL)
     if geometry == "native":
         node = read_volume_node(scene, BRATS_IMAGE)
     else:
@@ -213,7 +213,7 @@ def test_moving_deleting_undo_redo_and_clear_follow_the_markups(scene, make_logi
 
 
 def test_points_placed_while_the_worker_is_busy_are_queued(scene, make_logic):
-    labels = Volume.from_file(CT_LABEL)
+    labels = read_volume(CT_LABEL)
     node = read_volume_node(scene, CT_IMAGE)
     logic = make_logic(OraclePredictor(labels, 1), node)
     spleen, liver = deepest_ras(labels, 1), deepest_ras(labels, 5)
@@ -223,14 +223,14 @@ def test_points_placed_while_the_worker_is_busy_are_queued(scene, make_logic):
     settle(logic)
     assert len(logic.clicks) == 3
     assert logic.positiveNode.GetNumberOfControlPoints() == 3
-    session = Session(Volume.from_file(CT_IMAGE), OraclePredictor(labels, 1))
+    session = Session(read_volume(CT_IMAGE), OraclePredictor(labels, 1))
     for ras in (spleen, liver, spleen + [3.0, 0, 0]):
         session.add_point(ras)
     assert np.array_equal(current_mask(logic), session.mask().astype(bool))
 
 
 def test_a_point_outside_the_volume_is_refused_and_removed(scene, make_logic):
-    labels = Volume.from_file(CT_LABEL)
+    labels = read_volume(CT_LABEL)
     logic = make_logic(OraclePredictor(labels, 1), read_volume_node(scene, CT_IMAGE))
     place(logic, (5000.0, 0.0, 0.0))
     assert logic.waitForIdle(TIMEOUT_S)
@@ -240,7 +240,7 @@ def test_a_point_outside_the_volume_is_refused_and_removed(scene, make_logic):
 
 
 def test_segments_do_not_overwrite_each_other(scene, make_logic):
-    labels = Volume.from_file(CT_LABEL)
+    labels = read_volume(CT_LABEL)
     node = read_volume_node(scene, CT_IMAGE)
     manual = labels.array == 5  # a "manually painted" liver segment, there before the session
     segmentation, manual_id = painted_segmentation(scene, node, "liver (manual)", manual)
@@ -284,7 +284,7 @@ def crop_footprint(volume_node, point_ras) -> np.ndarray:
 
 def test_refining_a_painted_segment_keeps_it_outside_the_crop_and_removes_inside(scene, make_logic):
     """The painted segment shares the labelmap layer of the logic's own first segment."""
-    labels = Volume.from_file(CT_LABEL)
+    labels = read_volume(CT_LABEL)
     spleen = labels.array == 1
     node = read_volume_node(scene, CT_IMAGE)
     logic = make_logic(OraclePredictor(labels, 1), node)
@@ -324,8 +324,8 @@ def test_refining_a_painted_segment_keeps_it_outside_the_crop_and_removes_inside
 
 
 def test_export_seg_nrrd_and_labelmap_keep_the_geometry(scene, make_logic, tmp_path):
-    image = oblique_copy(Volume.from_file(CT_IMAGE))
-    labels = oblique_copy(Volume.from_file(CT_LABEL))
+    image = oblique_copy(read_volume(CT_IMAGE))
+    labels = oblique_copy(read_volume(CT_LABEL))
     node = volume_node_from(scene, image)
     logic = make_logic(OraclePredictor(labels, 1), node)
     place(logic, deepest_ras(labels, 1))
@@ -351,7 +351,7 @@ def test_export_seg_nrrd_and_labelmap_keep_the_geometry(scene, make_logic, tmp_p
     full[tuple(slice(o, o + n) for o, n in zip(offset, grid.shape))] = segments[0].mask
     assert np.array_equal(full, mask)
     labelmap_path = logic.exportSegmentation(str(tmp_path / "spleen-label.nrrd"))
-    written = Volume.from_file(labelmap_path)
+    written = read_volume(labelmap_path)
     np.testing.assert_allclose(written.ijk_to_ras, image.ijk_to_ras, atol=1e-6)
     assert np.array_equal(written.array != 0, mask)
     with pytest.raises(ValueError, match=r"\.seg\.nrrd"):
@@ -371,7 +371,7 @@ def test_changed_voxels_reopen_the_session_on_the_next_point(scene, make_logic):
 @pytest.mark.slow
 def test_seeded_fastsam3d_encodes_once_per_crop(scene, make_logic, fastsam3d_seeded):
     node = read_volume_node(scene, BRATS_IMAGE)
-    labels = Volume.from_file(BRATS_LABEL)
+    labels = read_volume(BRATS_LABEL)
     logic = make_logic(fastsam3d_seeded, node)
     statuses = logic.observer.statuses
     statuses.clear()
@@ -411,7 +411,7 @@ def test_a_new_model_replays_the_points_and_points_wait_while_it_loads(scene, ma
     settle(logic)
     assert len(logic.clicks) == 2  # both points, each once, on the new session
     assert logic.positiveNode.GetNumberOfControlPoints() == 2
-    expected = Session(Volume.from_file(CT_IMAGE), OraclePredictor(labels))
+    expected = Session(read_volume(CT_IMAGE), OraclePredictor(labels))
     expected.add_point(spleen)
     expected.add_point(spleen + [0.0, 3.0, 0.0])
     mask = current_mask(logic)
@@ -420,7 +420,7 @@ def test_a_new_model_replays_the_points_and_points_wait_while_it_loads(scene, ma
 
 
 def test_another_volume_starts_without_points(scene, make_logic):
-    labels = Volume.from_file(CT_LABEL)
+    labels = read_volume(CT_LABEL)
     logic = make_logic(OraclePredictor(labels, 1), read_volume_node(scene, CT_IMAGE))
     place(logic, deepest_ras(labels, 1))
     settle(logic)
@@ -432,7 +432,7 @@ def test_another_volume_starts_without_points(scene, make_logic):
 
 
 def test_a_click_in_flight_when_another_volume_opens_is_not_written_to_it(scene, make_logic):
-    labels = Volume.from_file(CT_LABEL)
+    labels = read_volume(CT_LABEL)
     logic = make_logic(OraclePredictor(labels, 1), read_volume_node(scene, CT_IMAGE))
     place(logic, deepest_ras(labels, 1))
     second = read_volume_node(scene, BRATS_IMAGE, "second")
@@ -478,7 +478,7 @@ def test_a_failed_model_load_is_retried_when_asked_again(scene, make_logic, tmp_
 
     from fastsam3d_core.weights import registry
 
-    labels = Volume.from_file(CT_LABEL)
+    labels = read_volume(CT_LABEL)
     logic = make_logic(OraclePredictor(labels, 1), read_volume_node(scene, CT_IMAGE))
     assert logic.loadedModel is None  # a predictor handed in is no loaded model
     monkeypatch.setenv("FASTSAM3D_CACHE_DIR", str(tmp_path))
@@ -501,7 +501,7 @@ def test_a_failed_load_keeps_the_model_chosen_after_it(
     again."""
     weights = tmp_path / "seeded.pth"
     torch.save({"model_state_dict": fastsam3d_seeded.state_dict()}, weights)
-    labels = Volume.from_file(CT_LABEL)
+    labels = read_volume(CT_LABEL)
     logic = make_logic(OraclePredictor(labels, 1), read_volume_node(scene, CT_IMAGE))
     logic.setModel("no-such-model", "cpu")
     logic.setModel("fastsam3d", "cpu", str(weights))
@@ -516,14 +516,14 @@ def test_a_new_segment_in_a_shared_layer_stays_whole_over_several_clicks(
 ):
     """A segmentation with a segment already: the logic's new segment shares its layer. The
     seeded model changes the mask with every click, so every click rewrites the segment."""
-    labels = Volume.from_file(CT_LABEL)
+    labels = read_volume(CT_LABEL)
     node = read_volume_node(scene, CT_IMAGE)
     segmentation, kidney = painted_segmentation(scene, node, "kidney", labels.array == 2)
     logic = make_logic(fastsam3d_seeded, node)
     logic.setInputs(node, segmentation)
     liver = deepest_ras(labels, 5)
     clicks = [(liver, True), (liver + [6.0, 0, 0], False), (liver + [0, 6.0, 0], True)]
-    session = Session(Volume.from_file(CT_IMAGE), fastsam3d_seeded, foreign_mask=labels.array == 2)
+    session = Session(read_volume(CT_IMAGE), fastsam3d_seeded, foreign_mask=labels.array == 2)
     for point, positive in clicks:
         place(logic, point, positive)
         settle(logic)
@@ -569,7 +569,7 @@ def test_undoing_next_segment_while_a_selector_follows_the_segments_adopts_nothi
 ):
     """Slicer's segment selector, when its segment is removed, selects the first remaining
     segment and emits currentSegmentChanged; the widget forwards that to selectSegment."""
-    labels = Volume.from_file(CT_LABEL)
+    labels = read_volume(CT_LABEL)
     node = read_volume_node(scene, CT_IMAGE)
     painted = cube((3, 3, 3), 4, labels.shape)
     segmentation, users = painted_segmentation(scene, node, "user's", painted)
@@ -598,7 +598,7 @@ def test_undoing_next_segment_while_a_selector_follows_the_segments_adopts_nothi
 
 
 def test_the_uncertainty_overlay_has_a_display_node_with_its_window(scene, make_logic):
-    labels = Volume.from_file(CT_LABEL)
+    labels = read_volume(CT_LABEL)
     logic = make_logic(OraclePredictor(labels, 1), read_volume_node(scene, CT_IMAGE))
     place(logic, deepest_ras(labels, 1))
     settle(logic)
@@ -611,7 +611,7 @@ def test_the_uncertainty_overlay_has_a_display_node_with_its_window(scene, make_
 
 
 def test_keyboard_actions_delete_the_last_point_and_hide_the_segment(scene, make_logic):
-    labels = Volume.from_file(CT_LABEL)
+    labels = read_volume(CT_LABEL)
     logic = make_logic(OraclePredictor(labels, 1), read_volume_node(scene, CT_IMAGE))
     spleen = deepest_ras(labels, 1)
     place(logic, spleen)
@@ -636,7 +636,7 @@ def shared_layer_segment(logic, name, mask):
 
 
 def test_a_segment_painted_during_the_session_is_protected(scene, make_logic):
-    labels = Volume.from_file(CT_LABEL)
+    labels = read_volume(CT_LABEL)
     node = read_volume_node(scene, CT_IMAGE)
     logic = make_logic(OraclePredictor(labels), node)  # everything labelled is "the object"
     place(logic, deepest_ras(labels, 1))
@@ -651,7 +651,7 @@ def test_a_segment_painted_during_the_session_is_protected(scene, make_logic):
 
 def test_allowing_overlap_mid_session_reopens_it_with_the_same_points(scene, make_logic):
     # What the widget's "Allow overwriting other segments" does while a session runs.
-    labels = Volume.from_file(CT_LABEL)
+    labels = read_volume(CT_LABEL)
     node = read_volume_node(scene, CT_IMAGE)
     kidney = labels.array == 2
     segmentation, _ = painted_segmentation(scene, node, "kidney", kidney)
@@ -668,7 +668,7 @@ def test_allowing_overlap_mid_session_reopens_it_with_the_same_points(scene, mak
 
 
 def test_overlapping_allowed_keeps_the_other_segment_in_a_layer_of_its_own(scene, make_logic):
-    labels = Volume.from_file(CT_LABEL)
+    labels = read_volume(CT_LABEL)
     node = read_volume_node(scene, CT_IMAGE)
     kidney = labels.array == 2
     segmentation, kidney_id = painted_segmentation(scene, node, "kidney", kidney)
@@ -685,7 +685,7 @@ def test_overlapping_allowed_keeps_the_other_segment_in_a_layer_of_its_own(scene
 
 
 def test_an_undone_refinement_protects_the_segment_again(scene, make_logic):
-    labels = Volume.from_file(CT_LABEL)
+    labels = read_volume(CT_LABEL)
     node = read_volume_node(scene, CT_IMAGE)
     logic = make_logic(OraclePredictor(labels), node)
     kidney = labels.array == 2
@@ -714,19 +714,19 @@ def test_actions_queued_behind_a_new_model_come_after_its_points(scene, make_log
 
 
 def test_a_click_in_flight_when_the_model_changes_ends_the_same_in_mrml(scene, make_logic):
-    labels = Volume.from_file(CT_LABEL)
+    labels = read_volume(CT_LABEL)
     node = read_volume_node(scene, CT_IMAGE)
     logic = make_logic(OraclePredictor(labels, 5), node)
     liver = deepest_ras(labels, 5)
     place(logic, liver)
     logic.setPredictor(OraclePredictor(labels, 1))  # before the click's result is written
     settle(logic)
-    session = Session(Volume.from_file(CT_IMAGE), OraclePredictor(labels, 1))
+    session = Session(read_volume(CT_IMAGE), OraclePredictor(labels, 1))
     assert np.array_equal(current_mask(logic), session.add_point(liver).mask.astype(bool))
 
 
 def test_a_segment_deleted_during_the_session_comes_back_whole(scene, make_logic):
-    labels = Volume.from_file(CT_LABEL)
+    labels = read_volume(CT_LABEL)
     node = read_volume_node(scene, CT_IMAGE)
     logic = make_logic(OraclePredictor(labels, 5), node)
     place(logic, deepest_ras(labels, 5))
@@ -739,7 +739,7 @@ def test_a_segment_deleted_during_the_session_comes_back_whole(scene, make_logic
 
 
 def test_a_refined_segment_survives_a_volume_of_another_size(scene, make_logic):
-    labels = Volume.from_file(CT_LABEL)
+    labels = read_volume(CT_LABEL)
     node = read_volume_node(scene, CT_IMAGE)
     logic = make_logic(OraclePredictor(labels, 1), node)
     spleen = labels.array == 1
@@ -766,7 +766,7 @@ def test_a_new_model_places_the_points_again_in_the_sessions_order(
     scene, make_logic, fastsam3d_seeded
 ):
     """Negative before positive: the markups list positive points first, the session does not."""
-    labels = Volume.from_file(CT_LABEL)
+    labels = read_volume(CT_LABEL)
     node = read_volume_node(scene, CT_IMAGE)
     logic = make_logic(fastsam3d_seeded, node)
     liver = deepest_ras(labels, 5)
@@ -793,7 +793,7 @@ def test_the_module_loads_a_model_with_its_adapter_file_and_refuses_one_for_othe
     adapted.load_state_dict(fastsam3d_seeded.state_dict())
     adapter = tmp_path / "liver.adapter.pt"
     save_random_adapter(adapted, adapter, scale=0.05)
-    labels = Volume.from_file(CT_LABEL)
+    labels = read_volume(CT_LABEL)
     node = read_volume_node(scene, CT_IMAGE)
     logic = make_logic(OraclePredictor(labels, 1), node)
     logic.setModel("fastsam3d", "cpu", str(weights), None, None, str(adapter))
@@ -801,7 +801,7 @@ def test_the_module_loads_a_model_with_its_adapter_file_and_refuses_one_for_othe
     liver = deepest_ras(labels, 5)
     place(logic, liver)
     settle(logic)
-    expected = Session(Volume.from_file(CT_IMAGE), adapted.eval()).add_point(liver, True).mask
+    expected = Session(read_volume(CT_IMAGE), adapted.eval()).add_point(liver, True).mask
     assert np.array_equal(current_mask(logic), expected.astype(bool))
     other = tmp_path / "other.pth"
     state = dict(fastsam3d_seeded.state_dict())
@@ -821,7 +821,7 @@ def test_the_module_computes_the_encoder_in_the_precision_asked_for(
 
     weights = tmp_path / "seeded.pth"
     torch.save({"model_state_dict": fastsam3d_seeded.state_dict()}, weights)
-    labels = Volume.from_file(CT_LABEL)
+    labels = read_volume(CT_LABEL)
     logic = make_logic(OraclePredictor(labels, 1), read_volume_node(scene, CT_IMAGE))
     logic.setModel("fastsam3d", "cpu", str(weights), None, None, None, "int8")
     assert logic.waitForIdle(TIMEOUT_S) and not logic.errors
@@ -829,7 +829,7 @@ def test_the_module_computes_the_encoder_in_the_precision_asked_for(
     liver = deepest_ras(labels, 5)
     place(logic, liver)
     settle(logic)
-    volume = Volume.from_file(CT_IMAGE)
+    volume = read_volume(CT_IMAGE)
     int8 = Session(volume, reduced_copy(fastsam3d_seeded, "int8")).add_point(liver, True).mask
     float32 = Session(volume, fastsam3d_seeded).add_point(liver, True).mask
     assert np.array_equal(current_mask(logic), int8.astype(bool))

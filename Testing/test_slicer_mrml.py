@@ -15,6 +15,7 @@ from conftest import SHARED
 from test_session import oblique_copy
 
 from fastsam3d_core import Volume
+from fastsam3d_core.io import read_volume
 from fastsam3d_core.session import Click
 
 slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (pip install '.[test]')")
@@ -105,7 +106,7 @@ def scene():
 def test_volume_from_node_matches_the_core_reader(scene, path):
     node = read_volume_node(scene, path)
     volume = mrml_io.volume_from_node(node)
-    expected = Volume.from_file(path)
+    expected = read_volume(path)
     assert volume.shape == expected.shape  # (i, j, k), not arrayFromVolume's (k, j, i)
     assert np.array_equal(volume.array, expected.array)
     np.testing.assert_allclose(volume.ijk_to_ras, expected.ijk_to_ras, atol=1e-4)
@@ -119,7 +120,7 @@ def test_volume_from_node_is_a_copy(scene):
 
 
 def test_oblique_volume_and_parent_transform_give_world_geometry(scene):
-    oblique = oblique_copy(Volume.from_file(CT_IMAGE))
+    oblique = oblique_copy(read_volume(CT_IMAGE))
     node = volume_node_from(scene, oblique)
     direct = mrml_io.volume_from_node(node)
     np.testing.assert_allclose(direct.ijk_to_ras, oblique.ijk_to_ras, atol=1e-9)
@@ -185,7 +186,7 @@ def write_whole(writer: SegmentWriter, segment_id: str, mask: np.ndarray) -> Non
 @pytest.mark.parametrize("segmentation_transform", [False, True], ids=["same-frame", "own-frame"])
 def test_segment_boxes_land_on_the_volume_voxels(scene, segmentation_transform):
     """Oblique volume under a transform; the segmentation under another (or none)."""
-    node = volume_node_from(scene, oblique_copy(Volume.from_file(CT_IMAGE)))
+    node = volume_node_from(scene, oblique_copy(read_volume(CT_IMAGE)))
     node.SetAndObserveTransformNodeID(linear_transform_node(scene, rigid(20, (1, 2, 3))).GetID())
     other = linear_transform_node(scene, rigid(-35, (-4, 0, 9))) if segmentation_transform else None
     segmentation = new_segmentation(scene, node, other)
@@ -310,14 +311,14 @@ def test_labelmap_export_leaves_no_nodes_behind(scene, tmp_path):
     write_whole(
         SegmentWriter(segmentation, node),
         segment_id,
-        cube((5, 5, 5), 4, Volume.from_file(CT_IMAGE).shape),
+        cube((5, 5, 5), 4, read_volume(CT_IMAGE).shape),
     )
     slicer.vtkMRMLSubjectHierarchyNode.ResolveSubjectHierarchy(scene)  # Slicer always has it
     before = {scene.GetNthNode(n).GetID() for n in range(scene.GetNumberOfNodes())}
     mrml_io.export_segmentation(segmentation, tmp_path / "label.nrrd", node)
     after = {scene.GetNthNode(n).GetID() for n in range(scene.GetNumberOfNodes())}
     assert after - before == set(), f"left in the scene: {sorted(after - before)}"
-    assert Volume.from_file(tmp_path / "label.nrrd").array.sum() == 64
+    assert read_volume(tmp_path / "label.nrrd").array.sum() == 64
 
 
 def test_click_ids_travel_with_the_markups_points(scene):

@@ -180,12 +180,13 @@ def test_busy_is_told_when_jobs_queue_and_once_all_are_delivered():
 def test_worker_jobs_hand_back_the_core_changes_which_later_edits_leave_as_they_were():
     from test_session import CountingPredictor, deepest_voxel
 
-    from fastsam3d_core import Session, Volume
+    from fastsam3d_core import Session
+    from fastsam3d_core.io import read_volume
     from fastsam3d_core.session import Click, OraclePredictor
     from fastsam3d_mrml.worker import WorkerState
 
-    image = Volume.from_file(DATA / "totalseg_ct/example_ct_3mm.nii.gz")
-    labels = Volume.from_file(DATA / "totalseg_ct/example_seg_3mm.nii.gz")
+    image = read_volume(DATA / "totalseg_ct/example_ct_3mm.nii.gz")
+    labels = read_volume(DATA / "totalseg_ct/example_seg_3mm.nii.gz")
     predictor = CountingPredictor(OraclePredictor(labels, 1))
     state = WorkerState()
     with pytest.raises(RuntimeError, match="no model is loaded yet"):

@@ -43,9 +43,9 @@ CPU = Ranks(0, 1, torch.device("cpu"))
 
 def _liver_point() -> str:
     """A liver voxel of the example CT, as ``--point`` takes it (RAS mm)."""
-    from fastsam3d_core import Volume
+    from fastsam3d_core.io import read_volume
 
-    labels = Volume.from_file(CT_DIR / "example_seg_3mm.nii.gz")
+    labels = read_volume(CT_DIR / "example_seg_3mm.nii.gz")
     inside = np.argwhere(labels.array == LIVER)
     return ",".join(f"{v:.2f}" for v in labels.index_to_ras(inside[len(inside) // 2]))
 
@@ -131,10 +131,9 @@ def test_an_msd_folder_pairs_first_channels_with_labels_and_names_come_from_data
 
 
 def test_a_seg_nrrd_label_picks_its_segment_by_name(tmp_path):
-    from fastsam3d_core import Volume
-    from fastsam3d_core.io import Segment, write_segmentation
+    from fastsam3d_core.io import Segment, read_volume, write_segmentation
 
-    labels = Volume.from_file(CT_DIR / "example_seg_3mm.nii.gz")
+    labels = read_volume(CT_DIR / "example_seg_3mm.nii.gz")
     segments = [Segment("liver", (0.8, 0.4, 0.3), labels.array == LIVER),
                 Segment("spleen", (0.6, 0.2, 0.6), labels.array == 1)]  # fmt: skip
     seg = tmp_path / "abdomen.seg.nrrd"

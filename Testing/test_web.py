@@ -21,9 +21,8 @@ import pytest
 from conftest import free_port, wait_for_port
 from test_slicer_mrml import CT_IMAGE, CT_LABEL
 
-from fastsam3d_core import Volume
 from fastsam3d_core.examples import SPLEEN_LABEL, SPLEEN_POINT_RAS
-from fastsam3d_core.io import read_segmentation
+from fastsam3d_core.io import read_segmentation, read_volume
 
 pytest.importorskip("trame_slicer", reason="needs the web extra (pip install -e '.[web]')")
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -139,7 +138,7 @@ def test_a_click_segments_the_spleen_and_undo_removes_it(web_server, browser, tm
     (segment,), geometry = read_segmentation(
         _download(page, "#export-seg", tmp_path / "spleen.seg.nrrd")
     )
-    truth = Volume.from_file(CT_LABEL).array == SPLEEN_LABEL
+    truth = read_volume(CT_LABEL).array == SPLEEN_LABEL
     mask = segment.mask.astype(bool)
     assert mask.shape == truth.shape
     dice = 2 * (mask & truth).sum() / (mask.sum() + truth.sum())

@@ -33,6 +33,7 @@ from scipy import ndimage
 from vtk.util import numpy_support
 
 from fastsam3d_core import Volume
+from fastsam3d_core.io import read_volume
 from fastsam3d_core.session import OraclePredictor
 from fastsam3d_mrml.events import ErrorCollector
 
@@ -300,7 +301,7 @@ def build_demo_scene(
     application = CoreApplication.create(slicer.vtkMRMLScene())
     volume_node = read_ct(application.scene, ct_path)
     segmented = segment_with_module_logic(
-        application.scene, volume_node, Volume.from_file(labels_path), value
+        application.scene, volume_node, read_volume(labels_path), value
     )
     segmentation = segmented.segmentation_node.GetSegmentation()
     segmentation.GetSegment(segmented.segment_id).SetName(segment_name)

@@ -20,12 +20,12 @@ def predictor_for(
     """What the page's logic runs: the oracle on ``truth``, the remote service, or a local
     model (as ``setModel`` arguments)."""
     if model == "oracle":
-        from fastsam3d_core import Volume
+        from fastsam3d_core.io import read_volume
         from fastsam3d_core.session import OraclePredictor
 
         if truth is None:
             raise ValueError("--model oracle needs --truth LABEL (the label it answers with)")
-        return OraclePredictor(Volume.from_file(truth), truth_value)
+        return OraclePredictor(read_volume(truth), truth_value)
     if server is not None:
         return (model, "remote", str(weights) if weights else None, server, token)
     return (model, "auto", str(weights) if weights else None, None, None)

@@ -166,12 +166,12 @@ def evaluate_cases(
         seed: base seed, non-negative.
         progress: called after each case.
     """
-    from ..io import VolumeReadError  # as Volume.from_file does: SimpleITK only when reading
+    from ..io import VolumeReadError, read_volume  # here: SimpleITK only when reading
 
     results = []
     for number, case in enumerate(cases, 1):
         try:
-            image, label = Volume.from_file(case.image), Volume.from_file(case.label)
+            image, label = read_volume(case.image), read_volume(case.label)
         except VolumeReadError as error:
             result = CaseResult(case.name, "skipped", f"cannot read: {error}")
         else:

@@ -34,7 +34,7 @@ def check_segmentable(volume: Volume) -> None:
     """
     if not isinstance(volume, Volume):
         raise TypeError(
-            f"expected a fastsam3d_core.Volume (e.g. Volume.from_file(path)), "
+            f"expected a fastsam3d_core.Volume (e.g. fastsam3d_core.io.read_volume(path)), "
             f"got {type(volume).__name__}"
         )
     array = volume.array

@@ -8,9 +8,7 @@ and any direction matrix, oblique or axis-permuted, are all in it.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,7 +47,11 @@ def apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)
 class Volume:
-    """A scalar volume: ``array`` ``(I, J, K)`` and the float64 ``ijk_to_ras`` (4, 4) affine."""
+    """A scalar volume: ``array`` ``(I, J, K)`` and the float64 ``ijk_to_ras`` (4, 4) affine.
+
+    Read one from a file with :func:`fastsam3d_core.io.read_volume`: io sits above geometry (it
+    builds Volumes), so a Volume knows nothing of files.
+    """
 
     array: np.ndarray
     ijk_to_ras: np.ndarray
@@ -71,16 +73,6 @@ class Volume:
             )
         object.__setattr__(self, "array", array)
         object.__setattr__(self, "ijk_to_ras", _as_affine(self.ijk_to_ras))
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> Volume:
-        """Read NRRD, NIfTI, MHA/MHD, or a DICOM series (a folder or one of its files).
-
-        The same as :func:`fastsam3d_core.io.read_volume`. io sits above geometry (it builds
-        Volumes), so the reader is looked up when called instead of imported: geometry stays free
-        of io and SimpleITK, with no import circle between the two.
-        """
-        return importlib.import_module("..io", __package__).read_volume(path)
 
     @property
     def shape(self) -> tuple[int, int, int]:
