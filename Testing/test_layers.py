@@ -1,8 +1,12 @@
 """The house rules that keep the code readable, checked on the files themselves.
 
 - The import contract in ``pyproject.toml`` (``[tool.importlinter]``): layers, no circles at any
-  depth, a package root that imports nothing. ``lint-imports`` (import-linter) checks it; this
-  file runs it as CI runs everything else, and checks that every module has a layer.
+  depth. ``lint-imports`` (import-linter) checks it; this file runs it as CI runs everything
+  else, and checks that every module has a layer.
+- Importing the package root ``fastsam3d_core`` loads none of its modules (its names load on
+  first use).
+- No product code imports our own packages through ``importlib.import_module`` or
+  ``__import__``: such an import is hidden from import-linter, so it could climb a layer unseen.
 - The Slicer module (not a package on the path, so outside import-linter's view) imports only the
   engine and the core, never the other front ends.
 - No code outside the tests and ``Utilities/`` edits ``sys.path``: a package is imported by its
@@ -106,12 +110,27 @@ def test_every_package_and_module_has_a_layer():
     assert not unplaced, f"modules in no layer of pyproject.toml's import contract: {unplaced}"
 
 
+def test_importing_the_package_root_loads_none_of_its_modules():
+    """Every ``import fastsam3d_core.<module>`` runs the root first: were it to import a module,
+    that module (``serving``, say) would sit under every layer."""
+    script = (
+        "import sys\n"
+        "import fastsam3d_core\n"
+        "print(sorted(name for name in sys.modules if name.startswith('fastsam3d_core.')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
 def test_the_package_root_still_gives_its_names():
-    """The root imports nothing (contract above), so its names load on first use, as before."""
+    """The root imports nothing when imported (test above): its names load on first use."""
     import fastsam3d_core
 
     for name in fastsam3d_core.__all__:
-        home = importlib.import_module(fastsam3d_core._HOMES[name], "fastsam3d_core")
+        home = importlib.import_module(f"fastsam3d_core.{fastsam3d_core._HOMES[name]}")
         assert getattr(fastsam3d_core, name) is getattr(home, name)
     with pytest.raises(AttributeError):
         fastsam3d_core.NoSuchName  # noqa: B018
@@ -142,6 +161,60 @@ def test_the_slicer_module_imports_the_engine_and_the_core_but_no_other_front_en
         for name in imported_modules(path)
     }
     assert "fastsam3d_mrml" in packages, "the Slicer module no longer imports the engine"
+
+
+def our_package_names() -> set[str]:
+    """What our own code is imported as: the checkout's packages and the Slicer module's."""
+    return set(top_level_packages()) | {"FastSAM3DSlicer", "FastSAM3DSlicerLib"}
+
+
+def is_dynamic_import(function: ast.expr) -> bool:
+    """``importlib.import_module``, ``import_module``, ``__import__``, ``importlib.__import__``."""
+    if isinstance(function, ast.Name):
+        return function.id in {"import_module", "__import__"}
+    return isinstance(function, ast.Attribute) and function.attr in {"import_module", "__import__"}
+
+
+def hidden_imports_of(tree: ast.AST, packages: set[str]) -> Iterator[int]:
+    """Line numbers that import one of ``packages`` by a call, out of import-linter's sight: a
+    name of ours, a relative name (``"..io"``), or one computed at run time (it could be ours).
+    A call naming another package (``import_module("torch")``) is not one."""
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and is_dynamic_import(node.func)):
+            continue
+        name = node.args[0] if node.args else None
+        if not (isinstance(name, ast.Constant) and isinstance(name.value, str)):
+            yield node.lineno
+        elif name.value.startswith(".") or name.value.split(".")[0] in packages:
+            yield node.lineno
+
+
+def test_hidden_imports_are_found():
+    """The finder itself: each way of importing our code by a call is seen; imports of other
+    packages and plain import statements are not."""
+    ours = {"fastsam3d_core"}
+    hidden = "\n".join([
+        "import importlib", "importlib.import_module('..io', __package__).read_volume",
+        "importlib.import_module('fastsam3d_core.serving')", "__import__('fastsam3d_core')",
+        "from importlib import import_module", "import_module(f'.{name}', __name__)",
+        "importlib.__import__('fastsam3d_core.io')", "import_module(name)",
+    ])  # fmt: skip
+    assert sorted(hidden_imports_of(ast.parse(hidden), ours)) == [2, 3, 4, 6, 7, 8]
+    plain = "\n".join([
+        "import importlib", "importlib.import_module('torch')", "__import__('numpy.linalg')",
+        "import fastsam3d_core.io", "from .io import read_volume", "importlib.util.find_spec('x')",
+    ])  # fmt: skip
+    assert list(hidden_imports_of(ast.parse(plain), ours)) == []
+
+
+def test_no_product_code_imports_our_packages_out_of_import_linters_sight():
+    """A layer climbed through ``importlib`` would keep every contract and still be a circle."""
+    found = []
+    for folder in product_folders():
+        for path in python_files(folder):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            found += [f"{relative(path)}:{n}" for n in hidden_imports_of(tree, our_package_names())]
+    assert not found, f"our packages imported by a call, unseen by import-linter: {found}"
 
 
 def is_sys_path(node: ast.AST) -> bool:

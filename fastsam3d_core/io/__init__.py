@@ -6,7 +6,6 @@ ijk-to-RAS affine, as in :class:`fastsam3d_core.geometry.Volume`.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._atomic import check_output_path
@@ -26,11 +25,9 @@ if TYPE_CHECKING:
 
 # SimpleITK is imported on first use of these: the model, the benchmarks and the encoder service
 # run without it (e.g. on a GPU machine that has only torch and numpy).
-_LAZY = {
-    "images": ("ImageGeometry", "check_labelmap_format", "flip_lps_ras", "itk_ijk_to_ras",
-               "read_volume", "set_itk_geometry", "write_labelmap"),
-    "segmentation": ("Segment", "read_segmentation", "write_segmentation"),
-}  # fmt: skip
+_IMAGES_NAMES = ("ImageGeometry", "check_labelmap_format", "flip_lps_ras", "itk_ijk_to_ras",
+                 "read_volume", "set_itk_geometry", "write_labelmap")
+_SEGMENTATION_NAMES = ("Segment", "read_segmentation", "write_segmentation")
 
 __all__ = [
     "ITKWarning",
@@ -50,9 +47,13 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    module = next((m for m, names in _LAZY.items() if name in names), None)
-    if module is None:
+    # Plain imports, so that the import contract sees them (pyproject.toml).
+    if name in _IMAGES_NAMES:
+        from . import images as home
+    elif name in _SEGMENTATION_NAMES:
+        from . import segmentation as home
+    else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    value = getattr(home, name)
     globals()[name] = value
     return value

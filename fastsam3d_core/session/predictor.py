@@ -85,12 +85,14 @@ class OraclePredictor:
 
 def as_predictor(model_or_predictor: Sam3D | Predictor) -> Predictor:
     """Wrap a built model; pass any other predictor through."""
-    # A Sam3D exists only once its module (and torch) is imported; a torch-free client never is.
-    sam3d = sys.modules.get(_SAM3D_MODULE)
-    if sam3d is not None and isinstance(model_or_predictor, sam3d.Sam3D):
+    # A Sam3D exists only once its module (and torch) is imported, so while it is not, this is no
+    # Sam3D: a torch-free client never imports it. Once it is, importing it again costs nothing.
+    if _SAM3D_MODULE in sys.modules:
+        from ..models.sam3d import Sam3D
         from .model_predictor import ModelPredictor
 
-        return ModelPredictor(model_or_predictor)
+        if isinstance(model_or_predictor, Sam3D):
+            return ModelPredictor(model_or_predictor)
     if not isinstance(model_or_predictor, Predictor):
         raise TypeError(
             f"{type(model_or_predictor).__name__} is neither a Sam3D model nor a predictor "

@@ -7,7 +7,6 @@ registry do not.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
 from .download import (
@@ -27,15 +26,9 @@ if TYPE_CHECKING:
     from .checkpoint import CheckpointError, LoadReport, load_checkpoint, read_checkpoint_file
     from .recipe import LoadedModel, ModelRecipe
 
-# Names imported on first use, and the module of each.
-_LAZY = {
-    "CheckpointError": ".checkpoint",
-    "LoadReport": ".checkpoint",
-    "load_checkpoint": ".checkpoint",
-    "read_checkpoint_file": ".checkpoint",
-    "LoadedModel": ".recipe",
-    "ModelRecipe": ".recipe",
-}
+# Names imported on first use (torch), by module.
+_CHECKPOINT_NAMES = ("CheckpointError", "LoadReport", "load_checkpoint", "read_checkpoint_file")
+_RECIPE_NAMES = ("LoadedModel", "ModelRecipe")
 
 __all__ = [
     "WEIGHTS",
@@ -60,8 +53,13 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
+    # Plain imports, so that the import contract sees them (pyproject.toml).
+    if name in _CHECKPOINT_NAMES:
+        from . import checkpoint as home
+    elif name in _RECIPE_NAMES:
+        from . import recipe as home
+    else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    value = getattr(home, name)
     globals()[name] = value
     return value
