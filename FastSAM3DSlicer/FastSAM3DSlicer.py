@@ -320,8 +320,8 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer.start()
 
     def collectResultsSoon(self):
-        """Results are collected as soon as the event loop is back, then on the timer (may be
-        called from the engine's worker thread)."""
+        """Results are collected as soon as the event loop is back, then on the timer (the
+        engine asks on the main thread, inside the call that queued the work)."""
         qt.QTimer.singleShot(0, self._pollSlot)
 
     # -- what the engine reports (through FastSAM3DSlicerLib.observers.WidgetObserver) ---
