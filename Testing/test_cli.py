@@ -158,6 +158,7 @@ def test_segment_file_from_python_writes_the_labelmap_the_command_writes(tmp_pat
 
     from fastsam3d_core.io import read_volume
     from fastsam3d_core.segment_job import PointPrompt, segment_file
+    from fastsam3d_core.session import Click
     from fastsam3d_core.weights.recipe import ModelRecipe
 
     image = read_volume(BRATS_IMAGE)
@@ -171,7 +172,7 @@ def test_segment_file_from_python_writes_the_labelmap_the_command_writes(tmp_pat
     messages: list[str] = []
     written = segment_file(
         BRATS_IMAGE,
-        [PointPrompt(tuple(float(v) for v in point.split(",")), source=f"--point {point}")],
+        [PointPrompt(Click(tuple(float(v) for v in point.split(","))), f"--point {point}")],
         by_python,
         lambda: ModelRecipe("fastsam3d", random_weights, device="cpu").load().model,
         say=messages.append,

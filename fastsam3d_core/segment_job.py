@@ -2,9 +2,10 @@
 what ``fastsam3d segment`` does once its options are parsed, callable from Python::
 
     from fastsam3d_core.segment_job import PointPrompt, segment_file
+    from fastsam3d_core.session import Click
     from fastsam3d_core.weights.recipe import ModelRecipe
 
-    segment_file("ct.nii.gz", [PointPrompt((-20.0, 15.5, 30.0))], "spleen.seg.nrrd",
+    segment_file("ct.nii.gz", [PointPrompt(Click((-20.0, 15.5, 30.0)))], "spleen.seg.nrrd",
                  lambda: ModelRecipe("fastsam3d").load().model, say=print)
 
 The image is read and every point checked before the model is opened, so that a bad input is
@@ -19,27 +20,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from .io.suffixes import LABELMAP_SUFFIXES
+from .io.suffixes import LABELMAP_SUFFIXES, SEGMENTATION_SUFFIX
 
 if TYPE_CHECKING:
     from .geometry import Volume
-
-SEGMENTATION_SUFFIX = ".seg.nrrd"
+    from .session import Click
 
 
 @dataclass(frozen=True)
 class PointPrompt:
-    """One click.
+    """One click, and where it came from.
 
     Attributes:
-        position: (R, A, S) in millimetres.
-        positive: adds to the object (False: removes from it).
+        click: the session's own click (:class:`~fastsam3d_core.session.Click`): (R, A, S) in
+            millimetres, positive (adds to the object) or not, and its id (None: made up).
         source: where it came from, for messages ("--point -20,15.5,30",
             "points.mrk.json: point 2"); empty: "point N".
     """
 
-    position: tuple[float, float, float]
-    positive: bool = True
+    click: Click
     source: str = ""
 
 
@@ -115,10 +114,11 @@ def segment_file(
     session = Session(volume, open_predictor())
     for number, prompt in enumerate(prompts, 1):
         start = time.perf_counter()
-        result = session.add_point(prompt.position, prompt.positive)
+        click = prompt.click
+        result = session.add_point(click.point_ras, click.positive, click.click_id)
         stage = "encoder + decoder" if result.encoder_ran else "decoder"
-        say(f"point {number}/{len(prompts)} {'+' if prompt.positive else '-'} "
-            f"{prompt.position}: {stage}, {time.perf_counter() - start:.2f} s")  # fmt: skip
+        say(f"point {number}/{len(prompts)} {'+' if click.positive else '-'} "
+            f"{click.point_ras}: {stage}, {time.perf_counter() - start:.2f} s")  # fmt: skip
     mask = session.mask()
     if kind == "segmentation":
         color = session.current_segment.color
@@ -150,7 +150,7 @@ def read_checked_volume(
         raise ValueError(f"{image}: {error}") from None
     for number, prompt in enumerate(prompts, 1):
         try:
-            check_point(volume, prompt.position)
+            check_point(volume, prompt.click.point_ras)
         except ValueError as error:
             source = prompt.source or f"point {number}"
             raise ValueError(f"{source}: {error} in {image.name}") from None

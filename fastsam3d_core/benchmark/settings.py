@@ -1,10 +1,13 @@
-"""What ``fastsam3d bench`` measures: its settings (imports no torch)."""
+"""What ``fastsam3d bench`` measures: its settings."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-BENCH_PRECISIONS = ("float32", "bfloat16", "float16", "int8")
+from ..models.precision import PRECISIONS
+
+# Every precision but auto: a benchmark row measures one arithmetic, not a choice between them.
+BENCH_PRECISIONS = tuple(precision for precision in PRECISIONS if precision != "auto")
 PARTS = ("encoder", "decoder", "click")
 
 

@@ -47,22 +47,23 @@ def _prompts(
 ) -> list[PointPrompt]:
     """Every point with where it comes from (for messages), checked for a positive one."""
     from ..io.markups import read_markups_points
+    from ..session import Click
 
     if len(points) > MAX_POINTS:
         raise typer.BadParameter(
             f"given {len(points)} times; at most {MAX_POINTS} points are taken",
             param_hint="--point",
         )
-    prompts = [PointPrompt(*parse_point(text), source=f"--point {text}") for text in points]
+    prompts = [PointPrompt(Click(*parse_point(text)), f"--point {text}") for text in points]
     for path, positive in ((positive_file, True), (negative_file, False)):
         if path is not None:
             read = read_markups_points(path).tolist()
             _check_point_count(path, len(read), len(prompts))
             for k, p in enumerate(read, 1):
-                prompts.append(PointPrompt((p[0], p[1], p[2]), positive, f"{path}: point {k}"))
+                prompts.append(PointPrompt(Click(p, positive), f"{path}: point {k}"))
     if not prompts:
         raise typer.BadParameter("give at least one --point, --points or --negative-points")
-    if not any(prompt.positive for prompt in prompts):
+    if not any(prompt.click.positive for prompt in prompts):
         raise typer.BadParameter(
             "give at least one positive point (a --point without :neg, or --points FILE): "
             "negative points only remove voxels from an object"

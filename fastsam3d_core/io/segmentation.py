@@ -27,8 +27,8 @@ from ._atomic import write_atomically
 from ._nrrd import write_nrrd
 from .errors import VolumeReadError, itk_reason
 from .images import ImageGeometry, flip_lps_ras, itk_ijk_to_ras
+from .suffixes import SEGMENTATION_SUFFIX
 
-SEGMENTATION_SUFFIX = ".seg.nrrd"
 #: Tags written for a segment that has none, as Slicer gives a new segment.
 DEFAULT_TAGS = {"Segmentation.Status": "inprogress"}
 _EMPTY_EXTENT = (0, -1, 0, -1, 0, -1)

@@ -11,7 +11,9 @@ from __future__ import annotations
 # data, MetaImage), which is what an image or label folder is searched for; Slicer writes a
 # labelmap in any of them too.
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
-# Slicer segmentations: named, coloured segments on one grid (the core writes .seg.nrrd).
-SEGMENTATION_SUFFIXES = (".seg.nrrd", ".seg.nhdr")
-# Labelmaps as the core's own writer writes them (write_labelmap), a part of IMAGE_SUFFIXES.
-LABELMAP_SUFFIXES = (".nii.gz", ".nrrd", ".nii")
+# Slicer segmentations: named, coloured segments on one grid. The core writes the first.
+SEGMENTATION_SUFFIX = ".seg.nrrd"
+SEGMENTATION_SUFFIXES = (SEGMENTATION_SUFFIX, ".seg.nhdr")
+# Labelmaps as the core's own writer writes them (write_labelmap), a part of IMAGE_SUFFIXES; in
+# the order the messages list them.
+LABELMAP_SUFFIXES = (".nrrd", ".nii", ".nii.gz")
