@@ -125,3 +125,18 @@ def test_build_with_dtype_and_device():
     with torch.inference_mode():
         logits, _ = model.decode(torch.zeros(1, 384, 8, 8, 8), None, None, None)
     assert logits.dtype == torch.float64
+
+
+def test_build_refuses_a_precision_and_says_how_to_ask_for_it():
+    """A precision is chosen once the weights are loaded: build_model's old keyword says where,
+    in one line, instead of a bare TypeError."""
+    from fastsam3d_core.models.precision import PrecisionError
+
+    for precision in ("auto", "bfloat16"):
+        with pytest.raises(PrecisionError) as refused:
+            build_model("fastsam3d", precision=precision)
+        message = str(refused.value)
+        assert "\n" not in message and f"precision={precision!r}" in message
+        assert "ModelRecipe('fastsam3d', weights, " in message and "set_precision" in message
+    with torch.device("meta"):  # float32 is what a model is built in
+        assert build_model("fastsam3d", precision="float32").precision == "float32"

@@ -11,7 +11,7 @@ from conftest import save_random_adapter, seeded_model
 
 from fastsam3d_core.models import precision, precision_choice
 from fastsam3d_core.models.build import DeviceError
-from fastsam3d_core.models.precision import CpuMatrixUnits, PrecisionError
+from fastsam3d_core.models.precision import PrecisionError
 from fastsam3d_core.weights import ModelRecipe, WeightsError
 from fastsam3d_core.weights.adapter_file import AdapterFileError, AdapterMismatchError
 from fastsam3d_core.weights.checkpoint import CheckpointError, IncompleteCheckpointError
@@ -20,27 +20,24 @@ from fastsam3d_core.weights.download import sha256_of_file
 CROP = torch.randn(1, 1, 128, 128, 128, generator=torch.Generator().manual_seed(0))
 
 
-def test_the_first_encode_after_loading_runs_no_agreement_check(
+def test_auto_decides_while_loading_and_the_first_encode_only_encodes(
     monkeypatch, seeded_checkpoint, fastsam3d_seeded
 ):
-    """``auto`` decides while the model loads; a user's first click only encodes."""
-    checks = []
-
-    def counted(model, reduced_precision):
-        checks.append(reduced_precision)
-        return real_check(model, reduced_precision)
-
-    real_check = precision_choice.check_crop_agreement
-    monkeypatch.setattr(precision_choice, "check_crop_agreement", counted)
-    amx = CpuMatrixUnits(amx_bf16=True, avx512_bf16=True)
-    monkeypatch.setattr(precision, "cpu_matrix_units", lambda: amx)
-    loaded = ModelRecipe("fastsam3d", seeded_checkpoint, device="cpu", precision="auto").load()
-    assert checks == ["bfloat16"]
+    """``auto`` decides while the model loads (here as on a CPU with AMX, by the CPU flags'
+    override): the encoder is bfloat16 before any encode, and a user's first click encodes as
+    a bfloat16 copy does."""
+    monkeypatch.setenv(precision.CPU_FLAGS_VARIABLE, "avx512f amx_tile amx_bf16 avx512_bf16")
+    precision.cpu_matrix_units.cache_clear()  # read once per process: read the override
+    try:
+        loaded = ModelRecipe("fastsam3d", seeded_checkpoint, device="cpu", precision="auto").load()
+    finally:
+        monkeypatch.undo()
+        precision.cpu_matrix_units.cache_clear()
     assert loaded.model.precision == "bfloat16" and "Dice" in loaded.precision.reason
     assert loaded.model.image_encoder.pos_embed.dtype == torch.bfloat16  # converted already
+    assert {p.dtype for p in loaded.model.image_encoder.blocks.parameters()} == {torch.bfloat16}
     with torch.inference_mode():
         first = loaded.model.encode(CROP)
-    assert checks == ["bfloat16"], "the first encode ran the agreement check again"
     expected = precision_choice.reduced_copy(fastsam3d_seeded, "bfloat16")
     with torch.inference_mode():
         assert torch.equal(first, expected.encode(CROP))

@@ -8,6 +8,7 @@ import torch
 
 from .image_encoder import ImageEncoderViT3D
 from .mask_decoder import MaskDecoder3D
+from .precision import PrecisionError
 from .prompt_encoder import PromptEncoder3D
 from .sam3d import Sam3D
 from .transformer import TwoWayTransformer3D
@@ -135,6 +136,7 @@ def build_model(
     name: str,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
+    precision: str = "float32",
 ) -> Sam3D:
     """Build a registered model with freshly initialised weights, in eval mode.
 
@@ -146,11 +148,21 @@ def build_model(
         device: where to put it: a torch device, or ``"auto"`` (see :func:`resolve_device`);
             default CPU.
         dtype: parameter dtype of the whole model (training, tests); default float32.
+        precision: only ``"float32"``, what a model is built in. Another precision is chosen
+            once the weights are loaded (``auto`` checks them), so it is refused here with the
+            way to ask for it.
 
     Raises:
         ValueError: an unknown name; :class:`DeviceError` (a ValueError) for a device this
-            machine does not have.
+            machine does not have; :class:`PrecisionError` (a ValueError) for a precision
+            other than float32.
     """
+    if precision != "float32":
+        raise PrecisionError(
+            f"build_model no longer takes precision={precision!r}: load the model with "
+            f"ModelRecipe({name!r}, weights, precision={precision!r}).load(), or call "
+            "model.set_precision(...) (not auto) once its weights are loaded"
+        )
     try:
         builder = MODEL_REGISTRY[name]
     except KeyError:
