@@ -2,10 +2,10 @@
 
 A trame server holds one state and one scene, which every connected tab would share. The
 launcher listens on the public address; each request for the page starts a session process
-(``fastsam3d web … --session``) on a free loopback port and redirects the tab there. At most
-``max_sessions`` run at once; a session exits when its tab has been closed for a while, when
-it idles, or when no tab ever connects (see :mod:`fastsam3d_web.server`). Who may open what:
-:mod:`fastsam3d_web.access`.
+(``python -m fastsam3d_web.session PORT``, its settings in its environment) on a free loopback
+port and redirects the tab there. At most ``max_sessions`` run at once; a session exits when its
+tab has been closed for a while, when it idles, or when no tab ever connects (see
+:mod:`fastsam3d_web.server`). Who may open what: :mod:`fastsam3d_web.access`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
@@ -45,13 +45,22 @@ class Launcher:
     """Starts, bounds and reaps the session processes.
 
     Args:
-        session_command: the command that serves one session; ``--port P`` is appended.
+        session_command: the command that serves one session; its port is appended.
         host: where sessions listen (the launcher's own host).
         max_sessions: sessions running at once; more tabs get a 503 page.
+        session_environment: variables added to each session's environment (its settings,
+            which may hold secrets: command lines are public, ``ps``).
     """
 
-    def __init__(self, session_command: Sequence[str], host: str, max_sessions: int) -> None:
+    def __init__(
+        self,
+        session_command: Sequence[str],
+        host: str,
+        max_sessions: int,
+        session_environment: Mapping[str, str] | None = None,
+    ) -> None:
         self.session_command = list(session_command)
+        self.session_environment = dict(session_environment or {})
         self.host = host
         self.max_sessions = max_sessions
         self._sessions: list[subprocess.Popen] = []
@@ -79,8 +88,9 @@ class Launcher:
             port = _free_port(self.host)
             secret = secrets.token_urlsafe(24)
             # The secret goes through the environment: command lines are public (``ps``).
-            env = {**os.environ, SESSION_SECRET_ENV: secret, SESSION_HOME_ENV: home}
-            session = subprocess.Popen([*self.session_command, "--port", str(port)], env=env)
+            env = {**os.environ, **self.session_environment,
+                   SESSION_SECRET_ENV: secret, SESSION_HOME_ENV: home}  # fmt: skip
+            session = subprocess.Popen([*self.session_command, str(port)], env=env)
             self._sessions.append(session)
         deadline = time.monotonic() + SESSION_START_S
         while time.monotonic() < deadline:
@@ -211,7 +221,7 @@ def _free_port(host: str) -> int:
         return probe.getsockname()[1]
 
 
-def session_command(argv: Sequence[str]) -> list[str]:
-    """The command line that serves one session with this process's other options."""
-    code = "import sys; from fastsam3d_core.cli import main; sys.exit(main(sys.argv[1:]))"
-    return [sys.executable, "-c", code, *argv, "--session"]
+def session_command() -> list[str]:
+    """The command line that serves one session (:mod:`fastsam3d_web.session`), less its port:
+    this Python, and nothing of the settings, which travel in the environment."""
+    return [sys.executable, "-m", "fastsam3d_web.session"]

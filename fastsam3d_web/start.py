@@ -1,14 +1,17 @@
 """Starting the page for one image: what ``fastsam3d web`` runs once its options are parsed.
 
 :func:`serve_pages` is the launcher on the address users open: each tab gets a session process
-of its own (:mod:`fastsam3d_web.launcher`), started as ``fastsam3d web … --session``, which runs
+of its own (:mod:`fastsam3d_web.launcher`), started as ``python -m fastsam3d_web.session PORT``
+with these settings in its environment (:func:`session_environment`), which runs
 :func:`serve_session`. Both serve until interrupted.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +23,8 @@ from .uploads import max_image_bytes
 # public (ps), and an address may carry a user:password@ or a token.
 SESSION_SERVER_ENV = "FASTSAM3D_SESSION_SERVER"
 SERVICE_TOKEN_ENV = "FASTSAM3D_TOKEN"
+# The rest of a session's settings, as JSON, from the launcher to its sessions.
+SESSION_SETTINGS_ENV = "FASTSAM3D_WEB_SESSION_SETTINGS"
 # The launcher's token when --require-token is given (else a new one is made).
 PAGE_TOKEN_ENV = "FASTSAM3D_WEB_TOKEN"
 
@@ -61,10 +66,8 @@ def check_inputs(image: Path) -> None:
 
 
 def serve_session(settings: PageSettings, port: int) -> None:
-    """One tab's page on ``port``, as the launcher starts it: the service's address comes from
-    the launcher through the environment when ``settings.server`` is not given."""
-    server = settings.server or os.environ.get(SESSION_SERVER_ENV)
-    predictor = predictor_for(settings.model, settings.weights, server, settings.token,
+    """One tab's page on ``port``, as the launcher starts it (:mod:`fastsam3d_web.session`)."""
+    predictor = predictor_for(settings.model, settings.weights, settings.server, settings.token,
                               settings.truth, settings.truth_value)  # fmt: skip
     idle = settings.idle_minutes if settings.idle_minutes > 0 else None
     run(settings.image, predictor, settings.host, port, settings.focus, SESSION_IDLE_S, idle)
@@ -80,30 +83,57 @@ def serve_pages(
     page_token = None
     if require_token:
         page_token = os.environ.get(PAGE_TOKEN_ENV) or secrets.token_urlsafe(16)
-    # The token and the address to the sessions through their environment, not their command line.
-    if settings.token is not None:
-        os.environ[SERVICE_TOKEN_ENV] = settings.token
-    if settings.server is not None:
-        os.environ[SESSION_SERVER_ENV] = settings.server
-    command = session_command(session_arguments(settings))
-    serve(Launcher(command, settings.host, sessions), settings.host, port, page_token)
+    launcher = Launcher(session_command(), settings.host, sessions, session_environment(settings))
+    serve(launcher, settings.host, port, page_token)
 
 
-def session_arguments(settings: PageSettings) -> list[str]:
-    """``fastsam3d web`` arguments of a session of ``settings`` (``--session`` and its port are
-    added by the launcher); paths absolute, as a session may start elsewhere."""
-    focus = ",".join(repr(value) for value in settings.focus) if settings.focus else None
-    options = {
-        "--model": settings.model,
-        "--weights": settings.weights,
-        "--truth": settings.truth,
-        "--truth-value": settings.truth_value,
-        "--focus": focus,
-        "--host": settings.host,
-        "--idle-minutes": settings.idle_minutes,
+def session_environment(settings: PageSettings) -> dict[str, str]:
+    """The environment variables that carry ``settings`` to a session process: not its command
+    line, which every user of the machine sees (``ps``), while an environment only its owner
+    reads; the service's address and token each in a variable of their own. Paths absolute, as
+    a session may start elsewhere."""
+    fields = {  # the service's address and token apart, below
+        "image": str(settings.image.resolve()),
+        "model": settings.model,
+        "weights": str(settings.weights.resolve()) if settings.weights else None,
+        "truth": str(settings.truth.resolve()) if settings.truth else None,
+        "truth_value": settings.truth_value,
+        "focus": list(settings.focus) if settings.focus else None,
+        "host": settings.host,
+        "idle_minutes": settings.idle_minutes,
     }
-    argv = ["web", str(settings.image.resolve())]
-    for name, value in options.items():
-        if value is not None:
-            argv += [name, str(Path(value).resolve()) if isinstance(value, Path) else str(value)]
-    return argv
+    environment = {SESSION_SETTINGS_ENV: json.dumps(fields)}
+    if settings.server is not None:
+        environment[SESSION_SERVER_ENV] = settings.server
+    if settings.token is not None:
+        environment[SERVICE_TOKEN_ENV] = settings.token
+    return environment
+
+
+def settings_from_environment(environment: Mapping[str, str]) -> PageSettings:
+    """The settings :func:`session_environment` wrote.
+
+    Raises:
+        ValueError: the settings are missing (not started by the launcher) or malformed.
+    """
+    text = environment.get(SESSION_SETTINGS_ENV)
+    if not text:
+        raise ValueError(f"${SESSION_SETTINGS_ENV} is not set: sessions are started by "
+                         "`fastsam3d web`")  # fmt: skip
+    try:
+        fields = json.loads(text)
+        optional_path = {name: Path(fields[name]) if fields[name] else None
+                         for name in ("weights", "truth")}  # fmt: skip
+        return PageSettings(
+            image=Path(fields["image"]),
+            model=str(fields["model"]),
+            server=environment.get(SESSION_SERVER_ENV) or None,
+            token=environment.get(SERVICE_TOKEN_ENV) or None,
+            truth_value=None if fields["truth_value"] is None else int(fields["truth_value"]),
+            focus=tuple(float(v) for v in fields["focus"]) if fields["focus"] else None,
+            host=str(fields["host"]),
+            idle_minutes=float(fields["idle_minutes"]),
+            **optional_path,
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"${SESSION_SETTINGS_ENV} is malformed ({error!r})") from None

@@ -62,13 +62,12 @@ def web(
         float,
         typer.Option(metavar="MIN", help="Close a session after this long without use (0: never)."),
     ] = 30.0,
-    session: Annotated[bool, typer.Option("--session", hidden=True)] = False,
 ) -> None:
     """Segment IMAGE in a web browser: click in the slice views, as in the Slicer module."""
     from .segment import parse_point
 
     try:
-        from fastsam3d_web.start import PageSettings, check_inputs, serve_pages, serve_session
+        from fastsam3d_web.start import PageSettings, check_inputs, serve_pages
     except ImportError as error:
         raise RuntimeError(
             f"the browser front end needs the web extra ({error.name} is missing): "
@@ -82,9 +81,6 @@ def web(
     settings = PageSettings(image=image, model=model, weights=weights, server=server, token=token,
                             truth=truth, truth_value=truth_value, focus=point, host=host,
                             idle_minutes=idle_minutes)  # fmt: skip
-    if session:  # one tab's process, started by the launcher below
-        serve_session(settings, port)
-        return
     if sessions < 1:
         raise typer.BadParameter("at least 1", param_hint="--sessions")
     if idle_minutes < 0:
