@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import os
 import subprocess
 import sys
 import sysconfig
@@ -79,11 +80,15 @@ def test_lint_imports_keeps_every_contract():
             pytest.skip("import-linter needs Python 3.10 or newer")
         pytest.fail(f"{lint_imports} is missing: pip install -e '.[test]'")
     # --no-cache: the tool would otherwise write its cache into the checkout.
+    # Its report has non-ASCII characters: UTF-8 both ways, whatever the machine's locale (CI
+    # may have none, where Python would read the pipe as ASCII).
     result = subprocess.run(
         [str(lint_imports), "--no-cache"],
         cwd=REPO,
         capture_output=True,
-        text=True,
+        encoding="utf-8",
+        errors="replace",
+        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
