@@ -207,16 +207,31 @@ def _image_and_points(
     negative_points: Optional[Path],
 ) -> tuple[Path, list[str]]:
     """The image to read, and the points: with ``--example``, the example CT and its point."""
+    path = image_or_example(image, example, "segment")
     if not example:
-        if image is None:
-            raise typer.BadParameter("give the IMAGE to segment (or --example)", param_hint="IMAGE")
-        return image, point
-    if image is not None:
-        raise typer.BadParameter(f"give IMAGE ({image}) or --example, not both")
-    from ..examples import SPLEEN_POINT_RAS, example_ct_path
-
-    path = example_ct_path()
+        return path, point
     typer.echo(f"example: {path.name} (TotalSegmentator example CT, Apache-2.0)")
     if point or points or negative_points:
         return path, point
-    return path, [",".join(f"{value:g}" for value in SPLEEN_POINT_RAS)]
+    return path, [example_point()]
+
+
+def image_or_example(image: Optional[Path], example: bool, verb: str) -> Path:
+    """IMAGE, or with ``--example`` the example CT shipped with the package; one line when the
+    command got neither or both (``verb``: what the command does with the image)."""
+    if not example:
+        if image is None:
+            raise typer.BadParameter(f"give the IMAGE to {verb} (or --example)", param_hint="IMAGE")
+        return image
+    if image is not None:
+        raise typer.BadParameter(f"give IMAGE ({image}) or --example, not both")
+    from ..examples import example_ct_path
+
+    return example_ct_path()
+
+
+def example_point() -> str:
+    """The example CT's point inside the spleen, as ``--point`` and ``--focus`` take it."""
+    from ..examples import SPLEEN_POINT_RAS
+
+    return ",".join(f"{value:g}" for value in SPLEEN_POINT_RAS)

@@ -64,7 +64,7 @@ def web(
     ] = 30.0,
 ) -> None:
     """Segment IMAGE in a web browser: click in the slice views, as in the Slicer module."""
-    from .segment import parse_point
+    from .segment import example_point, image_or_example, parse_point
 
     try:
         from fastsam3d_web.start import PageSettings, check_inputs, serve_pages
@@ -75,7 +75,9 @@ def web(
         ) from None
     if (model == "oracle") != (truth is not None):
         raise typer.BadParameter("--truth goes with --model oracle, and only with it")
-    image, focus = _image_and_focus(image, example, focus)
+    image = image_or_example(image, example, "open")
+    if example and not focus:  # the views on the example's spleen
+        focus = example_point()
     check_inputs(image)  # a bad image is refused here, in one line, before the server starts
     point = parse_point(focus)[0] if focus else None
     settings = PageSettings(image=image, model=model, weights=weights, server=server, token=token,
@@ -87,18 +89,3 @@ def web(
         raise typer.BadParameter("0 (never) or more", param_hint="--idle-minutes")
     serve_pages(settings, port, sessions, require_token)
 
-
-def _image_and_focus(
-    image: Optional[Path], example: bool, focus: Optional[str]
-) -> tuple[Path, Optional[str]]:
-    """The image to serve and the views' centre: with ``--example``, the example CT and (unless
-    ``--focus`` says otherwise) its spleen point."""
-    if not example:
-        if image is None:
-            raise typer.BadParameter("give the IMAGE to open (or --example)", param_hint="IMAGE")
-        return image, focus
-    if image is not None:
-        raise typer.BadParameter(f"give IMAGE ({image}) or --example, not both")
-    from ..examples import SPLEEN_POINT_RAS, example_ct_path
-
-    return example_ct_path(), focus or ",".join(f"{v:g}" for v in SPLEEN_POINT_RAS)
