@@ -16,6 +16,7 @@ import gc
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -114,6 +115,16 @@ def leave_group() -> None:
         gc.collect()
         dist.barrier()
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def process_group(device: torch.device) -> Iterator[Ranks]:
+    """:func:`join_group` for the block, and :func:`leave_group` after it, whatever happens."""
+    ranks = join_group(device)
+    try:
+        yield ranks
+    finally:
+        leave_group()
 
 
 def case_of(sample: int, cases: int, seed: int) -> int:

@@ -32,7 +32,7 @@ from .finetune import (
     ValidationSettings,
     finetune_validated,
 )
-from .loop import LoopConfig, Ranks, join_group, leave_group, remove_state, write_metrics
+from .loop import LoopConfig, Ranks, process_group, remove_state, write_metrics
 from .objectives import LayerwiseDistillation
 from .observer import TrainingObserver
 from .settings import DistillSettings, FinetuneSettings
@@ -94,11 +94,8 @@ def run_finetune(
     files = find_cases(settings.data)
     data_files = [path for case in files for path in (case.image, case.label)]
     check_output_path(settings.output, inputs=(settings.weights, settings.data, *data_files))
-    ranks = join_group(resolve_device(settings.device))
-    try:
+    with process_group(resolve_device(settings.device)) as ranks:
         return _finetune_in_group(settings, files, ranks, observer, load_model)
-    finally:
-        leave_group()
 
 
 def _finetune_in_group(
@@ -278,11 +275,8 @@ def run_distill(
     images = find_images(settings.data)
     inputs = (settings.teacher_weights, settings.student_weights, settings.data, *images)
     check_output_path(settings.output, inputs=inputs)
-    ranks = join_group(resolve_device(settings.device))
-    try:
+    with process_group(resolve_device(settings.device)) as ranks:
         return _distill_in_group(settings, images, ranks, observer, load_model)
-    finally:
-        leave_group()
 
 
 def _distill_in_group(
