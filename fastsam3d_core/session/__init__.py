@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 from .cache import EmbeddingCache
 from .predictor import OraclePredictor, Predictor, as_predictor
 from .result import Result, SegmentChange
-from .session import Session, check_point
-from .state import Click
+from .session import Session
+from .shapes import check_point
+from .state import Click, Prompt
 
 if TYPE_CHECKING:
     from .model_predictor import ModelPredictor
@@ -30,6 +31,7 @@ __all__ = [
     "ModelPredictor",
     "OraclePredictor",
     "Predictor",
+    "Prompt",
     "Result",
     "SegmentChange",
     "Session",

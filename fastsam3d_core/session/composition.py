@@ -14,7 +14,7 @@ import numpy as np
 from ..geometry import CropGrid, Volume, box_slices, resample
 from ..geometry.paste import footprint_box, logits_on_grid, logits_on_volume
 from ..geometry.resample import translation
-from .state import SegmentState
+from .state import Bound, SegmentState
 
 # A new crop starts from the segment's voxels inside it (from its other crops, or from before the
 # session) as its mask prompt: the decoder's 32³ logits (spec: low_res_masks), this many crop
@@ -23,6 +23,10 @@ MASK_PROMPT_STRIDE = 4
 # Logit magnitude of a fully inside (+) or outside (-) prompt cell; partly covered cells scale
 # linearly. A confident prediction's size; not tuned on the released weights.
 MASK_PROMPT_LOGIT = 6.0
+# A positive box's crop starts from a prior: its cells inside the box at this logit (partly
+# covered cells in proportion), those outside as the segment is there. Chosen by measurement:
+# docs/prompts.md, "What a box gives the model".
+BOX_PRIOR_LOGIT = 0.0
 
 
 def overlap(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> bool:
@@ -32,8 +36,25 @@ def overlap(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) 
 
 def compose(volume: Volume, segment: SegmentState, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """The segment inside the volume box ``[lo, hi)`` (indices (i, j, k)), bool ``(hi - lo)``:
-    each voxel from the most recently edited crop that covers it, from the base where none
-    does."""
+    each voxel from the most recently edited crop that covers it (a crop a box bounds covers
+    the box only), from the base where none does; then its drawn prompts' exact voxels
+    (:attr:`SegmentState.overrides`), the latest winning."""
+    composed = _compose_crops(volume, segment, lo, hi)
+    for override in segment.overrides:
+        a, b = np.maximum(override.lo, lo), np.minimum(override.hi, hi)
+        if np.any(a >= b):
+            continue
+        src, dst = box_slices(a - override.lo, b - override.lo), box_slices(a - lo, b - lo)
+        if not composed.flags.writeable:
+            composed = composed.copy()
+        composed[dst] = np.where(override.domain[src], override.values[src], composed[dst])
+    return composed
+
+
+def _compose_crops(
+    volume: Volume, segment: SegmentState, lo: np.ndarray, hi: np.ndarray
+) -> np.ndarray:
+    """:func:`compose` before the drawn prompts' exact voxels."""
     composed: np.ndarray | None = None
     covered: np.ndarray | None = None
     for crop in reversed(segment.crops):
@@ -41,6 +62,8 @@ def compose(volume: Volume, segment: SegmentState, lo: np.ndarray, hi: np.ndarra
             continue  # before upsampling its logits over its whole footprint
         box = logits_on_volume(crop.logits, crop.grid, volume, threshold=0.0)
         a, b = np.maximum(box.lo, lo), np.minimum(box.hi, hi)
+        if crop.bound is not None:
+            a, b = np.maximum(a, crop.bound.lo), np.minimum(b, crop.bound.hi)
         if np.any(a >= b):
             continue
         src = box_slices(a - box.lo, b - box.lo)
@@ -69,16 +92,39 @@ def mask_prompt(volume: Volume, segment: SegmentState, grid: CropGrid) -> np.nda
     """The segment inside a crop it does not hold, as mask-prompt logits float32 ``(32, 32,
     32)`` (crop axes d0, d1, d2), composed in the crop's own voxels as :func:`compose` composes
     the volume's; None where the segment has no voxel there."""
-    if not segment.crops and segment.base is None:
+    if not segment.crops and segment.base is None and not segment.overrides:
         return None
     held, covered = _crops_in_crop(volume, segment, grid)
     if segment.base is not None and not covered.all():
         held |= _base_in_crop(volume, segment.base, grid) & ~covered
+    for override in segment.overrides:
+        values = _box_values_in_crop(volume, override.values, override.lo, grid)
+        domain = _box_values_in_crop(volume, override.domain, override.lo, grid)
+        held = np.where(domain, values, held)
     held &= _volume_in_crop(volume, grid)
     if not held.any():
         return None
+    return _cell_logits(held, grid)
+
+
+def box_prior(
+    volume: Volume, bound: Bound, grid: CropGrid, prompt: np.ndarray | None
+) -> np.ndarray:
+    """A positive box's crop's first mask prompt, float32 ``(32, 32, 32)``: the segment there
+    (``prompt``, or nothing), raised inside the box to ``BOX_PRIOR_LOGIT`` (cells partly in
+    the box in proportion, so the box's outside stays 'not the object')."""
+    inside = _box_in_crop(volume, bound.lo, bound.hi, grid)
     cells = grid.size // MASK_PROMPT_STRIDE
-    # The share of each cell's crop voxels that the segment holds, in 0..1.
+    share = inside.reshape([cells, MASK_PROMPT_STRIDE] * 3).mean(axis=(1, 3, 5))
+    prior = share * BOX_PRIOR_LOGIT - (1.0 - share) * MASK_PROMPT_LOGIT
+    held = np.full_like(prior, -MASK_PROMPT_LOGIT) if prompt is None else prompt
+    return np.maximum(held, prior).astype(np.float32)
+
+
+def _cell_logits(held: np.ndarray, grid: CropGrid) -> np.ndarray:
+    """Crop voxels held (bool) as mask-prompt logits: the share of each cell's voxels held, in
+    0..1, from -MASK_PROMPT_LOGIT to +MASK_PROMPT_LOGIT."""
+    cells = grid.size // MASK_PROMPT_STRIDE
     share = held.reshape([cells, MASK_PROMPT_STRIDE] * 3).mean(axis=(1, 3, 5))
     return ((2.0 * share - 1.0) * MASK_PROMPT_LOGIT).astype(np.float32)
 
@@ -99,6 +145,8 @@ def _crops_in_crop(
         values, inside = logits_on_grid(
             crop.logits, crop.grid, grid.crop_to_ras, grid.shape, threshold=0.0
         )
+        if crop.bound is not None:
+            inside = inside & _box_in_crop(volume, crop.bound.lo, crop.bound.hi, grid)
         new = inside & ~covered
         held |= new & values
         covered |= new
@@ -110,18 +158,31 @@ def _base_in_crop(volume: Volume, base: np.ndarray, grid: CropGrid) -> np.ndarra
     lo, hi = footprint_box(grid, volume)
     if np.any(lo >= hi):
         return np.zeros(grid.shape, bool)
-    voxels = base[box_slices(lo, hi)].astype(np.uint8)
+    return _box_values_in_crop(volume, base[box_slices(lo, hi)], lo, grid)
+
+
+def _box_values_in_crop(
+    volume: Volume, values: np.ndarray, lo: np.ndarray, grid: CropGrid
+) -> np.ndarray:
+    """Bool values on the volume box starting at ``lo``, in ``grid``'s voxels (nearest; False
+    outside the box)."""
+    voxels = np.ascontiguousarray(values, dtype=np.uint8)
     box_to_ras = volume.ijk_to_ras @ translation(lo)
     fraction, _ = resample(voxels, box_to_ras, grid.crop_to_ras, grid.shape, mode="nearest")
     return fraction > 0.5
 
 
 def _volume_in_crop(volume: Volume, grid: CropGrid) -> np.ndarray:
-    """Which of ``grid``'s voxels lie in the volume, bool: where a 2³ source spanning the
-    volume's extent (edges at -0.5 and n - 0.5 of its indices) is sampled."""
-    extent = np.asarray(volume.shape, dtype=np.float64)
+    """Which of ``grid``'s voxels lie in the volume, bool."""
+    return _box_in_crop(volume, np.zeros(3), np.asarray(volume.shape, dtype=np.float64), grid)
+
+
+def _box_in_crop(volume: Volume, lo: np.ndarray, hi: np.ndarray, grid: CropGrid) -> np.ndarray:
+    """Which of ``grid``'s voxels lie in the volume box ``[lo, hi)``, bool: where a 2³ source
+    spanning the box (edges at lo - 0.5 and hi - 0.5 of the volume's indices) is sampled."""
+    lo, extent = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64) - lo
     spanning = np.diag([*(extent / 2), 1.0])
-    spanning[:3, 3] = extent / 4 - 0.5
+    spanning[:3, 3] = lo + extent / 4 - 0.5
     source_to_ras = volume.ijk_to_ras @ spanning
     _, inside = resample(
         np.ones((2, 2, 2), np.float32), source_to_ras, grid.crop_to_ras, grid.shape

@@ -14,9 +14,9 @@ import numpy as np
 from ..geometry import CropGrid, Volume, crop_grid_around, extract_crop
 from ..geometry.paste import footprint_box
 from .cache import EmbeddingCache
-from .composition import mask_prompt, overlap
+from .composition import box_prior, mask_prompt, overlap
 from .predictor import Predictor
-from .state import Click, CropState, SegmentState, decoder_prompt
+from .state import Bound, Click, CropState, SegmentState, decoder_prompt
 
 
 class CropEditor:
@@ -36,12 +36,24 @@ class CropEditor:
         self._last_crop_number = 0
 
     def crop_for(self, segment: SegmentState, point_ras: np.ndarray) -> tuple[int | None, CropGrid]:
-        """The index and grid of the newest crop of the segment holding the point, or None and
+        """The index and grid of the newest crop of the segment that takes the point, or None and
         the grid of a new crop around it: the one crop choice of a click."""
-        index = segment.find_crop(point_ras)
+        index = self.taking_crop(segment, point_ras)
         if index is not None:
             return index, segment.crops[index].grid
         return None, crop_grid_around(self.volume, point_ras)
+
+    def taking_crop(self, segment: SegmentState, point_ras: np.ndarray) -> int | None:
+        """Index of the most recently edited crop that takes a click at the point: one that
+        holds it, and, where a box bounds the crop, whose box holds it too."""
+        index_ijk = self.volume.ras_to_index(point_ras)
+        for index in reversed(range(len(segment.crops))):
+            crop = segment.crops[index]
+            if crop.grid.contains(point_ras) and (
+                crop.bound is None or crop.bound.contains_index(index_ijk)
+            ):
+                return index
+        return None
 
     def embedding(self, grid: CropGrid) -> tuple[Any, bool]:
         """The crop's image embedding, and whether the encoder ran for it (not cached)."""
@@ -55,19 +67,60 @@ class CropEditor:
     def with_click(
         self, segment: SegmentState, click: Click
     ) -> tuple[SegmentState, CropGrid, bool]:
-        """The segment with a click added to the newest crop holding it, or to a new crop whose
+        """The segment with a click added to the newest crop taking it, or to a new crop whose
         first mask prompt is the segment there; also the crop's grid and whether the encoder
         ran."""
-        point = np.asarray(click.point_ras)
-        index, grid = self.crop_for(segment, point)
-        if index is None:
-            self._last_crop_number += 1
-            prompt = mask_prompt(self.volume, segment, grid)
-            crop = CropState(grid, logits=prompt, opened=self._last_crop_number)
-        else:
-            crop = segment.crops[index]
+        index, grid = self.crop_for(segment, np.asarray(click.point_ras))
+        crop = self._new_crop(segment, grid) if index is None else segment.crops[index]
         updated, encoder_ran = self._predict(crop, crop.clicks + (click,))
         return segment.with_crop_last(index, updated), crop.grid, encoder_ran
+
+    def with_clicks(
+        self, segment: SegmentState, clicks: tuple[Click, ...]
+    ) -> tuple[SegmentState, list[CropGrid], bool]:
+        """The segment with several clicks added, one decode per crop: the first click's crop
+        (as :meth:`with_click` chooses it) takes every click it can, the rest go on the same
+        way. Also the grids of the crops edited and whether the encoder ran."""
+        grids: list[CropGrid] = []
+        encoder_ran = False
+        remaining = list(clicks)
+        while remaining:
+            index, grid = self.crop_for(segment, np.asarray(remaining[0].point_ras))
+            crop = self._new_crop(segment, grid) if index is None else segment.crops[index]
+            taken = [remaining[0]] + [c for c in remaining[1:] if self._takes(crop, c)]
+            remaining = [c for c in remaining if all(c is not t for t in taken)]
+            updated, ran = self._predict(crop, crop.clicks + tuple(taken))
+            segment = segment.with_crop_last(index, updated)
+            grids.append(grid)
+            encoder_ran |= ran
+        return segment, grids, encoder_ran
+
+    def with_bounded_crop(
+        self, segment: SegmentState, grid: CropGrid, clicks: tuple[Click, ...], bound: Bound
+    ) -> tuple[SegmentState, bool]:
+        """The segment with a new crop that a positive box bounds, its clicks decoded at once;
+        its first mask prompt is the segment there with the box's prior (see
+        :func:`~.composition.box_prior`)."""
+        crop = self._new_crop(segment, grid, bound)
+        updated, encoder_ran = self._predict(crop, clicks)
+        return segment.with_crop_last(None, updated), encoder_ran
+
+    def _new_crop(
+        self, segment: SegmentState, grid: CropGrid, bound: Bound | None = None
+    ) -> CropState:
+        """A crop the segment does not have yet; its first mask prompt is the segment there
+        (with a box's prior where a box bounds it)."""
+        self._last_crop_number += 1
+        crop = CropState(grid, opened=self._last_crop_number, bound=bound)
+        return replace(
+            crop, logits=_with_prior(self.volume, crop, mask_prompt(self.volume, segment, grid))
+        )
+
+    def _takes(self, crop: CropState, click: Click) -> bool:
+        point = np.asarray(click.point_ras)
+        if not crop.grid.contains(point):
+            return False
+        return crop.bound is None or crop.bound.contains_index(self.volume.ras_to_index(point))
 
     def replace_click(
         self,
@@ -76,15 +129,29 @@ class CropEditor:
         click_index: int,
         replacement: tuple[Click, ...],
     ) -> tuple[SegmentState, list[CropGrid], bool]:
-        """The segment with one click replaced (by nothing, or by a moved click): its crop
-        replayed (the newest now), or dropped if no click is left; then the crops opened after
-        it that overlap what changed, whose first mask prompts held its old voxels, replayed
-        too. Also returns the grids of the crops that changed and whether the encoder ran."""
+        """The segment with one click replaced (by nothing, or by a moved click); see
+        :meth:`replace_clicks`."""
         edited = segment.crops[crop_index]
         remaining = edited.clicks[:click_index] + replacement + edited.clicks[click_index + 1 :]
+        return self.replace_clicks(segment, crop_index, remaining)
+
+    def replace_clicks(
+        self,
+        segment: SegmentState,
+        crop_index: int,
+        remaining: tuple[Click, ...],
+        unbound: bool = False,
+    ) -> tuple[SegmentState, list[CropGrid], bool]:
+        """The segment with crop ``crop_index``'s clicks replaced by ``remaining``: the crop
+        replayed (the newest now; without its box if ``unbound``), or dropped if no click is
+        left; then the crops opened after it that overlap what changed, whose first mask
+        prompts held its old voxels, replayed too. Also returns the grids of the crops that
+        changed and whether the encoder ran."""
+        edited = segment.crops[crop_index]
         crops = [c for i, c in enumerate(segment.crops) if i != crop_index]
         if remaining:
-            crops.append(replace(edited, clicks=remaining))
+            bound = None if unbound else edited.bound
+            crops.append(replace(edited, clicks=remaining, bound=bound))
         grids, encoder_ran = [edited.grid], False
         changed = [footprint_box(edited.grid, self.volume)]
         for crop in sorted(crops, key=lambda c: c.opened):
@@ -100,11 +167,13 @@ class CropEditor:
         return replace(segment, crops=tuple(crops)), grids, encoder_ran
 
     def _replay(self, older: SegmentState, crop: CropState) -> tuple[CropState, bool]:
-        """The crop had its clicks been placed one after another in the segment ``older`` (the
-        crops opened before it, and the base)."""
-        state = replace(crop, clicks=(), logits=mask_prompt(self.volume, older, crop.grid))
+        """The crop had its clicks been placed one step after another in the segment ``older``
+        (the crops opened before it, and the base): a user's click is one step, the points of a
+        drawn prompt one step together, as they were placed."""
+        first = _with_prior(self.volume, crop, mask_prompt(self.volume, older, crop.grid))
+        state = replace(crop, clicks=(), logits=first)
         encoder_ran = False
-        for count in range(1, len(crop.clicks) + 1):
+        for count in _step_ends(crop.clicks):
             state, ran = self._predict(state, crop.clicks[:count])
             encoder_ran |= ran
         return state, encoder_ran
@@ -115,6 +184,22 @@ class CropEditor:
         points, labels = decoder_prompt(crop.grid, clicks)
         logits = self.predictor.decode(embedding, points, labels, crop.logits)
         return replace(crop, clicks=clicks, logits=_squeeze(logits)), encoder_ran
+
+
+def _with_prior(volume: Volume, crop: CropState, prompt: np.ndarray | None) -> np.ndarray | None:
+    """A crop's first mask prompt: the segment there, with its box's prior if a box bounds it."""
+    return prompt if crop.bound is None else box_prior(volume, crop.bound, crop.grid, prompt)
+
+
+def _step_ends(clicks: tuple[Click, ...]) -> list[int]:
+    """How many of a crop's clicks each decode step had: a click its user placed is a step of
+    its own, the consecutive points of one drawn prompt one step."""
+    ends = []
+    for index, click in enumerate(clicks):
+        following = clicks[index + 1] if index + 1 < len(clicks) else None
+        if following is None or click.prompt_id is None or following.prompt_id != click.prompt_id:
+            ends.append(index + 1)
+    return ends
 
 
 def _squeeze(logits: Any) -> Any:

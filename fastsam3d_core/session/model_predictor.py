@@ -23,6 +23,12 @@ class ModelPredictor:
         model.check_weights_loaded()
         self.model = model
 
+    @property
+    def accepts_box_corners(self) -> bool:
+        """Whether :meth:`decode` takes a box as its corners, labels 2 (low) and 3 (high): a
+        model fine-tuned with ``fastsam3d finetune --prompts box``, its adapter file loaded."""
+        return self.model.accepts_box_corners
+
     def encode(self, crop: Crop) -> torch.Tensor:
         """The embedding ``(1, 384, 8, 8, 8)`` on the model's device."""
         image = torch.from_numpy(np.ascontiguousarray(crop.image))[None, None]

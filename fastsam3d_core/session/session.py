@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..geometry import CropGrid, Volume, as_point, check_segmentable
+from ..geometry import CropGrid, Volume, check_segmentable
 from ..geometry.paste import footprint_box
 from .cache import EmbeddingCache
 from .composition import compose
@@ -16,8 +17,10 @@ from .crops import CropEditor
 from .history import History
 from .masks import SegmentMasks, frozen_mask
 from .predictor import Predictor, as_predictor
+from .prompt_edits import PromptEditor
 from .result import Result, SegmentChange, changes_of, segment_change
-from .state import SEGMENT_COLORS, Click, Edit, MaskPatch, SegmentState, SessionState
+from .shapes import check_point
+from .state import SEGMENT_COLORS, Click, Edit, MaskPatch, Prompt, SegmentState, SessionState
 from .uncertainty import Uncertainty, ensemble_probability, on_volume
 
 if TYPE_CHECKING:
@@ -63,6 +66,8 @@ class Session:
         self.protect_other_segments = protect_other_segments
         self.embeddings = EmbeddingCache(cache_bytes)
         self._crops = CropEditor(volume, self.predictor, self.embeddings)
+        box_corners = bool(getattr(self.predictor, "accepts_box_corners", False))
+        self._prompts = PromptEditor(volume, self._crops, box_corners)
         self._masks = SegmentMasks(volume.shape)
         self._history = History()
         base = self._base(initial_mask)
@@ -192,13 +197,90 @@ class Session:
         new_segment, new_grid, adding_ran = self._crops.with_click(without, moved)
         return self._apply(new_segment, [*grids, new_grid], removal_ran or adding_ran, start)
 
+    # -- drawn prompts ---------------------------------------------------------------------
+
+    def add_box(
+        self,
+        corner_a_ras: Any,
+        corner_b_ras: Any,
+        positive: bool = True,
+        prompt_id: str | None = None,
+    ) -> Result:
+        """Add a box, two opposite RAS corners (3,) each, to the current segment: one edit.
+
+        Positive: the object lies inside; the result never leaves the box. Negative: what lies
+        inside is removed. A rectangle on a slice (no depth) is a box one slice thick. See
+        :mod:`.prompt_edits` for what the model is given.
+
+        Raises:
+            ValueError: a corner is not three finite numbers; the box has no size along two
+                axes; it lies outside the volume; ``prompt_id`` is taken.
+        """
+        return self._add_prompt("box", (corner_a_ras, corner_b_ras), positive, prompt_id)
+
+    def add_scribble(
+        self, points_ras: Any, positive: bool = True, prompt_id: str | None = None
+    ) -> Result:
+        """Add a scribble, an open stroke of RAS points ``(N, 3)``, to the current segment: one
+        edit, points sampled along it, all of its sign.
+
+        Raises:
+            ValueError: fewer than two distinct points; outside the volume; ``prompt_id`` is
+                taken.
+        """
+        return self._add_prompt("scribble", points_ras, positive, prompt_id)
+
+    def add_lasso(
+        self, contour_ras: Any, positive: bool = True, prompt_id: str | None = None
+    ) -> Result:
+        """Add a lasso, a closed contour of RAS points ``(N, 3)`` on one slice, to the current
+        segment: one edit. On that slice the segment becomes exactly the filled contour
+        (positive) or loses it (negative); points inside carry the change into 3-D.
+
+        Raises:
+            ValueError: fewer than three points; not on one slice; crossing itself; enclosing
+                no voxel; ``prompt_id`` is taken.
+        """
+        return self._add_prompt("lasso", contour_ras, positive, prompt_id)
+
+    def prompts(self, segment_id: int | None = None) -> list[Prompt]:
+        """A segment's drawn prompts (default: the current one's), the oldest first."""
+        segment = self.current_segment if segment_id is None else self._state.segment(segment_id)
+        return list(segment.prompts)
+
+    def remove_prompt(self, prompt_id: str) -> Result:
+        """Remove a drawn prompt, in whichever segment holds it: one edit.
+
+        Raises:
+            KeyError: no segment holds a prompt with that id.
+        """
+        start = time.perf_counter()
+        edit = self._prompts.without_prompt(self._state.prompt_segment(prompt_id), prompt_id)
+        return self._apply(edit.segment, edit.grids, edit.encoder_ran, start, boxes=edit.boxes)
+
+    def move_prompt(self, prompt_id: str, points_ras: Any) -> Result:
+        """Redraw a prompt with new points (a box: its two corners), keeping its id, kind and
+        sign: one edit.
+
+        Raises:
+            KeyError: no segment holds a prompt with that id; ValueError: as for adding it.
+        """
+        start = time.perf_counter()
+        segment = self._state.prompt_segment(prompt_id)
+        kind, positive = segment.prompt(prompt_id).kind, segment.prompt(prompt_id).positive
+        removed = self._prompts.without_prompt(segment, prompt_id)
+        added = self._prompts.with_prompt(removed.segment, kind, points_ras, positive, prompt_id)
+        grids = removed.grids + added.grids
+        ran = removed.encoder_ran or added.encoder_ran
+        return self._apply(added.segment, grids, ran, start, boxes=removed.boxes + added.boxes)
+
     def reset(self) -> Result:
-        """Remove every click and voxel of the current segment, also those it had before the
-        session (undoable)."""
+        """Remove every click, drawn prompt and voxel of the current segment, also those it had
+        before the session (undoable)."""
         start = time.perf_counter()
         segment = self.current_segment
         grids = [crop.grid for crop in segment.crops]
-        cleared = replace(segment, crops=(), base=None)
+        cleared = replace(segment, crops=(), base=None, prompts=())
         return self._apply(cleared, grids, False, start, clear_all=True)
 
     # -- segments --------------------------------------------------------------------------
@@ -317,13 +399,8 @@ class Session:
         segment may hold."""
         if not isinstance(index, str):
             segment = self.current_segment
-            return (segment, *_locate_click(segment, index))
-        for segment in self._state.segments:
-            for crop_index, crop in enumerate(segment.crops):
-                for click_index, click in enumerate(crop.clicks):
-                    if click.click_id == index:
-                        return segment, crop_index, click_index
-        raise KeyError(f"that point is no longer part of the session (click {index!r})")
+            return (segment, *segment.click_at(index))
+        return self._state.locate_click(index)
 
     def _base(self, initial_mask: np.ndarray | None) -> np.ndarray | None:
         """A new segment's base: its caller's ``initial_mask``, checked and frozen; or None."""
@@ -331,17 +408,28 @@ class Session:
             return None
         return frozen_mask(initial_mask, self.volume.shape, "initial_mask")
 
-    def _new_click_id(self, click_id: str | None) -> str:
-        taken = {click.click_id for click in self.clicks()}
+    def _new_click_id(self, click_id: str | None, prefix: str = "click") -> str:
+        """A new id for a click or a drawn prompt of the current segment: the caller's, checked
+        to be free, or ``<prefix>-<n>``."""
+        segment = self.current_segment
+        taken = {click.click_id for crop in segment.crops for click in crop.clicks}
+        taken |= {prompt.prompt_id for prompt in segment.prompts}
         if click_id is None:
             # Skips numbers that a caller's own ids took.
             while click_id is None or click_id in taken:
                 self._last_click_number += 1
-                click_id = f"click-{self._last_click_number}"
+                click_id = f"{prefix}-{self._last_click_number}"
             return click_id
         if click_id in taken:
-            raise ValueError(f"the current segment already has a click {click_id!r}")
+            what = "click" if prefix == "click" else "prompt"
+            raise ValueError(f"the current segment already has a {what} {click_id!r}")
         return str(click_id)
+
+    def _add_prompt(self, kind: str, points: Any, positive: bool, prompt_id: str | None) -> Result:
+        start = time.perf_counter()
+        prompt_id = self._new_click_id(prompt_id, kind)
+        edit = self._prompts.with_prompt(self.current_segment, kind, points, positive, prompt_id)
+        return self._apply(edit.segment, edit.grids, edit.encoder_ran, start, boxes=edit.boxes)
 
     def _apply(
         self,
@@ -350,9 +438,10 @@ class Session:
         encoder_ran: bool,
         start: float,
         clear_all: bool = False,
+        boxes: Sequence[tuple[np.ndarray, np.ndarray]] = (),
     ) -> Result:
         state = self._state.with_segment(segment)
-        lo, hi = self._edit_box(segment.segment_id, grids, clear_all)
+        lo, hi = self._edit_box(segment.segment_id, grids, clear_all, boxes)
         patches: tuple[MaskPatch, ...] = ()
         if np.all(hi > lo):
             new = compose(self.volume, segment, lo, hi)
@@ -369,9 +458,13 @@ class Session:
         )
 
     def _edit_box(
-        self, segment_id: int, grids: list[CropGrid], clear_all: bool
+        self,
+        segment_id: int,
+        grids: list[CropGrid],
+        clear_all: bool,
+        others: Sequence[tuple[np.ndarray, np.ndarray]],
     ) -> tuple[np.ndarray, np.ndarray]:
-        boxes = [footprint_box(grid, self.volume) for grid in grids]
+        boxes = [footprint_box(grid, self.volume) for grid in grids] + list(others)
         held = self._masks.bounding_box(segment_id) if clear_all else None
         if held is not None:
             boxes.append(held)
@@ -400,37 +493,3 @@ class Session:
         change where they name none)."""
         fields: dict[str, Any] = {"changed_lo": None, "changed_hi": None, **details}
         return Result(self.mask(), self._current, **fields)
-
-
-def _locate_click(segment: SegmentState, index: int) -> tuple[int, int]:
-    """(crop index, click index) of the segment's click ``index`` (see :meth:`Session.clicks`)."""
-    pairs = segment.clicks()
-    if not -len(pairs) <= index < len(pairs):
-        raise IndexError(f"no click {index}: the segment has {len(pairs)}")
-    return pairs[index]
-
-
-def check_point(volume: Volume, point_ras: Any) -> np.ndarray:
-    """A click position as float64 (3,) RAS mm, checked to lie in a voxel of the volume.
-
-    Raises:
-        ValueError: not three finite numbers, or outside the volume (the message gives its
-            extent).
-    """
-    point = as_point(point_ras)
-    if point is None:
-        raise ValueError(f"a point must be three finite RAS coordinates, got {point_ras!r}")
-    if not volume.contains_ras(point):
-        shown = [float(f"{value:.6g}") for value in point]
-        raise ValueError(
-            f"point {shown} (RAS mm) is outside the volume, which spans {_ras_extent(volume)}"
-        )
-    return point
-
-
-def _ras_extent(volume: Volume) -> str:
-    """The RAS bounding box of the volume's voxel centres, e.g. 'R -10..20, A 5..40, S 0..30'."""
-    corners_ijk = np.array(np.meshgrid(*[(0, n - 1) for n in volume.shape])).reshape(3, -1).T
-    corners_ras = volume.index_to_ras(corners_ijk)
-    low, high = corners_ras.min(axis=0), corners_ras.max(axis=0)
-    return ", ".join(f"{axis} {a:.1f}..{b:.1f} mm" for axis, a, b in zip("RAS", low, high))

@@ -33,11 +33,17 @@ class Click:
             has one (the session makes one up for a click given without) and keeps it while the
             click exists, also when it is moved or its edit is undone and redone, so a front end
             ties a click to its point by id alone, never by position.
+        prompt_id: for a point the session derived from a drawn prompt (see :class:`Prompt`),
+            that prompt's id; None for a point the user placed.
+        role: ``"point"``; or ``"box-low"``/``"box-high"`` for the corners of a box given to a
+            model that learned box corners (decoder labels 2 and 3, as in SAM).
     """
 
     point_ras: tuple[float, float, float]
     positive: bool = True
     click_id: str | None = None
+    prompt_id: str | None = None
+    role: str = "point"
 
     def __post_init__(self) -> None:
         point = np.asarray(self.point_ras, dtype=np.float64).reshape(-1)
@@ -47,13 +53,21 @@ class Click:
         object.__setattr__(self, "positive", bool(self.positive))
 
 
+# Decoder labels of box corners: after 0 (negative) and 1 (positive), SAM's numbering.
+BOX_CORNER_LABELS = {"box-low": 2, "box-high": 3}
+
+
+def _label(click: Click) -> int:
+    return BOX_CORNER_LABELS.get(click.role, int(click.positive))
+
+
 def decoder_prompt(grid: CropGrid, clicks: tuple[Click, ...]) -> tuple[np.ndarray, np.ndarray]:
     """Clicks as a decoder takes them in a crop: points float32 ``(N, 3)``, continuous crop voxel
     indices (d0, d1, d2); labels int64 ``(N,)``, 1 positive and 0 negative."""
     points = np.array(
         [grid.to_crop(np.asarray(click.point_ras)) for click in clicks], dtype=np.float32
     ).reshape(-1, 3)
-    labels = np.array([int(click.positive) for click in clicks], dtype=np.int64)
+    labels = np.array([_label(click) for click in clicks], dtype=np.int64)
     return points, labels
 
 
@@ -63,12 +77,64 @@ class CropState:
 
     ``opened`` numbers the crops of a session in the order they were opened: a crop's first mask
     prompt was the segment as the crops opened before it made it.
+
+    ``bound`` is set on a crop a positive box opened: the box (see :class:`Bound`). The crop
+    then decides the segment's voxels inside the box only, and takes only clicks that lie in it.
     """
 
     grid: CropGrid
     clicks: tuple[Click, ...] = ()
     logits: Any | None = None
     opened: int = 0
+    bound: Bound | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Bound:
+    """The volume box ``[lo, hi)`` (int (3,) indices (i, j, k)) of a positive box, the prompt
+    ``prompt_id``, that bounds the crops it opened."""
+
+    prompt_id: str
+    lo: np.ndarray
+    hi: np.ndarray
+
+    def contains_index(self, index: np.ndarray) -> bool:
+        """Whether a continuous volume index lies in one of the box's voxels (edges at ±0.5)."""
+        return bool(np.all(index >= self.lo - 0.5) and np.all(index < self.hi - 0.5))
+
+
+@dataclass(frozen=True, eq=False)
+class Override:
+    """Voxels a drawn prompt sets exactly, whatever the model says: inside the volume box
+    ``[lo, hi)`` (int (3,) indices (i, j, k)), where ``domain`` holds the segment is ``values``
+    (both bool ``(hi - lo)``, read-only, possibly broadcast)."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    values: np.ndarray
+    domain: np.ndarray
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A drawn prompt, as its user drew it: one interaction (one undo step, moved or removed as
+    one).
+
+    Attributes:
+        kind: ``"box"``, ``"scribble"`` or ``"lasso"``.
+        points_ras: RAS mm: a box's two opposite corners, a scribble's stroke, a lasso's
+            contour.
+        positive: True adds to the segment, False takes away.
+        prompt_id: its identity, as :attr:`Click.click_id` (ids of clicks and prompts of a
+            segment never coincide).
+        override: the voxels it sets exactly (a lasso's slice, a negative box), or None.
+    """
+
+    kind: str
+    points_ras: tuple[tuple[float, float, float], ...]
+    positive: bool
+    prompt_id: str
+    override: Override | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -88,6 +154,12 @@ class SegmentState:
     color: tuple[float, float, float]
     crops: tuple[CropState, ...] = ()
     base: np.ndarray | None = field(default=None, compare=False, repr=False)
+    prompts: tuple[Prompt, ...] = ()
+
+    @property
+    def overrides(self) -> list[Override]:
+        """The voxels its prompts set exactly, the oldest first (a later one wins)."""
+        return [prompt.override for prompt in self.prompts if prompt.override is not None]
 
     def find_crop(self, point_ras: np.ndarray) -> int | None:
         """Index of the most recently edited crop that contains the point, if any."""
@@ -102,8 +174,29 @@ class SegmentState:
         return replace(self, crops=others + (crop,))
 
     def clicks(self) -> list[tuple[int, int]]:
-        """(crop index, click index) of every click, in crop order."""
-        return [(c, k) for c, crop in enumerate(self.crops) for k in range(len(crop.clicks))]
+        """(crop index, click index) of every click its user placed (not those derived from a
+        drawn prompt), in crop order."""
+        return [
+            (c, k)
+            for c, crop in enumerate(self.crops)
+            for k, click in enumerate(crop.clicks)
+            if click.prompt_id is None
+        ]
+
+    def click_at(self, index: int) -> tuple[int, int]:
+        """(crop index, click index) of its user's click ``index`` (see :meth:`clicks`).
+
+        Raises:
+            IndexError: no such click.
+        """
+        pairs = self.clicks()
+        if not -len(pairs) <= index < len(pairs):
+            raise IndexError(f"no click {index}: the segment has {len(pairs)}")
+        return pairs[index]
+
+    def prompt(self, prompt_id: str) -> Prompt | None:
+        """The drawn prompt with this id, or None."""
+        return next((p for p in self.prompts if p.prompt_id == prompt_id), None)
 
 
 @dataclass(frozen=True)
@@ -117,6 +210,29 @@ class SessionState:
             if segment.segment_id == segment_id:
                 return segment
         raise KeyError(f"no segment with id {segment_id}")
+
+    def locate_click(self, click_id: str) -> tuple[SegmentState, int, int]:
+        """The segment holding the user's click with this id, and its (crop index, click index).
+
+        Raises:
+            KeyError: no segment holds it.
+        """
+        for segment in self.segments:
+            for crop_index, click_index in segment.clicks():
+                if segment.crops[crop_index].clicks[click_index].click_id == click_id:
+                    return segment, crop_index, click_index
+        raise KeyError(f"that point is no longer part of the session (click {click_id!r})")
+
+    def prompt_segment(self, prompt_id: str) -> SegmentState:
+        """The segment holding a drawn prompt.
+
+        Raises:
+            KeyError: none does.
+        """
+        for segment in self.segments:
+            if segment.prompt(prompt_id) is not None:
+                return segment
+        raise KeyError(f"that drawing is no longer part of the session (prompt {prompt_id!r})")
 
     def with_segment(self, new: SegmentState) -> SessionState:
         return SessionState(
