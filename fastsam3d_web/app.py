@@ -10,7 +10,6 @@ worker's results (``processEvents``) and pushes the status line to the page.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import shutil
 import sys
@@ -27,8 +26,7 @@ from trame_slicer.rca_view import register_rca_factories
 from trame_vuetify.ui.vuetify3 import SinglePageWithDrawerLayout
 from trame_vuetify.widgets import vuetify3 as v3
 
-from fastsam3d_mrml.events import EngineObserver
-
+from .events import PageEvents
 from .uploads import UploadRefused, check_uploads
 
 # How often results are collected while the worker has work, and when idle.
@@ -421,77 +419,3 @@ class SegmentationPage(TrameApp):
                     "{{ negatives }} negative",
                     id="progress",
                 )
-
-
-class PageEvents(EngineObserver):
-    """What the page shows of the engine's events: the status line, errors and warnings, busy
-    or idle, the segment selector, the uncertainty overlay and the suggested point.
-
-    Called on the server's event loop thread (inside ``processEvents``, or the page's action
-    that caused them), as the engine calls every event on the scene's thread.
-    :meth:`resultsPending` is safe from any thread all the same: ``asyncio.Event`` is not.
-
-    Attributes:
-        wake: set when results are pending, so the polling task collects them now rather than
-            after its nap; None until :meth:`listen` (when the server is ready).
-    """
-
-    def __init__(self, page: SegmentationPage) -> None:
-        self.page = page
-        self.state = page.state
-        self.wake: asyncio.Event | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def listen(self, loop: asyncio.AbstractEventLoop) -> asyncio.Event:
-        """The event that :meth:`resultsPending` sets from now on, waited for on ``loop``."""
-        self._loop, self.wake = loop, asyncio.Event()
-        return self.wake
-
-    def statusChanged(self, message: str) -> None:
-        self.state.status = message
-
-    def errorOccurred(self, error: BaseException) -> None:
-        self.page.show_error(error)
-
-    def warningRaised(self, message: str) -> None:
-        self.page.show_error(message)
-
-    def busyChanged(self, busy: bool) -> None:
-        self.state.busy = busy
-
-    def resultsPending(self) -> None:
-        wake, loop = self.wake, self._loop
-        if wake is None or loop is None:
-            return
-        try:
-            on_loop = asyncio.get_running_loop() is loop
-        except RuntimeError:  # no loop runs on this thread
-            on_loop = False
-        if on_loop:
-            wake.set()
-            return
-        with contextlib.suppress(RuntimeError):  # the loop closed: nothing waits any more
-            loop.call_soon_threadsafe(wake.set)  # wakes the loop if it sleeps
-
-    def segmentsChanged(self) -> None:
-        """The segment selector's items: the segmentation's segments by name."""
-        logic = self.page.logic
-        node = logic.segmentationNode
-        segmentation = node.GetSegmentation() if node is not None else None
-        count = segmentation.GetNumberOfSegments() if segmentation is not None else 0
-        ids = [segmentation.GetNthSegmentID(n) for n in range(count)]
-        self.state.segments = [
-            {"title": segmentation.GetSegment(i).GetName(), "value": i} for i in ids
-        ]
-        self.state.segment_id = logic.currentSegmentId
-
-    def suggestionReady(self, pointRas: Any) -> None:
-        if pointRas is not None:
-            self.page.centre_slices(tuple(float(v) for v in pointRas))
-
-    def uncertaintyReady(self, node: Any) -> None:
-        slicer_app = self.page.slicer
-        slicer_app.display_manager.show_volume_in_slice_foreground(node)
-        scene = slicer_app.scene
-        for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
-            scene.GetNthNodeByClass(index, "vtkMRMLSliceCompositeNode").SetForegroundOpacity(0.5)
