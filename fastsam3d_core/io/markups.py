@@ -1,4 +1,9 @@
-"""Point lists from 3D Slicer markups files (``.mrk.json``)."""
+"""Points and curves from 3D Slicer markups files (``.mrk.json``).
+
+A file holds markups nodes (Slicer writes one per file), each of a markups ``type`` (``Fiducial``:
+a point list, ``Curve``, ``ClosedCurve``, ``Line``, ``ROI`` ...) with control points in the
+node's ``coordinateSystem``, LPS (Slicer's default on disk) or RAS; both are read as RAS.
+"""
 
 from __future__ import annotations
 
@@ -31,12 +36,96 @@ def read_markups_points(path: str | Path) -> np.ndarray:
     """
     path = Path(path)
     points = [
-        apply_affine(flip_lps_ras(np.eye(4)), position) if system == "LPS" else position
+        _as_ras(system, position)
         for system, position in _defined_positions(_read_document(path), path)
     ]
     if not points:
         raise ValueError(f"{path}: no defined control points in any markups node")
     return np.array(points)
+
+
+# Markups types as a user knows them from Slicer's Markups module, for messages.
+MARKUPS_TYPE_NAMES = {
+    "Fiducial": "point list",
+    "Line": "line",
+    "Angle": "angle",
+    "Curve": "open curve",
+    "ClosedCurve": "closed curve",
+    "Plane": "plane",
+    "ROI": "box (ROI)",
+}
+
+
+class MarkupsTypeError(ValueError):
+    """A markups node of another type than the one asked for (its message names both).
+
+    Attributes:
+        found: the node's markups ``type`` as the file has it (None: the node has none).
+    """
+
+    def __init__(self, message: str, found: str | None) -> None:
+        super().__init__(message)
+        self.found = found
+
+
+def read_markups_curves(path: str | Path, closed: bool) -> list[np.ndarray]:
+    """The curves of a Slicer ``.mrk.json`` file: one per markups node, each its defined
+    control points in order (a curve's polyline; Slicer draws a smooth curve through them).
+
+    Args:
+        path: a markups JSON file whose every node is a curve of the kind asked for.
+        closed: True for closed curves (markups type ``ClosedCurve``), False for open ones
+            (``Curve``).
+
+    Returns:
+        One float64 ``(N, 3)`` RAS millimetres array per node, in file order; points whose
+        position status is not ``defined`` are skipped.
+
+    Raises:
+        MarkupsTypeError: a node of another markups type (a point list, an open curve where a
+            closed one is asked for, ...), or of none.
+        ValueError: as :func:`read_markups_points`; also a curve without a defined point. The
+            message names the file (and the node).
+    """
+    path = Path(path)
+    wanted = "ClosedCurve" if closed else "Curve"
+    document = _read_document(path)
+    curves = []
+    for n, node in enumerate(document["markups"], 1):
+        _check_node_type(node, n, wanted, path)
+        points = [_as_ras(system, position) for system, position in _node_positions(node, n, path)]
+        if not points:
+            raise ValueError(
+                f"{path}: the {MARKUPS_TYPE_NAMES[wanted]} (markups node {n}) has no defined "
+                "control point; place its points in Slicer and save it"
+            )
+        curves.append(np.array(points))
+    if not curves:
+        raise ValueError(
+            f"{path}: no markups node; save a {MARKUPS_TYPE_NAMES[wanted]} from Slicer"
+        )
+    return curves
+
+
+def _check_node_type(node: object, n: int, wanted: str, path: Path) -> None:
+    found = node.get("type") if isinstance(node, dict) else None
+    if found == wanted:
+        return
+    expected = f"{_a(MARKUPS_TYPE_NAMES[wanted])} (markups type {wanted!r})"
+    if found is None:
+        message = f"{path}: markups node {n} has no markups type; expected {expected}"
+        raise MarkupsTypeError(message, None)
+    shown = _a(MARKUPS_TYPE_NAMES.get(str(found), "markup"))
+    message = f"{path}: markups node {n} is {shown} (markups type {found!r}), not {expected}"
+    raise MarkupsTypeError(message, str(found))
+
+
+def _a(name: str) -> str:
+    return f"{'an' if name[0] in 'aeiouAEIOU' else 'a'} {name}"
+
+
+def _as_ras(system: str, position: np.ndarray) -> np.ndarray:
+    return apply_affine(flip_lps_ras(np.eye(4)), position) if system == "LPS" else position
 
 
 def _read_document(path: Path) -> dict:
@@ -68,17 +157,22 @@ def _read_document(path: Path) -> dict:
 def _defined_positions(document: dict, path: Path) -> Iterator[tuple[str, np.ndarray]]:
     """(coordinate system, position) of each defined control point, in file order."""
     for n, node in enumerate(document["markups"], 1):
-        if not isinstance(node, dict) or not isinstance(node.get("controlPoints", []), list):
-            raise ValueError(f"{path}: markups node {n} is not an object with a controlPoints list")
-        # Slicer writes markups in LPS unless told otherwise.
-        system = node.get("coordinateSystem", "LPS")
-        if system not in ("LPS", "RAS"):
-            raise ValueError(f"{path}: unknown coordinate system {system!r} (LPS or RAS)")
-        for k, control in enumerate(node.get("controlPoints", []), 1):
-            if not isinstance(control, dict):
-                raise ValueError(f"{path}: control point {k} of node {n} is not an object")
-            if control.get("positionStatus", "defined") == "defined":
-                yield system, _position(control, f"{path}: control point {k} of node {n}")
+        yield from _node_positions(node, n, path)
+
+
+def _node_positions(node: object, n: int, path: Path) -> Iterator[tuple[str, np.ndarray]]:
+    """(coordinate system, position) of each defined control point of markups node ``n``."""
+    if not isinstance(node, dict) or not isinstance(node.get("controlPoints", []), list):
+        raise ValueError(f"{path}: markups node {n} is not an object with a controlPoints list")
+    # Slicer writes markups in LPS unless told otherwise.
+    system = node.get("coordinateSystem", "LPS")
+    if system not in ("LPS", "RAS"):
+        raise ValueError(f"{path}: unknown coordinate system {system!r} (LPS or RAS)")
+    for k, control in enumerate(node.get("controlPoints", []), 1):
+        if not isinstance(control, dict):
+            raise ValueError(f"{path}: control point {k} of node {n} is not an object")
+        if control.get("positionStatus", "defined") == "defined":
+            yield system, _position(control, f"{path}: control point {k} of node {n}")
 
 
 def _position(control: dict, where: str) -> np.ndarray:
