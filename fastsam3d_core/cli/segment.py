@@ -1,7 +1,8 @@
-"""``fastsam3d segment``: clicks in, a segmentation file out.
+"""``fastsam3d segment``: prompts in, a segmentation file out.
 
-The command parses its points and options, and runs :func:`fastsam3d_core.segment_job.segment_file`
-with a model loaded here or the encoder service's predictor.
+The command parses its prompts (:mod:`.prompt_options`: points, boxes, scribbles, lassos) and
+options, and runs :func:`fastsam3d_core.segment_job.segment_file` with a model loaded here or
+the encoder service's predictor.
 """
 
 from __future__ import annotations
@@ -11,73 +12,20 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-from ..segment_job import PointPrompt, output_kind, segment_file
+from ..segment_job import output_kind, segment_file
+from .prompt_options import (
+    BoxOption,
+    LassoOption,
+    NegativeLassoOption,
+    NegativeScribbleOption,
+    PromptOptions,
+    ScribbleOption,
+    parse_point,
+    read_prompts,
+)
 from .runtime import AdapterOption, PrecisionOption, ServerOption, TokenOption
 
-Prompt = tuple[tuple[float, float, float], bool]
-# Each point runs the model (a third of a second or more on a CPU): 10,000 points from a file
-# exported by mistake would run for an hour. Interactive segmentation takes tens of points.
-MAX_POINTS = 200
-
-
-def parse_point(text: str) -> Prompt:
-    """``"R,A,S"`` or ``"R,A,S:neg"`` (RAS mm) to a point and its polarity."""
-    import math
-
-    coordinates, _, flag = text.partition(":")
-    if flag not in ("", "neg", "pos"):
-        raise typer.BadParameter(
-            f"{text!r}: the suffix must be ':neg' or ':pos'", param_hint="--point"
-        )
-    try:
-        r, a, s = (float(value) for value in coordinates.split(","))
-    except ValueError:
-        raise typer.BadParameter(
-            f"{text!r} is not R,A,S in millimetres, e.g. -20,15.5,30", param_hint="--point"
-        ) from None
-    if not all(math.isfinite(value) for value in (r, a, s)):
-        raise typer.BadParameter(
-            f"{text!r}: coordinates must be finite numbers", param_hint="--point"
-        )
-    return (r, a, s), flag != "neg"
-
-
-def _prompts(
-    points: list[str], positive_file: Optional[Path], negative_file: Optional[Path]
-) -> list[PointPrompt]:
-    """Every point with where it comes from (for messages), checked for a positive one."""
-    from ..io.markups import read_markups_points
-    from ..session import Click
-
-    if len(points) > MAX_POINTS:
-        raise typer.BadParameter(
-            f"given {len(points)} times; at most {MAX_POINTS} points are taken",
-            param_hint="--point",
-        )
-    prompts = [PointPrompt(Click(*parse_point(text)), f"--point {text}") for text in points]
-    for path, positive in ((positive_file, True), (negative_file, False)):
-        if path is not None:
-            read = read_markups_points(path).tolist()
-            _check_point_count(path, len(read), len(prompts))
-            for k, p in enumerate(read, 1):
-                prompts.append(PointPrompt(Click(p, positive), f"{path}: point {k}"))
-    if not prompts:
-        raise typer.BadParameter("give at least one --point, --points or --negative-points")
-    if not any(prompt.click.positive for prompt in prompts):
-        raise typer.BadParameter(
-            "give at least one positive point (a --point without :neg, or --points FILE): "
-            "negative points only remove voxels from an object"
-        )
-    return prompts
-
-
-def _check_point_count(path: Path, in_file: int, before: int) -> None:
-    if before + in_file > MAX_POINTS:
-        in_all = f", {before + in_file} in all" if before else ""
-        raise ValueError(
-            f"{path}: {in_file} points{in_all}; at most {MAX_POINTS} points are taken (each one "
-            "runs the model): give fewer"
-        )
+__all__ = ["example_point", "image_or_example", "parse_point", "segment"]
 
 
 def _output_kind(output: Path) -> str:
@@ -169,7 +117,7 @@ _ExampleOption = Annotated[
     typer.Option(
         "--example",
         help="Segment the spleen of the example CT shipped with the package (instead of "
-        "IMAGE; the point is preset).",
+        "IMAGE; without prompts, a point in its spleen).",
     ),
 ]
 
@@ -180,6 +128,11 @@ def segment(
     point: _PointOption = None,
     points: _PointsOption = None,
     negative_points: _NegativePointsOption = None,
+    box: BoxOption = None,
+    scribble: ScribbleOption = None,
+    negative_scribble: NegativeScribbleOption = None,
+    lasso: LassoOption = None,
+    negative_lasso: NegativeLassoOption = None,
     model: _ModelOption = "fastsam3d",
     weights: _WeightsOption = None,
     adapter: AdapterOption = None,
@@ -190,30 +143,27 @@ def segment(
     token: TokenOption = None,
     example: _ExampleOption = False,
 ) -> None:
-    """Segment one object from point prompts and write it with the image's geometry."""
-    image, point = _image_and_points(image, point or [], example, points, negative_points)
+    """Segment one object from prompts (points, boxes, scribbles, lassos) and write it with the
+    image's geometry. Prompts run in this order: boxes, lassos, scribbles, then points."""
+    given = PromptOptions(point or [], points, negative_points, box or [], scribble or [],
+                          negative_scribble or [], lasso or [], negative_lasso or [])  # fmt: skip
+    image = _image_or_example_prompts(image, example, given)
     _output_kind(output)
-    prompts = _prompts(point, points, negative_points)
+    prompts = read_prompts(given)
     open_predictor = _predictor(model, weights, adapter, precision, device, server, token)
     segment_file(image, prompts, output, open_predictor, name=name,
-                 inputs=(points, negative_points, weights, adapter), say=typer.echo)  # fmt: skip
+                 inputs=(*given.files(), weights, adapter), say=typer.echo)  # fmt: skip
 
 
-def _image_and_points(
-    image: Optional[Path],
-    point: list[str],
-    example: bool,
-    points: Optional[Path],
-    negative_points: Optional[Path],
-) -> tuple[Path, list[str]]:
-    """The image to read, and the points: with ``--example``, the example CT and its point."""
+def _image_or_example_prompts(image: Optional[Path], example: bool, given: PromptOptions) -> Path:
+    """The image to read: with ``--example``, the example CT, and its spleen point as the
+    prompt where none is given."""
     path = image_or_example(image, example, "segment")
-    if not example:
-        return path, point
-    typer.echo(f"example: {path.name} (TotalSegmentator example CT, Apache-2.0)")
-    if point or points or negative_points:
-        return path, point
-    return path, [example_point()]
+    if example:
+        typer.echo(f"example: {path.name} (TotalSegmentator example CT, Apache-2.0)")
+        if not given.any_given():
+            given.points = [example_point()]
+    return path
 
 
 def image_or_example(image: Optional[Path], example: bool, verb: str) -> Path:
