@@ -15,6 +15,10 @@ parameters); HyP-Adpt here is built from the paper's description.
 Every adapter's last projection starts at zero (Med-SA's code keeps PyTorch's default
 initialisation): attached, the adapters leave the model's output exactly as it was, and training
 starts from the base model.
+
+With ``box_corners`` (``fastsam3d finetune --prompts box``) the prompt encoder also gets learned
+embeddings for a box's two corners (labels 2 and 3, which the released models lack); they are
+trained and stored with the adapters, so a model with its adapter file loaded takes boxes.
 """
 
 from __future__ import annotations
@@ -35,14 +39,22 @@ class AdapterConfig:
             1/16 keeps the adapters near the 2 % that Med-SA reports.
         mlp_scale: weight of the MLP adapter beside the MLP (Med-SA: 0.5).
         hyper_rank: bottleneck width of the decoder's hyper-prompting adapters (0: none).
+        box_corners: learned embeddings for a box's corners in the prompt encoder (labels 2
+            and 3; see :meth:`~.prompt_encoder.PromptEncoder3D.add_box_corner_embeddings`).
     """
 
     ratio: float = 0.0625
     mlp_scale: float = 0.5
     hyper_rank: int = 16
+    box_corners: bool = False
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The configuration as an adapter file records it. Without box corners the key is left
+        out: such a file is what it was before boxes (older versions read it)."""
+        content = asdict(self)
+        if not self.box_corners:
+            del content["box_corners"]
+        return content
 
 
 class Adapter(nn.Module):
@@ -99,11 +111,14 @@ class HyperPromptAdapter(nn.Module):
         return x + self.up(nn.functional.gelu(hidden))
 
 
-ADAPTER_KEYS = ("attn_adapter", "mlp_adapter", "hyper_adapter")
+# The modules that adapters add (the prompt encoder's box corners included): their weights are
+# the adapter file's, never the base model's.
+ADAPTER_KEYS = ("attn_adapter", "mlp_adapter", "hyper_adapter", "box_corner_embeddings")
 
 
 def attach_adapters(model: nn.Module, config: AdapterConfig) -> list[nn.Parameter]:
-    """Freeze ``model`` (a :class:`~fastsam3d_core.models.Sam3D`) and give it adapters.
+    """Freeze ``model`` (a :class:`~fastsam3d_core.models.Sam3D`) and give it adapters (and,
+    with ``config.box_corners``, its prompt encoder the box corners' embeddings).
 
     Returns:
         The adapters' parameters: the only ones that require a gradient.
@@ -132,6 +147,8 @@ def attach_adapters(model: nn.Module, config: AdapterConfig) -> list[nn.Paramete
             module.mlp_adapter_scale = config.mlp_scale
             if config.hyper_rank:
                 module.hyper_adapter = HyperPromptAdapter(dim, config.hyper_rank)
+    if config.box_corners:
+        model.prompt_encoder.add_box_corner_embeddings().requires_grad_(True)
     model.to(device=reference.device, dtype=reference.dtype)
     model.adapter_config = config  # type: ignore[assignment]  # what adapter files record
     return adapter_parameters(model)

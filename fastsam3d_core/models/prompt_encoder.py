@@ -1,5 +1,11 @@
 """Prompt encoder: points and a low-resolution mask to sparse and dense embeddings (model.md
-§3.2)."""
+§3.2).
+
+The released checkpoints embed two point labels, 1 (positive) and 0 (negative). A model fine-tuned
+with ``fastsam3d finetune --prompts box`` also takes a box as two corner points, labels 2 (its low
+corner) and 3 (its high corner), as SAM takes 2-D boxes: the corners' embeddings are learned with
+the adapters and stored in the adapter file (:mod:`.adapter`).
+"""
 
 from __future__ import annotations
 
@@ -66,6 +72,11 @@ class PositionEmbeddingRandom3D(nn.Module):
         return self._encode(coords / size)
 
 
+# Labels of a box's corners, as SAM numbers them: the corner with the smallest (d0, d1, d2)
+# indices, and the one with the largest.
+BOX_LOW_CORNER, BOX_HIGH_CORNER = 2, 3
+
+
 class PromptEncoder3D(nn.Module):
     """Embeds point prompts and a mask prompt for the mask decoder.
 
@@ -92,6 +103,9 @@ class PromptEncoder3D(nn.Module):
         # Index 0: negative point, index 1: positive point (the labels' values).
         self.point_embeddings = nn.ModuleList(nn.Embedding(1, embed_dim) for _ in range(2))
         self.not_a_point_embed = nn.Embedding(1, embed_dim)
+        # Index 0: a box's low corner (label 2), 1: its high corner (label 3). None in the released
+        # models; :meth:`add_box_corner_embeddings` creates it (fine-tuning or an adapter file).
+        self.box_corner_embeddings: nn.Embedding | None = None
         quarter = mask_in_chans // 4
         self.mask_downscaling = nn.Sequential(
             nn.Conv3d(1, quarter, kernel_size=2, stride=2),
@@ -103,6 +117,30 @@ class PromptEncoder3D(nn.Module):
             nn.Conv3d(mask_in_chans, embed_dim, kernel_size=1),
         )
         self.no_mask_embed = nn.Embedding(1, embed_dim)
+
+    @property
+    def accepts_box_corners(self) -> bool:
+        """Whether labels 2 and 3 (a box's corners) have learned embeddings here."""
+        return self.box_corner_embeddings is not None
+
+    def add_box_corner_embeddings(self) -> nn.Embedding:
+        """Create the box corners' embeddings and return them.
+
+        Both start as the positive point's embedding: an untrained box is read as two positive
+        points at its corners, something the model knows, and training moves each corner's
+        embedding from there.
+
+        Raises:
+            ValueError: the encoder has them already.
+        """
+        if self.box_corner_embeddings is not None:
+            raise ValueError("the prompt encoder has box corner embeddings already")
+        positive = cast(nn.Embedding, self.point_embeddings[1]).weight
+        table = nn.Embedding(2, self.embed_dim).to(device=positive.device, dtype=positive.dtype)
+        with torch.no_grad():
+            table.weight.copy_(positive.expand(2, -1))
+        self.box_corner_embeddings = table
+        return table
 
     @property
     def mask_input_size(self) -> tuple[int, int, int]:
@@ -123,6 +161,10 @@ class PromptEncoder3D(nn.Module):
         encoded = torch.where(is_padding, self.not_a_point_embed.weight, encoded)
         for label, embedding in enumerate(self.point_embeddings):
             encoded = encoded + (labels == label)[..., None] * cast(nn.Embedding, embedding).weight
+        if self.box_corner_embeddings is not None:  # the released models skip this: unchanged
+            for corner, label in enumerate((BOX_LOW_CORNER, BOX_HIGH_CORNER)):
+                weight = self.box_corner_embeddings.weight[corner]
+                encoded = encoded + (labels == label)[..., None] * weight
         return encoded
 
     def forward(
@@ -136,7 +178,8 @@ class PromptEncoder3D(nn.Module):
         Args:
             points: ``(B, N, 3)`` float voxel coordinates (d0, d1, d2) of the network input, or
                 None.
-            labels: ``(B, N)`` int, 1 positive, 0 negative; required with ``points``.
+            labels: ``(B, N)`` int, 1 positive, 0 negative; 2 and 3 a box's low and high
+                corners where :attr:`accepts_box_corners`; required with ``points``.
             masks: ``(B, 1, *mask_input_size)`` low-resolution logits, or None.
 
         Returns:

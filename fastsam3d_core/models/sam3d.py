@@ -14,7 +14,7 @@ from ..attention.backends import Backend
 from .image_encoder import EncoderAttention, ImageEncoderViT3D
 from .mask_decoder import MaskDecoder3D
 from .precision import PrecisionChoice, PrecisionError, check_precision, convert_encoder
-from .prompt_encoder import PromptEncoder3D
+from .prompt_encoder import BOX_HIGH_CORNER, BOX_LOW_CORNER, PromptEncoder3D
 from .transformer import DecoderAttention
 
 PARTS = ("image_encoder", "prompt_encoder", "mask_decoder")
@@ -87,6 +87,12 @@ class Sam3D(nn.Module):
         raise ValueError(
             f"the {self.name or 'model'} model's {missing} {verb} no trained weights: {hint}"
         )
+
+    @property
+    def accepts_box_corners(self) -> bool:
+        """Whether a box can be given as its corners, labels 2 and 3: only a model fine-tuned
+        with ``fastsam3d finetune --prompts box`` (its adapter file loaded) has learned them."""
+        return self.prompt_encoder.accepts_box_corners
 
     @property
     def device(self) -> torch.device:
@@ -169,7 +175,9 @@ class Sam3D(nn.Module):
         Args:
             embedding: ``(B or 1, 384, 8, 8, 8)`` from :meth:`encode`.
             points: ``(B, N, 3)`` float voxel coordinates (d0, d1, d2) of the 128³ input, or None.
-            labels: ``(B, N)`` int, 1 positive, 0 negative; None exactly when ``points`` is None.
+            labels: ``(B, N)`` int, 1 positive, 0 negative (2 and 3: a box's low and high
+                corners, where :attr:`accepts_box_corners`); None exactly when ``points`` is
+                None.
             mask_input: ``(B, 1, 32, 32, 32)`` low-resolution logits of the previous prediction, or
                 None for an all-zero mask, which is what the released models were evaluated with
                 on a first click (model.md §8 item 6).
@@ -211,5 +219,23 @@ class Sam3D(nn.Module):
                 f"labels must be (B, N) = {tuple(points.shape[:2])}, got {tuple(labels.shape)}"
             )
         if not bool(((labels == 0) | (labels == 1)).all()):
-            raise ValueError("labels must be 1 (positive) or 0 (negative)")
+            self._check_box_labels(labels)
         return points.to(device=self.device, dtype=self.dtype), labels.to(self.device)
+
+    def _check_box_labels(self, labels: torch.Tensor) -> None:
+        """Labels other than 0 and 1 must be box corners (2, 3) of a model that learned them."""
+        corners = (labels == BOX_LOW_CORNER) | (labels == BOX_HIGH_CORNER)
+        valid = (labels == 0) | (labels == 1)
+        if self.accepts_box_corners:
+            if not bool((valid | corners).all()):
+                raise ValueError(
+                    "labels must be 1 (positive), 0 (negative), or 2 and 3 (a box's corners)"
+                )
+            return
+        hint = (
+            ": labels 2 and 3 (a box's corners) need a model fine-tuned with 'fastsam3d "
+            "finetune --prompts box' and its adapter file"
+            if bool(corners.any())
+            else ""
+        )
+        raise ValueError(f"labels must be 1 (positive) or 0 (negative){hint}")
