@@ -6,15 +6,16 @@ home:
 
 - the clicks, crops, masks and undo history: the core ``Session``, on the worker thread
   (:mod:`.worker`, whose jobs call the session directly);
-- the points as the user edits them: :class:`~.markups_clicks.ClickMarkups`, whose control
-  points carry their click's id and are read as the core's ``Click``s;
+- the points and drawings as the user edits them: :class:`~.session_markups.SessionMarkups`:
+  control points that carry their click's id, read as the core's ``Click``s, and a markups node
+  per box, scribble or lasso that carries its prompt's id, read as the core's ``Prompt``;
 - the MRML segments, by label value, and which session segment writes to which:
   :class:`~.segment_writer.SegmentWriter`; the voxels the session protects are read from it when
   a session opens, and again only when another tool changes those segments.
 
-When the user adds, moves or deletes a point, :meth:`~InteractiveSegmentationLogic.
-synchronizePoints` turns the difference between the points and the clicks sent so far into
-edits that the worker runs in order. Results come back through :meth:`~InteractiveSegmentation
+When the user adds, moves or deletes a point or a drawing, :meth:`~InteractiveSegmentationLogic.
+synchronizePoints` turns the difference between the nodes and what was sent so far into edits
+that the worker runs in order. Results come back through :meth:`~InteractiveSegmentation
 Logic.processEvents`, on the thread that owns the scene, which waits for them a bounded time with
 the GIL released (Slicer's main thread otherwise starves the worker; see :mod:`.worker`).
 
@@ -25,22 +26,21 @@ uncertainty overlay. Errors in direct calls are raised.
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any, Callable
 
-from fastsam3d_core.session import Click
+from fastsam3d_core.session import Click, Prompt
 
 from . import mrml_io
+from .engine_base import EngineBase
 from .events import EngineObserver
-from .markups_clicks import ClickMarkups
-from .models import WARNING_PREFIX
 from .overlay import UNCERTAINTY_SAMPLES, show_entropy
 from .segment_writer import SegmentWriter, segmentation_for
-from .worker import POLL_WAIT_S, SessionOpening, Update, Worker, WorkerState
+from .session_markups import SessionMarkups
+from .worker import SessionOpening, Update, WorkerState
 
 
-class InteractiveSegmentationLogic:
+class InteractiveSegmentationLogic(EngineBase):
     """Click-to-segment on MRML nodes.
 
     Args:
@@ -52,8 +52,8 @@ class InteractiveSegmentationLogic:
         observer: what the front end shows of the engine (status, errors, busy, segments);
             None: errors are logged, nothing else is shown.
 
-    Attributes:
-        pollWaitSeconds: the longest :meth:`processEvents` blocks the calling thread.
+    The observer, the status line, the worker and the collection of its results
+    (:meth:`processEvents`, :meth:`waitForIdle`) are :class:`~.engine_base.EngineBase`'s.
     """
 
     def __init__(
@@ -63,31 +63,24 @@ class InteractiveSegmentationLogic:
         observer: EngineObserver | None = None,
     ) -> None:
         mrml_io.ensure_segmentation_converters()
+        super().__init__(observer)
         self.scene = scene
         self.protectOtherSegments = protectOtherSegments
-        self.pollWaitSeconds = POLL_WAIT_S
-        self._observer = observer if observer is not None else EngineObserver()
-        self.status = "No model loaded"
         self.lastLatencySeconds: float | None = None
         self.lastEncoderRan = False
         self.volumeNode = self.segmentationNode = None
         self.uncertaintyNode = None
-        self._worker = Worker(self._onProgress, self._onJobError, self._observer.busyChanged)
         self._state = WorkerState()
-        self._markups: ClickMarkups | None = None
+        self._markups: SessionMarkups | None = None
         self._writer: SegmentWriter | None = None
         self._fingerprint: tuple | None = None
         self._targetSegmentId = ""
-        # The current segment's clicks as the session last reported them.
+        # The current segment's clicks and drawn prompts as the session last reported them.
         self._reported: tuple[Click, ...] = ()
+        self._reportedPrompts: tuple[Prompt, ...] = ()
         self._opening = 0  # session-opening jobs queued and not yet applied
         # Counts setInputs calls (each opens a new session); see _forTheseInputs.
         self._inputs = 0
-
-    @property
-    def observer(self) -> EngineObserver:
-        """The front end's observer, fixed at construction."""
-        return self._observer
 
     # -- model and inputs ----------------------------------------------------------------
 
@@ -209,9 +202,10 @@ class InteractiveSegmentationLogic:
             target = ""
         # Behind another opening, the segment continues as that session's first segment.
         continued = (1 if self._opening else writer.session_id(target)) if target else None
-        points = self._markups.send_all()
+        points, prompts = self._markups.send_all()
         foreign, initial = writer.read_for_session(target)
-        return SessionOpening(self.protectOtherSegments, foreign, initial, continued, points)
+        opening = (self.protectOtherSegments, foreign, initial, continued, points, prompts)
+        return SessionOpening(*opening)
 
     def _onOpened(self, update: Update | None) -> None:
         """A new session: its first segment writes to the wanted MRML segment."""
@@ -231,15 +225,15 @@ class InteractiveSegmentationLogic:
 
     @property
     def positiveNode(self):
-        return self._markups.positive if self._markups else None
+        return self._markups.clicks.positive if self._markups else None
 
     @property
     def negativeNode(self):
-        return self._markups.negative if self._markups else None
+        return self._markups.clicks.negative if self._markups else None
 
     @property
     def suggestionNode(self):
-        return self._markups.suggestion if self._markups else None
+        return self._markups.clicks.suggestion if self._markups else None
 
     @property
     def clicks(self) -> tuple[Click, ...]:
@@ -247,33 +241,34 @@ class InteractiveSegmentationLogic:
         return self._reported
 
     def synchronizePoints(self) -> None:
-        """Queue the edits that turn the session's clicks into the markups' points.
+        """Queue the edits that turn the session's clicks and drawn prompts into the markups'
+        points and finished prompt nodes.
 
-        The markups nodes are observed, so this runs by itself after the user edits points;
-        call it after changing points from code while observers are blocked.
+        The markups nodes are observed, so this runs by itself after the user edits them; call
+        it after changing points from code while observers are blocked.
         """
         if self._markups is None or self._markups.updating or self.volumeNode is None:
             return
-        points, edits = self._markups.unsent_edits()
-        if not edits:
+        unsent = self._markups.unsent()
+        if not unsent.edits:
             return
         if mrml_io.volume_fingerprint(self.volumeNode) != self._fingerprint:
-            # The image changed: a new session, which places the points again.
+            # The image changed: a new session, which places the points and drawings again.
             self.setInputs(self.volumeNode, self.segmentationNode, self.currentSegmentId or "")
             return
         self._refreshProtection()
-        self._markups.sent = points
-        for kind, click in edits:
-            self._submitEdit(kind, click)
+        self._markups.mark_sent(unsent)
+        for kind, edited in unsent.edits:
+            self._submitEdit(kind, edited)
         self._requestPoll()
 
     def _onPointsEdited(self) -> None:
         """The markups' observer: an error is reported as a job's is, and the refused edit of
-        the points taken back (an exception inside a VTK observer is only printed)."""
+        the nodes taken back (an exception inside a VTK observer is only printed)."""
         try:
             self.synchronizePoints()
         except Exception as error:
-            self._markups.show(self._markups.sent.values())
+            self._markups.take_back()
             self._onJobError(error)
 
     def deleteLastPoint(self) -> None:
@@ -285,11 +280,15 @@ class InteractiveSegmentationLogic:
     def deletePoint(self, clickId: str) -> None:
         """Delete the point of one of ``clicks``, as if the user deleted it."""
         if self._markups is not None:
-            self._markups.delete(clickId)
+            self._markups.clicks.delete(clickId)
 
-    def _submitEdit(self, kind: str, click: Click) -> None:
-        """Queue one edit of the points (see :func:`.markups_clicks.edits_between`)."""
+    def _submitEdit(self, kind: str, edited: Click | Prompt) -> None:
+        """Queue one edit of a point or a drawing (see :class:`.session_markups.Unsent`)."""
         state, submitted = self._state, time.perf_counter()
+        if isinstance(edited, Click):
+            job, label = (lambda report: state.edit_point(kind, edited, report)), "point"
+        else:
+            job, label = (lambda report: state.edit_prompt(kind, edited, report)), edited.kind
 
         def done(update: Update) -> None:
             self.lastLatencySeconds = time.perf_counter() - submitted
@@ -297,11 +296,31 @@ class InteractiveSegmentationLogic:
             self._applyUpdate(update)
 
         self._setStatus("Segmenting...")
-        self._worker.submit(
-            lambda report: state.edit_point(kind, click, report),
-            self._forTheseInputs(done),
-            label=f"{kind} point",
-        )
+        self._worker.submit(job, self._forTheseInputs(done), label=f"{kind} {label}")
+
+    # -- drawn prompts: boxes, scribbles, lassos (see markups_prompts) -------------------
+
+    def newPromptNode(self, kind: str, positive: bool = True) -> Any:
+        """A new empty markups node, observed, for a prompt of this kind and sign ("box": an
+        ROI, "scribble": a curve, "lasso": a closed curve): place its points, then
+        :meth:`finishPrompt` (a box finishes by itself once its placement completes)."""
+        return self._promptMarkups().new_node(kind, positive)
+
+    def finishPrompt(self, node: Any) -> None:
+        """The drawing in ``node`` is complete: queue its prompt, one edit. A refused drawing
+        is reported through the observer and its node removed; a node with nothing drawn is
+        removed quietly; a node finished before is synchronized."""
+        if self._promptMarkups().finish(node):
+            self.synchronizePoints()
+
+    def promptNodes(self) -> list:
+        """The current segment's prompt nodes, and those being drawn, oldest first."""
+        return self._markups.prompts.nodes() if self._markups is not None else []
+
+    def _promptMarkups(self):
+        if self._markups is None:
+            raise RuntimeError("no input volume is selected")
+        return self._markups.prompts
 
     # -- history and segments ------------------------------------------------------------
 
@@ -382,7 +401,7 @@ class InteractiveSegmentationLogic:
             self._observer.uncertaintyReady(node)
             point = uncertainty.most_uncertain_ras
             if suggest:
-                self._markups.suggest(point)
+                self._markups.clicks.suggest(point)
                 self._observer.suggestionReady(point)
             self._setStatus("Ready" if point is not None else "Ready: the segment is certain")
 
@@ -403,24 +422,7 @@ class InteractiveSegmentationLogic:
             raise RuntimeError("there is no segmentation to export yet")
         return mrml_io.export_segmentation(self.segmentationNode, path, self.volumeNode)
 
-    # -- main-thread event handling ------------------------------------------------------
-
-    @property
-    def busy(self) -> bool:
-        return self._worker.pending > 0
-
-    def processEvents(self, waitSeconds: float | None = None) -> int:
-        """Apply finished edits to MRML; call from the thread that owns the scene.
-
-        Waits up to ``waitSeconds`` (default :attr:`pollWaitSeconds`) for pending edits, with
-        the GIL released, so the worker runs even where the caller's thread holds the GIL the
-        rest of the time (Slicer's main thread). Returns how many edits finished.
-        """
-        return self._worker.poll(self.pollWaitSeconds if waitSeconds is None else waitSeconds)
-
-    def waitForIdle(self, timeout: float | None = None) -> bool:
-        """Block until every queued edit is applied (tests, scripts); False on timeout."""
-        return self._worker.wait(timeout)
+    # -- main-thread event handling (see EngineBase for the collection of results) --------
 
     def cleanup(self) -> None:
         """Stop the worker and stop observing the points; the session and model are
@@ -429,9 +431,6 @@ class InteractiveSegmentationLogic:
             self._markups.unobserve()
         self._worker.shutdown()
         self._state = WorkerState()
-
-    def _requestPoll(self) -> None:
-        self._observer.resultsPending()
 
     def _applyUpdate(self, update: Update | None) -> None:
         if update is None:
@@ -448,9 +447,9 @@ class InteractiveSegmentationLogic:
         self._targetSegmentId = self.currentSegmentId or ""
         if changed or self.currentSegmentId != previous:
             self._observer.segmentsChanged()
-        self._reported = update.clicks
+        self._reported, self._reportedPrompts = update.clicks, update.prompts
         if self._worker.pending == 0:
-            self._markups.show_session(self._reported)
+            self._markups.show_session(self._reported, self._reportedPrompts)
             latency = self.lastLatencySeconds
             self._setStatus(
                 "Ready"
@@ -471,29 +470,11 @@ class InteractiveSegmentationLogic:
 
     def _ensureMarkups(self, clear: bool) -> None:
         if self._markups is None:
-            self._markups = ClickMarkups(self.scene)
-        else:
-            self._markups.ensure_nodes()
-        self._markups.observe(self._onPointsEdited)
-        if clear:
-            self._markups.clear()
-        self._markups.sent = {}
-
-    # -- reporting -----------------------------------------------------------------------
-
-    def _setStatus(self, message: str) -> None:
-        self.status = message
-        self._observer.statusChanged(message)
-
-    def _onProgress(self, message: str, fraction: float | None) -> None:
-        if message.startswith(WARNING_PREFIX):
-            message = message[len(WARNING_PREFIX) :]
-            logging.warning("FastSAM3D: %s", message)
-            self._observer.warningRaised(message)
-        self._setStatus(message if fraction is None else f"{message} ({fraction:.0%})")
+            self._markups = SessionMarkups(self.scene)
+        self._markups.attach(self._onPointsEdited, clear)
 
     def _onJobError(self, error: BaseException) -> None:
         if self._worker.pending == 0 and self._markups is not None:
-            self._markups.show_session(self._reported)  # drop a point the session refused
-        self._setStatus(f"Error: {error}")
-        self._observer.errorOccurred(error)
+            # Drop a point or a drawing the session refused.
+            self._markups.show_session(self._reported, self._reportedPrompts)
+        super()._onJobError(error)

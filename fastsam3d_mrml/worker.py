@@ -38,7 +38,7 @@ from .models import Reporter
 
 if TYPE_CHECKING:
     from fastsam3d_core import Session
-    from fastsam3d_core.session import Click, Result, SegmentChange
+    from fastsam3d_core.session import Click, Prompt, Result, SegmentChange
 
 # Seconds to wait for the thread to finish its current job when shutting down.
 SHUTDOWN_TIMEOUT_S = 5.0
@@ -269,6 +269,7 @@ class Update:
         current: the session's current segment id.
         segments: (id, name, RGB colour) of every live session segment.
         encoder_ran: whether the image encoder ran.
+        prompts: the current segment's drawn prompts after the edit, the core's ``Prompt``s.
     """
 
     changes: tuple[SegmentChange, ...]
@@ -276,6 +277,7 @@ class Update:
     current: int
     segments: tuple[tuple[int, str, tuple[float, float, float]], ...]
     encoder_ran: bool = False
+    prompts: tuple[Prompt, ...] = ()
 
 
 def update_of(
@@ -288,7 +290,23 @@ def update_of(
         session.current_segment.segment_id,
         tuple((s.segment_id, s.name, tuple(s.color)) for s in session.segments),
         encoder_ran=result is not None and result.encoder_ran,
+        prompts=tuple(session.prompts()),
     )
+
+
+def add_prompt(session: Session, prompt: Prompt) -> Result:
+    """Add a drawn prompt (the core's ``Prompt``: a box's two corners, a scribble's stroke, a
+    lasso's contour) to the session's current segment under its id.
+
+    Raises:
+        ValueError: a drawing the session refuses (the message says why, in one line).
+    """
+    if prompt.kind == "box":
+        corner_a, corner_b = prompt.points_ras
+        return session.add_box(corner_a, corner_b, prompt.positive, prompt.prompt_id)
+    if prompt.kind == "scribble":
+        return session.add_scribble(prompt.points_ras, prompt.positive, prompt.prompt_id)
+    return session.add_lasso(prompt.points_ras, prompt.positive, prompt.prompt_id)
 
 
 class WorkerState:
@@ -345,6 +363,19 @@ class WorkerState:
             result = session.move_point(click.click_id, click.point_ras)
         return update_of(session, result)
 
+    def edit_prompt(self, kind: str, prompt: Prompt, report: Reporter) -> Update:
+        """Add, move or remove (``kind``) a drawn prompt, by its id; see
+        ``PromptMarkups.unsent_edits``."""
+        session = self.require_session()
+        if kind == "remove":
+            return update_of(session, session.remove_prompt(prompt.prompt_id))
+        middle = [sum(axis) / len(prompt.points_ras) for axis in zip(*prompt.points_ras)]
+        if session.would_encode(middle):
+            report("Preparing: encoding the image around the point...", None)
+        if kind == "add":
+            return update_of(session, add_prompt(session, prompt))
+        return update_of(session, session.move_prompt(prompt.prompt_id, prompt.points_ras))
+
     def edit(self, edit: Callable[[Session], Result]) -> Update:
         """Run ``edit(session)``, a core ``Session`` edit that returns its ``Result``."""
         session = self.require_session()
@@ -375,6 +406,7 @@ class SessionOpening:
         points: the core ``Click``s to place again; those the continued segment held go in
             its order (the order decides the crops and the decoder's mask feedback), the others
             after them.
+        prompts: the core ``Prompt``s to draw again after the points, in the same way.
     """
 
     protect: bool
@@ -382,6 +414,7 @@ class SessionOpening:
     initial: Any = None
     continued: int | None = None
     points: tuple[Click, ...] = ()
+    prompts: tuple[Prompt, ...] = ()
 
     def run(self, state: WorkerState, report: Reporter) -> Update | None:
         """On the worker: a new session, when both a model and an image are there, with the
@@ -398,6 +431,7 @@ class SessionOpening:
             initial = continued.base
             held = previous.mask(self.continued).astype(bool)
             order = [click.click_id for click in previous.clicks(self.continued)]
+            order += [prompt.prompt_id for prompt in previous.prompts(self.continued)]
         session = Session(
             state.volume,
             state.predictor,
@@ -405,16 +439,24 @@ class SessionOpening:
             foreign_mask=self.foreign,
             initial_mask=initial,
         )
-        rank = {click_id: n for n, click_id in enumerate(order)}
+        rank = {identity: n for n, identity in enumerate(order)}
         dropped = []
         for click in sorted(self.points, key=lambda c: rank.get(c.click_id, len(rank))):
             try:
                 session.add_point(click.point_ras, click.positive, click.click_id)
             except ValueError as error:  # e.g. outside a new volume
                 dropped.append(str(error))
+        for prompt in sorted(self.prompts, key=lambda p: rank.get(p.prompt_id, len(rank))):
+            try:
+                add_prompt(session, prompt)
+            except ValueError as error:
+                dropped.append(str(error))
         state.session = session
         if dropped:
-            report(f"{len(dropped)} point(s) could not be placed again: {dropped[0]}", None)
+            report(
+                f"{len(dropped)} point(s) or drawing(s) could not be placed again: {dropped[0]}",
+                None,
+            )
         change = session.change_from(1, held)
         return update_of(session, changes=() if change is None else (change,))
 
