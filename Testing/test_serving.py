@@ -133,6 +133,37 @@ def test_remote_masks_equal_local_masks(service, local_model, tmp_path):
     assert min(dice) >= 0.999
 
 
+def _drawn_masks(predictor) -> list[np.ndarray]:
+    """A session's masks after a positive box around the spleen, a scribble along the liver
+    (another crop) and a negative lasso on one of the box's slices."""
+    volume = read_volume(example_ct_path())
+    session = Session(volume, predictor)
+
+    def ras(*ijk: tuple[float, float, float]) -> np.ndarray:
+        return volume.index_to_ras(np.array(ijk, dtype=float))
+
+    box = session.add_box(*ras((12, 24, 14), (40, 55, 28)))
+    masks = [box.mask.copy()]  # a view of the session's mask: copied before the next edit
+    scribble = session.add_scribble(ras((70, 50, 18), (80, 58, 18), (90, 65, 19)))
+    masks.append(scribble.mask.copy())
+    contour = ras((18.3, 28.2, 20), (33.7, 30.1, 20), (36.2, 45.6, 20), (16.6, 40.2, 20))
+    masks.append(session.add_lasso(contour, positive=False).mask.copy())
+    assert box.encoder_ran and scribble.encoder_ran
+    return masks
+
+
+def test_remote_masks_equal_local_masks_for_a_box_a_scribble_and_a_lasso(
+    service, local_model, tmp_path
+):
+    """Drawn prompts reach the model as points and mask prompts, decoded on the client: the
+    unchanged RemotePredictor gives the local session's masks."""
+    local = _drawn_masks(local_model)
+    remote = _drawn_masks(RemotePredictor(service, token="secret", cache_dir=tmp_path))
+    assert_same_masks(remote, local)
+    assert all(mask.sum() > 0 for mask in local)
+    assert not np.array_equal(local[0], local[1]) and not np.array_equal(local[1], local[2])
+
+
 def test_eight_concurrent_sessions(service, local_model, tmp_path):
     local = _masks(local_model, CLICKS[:2])
     results: list[list[np.ndarray]] = [[] for _ in range(8)]
