@@ -313,6 +313,12 @@ class InteractiveSegmentationLogic(EngineBase):
         if self._promptMarkups().finish(node):
             self.synchronizePoints()
 
+    @property
+    def prompts(self) -> tuple[Prompt, ...]:
+        """The current segment's drawn prompts as the session last reported them (the core's
+        ``Prompt``s), the oldest first."""
+        return self._reportedPrompts
+
     def promptNodes(self) -> list:
         """The current segment's prompt nodes, and those being drawn, oldest first."""
         return self._markups.prompts.nodes() if self._markups is not None else []
