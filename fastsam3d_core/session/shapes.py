@@ -25,6 +25,8 @@ SCRIBBLE_MAX_POINTS = 12
 # Points sampled inside a lasso to carry it into 3-D: the deepest voxel first, then the ones
 # farthest from those chosen.
 LASSO_POINTS = 4
+# A lasso's contour may have this many points (its self-crossing check grows with their square).
+LASSO_MAX_POINTS = 2000
 # A lasso's points may stray this far (in slices) from the slice they round to.
 LASSO_PLANE_TOLERANCE = 0.5
 
@@ -149,8 +151,11 @@ def lasso_fill(volume: Volume, contour_ras: Any) -> LassoFill:
     points = _as_points(contour_ras, "lasso")
     if len(points) > 3 and np.allclose(points[0], points[-1]):
         points = points[:-1]  # a contour closed by repeating its first point
-    if len(points) < 3:
-        raise ValueError(f"a lasso needs at least three points, got {len(points)}")
+    if not 3 <= len(points) <= LASSO_MAX_POINTS:
+        raise ValueError(
+            f"a lasso needs 3 to {LASSO_MAX_POINTS} points, got {len(points)}"
+            + ("; draw it with fewer points" if len(points) > 3 else "")
+        )
     index = volume.ras_to_index(points)
     axis = int(np.argmin(np.ptp(index, axis=0)))
     slice_index = int(np.round(index[:, axis].mean()))
@@ -218,18 +223,25 @@ def _enclosed_voxels(
 
 
 def _crosses_itself(polygon: np.ndarray) -> bool:
-    """Whether two non-adjacent edges of a closed polygon (``(N, 2)``) intersect."""
+    """Whether two non-adjacent edges of a closed polygon (``(N, 2)``) intersect.
+
+    Edge pairs are tested in blocks of rows, so memory stays ~N·block whatever N.
+    """
     start, end = polygon, np.roll(polygon, -1, axis=0)
     count = len(polygon)
-    first, second = np.triu_indices(count, k=2)
-    # The first and the last edge share a vertex, as neighbours do.
-    keep = ~((first == 0) & (second == count - 1))
-    first, second = first[keep], second[keep]
-    p, p2, q, q2 = start[first], end[first], start[second], end[second]
-    side_q, side_q2 = _turn(p, p2, q), _turn(p, p2, q2)
-    side_p, side_p2 = _turn(q, q2, p), _turn(q, q2, p2)
-    proper = (side_q * side_q2 < 0) & (side_p * side_p2 < 0)
-    return bool(proper.any())
+    for first_row in range(0, count, 256):
+        first, second = np.meshgrid(
+            np.arange(first_row, min(first_row + 256, count)), np.arange(count), indexing="ij"
+        )
+        # Pairs once each, not neighbours; the first and the last edge share a vertex too.
+        keep = (second >= first + 2) & ~((first == 0) & (second == count - 1))
+        first, second = first[keep], second[keep]
+        p, p2, q, q2 = start[first], end[first], start[second], end[second]
+        side_q, side_q2 = _turn(p, p2, q), _turn(p, p2, q2)
+        side_p, side_p2 = _turn(q, q2, p), _turn(q, q2, p2)
+        if np.any((side_q * side_q2 < 0) & (side_p * side_p2 < 0)):
+            return True
+    return False
 
 
 def _turn(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
