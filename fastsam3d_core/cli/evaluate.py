@@ -64,6 +64,15 @@ PlotOption = Annotated[
     Optional[Path],
     typer.Option(metavar="FILE.png", help="PNG plot of mean Dice against clicks."),
 ]
+FirstPromptOption = Annotated[
+    str,
+    typer.Option(
+        metavar="point|box|scribble|lasso",
+        help="The first interaction of each case: the paper's click (point), or a drawing "
+        "simulated from the ground truth (its box with a jitter of up to 3 mm a face, a "
+        "scribble along its core, its outline on its largest slice), then the paper's clicks.",
+    ),
+]
 
 
 def evaluate(
@@ -80,17 +89,20 @@ def evaluate(
     device: DeviceOption = "auto",
     seed: SeedOption = PAPER_SEED,
     plot: PlotOption = None,
+    first_prompt: FirstPromptOption = "point",
 ) -> None:
     """Evaluate a model with FastSAM3D's click protocol: Dice after 1, 3, 5 and 10 clicks.
 
     Each case is cropped around its ground truth (128³ at 1.5 mm), the encoder runs once, and
     each click goes to the largest error region (clicks 1-2) or a random error voxel (later).
+    With --first-prompt box, scribble or lasso, the first interaction is that drawing, through a
+    session on the image as a user's would be, and the clicks follow it.
     """
     from ..evaluation import evaluate_cases, write_csv, write_plot
     from ..io import check_output_path
     from ..io._atomic import same_file
 
-    cases = _find_cases(images, labels, model)
+    cases = _find_cases(images, labels, model, first_prompt)
     inputs = [path for case in cases for path in (case.image, case.label)] + [weights, adapter]
     check_output_path(output, inputs)
     if plot is not None:
@@ -98,8 +110,10 @@ def evaluate(
             raise ValueError(f"{plot}: -o and --plot name one file; give the plot another name")
         check_output_path(plot, inputs)
     factory = _predictor_factory(model, weights, device, label, adapter, precision)
-    mode = "all clicks" if accumulate else "new click + previous mask"
-    typer.echo(f"evaluating {len(cases)} case(s) with {model}: {clicks} clicks, {mode}")
+    typer.echo(
+        f"evaluating {len(cases)} case(s) with {model}: {clicks} clicks, "
+        f"{_mode(first_prompt, accumulate)}"
+    )
     report = evaluate_cases(
         cases,
         factory,
@@ -108,10 +122,12 @@ def evaluate(
         label_value=label,
         seed=seed,
         progress=_print_progress,
+        first_prompt=first_prompt,
     )
     write_csv(report, output)
     typer.echo(f"wrote {output}")
-    if plot is not None and write_plot(report, plot, title=f"{model}: mean Dice against clicks"):
+    title = f"{model}" + ("" if first_prompt == "point" else f", a {first_prompt} first")
+    if plot is not None and write_plot(report, plot, title=f"{title}: mean Dice against clicks"):
         typer.echo(f"wrote {plot}")
     _print_summary(report)
     if not report.evaluated:
@@ -119,14 +135,30 @@ def evaluate(
         raise typer.Exit(1)
 
 
-def _find_cases(images: Path, labels: Optional[Path], model: str) -> list[CasePair]:
-    """The case pairs, after checking the model name (both before any slow work)."""
-    from ..evaluation import find_cases
+def _find_cases(
+    images: Path, labels: Optional[Path], model: str, first_prompt: str = "point"
+) -> list[CasePair]:
+    """The case pairs, after checking the model name and the first prompt (all before any slow
+    work)."""
+    from ..evaluation import FIRST_PROMPTS, find_cases
     from ..models import MODEL_REGISTRY
     from .runtime import check_model_name
 
     check_model_name(model, sorted(MODEL_REGISTRY) + [ORACLE])
+    if first_prompt not in FIRST_PROMPTS:
+        raise typer.BadParameter(
+            f"{first_prompt!r}: choose from {', '.join(FIRST_PROMPTS)}",
+            param_hint="--first-prompt",
+        )
     return find_cases(images, labels)
+
+
+def _mode(first_prompt: str, accumulate: bool) -> str:
+    """How each case runs, in words."""
+    if first_prompt != "point":
+        # A session decodes all of a crop's clicks, so --accumulate does not apply.
+        return f"a simulated {first_prompt} first, then clicks through a session"
+    return "all clicks" if accumulate else "new click + previous mask"
 
 
 def _predictor_factory(
@@ -163,6 +195,8 @@ def _print_progress(done: int, total: int, result: CaseResult) -> None:
 
 def _print_summary(report: EvaluationReport) -> None:
     typer.echo(f"\n{len(report.evaluated)} case(s) evaluated, {len(report.skipped)} skipped")
+    if report.first_prompt != "point":
+        typer.echo(f"click 1 is the simulated {report.first_prompt}")
     typer.echo(f"{'clicks':>6}  {'mean Dice':>9}")
     for clicks, dice in report.mean_dice().items():
         typer.echo(f"{clicks:>6}  {dice:>9.4f}")

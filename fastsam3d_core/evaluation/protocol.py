@@ -56,6 +56,9 @@ class CaseResult:
         converged_after: clicks after which no error was left (later values repeat), or None.
         crop_to_ras: ``(4, 4)`` float64 map from crop indices to RAS mm, or None when skipped.
         seconds: wall time of the case.
+        first_prompt: ``"point"`` (the paper: every interaction a click), or the drawing that
+            was the first interaction (``"box"``, ``"scribble"``, ``"lasso"``; then
+            ``points_crop`` holds the clicks after it, one fewer than ``dice``).
     """
 
     case: str
@@ -68,6 +71,7 @@ class CaseResult:
     converged_after: int | None = None
     crop_to_ras: np.ndarray | None = None
     seconds: float = 0.0
+    first_prompt: str = "point"
 
     @property
     def ok(self) -> bool:
@@ -125,17 +129,36 @@ def prepare_case(
         CaseSkipped: an image the models cannot segment (see :func:`check_segmentable`), an
             empty label, a label off the image, or no label voxel in the crop.
     """
+    _, grid, truth = oracle_truth(image, label, label_value, name=name)
+    return extract_crop(image, grid), truth
+
+
+def oracle_truth(
+    image: Volume, label: Volume, label_value: int | None = None, name: str = ""
+) -> tuple[np.ndarray, CropGrid, np.ndarray]:
+    """The object on the image's grid, bool ``(I, J, K)``; the oracle crop's grid; and the
+    object in that crop, bool ``(128, 128, 128)`` (d0, d1, d2), resampled nearest.
+
+    Raises:
+        CaseSkipped: as :func:`prepare_case`.
+    """
     try:
         check_segmentable(image)
     except ValueError as error:
         raise CaseSkipped(str(error)) from None
     mask = label_mask(image, label, label_value, name=name)
     grid = oracle_crop_grid(image, mask)
-    values, _ = resample(mask, image.ijk_to_ras, grid.crop_to_ras, grid.shape, mode="nearest")
-    truth = values > 0.5
+    truth = in_crop(mask, image, grid)
     if not truth.any():
         raise CaseSkipped("no label voxel falls in the crop")
-    return extract_crop(image, grid), truth
+    return mask, grid, truth
+
+
+def in_crop(mask: np.ndarray, image: Volume, grid: CropGrid) -> np.ndarray:
+    """A bool mask on the image's grid ``(I, J, K)`` resampled (nearest) into a crop: bool
+    ``grid.shape`` (d0, d1, d2); False beyond the image."""
+    values, _ = resample(mask, image.ijk_to_ras, grid.crop_to_ras, grid.shape, mode="nearest")
+    return values > 0.5
 
 
 def label_mask(

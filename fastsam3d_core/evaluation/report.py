@@ -17,7 +17,9 @@ from ..geometry import Volume
 from ..io._atomic import write_atomically
 from ..io.suffixes import IMAGE_SUFFIXES
 from ..session.predictor import Predictor
-from .protocol import CaseResult, evaluate_case
+from .first_prompts import check_first_prompt
+from .prompted import evaluate_prompted_case
+from .protocol import CaseResult
 
 # nnU-Net names an image's channels CASE_0000, CASE_0001, ...; its label is CASE.
 NNUNET_CHANNEL = "_0000"
@@ -46,11 +48,14 @@ class EvaluationReport:
 
     Attributes:
         results: one per case, in the order evaluated.
-        clicks: clicks per case.
+        clicks: clicks per case (interactions, the first prompt included).
+        first_prompt: the first interaction of every case: ``"point"`` (the paper's click) or
+            a drawing simulated from the truth (see :mod:`.first_prompts`).
     """
 
     results: tuple[CaseResult, ...]
     clicks: int
+    first_prompt: str = "point"
 
     @property
     def evaluated(self) -> list[CaseResult]:
@@ -153,8 +158,10 @@ def evaluate_cases(
     label_value: int | None = None,
     seed: int = 0,
     progress: ProgressCallback | None = None,
+    first_prompt: str = "point",
 ) -> EvaluationReport:
-    """Run :func:`evaluate_case` on every case.
+    """Run :func:`~.prompted.evaluate_prompted_case` (for ``"point"``: the paper's
+    :func:`~.protocol.evaluate_case`) on every case.
 
     Each case's clicks are drawn from a generator seeded with (``seed``, the case's name), so a
     case's clicks do not depend on which other cases are run. Unreadable files skip the case.
@@ -162,10 +169,15 @@ def evaluate_cases(
     Args:
         cases: from :func:`find_cases`.
         predictor_factory: returns the predictor for a case, given its label volume.
-        clicks, accumulate, label_value: see :func:`evaluate_case`.
+        clicks, accumulate, label_value: see :func:`~.protocol.evaluate_case`.
         seed: base seed, non-negative.
         progress: called after each case.
+        first_prompt: ``point`` (the paper), ``box``, ``scribble`` or ``lasso``.
+
+    Raises:
+        ValueError: an unknown ``first_prompt`` (before any case is read).
     """
+    check_first_prompt(first_prompt)
     from ..io import VolumeReadError, read_volume  # here: SimpleITK only when reading
 
     results = []
@@ -173,12 +185,14 @@ def evaluate_cases(
         try:
             image, label = read_volume(case.image), read_volume(case.label)
         except VolumeReadError as error:
-            result = CaseResult(case.name, "skipped", f"cannot read: {error}")
+            reason = f"cannot read: {error}"
+            result = CaseResult(case.name, "skipped", reason, first_prompt=first_prompt)
         else:
-            result = evaluate_case(
+            result = evaluate_prompted_case(
                 image,
                 label,
                 predictor_factory(label),
+                first_prompt=first_prompt,
                 clicks=clicks,
                 accumulate=accumulate,
                 label_value=label_value,
@@ -188,7 +202,7 @@ def evaluate_cases(
         results.append(result)
         if progress is not None:
             progress(number, len(cases), result)
-    return EvaluationReport(tuple(results), clicks)
+    return EvaluationReport(tuple(results), clicks, first_prompt)
 
 
 def evaluate_folder(
@@ -199,16 +213,17 @@ def evaluate_folder(
 
 
 def write_csv(report: EvaluationReport, path: Path) -> None:
-    """One row per case: ``case, status, reason, dice_<c>`` for the summary click counts,
-    ``best_dice, converged_after, seconds``, then every click's ``dice@<k>`` and ``iou@<k>``.
-    Values of skipped cases are empty."""
+    """One row per case: ``case, status, reason, first_prompt, dice_<c>`` for the summary click
+    counts, ``best_dice, converged_after, seconds``, then every click's ``dice@<k>`` and
+    ``iou@<k>`` (click 1 is the first prompt). Values of skipped cases are empty."""
     per_click = range(1, report.clicks + 1)
-    header = ["case", "status", "reason"] + [f"dice_{c}" for c in report.summary_clicks]
+    header = ["case", "status", "reason", "first_prompt"]
+    header += [f"dice_{c}" for c in report.summary_clicks]
     header += ["best_dice", "converged_after", "seconds"]
     header += [f"dice@{k}" for k in per_click] + [f"iou@{k}" for k in per_click]
     rows: list[list[object]] = [list(header)]
     for result in report.results:
-        values: list[object] = [result.case, result.status, result.reason]
+        values: list[object] = [result.case, result.status, result.reason, result.first_prompt]
         if result.ok:
             values += [_number(result.dice[c - 1]) for c in report.summary_clicks]
             values += [_number(max(result.dice)), result.converged_after or ""]
