@@ -1,12 +1,12 @@
-"""FastSAM3D: interactive 3-D segmentation with positive and negative points.
+"""FastSAM3D: interactive 3-D segmentation with points, boxes, scribbles and lassos.
 
 The module, its widget, its Slicer logic and (by name) its self-test: what needs Qt and the
 application. The interaction engine, ``fastsam3d_mrml.logic.InteractiveSegmentationLogic``, does
 the work without Qt (the session, the worker thread, MRML in and out) and tells the widget what
 happened through one observer (``FastSAM3DSlicerLib.observers``). The widget's helpers are in
 ``FastSAM3DSlicerLib``: ``model_panel`` (the model fields and their settings), ``session_tools``
-(the session's buttons and shortcuts), ``first_use`` (installing the dependencies; ``install``
-plans and runs it).
+(the session's buttons and shortcuts, the drawing tools), ``first_use`` (installing the
+dependencies; ``install`` plans and runs it).
 
 Nothing of the engine, numpy, torch or the core is imported when Slicer loads the module or sets
 up its panel: from a source checkout (*Additional module paths*) the engine is not importable
@@ -48,9 +48,10 @@ class FastSAM3DSlicer(ScriptedLoadableModule):
             "Click-to-segment CT and MRI with FastSAM3D or SAM-Med3D-turbo. Select a volume, "
             "press Start, then place positive (P) and negative (N) points in any view: the "
             "segment follows each point. Drag points to move them; to delete one, hover it and "
-            "press Delete (or right-click it: Delete control point). Pick an existing segment "
-            "to refine it. The image encoder runs once per 128³ crop; each further point only "
-            "runs the small decoder. See the "
+            "press Delete (or right-click it: Delete control point). Draw a box (X), a scribble "
+            "(W) or a lasso (L), Shift for a negative one; drag its points to change it, delete "
+            "its node to remove it. Pick an existing segment to refine it. The image encoder "
+            "runs once per 128³ crop; each further point only runs the small decoder. See the "
             '<a href="https://github.com/fastsam3d/SlicerFastSAM3D#the-3d-slicer-module">'
             "module documentation</a>."
         )
@@ -95,9 +96,13 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.modelPanel = ModelPanel(self.ui)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
-        interaction = slicer.app.applicationLogic().GetInteractionNode()
-        self.addObserver(interaction, interaction.InteractionModeChangedEvent, self.updateButtons)
         tools = self.tools
+        # Placing that ends or moves to another node hands a drawing in progress to the engine.
+        interaction = slicer.app.applicationLogic().GetInteractionNode()
+        self.addObserver(interaction, interaction.InteractionModeChangedEvent, tools.placingChanged)
+        selection = slicer.app.applicationLogic().GetSelectionNode()
+        self.addObserver(selection, selection.ActivePlaceNodeIDChangedEvent, tools.placingChanged)
+        tools.connectDrawingButtons()
         actions = {
             self.ui.positiveButton: (lambda: tools.place(True), _("Failed to place a point.")),
             self.ui.negativeButton: (lambda: tools.place(False), _("Failed to place a point.")),
@@ -212,14 +217,7 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.exportButton,
         ):
             button.enabled = started
-        placing = self.tools.placingNode()
-        for button, node in (
-            (self.ui.positiveButton, engine.positiveNode if started else None),
-            (self.ui.negativeButton, engine.negativeNode if started else None),
-        ):
-            wasBlocked = button.blockSignals(True)
-            button.checked = node is not None and placing is node
-            button.blockSignals(wasBlocked)
+        self.tools.updatePlacingButtons(engine if started else None)
 
     # -- actions -------------------------------------------------------------------------
 

@@ -5,6 +5,10 @@ on the example CT, and read back from the segmentation's labelmap.
 
 from __future__ import annotations
 
+import ast
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
 import numpy as np
 import pytest
 from test_session_prompts import LIVER, circle, filled_slice, liver_box
@@ -263,3 +267,48 @@ def test_a_session_opened_again_draws_the_prompts_again(engine, ct):
     np.testing.assert_array_equal(
         current_mask(engine)[:, :, SLICE], filled_slice(image, contour, SLICE)
     )
+
+
+# -- the Slicer module's tools (the module needs the application: checked on its files) -----
+
+MODULE = Path(__file__).resolve().parents[1] / "FastSAM3DSlicer"
+# Keys Slicer's views take themselves: slice views (vtkMRMLSliceIntersectionWidget: g t f b v,
+# V with any modifier, r), the 3-D view (vtkMRMLCameraWidget r, vtkMRMLModelDisplayableManager i)
+# and a control point under the mouse (vtkSlicerMarkupsWidget: s).
+SLICER_VIEW_KEYS = set("gtfbvris")
+
+
+def drawing_calls(tree: ast.AST) -> list[tuple[str, bool]]:
+    return [
+        (call.args[0].value, call.args[1].value)
+        for call in ast.walk(tree)
+        if isinstance(call, ast.Call) and getattr(call.func, "attr", None) == "draw"
+    ]
+
+
+def test_the_module_offers_each_prompt_and_sign_as_a_button_and_a_free_shortcut():
+    tools = ast.parse((MODULE / "FastSAM3DSlicerLib" / "session_tools.py").read_text("utf-8"))
+    functions = {node.name: node for node in ast.walk(tools) if isinstance(node, ast.FunctionDef)}
+    every = {(kind, sign) for kind in ("box", "scribble", "lasso") for sign in (True, False)}
+    (keys,) = [n for n in ast.walk(functions["installShortcuts"]) if isinstance(n, ast.Dict)]
+    drawing_keys = {
+        key.value: drawing_calls(value)[0]
+        for key, value in zip(keys.keys, keys.values)
+        if drawing_calls(value)
+    }
+    assert set(drawing_keys.values()) == every and len(drawing_keys) == len(every)
+    for key, (_kind, positive) in drawing_keys.items():
+        letter = key.split("+")[-1]
+        assert key == (letter if positive else f"Shift+{letter}"), key
+        assert len(letter) == 1 and letter.lower() not in SLICER_VIEW_KEYS, key
+    (listed,) = [n for n in ast.walk(functions["drawingButtons"]) if isinstance(n, ast.List)]
+    buttons = {
+        (item.elts[0].value, item.elts[1].value): item.elts[2].attr for item in listed.elts
+    }
+    assert set(buttons) == every
+    ui = ElementTree.parse(MODULE / "Resources" / "UI" / "FastSAM3DSlicer.ui").getroot()
+    for (kind, positive), name in buttons.items():
+        (widget,) = [w for w in ui.iter("widget") if w.get("name") == name]
+        text = widget.find("./property[@name='text']/string").text
+        key = next(k for k, tool in drawing_keys.items() if tool == (kind, positive))
+        assert kind in text.lower() and f"({key})" in text, (name, text)

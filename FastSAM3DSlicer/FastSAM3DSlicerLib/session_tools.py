@@ -1,5 +1,6 @@
-"""The panel's actions on a running session: placing points, undo and redo, segments, the
-uncertainty overlay, export, and the keyboard shortcuts for them.
+"""The panel's actions on a running session: placing points, drawing boxes, scribbles and
+lassos, undo and redo, segments, the uncertainty overlay, export, and the keyboard shortcuts for
+them.
 
 A widget helper (it uses Qt). Each action asks the engine of the module's logic; the engine
 reports what changed through its observer, not through these methods' results, and its fixed
@@ -9,6 +10,7 @@ status lines are translated here (:func:`translatedStatusLines`).
 from __future__ import annotations
 
 import os
+from functools import partial
 from typing import Any
 
 import qt
@@ -42,6 +44,8 @@ class SessionTools:
     def __init__(self, widget: Any) -> None:
         self._widget = widget
         self._shortcuts: list = []
+        self._drawing = None  # the prompt node being drawn
+        self._drawingTool = None  # its (kind, positive)
 
     def engine(self):
         """The started engine; raises if Start was not pressed (or the scene was closed)."""
@@ -79,6 +83,76 @@ class SessionTools:
 
     def deleteLastPoint(self) -> None:
         self.engine().deleteLastPoint()
+
+    # -- drawn prompts ---------------------------------------------------------------------
+
+    def draw(self, kind: str, positive: bool) -> None:
+        """Draw a prompt of this kind and sign: clicks in the views place the points of a new
+        prompt node (one drawing: Slicer ends a box after its two corners, a curve on a
+        right-click or a double-click). Asked again while drawing it, finish it."""
+        engine = self.engine()
+        if self._drawingTool == (kind, positive) and self.placingNode() is self._drawing:
+            # Placing stops, and placingChanged hands the drawing to the engine.
+            slicer.app.applicationLogic().GetInteractionNode().SwitchToViewTransformMode()
+            return
+        previous, self._drawing, self._drawingTool = self._drawing, None, None
+        self._handOver(previous)  # another tool: the drawing so far is done
+        node = engine.newPromptNode(kind, positive)
+        markupsLogic = slicer.modules.markups.logic()
+        markupsLogic.SetActiveList(node)
+        markupsLogic.StartPlaceMode(False)
+        self._drawing, self._drawingTool = node, (kind, positive)
+        self._widget.updateButtons()
+
+    def placingChanged(self, *unused) -> None:
+        """Placing ended (Slicer ends a box after its two corners, a curve on a right-click or
+        a double-click) or went to another node: the drawing is done."""
+        if self._drawing is not None and self.placingNode() is not self._drawing:
+            node, self._drawing, self._drawingTool = self._drawing, None, None
+            self._handOver(node)
+        self._widget.updateButtons()
+
+    def _handOver(self, node) -> None:
+        """Give the engine a finished drawing (it reports one it refuses, and removes it)."""
+        engine = self._widget.logic.engineIfStarted()
+        if node is not None and engine is not None and node in engine.promptNodes():
+            engine.finishPrompt(node)
+
+    def drawingButtons(self) -> list:
+        """(kind, sign, button) of each drawing tool."""
+        ui = self._widget.ui
+        return [
+            ("box", True, ui.boxButton),
+            ("box", False, ui.negativeBoxButton),
+            ("scribble", True, ui.scribbleButton),
+            ("scribble", False, ui.negativeScribbleButton),
+            ("lasso", True, ui.lassoButton),
+            ("lasso", False, ui.negativeLassoButton),
+        ]
+
+    def connectDrawingButtons(self) -> None:
+        for kind, positive, button in self.drawingButtons():
+            slot = self._widget.guarded(partial(self.draw, kind, positive), _("Drawing failed."))
+            button.connect("clicked(bool)", slot)
+
+    def updatePlacingButtons(self, engine) -> None:
+        """Check the button of what clicks in the views place now (a point list, or a drawing
+        of the tool's kind and sign); the drawing buttons are enabled with a started
+        ``engine`` (None: not started)."""
+        placing = self.placingNode()
+        started = engine is not None and placing is not None
+        drawing = self._drawingTool if started and placing is self._drawing else None
+        checked = [
+            (self._widget.ui.positiveButton, started and placing is engine.positiveNode),
+            (self._widget.ui.negativeButton, started and placing is engine.negativeNode),
+        ]
+        for kind, positive, button in self.drawingButtons():
+            button.enabled = engine is not None
+            checked.append((button, drawing == (kind, positive)))
+        for button, isChecked in checked:
+            wasBlocked = button.blockSignals(True)
+            button.checked = isChecked
+            button.blockSignals(wasBlocked)
 
     # -- history and segments --------------------------------------------------------------
 
@@ -139,6 +213,15 @@ class SessionTools:
             # opacity, slice visibility): the same actions here take Shift+T and H.
             "Shift+T": self.togglePolarity,
             "H": self.toggleVisibility,
+            # Boxes, scribbles, lassos: keys that no view of Slicer takes (its slice views: g
+            # t f b v r [ ] { } and arrows; its 3-D view: r + - i; a point under the mouse: s,
+            # Delete, BackSpace) nor the application (Ctrl+<key>, Ctrl+Shift+A/T/Space).
+            "X": lambda: self.draw("box", True),
+            "Shift+X": lambda: self.draw("box", False),
+            "W": lambda: self.draw("scribble", True),
+            "Shift+W": lambda: self.draw("scribble", False),
+            "L": lambda: self.draw("lasso", True),
+            "Shift+L": lambda: self.draw("lasso", False),
             "D": self.deleteLastPoint,
             "S": self.suggest,
             "Ctrl+Z": self.undo,
