@@ -33,7 +33,12 @@ from fastsam3d_core.evaluation.prompted import add_drawing
 from fastsam3d_core.evaluation.protocol import in_crop, oracle_truth
 from fastsam3d_core.io import read_volume
 from fastsam3d_core.session import ModelPredictor, OraclePredictor, Session
-from fastsam3d_core.session.shapes import box_voxels, lasso_fill, scribble_samples
+from fastsam3d_core.session.shapes import (
+    LASSO_MAX_POINTS,
+    box_voxels,
+    lasso_fill,
+    scribble_samples,
+)
 
 DATA = SHARED / "data"
 BRATS = (
@@ -144,6 +149,24 @@ def test_lasso_fills_the_truths_largest_slice(scans, name):
     assert dice(filled, component) > 0.9
     # Exactly the part with its holes filled.
     np.testing.assert_array_equal(filled, ndimage.binary_fill_holes(component))
+
+
+def test_a_long_outline_is_simplified_to_what_a_session_takes():
+    """A large rough slice on a fine grid has more corners than a lasso may have points."""
+    rng = np.random.default_rng(0)
+    grid = np.mgrid[:360, :360] - 180.0
+    radius = 150 + 30 * np.sin(7 * np.arctan2(grid[1], grid[0])) + rng.normal(0, 4, (360, 360))
+    rough = np.hypot(*grid) < radius
+    assert len(outer_outline(rough)) > LASSO_MAX_POINTS
+    truth = np.zeros((360, 360, 3), bool)
+    truth[:, :, 1] = rough
+    volume = Volume(np.zeros(truth.shape, np.float32), np.diag([0.7, 0.7, 0.7, 1.0]))
+    contour = simulated_lasso(volume, truth)
+    assert len(contour) <= LASSO_MAX_POINTS
+    fill = lasso_fill(volume, contour)  # the session's checks
+    filled = np.zeros(rough.shape, bool)
+    filled[fill.lo[0] : fill.hi[0], fill.lo[1] : fill.hi[1]] = fill.inside[:, :, 0]
+    assert fill.lo[2] == 1 and dice(filled, ndimage.binary_fill_holes(rough)) > 0.99
 
 
 def test_outline_is_a_simple_polygon_that_fills_back_its_region():

@@ -20,7 +20,8 @@ takes it, and is defined so that anyone can reproduce it:
   are equal, the last axis, k, along which slices are stored), the slice where the truth's
   cross-section is largest; the outer outline of that slice's largest face-connected part, holes
   filled, traced along the voxels' edges (:func:`~.outline.outer_outline`): a closed simple
-  polygon whose fill is exactly that part.
+  polygon whose fill is exactly that part. One with more corners than a session takes
+  (``LASSO_MAX_POINTS``) is simplified (Douglas-Peucker, ``LASSO_SIMPLIFY_VOXELS``).
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ import numpy as np
 from scipy import ndimage
 
 from ..geometry import Volume
+from ..session.shapes import LASSO_MAX_POINTS
 from .centreline import centreline
-from .outline import largest_component, outer_outline
+from .outline import largest_component, outer_outline, simplified
 
 FIRST_PROMPTS = ("point", "box", "scribble", "lasso")
 # A hand-drawn box misses the object's edge by a little, both ways: each face moves by up to
@@ -40,6 +42,10 @@ FIRST_PROMPTS = ("point", "box", "scribble", "lasso")
 # so a face moved inward costs the Dice what it cuts off; a jitter this small measures a careful
 # user's box rather than a perfect one, without the box's own misses dominating the figure.
 BOX_JITTER_MM = 3.0
+# An outline with more corners than a session takes in a lasso (a large object on a fine grid)
+# is simplified, first dropping no corner farther than this from it (voxels), doubled until it
+# fits: under a voxel, so only boundary voxels can change side.
+LASSO_SIMPLIFY_VOXELS = 0.5
 
 
 def check_first_prompt(name: str) -> str:
@@ -125,6 +131,11 @@ def simulated_lasso(volume: Volume, truth: np.ndarray) -> np.ndarray:
     in_plane = tuple(other for other in range(3) if other != axis)
     index = int(np.argmax(truth.sum(axis=in_plane)))
     outline = outer_outline(np.take(truth, index, axis=axis))
+    tolerance = LASSO_SIMPLIFY_VOXELS
+    exact = outline
+    while len(outline) > LASSO_MAX_POINTS:
+        outline = simplified(exact, tolerance)
+        tolerance *= 2
     contour = np.insert(outline, axis, float(index), axis=1)
     return volume.index_to_ras(contour)
 

@@ -79,3 +79,31 @@ def _edge_path(padded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if direction == 0 and np.array_equal(corner, first):
             return np.array(corners), np.array(directions)
     raise RuntimeError("the outline did not close")  # a defect: every edge path closes
+
+
+def simplified(polygon: np.ndarray, tolerance: float) -> np.ndarray:
+    """A closed polygon ``(N, 2)`` with fewer vertices, none of those dropped farther than
+    ``tolerance`` from the simplified outline (Douglas-Peucker, on the two chains between the
+    first vertex and the one farthest from it). It may touch or cross itself where the polygon
+    has parts closer than ``tolerance``: check it."""
+    polygon = np.asarray(polygon, dtype=np.float64)
+    far = int(np.argmax(np.linalg.norm(polygon - polygon[0], axis=1)))
+    keep = np.zeros(len(polygon) + 1, dtype=bool)
+    keep[[0, far, len(polygon)]] = True
+    closed = np.vstack([polygon, polygon[:1]])
+    chains = [(0, far), (far, len(polygon))]
+    while chains:
+        first, last = chains.pop()
+        if last - first < 2:
+            continue
+        a, b = closed[first], closed[last]
+        inner = closed[first + 1 : last]
+        direction = b - a
+        cross = direction[0] * (inner[:, 1] - a[1]) - direction[1] * (inner[:, 0] - a[0])
+        distance = np.abs(cross) / max(float(np.linalg.norm(direction)), 1e-12)
+        farthest = int(np.argmax(distance))
+        if distance[farthest] > tolerance:
+            middle = first + 1 + farthest
+            keep[middle] = True
+            chains += [(first, middle), (middle, last)]
+    return closed[keep][:-1]
