@@ -205,21 +205,39 @@ def _enclosed_voxels(
     high = np.minimum(np.floor(polygon.max(axis=0)).astype(int) + 1, size)
     if not 0 <= slice_index < volume.shape[axis] or np.any(high <= low):
         return None
-    u, v = np.meshgrid(np.arange(low[0], high[0]), np.arange(low[1], high[1]), indexing="ij")
-    inside = np.zeros(u.shape, bool)
-    # Even-odd rule (a few lines over a library: no dependency here draws polygons, and the
-    # test checks it against matplotlib's): a ray along +u crosses each edge that straddles v.
-    for (u1, v1), (u2, v2) in zip(polygon, np.roll(polygon, -1, axis=0)):
-        straddles = (v1 > v) != (v2 > v)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            crossing_u = u1 + (v - v1) * (u2 - u1) / (v2 - v1)
-        inside ^= straddles & (u < crossing_u)
+    inside = _even_odd(polygon, low, high)
     if not inside.any():
         return None
     lo, hi = np.zeros(3, int), np.zeros(3, int)
     lo[axis], hi[axis] = slice_index, slice_index + 1
     lo[plane], hi[plane] = low, high
     return LassoFill(axis, lo, hi, np.expand_dims(inside, axis))
+
+
+def _even_odd(polygon: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Which integer points (u, v), ``low <= (u, v) < high``, a polygon (``(N, 2)``) encloses,
+    bool ``(high - low)``, by the even-odd rule: a ray along +u from the point crosses an odd
+    number of edges. A few lines over a library (no dependency here fills polygons; the tests
+    check it against matplotlib's).
+
+    Each edge is met only on the rows v it straddles (v1 <= v < v2), where it toggles every
+    point before its crossing: a running count per row, so the cost grows with the rows the
+    edges span, not with edges × points.
+    """
+    start, end = polygon, np.roll(polygon, -1, axis=0)
+    v_low, v_high = np.minimum(start[:, 1], end[:, 1]), np.maximum(start[:, 1], end[:, 1])
+    first = np.maximum(np.ceil(v_low).astype(int), low[1])
+    last = np.minimum(np.ceil(v_high).astype(int), high[1])  # exclusive
+    spans = np.maximum(last - first, 0)
+    edge = np.repeat(np.arange(len(polygon)), spans)
+    row = np.arange(spans.sum()) - np.repeat(np.cumsum(spans) - spans, spans) + first[edge]
+    (u1, v1), (u2, v2) = start[edge].T, end[edge].T
+    crossing = u1 + (row - v1) * (u2 - u1) / (v2 - v1)  # v1 != v2 where an edge straddles
+    before = np.clip(np.ceil(crossing).astype(int) - low[0], 0, high[0] - low[0])
+    toggles = np.zeros((high[1] - low[1], high[0] - low[0] + 1), int)
+    np.add.at(toggles, (row - low[1], 0), 1)
+    np.add.at(toggles, (row - low[1], before), -1)
+    return (np.cumsum(toggles, axis=1)[:, :-1] % 2 == 1).T
 
 
 def _crosses_itself(polygon: np.ndarray) -> bool:
