@@ -236,6 +236,7 @@ class PromptMarkups:
         if not gone:
             return
         self._nodes = [node for node in self._nodes if node not in gone]
+        self._interacting -= {node.GetID() for node in gone}
         kept = []
         for node, tag in self._observations:
             if node in gone:
