@@ -211,3 +211,34 @@ def test_prompt_ids_are_kept_apart_from_clicks(session, ct):
         session.remove_point(next(i for i in derived if i.startswith("b")))
     with pytest.raises(KeyError, match="no longer part"):
         session.remove_prompt("a")
+
+
+def test_removing_a_negative_box_replays_the_crops_opened_after_it(session, ct, fastsam3d_seeded):
+    image, _ = ct
+    first, second = image.index_to_ras(np.array([[55.0, 50.0, 15.0], [100.0, 50.0, 15.0]]))
+    box = image.index_to_ras(np.array([[57.0, 30.0, 5.0], [70.0, 70.0, 25.0]]))
+    session.add_point(first)
+    session.add_box(box[0], box[1], positive=False, prompt_id="cleared")
+    session.add_point(second)  # its crop's first mask prompt held the box's cleared voxels
+    session.remove_prompt("cleared")
+    fresh = Session(image, fastsam3d_seeded)
+    fresh.add_point(first)
+    fresh.add_point(second)
+    np.testing.assert_array_equal(session.mask(), fresh.mask())
+
+
+def test_a_box_moved_keeps_the_clicks_in_it_inside_the_new_box(session, ct):
+    image, liver = ct
+    middle = (np.argwhere(liver).min(axis=0) + np.argwhere(liver).max(axis=0)) // 2
+    low, high = middle - [12, 10, 5], middle + [12, 10, 5]
+    session.add_box(*image.index_to_ras(np.stack([low, high]).astype(float)), prompt_id="box")
+    session.add_point(image.index_to_ras(middle.astype(float)), click_id="inside")
+    low, high = low + 1, high + 1
+    session.move_prompt("box", image.index_to_ras(np.stack([low, high]).astype(float)))
+    outside = session.mask().astype(bool).copy()
+    outside[tuple(slice(a, b + 1) for a, b in zip(low, high))] = False
+    assert not outside.any()
+    assert [c.click_id for c in session.clicks()] == ["inside"]
+    # Moved out of the box, the click leaves the box's crop for one of its own.
+    session.move_point("inside", image.index_to_ras(np.array([high[0] + 4.0, middle[1], 15.0])))
+    assert session.current_segment.crops[-1].bound is None

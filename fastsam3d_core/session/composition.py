@@ -97,7 +97,10 @@ def mask_prompt(volume: Volume, segment: SegmentState, grid: CropGrid) -> np.nda
     held, covered = _crops_in_crop(volume, segment, grid)
     if segment.base is not None and not covered.all():
         held |= _base_in_crop(volume, segment.base, grid) & ~covered
+    footprint = footprint_box(grid, volume)
     for override in segment.overrides:
+        if not overlap((override.lo, override.hi), footprint):
+            continue
         values = _box_values_in_crop(volume, override.values, override.lo, grid)
         domain = _box_values_in_crop(volume, override.domain, override.lo, grid)
         held = np.where(domain, values, held)

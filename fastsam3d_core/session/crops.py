@@ -6,6 +6,7 @@ Everything here returns new states (see :mod:`.state`); the session decides what
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -35,6 +36,11 @@ class CropEditor:
         # Numbers the crops in the order they were opened (CropState.opened); never reused.
         self._last_crop_number = 0
 
+    @property
+    def crops_opened(self) -> int:
+        """How many crops this editor has opened (the latest crop's ``opened``)."""
+        return self._last_crop_number
+
     def crop_for(self, segment: SegmentState, point_ras: np.ndarray) -> tuple[int | None, CropGrid]:
         """The index and grid of the newest crop of the segment that takes the point, or None and
         the grid of a new crop around it: the one crop choice of a click."""
@@ -44,14 +50,10 @@ class CropEditor:
         return None, crop_grid_around(self.volume, point_ras)
 
     def taking_crop(self, segment: SegmentState, point_ras: np.ndarray) -> int | None:
-        """Index of the most recently edited crop that takes a click at the point: one that
-        holds it, and, where a box bounds the crop, whose box holds it too."""
-        index_ijk = self.volume.ras_to_index(point_ras)
+        """Index of the most recently edited crop that takes a click at the point (see
+        :meth:`takes`)."""
         for index in reversed(range(len(segment.crops))):
-            crop = segment.crops[index]
-            if crop.grid.contains(point_ras) and (
-                crop.bound is None or crop.bound.contains_index(index_ijk)
-            ):
+            if self.takes(segment.crops[index], point_ras):
                 return index
         return None
 
@@ -87,7 +89,7 @@ class CropEditor:
         while remaining:
             index, grid = self.crop_for(segment, np.asarray(remaining[0].point_ras))
             crop = self._new_crop(segment, grid) if index is None else segment.crops[index]
-            taken = [remaining[0]] + [c for c in remaining[1:] if self._takes(crop, c)]
+            taken = [remaining[0]] + [c for c in remaining[1:] if self.takes(crop, c.point_ras)]
             remaining = [c for c in remaining if all(c is not t for t in taken)]
             updated, ran = self._predict(crop, crop.clicks + tuple(taken))
             segment = segment.with_crop_last(index, updated)
@@ -116,8 +118,10 @@ class CropEditor:
             crop, logits=_with_prior(self.volume, crop, mask_prompt(self.volume, segment, grid))
         )
 
-    def _takes(self, crop: CropState, click: Click) -> bool:
-        point = np.asarray(click.point_ras)
+    def takes(self, crop: CropState, point_ras: Any) -> bool:
+        """Whether a crop takes a click at a RAS point: it holds the point, and so does the box
+        that bounds it, if any."""
+        point = np.asarray(point_ras, dtype=np.float64)
         if not crop.grid.contains(point):
             return False
         return crop.bound is None or crop.bound.contains_index(self.volume.ras_to_index(point))
@@ -133,36 +137,40 @@ class CropEditor:
         :meth:`replace_clicks`."""
         edited = segment.crops[crop_index]
         remaining = edited.clicks[:click_index] + replacement + edited.clicks[click_index + 1 :]
-        return self.replace_clicks(segment, crop_index, remaining)
+        return self.replace_clicks(segment, {crop_index: remaining})
 
     def replace_clicks(
         self,
         segment: SegmentState,
-        crop_index: int,
-        remaining: tuple[Click, ...],
-        unbound: bool = False,
+        remaining: dict[int, tuple[Click, ...]],
+        changed_since: Sequence[tuple[tuple[np.ndarray, np.ndarray], int]] = (),
     ) -> tuple[SegmentState, list[CropGrid], bool]:
-        """The segment with crop ``crop_index``'s clicks replaced by ``remaining``: the crop
-        replayed (the newest now; without its box if ``unbound``), or dropped if no click is
-        left; then the crops opened after it that overlap what changed, whose first mask
-        prompts held its old voxels, replayed too. Also returns the grids of the crops that
-        changed and whether the encoder ran."""
-        edited = segment.crops[crop_index]
-        crops = [c for i, c in enumerate(segment.crops) if i != crop_index]
-        if remaining:
-            bound = None if unbound else edited.bound
-            crops.append(replace(edited, clicks=remaining, bound=bound))
-        grids, encoder_ran = [edited.grid], False
-        changed = [footprint_box(edited.grid, self.volume)]
+        """The segment with the clicks of some crops replaced: ``remaining`` maps a crop's
+        index to its clicks now. Each such crop is replayed (the newest now), or dropped if no
+        click is left; then every crop opened after something that changed and overlapping it
+        (whose first mask prompt held the old voxels) is replayed too, once, in the order the
+        crops were opened. ``changed_since`` adds volume boxes ``(lo, hi)`` that changed for the
+        crops opened from a number on (a drawn prompt's exact voxels, removed).
+
+        Returns the segment, the grids of the crops that changed, whether the encoder ran.
+        """
+        edited = [segment.crops[index] for index in sorted(remaining)]
+        crops = [c for i, c in enumerate(segment.crops) if i not in remaining]
+        crops += [replace(c, clicks=remaining[i]) for i, c in zip(sorted(remaining), edited)]
+        crops = [c for c in crops if c.clicks]
+        changed = [(footprint_box(c.grid, self.volume), c.opened) for c in edited]
+        changed += list(changed_since)
+        grids, encoder_ran = [c.grid for c in edited], False
         for crop in sorted(crops, key=lambda c: c.opened):
             box = footprint_box(crop.grid, self.volume)
-            if crop.opened < edited.opened or not any(overlap(box, b) for b in changed):
+            if not any(crop.opened >= since and overlap(box, b) for b, since in changed):
                 continue
             older = replace(segment, crops=tuple(c for c in crops if c.opened < crop.opened))
             replayed, ran = self._replay(older, crop)
             crops[crops.index(crop)] = replayed
-            changed.append(box)
-            grids.append(crop.grid)
+            changed.append((box, crop.opened))
+            if all(crop.grid is not grid for grid in grids):
+                grids.append(crop.grid)
             encoder_ran |= ran
         return replace(segment, crops=tuple(crops)), grids, encoder_ran
 

@@ -40,12 +40,14 @@ BOX_TILE_OVERLAP_MM = 16.0
 @dataclass(frozen=True)
 class PromptEdit:
     """A segment after a prompt was added or removed, the crops that changed, whether the
-    encoder ran, and other volume boxes ``(lo, hi)`` whose voxels it set."""
+    encoder ran, other volume boxes ``(lo, hi)`` whose voxels it set, and the clicks it let go
+    (see :meth:`PromptEditor.without_prompt`)."""
 
     segment: SegmentState
     grids: list[CropGrid]
     encoder_ran: bool
     boxes: list[tuple[np.ndarray, np.ndarray]]
+    orphans: tuple[Click, ...] = ()
 
 
 class PromptEditor:
@@ -70,6 +72,15 @@ class PromptEditor:
         Raises:
             ValueError: an unknown kind, or a drawing that is not one (see :mod:`.shapes`).
         """
+        crops_before = self.crops.crops_opened
+        edit = self._with_kind(segment, kind, points_ras, positive, prompt_id)
+        prompts = edit.segment.prompts
+        stamped = replace(prompts[-1], crops_before=crops_before)
+        return replace(edit, segment=replace(edit.segment, prompts=prompts[:-1] + (stamped,)))
+
+    def _with_kind(
+        self, segment: SegmentState, kind: str, points_ras: Any, positive: bool, prompt_id: str
+    ) -> PromptEdit:
         if kind == "box":
             return self._with_box(segment, points_ras, positive, prompt_id)
         if kind == "scribble":
@@ -82,8 +93,13 @@ class PromptEditor:
         raise ValueError(f"unknown prompt kind {kind!r}: one of {', '.join(KINDS)}")
 
     def without_prompt(self, segment: SegmentState, prompt_id: str) -> PromptEdit:
-        """The segment without a prompt: its override gone, the crops holding its points
-        replayed without them (those it alone held dropped), its box no longer bounding any.
+        """The segment without a prompt: its exact voxels gone, the crops holding its points
+        replayed without them (those it alone held dropped), the crops its box bounded dropped,
+        and the crops opened after it that took its voxels into their first mask prompts
+        replayed, each once.
+
+        The users' clicks that lay in the crops of its box are not kept: they are returned as
+        ``PromptEdit.orphans``, for :meth:`with_clicks_again`.
 
         Raises:
             KeyError: the segment has no prompt with this id.
@@ -92,17 +108,30 @@ class PromptEditor:
         if prompt is None:
             raise KeyError(f"that drawing is no longer part of the session (prompt {prompt_id!r})")
         segment = replace(segment, prompts=tuple(p for p in segment.prompts if p is not prompt))
-        grids: list[CropGrid] = []
-        encoder_ran = False
-        while (index := _crop_of(segment, prompt_id)) is not None:
-            crop = segment.crops[index]
-            remaining = tuple(c for c in crop.clicks if c.prompt_id != prompt_id)
-            unbound = crop.bound is not None and crop.bound.prompt_id == prompt_id
-            segment, changed, ran = self.crops.replace_clicks(segment, index, remaining, unbound)
+        remaining: dict[int, tuple[Click, ...]] = {}
+        orphans: list[Click] = []
+        for index, crop in enumerate(segment.crops):
+            kept = tuple(c for c in crop.clicks if c.prompt_id != prompt_id)
+            if crop.bound is not None and crop.bound.prompt_id == prompt_id:
+                orphans += kept
+                remaining[index] = ()
+            elif len(kept) < len(crop.clicks):
+                remaining[index] = kept
+        override = prompt.override
+        boxes = [] if override is None else [(override.lo, override.hi)]
+        since = [(box, prompt.crops_before + 1) for box in boxes]
+        segment, grids, encoder_ran = self.crops.replace_clicks(segment, remaining, since)
+        return PromptEdit(segment, grids, encoder_ran, boxes, tuple(orphans))
+
+    def with_clicks_again(self, edit: PromptEdit, clicks: tuple[Click, ...]) -> PromptEdit:
+        """``edit`` with clicks placed again as they were placed first: a user's click alone,
+        the consecutive points of one drawn prompt together."""
+        segment, grids, encoder_ran = edit.segment, list(edit.grids), edit.encoder_ran
+        for group in _steps(clicks):
+            segment, changed, ran = self.crops.with_clicks(segment, group)
             grids += changed
             encoder_ran |= ran
-        boxes = [] if prompt.override is None else [(prompt.override.lo, prompt.override.hi)]
-        return PromptEdit(segment, grids, encoder_ran, boxes)
+        return PromptEdit(segment, grids, encoder_ran, edit.boxes)
 
     def _with_box(
         self, segment: SegmentState, corners: Any, positive: bool, prompt_id: str
@@ -190,13 +219,16 @@ class PromptEditor:
         return Override(lo, hi, _frozen(values), _filled(hi - lo, True))
 
 
-def _crop_of(segment: SegmentState, prompt_id: str) -> int | None:
-    """Index of a crop holding the prompt's points or bounded by it, if any is left."""
-    for index, crop in enumerate(segment.crops):
-        bounded = crop.bound is not None and crop.bound.prompt_id == prompt_id
-        if bounded or any(click.prompt_id == prompt_id for click in crop.clicks):
-            return index
-    return None
+def _steps(clicks: tuple[Click, ...]) -> list[tuple[Click, ...]]:
+    """Clicks in the steps they were placed in: a user's click alone, the consecutive points
+    of one drawn prompt together."""
+    steps: list[list[Click]] = []
+    for click in clicks:
+        if steps and click.prompt_id is not None and steps[-1][-1].prompt_id == click.prompt_id:
+            steps[-1].append(click)
+        else:
+            steps.append([click])
+    return [tuple(step) for step in steps]
 
 
 def _with(segment: SegmentState, prompt: Prompt) -> SegmentState:

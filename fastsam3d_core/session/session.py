@@ -185,10 +185,9 @@ class Session:
         start = time.perf_counter()
         point = check_point(self.volume, point_ras)
         segment, crop_index, click_index = self._locate(index)
-        grid = segment.crops[crop_index].grid
         old = segment.crops[crop_index].clicks[click_index]
         moved = Click(point, old.positive, old.click_id)
-        if grid.contains(point):
+        if self._crops.takes(segment.crops[crop_index], point):
             edit = self._crops.replace_click(segment, crop_index, click_index, (moved,))
             return self._apply(*edit, start)
         without, grids, removal_ran = self._crops.replace_click(
@@ -245,34 +244,39 @@ class Session:
 
     def prompts(self, segment_id: int | None = None) -> list[Prompt]:
         """A segment's drawn prompts (default: the current one's), the oldest first."""
-        segment = self.current_segment if segment_id is None else self._state.segment(segment_id)
-        return list(segment.prompts)
+        return list(self._state.segment(segment_id or self._current).prompts)
 
     def remove_prompt(self, prompt_id: str) -> Result:
-        """Remove a drawn prompt, in whichever segment holds it: one edit.
+        """Remove a drawn prompt, in whichever segment holds it: one edit. Clicks placed inside
+        a box's crops are placed again without it.
 
         Raises:
             KeyError: no segment holds a prompt with that id.
         """
         start = time.perf_counter()
-        edit = self._prompts.without_prompt(self._state.prompt_segment(prompt_id), prompt_id)
+        removed = self._prompts.without_prompt(self._state.prompt_segment(prompt_id), prompt_id)
+        edit = self._prompts.with_clicks_again(removed, removed.orphans)
         return self._apply(edit.segment, edit.grids, edit.encoder_ran, start, boxes=edit.boxes)
 
     def move_prompt(self, prompt_id: str, points_ras: Any) -> Result:
-        """Redraw a prompt with new points (a box: its two corners), keeping its id, kind and
-        sign: one edit.
+        """Redraw a prompt with new points (a box: its two corners), keeping its id, kind, sign
+        and place among the segment's prompts: one edit. Clicks placed inside a box's crops
+        are placed again after it, in the new box's crops where they lie in it.
 
         Raises:
             KeyError: no segment holds a prompt with that id; ValueError: as for adding it.
         """
         start = time.perf_counter()
         segment = self._state.prompt_segment(prompt_id)
-        kind, positive = segment.prompt(prompt_id).kind, segment.prompt(prompt_id).positive
+        old = [p.prompt_id for p in segment.prompts].index(prompt_id)
+        kind, positive = segment.prompts[old].kind, segment.prompts[old].positive
         removed = self._prompts.without_prompt(segment, prompt_id)
         added = self._prompts.with_prompt(removed.segment, kind, points_ras, positive, prompt_id)
-        grids = removed.grids + added.grids
-        ran = removed.encoder_ran or added.encoder_ran
-        return self._apply(added.segment, grids, ran, start, boxes=removed.boxes + added.boxes)
+        edit = self._prompts.with_clicks_again(added, removed.orphans)
+        prompts = edit.segment.prompts  # the moved one back at its place: the same one wins
+        segment = replace(edit.segment, prompts=prompts[:old] + prompts[-1:] + prompts[old:-1])
+        grids, ran = removed.grids + edit.grids, removed.encoder_ran or edit.encoder_ran
+        return self._apply(segment, grids, ran, start, boxes=removed.boxes + edit.boxes)
 
     def reset(self) -> Result:
         """Remove every click, drawn prompt and voxel of the current segment, also those it had

@@ -157,14 +157,15 @@ def lasso_fill(volume: Volume, contour_ras: Any) -> LassoFill:
             + ("; draw it with fewer points" if len(points) > 3 else "")
         )
     index = volume.ras_to_index(points)
-    axis = int(np.argmin(np.ptp(index, axis=0)))
-    slice_index = int(np.round(index[:, axis].mean()))
-    if np.abs(index[:, axis] - slice_index).max() > LASSO_PLANE_TOLERANCE:
+    axis = _slice_axis(index)
+    if axis is None:
         raise ValueError(
-            f"the lasso is not drawn on one slice of the volume: its points span "
-            f"{np.ptp(index[:, axis]):.1f} slices along the volume's axis {'IJK'[axis]}; "
-            "draw it in one slice view"
+            "the lasso is not drawn on one slice of the volume: its points span "
+            f"{np.ptp(index, axis=0).min():.1f} slices or more along every axis of the volume; "
+            "draw it in one slice view (one whose plane is the volume's: in Slicer, 'Rotate to "
+            "volume plane' where the scan is oblique)"
         )
+    slice_index = int(np.round(index[:, axis].mean()))
     plane = [other for other in range(3) if other != axis]
     polygon = index[:, plane]
     if _crosses_itself(polygon):
@@ -176,6 +177,19 @@ def lasso_fill(volume: Volume, contour_ras: Any) -> LassoFill:
             f"the volume, which spans {ras_extent(volume)})"
         )
     return fill
+
+
+def _slice_axis(index: np.ndarray) -> int | None:
+    """The volume axis across a contour's slice (points as continuous indices ``(N, 3)``): of
+    the axes along which every point rounds to one slice within ``LASSO_PLANE_TOLERANCE``, the
+    one whose plane the contour spans most widely; None where there is none."""
+    candidates = []
+    for axis in range(3):
+        slice_index = np.round(index[:, axis].mean())
+        if np.abs(index[:, axis] - slice_index).max() <= LASSO_PLANE_TOLERANCE:
+            plane = [other for other in range(3) if other != axis]
+            candidates.append((float(np.prod(np.ptp(index[:, plane], axis=0))), axis))
+    return max(candidates)[1] if candidates else None
 
 
 def lasso_samples(volume: Volume, fill: LassoFill) -> np.ndarray:

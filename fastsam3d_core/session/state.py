@@ -128,6 +128,8 @@ class Prompt:
         prompt_id: its identity, as :attr:`Click.click_id` (ids of clicks and prompts of a
             segment never coincide).
         override: the voxels it sets exactly (a lasso's slice, a negative box), or None.
+        crops_before: how many crops the session had opened before it: the crops opened after
+            it took its exact voxels into their first mask prompts.
     """
 
     kind: str
@@ -135,6 +137,7 @@ class Prompt:
     positive: bool
     prompt_id: str
     override: Override | None = field(default=None, compare=False, repr=False)
+    crops_before: int = field(default=0, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -160,13 +163,6 @@ class SegmentState:
     def overrides(self) -> list[Override]:
         """The voxels its prompts set exactly, the oldest first (a later one wins)."""
         return [prompt.override for prompt in self.prompts if prompt.override is not None]
-
-    def find_crop(self, point_ras: np.ndarray) -> int | None:
-        """Index of the most recently edited crop that contains the point, if any."""
-        for index in reversed(range(len(self.crops))):
-            if self.crops[index].grid.contains(point_ras):
-                return index
-        return None
 
     def with_crop_last(self, index: int | None, crop: CropState) -> SegmentState:
         """Replace crop ``index`` (or add a new one) and make it the most recent."""
