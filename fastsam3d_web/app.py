@@ -27,6 +27,7 @@ from trame_vuetify.ui.vuetify3 import SinglePageWithDrawerLayout
 from trame_vuetify.widgets import vuetify3 as v3
 
 from .events import PageEvents
+from .placement import TOOLS, Placement
 from .uploads import UploadRefused, check_uploads
 
 # How often results are collected while the worker has work, and when idle.
@@ -40,7 +41,7 @@ EXPORT_FILES = {
 
 
 class SegmentationPage(TrameApp):
-    """The page: three slice views and a 3-D view, the points toolbar and the status line.
+    """The page: three slice views and a 3-D view, the tools' toolbar and the status line.
 
     Args:
         server: the trame server (one per browser session).
@@ -88,8 +89,6 @@ class SegmentationPage(TrameApp):
         self.logic.setInputs(self.volume)
         self.state.status = "Loading..."
         self.state.error = ""
-        self.state.negative = False
-        self.state.moving = False
         self.state.busy = self.logic.busy
         self.state.clicks = 0
         self.state.negatives = 0
@@ -101,9 +100,15 @@ class SegmentationPage(TrameApp):
         self.state.segment_id = None
         self.state.change("opacity")(self._set_opacity)
         self.state.change("segment_id")(self._select_segment)
-        self._place(positive=True)
+        self.placement = Placement(
+            self.state,
+            self.logic,
+            self.slicer.markups_logic,
+            self.slicer.view_manager.get_slice_views(),
+            used=self._used,
+            guarded=self._guarded,
+        )
         self._build_ui()
-        self._watch_shift_clicks()
         for index in range(self.slicer.scene.GetNumberOfNodesByClass("vtkMRMLSliceNode")):
             slice_node = self.slicer.scene.GetNthNodeByClass(index, "vtkMRMLSliceNode")
             slice_node.AddObserver("ModifiedEvent", self._used)  # scrolling, zooming, panning
@@ -111,20 +116,6 @@ class SegmentationPage(TrameApp):
         self.server.controller.on_server_ready.add(self._start_polling)
 
     # -- actions -------------------------------------------------------------------------
-
-    def toggle_polarity(self) -> None:
-        self._used()
-        self.state.negative = not self.state.negative
-        self.state.moving = False
-        self._place(positive=not self.state.negative)
-
-    def toggle_moving(self) -> None:
-        self._used()
-        self.state.moving = not self.state.moving
-        if self.state.moving:
-            self.slicer.markups_logic.disable_place_mode()
-        else:
-            self._place(positive=not self.state.negative)
 
     def upload(self, files: list[dict]) -> None:
         """Open an uploaded image in this session (its points and segments start anew)."""
@@ -194,6 +185,7 @@ class SegmentationPage(TrameApp):
             raise
         self.volume = volume
         self.slicer.display_manager.show_volume(volume, do_reset_views=True)
+        self.placement.restart()  # a drawing on the previous image is dropped
         for node in previous:
             if node is not None and node is not volume:
                 scene.RemoveNode(node)
@@ -228,28 +220,6 @@ class SegmentationPage(TrameApp):
         scene = self.slicer.scene
         for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceNode")):
             scene.GetNthNodeByClass(index, "vtkMRMLSliceNode").JumpSliceByCentering(*ras)
-
-    def _place(self, positive: bool) -> None:
-        node = self.logic.positiveNode if positive else self.logic.negativeNode
-        self.slicer.markups_logic.place_node(node, persistent=True)
-        self._placing_positive = positive
-
-    def _watch_shift_clicks(self) -> None:
-        """Shift-click places a point of the other kind than the polarity button's."""
-        for view in self.slicer.view_manager.get_slice_views():
-            for event in ("LeftButtonPressEvent", "LeftButtonReleaseEvent"):
-                # Ahead of the view's interactor style (priority 0), which passes the event on.
-                view.interactor().AddObserver(event, self._on_button, 1.0)
-
-    def _on_button(self, interactor: Any, event: str) -> None:
-        if self.state.moving:
-            return
-        shift = bool(interactor.GetShiftKey())
-        # Slicer's markups widget places points on unmodified clicks only.
-        interactor.SetShiftKey(0)
-        positive = self.state.negative == shift
-        if event == "LeftButtonPressEvent" and positive != self._placing_positive:
-            self._place(positive)
 
     def _guarded(self, action: Callable[[], Any]) -> Any:
         """``action()``, or None with its error on the page: the session goes on."""
@@ -299,6 +269,8 @@ class SegmentationPage(TrameApp):
                 self.state.closing = self._unused_fraction() > 0.8
                 self.logic.processEvents(0)
                 self._list_points(self.logic.clicks)
+                self.placement.keep_placing()
+                self.placement.show_counts()
             try:
                 nap = POLL_BUSY_S if self.logic.busy else POLL_IDLE_S
                 await asyncio.wait_for(wake.wait(), nap)
@@ -311,7 +283,7 @@ class SegmentationPage(TrameApp):
         """The current segment's points: kind, position, and a delete button each."""
         delete = self.server.controller.trigger_name(self.delete_point)
         with v3.VList(id="points", density="compact"):
-            v3.VListSubheader("Points (drag them in 'Moving points' mode)")
+            v3.VListSubheader("Points (drag them in 'Moving' mode)")
             with v3.VListItem(
                 v_for="point in points",
                 key="point.id",
@@ -332,41 +304,68 @@ class SegmentationPage(TrameApp):
                         click=f"trigger('{delete}', [point.id])",
                     )
 
+    def _build_tools(self) -> None:
+        """The tools: points, box, scribble, lasso (one at a time; ``state.tool``)."""
+        with v3.VBtnToggle(
+            v_model=("tool",), id="tools", mandatory=True, density="compact", variant="outlined"
+        ):
+            for tool, label, icon, how in TOOLS:
+                v3.VBtn(icon=icon, value=tool, id=f"tool-{tool}", title=f"{label}: {how}")
+
     def _build_toolbar(self) -> None:
-        """The polarity and mode buttons, the logic's actions, and the export buttons."""
+        """The tools, the sign and mode buttons, and the logic's editing actions."""
         v3.VSpacer()
+        self._build_tools()
         v3.VBtn(
-            "{{ negative ? 'Negative points' : 'Positive points' }}",
+            "{{ negative ? 'Negative' : 'Positive' }}",
             id="polarity",
             color=("negative ? 'red' : 'green'",),
-            click=self.toggle_polarity,
+            click=self.placement.toggle_polarity,
         )
         v3.VBtn(
-            "{{ moving ? 'Moving points' : 'Placing points' }}",
+            "Done ({{ drawing_points }})",
+            id="finish-drawing",
+            v_show=("tool === 'scribble' || tool === 'lasso'",),
+            title="The scribble or lasso is complete (or right click in the view)",
+            variant="tonal",
+            click=self.placement.finish_drawing,
+        )
+        v3.VBtn(
+            "{{ moving ? 'Moving' : 'Placing' }}",
             id="mode",
             variant="text",
-            click=self.toggle_moving,
+            click=self.placement.toggle_moving,
         )
-        # The logic's own actions; an error shows on the page.
-        for label, action, element in (
+        self._action_buttons(
             ("Undo", self.logic.undo, "undo"),
             ("Redo", self.logic.redo, "redo"),
             ("Clear", self.logic.clearSegment, "clear"),
             ("Next segment", self.logic.nextSegment, "next-segment"),
-            ("Uncertainty", self.logic.computeUncertainty, "uncertainty"),
-            ("Suggest point", self.logic.suggestNextPoint, "suggest"),
-        ):
+        )
+
+    def _build_side_actions(self) -> None:
+        """The side panel's buttons: uncertainty, the suggested point, the exports (the
+        toolbar has no room for them beside the tools)."""
+        with html.Div(classes="d-flex flex-wrap pa-2"):
+            self._action_buttons(
+                ("Uncertainty", self.logic.computeUncertainty, "uncertainty"),
+                ("Suggest point", self.logic.suggestNextPoint, "suggest"),
+            )
+            export = self.server.controller.trigger_name(self.export)
+            for (label, element), name in EXPORT_FILES.items():
+                v3.VBtn(
+                    label,
+                    id=element,
+                    variant="text",
+                    click=f"utils.download('{name}', trigger('{export}', ['{name}']), "
+                    "'application/octet-stream')",
+                )
+
+    def _action_buttons(self, *actions: tuple) -> None:
+        """A button for each ``(label, logic action, element id)``; an error shows on the page."""
+        for label, action, element in actions:
             guarded = functools.partial(self._guarded, action)
             v3.VBtn(label, id=element, click=guarded, variant="text")
-        export = self.server.controller.trigger_name(self.export)
-        for (label, element), name in EXPORT_FILES.items():
-            v3.VBtn(
-                label,
-                id=element,
-                variant="text",
-                click=f"utils.download('{name}', trigger('{export}', ['{name}']), "
-                "'application/octet-stream')",
-            )
 
     def _build_ui(self) -> None:
         with SinglePageWithDrawerLayout(self.server) as self.ui:
@@ -400,6 +399,7 @@ class SegmentationPage(TrameApp):
                     step=0.05,
                     hide_details=True,
                 )
+                self._build_side_actions()
                 self._build_point_list()
             with self.ui.content:
                 with html.Div(style="height: calc(100vh - 96px);"):
@@ -416,6 +416,6 @@ class SegmentationPage(TrameApp):
                 v3.VSpacer()
                 html.Span(
                     "{{ busy ? 'working' : 'idle' }} · {{ clicks }} points, "
-                    "{{ negatives }} negative",
+                    "{{ negatives }} negative, {{ drawn }} drawn",
                     id="progress",
                 )
