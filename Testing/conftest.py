@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import socket
 import subprocess
 import time
@@ -129,6 +130,26 @@ def wait_for_port(port: int, seconds: float, process: subprocess.Popen | None = 
                 return
         time.sleep(0.2)
     raise AssertionError(f"nothing listens on port {port} after {seconds} s")
+
+
+# What was read from a process's stdout beyond the lines returned so far, by process id.
+_unread: dict[int, bytes] = {}
+
+
+def line_within(process: subprocess.Popen, seconds: float) -> str:
+    """The process's next line on stdout, or fail after ``seconds``. (Read from the pipe itself:
+    a buffered reader may hold the next line where select does not see it.)"""
+    assert process.stdout is not None
+    pending, deadline = _unread.get(process.pid, b""), time.monotonic() + seconds
+    while b"\n" not in pending:
+        left = max(deadline - time.monotonic(), 0)
+        ready, _, _ = select.select([process.stdout], [], [], left)
+        assert ready, f"nothing printed within {seconds} s"
+        chunk = os.read(process.stdout.fileno(), 65536)
+        assert chunk, "the process closed its output"
+        pending += chunk
+    line, _, _unread[process.pid] = pending.partition(b"\n")
+    return line.decode()
 
 
 def save_random_adapter(model: Sam3D, path: Path, scale: float = 0.02) -> Sam3D:

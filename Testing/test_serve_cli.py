@@ -6,20 +6,18 @@ import ipaddress
 import json
 import os
 import secrets
-import select
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import free_port, invoke_cli, wait_for_port
+from conftest import free_port, invoke_cli, line_within, wait_for_port
 
 from fastsam3d_core import build_model
 
@@ -39,7 +37,7 @@ def test_serve_answers_and_stops_on_ctrl_c(tmp_path: Path):
                "--token-file", str(tmp_path / "token")]  # fmt: skip
     server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
-        line = _line_within(server, seconds=180)
+        line = line_within(server, seconds=180)
         assert line.startswith(f"serving fastsam3d at http://127.0.0.1:{port}/v1"), line
         models = _get(f"http://127.0.0.1:{port}/v1/models")
         assert list(models["models"]) == ["fastsam3d"]
@@ -143,9 +141,9 @@ def test_serve_joins_a_running_ray_cluster_and_autoscales(tmp_path: Path):
              "--port", str(port), "--body-timeout", "3"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        line = _line_within(server, seconds=180)
+        line = line_within(server, seconds=180)
         assert line.startswith(f"serving fastsam3d at http://127.0.0.1:{port}/v1"), line
-        assert "/-/routes" in _line_within(server, seconds=10)  # said, as it is not guarded
+        assert "/-/routes" in line_within(server, seconds=10)  # said, as it is not guarded
         assert list(_get(f"http://127.0.0.1:{port}/v1/models")["models"]) == ["fastsam3d"]
         assert _stalled_upload_reply(port).startswith(b"HTTP/1.1 408")
         deployment = _deployments(gcs, env)["fastsam3d"]["EncoderService"]
@@ -172,7 +170,8 @@ def _stalled_upload_reply(port: int) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=60) as connection:
         connection.sendall(
             b"POST /v1/encode?model=fastsam3d HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t0ken"
-            b"\r\nX-Crop-Dtype: float32\r\nContent-Length: %d\r\n\r\n" % (128**3 * 4)
+            b"\r\nX-Crop-Dtype: float32\r\nContent-Length: %d\r\n\r\n"
+            % (128**3 * 4)
             + bytes(100_000)
         )
         return connection.recv(4096)
@@ -192,26 +191,6 @@ print(json.dumps({{name: app["deployments"] for name, app in details["applicatio
                           timeout=120, env=env)  # fmt: skip
     assert read.returncode == 0, read.stderr
     return json.loads(read.stdout.strip().splitlines()[-1])
-
-
-# What was read from a process's stdout beyond the lines returned so far, by process id.
-_unread: dict[int, bytes] = {}
-
-
-def _line_within(process: subprocess.Popen, seconds: float) -> str:
-    """The process's next line on stdout, or fail after ``seconds``. (Read from the pipe itself:
-    a buffered reader may hold the next line where select does not see it.)"""
-    assert process.stdout is not None
-    pending, deadline = _unread.get(process.pid, b""), time.monotonic() + seconds
-    while b"\n" not in pending:
-        left = max(deadline - time.monotonic(), 0)
-        ready, _, _ = select.select([process.stdout], [], [], left)
-        assert ready, f"nothing printed within {seconds} s"
-        chunk = os.read(process.stdout.fileno(), 65536)
-        assert chunk, "the process closed its output"
-        pending += chunk
-    line, _, _unread[process.pid] = pending.partition(b"\n")
-    return line.decode()
 
 
 def _get(url: str) -> dict:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import free_port, invoke_cli
+from conftest import free_port, invoke_cli, line_within
 
 from fastsam3d_core import Session, build_model, load_checkpoint
 from fastsam3d_core.examples import SPLEEN_POINT_RAS, example_ct_path
@@ -33,8 +33,8 @@ from fastsam3d_core.serving import ModelMismatchError, RemoteError, RemotePredic
 from fastsam3d_core.serving.onnx_decoder import OnnxDecoder, export_decoder
 from fastsam3d_core.weights.download import sha256_of_file
 
-ray = pytest.importorskip("ray")
-serve = pytest.importorskip("ray.serve")
+# The service runs on Ray Serve (the `serve` extra).
+pytest.importorskip("ray.serve")
 
 CLICKS = [(SPLEEN_POINT_RAS, True), ((-105.0, 110.0, 157.0), False), ((-118.0, 112.0, 163.0), True)]
 
@@ -59,22 +59,33 @@ BODY_TIMEOUT_S = 20.0
 
 @pytest.fixture(scope="module")
 def service(seeded_weights: Path, tmp_path_factory: pytest.TempPathFactory):
-    """The URL of a running service with a token; stopped at the end of the module."""
-    from fastsam3d_core.serving.service import ServiceOptions, start_service
-
-    options = ServiceOptions(
-        weights={"fastsam3d": str(seeded_weights)},
-        device="cpu",
-        token="secret",
-        decoder_dir=str(tmp_path_factory.mktemp("decoders")),
-        body_timeout_s=BODY_TIMEOUT_S,
-    )
+    """The URL of a running service with a token, stopped at the end of the module: ``fastsam3d
+    serve`` in a process of its own, as users run it. (Not in this one: Ray's gRPC threads
+    outlive ray.shutdown() and crashed this process's exit, after every test had passed.)"""
+    folder = tmp_path_factory.mktemp("service")
+    (folder / "token").write_text("secret\n")
+    port = free_port()
+    command = [str(Path(sys.executable).with_name("fastsam3d")), "serve",
+               "--weights", str(seeded_weights), "--device", "cpu", "--port", str(port),
+               "--token-file", str(folder / "token"),
+               "--body-timeout", str(BODY_TIMEOUT_S)]  # fmt: skip
+    env = {**os.environ, "FASTSAM3D_CACHE_DIR": str(folder / "cache")}
+    with open(folder / "serve.log", "wb") as log:
+        server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=log)
     try:
-        yield start_service(options, port=free_port(), num_cpus=2)
+        try:
+            line = line_within(server, seconds=240)
+        except AssertionError as error:
+            raise AssertionError(f"{error}: {(folder / 'serve.log').read_text()[-2000:]}") from None
+        assert line.startswith(f"serving fastsam3d at http://127.0.0.1:{port}/v1"), line
+        yield f"http://127.0.0.1:{port}"
     finally:
-        if ray.is_initialized():  # else serve.shutdown() would look for a cluster to join
-            serve.shutdown()
-            ray.shutdown()
+        server.send_signal(signal.SIGINT)  # Ctrl-C: the service and its Ray instance stop
+        try:
+            server.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 def _masks(predictor, clicks=CLICKS) -> list[np.ndarray]:
@@ -262,8 +273,10 @@ def test_stalled_uploads_neither_hold_the_service_nor_stay_open(service):
     every request slot of the replica: no one was answered for minutes). Others are answered at
     once; the stalled ones get 408 after the body's deadline, and are closed."""
     address = urllib.parse.urlsplit(service)
-    head = (b"POST /v1/encode?model=fastsam3d HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
-            b"secret\r\nX-Crop-Dtype: float32\r\nContent-Length: %d\r\n\r\n") % (128**3 * 4)
+    head = (
+        b"POST /v1/encode?model=fastsam3d HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+        b"secret\r\nX-Crop-Dtype: float32\r\nContent-Length: %d\r\n\r\n"
+    ) % (128**3 * 4)
     start = time.monotonic()
     stalled = [socket.create_connection((address.hostname, address.port)) for _ in range(8)]
     try:
