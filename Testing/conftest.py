@@ -45,6 +45,22 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         )
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Name the native threads still running when the tests are over: libraries' threads that
+    outlive their tests (Ray's gRPC threads once did) can crash the process as it exits, after
+    every test passed, with no Python stack to show."""
+    names = []
+    for task in sorted(Path("/proc/self/task").glob("*")) if os.name == "posix" else []:
+        try:
+            names.append((task / "comm").read_text().strip())
+        except OSError:
+            continue
+    if len(names) > 1:
+        import sys
+
+        print(f"\nthreads still running at the end: {', '.join(names)}", file=sys.stderr)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if GOLDEN_DIR.is_dir():
         return
