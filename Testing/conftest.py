@@ -55,10 +55,14 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             names.append((task / "comm").read_text().strip())
         except OSError:
             continue
-    if len(names) > 1:
+    # Threads that never named themselves (the main one, torch's workers) carry the process's
+    # name: only the others are a library's.
+    own = Path("/proc/self/comm").read_text().strip() if names else ""
+    named = [name for name in names if name != own]
+    if named:
         import sys
 
-        print(f"\nthreads still running at the end: {', '.join(names)}", file=sys.stderr)
+        print(f"\nthreads still running at the end: {', '.join(named)}", file=sys.stderr)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
