@@ -14,6 +14,7 @@ import typer
 from ..training.observer import TrainingObserver, describe_step
 from ..training.settings import DistillSettings as Distill
 from ..training.settings import FinetuneSettings as Finetune
+from ..training.settings import check_prompts
 from .runtime import check_model_name
 from .train_options import (
     AccumulationOption,
@@ -33,6 +34,7 @@ from .train_options import (
     ModelOption,
     OutputAdapter,
     OutputStudent,
+    PromptsOption,
     SeedOption,
     StepsOption,
     StudentOption,
@@ -61,6 +63,7 @@ def finetune(
     warmup: WarmupOption = Finetune.warmup,
     clip_norm: ClipNormOption = Finetune.clip_norm,
     clicks: ClicksOption = Finetune.clicks,
+    prompts: PromptsOption = Finetune.prompts,
     validation: ValidationOption = Finetune.validation,
     validate_every: ValidateEveryOption = Finetune.validate_every,
     validation_clicks: ValidationClicksOption = Finetune.validation_clicks,
@@ -79,11 +82,16 @@ def finetune(
     from .runtime import load_recipe, resolve_device
 
     check_model_name(model, sorted(MODEL_REGISTRY))
+    try:
+        check_prompts(prompts)
+    except ValueError as error:
+        problem = str(error).removeprefix("--prompts ")
+        raise typer.BadParameter(problem, param_hint="--prompts") from None
     settings = Finetune(
         data=data, output=output, model=model, weights=weights, label=label, steps=steps,
         epochs=epochs, batch_size=batch_size, accumulation=accumulation,
         learning_rate=learning_rate, warmup=warmup, clip_norm=clip_norm, clicks=clicks,
-        validation=validation, validate_every=validate_every,
+        prompts=prompts, validation=validation, validate_every=validate_every,
         validation_clicks=validation_clicks, keep_last=keep_last,
         device=resolve_device(device), seed=seed, checkpoint_every=checkpoint_every,
     )  # fmt: skip

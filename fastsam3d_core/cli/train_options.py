@@ -61,6 +61,14 @@ ClipNormOption = Annotated[
 ClicksOption = Annotated[
     int, typer.Option(min=1, metavar="N", help="Simulated clicks per crop and step.")
 ]
+PromptsOption = Annotated[
+    str,
+    typer.Option(
+        metavar="point|box",
+        help="What each crop starts from: clicks (point), or the structure's box (box: the "
+        "box corners' embeddings are learned too, so the adapted model takes boxes).",
+    ),
+]
 ValidationOption = Annotated[
     float,
     typer.Option(

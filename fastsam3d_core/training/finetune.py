@@ -12,10 +12,12 @@ from ..evaluation.protocol import run_clicks
 from ..evaluation.report import EvaluationReport
 from ..models.adapter import AdapterConfig, attach_adapters
 from ..models.sam3d import Sam3D
+from .box_prompts import box_alone_dice
 from .data import TrainingCase
 from .loop import LoopConfig, Ranks, case_of, train
 from .objectives import InteractiveObjective
 from .observer import TrainingObserver
+from .settings import check_prompts
 from .validation import BestState, Evaluation, ValidationPlan
 
 PROTOCOL_CLICKS = 10  # the paper's: Dice after 1, 3, 5 and 10 clicks
@@ -35,6 +37,7 @@ def finetune(
     validation: BestState | None = None,
     balanced: bool = True,
     observer: TrainingObserver | None = None,
+    prompts: str = "point",
 ) -> list[dict]:
     """Attach adapters to ``model`` (frozen) and train them on ``cases``; returns the history.
 
@@ -47,10 +50,15 @@ def finetune(
         clicks: simulated clicks per crop and step.
         balanced: the class-balanced loss (:func:`~.objectives.balanced_dice_ce_loss`), else
             SAM-Med3D's DiceCE.
+        prompts: ``"point"`` (clicks), or ``"box"``: each crop starts from its truth's box,
+            and the box corners' embeddings are trained with the adapters (see
+            :class:`~.objectives.InteractiveObjective`).
     """
-    attach_adapters(model, adapters or AdapterConfig())
+    check_prompts(prompts)
+    adapters = adapters or AdapterConfig()
+    attach_adapters(model, replace(adapters, box_corners=adapters.box_corners or prompts == "box"))
     model.train()
-    objective = InteractiveObjective(model, clicks, balanced)
+    objective = InteractiveObjective(model, clicks, balanced, prompts)
     images = torch.from_numpy(np.stack([c.crop.image for c in cases]))[:, None]
     truths = torch.from_numpy(np.stack([c.truth for c in cases]))
 
@@ -85,6 +93,14 @@ def click_dice(model: Sam3D, cases: Sequence[TrainingCase], clicks: int = 10) ->
     return click_results(model, cases, clicks).mean_dice()
 
 
+def box_dice(model: Sam3D, cases: Sequence[TrainingCase]) -> float:
+    """Mean Dice from each case's truth box alone (:func:`~.box_prompts.box_alone_dice`): as
+    learned corners where the model has them, else as the derived prompts."""
+    from ..session.model_predictor import ModelPredictor
+
+    return float(np.mean(box_alone_dice(ModelPredictor(model), cases)))
+
+
 def as_evaluation(report: EvaluationReport, clicks: int) -> Evaluation:
     """A validation score from the protocol's first ``clicks`` clicks: the mean of the Dice
     after 1, 3 and 5 of them (those made). The protocol's clicks do not depend on how many
@@ -95,6 +111,21 @@ def as_evaluation(report: EvaluationReport, clicks: int) -> Evaluation:
     empty = all(max(r.dice[:clicks]) == 0.0 for r in report.evaluated)
     details = {f"dice_{n}": value for n, value in dice.items()}
     return Evaluation(float(np.mean(list(dice.values()))), empty, details)
+
+
+def with_box_dice(clicks: Evaluation, box: float, base: Evaluation | None = None) -> Evaluation:
+    """A ``--prompts box`` validation score: the mean of the click score and the box-alone Dice.
+
+    Against ``base`` (the base model's, already with its box Dice), a state whose click score
+    or box Dice is below the base's scores no higher than the base: it is never kept, however
+    much the other gained.
+    """
+    score = (clicks.score + box) / 2
+    details = {**(clicks.details or {}), "click_score": clicks.score, "box_alone_dice": box}
+    if base is not None and base.details is not None:
+        worse = clicks.score < base.details["click_score"] or box < base.details["box_alone_dice"]
+        score = min(score, base.score) if worse else score
+    return Evaluation(score, clicks.empty, details)
 
 
 class NotImprovedError(ValueError):
@@ -109,6 +140,8 @@ class FinetuneOutcome:
         history: one record per step (evaluated steps carry ``validation…`` columns).
         dice_before, dice_after: the protocol's mean Dice (1, 3, 5, 10 clicks) on the
             validation cases, of the base and of the adapters kept (empty when none is kept).
+        box_before, box_after: ``--prompts box`` only: the mean box-alone Dice on them, of the
+            base (derived prompts) and of the adapters kept (learned corners); else None.
         best: the validation state: ``best_step`` (0 when no evaluated state beat the base),
             ``start`` and ``best`` scores, ``collapsed``.
         kept_last: no state beat the base and the last one was kept on request.
@@ -119,17 +152,34 @@ class FinetuneOutcome:
     dice_after: dict[int, float]
     best: BestState
     kept_last: bool
+    box_before: float | None = None
+    box_after: float | None = None
 
     @property
     def scored_clicks(self) -> str:
         """The click counts whose Dice the validation score averages, e.g. "1, 3, 5"."""
         details = self.best.start.details if self.best.start else None
-        return ", ".join(key.removeprefix("dice_") for key in details or {})
+        keys = [key for key in details or {} if key.startswith("dice_")]
+        return ", ".join(key.removeprefix("dice_") for key in keys)
+
+    @property
+    def score_name(self) -> str:
+        """What the validation score is, e.g. "mean Dice after 1, 3, 5 clicks"."""
+        clicks = f"mean Dice after {self.scored_clicks} clicks"
+        if self.box_before is None:
+            return clicks
+        return f"mean of the {clicks} and the box-alone Dice"
 
     @property
     def usable(self) -> bool:
         """The adapters left in the model are to be written."""
         return self.best.improved or self.kept_last
+
+    @property
+    def _box_rule(self) -> str:
+        if self.box_before is None:
+            return ""
+        return "; a state whose clicks or box alone do worse than the base's does not count"
 
     def verdict(self) -> str:
         """Why nothing was written, in one sentence and what to try."""
@@ -143,8 +193,8 @@ class FinetuneOutcome:
             else ""
         )
         return (
-            f"no trained state beat the base model on the validation case(s) (mean Dice after "
-            f"{self.scored_clicks} clicks: base {start:.3f}, best trained {best:.3f}); "
+            f"no trained state beat the base model on the validation case(s) ({self.score_name}"
+            f": base {start:.3f}, best trained {best:.3f}{self._box_rule}); "
             f"{collapse}try a lower "
             "--lr, more cases or steps, or --keep-last to write the last state anyway"
         )
@@ -160,29 +210,43 @@ def finetune_validated(
     clicks: int = 5,
     balanced: bool = True,
     observer: TrainingObserver | None = None,
+    prompts: str = "point",
 ) -> FinetuneOutcome:
     """:func:`finetune` with validation: the base and every ``settings.every`` steps evaluated on
-    ``held_out`` (``settings.clicks`` clicks of the protocol), the best state restored into
-    ``model`` at the end; a collapse stops the run early.
+    ``held_out`` (``settings.clicks`` clicks of the protocol; with ``prompts="box"`` also each
+    case's box alone, see :func:`with_box_dice`), the best state restored into ``model`` at the
+    end; a collapse stops the run early.
 
     When no evaluated state beats the base, the model keeps the last state and the outcome is
     not :attr:`~FinetuneOutcome.usable` unless ``settings.keep_last``.
     """
     before = click_results(model, held_out, PROTOCOL_CLICKS)
-    plan = ValidationPlan(
-        lambda: as_evaluation(click_results(model, held_out, settings.clicks), settings.clicks),
-        every=settings.every,
-        collapse_after=settings.collapse_after,
-    )
+    start = as_evaluation(before, settings.clicks)
+    box_before = box_dice(model, held_out) if prompts == "box" else None
+    if box_before is not None:
+        start = with_box_dice(start, box_before)
+
+    def evaluate() -> Evaluation:
+        evaluation = as_evaluation(click_results(model, held_out, settings.clicks), settings.clicks)
+        if box_before is None:
+            return evaluation
+        return with_box_dice(evaluation, box_dice(model, held_out), start)
+
+    plan = ValidationPlan(evaluate, every=settings.every, collapse_after=settings.collapse_after)
     best = BestState(plan)
-    best.start = as_evaluation(before, settings.clicks)
+    best.start = start
     history = finetune(model, training, config, ranks, clicks=clicks, validation=best,
-                       balanced=balanced, observer=observer)  # fmt: skip
+                       balanced=balanced, observer=observer, prompts=prompts)  # fmt: skip
     best.restore_best()
-    outcome = FinetuneOutcome(history, before.mean_dice(), {}, best, settings.keep_last)
+    outcome = FinetuneOutcome(
+        history, before.mean_dice(), {}, best, settings.keep_last, box_before=box_before
+    )
     if not outcome.usable:
         return outcome
-    return replace(outcome, dice_after=click_dice(model, held_out, PROTOCOL_CLICKS))
+    box_after = box_dice(model, held_out) if box_before is not None else None
+    return replace(
+        outcome, dice_after=click_dice(model, held_out, PROTOCOL_CLICKS), box_after=box_after
+    )
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from ..evaluation.protocol import LOW_RES_SIZE, next_click
 from ..geometry import CROP_SIZE
 from ..models.image_encoder import ImageEncoderViT3D
 from ..models.sam3d import Sam3D
+from .box_prompts import corner_prompt, jittered_box
 
 
 def dice_ce_loss(logits: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
@@ -62,13 +63,21 @@ class InteractiveObjective(nn.Module):
     deep in the largest error region, later ones anywhere in the errors), decoded with the
     previous low-resolution logits as the mask prompt (detached, as at inference), and the Dice +
     cross-entropy of the 128³ upsampled logits. The loss is the mean over rounds.
+
+    With ``prompts="box"`` the first round is the truth's box alone (jittered by up to
+    :data:`~.box_prompts.BOX_JITTER` voxels per face, as learned corners, without a mask
+    prompt), and each later round's click comes with the box's corners, as a session sends a
+    box and the clicks that correct it.
     """
 
-    def __init__(self, model: Sam3D, clicks: int = 5, balanced: bool = True) -> None:
+    def __init__(
+        self, model: Sam3D, clicks: int = 5, balanced: bool = True, prompts: str = "point"
+    ) -> None:
         super().__init__()
         self.model = model
         self.clicks = clicks
         self.loss = balanced_dice_ce_loss if balanced else dice_ce_loss
+        self.boxes = prompts == "box"
 
     def forward(
         self, images: torch.Tensor, truths: torch.Tensor, seeds: list[list[int]]
@@ -85,20 +94,28 @@ class InteractiveObjective(nn.Module):
         truth_np = truths.cpu().numpy()
         target = truths.to(device=device, dtype=embedding.dtype)[:, None]
         rngs = [np.random.default_rng(seed) for seed in seeds]
+        boxes = _box_corners(truth_np, rngs) if self.boxes else None
         low = embedding.new_zeros(batch, 1, *(LOW_RES_SIZE,) * 3)
         upsampled_np = np.zeros(truth_np.shape, np.float32)
-        points = np.zeros((batch, 3), np.float32)
-        labels = np.ones(batch, np.int64)
+        points = np.zeros((batch, 1, 3), np.float32)
+        labels = np.ones((batch, 1), np.int64)
         total = embedding.new_zeros(())
         for round_number in range(self.clicks):
+            # With a box, round 0 is the box alone and click n comes in round n + 1.
+            click_number = round_number - 1 if boxes is not None else round_number
             for n in range(batch):  # a crop without errors left keeps its last click
-                click = next_click(truth_np[n], upsampled_np[n], round_number, rngs[n])
+                click = (
+                    next_click(truth_np[n], upsampled_np[n], click_number, rngs[n])
+                    if click_number >= 0
+                    else None
+                )
                 if click is not None:
-                    points[n], labels[n] = click
+                    points[n, 0], labels[n, 0] = click
+            prompt = _with_box((points, labels), boxes, box_alone=click_number < 0)
             low, _ = self.model.decode(
                 embedding,
-                torch.from_numpy(points[:, None]).to(device),
-                torch.from_numpy(labels[:, None]).to(device),
+                torch.from_numpy(prompt[0]).to(device),
+                torch.from_numpy(prompt[1]).to(device),
                 low.detach(),
             )
             upsampled = F.interpolate(
@@ -107,6 +124,29 @@ class InteractiveObjective(nn.Module):
             total = total + self.loss(upsampled.float(), target.float())
             upsampled_np = upsampled.detach()[:, 0].float().cpu().numpy()
         return total / self.clicks
+
+
+def _box_corners(
+    truths: np.ndarray, rngs: list[np.random.Generator]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each crop's jittered truth box as corners: points float32 ``(B, 2, 3)``, labels int64
+    ``(B, 2)``."""
+    prompts = [corner_prompt(jittered_box(truth, rng)) for truth, rng in zip(truths, rngs)]
+    return np.stack([p[0] for p in prompts]), np.stack([p[1] for p in prompts])
+
+
+def _with_box(
+    clicks: tuple[np.ndarray, np.ndarray],
+    boxes: tuple[np.ndarray, np.ndarray] | None,
+    box_alone: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A round's prompt: the clicks ``(B, 1, 3)``/``(B, 1)``, after the box corners if any, or
+    the corners alone."""
+    if boxes is None:
+        return clicks
+    if box_alone:
+        return boxes
+    return np.concatenate([boxes[0], clicks[0]], 1), np.concatenate([boxes[1], clicks[1]], 1)
 
 
 def layers_in_use(iteration: int, total: int, student_depth: int) -> int:

@@ -13,6 +13,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
+# What ``finetune --prompts`` trains the model to start from: clicks (the paper's protocol), or
+# the structure's box, whose corners get learned embeddings (labels 2 and 3).
+PROMPTS = ("point", "box")
+
 # The settings that name files: given as strings (a script's literals, a parsed config), they
 # are made paths at once, not minutes later where a path's method is first called on them.
 _PATH_FIELDS = ("data", "output", "weights", "teacher_weights", "student_weights")
@@ -25,6 +29,12 @@ def _paths_as_paths(settings: object) -> None:
         value = getattr(settings, field.name)
         if field.name in _PATH_FIELDS and value is not None and not isinstance(value, Path):
             object.__setattr__(settings, field.name, Path(value))  # frozen: set once, here
+
+
+def check_prompts(prompts: str) -> None:
+    """Raises ValueError, in one line, for a ``prompts`` that is not one of :data:`PROMPTS`."""
+    if prompts not in PROMPTS:
+        raise ValueError(f"--prompts {prompts!r}: choose from {', '.join(PROMPTS)}")
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,9 @@ class FinetuneSettings:
         learning_rate, warmup: Adam's rate, and the steps over which it grows to it.
         clip_norm: the gradients' global L2 norm is clipped to this (None or 0: not).
         clicks: simulated clicks per crop and step.
+        prompts: what each crop starts from: ``point`` (the paper's clicks) or ``box`` (the
+            structure's box, jittered; its corners' embeddings are learned with the adapters
+            and stored in the adapter file, and validation scores the box alone too).
         validation: the fraction of cases held out (0, or one case: the training cases).
         validate_every, validation_clicks: steps between evaluations of the held-out cases,
             and the protocol's clicks per case there.
@@ -68,6 +81,7 @@ class FinetuneSettings:
     warmup: int = 0
     clip_norm: float | None = None
     clicks: int = 5
+    prompts: str = "point"
     validation: float = 0.2
     validate_every: int = 25
     validation_clicks: int = 5
@@ -78,6 +92,7 @@ class FinetuneSettings:
 
     def __post_init__(self) -> None:
         _paths_as_paths(self)
+        check_prompts(self.prompts)
 
 
 @dataclass(frozen=True)

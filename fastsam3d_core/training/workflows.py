@@ -120,7 +120,8 @@ def _finetune_in_group(
     say(f"validating on {len(held_out)} held-out case(s) every {settings.validate_every} steps")
     torch.manual_seed(settings.seed)
     outcome = finetune_validated(base, training, held_out, config, ranks, validation,
-                                 settings.clicks, LOSS == "balanced", observer)  # fmt: skip
+                                 settings.clicks, LOSS == "balanced", observer,
+                                 settings.prompts)  # fmt: skip
     if not ranks.main:
         return FinetuneResult(outcome)
     return _write_adapter(base, settings.output, outcome, config, base_sha256, held_out, ranks,
@@ -147,7 +148,9 @@ def _finetune_config(
         run={"command": "finetune", "model": settings.model, "base_sha256": base_sha256,
              "label": label, "cases": training, "clicks": settings.clicks, "loss": LOSS,
              "validate_every": settings.validate_every,
-             "validation_clicks": settings.validation_clicks},
+             "validation_clicks": settings.validation_clicks,
+             # Boxes added later: states saved before them trained with clicks only.
+             **({"prompts": settings.prompts} if settings.prompts != "point" else {})},
     )  # fmt: skip
 
 
@@ -203,12 +206,16 @@ def _write_adapter(
         )
     if best.improved:
         observer.message(f"kept the state of step {best.best_step} of {len(outcome.history)} "
-                         f"(mean Dice after {outcome.scored_clicks} clicks "
-                         f"{best.best.score:.3f}, base {best.start.score:.3f})")  # fmt: skip
+                         f"({outcome.score_name} {best.best.score:.3f}, base "
+                         f"{best.start.score:.3f})")  # fmt: skip
     else:
         observer.warning(f"no trained state beat the base; --keep-last: writing the last state "
                          f"(step {len(outcome.history)})")  # fmt: skip
     observer.message(f"Dice after: {_dice(outcome.dice_after)}")
+    if outcome.box_before is not None and outcome.box_after is not None:
+        observer.message(f"Dice from the box alone: before {outcome.box_before:.3f} (centre "
+                         f"point and box interior as prompts), after {outcome.box_after:.3f} "
+                         "(learned corners)")  # fmt: skip
     summary = _finetune_summary(model, outcome, config, held_out, ranks.world)
     save_adapter(model, output, checkpoint_sha256=base_sha256, summary=summary)
     remove_state(config, ranks)
@@ -248,12 +255,22 @@ def _finetune_summary(
         "batch_size": config.batch_size,
         "learning_rate": config.learning_rate,
         "clicks": config.run["clicks"],
+        **_box_summary(outcome),
         "processes": processes,
         "dice_before": outcome.dice_before,
         "dice_after": outcome.dice_after,
         "trainable_fraction": trainable / total,
         "final_loss": outcome.history[-1]["loss"] if outcome.history else None,
     }
+
+
+def _box_summary(outcome: FinetuneOutcome) -> dict:
+    """A ``--prompts box`` run's entries in the summary (none for clicks, whose files stay as
+    they were): the box-alone Dice of the base (derived prompts) and of the adapters kept."""
+    if outcome.box_before is None:
+        return {}
+    return {"prompts": "box", "box_dice_before": outcome.box_before,
+            "box_dice_after": outcome.box_after}  # fmt: skip
 
 
 def run_distill(
