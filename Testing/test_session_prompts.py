@@ -242,3 +242,36 @@ def test_a_box_moved_keeps_the_clicks_in_it_inside_the_new_box(session, ct):
     # Moved out of the box, the click leaves the box's crop for one of its own.
     session.move_point("inside", image.index_to_ras(np.array([high[0] + 4.0, middle[1], 15.0])))
     assert session.current_segment.crops[-1].bound is None
+
+
+class CornerRecorder:
+    """The ground truth as a predictor that learned box corners, recording what it is given."""
+
+    accepts_box_corners = True
+
+    def __init__(self, oracle) -> None:
+        self.oracle, self.prompts = oracle, []
+
+    def encode(self, crop):
+        return self.oracle.encode(crop)
+
+    def decode(self, embedding, points, labels, mask_input):
+        self.prompts.append((np.array(points), np.array(labels)))
+        return self.oracle.decode(embedding, points, labels, mask_input)
+
+
+def test_a_model_that_learned_box_corners_gets_the_crops_low_and_high_corner(ct):
+    from fastsam3d_core.session import OraclePredictor
+
+    image, liver = ct
+    # Stored LPS-like (i and j run against R and A), as many scans are: the crop follows RAS, so
+    # the volume's low corner is not the crop's.
+    flipped = Volume(image.array, image.ijk_to_ras @ np.diag([-1.0, -1.0, 1.0, 1.0]))
+    truth = flipped.with_array(liver.astype(np.uint8))
+    recorder = CornerRecorder(OraclePredictor(truth))
+    session = Session(flipped, recorder)
+    corner_a, corner_b, _ = liver_box(flipped, liver)
+    session.add_box(corner_a, corner_b)
+    points, labels = recorder.prompts[-1]
+    assert labels.tolist() == [2, 3]
+    assert np.all(points[0] <= points[1])

@@ -68,6 +68,12 @@ def decoder_prompt(grid: CropGrid, clicks: tuple[Click, ...]) -> tuple[np.ndarra
         [grid.to_crop(np.asarray(click.point_ras)) for click in clicks], dtype=np.float32
     ).reshape(-1, 3)
     labels = np.array([_label(click) for click in clicks], dtype=np.int64)
+    low, high = labels == BOX_CORNER_LABELS["box-low"], labels == BOX_CORNER_LABELS["box-high"]
+    if low.sum() == 1 and high.sum() == 1:
+        # The crop's axes may run against the volume's (a crop follows RAS): its low corner is
+        # the smaller crop index along each axis, whichever volume corner gave it.
+        corners = points[low | high]
+        points[low], points[high] = corners.min(axis=0), corners.max(axis=0)
     return points, labels
 
 
