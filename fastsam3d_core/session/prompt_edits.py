@@ -21,7 +21,7 @@ and the session records it as one edit.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -57,12 +57,20 @@ class PromptEditor:
         volume: the image.
         crops: the session's crop editor.
         box_corners: whether the predictor learned box corners (decoder labels 2 and 3).
+        mask_of: a segment's mask now, by id (uint8 ``(I, J, K)``).
     """
 
-    def __init__(self, volume: Volume, crops: CropEditor, box_corners: bool) -> None:
+    def __init__(
+        self,
+        volume: Volume,
+        crops: CropEditor,
+        box_corners: bool,
+        mask_of: Callable[[int], np.ndarray],
+    ) -> None:
         self.volume = volume
         self.crops = crops
         self.box_corners = box_corners
+        self.mask_of = mask_of
 
     def with_prompt(
         self, segment: SegmentState, kind: str, points_ras: Any, positive: bool, prompt_id: str
@@ -207,7 +215,21 @@ class PromptEditor:
             override = Override(fill.lo, fill.hi, _filled(fill.hi - fill.lo, False), fill.inside)
         prompts = edit.segment.prompts[:-1] + (replace(prompt, override=override),)
         segment = replace(edit.segment, prompts=prompts)
-        return PromptEdit(segment, edit.grids, edit.encoder_ran, [(override.lo, override.hi)])
+        return PromptEdit(segment, edit.grids, edit.encoder_ran, self._lasso_boxes(segment, fill))
+
+    def _lasso_boxes(self, segment: SegmentState, fill: LassoFill) -> list[tuple[Any, Any]]:
+        """Where a lasso changes voxels beyond its crops: its fill, and on its slice the
+        segment's voxels so far (not the whole slice: composing it costs as much again)."""
+        boxes = [(fill.lo, fill.hi)]
+        index = int(fill.lo[fill.axis])
+        held = np.argwhere(np.take(self.mask_of(segment.segment_id), index, axis=fill.axis))
+        if len(held):
+            lo, hi = (
+                np.insert(held.min(axis=0), fill.axis, index),
+                np.insert(held.max(axis=0) + 1, fill.axis, index + 1),
+            )
+            boxes.append((lo, hi))
+        return boxes
 
     def _lasso_slice(self, fill: LassoFill) -> Override:
         """A positive lasso's exact voxels: its whole slice, the filled contour and nothing
