@@ -16,6 +16,7 @@ from conftest import invoke_cli, seeded_model
 from training_cli import finetune_command, run_cli
 
 from fastsam3d_core.models.adapter import AdapterConfig, adapter_state, attach_adapters
+from fastsam3d_core.session.composition import BOX_PRIOR_LOGIT
 from fastsam3d_core.session.model_predictor import ModelPredictor
 from fastsam3d_core.training.box_prompts import (
     BOX_JITTER,
@@ -140,7 +141,8 @@ def test_the_derived_prompts_are_the_box_centre_and_its_prior():
     point, label, prior = derived_prompt((np.array([8, 8, 8]), np.array([23, 39, 17])))
     assert point.tolist() == [[15.5, 23.5, 12.5]] and label.tolist() == [1]
     assert prior.shape == (32, 32, 32) and prior.dtype == np.float32
-    assert prior[2:6, 2:10, 2:4].max() == prior[2:6, 2:10, 2:4].min() == 0.0  # inside
+    inside = prior[2:6, 2:10, 2:4]
+    assert inside.max() == inside.min() == BOX_PRIOR_LOGIT  # the session's prior, inside
     assert prior[0, 0, 0] == prior[31, 31, 31] == -6.0  # outside: not the object
 
 

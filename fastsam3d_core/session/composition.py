@@ -24,9 +24,10 @@ MASK_PROMPT_STRIDE = 4
 # linearly. A confident prediction's size; not tuned on the released weights.
 MASK_PROMPT_LOGIT = 6.0
 # A positive box's crop starts from a prior: its cells inside the box at this logit (partly
-# covered cells in proportion), those outside as the segment is there. Chosen by measurement:
-# docs/prompts.md, "What a box gives the model".
-BOX_PRIOR_LOGIT = 0.0
+# covered cells in proportion), those outside as the segment is there: "the object", as sure as
+# a segment's own voxels. Chosen by measurement (0.588 Dice against 0.565 for 0 and for no
+# prior): docs/prompts.md, "What a box gives the model".
+BOX_PRIOR_LOGIT = MASK_PROMPT_LOGIT
 
 
 def overlap(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> bool:
