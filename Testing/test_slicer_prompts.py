@@ -302,9 +302,7 @@ def test_the_module_offers_each_prompt_and_sign_as_a_button_and_a_free_shortcut(
         assert key == (letter if positive else f"Shift+{letter}"), key
         assert len(letter) == 1 and letter.lower() not in SLICER_VIEW_KEYS, key
     (listed,) = [n for n in ast.walk(functions["drawingButtons"]) if isinstance(n, ast.List)]
-    buttons = {
-        (item.elts[0].value, item.elts[1].value): item.elts[2].attr for item in listed.elts
-    }
+    buttons = {(item.elts[0].value, item.elts[1].value): item.elts[2].attr for item in listed.elts}
     assert set(buttons) == every
     ui = ElementTree.parse(MODULE / "Resources" / "UI" / "FastSAM3DSlicer.ui").getroot()
     for (kind, positive), name in buttons.items():
@@ -312,3 +310,24 @@ def test_the_module_offers_each_prompt_and_sign_as_a_button_and_a_free_shortcut(
         text = widget.find("./property[@name='text']/string").text
         key = next(k for k, tool in drawing_keys.items() if tool == (kind, positive))
         assert kind in text.lower() and f"({key})" in text, (name, text)
+
+
+def test_a_session_opened_again_keeps_a_point_placed_in_a_box_inside_the_box(engine, ct):
+    """Drawings are placed again before points: a point inside a box goes to the box's crop
+    again, so the segment stays in the box."""
+    image, liver = ct
+    middle = (np.argwhere(liver).min(axis=0) + np.argwhere(liver).max(axis=0)) // 2
+    low, high = image.index_to_ras(np.stack([middle - [12, 10, 5], middle + [12, 10, 5]]) * 1.0)
+    roi = engine.newPromptNode("box", positive=True)
+    roi.SetXYZ(*((low + high) / 2))
+    roi.SetRadiusXYZ(*(np.abs(high - low) / 2))
+    engine.finishPrompt(roi)
+    settle(engine)
+    engine.positiveNode.AddControlPointWorld(vtk.vtkVector3d(*image.index_to_ras(middle * 1.0)))
+    settle(engine)
+    outside = ~inside_bounds(image, ras_bounds(roi))
+    assert current_mask(engine).any() and not (current_mask(engine) & outside).any()
+    engine.protectOtherSegments = False  # read when a session opens: the same nodes, again
+    engine.setInputs(engine.volumeNode, engine.segmentationNode, engine.currentSegmentId)
+    settle(engine)
+    assert current_mask(engine).any() and not (current_mask(engine) & outside).any()

@@ -195,3 +195,11 @@ def test_finetune_with_boxes_raises_the_box_alone_dice(
     model = seeded_model("fastsam3d")
     load_adapter(model, adapter)
     assert model.accepts_box_corners
+
+
+def test_a_training_box_always_holds_some_of_a_thin_object():
+    truth = np.zeros((20, 20, 20), bool)
+    truth[5:7, 9, 9] = True  # two voxels long, one wide
+    for seed in range(200):
+        lo, hi = jittered_box(truth, np.random.default_rng(seed))
+        assert truth[lo[0] : hi[0] + 1, lo[1] : hi[1] + 1, lo[2] : hi[2] + 1].any()

@@ -441,15 +441,17 @@ class SessionOpening:
         )
         rank = {identity: n for n, identity in enumerate(order)}
         dropped = []
-        for click in sorted(self.points, key=lambda c: rank.get(c.click_id, len(rank))):
-            try:
-                session.add_point(click.point_ras, click.positive, click.click_id)
-            except ValueError as error:  # e.g. outside a new volume
-                dropped.append(str(error))
+        # Drawings first, then points (coarse to fine, as the command line runs them): a point
+        # placed inside a box goes to the box's crop again and stays inside the box.
         for prompt in sorted(self.prompts, key=lambda p: rank.get(p.prompt_id, len(rank))):
             try:
                 add_prompt(session, prompt)
             except ValueError as error:
+                dropped.append(str(error))
+        for click in sorted(self.points, key=lambda c: rank.get(c.click_id, len(rank))):
+            try:
+                session.add_point(click.point_ras, click.positive, click.click_id)
+            except ValueError as error:  # e.g. outside a new volume
                 dropped.append(str(error))
         state.session = session
         if dropped:

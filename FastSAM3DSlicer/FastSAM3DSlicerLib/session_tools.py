@@ -98,9 +98,13 @@ class SessionTools:
         previous, self._drawing, self._drawingTool = self._drawing, None, None
         self._handOver(previous)  # another tool: the drawing so far is done
         node = engine.newPromptNode(kind, positive)
-        markupsLogic = slicer.modules.markups.logic()
-        markupsLogic.SetActiveList(node)
-        markupsLogic.StartPlaceMode(False)
+        slicer.modules.markups.logic().SetActiveList(node)
+        # Not markupsLogic.StartPlaceMode: it sets the place class back to point lists, and the
+        # click would start a new point list instead of this ROI or curve. As Slicer's own place
+        # widget does: one drawing (a box ends at its second corner), then place mode.
+        interaction = slicer.app.applicationLogic().GetInteractionNode()
+        interaction.SetPlaceModePersistence(0)
+        interaction.SetCurrentInteractionMode(interaction.Place)
         self._drawing, self._drawingTool = node, (kind, positive)
         self._widget.updateButtons()
 

@@ -42,12 +42,15 @@ def truth_box(truth: np.ndarray) -> Box:
 
 def jittered_box(truth: np.ndarray, rng: np.random.Generator, jitter: int = BOX_JITTER) -> Box:
     """The truth's box with each of its six faces moved by a uniform integer in
-    ``[-jitter, jitter]`` voxels, kept inside the crop and at least one voxel thick."""
+    ``[-jitter, jitter]`` voxels, kept inside the crop and holding the truth's middle voxel."""
     lo, hi = truth_box(truth)
     moves = rng.integers(-jitter, jitter + 1, size=(2, 3))
     last = np.asarray(truth.shape) - 1
-    lo = np.clip(lo - moves[0], 0, last)
-    hi = np.clip(hi + moves[1], lo, last)
+    # A face moves in no further than the truth's middle voxel, so the box always holds some of
+    # a small or thin object (as evaluate's simulated box).
+    middle = (lo + hi) // 2
+    lo = np.clip(lo - moves[0], 0, middle)
+    hi = np.clip(hi + moves[1], middle, last)
     return lo, hi
 
 
