@@ -4,7 +4,9 @@ A click's way through the package: ``session`` (:class:`Session`, the one public
 it and makes it a :class:`~.state.Click`; ``crops`` picks its crop and runs the predictor (with
 ``composition`` giving a new crop's first mask prompt); ``composition`` turns the crops' logits
 into the segment's voxels; ``masks`` writes them, keeping segments apart; ``history`` keeps the
-edit for undo; ``result`` says what changed. ``state`` holds the immutable states all of them
+edit for undo; ``result`` says what changed. A drawn prompt (box, scribble, lasso) is checked and
+placed on the grid by ``shapes`` and turned into points, priors and exact voxels by
+``prompt_edits``. ``state`` holds the immutable states all of them
 pass around; ``predictor``, ``cache`` and ``uncertainty`` are the model's side.
 
 :class:`ModelPredictor` is imported on first use (PEP 562): it needs torch, which a client of the
