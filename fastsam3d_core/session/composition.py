@@ -114,12 +114,21 @@ def mask_prompt(volume: Volume, segment: SegmentState, grid: CropGrid) -> np.nda
 def box_prior(
     volume: Volume, bound: Bound, grid: CropGrid, prompt: np.ndarray | None
 ) -> np.ndarray:
-    """A positive box's crop's first mask prompt, float32 ``(32, 32, 32)``: the segment there
+    """A positive box's crop's first mask prompt, float32 ``(32, 32, 32)``: see
+    :func:`box_prior_logits`, for the crop voxels inside the box."""
+    return box_prior_logits(_box_in_crop(volume, bound.lo, bound.hi, grid), prompt)
+
+
+def box_prior_logits(inside: np.ndarray, prompt: np.ndarray | None = None) -> np.ndarray:
+    """A box's mask prompt, float32 ``(32, 32, 32)`` (crop axes d0, d1, d2): the segment there
     (``prompt``, or nothing), raised inside the box to ``BOX_PRIOR_LOGIT`` (cells partly in
-    the box in proportion, so the box's outside stays 'not the object')."""
-    inside = _box_in_crop(volume, bound.lo, bound.hi, grid)
-    cells = grid.size // MASK_PROMPT_STRIDE
-    share = inside.reshape([cells, MASK_PROMPT_STRIDE] * 3).mean(axis=(1, 3, 5))
+    the box in proportion, so the box's outside stays 'not the object').
+
+    Args:
+        inside: bool ``(128, 128, 128)``, the crop voxels inside the box.
+        prompt: the segment's own mask prompt there, or None.
+    """
+    share = _cell_share(inside)
     prior = share * BOX_PRIOR_LOGIT - (1.0 - share) * MASK_PROMPT_LOGIT
     held = np.full_like(prior, -MASK_PROMPT_LOGIT) if prompt is None else prompt
     return np.maximum(held, prior).astype(np.float32)
@@ -128,9 +137,14 @@ def box_prior(
 def _cell_logits(held: np.ndarray, grid: CropGrid) -> np.ndarray:
     """Crop voxels held (bool) as mask-prompt logits: the share of each cell's voxels held, in
     0..1, from -MASK_PROMPT_LOGIT to +MASK_PROMPT_LOGIT."""
-    cells = grid.size // MASK_PROMPT_STRIDE
-    share = held.reshape([cells, MASK_PROMPT_STRIDE] * 3).mean(axis=(1, 3, 5))
-    return ((2.0 * share - 1.0) * MASK_PROMPT_LOGIT).astype(np.float32)
+    return ((2.0 * _cell_share(held) - 1.0) * MASK_PROMPT_LOGIT).astype(np.float32)
+
+
+def _cell_share(voxels: np.ndarray) -> np.ndarray:
+    """The share of each mask-prompt cell's crop voxels that are set (bool cube of crop voxels,
+    ``MASK_PROMPT_STRIDE``³ per cell), float64 in 0..1."""
+    cells = voxels.shape[0] // MASK_PROMPT_STRIDE
+    return voxels.reshape([cells, MASK_PROMPT_STRIDE] * 3).mean(axis=(1, 3, 5))
 
 
 def _crops_in_crop(

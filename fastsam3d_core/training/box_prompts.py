@@ -22,7 +22,7 @@ import numpy as np
 from ..evaluation.protocol import MASK_LOGIT_THRESHOLD, crop_logits, dice_iou
 from ..geometry import CROP_SIZE
 from ..models.prompt_encoder import BOX_HIGH_CORNER, BOX_LOW_CORNER
-from ..session.composition import BOX_PRIOR_LOGIT, MASK_PROMPT_LOGIT, MASK_PROMPT_STRIDE
+from ..session.composition import box_prior_logits
 from .data import TrainingCase
 
 # Crop voxels (1.5 mm): each face of a training box moves in or out by up to this many, drawn
@@ -63,16 +63,12 @@ def corner_prompt(box: Box) -> tuple[np.ndarray, np.ndarray]:
 def derived_prompt(box: Box, size: int = CROP_SIZE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A box as prompts that any model takes, as the session derives them: a positive point at
     its centre (float32 ``(1, 3)``, label int64 ``(1,)`` = 1), and the box as the mask prompt's
-    prior, float32 ``(32, 32, 32)`` logits: the session's ``BOX_PRIOR_LOGIT`` in the 4³ cells
-    inside the box, -6 ("not the object") outside, cells partly inside in proportion (the
-    session's :func:`~fastsam3d_core.session.composition.box_prior` for a segment that is empty
-    there)."""
+    prior, float32 ``(32, 32, 32)`` logits: the session's own
+    :func:`~fastsam3d_core.session.composition.box_prior_logits` for a segment that is empty
+    there."""
     centre = ((box[0] + box[1]) / 2.0).astype(np.float32)[None]
-    inside = inside_box(box, (size,) * 3)
-    cells = size // MASK_PROMPT_STRIDE
-    share = inside.reshape([cells, MASK_PROMPT_STRIDE] * 3).mean(axis=(1, 3, 5))
-    prior = share * BOX_PRIOR_LOGIT - (1.0 - share) * MASK_PROMPT_LOGIT
-    return centre, np.ones(1, dtype=np.int64), prior.astype(np.float32)
+    prior = box_prior_logits(inside_box(box, (size,) * 3))
+    return centre, np.ones(1, dtype=np.int64), prior
 
 
 def inside_box(box: Box, shape: tuple[int, ...]) -> np.ndarray:
