@@ -27,6 +27,7 @@ from .first_prompts import check_first_prompt, simulated_prompt
 from .protocol import (
     CaseResult,
     CaseSkipped,
+    clicked_case,
     dice_iou,
     evaluate_case,
     in_crop,
@@ -136,15 +137,4 @@ def clicks_after_drawing(
         session.add_point(point_ras, positive=bool(click[1]))
         predicted = in_crop(session.mask() > 0, session.volume, grid)
         scores.append(dice_iou(predicted, truth))
-    missing = clicks - len(scores)
-    dice, iou = zip(*(scores + scores[-1:] * missing))
-    return CaseResult(
-        "",
-        "ok",
-        dice=dice,
-        iou=iou,
-        points_crop=np.array(points, dtype=np.int64).reshape(-1, 3),
-        point_labels=np.array(labels, dtype=np.int64),
-        converged_after=len(scores) if missing else None,
-        crop_to_ras=grid.crop_to_ras.copy(),
-    )
+    return clicked_case(scores, clicks, points, labels, grid.crop_to_ras)

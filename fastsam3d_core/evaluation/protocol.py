@@ -249,6 +249,18 @@ def run_clicks(
         mask_input = predictor.decode(embedding, *prompt, mask_input)
         logits = crop_logits(mask_input)
         scores.append(dice_iou(logits > MASK_LOGIT_THRESHOLD, truth))
+    return clicked_case(scores, clicks, points, labels, crop.affine)
+
+
+def clicked_case(
+    scores: list[tuple[float, float]],
+    clicks: int,
+    points: list[Any],
+    labels: list[int],
+    crop_to_ras: np.ndarray,
+) -> CaseResult:
+    """A case's result from its (Dice, IoU) after each click so far: a case that converged
+    before ``clicks`` keeps its last scores for the clicks it did not need."""
     missing = clicks - len(scores)
     dice, iou = zip(*(scores + scores[-1:] * missing))
     return CaseResult(
@@ -259,7 +271,7 @@ def run_clicks(
         points_crop=np.array(points, dtype=np.int64).reshape(-1, 3),
         point_labels=np.array(labels, dtype=np.int64),
         converged_after=len(scores) if missing else None,
-        crop_to_ras=crop.affine.copy(),
+        crop_to_ras=crop_to_ras.copy(),
     )
 
 
