@@ -72,10 +72,8 @@ class CropEditor:
         """The segment with a click added to the newest crop taking it, or to a new crop whose
         first mask prompt is the segment there; also the crop's grid and whether the encoder
         ran."""
-        index, grid = self.crop_for(segment, np.asarray(click.point_ras))
-        crop = self._new_crop(segment, grid) if index is None else segment.crops[index]
-        updated, encoder_ran = self._predict(crop, crop.clicks + (click,))
-        return segment.with_crop_last(index, updated), crop.grid, encoder_ran
+        segment, grids, encoder_ran = self.with_clicks(segment, (click,))
+        return segment, grids[0], encoder_ran
 
     def with_clicks(
         self, segment: SegmentState, clicks: tuple[Click, ...]
