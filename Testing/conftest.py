@@ -49,6 +49,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     """Name the native threads still running when the tests are over: libraries' threads that
     outlive their tests (Ray's gRPC threads once did) can crash the process as it exits, after
     every test passed, with no Python stack to show."""
+    session.config._fastsam3d_session = session  # for pytest_unconfigure
     names = []
     for task in sorted(Path("/proc/self/task").glob("*")) if os.name == "posix" else []:
         try:
@@ -63,6 +64,36 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         import sys
 
         print(f"\nthreads still running at the end: {', '.join(named)}", file=sys.stderr)
+
+
+# Set to let the test process exit through the native libraries' teardown (to study a crash).
+NATIVE_EXIT = "FASTSAM3D_TEST_NATIVE_EXIT"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """End the test process once its results are out, without the C/C++ teardown at exit.
+
+    This one process holds VTK with Mesa's software OpenGL (its threads stay to the end), the
+    slicer-core MRML libraries, torch and Ray's client together, which no program of ours does
+    (the CLI, the servers and the page run as their own processes in the tests, and their exit
+    codes are checked there). CI's process crashed in that teardown (exit 139) after every test
+    had passed, twice, on a machine other than ours, with no stack from Python's fault handler: it
+    ran after Python had finished. Python's own exit functions still run (pytest's cleanup of its
+    temporary folders); then the process ends with pytest's exit status.
+    """
+    if os.environ.get(NATIVE_EXIT):
+        return
+    session = getattr(config, "_fastsam3d_session", None)
+    if session is None:
+        return
+    import atexit
+    import sys
+
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(int(session.exitstatus))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
