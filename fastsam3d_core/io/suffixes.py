@@ -17,3 +17,5 @@ SEGMENTATION_SUFFIXES = (SEGMENTATION_SUFFIX, ".seg.nhdr")
 # Labelmaps as the core's own writer writes them (write_labelmap), a part of IMAGE_SUFFIXES; in
 # the order the messages list them.
 LABELMAP_SUFFIXES = (".nrrd", ".nii", ".nii.gz")
+# DICOM Segmentation objects (SEG), written when the image came from a DICOM series.
+DICOM_SEG_SUFFIX = ".dcm"
