@@ -12,6 +12,15 @@ from ._atomic import check_output_path
 from .errors import ITKWarning, VolumeReadError
 
 if TYPE_CHECKING:
+    from .dicom_seg import (
+        SegAlgorithm,
+        dicom_seg_dataset,
+        is_dicom_seg,
+        read_dicom_seg,
+        segment_codes,
+        write_dicom_seg,
+    )
+    from .dicom_source import DicomSeries, dicom_series_of
     from .images import (
         ImageGeometry,
         check_labelmap_format,
@@ -28,19 +37,31 @@ if TYPE_CHECKING:
 _IMAGES_NAMES = ("ImageGeometry", "check_labelmap_format", "flip_lps_ras", "itk_ijk_to_ras",
                  "read_volume", "set_itk_geometry", "write_labelmap")
 _SEGMENTATION_NAMES = ("Segment", "read_segmentation", "write_segmentation")
+# highdicom and pydicom too: DICOM SEG objects and the DICOM series they reference.
+_DICOM_SEG_NAMES = ("SegAlgorithm", "dicom_seg_dataset", "is_dicom_seg", "read_dicom_seg",
+                    "segment_codes", "write_dicom_seg")
+_DICOM_SOURCE_NAMES = ("DicomSeries", "dicom_series_of")
 
 __all__ = [
+    "DicomSeries",
     "ITKWarning",
     "ImageGeometry",
+    "SegAlgorithm",
     "Segment",
     "check_labelmap_format",
     "check_output_path",
     "VolumeReadError",
+    "dicom_seg_dataset",
+    "dicom_series_of",
     "flip_lps_ras",
+    "is_dicom_seg",
     "itk_ijk_to_ras",
+    "read_dicom_seg",
     "read_segmentation",
     "read_volume",
+    "segment_codes",
     "set_itk_geometry",
+    "write_dicom_seg",
     "write_labelmap",
     "write_segmentation",
 ]
@@ -52,6 +73,10 @@ def __getattr__(name: str) -> Any:
         from . import images as home
     elif name in _SEGMENTATION_NAMES:
         from . import segmentation as home
+    elif name in _DICOM_SEG_NAMES:
+        from . import dicom_seg as home
+    elif name in _DICOM_SOURCE_NAMES:
+        from . import dicom_source as home
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(home, name)
