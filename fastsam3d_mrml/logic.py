@@ -32,6 +32,7 @@ from typing import Any, Callable
 from fastsam3d_core.session import Click, Prompt
 
 from . import mrml_io
+from .dicom_export import DicomSegExport, is_dicom_seg_path
 from .engine_base import EngineBase
 from .events import EngineObserver
 from .overlay import UNCERTAINTY_SAMPLES, show_entropy
@@ -40,7 +41,7 @@ from .session_markups import SessionMarkups
 from .worker import SessionOpening, Update, WorkerState
 
 
-class InteractiveSegmentationLogic(EngineBase):
+class InteractiveSegmentationLogic(DicomSegExport, EngineBase):
     """Click-to-segment on MRML nodes.
 
     Args:
@@ -423,9 +424,12 @@ class InteractiveSegmentationLogic(EngineBase):
         self.computeUncertainty(suggest=True)
 
     def exportSegmentation(self, path: str) -> Any:
-        """Save the segmentation (``.seg.nrrd``) or a labelmap on the volume's grid."""
+        """Save the segmentation (``.seg.nrrd``), a labelmap on the volume's grid, or (``.dcm``,
+        the volume from DICOM: see :meth:`setDicomSource`) a DICOM SEG."""
         if self.segmentationNode is None:
             raise RuntimeError("there is no segmentation to export yet")
+        if is_dicom_seg_path(path):
+            return self._writeDicomSeg(path)
         return mrml_io.export_segmentation(self.segmentationNode, path, self.volumeNode)
 
     # -- main-thread event handling (see EngineBase for the collection of results) --------

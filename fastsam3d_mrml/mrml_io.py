@@ -179,6 +179,38 @@ def export_segmentation(segmentation_node, path: str | Path, reference_volume_no
     return path
 
 
+def segments_on_volume_grid(segmentation_node, reference_volume_node) -> list:
+    """Every segment as a core ``Segment`` (name, colour, bool mask (i, j, k) on the reference
+    volume's grid), in the segmentation's order, by Slicer's own labelmap export; one segment
+    at a time, so that overlapping segments keep all their voxels (a DICOM SEG keeps them too).
+
+    Raises:
+        RuntimeError: Slicer could not convert a segment.
+    """
+    from fastsam3d_core.io.segmentation import Segment
+
+    scene, segmentation = segmentation_node.GetScene(), segmentation_node.GetSegmentation()
+    segments = []
+    for index in range(segmentation.GetNumberOfSegments()):
+        segment_id = segmentation.GetNthSegmentID(index)
+        ids = vtk.vtkStringArray()
+        ids.InsertNextValue(segment_id)
+        labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__FastSAM3D_export__")
+        try:
+            logic = slicer.vtkSlicerSegmentationsModuleLogic
+            if not logic.ExportSegmentsToLabelmapNode(
+                segmentation_node, ids, labelmap, reference_volume_node
+            ):
+                raise RuntimeError("Slicer could not convert the segmentation to a labelmap")
+            mask = slicer.util.arrayFromVolume(labelmap).transpose(2, 1, 0) != 0
+        finally:
+            remove_with_display(scene, labelmap)
+        segment = segmentation.GetSegment(segment_id)
+        color = tuple(min(max(float(value), 0.0), 1.0) for value in segment.GetColor())
+        segments.append(Segment(segment.GetName(), color, mask, segment_id=segment_id))
+    return segments
+
+
 def remove_with_display(scene, volume_node) -> None:
     """Remove a temporary volume node with its display node and the colour table that Slicer
     made for it (``ExportSegmentsToLabelmapNode`` adds one to the scene) unless another
