@@ -286,6 +286,8 @@ def read_dicom_seg(
     segments = []
     for item in dataset.SegmentSequence:
         number = int(item.SegmentNumber)
+        if number == 0:  # a LABELMAP's background (pixel value 0), not a segment
+            continue
         name = str(item.get("SegmentLabel", "") or f"Segment_{number}")
         empty = np.zeros(volume.shape, dtype=bool)
         segments.append(Segment(name, _color(item), masks.get(number, empty)))
@@ -343,6 +345,7 @@ def _rasterised(path: Path, dataset: pydicom.Dataset, volume: Volume) -> dict[in
     pixels = dataset.pixel_array.reshape(frames_count, int(dataset.Rows), int(dataset.Columns))
     shared = dataset.get("SharedFunctionalGroupsSequence", [pydicom.Dataset()])[0]
     numbers = [int(item.SegmentNumber) for item in dataset.SegmentSequence]
+    numbers = [number for number in numbers if number != 0]
     masks: dict[int, np.ndarray] = {}
     for frame, groups in zip(pixels, per_frame):
         i, j, k = _frame_origin(path, groups, shared, volume, frame.shape)
