@@ -226,6 +226,17 @@ def seeded_checkpoint(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def orthanc(tmp_path_factory):
+    """Orthanc with its DICOMweb plugin on a free loopback port, empty, for this module's tests
+    (Testing/orthanc_server.py: ``.dicomweb``, ``.rest``, ``.upload(folder)``); skips where
+    Orthanc is not installed, fails instead under $FASTSAM3D_REQUIRE_SHARED_DATA."""
+    from orthanc_server import running_orthanc
+
+    with running_orthanc(tmp_path_factory.mktemp("orthanc")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
 def liver_listing(tmp_path_factory) -> Path:
     """The shared CT and its labels as a finetune listing (``--label 5``: the liver)."""
     ct = SHARED_DATA_DIR / "totalseg_ct"
