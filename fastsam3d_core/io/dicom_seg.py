@@ -32,6 +32,7 @@ from pydicom.sr.coding import Code
 
 from ..geometry.volume import Volume
 from ._atomic import write_atomically
+from ._cielab import dicom_lab_to_rgb, rgb_to_dicom_lab
 from .dicom_source import DicomSeries
 from .segmentation import Segment
 from .suffixes import DICOM_SEG_SUFFIX
@@ -199,18 +200,17 @@ def _descriptions(
     descriptions = []
     for number, segment in enumerate(segments, start=1):
         category, property_type = segment_codes(segment.name)
-        rgb = [round(255 * value) for value in segment.color]
-        descriptions.append(
-            hd.seg.SegmentDescription(
-                segment_number=number,
-                segment_label=segment.name,
-                segmented_property_category=category,
-                segmented_property_type=property_type,
-                algorithm_type=kind,
-                algorithm_identification=identification,
-                display_color=hd.color.CIELabColor.from_rgb(*rgb),
-            )
+        description = hd.seg.SegmentDescription(
+            segment_number=number,
+            segment_label=segment.name,
+            segmented_property_category=category,
+            segmented_property_type=property_type,
+            algorithm_type=kind,
+            algorithm_identification=identification,
         )
+        # Set directly: highdicom takes a colour only from 0.24, which needs Python 3.10.
+        description.RecommendedDisplayCIELabValue = list(rgb_to_dicom_lab(segment.color))
+        descriptions.append(description)
     return descriptions
 
 
@@ -327,9 +327,7 @@ def _color(item: pydicom.Dataset) -> tuple[float, float, float]:
     value = item.get("RecommendedDisplayCIELabValue")
     if not value or len(value) != 3:
         return DEFAULT_COLOR
-    rgb = hd.color.CIELabColor.from_dicom_value([int(v) for v in value]).to_rgb()
-    red, green, blue = (min(max(channel / 255.0, 0.0), 1.0) for channel in rgb)
-    return red, green, blue
+    return dicom_lab_to_rgb((int(value[0]), int(value[1]), int(value[2])))
 
 
 def _rasterised(path: Path, dataset: pydicom.Dataset, volume: Volume) -> dict[int, np.ndarray]:
