@@ -152,6 +152,11 @@ def test_stored_instance_is_found_and_non_images_are_not_listed(
         f"{segmentation_like.SeriesInstanceUID}/instances"))
     assert len(instances) == 1
     assert len(search_series(orthanc.dicomweb, NO_AUTH, patient_id=PATIENT, limit=1)) == 1
+    unstorable = copy_of_a_slice("CT", "no SOP instance UID")
+    del unstorable.SOPInstanceUID
+    message = one_line_error(store_dataset, orthanc.dicomweb, unstorable, NO_AUTH)
+    assert orthanc.dicomweb in message and "400" in message and "refused the instance" in message
+    assert unstorable.SeriesInstanceUID not in orthanc.get("/dicom-web/series").decode()
 
 
 @pytest.mark.parametrize("url", [

@@ -206,7 +206,7 @@ def open_client(base: str, auth: DicomwebAuth, timeout_s: float = 60) -> DICOMwe
 
 @contextmanager
 def _answers_from(
-    base: str, doing: str, timeout_s: float, not_found: str | None = None
+    base: str, doing: str, timeout_s: float, not_found: str | None = None, refused: str = ""
 ) -> Iterator[None]:
     """Turn what requests and dicomweb-client raise while ``doing`` into one DicomwebError line.
 
@@ -214,6 +214,7 @@ def _answers_from(
         base: the service's URL, named in the message (without credentials).
         doing: what was asked, e.g. ``"retrieving the series"``.
         not_found: the message's end for a 404, where it means something specific.
+        refused: what another 4xx answer means, where it means something specific.
     """
     server = f"DICOMweb server {_shown(base)}"
     try:
@@ -221,7 +222,8 @@ def _answers_from(
     except DicomwebError:
         raise
     except requests.HTTPError as error:
-        raise DicomwebError(_refusal(server, doing, error.response, not_found)) from error
+        message = _refusal(server, doing, error.response, not_found, refused)
+        raise DicomwebError(message) from error
     except requests.RequestException as error:
         if _timed_out(error):
             message = (f"{server}: no answer within {timeout_s:g} s while {doing}; check that "
@@ -238,7 +240,8 @@ def _answers_from(
 
 
 def _refusal(
-    server: str, doing: str, response: requests.Response | None, not_found: str | None
+    server: str, doing: str, response: requests.Response | None, not_found: str | None,
+    refused: str,
 ) -> str:
     status = response.status_code if response is not None else 0
     said = f"{status} {response.reason}" if response is not None else "an HTTP error"
@@ -252,7 +255,7 @@ def _refusal(
     if status in (408, 429, 502, 503, 504):
         return f"{server} is busy or unavailable ({said} while {doing}); try again later"
     if 400 <= status < 500:
-        return f"{server} answered {said} while {doing}; {root_hint}"
+        return f"{server} answered {said} while {doing}; {refused or root_hint}"
     return f"{server} answered {said} while {doing}; the server's log may say why"
 
 
@@ -352,10 +355,8 @@ def _instance_count(client: DICOMwebClient, url: SeriesURL, missing: str) -> int
     )
     if not found:
         raise DicomwebError(f"DICOMweb server {_shown(url.base)}: {missing}; check the URL's UIDs")
-    try:
-        return int(_first(found[0], _SERIES_INSTANCES) or 0)
-    except ValueError:
-        return 0
+    count = _text(found[0], _SERIES_INSTANCES)
+    return int(count) if count.isdigit() else 0
 
 
 def _write_instance(folder: Path, instance: pydicom.Dataset, index: int) -> None:
@@ -378,7 +379,8 @@ def store_dataset(
         DicomwebError: the server refused the request or the instance, or did not answer.
     """
     client = open_client(base, auth, timeout_s)
-    with _answers_from(base, "storing the instance", timeout_s):
+    refused = "it refused the instance (its log may say why)"
+    with _answers_from(base, "storing the instance", timeout_s, refused=refused):
         result = client.store_instances([dataset])
     failed = result.get("FailedSOPSequence") if result is not None else None
     if failed:
@@ -455,10 +457,8 @@ def _image_series(client: DICOMwebClient, study: dict) -> list[SeriesSummary]:
         modality, series_uid = _text(series, _MODALITY), _text(series, _SERIES_UID)
         if modality.upper() in _NOT_IMAGES or not _is_uid(series_uid):
             continue
-        try:
-            instances = int(_first(series, _SERIES_INSTANCES) or 0)
-        except ValueError:
-            instances = 0
+        count = _text(series, _SERIES_INSTANCES)
+        instances = int(count) if count.isdigit() else 0
         summaries.append(SeriesSummary(
             patient_id=_text(study, _PATIENT_ID),
             patient_name=_text(study, _PATIENT_NAME),
