@@ -24,10 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Union
 
-from .io.suffixes import LABELMAP_SUFFIXES, SEGMENTATION_SUFFIX
+from .segment_outputs import SegmentedFile, check_outputs, output_kind, write_outputs
 
 if TYPE_CHECKING:
     from .geometry import Volume
+    from .io.dicom_seg import SegAlgorithm
+    from .io.dicom_source import DicomSeries
     from .session import Click, Result, Session
 
 
@@ -161,93 +163,94 @@ SegmentPrompt = Union[PointPrompt, BoxPrompt, ScribblePrompt, LassoPrompt]
 
 
 @dataclass(frozen=True)
-class SegmentedFile:
-    """What :func:`segment_file` wrote: the file, its kind (``"segmentation"``: a Slicer
-    ``.seg.nrrd``; ``"labelmap"``) and the object's size in voxels."""
+class StartSegment:
+    """A segment made before, for the session to refine: a DICOM SEG, a ``.seg.nrrd`` or a
+    labelmap on the image's grid, and which of its structures (a segment's number, or its name
+    in a SEG or ``.seg.nrrd``; a labelmap's value); None: all of them together."""
 
-    output: Path
-    kind: str
-    voxels: int
-
-
-def output_kind(output: Path) -> str:
-    """``"segmentation"`` for a ``.seg.nrrd`` name, ``"labelmap"`` for a labelmap's.
-
-    Raises:
-        ValueError: another suffix (the message lists those written).
-    """
-    name = output.name.lower()
-    if name.endswith(SEGMENTATION_SUFFIX):
-        return "segmentation"
-    if name.endswith(LABELMAP_SUFFIXES):
-        return "labelmap"
-    raise ValueError(
-        f"{output.name}: write {SEGMENTATION_SUFFIX} (Slicer segmentation) or a labelmap "
-        f"({', '.join(LABELMAP_SUFFIXES)})"
-    )
+    path: Path
+    choice: int | str | None = None
 
 
 def segment_file(
     image: str | Path,
     prompts: Sequence[SegmentPrompt],
-    output: str | Path,
+    output: str | Path | Sequence[str | Path],
     open_predictor: Callable[[], Any],
     *,
     name: str = "Segment_1",
     inputs: Iterable[str | Path | None] = (),
     say: Callable[[str], None] | None = None,
+    start: StartSegment | None = None,
+    algorithm: Callable[[], SegAlgorithm] | None = None,
+    shown: str = "",
 ) -> SegmentedFile:
     """Segment one object of ``image`` (NRRD, NIfTI, MHA/MHD or a DICOM folder) from
-    ``prompts``, in order, and write it to ``output`` (:func:`output_kind`).
+    ``prompts``, in order, and write it to each ``output`` (:func:`output_kind`; a DICOM SEG for
+    an image read from DICOM).
 
     Args:
         open_predictor: returns the model (a :class:`~fastsam3d_core.models.Sam3D`) or a
             predictor (e.g. :class:`~fastsam3d_core.serving.RemotePredictor`); called once the
-            image and prompts are checked.
-        name: the segment's name in a ``.seg.nrrd``.
+            image, the prompts and the outputs are checked.
+        name: the segment's name in a ``.seg.nrrd`` or SEG.
         inputs: other files the caller read (markups, weights): the output must not be one.
-        say: told what happens: reading, each prompt's time, the file written.
+        say: told what happens: reading, each prompt's time, the files written.
+        start: the segment to refine (the prompts change it inside their crops).
+        algorithm: the model a SEG names (name, version, weights' SHA-256), asked once the
+            model has run (its weights are known by then).
+        shown: how the image is named in messages (e.g. the DICOMweb URL it was read from).
+
+    Returns:
+        The first output written (the others are written the same way).
 
     Raises:
-        ValueError: the output's kind, an image the model cannot segment, a prompt that does
-            not fit it (see each prompt's ``check``), or an output that would replace an input.
+        ValueError: an output's kind, an image the model cannot segment, a prompt that does
+            not fit it (see each prompt's ``check``), an output that would replace an input, a
+            SEG for an image not read from DICOM or of an empty segmentation.
         OSError: the output's folder cannot be written.
     """
-    from .io import (
-        Segment,
-        check_labelmap_format,
-        check_output_path,
-        write_labelmap,
-        write_segmentation,
-    )
+    from .io import Segment, check_output_path
     from .session import Session
 
     say = say or _quiet
-    image, output = Path(image), Path(output)
-    kind = output_kind(output)
-    check_output_path(output, inputs=(image, *inputs))
-    volume = read_checked_volume(image, prompts, say)
-    if kind == "labelmap":
-        check_labelmap_format(output, volume.ijk_to_ras)
-    session = Session(volume, open_predictor())
+    image = Path(image)
+    outputs = [Path(output)] if isinstance(output, (str, Path)) else [Path(o) for o in output]
+    for path in outputs:
+        output_kind(path)
+        check_output_path(path, inputs=(image, *inputs, start and start.path))
+    volume = read_checked_volume(image, prompts, say, shown)
+    series = check_outputs(outputs, image, volume, shown)
+    initial = None if start is None else _start_mask(start, volume, image, series, say)
+    session = Session(volume, open_predictor(), initial_mask=initial)
     for number, prompt in enumerate(prompts, 1):
-        start = time.perf_counter()
+        began = time.perf_counter()
         stage = prompt.run(session)
         say(f"{prompt.kind} {number}/{len(prompts)} {'+' if prompt.positive else '-'} "
-            f"{prompt.describe()}: {stage}, {time.perf_counter() - start:.2f} s")  # fmt: skip
-    mask = session.mask()
-    if kind == "segmentation":
-        color = session.current_segment.color
-        write_segmentation(output, [Segment(name, color, mask)], volume)
-    else:
-        write_labelmap(output, mask, volume)
-    voxels = int(mask.sum())
-    say(f"wrote {output} ({voxels} voxels)")
-    return SegmentedFile(output, kind, voxels)
+            f"{prompt.describe()}: {stage}, {time.perf_counter() - began:.2f} s")  # fmt: skip
+    segment = Segment(name, session.current_segment.color, session.mask())
+    return write_outputs(outputs, segment, volume, series, algorithm, say)[0]
+
+
+def _start_mask(
+    start: StartSegment, volume: Volume, image: Path, series: DicomSeries | None, say: Any
+) -> Any:
+    """The starting segment's voxels on the image's grid (a SEG must reference its series)."""
+    from .io.dicom_source import dicom_series_of
+    from .io.label_files import read_structure
+
+    if series is None and start.path.name.lower().endswith(".dcm"):
+        series = dicom_series_of(image, volume)
+    mask = read_structure(start.path, volume, start.choice, series)
+    say(f"refining {start.path.name} ({int(mask.sum())} voxels)")
+    return mask
 
 
 def read_checked_volume(
-    image: Path, prompts: Sequence[SegmentPrompt], say: Callable[[str], None] | None = None
+    image: Path,
+    prompts: Sequence[SegmentPrompt],
+    say: Callable[[str], None] | None = None,
+    shown: str = "",
 ) -> Volume:
     """The image, refused (with its name) if the model cannot segment it or a prompt does not
     fit it (a point outside, a box of no size, a lasso crossing itself ...).
@@ -256,20 +259,26 @@ def read_checked_volume(
         VolumeReadError, ValueError: in one line each.
     """
     from .geometry import check_segmentable
-    from .io import read_volume
+    from .io import VolumeReadError, read_volume
 
-    (say or _quiet)(f"reading {image} ...")
-    volume = read_volume(image)
+    (say or _quiet)(f"reading {shown or image} ...")
+    try:
+        volume = read_volume(image)
+    except VolumeReadError as error:
+        if not shown:
+            raise
+        # The folder a DICOMweb series was downloaded to means nothing to the user: its URL does.
+        raise VolumeReadError(str(error).replace(str(image), shown)) from None
     try:
         check_segmentable(volume)
     except ValueError as error:
-        raise ValueError(f"{image}: {error}") from None
+        raise ValueError(f"{shown or image}: {error}") from None
     for number, prompt in enumerate(prompts, 1):
         try:
             prompt.check(volume)
         except ValueError as error:
             source = prompt.source or f"{prompt.kind} {number}"
-            raise ValueError(f"{source} (on {image.name}): {error}") from None
+            raise ValueError(f"{source} (on {shown or image.name}): {error}") from None
     return volume
 
 

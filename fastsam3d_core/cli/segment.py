@@ -12,7 +12,14 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-from ..segment_job import output_kind, segment_file
+from ..segment_job import StartSegment, output_kind, segment_file
+from .dicomweb_image import is_url, opened_image, outputs_to_write, store_seg
+from .dicomweb_options import (
+    DicomwebPasswordOption,
+    DicomwebTokenOption,
+    DicomwebUserOption,
+    dicomweb_auth,
+)
 from .prompt_options import (
     BoxOption,
     LassoOption,
@@ -28,9 +35,10 @@ from .runtime import AdapterOption, PrecisionOption, ServerOption, TokenOption
 __all__ = ["example_point", "image_or_example", "parse_point", "segment"]
 
 
-def _output_kind(output: Path) -> str:
+def _check_outputs(outputs: list[Path]) -> None:
     try:
-        return output_kind(output)
+        for output in outputs:
+            output_kind(output)
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--output") from None
 
@@ -45,12 +53,23 @@ def _predictor(
     token: Optional[str],
 ) -> Callable[[], Any]:
     """What opens the model: loaded here on ``--device``, or the ``--server``'s encoder with a
-    decoder here (then ``--device`` is not for this machine to choose)."""
-    from .runtime import load_model, resolve_device
+    decoder here (then ``--device`` is not for this machine to choose). What it opened is kept
+    in its ``opened`` list (a SEG names its weights)."""
+    from .runtime import resolve_device
 
     if server is None:
         torch_device = resolve_device(device)
-        return lambda: load_model(model, weights, torch_device, adapter, precision)
+
+        def load() -> Any:
+            from ..weights.recipe import ModelRecipe
+            from .runtime import load_recipe
+
+            loaded = load_recipe(ModelRecipe(model, weights, adapter, torch_device, precision))
+            load.opened.append(loaded)
+            return loaded.model
+
+        load.opened = []
+        return load
     if device != "auto":
         raise typer.BadParameter(
             "the encoder runs on the --server; the decoder here runs on the CPU",
@@ -62,24 +81,69 @@ def _predictor(
 
         typer.echo(f"connecting to {display_url(server)} for {model} ...")
         decoder = weights if weights is not None else "auto"
-        return RemotePredictor(server, model=model, token=token, decoder=decoder)
+        predictor = RemotePredictor(server, model=model, token=token, decoder=decoder)
+        connect.opened.append(predictor)
+        return predictor
 
+    connect.opened = []
     return connect
+
+
+def _algorithm(model: str, open_predictor: Any) -> Callable[[], Any]:
+    """The model a SEG names: its name, this version, and its weights' SHA-256 (the checkpoint
+    file's here; the service's weights with ``--server``)."""
+
+    def named() -> Any:
+        from .. import __version__
+        from ..io.dicom_seg import SegAlgorithm
+
+        opened = open_predictor.opened[-1] if open_predictor.opened else None
+        sha = getattr(opened, "checkpoint_sha256", None) or getattr(opened, "weights_sha256", "")
+        return SegAlgorithm(model, __version__, sha or "")
+
+    return named
 
 
 # The options whose declarations are long, named here to keep segment() short.
 _OutputOption = Annotated[
-    Path,
+    list[Path],
     typer.Option(
-        "--output", "-o", metavar="OUT", help="OUT.seg.nrrd, or a labelmap .nrrd/.nii.gz."
+        "--output",
+        "-o",
+        metavar="OUT",
+        help="OUT.seg.nrrd, a labelmap .nrrd/.nii.gz, or OUT.dcm (DICOM SEG, for a DICOM "
+        "image); repeat to write several.",
     ),
 ]
 _ImageArgument = Annotated[
-    Optional[Path],
+    Optional[str],
     typer.Argument(
         metavar="IMAGE",
         show_default=False,
-        help="Image: NRRD, NIfTI, MHA/MHD or a DICOM folder.",
+        help="Image: NRRD, NIfTI, MHA/MHD, a DICOM folder, or a DICOMweb series URL "
+        "(http(s)://HOST/.../studies/UID/series/UID).",
+    ),
+]
+_StoreOption = Annotated[
+    bool,
+    typer.Option(
+        "--store",
+        help="Send the DICOM SEG to the DICOMweb server IMAGE came from (STOW-RS).",
+    ),
+]
+_StartOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        metavar="FILE",
+        help="Refine a segment made before: a DICOM SEG (.dcm), .seg.nrrd or labelmap on IMAGE's "
+        "grid.",
+    ),
+]
+_StartSegmentOption = Annotated[
+    Optional[str],
+    typer.Option(
+        metavar="N|NAME",
+        help="With --start: its segment by number or name (a labelmap: its value); default: all.",
     ),
 ]
 _PointOption = Annotated[
@@ -142,28 +206,50 @@ def segment(
     server: ServerOption = None,
     token: TokenOption = None,
     example: _ExampleOption = False,
+    store: _StoreOption = False,
+    start: _StartOption = None,
+    start_segment: _StartSegmentOption = None,
+    dicomweb_token: DicomwebTokenOption = None,
+    dicomweb_user: DicomwebUserOption = None,
+    dicomweb_password: DicomwebPasswordOption = None,
 ) -> None:
     """Segment one object from prompts (points, boxes, scribbles, lassos) and write it with the
     image's geometry. Prompts run in this order: boxes, lassos, scribbles, then points."""
     given = PromptOptions(point or [], points, negative_points, box or [], scribble or [],
                           negative_scribble or [], lasso or [], negative_lasso or [])  # fmt: skip
-    image = _image_or_example_prompts(image, example, given)
-    _output_kind(output)
+    image_text = _image_or_example_prompts(image, example, given)
+    _check_outputs(output)
     prompts = read_prompts(given)
     open_predictor = _predictor(model, weights, adapter, precision, device, server, token)
-    segment_file(image, prompts, output, open_predictor, name=name,
-                 inputs=(*given.files(), weights, adapter), say=typer.echo)  # fmt: skip
+    begin = None if start is None else StartSegment(start, _segment_choice(start_segment))
+
+    def auth() -> Any:
+        return dicomweb_auth(dicomweb_token, dicomweb_user, dicomweb_password)
+
+    with opened_image(image_text, auth) as opened, outputs_to_write(store, opened, output) as outs:
+        segment_file(opened.path, prompts, outs, open_predictor, name=name,
+                     inputs=(*given.files(), weights, adapter), say=typer.echo, start=begin,
+                     algorithm=_algorithm(model, open_predictor), shown=opened.shown)  # fmt: skip
+        if store:
+            store_seg(outs, opened, auth)
 
 
-def _image_or_example_prompts(image: Optional[Path], example: bool, given: PromptOptions) -> Path:
-    """The image to read: with ``--example``, the example CT, and its spleen point as the
-    prompt where none is given."""
-    path = image_or_example(image, example, "segment")
+def _segment_choice(text: Optional[str]) -> Any:
+    """``--start-segment``: a number, a name, or None (all)."""
+    return int(text) if text is not None and text.isdigit() else text
+
+
+def _image_or_example_prompts(image: Optional[str], example: bool, given: PromptOptions) -> str:
+    """The image to read (a path or a DICOMweb URL): with ``--example``, the example CT, and
+    its spleen point as the prompt where none is given."""
+    if image is not None and not example and is_url(image):
+        return image
+    path = image_or_example(None if image is None else Path(image), example, "segment")
     if example:
         typer.echo(f"example: {path.name} (TotalSegmentator example CT, Apache-2.0)")
         if not given.any_given():
             given.points = [example_point()]
-    return path
+    return str(path)
 
 
 def image_or_example(image: Optional[Path], example: bool, verb: str) -> Path:
