@@ -15,7 +15,7 @@ import numpy as np
 
 from ..geometry import Volume
 from ..io._atomic import write_atomically
-from ..io.suffixes import IMAGE_SUFFIXES
+from ..io.suffixes import DICOM_SEG_SUFFIX, IMAGE_SUFFIXES
 from ..session.predictor import Predictor
 from .first_prompts import check_first_prompt
 from .prompted import evaluate_prompted_case
@@ -99,9 +99,11 @@ def find_cases(images: Path, labels: Path | None = None) -> list[CasePair]:
     images, labels = _folders(Path(images), None if labels is None else Path(labels))
     pairs, unpaired = [], []
     for image in sorted(p for p in images.iterdir() if _is_image(p)):
-        stem = image.name[: -len(_suffix(image))]
+        stem = image.name[: -len(_suffix(image))] if image.is_file() else image.name
         names = [stem] + ([stem[: -len(NNUNET_CHANNEL)]] if stem.endswith(NNUNET_CHANNEL) else [])
-        found = [labels / (name + _suffix(image)) for name in names]
+        # A label in the image's own format, or a DICOM SEG (the label of a DICOM series).
+        endings = ([_suffix(image)] if image.is_file() else []) + [DICOM_SEG_SUFFIX]
+        found = [labels / (name + ending) for name in names for ending in endings]
         label = next((path for path in found if path.is_file()), None)
         if label is None:
             unpaired.append(image.name)
@@ -146,6 +148,9 @@ def _suffix(path: Path) -> str:
 
 
 def _is_image(path: Path) -> bool:
+    """An image file, or a folder (a DICOM series: one per case, named like its label)."""
+    if path.is_dir():
+        return not path.name.startswith(".")
     return path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES)
 
 
@@ -179,12 +184,14 @@ def evaluate_cases(
     """
     check_first_prompt(first_prompt)
     from ..io import VolumeReadError, read_volume  # here: SimpleITK only when reading
+    from ..io.label_files import read_label_volume
 
     results = []
     for number, case in enumerate(cases, 1):
         try:
-            image, label = read_volume(case.image), read_volume(case.label)
-        except VolumeReadError as error:
+            image = read_volume(case.image)
+            label = read_label_volume(case.label, image)
+        except (VolumeReadError, ValueError) as error:
             reason = f"cannot read: {error}"
             result = CaseResult(case.name, "skipped", reason, first_prompt=first_prompt)
         else:

@@ -94,6 +94,22 @@ def read_structure(
     return values != 0 if choice is None else values == int(choice)
 
 
+def read_label_volume(path: Path, image: Volume) -> Volume:
+    """Labels for ``image``: a labelmap as it is; a DICOM SEG's segments on ``image``'s grid as
+    their numbers (segment 1 is value 1).
+
+    Raises:
+        VolumeReadError, ValueError: in one line naming the file.
+    """
+    from ..geometry import Volume
+    from .images import read_volume
+
+    path = Path(path)
+    if not path.name.lower().endswith(DICOM_SEG_SUFFIX):
+        return read_volume(path)
+    return Volume(labelmap_of(read_segments(path, image)), image.ijk_to_ras)
+
+
 def labelmap_of(segments: Sequence[Segment]) -> np.ndarray:
     """Segment ``n`` (1 = the first) as value ``n``, uint16 ``(I, J, K)``; a later segment
     wins where two overlap (a labelmap holds one value per voxel)."""

@@ -18,10 +18,12 @@ import numpy as np
 from ..evaluation.protocol import CaseSkipped, prepare_case
 from ..geometry import Crop, Volume
 from ..io import VolumeReadError
-from ..io.suffixes import IMAGE_SUFFIXES, SEGMENTATION_SUFFIXES
+from ..io.suffixes import DICOM_SEG_SUFFIX, IMAGE_SUFFIXES, SEGMENTATION_SUFFIXES
 
 # nnU-Net names a case's channels case_0000, case_0001, ...; the models take one channel.
 FIRST_CHANNEL = "_0000"
+# A case's label: a labelmap, a Slicer segmentation or a DICOM SEG.
+LABEL_SUFFIXES = (*SEGMENTATION_SUFFIXES, *IMAGE_SUFFIXES, DICOM_SEG_SUFFIX)
 OTHER_CHANNEL = re.compile(r"_(?!0000)\d{4}$")
 
 
@@ -81,7 +83,7 @@ def _folder_cases(folder: Path) -> list[CaseFiles]:
     for image, stem in _first_channel_images(images):
         case = stem.removesuffix(FIRST_CHANNEL)
         label = next(
-            (labels / (case + s) for s in IMAGE_SUFFIXES if (labels / (case + s)).is_file()), None
+            (labels / (case + s) for s in LABEL_SUFFIXES if (labels / (case + s)).is_file()), None
         )
         if label is None:
             raise DatasetError(f"{image}: no label {case}.* in {labels}")
@@ -187,34 +189,36 @@ def prepare(case: CaseFiles, label: int | str | None) -> TrainingCase:
 
     try:
         image = read_volume(case.image)
-        truth, value = _label_volume(case.label, label)
+        truth, value = _label_volume(case.label, label, image)
         crop, mask = prepare_case(image, truth, value, name=case.name)
     except (VolumeReadError, CaseSkipped) as error:
         raise DatasetError(f"{case.name}: {error}") from None
     return TrainingCase(case.name, crop, mask)
 
 
-def _label_volume(path: Path, label: int | str | None) -> tuple[Volume, int | None]:
-    """The label as a volume and the value that marks the structure in it."""
+def _label_volume(
+    path: Path, label: int | str | None, image: Volume
+) -> tuple[Volume, int | None]:
+    """The label as a volume and the value that marks the structure in it: a labelmap as it
+    is; a ``.seg.nrrd`` or DICOM SEG's chosen segments (by number or name; all when None) as 1
+    (a SEG on ``image``'s grid, placed by its frames' positions)."""
     from ..io import read_segmentation, read_volume
+    from ..io.label_files import choose_segments, read_segments
 
-    if not path.name.endswith(SEGMENTATION_SUFFIXES):
+    name = path.name.lower()
+    if not name.endswith((*SEGMENTATION_SUFFIXES, DICOM_SEG_SUFFIX)):
         if isinstance(label, str):
             raise DatasetError(f"{path}: a labelmap has no names; give --label as a number "
                                "or add a dataset.json")  # fmt: skip
         return read_volume(path), label
-    segments, geometry = read_segmentation(path)
-    if isinstance(label, str):
-        chosen = [s for s in segments if s.name.lower() == label.lower()]
-        if not chosen:
-            raise DatasetError(f"{path}: no segment named {label!r} (it has "
-                               f"{', '.join(s.name for s in segments)})")  # fmt: skip
-    elif label is not None:
-        if not 1 <= label <= len(segments):
-            raise DatasetError(f"{path}: --label {label} picks a segment by number, 1 to "
-                               f"{len(segments)}")  # fmt: skip
-        chosen = [segments[label - 1]]
+    if name.endswith(DICOM_SEG_SUFFIX):
+        segments, ijk_to_ras = read_segments(path, image), image.ijk_to_ras
     else:
-        chosen = segments
+        segments, geometry = read_segmentation(path)
+        ijk_to_ras = geometry.ijk_to_ras
+    try:
+        chosen = choose_segments(segments, label, path)
+    except ValueError as error:
+        raise DatasetError(str(error)) from None
     mask = np.any([s.mask for s in chosen], axis=0)
-    return Volume(mask.astype(np.uint8), geometry.ijk_to_ras), None
+    return Volume(mask.astype(np.uint8), ijk_to_ras), None
