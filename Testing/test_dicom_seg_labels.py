@@ -32,7 +32,10 @@ def labelled(tmp_path_factory) -> tuple[Path, np.ndarray, np.ndarray]:
     spleen = np.zeros(volume.shape, bool)
     spleen[340:400, 200:260, 8:12] = True
     path = tmp_path_factory.mktemp("seg") / "ct.dcm"
-    segments = [Segment("liver", (0.8, 0.4, 0.3), liver), Segment("spleen", (0.6, 0.2, 0.6), spleen)]
+    segments = [
+        Segment("liver", (0.8, 0.4, 0.3), liver),
+        Segment("spleen", (0.6, 0.2, 0.6), spleen),
+    ]
     write_dicom_seg(path, segments, volume, dicom_series_of(PACS_DIR, volume),
                     SegAlgorithm("manual", "1", ""))  # fmt: skip
     return path, liver, spleen
