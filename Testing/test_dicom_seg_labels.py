@@ -81,3 +81,16 @@ def test_finetune_picks_a_seg_segment_by_number_or_name(labelled):
         prepare(CaseFiles("ct", PACS_DIR, path), "kidney")
     with pytest.raises(DatasetError, match="1 to 2"):
         prepare(CaseFiles("ct", PACS_DIR, path), 3)
+
+
+def test_the_readme_gives_every_segment_code_the_seg_writes():
+    from fastsam3d_core.io.dicom_seg import GENERIC_CODES, STRUCTURE_CODES
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    table = readme.split("## DICOM SEG and the PACS", 1)[1].split("\n## ", 1)[0]
+    for name, (category, kind) in STRUCTURE_CODES.items():
+        row = next((line for line in table.splitlines() if f"{kind.value} {kind.meaning}" in line),
+                   "")  # fmt: skip
+        assert name in row and f"{category.value} {category.meaning}" in row, name
+    generic = f"{GENERIC_CODES[1].value} {GENERIC_CODES[1].meaning}"
+    assert f"any other name | {generic} | {generic}" in table
