@@ -173,3 +173,14 @@ def test_a_missing_series_is_one_line_naming_the_server_and_nothing_is_stored(
     assert len(orthanc_segs(orthanc, source.StudyInstanceUID)) == before
     store_alone = segment(PACS_DIR, weights, centre, tmp_path / "y.dcm", more=["--store"])
     assert store_alone.exit_code == 2 and "not a DICOMweb series URL" in store_alone.output
+
+
+def test_a_seg_of_another_series_is_refused_as_the_segment_to_refine(tmp_path, weights, centre):
+    first = tmp_path / "first.dcm"
+    assert segment(PACS_DIR, weights, centre, first).exit_code == 0
+    # The same slices without identifiers: the SEG references a series that this image is not.
+    result = segment(PLAIN_DIR, weights, centre, tmp_path / "x.seg.nrrd", more=["--start", first])
+    assert result.exit_code == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert "first.dcm" in line and "series" in line
+    assert not (tmp_path / "x.seg.nrrd").exists()
