@@ -364,6 +364,9 @@ def _frame_masks(
     """(segment number, its voxels (rows, columns)) of one frame."""
     if kind == "LABELMAP":
         return [(number, frame == number) for number in numbers]
+    # One segment: highdicom (as the standard allows) names it once, in the shared groups.
+    if "SegmentIdentificationSequence" not in groups:
+        groups = dataset.SharedFunctionalGroupsSequence[0]
     number = int(groups.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
     if kind == "FRACTIONAL":
         return [(number, 2 * frame.astype(np.int64) > int(dataset.MaximumFractionalValue))]
