@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import shutil
 import sys
 import tempfile
 import time
@@ -26,7 +25,11 @@ from trame_slicer.rca_view import register_rca_factories
 from trame_vuetify.ui.vuetify3 import SinglePageWithDrawerLayout
 from trame_vuetify.widgets import vuetify3 as v3
 
+from fastsam3d_core.io.dicomweb import is_dicomweb_url
+
+from .dicom_files import ImageSource, dicom_series_for, image_files, is_dicom_file
 from .events import PageEvents
+from .pacs import DicomwebAccess, PacsPanel
 from .placement import TOOLS, Placement
 from .uploads import UploadRefused, check_uploads
 
@@ -45,23 +48,30 @@ class SegmentationPage(TrameApp):
 
     Args:
         server: the trame server (one per browser session).
-        image: the volume to open.
+        image: the volume to open (a file, a DICOM folder), a DICOMweb series URL (opened once
+            the server is ready), or None: the page starts empty (a series is opened from
+            ``dicomweb``'s list, or an image uploaded).
         predictor: what ``InteractiveSegmentationLogic.setPredictor`` takes, or a
             ``(model, device, weights, server, token)`` tuple for ``setModel``.
         focus: RAS mm (3,) on which the slice views are centred; None: the volume's centre.
         idle_minutes: the server stops after this long without use (no click, button or
             scrolling); None: never.
         home: where the user gets a new session (the launcher's address), for that message.
+        dicomweb: the DICOMweb server whose series the page lists, and the credentials.
+
+    Attributes:
+        source: where the current image came from (its DICOM series, for a SEG).
     """
 
     def __init__(
         self,
         server: Any,
-        image: Path,
+        image: Path | str | None,
         predictor: Any,
         focus: tuple | None = None,
         idle_minutes: float | None = None,
         home: str | None = None,
+        dicomweb: DicomwebAccess | None = None,
     ) -> None:
         super().__init__(server=server)
         self.idle_minutes = idle_minutes
@@ -76,17 +86,14 @@ class SegmentationPage(TrameApp):
         self.layout.register_layout_dict(LayoutManager.default_grid_configuration())
         # The axial view first and largest (the others stacked beside it).
         self.layout.set_layout("Axial Primary")
-        self.volume = self.slicer.io_manager.load_volumes([str(image)])[0]
-        self.slicer.display_manager.show_volume(self.volume, do_reset_views=True)
-        if focus is not None:
-            self.centre_slices(focus)
+        self.volume, self.source = None, ImageSource()
+        self._export_dir = tempfile.TemporaryDirectory(prefix="fastsam3d-web-")
         self.events = PageEvents(self)
         self.logic = logic_class(self.slicer.scene, observer=self.events)
         if isinstance(predictor, tuple):
             self.logic.setModel(*predictor)
         else:
             self.logic.setPredictor(predictor)
-        self.logic.setInputs(self.volume)
         self.state.status = "Loading..."
         self.state.error = ""
         self.state.busy = self.logic.busy
@@ -108,12 +115,18 @@ class SegmentationPage(TrameApp):
             used=self._used,
             guarded=self._guarded,
         )
+        self.pacs = PacsPanel(self, dicomweb)
+        url = str(image) if image is not None and is_dicomweb_url(str(image)) else None
+        if image is not None and url is None:
+            self._open_image(Path(image))
+        if focus is not None:
+            self.centre_slices(focus)
         self._build_ui()
         for index in range(self.slicer.scene.GetNumberOfNodesByClass("vtkMRMLSliceNode")):
             slice_node = self.slicer.scene.GetNthNodeByClass(index, "vtkMRMLSliceNode")
             slice_node.AddObserver("ModifiedEvent", self._used)  # scrolling, zooming, panning
-        self._export_dir = tempfile.TemporaryDirectory(prefix="fastsam3d-web-")
         self.server.controller.on_server_ready.add(self._start_polling)
+        self.server.controller.on_server_ready.add(lambda **_: self.pacs.start(url))
 
     # -- actions -------------------------------------------------------------------------
 
@@ -141,21 +154,20 @@ class SegmentationPage(TrameApp):
     # -- helpers -------------------------------------------------------------------------
 
     def _open_upload(self, files: list[dict]) -> None:
-        folder = Path(tempfile.mkdtemp(prefix="upload-", dir=self._export_dir.name))
-        try:  # the files are only read: the scene holds the image in memory
-            volumes, names = self._load_uploads(files, folder)
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
-        if not volumes or volumes[0] is None:
-            raise ValueError(
-                f"{names}: not an image this page can open (NRRD, NIfTI, MHA/MHD, or a DICOM "
-                "series' files); the current image stays"
-            )
-        self._switch_to(volumes[0])
+        folder = Path(tempfile.mkdtemp(prefix="upload-", dir=self.work_folder))
+        source = ImageSource(folder=folder)  # a DICOM series' files stay while it is shown
+        try:
+            paths = self._save_uploads(files, folder)
+            dicom = any(is_dicom_file(path) for path in paths)
+            self.open_files([str(path) for path in paths], source, folder if dicom else None)
+        except BaseException:
+            source.discard()
+            raise
+        if source.series is None:  # the scene holds the image in memory
+            source.discard()
 
-    def _load_uploads(self, files: list[dict], folder: Path) -> tuple[list, str]:
-        """The volume nodes read from the uploaded files (written into ``folder``), and the
-        files' names."""
+    def _save_uploads(self, files: list[dict], folder: Path) -> list[Path]:
+        """The uploaded files, written into ``folder`` once checked."""
         paths = []
         for entry in files or []:
             upload = ClientFile(entry)
@@ -168,21 +180,51 @@ class SegmentationPage(TrameApp):
         if not paths:
             raise ValueError("no file was uploaded")
         check_uploads(paths)  # before any reader follows a header's file names or inflates
+        return paths
+
+    def _open_image(self, image: Path) -> None:
+        """IMAGE: a file, or a DICOM series (a folder, or a file of it)."""
+        dicom = image.is_dir() or is_dicom_file(image)
+        self.open_files(image_files(image), ImageSource(), image if dicom else None)
+
+    def open_files(self, files: list[str], source: ImageSource, dicom_path=None) -> None:
+        """Open the image these files make, from ``source``; with ``dicom_path`` (the DICOM
+        folder or file they are of), with its DICOM series, for a SEG."""
         try:
-            volumes = self.slicer.io_manager.load_volumes([str(p) for p in paths])
+            volumes = self.slicer.io_manager.load_volumes(files)
         except Exception:
             volumes = []
-        return volumes, ", ".join(p.name for p in paths)
+        if not volumes or volumes[0] is None:
+            names = ", ".join(Path(name).name for name in files[:3])
+            raise ValueError(
+                f"{names}{', ...' if len(files) > 3 else ''}: not an image this page can open "
+                "(NRRD, NIfTI, MHA/MHD, or a DICOM series' files); the current image stays"
+            )
+        if dicom_path is not None:
+            source.series = dicom_series_for(Path(dicom_path), volumes[0])
+        self._switch_to(volumes[0], source)
 
-    def _switch_to(self, volume: Any) -> None:
-        """Segment ``volume`` from now on, if the logic takes it: else it is removed and the
-        current image stays. The previous image and its segmentation leave the scene."""
+    @property
+    def work_folder(self) -> str:
+        """The session's own folder: exports, uploads, downloaded series."""
+        return self._export_dir.name
+
+    def _switch_to(self, volume: Any, source: ImageSource | None = None) -> None:
+        """Segment ``volume`` (from ``source``) from now on, if the logic takes it: else it is
+        removed and the current image stays. The previous image, its segmentation and its
+        files leave."""
         scene, previous = self.slicer.scene, (self.volume, self.logic.segmentationNode)
         try:
             self.logic.setInputs(volume)
         except Exception:
             scene.RemoveNode(volume)
             raise
+        source = source or ImageSource()
+        self.logic.setDicomSource(volume, source.series)
+        self.source, replaced = source, self.source
+        if replaced is not source:
+            replaced.discard()
+        self.pacs.show_source(source)
         self.volume = volume
         self.slicer.display_manager.show_volume(volume, do_reset_views=True)
         self.placement.restart()  # a drawing on the previous image is dropped
@@ -230,6 +272,8 @@ class SegmentationPage(TrameApp):
         except Exception as error:
             self.show_error(error)
             return None
+
+    guarded = _guarded
 
     def _used(self, *_: Any) -> None:
         self._used_at = time.monotonic()
@@ -360,6 +404,7 @@ class SegmentationPage(TrameApp):
                     click=f"utils.download('{name}', trigger('{export}', ['{name}']), "
                     "'application/octet-stream')",
                 )
+            self.pacs.build_buttons()
 
     def _action_buttons(self, *actions: tuple) -> None:
         """A button for each ``(label, logic action, element id)``; an error shows on the page."""
@@ -401,6 +446,7 @@ class SegmentationPage(TrameApp):
                 )
                 self._build_side_actions()
                 self._build_point_list()
+            self.pacs.build_dialog()
             with self.ui.content:
                 with html.Div(style="height: calc(100vh - 96px);"):
                     self.layout.initialize_layout_grid(self.ui)

@@ -101,6 +101,8 @@ class Placement:
         dropped; a drawn tool gets a new node from the engine."""
         self._drop_drawing()
         positive = not self.state.negative
+        if self.logic.volumeNode is None:
+            return  # no image yet: nothing to place on (the page starts empty with a PACS)
         if self._tool not in DRAWN:
             self._place_points(positive)
             return
@@ -137,6 +139,8 @@ class Placement:
 
     def _place_points(self, positive: bool) -> None:
         node = self.logic.positiveNode if positive else self.logic.negativeNode
+        if node is None:
+            return  # no image yet
         self.markups_logic.place_node(node, persistent=True)
         self._placing_positive = positive
 

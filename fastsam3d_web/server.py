@@ -37,16 +37,18 @@ SESSION_IDLE_S = 60
 
 
 def run(
-    image: Path,
+    image: Path | str | None,
     predictor: Any,
     host: str,
     port: int,
     focus: tuple | None = None,
     idle_timeout_s: int | None = None,
     idle_minutes: float | None = None,
+    dicomweb: Any = None,
 ) -> None:
     """Serve the page (one scene) until interrupted, ``idle_timeout_s`` without a tab, or
-    ``idle_minutes`` without use.
+    ``idle_minutes`` without use. ``image``, ``dicomweb``: as
+    :class:`~fastsam3d_web.app.SegmentationPage` takes them.
 
     Started by the launcher, the process finds its secret and the launcher's address in its
     environment (:mod:`fastsam3d_web.access`) and serves only the tab that brings the secret.
@@ -57,7 +59,7 @@ def run(
 
     server = get_server(client_type="vue3")
     home = os.environ.get(SESSION_HOME_ENV)
-    SegmentationPage(server, image, predictor, focus, idle_minutes=idle_minutes, home=home)
+    SegmentationPage(server, image, predictor, focus, idle_minutes, home, dicomweb)
     guard_server(server, host, port, os.environ.get(SESSION_SECRET_ENV), home)
     server.start(
         host=host,

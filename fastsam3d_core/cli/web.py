@@ -7,14 +7,38 @@ from typing import Annotated, Optional
 
 import typer
 
+from .dicomweb_options import (
+    DicomwebPasswordOption,
+    DicomwebTokenOption,
+    DicomwebUserOption,
+    dicomweb_auth,
+)
 from .runtime import ServerOption, TokenOption
+
+# IMAGE is text, not a Path: a DICOMweb URL's "//" would not survive a Path.
+ImageArgument = Annotated[
+    Optional[str],
+    typer.Argument(
+        metavar="IMAGE",
+        help="Image: NRRD, NIfTI, MHA/MHD, DICOM, or a DICOMweb series URL "
+        "(http(s)://HOST/.../studies/UID/series/UID); optional with --dicomweb.",
+        show_default=False,
+    ),
+]
+DicomwebServerOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--dicomweb",
+        metavar="URL",
+        help="A DICOMweb server (its base URL, e.g. http://HOST:8042/dicom-web) whose series "
+        "the page lists to open, and where 'Save to PACS' stores their SEG.",
+        show_default=False,
+    ),
+]
 
 
 def web(
-    image: Annotated[
-        Optional[Path],
-        typer.Argument(metavar="IMAGE", help="Image: NRRD, NIfTI, MHA/MHD or DICOM."),
-    ] = None,
+    image: ImageArgument = None,
     example: Annotated[
         bool,
         typer.Option(
@@ -62,12 +86,16 @@ def web(
         float,
         typer.Option(metavar="MIN", help="Close a session after this long without use (0: never)."),
     ] = 30.0,
+    dicomweb: DicomwebServerOption = None,
+    dicomweb_token: DicomwebTokenOption = None,
+    dicomweb_user: DicomwebUserOption = None,
+    dicomweb_password: DicomwebPasswordOption = None,
 ) -> None:
     """Segment IMAGE in a web browser: click in the slice views, as in the Slicer module."""
-    from .segment import example_point, image_or_example, parse_point
+    from .segment import example_point, parse_point
 
     try:
-        from fastsam3d_web.start import PageSettings, check_inputs, serve_pages
+        from fastsam3d_web.start import PageSettings, serve_pages
     except ImportError as error:
         raise RuntimeError(
             f"the browser front end needs the web extra ({error.name} is missing): "
@@ -75,17 +103,44 @@ def web(
         ) from None
     if (model == "oracle") != (truth is not None):
         raise typer.BadParameter("--truth goes with --model oracle, and only with it")
-    image = image_or_example(image, example, "open")
     if example and not focus:  # the views on the example's spleen
         focus = example_point()
-    check_inputs(image)  # a bad image is refused here, in one line, before the server starts
+    credentials = (dicomweb_token, dicomweb_user, dicomweb_password)
+    images, auth = _checked_sources(image, example, dicomweb, credentials)
     point = parse_point(focus)[0] if focus else None
-    settings = PageSettings(image=image, model=model, weights=weights, server=server, token=token,
+    settings = PageSettings(model=model, weights=weights, server=server, token=token,
                             truth=truth, truth_value=truth_value, focus=point, host=host,
-                            idle_minutes=idle_minutes)  # fmt: skip
+                            idle_minutes=idle_minutes, dicomweb=dicomweb, dicomweb_auth=auth,
+                            image=images[0], image_url=images[1])  # fmt: skip
     if sessions < 1:
         raise typer.BadParameter("at least 1", param_hint="--sessions")
     if idle_minutes < 0:
         raise typer.BadParameter("0 (never) or more", param_hint="--idle-minutes")
     serve_pages(settings, port, sessions, require_token)
 
+
+def _checked_sources(
+    image: Optional[str], example: bool, dicomweb: Optional[str], credentials: tuple
+) -> tuple:
+    """((IMAGE (or the example) as a path, IMAGE as a DICOMweb series URL), the DICOMweb
+    credentials): one of the two or, with ``--dicomweb``, neither (the page starts empty, with
+    the server's series to open); the credentials only where DICOMweb is used. Refused in one
+    line, before any server starts: no IMAGE, an IMAGE that cannot be read or is not a series
+    URL, a ``--dicomweb`` server that does not answer (or refuses the credentials)."""
+    from fastsam3d_web.start import check_dicomweb, check_inputs
+
+    from ..io.dicomweb import SeriesURL, is_dicomweb_url
+    from .segment import image_or_example
+
+    if image is not None or example or not dicomweb:
+        image = str(image_or_example(image, example, "open"))
+    images: tuple = (None, None)
+    if image is not None and is_dicomweb_url(image):
+        images = (None, str(SeriesURL.parse(image)))
+    elif image is not None:
+        check_inputs(Path(image))
+        images = (Path(image), None)
+    auth = dicomweb_auth(*credentials) if dicomweb or images[1] else None
+    if dicomweb:
+        check_dicomweb(dicomweb, auth)
+    return images, auth

@@ -1,0 +1,300 @@
+"""The page's DICOMweb side against a real Orthanc: a series opened from the PACS, its DICOM SEG
+downloaded and saved back (STOW-RS).
+
+One Orthanc for the module (the ``orthanc`` fixture) holds the shared PACS series. The series has
+no labels, so the oracle answers with a ball around the volume's centre (written on the series'
+own grid), where a click in the middle of the axial view lands. First in-process (the page's
+actions as the browser's messages call them), then in Debian's chromium with the page started as
+a user starts it (``fastsam3d web --dicomweb URL``): filter by patient ID, open the series, click,
+Save to PACS, and the SEG is in Orthanc (QIDO-RS, Modality SEG) in the same study, referencing
+the series, with the clicked voxels; Download DICOM SEG gives the same segment.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from conftest import SHARED_DATA_DIR, free_port, wait_for_port
+
+from fastsam3d_core.io import read_volume, write_labelmap
+from fastsam3d_core.session import OraclePredictor
+
+pytest.importorskip("trame_slicer", reason="needs the web extra (pip install -e '.[web]')")
+dicom_seg = pytest.importorskip("fastsam3d_core.io.dicom_seg", reason="needs highdicom")
+from fastsam3d_core.io.dicom_source import dicom_series_of  # noqa: E402
+from fastsam3d_core.io.dicomweb import DicomwebAuth, open_client  # noqa: E402
+
+PACS_DIR = SHARED_DATA_DIR / "totalseg_ct" / "example_ct_dicom_pacs"
+PATIENT = "FASTSAM3D-EXAMPLE"
+pytestmark = pytest.mark.skipif(not PACS_DIR.is_dir(), reason=f"{PACS_DIR} not found")
+BALL_MM = 30.0
+TIMEOUT_S = 120
+TIMEOUT_MS = TIMEOUT_S * 1000
+# Credentials the page is given (Orthanc here checks none): they must never reach the browser.
+SECRET = "pacs-secret-never-shown"
+_servers = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def pacs(orthanc, tmp_path_factory):
+    """The shared series in Orthanc, its grid, and the oracle's truth beside it:
+    (series URL, volume, series, truth labelmap path)."""
+    assert len(orthanc.upload(PACS_DIR)) == 20
+    volume = read_volume(PACS_DIR)
+    series = dicom_series_of(PACS_DIR, volume)
+    centre = (np.array(volume.shape) - 1) / 2
+    spacing = np.linalg.norm(volume.ijk_to_ras[:3, :3], axis=0)
+    offsets = [(axis - c) * s for axis, c, s in zip(np.indices(volume.shape), centre, spacing)]
+    ball = (sum(o**2 for o in offsets) <= BALL_MM**2).astype(np.uint8)
+    truth = tmp_path_factory.mktemp("truth") / "ball.nii.gz"
+    write_labelmap(truth, ball, volume)
+    url = f"{orthanc.dicomweb}/studies/{series.study_uid}/series/{series.series_uid}"
+    return url, volume, series, truth
+
+
+def stored_segs(orthanc, series) -> list[pydicom.Dataset]:
+    """The SEG instances Orthanc holds in the series' study (QIDO-RS, then WADO-RS)."""
+    client = open_client(orthanc.dicomweb, DicomwebAuth())
+    found = client.search_for_series(series.study_uid, search_filters={"Modality": "SEG"})
+    uids = [item["0020000E"]["Value"][0] for item in found]
+    return [d for uid in uids for d in client.retrieve_series(series.study_uid, uid)]
+
+
+def seg_voxels(dataset: pydicom.Dataset, folder: Path, volume, series) -> np.ndarray:
+    """The SEG's one segment on the series' grid, read back by the core."""
+    path = folder / f"{dataset.SOPInstanceUID}.dcm"
+    dataset.save_as(path)
+    (segment,) = dicom_seg.read_dicom_seg(path, volume, series)
+    return segment.mask
+
+
+# -- in-process: the page's actions as the browser calls them -------------------------------
+
+
+@pytest.fixture
+def page(pacs, orthanc):
+    from trame.app import get_server
+
+    from fastsam3d_web.app import SegmentationPage
+    from fastsam3d_web.pacs import DicomwebAccess
+
+    server = get_server(f"test-dicomweb-{next(_servers)}", client_type="vue3")
+    access = DicomwebAccess(orthanc.dicomweb, DicomwebAuth(user="reader", password=SECRET))
+    page = SegmentationPage(server, None, OraclePredictor(read_volume(pacs[3])), dicomweb=access)
+    yield page
+    page.logic.cleanup()
+
+
+vtk = pytest.importorskip("vtk")
+
+
+def settle(page) -> None:
+    assert page.logic.waitForIdle(TIMEOUT_S)
+    page.logic.processEvents(0)
+
+
+def test_the_page_opens_the_series_from_the_pacs_and_saves_its_seg_there(
+    page, pacs, orthanc, tmp_path: Path
+):
+    url, volume, series, _ = pacs
+    state = page.state
+    assert page.volume is None and not state.dicom_source and not state.pacs_target
+    page.guarded(lambda: page.pacs.save())
+    assert "did not come from a DICOMweb server" in state.error
+    page.pacs.search("SOMEONE-ELSE", "")
+    assert state.pacs_series == [] and state.pacs_found == "0 series"
+    page.pacs.search(PATIENT, "20221208")
+    assert [row["url"] for row in state.pacs_series] == [url], state.pacs_series
+    row = state.pacs_series[0]
+    assert (row["patient_id"], row["modality"], row["instances"]) == (PATIENT, "CT", 20)
+    # Only a series the page listed opens: a URL from the browser fetches nothing else.
+    page.guarded(lambda: page.pacs.open_series(url.replace(series.series_uid, "1.2.3")))
+    assert "not in the list" in state.error
+    page.pacs.open_series(url)
+    settle(page)
+    assert state.error == "" and page.volume is not None
+    assert state.dicom_source and state.pacs_target == orthanc.dicomweb
+    assert page.logic.dicomSource.series_uid == series.series_uid
+    before = len(stored_segs(orthanc, series))
+    centre = volume.index_to_ras((np.array(volume.shape) - 1) / 2)
+    page.logic.positiveNode.AddControlPointWorld(vtk.vtkVector3d(*[float(v) for v in centre]))
+    settle(page)
+    page.pacs.save()
+    assert state.error == "" and state.status.startswith("Saved to PACS"), state.status
+    assert "FastSAM3D segmentation" in state.status
+    segs = stored_segs(orthanc, series)
+    assert len(segs) == before + 1
+    assert segs[-1].ReferencedSeriesSequence[0].SeriesInstanceUID == series.series_uid
+    mask = seg_voxels(segs[-1], tmp_path, volume, series)
+    assert mask.sum() > 1000
+    # The credentials never reach the browser's state.
+    assert SECRET not in json.dumps(state.to_dict(), default=str)
+    # Another image (an upload that is not DICOM): no SEG, and the download's files are gone.
+    downloaded = list(Path(page.work_folder).glob("dicomweb-*"))
+    assert downloaded
+    nifti = tmp_path / "ct.nii.gz"
+    write_labelmap(nifti, volume.array.astype(np.int16), volume)
+    page.upload([{"name": "ct.nii.gz", "content": nifti.read_bytes(), "size": 1, "type": ""}])
+    settle(page)
+    assert state.error == "" and not state.dicom_source and not state.pacs_target
+    assert not any(folder.exists() for folder in downloaded)
+    assert page.pacs.download_seg() is None and "did not come from DICOM" in state.error
+
+
+def test_a_dicom_folder_as_image_and_uploaded_dicom_files_give_a_seg(pacs, tmp_path: Path):
+    from trame.app import get_server
+
+    from fastsam3d_web.app import SegmentationPage
+
+    _, volume, series, truth = pacs
+    server = get_server(f"test-dicomweb-{next(_servers)}", client_type="vue3")
+    page = SegmentationPage(server, PACS_DIR, OraclePredictor(read_volume(truth)))
+    try:
+        settle(page)
+        state = page.state
+        assert state.dicom_source and not state.pacs_target  # a SEG, but no PACS to save to
+        assert page.logic.dicomSource.files[0].parent == PACS_DIR
+        centre = volume.index_to_ras((np.array(volume.shape) - 1) / 2)
+        page.logic.positiveNode.AddControlPointWorld(vtk.vtkVector3d(*map(float, centre)))
+        settle(page)
+        # (The download itself, an attachment, needs a running server: the browser test's.)
+        written = page.logic.exportSegmentation(str(tmp_path / "from-folder.dcm"))
+        from_folder = dicom_seg.read_dicom_seg(written, volume, series)[0].mask
+        assert from_folder.sum() > 1000
+        page.guarded(page.pacs.save)
+        assert "did not come from a DICOMweb server" in state.error
+        # The same series uploaded: its files stay (for the SEG) while it is the image.
+        page.upload([{"name": path.name, "content": path.read_bytes(), "size": 1, "type": ""}
+                     for path in sorted(PACS_DIR.iterdir())])  # fmt: skip
+        settle(page)
+        assert state.error == "" and state.dicom_source
+        kept = page.logic.dicomSource.files[0].parent
+        assert kept.parent == Path(page.work_folder) and len(list(kept.iterdir())) == 20
+        page.logic.positiveNode.AddControlPointWorld(vtk.vtkVector3d(*map(float, centre)))
+        settle(page)
+        written = page.logic.exportSegmentation(str(tmp_path / "uploaded.dcm"))
+        uploaded = dicom_seg.read_dicom_seg(written, volume, series)[0].mask
+        assert np.array_equal(uploaded, from_folder)
+    finally:
+        page.logic.cleanup()
+
+
+# -- the command line and the browser -------------------------------------------------------
+
+
+def _fastsam3d() -> str:
+    return str(Path(sys.executable).with_name("fastsam3d"))
+
+
+def test_an_unreachable_server_or_a_url_that_is_no_series_is_one_line(pacs, tmp_path: Path):
+    truth = str(pacs[3])
+    for arguments, expected in (
+        (["--dicomweb", f"http://127.0.0.1:{free_port()}/dicom-web"], "cannot connect"),
+        (["http://127.0.0.1:1/dicom-web/studies/1.2"], "not a DICOMweb series URL"),
+    ):
+        run = subprocess.run(
+            [_fastsam3d(), "web", *arguments, "--model", "oracle", "--truth", truth,
+             "--dicomweb-password", SECRET, "--dicomweb-user", "reader",
+             "--port", str(free_port())],
+            capture_output=True, text=True, timeout=TIMEOUT_S,
+            env={**os.environ, "FASTSAM3D_DEBUG": ""},
+        )  # fmt: skip
+        lines = run.stderr.strip().splitlines()
+        assert run.returncode == 1 and len(lines) == 1, run.stderr
+        assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
+        assert SECRET not in run.stderr + run.stdout
+
+
+@pytest.fixture
+def dicomweb_page_server(pacs, orthanc, tmp_path: Path):
+    """``fastsam3d web --dicomweb`` on a free loopback port (one session), its credentials in
+    the environment; yields its URL."""
+    port = free_port()
+    command = [_fastsam3d(), "web", "--dicomweb", orthanc.dicomweb, "--model", "oracle",
+               "--truth", str(pacs[3]), "--port", str(port), "--sessions", "1"]  # fmt: skip
+    environment = {**os.environ, "FASTSAM3D_DICOMWEB_USER": "reader",
+                   "FASTSAM3D_DICOMWEB_PASSWORD": SECRET}  # fmt: skip
+    log_path = tmp_path / "server.log"
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
+                                  env=environment)  # fmt: skip
+        try:
+            wait_for_port(port, seconds=TIMEOUT_S, process=server)
+            yield f"http://127.0.0.1:{port}/"
+        finally:
+            server.send_signal(signal.SIGINT)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+    assert SECRET not in log_path.read_text(errors="replace")
+
+
+def test_in_the_browser_open_from_the_pacs_click_and_save_to_pacs(
+    dicomweb_page_server, pacs, orthanc, tmp_path: Path
+):
+    import test_web
+    from test_web import IDLE_WITH, _axial_view_box, _download
+
+    if test_web.CHROMIUM is None:
+        pytest.skip("Debian's chromium is not installed")
+    _, volume, series, _ = pacs
+    with test_web.playwright_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=test_web.CHROMIUM, args=["--no-sandbox"], headless=True
+        )
+        try:
+            context = chromium.new_context(
+                accept_downloads=True, viewport={"width": 1280, "height": 900}
+            )
+            page = context.new_page()
+            page.goto(dicomweb_page_server)
+            # The page starts without an image, the server's series listed in a dialog.
+            page.wait_for_selector("#pacs-dialog .pacs-series-row", timeout=TIMEOUT_MS)
+            assert SECRET not in page.content()
+            page.fill("#pacs-patient-id", "NOBODY")
+            page.click("#pacs-search")
+            page.wait_for_function(
+                "document.querySelector('#pacs-found')?.textContent.trim() === '0 series'",
+                timeout=TIMEOUT_MS,
+            )
+            page.fill("#pacs-patient-id", PATIENT)
+            page.click("#pacs-search")
+            rows = page.locator("#pacs-dialog .pacs-series-row")
+            rows.first.wait_for(timeout=TIMEOUT_MS)
+            assert rows.count() == 1 and "CT Body 3.0" in rows.first.text_content()
+            rows.first.click()
+            page.wait_for_selector("#pacs-dialog", state="detached", timeout=TIMEOUT_MS)
+            page.wait_for_function(
+                "!document.querySelector('#export-dicom-seg')?.disabled", timeout=TIMEOUT_MS
+            )
+            page.wait_for_timeout(1000)  # the views' first images
+            before = len(stored_segs(orthanc, series))
+            box = _axial_view_box(page)
+            page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            page.wait_for_function(IDLE_WITH.format(1), timeout=TIMEOUT_MS)
+            assert page.text_content("#error") == ""
+            page.click("#save-to-pacs")
+            saved = "(document.querySelector('#status')?.textContent || '').startsWith('Saved')"
+            page.wait_for_function(saved, timeout=TIMEOUT_MS)
+            assert "FastSAM3D segmentation" in page.text_content("#status")
+            segs = stored_segs(orthanc, series)
+            assert len(segs) == before + 1
+            assert segs[-1].ReferencedSeriesSequence[0].SeriesInstanceUID == series.series_uid
+            stored = seg_voxels(segs[-1], tmp_path, volume, series)
+            assert stored.sum() > 1000
+            downloaded = _download(page, "#export-dicom-seg", tmp_path / "download.dcm")
+            (segment,) = dicom_seg.read_dicom_seg(downloaded, volume, series)
+            assert np.array_equal(segment.mask, stored)
+        finally:
+            chromium.close()

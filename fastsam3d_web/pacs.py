@@ -1,0 +1,322 @@
+"""The page's PACS side: a series opened from a DICOMweb server, and its DICOM SEG downloaded or
+stored back there.
+
+With ``fastsam3d web --dicomweb URL`` a dialog lists the server's image series (QIDO-RS: patient,
+study date and description, series description, modality, images), filtered by patient ID and
+study date; a series clicked is downloaded (WADO-RS) into the session's folder, checked as a
+DICOM folder is (a gap or mixed orientations refused in one line) and opened; an IMAGE that is a
+series URL opens the same way. **Download DICOM SEG** writes the segmentation as a SEG of the
+current image when it came from DICOM (a server, a folder, uploaded files); **Save to PACS** stores
+that SEG (STOW-RS) on the server its series came from.
+
+Requests run on a thread of their own, so the page keeps answering; their results are applied
+on the server's event loop, which owns the scene. The credentials stay in this process: no
+state the browser receives and no message holds them, and the browser can open only the series
+the page listed (a URL from the browser never makes the server fetch with them elsewhere).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from trame.widgets import html
+from trame_vuetify.widgets import vuetify3 as v3
+
+from .dicom_files import ImageSource, image_files
+
+# The DICOM SEG download's file name.
+SEG_FILE = "segmentation.dcm"
+# The most series one search lists, and how long a request may go unanswered.
+SEARCH_LIMIT = 100
+REQUEST_TIMEOUT_S = 60
+# The series list's columns: (heading, SeriesSummary field).
+SERIES_COLUMNS = (
+    ("Patient ID", "patient_id"),
+    ("Name", "patient_name"),
+    ("Study date", "study_date"),
+    ("Study", "study_description"),
+    ("Series", "series_description"),
+    ("Modality", "modality"),
+    ("Images", "instances"),
+)
+
+
+@dataclass(frozen=True)
+class DicomwebAccess:
+    """How the page reaches DICOMweb.
+
+    Attributes:
+        base: the server whose series the page lists (``--dicomweb``); None: no list.
+        auth: the core's ``DicomwebAuth`` for it, and for a series URL given as IMAGE.
+    """
+
+    base: str | None = None
+    auth: Any = None
+
+
+class PacsPanel:
+    """The series dialog and the DICOM SEG buttons of one page (``page``: the
+    :class:`~fastsam3d_web.app.SegmentationPage`, whose ``source`` is the current image's
+    :class:`~fastsam3d_web.dicom_files.ImageSource`)."""
+
+    def __init__(self, page: Any, access: DicomwebAccess | None) -> None:
+        self.page, self.state = page, page.state
+        self.access = access or DicomwebAccess()
+        self._listed: dict[str, Any] = {}  # url -> SeriesSummary, as last listed
+        state = self.state
+        state.pacs_server = self.access.base or ""
+        state.pacs_dialog = False
+        state.pacs_series = []
+        state.pacs_found = ""
+        state.pacs_busy = False
+        self.show_source(ImageSource())
+
+    # -- actions -------------------------------------------------------------------------
+
+    def search(self, patient_id: str | None = None, study_date: str | None = None) -> None:
+        """List the server's image series of this patient ID and study date (either may be
+        empty: any)."""
+        from fastsam3d_core.io.dicomweb import search_series
+
+        base, auth = self.access.base, self.access.auth
+        if base is None:
+            raise ValueError("no DICOMweb server to search: start the page with --dicomweb URL")
+        patient_id, study_date = (patient_id or "").strip(), (study_date or "").strip()
+        self._in_background(
+            "Searching the PACS...",
+            lambda: search_series(
+                base, auth, patient_id or None, study_date or None, SEARCH_LIMIT, REQUEST_TIMEOUT_S
+            ),  # fmt: skip
+            self._list,
+        )
+
+    def open_series(self, url: str) -> None:
+        """Open a series of the list (its URL, as listed)."""
+        if url not in self._listed:  # the browser names it: only what the page offered
+            raise ValueError("that series is not in the list: search again, then pick one")
+        self.open_url(url)
+
+    def open_url(self, url: str) -> None:
+        """Download the series at ``url`` (a DICOMweb series URL) and open it."""
+        from fastsam3d_core.io.dicomweb import SeriesURL, download_series
+
+        series_url, auth = SeriesURL.parse(url), self.access.auth
+        folder = Path(tempfile.mkdtemp(prefix="dicomweb-", dir=self.page.work_folder))
+        files = folder / "series"
+        progress = self._reporter("Downloading the series")
+
+        def download() -> list[str]:
+            download_series(series_url, files, auth, REQUEST_TIMEOUT_S, progress)
+            return image_files(files)  # the series checked as any DICOM folder is
+
+        def opened(names: list[str]) -> None:
+            source = ImageSource(folder=folder, server=series_url.base)
+            self.page.open_files(names, source, dicom_path=files)
+            self.state.pacs_dialog = False
+
+        self._in_background("Downloading the series...", download, opened, folder)
+
+    def download_seg(self) -> Any:
+        """The segmentation as a DICOM SEG file, a download attachment; None on failure."""
+
+        def written() -> Any:
+            path = Path(self.page.work_folder) / SEG_FILE
+            self.page.logic.exportSegmentation(str(path))
+            return self.page.server.protocol.addAttachment(path.read_bytes())
+
+        return self.page.guarded(written)
+
+    def save(self) -> None:
+        """Store the SEG (STOW-RS) on the server the current series came from."""
+        from fastsam3d_core.io.dicomweb import store_dataset
+
+        server, auth = self.page.source.server, self.access.auth
+        if server is None:
+            raise ValueError(
+                "this image did not come from a DICOMweb server: Save to PACS stores the SEG "
+                "where its series is; use Download DICOM SEG instead"
+            )
+        dataset = self.page.logic.dicomSegDataset()  # here: it reads the scene
+
+        def stored(_: Any) -> None:
+            self.state.status = f"Saved to PACS ({server}): {dataset.SeriesDescription}"
+
+        self._in_background(
+            "Saving to PACS...",
+            lambda: store_dataset(server, dataset, auth, REQUEST_TIMEOUT_S),
+            stored,
+        )
+
+    def show_source(self, source: ImageSource) -> None:
+        """The buttons follow the current image: a SEG for a DICOM one, PACS for a server's."""
+        self.state.dicom_source = source.series is not None
+        self.state.pacs_target = source.server if source.series is not None else ""
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _list(self, found: list) -> None:
+        self._listed = {summary.url: summary for summary in found}
+        self.state.pacs_series = [
+            {**{field: getattr(summary, field) for _, field in SERIES_COLUMNS}, "url": summary.url}
+            for summary in found
+        ]
+        more = f" (the first {SEARCH_LIMIT})" if len(found) >= SEARCH_LIMIT else ""
+        self.state.pacs_found = f"{len(found)} series{more}"
+        self.state.status = "Ready" if self.page.volume is not None else "Open a series"
+
+    def _in_background(
+        self,
+        doing: str,
+        work: Callable[[], Any],
+        done: Callable[[Any], None],
+        scratch: Path | None = None,
+    ) -> None:
+        """``work()`` on a thread, then ``done(result)`` here (on the event loop): at once when
+        no loop runs (in-process tests). One at a time; an error is shown on the page and
+        ``scratch`` (a folder) removed."""
+        if self.state.pacs_busy:
+            raise RuntimeError("the PACS is still busy with the last request: wait for it")
+        self.state.status, self.state.error = doing, ""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None:
+            self._finish(work, done, scratch)
+            return
+        self.state.pacs_busy = True
+        loop.create_task(self._finish_later(loop, work, done, scratch))
+
+    async def _finish_later(self, loop, work, done, scratch) -> None:
+        try:
+            result = await loop.run_in_executor(None, work)
+            with self.state:
+                self.state.pacs_busy = False
+                self._finish(lambda: result, done, scratch)
+        except Exception as error:
+            with self.state:
+                self.state.pacs_busy = False
+                self._failed(error, scratch)
+
+    def _finish(self, work, done, scratch) -> None:
+        try:
+            done(work())
+        except Exception as error:
+            self._failed(error, scratch)
+
+    def _failed(self, error: BaseException, scratch: Path | None) -> None:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        self.state.status = "Ready" if self.page.volume is not None else "Open a series"
+        self.page.show_error(error)
+
+    def _reporter(self, doing: str) -> Callable[[int, int], None]:
+        """A progress callback for the request's thread: the status line, on the loop."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return lambda done, total: None
+
+        def say(done: int, total: int) -> None:
+            with self.state:
+                self.state.status = f"{doing}: {done} of {total} images"
+
+        return lambda done, total: loop.call_soon_threadsafe(say, done, total)
+
+    # -- the page's parts ----------------------------------------------------------------
+
+    def build_buttons(self) -> None:
+        """Next to the exports: the SEG's download, and its way back to the PACS."""
+        download = self.page.server.controller.trigger_name(self.download_seg)
+        v3.VBtn(
+            "Download DICOM SEG",
+            id="export-dicom-seg",
+            variant="text",
+            disabled=("!dicom_source",),
+            title="The segmentation as a DICOM SEG of the series (for an image from DICOM)",
+            click=f"utils.download('{SEG_FILE}', trigger('{download}'), 'application/dicom')",
+        )
+        v3.VBtn(
+            "Save to PACS",
+            id="save-to-pacs",
+            variant="text",
+            disabled=("!pacs_target || pacs_busy",),
+            title=(
+                "pacs_target ? 'Store the SEG on ' + pacs_target : "
+                "'For a series opened from a DICOMweb server'",
+            ),  # fmt: skip
+            click=lambda: self.page.guarded(self.save),
+        )
+        v3.VBtn(
+            "Open from PACS",
+            id="open-pacs",
+            variant="text",
+            v_show=("pacs_server",),
+            click="pacs_dialog = true",
+        )
+
+    def build_dialog(self) -> None:
+        """The series dialog: the filters, the search button, and the series to click."""
+        search = self.page.server.controller.trigger_name(
+            lambda patient, date: self.page.guarded(lambda: self.search(patient, date))
+        )
+        open_series = self.page.server.controller.trigger_name(
+            lambda url: self.page.guarded(lambda: self.open_series(url))
+        )
+        searching = f"trigger('{search}', [pacs_patient_id, pacs_study_date])"
+        self.state.pacs_patient_id = self.state.pacs_study_date = ""
+        with v3.VDialog(v_model=("pacs_dialog",), max_width=1100, scrollable=True):
+            with v3.VCard(id="pacs-dialog", title=("'Open a series from ' + pacs_server",)):
+                with v3.VCardText():
+                    with html.Div(classes="d-flex align-center ga-2 mb-2"):
+                        for label, model, element, hint in (
+                            ("Patient ID", "pacs_patient_id", "pacs-patient-id", "* and ? match"),
+                            ("Study date", "pacs_study_date", "pacs-study-date",
+                             "YYYYMMDD, or a range YYYYMMDD-YYYYMMDD"),
+                        ):  # fmt: skip
+                            v3.VTextField(
+                                label=label,
+                                v_model=(model,),
+                                id=element,
+                                hint=hint,
+                                density="compact",
+                                keyup_enter=searching,
+                            )
+                        v3.VBtn("Search", id="pacs-search", loading=("pacs_busy",),
+                                click=searching)  # fmt: skip
+                    html.Div("{{ pacs_found }}", id="pacs-found", classes="text-caption")
+                    self._build_series_table(open_series)
+                with v3.VCardActions():
+                    v3.VSpacer()
+                    v3.VBtn("Close", id="pacs-close", click="pacs_dialog = false")
+
+    def _build_series_table(self, open_series: str) -> None:
+        with v3.VTable(id="pacs-series", density="compact", hover=True, fixed_header=True):
+            with html.Thead():
+                with html.Tr():
+                    for heading, _ in SERIES_COLUMNS:
+                        html.Th(heading)
+            with html.Tbody():
+                with html.Tr(
+                    v_for="series in pacs_series",
+                    key="series.url",
+                    classes="pacs-series-row",
+                    style="cursor: pointer",
+                    title="Open this series",
+                    click=f"pacs_busy || trigger('{open_series}', [series.url])",
+                ):
+                    for _, field in SERIES_COLUMNS:
+                        html.Td(f"{{{{ series.{field} }}}}")
+
+    def start(self, image_url: str | None) -> None:
+        """When the server is ready: open IMAGE's series URL, or list the server's series."""
+        if image_url is not None:
+            self.page.guarded(lambda: self.open_url(image_url))
+        elif self.access.base is not None:
+            self.state.pacs_dialog = self.page.volume is None
+            self.page.guarded(lambda: self.search())
