@@ -150,6 +150,34 @@ def test_the_page_opens_the_series_from_the_pacs_and_saves_its_seg_there(
     assert page.pacs.download_seg() is None and "did not come from DICOM" in state.error
 
 
+def test_an_image_that_is_a_series_url_opens_once_the_server_is_ready(pacs, orthanc):
+    from trame.app import get_server
+
+    from fastsam3d_web.app import SegmentationPage
+    from fastsam3d_web.pacs import DicomwebAccess
+
+    url, _, series, truth = pacs
+    missing = url.replace(series.series_uid, "1.2.3.4")
+    for image, opened in ((missing, False), (url, True)):
+        server = get_server(f"test-dicomweb-{next(_servers)}", client_type="vue3")
+        access = DicomwebAccess(None, DicomwebAuth())  # no list: only IMAGE's server
+        page = SegmentationPage(server, image, OraclePredictor(read_volume(truth)), dicomweb=access)
+        try:
+            assert page.volume is None  # not before the server is ready
+            page.pacs.start(image)  # what the server's readiness runs
+            settle(page)
+            state = page.state
+            assert (page.volume is not None) == opened and not state.pacs_server
+            if opened:
+                assert state.error == "" and state.pacs_target == orthanc.dicomweb
+                assert page.logic.dicomSource.series_uid == series.series_uid
+            else:  # one line on the page, which stays open, empty
+                assert "no such series" in state.error and "\n" not in state.error
+                assert not list(Path(page.work_folder).glob("dicomweb-*"))
+        finally:
+            page.logic.cleanup()
+
+
 def test_a_dicom_folder_as_image_and_uploaded_dicom_files_give_a_seg(pacs, tmp_path: Path):
     from trame.app import get_server
 
@@ -189,6 +217,26 @@ def test_a_dicom_folder_as_image_and_uploaded_dicom_files_give_a_seg(pacs, tmp_p
 
 
 # -- the command line and the browser -------------------------------------------------------
+
+
+def test_the_credentials_reach_the_sessions_in_their_environment_only():
+    from fastsam3d_web import start
+
+    auth = DicomwebAuth(user="reader", password=SECRET)
+    settings = start.PageSettings(
+        model="oracle", truth=Path("/t.nii"), dicomweb="http://pacs/dicom-web", dicomweb_auth=auth
+    )
+    environment = start.session_environment(settings)
+    assert SECRET not in environment[start.SESSION_SETTINGS_ENV]
+    assert environment["FASTSAM3D_DICOMWEB_PASSWORD"] == SECRET
+    assert environment["FASTSAM3D_DICOMWEB_TOKEN"] == ""  # the launcher's own cannot mix in
+    received = start.settings_from_environment({**environment, "FASTSAM3D_DICOMWEB_TOKEN": ""})
+    assert received == settings and received.image is None
+    # A series URL as IMAGE gets the credentials too; no DICOMweb at all, none.
+    url = start.PageSettings(image_url="http://pacs/dicom-web/studies/1/series/2",
+                             dicomweb_auth=DicomwebAuth(token="t0ken"))  # fmt: skip
+    assert start.settings_from_environment(start.session_environment(url)) == url
+    assert "FASTSAM3D_DICOMWEB_TOKEN" not in start.session_environment(start.PageSettings())
 
 
 def _fastsam3d() -> str:
