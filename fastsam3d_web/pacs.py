@@ -91,7 +91,7 @@ class PacsPanel:
             "Searching the PACS...",
             lambda: search_series(
                 base, auth, patient_id or None, study_date or None, SEARCH_LIMIT, REQUEST_TIMEOUT_S
-            ),  # fmt: skip
+            ),
             self._list,
         )
 
@@ -167,7 +167,12 @@ class PacsPanel:
         ]
         more = f" (the first {SEARCH_LIMIT})" if len(found) >= SEARCH_LIMIT else ""
         self.state.pacs_found = f"{len(found)} series{more}"
-        self.state.status = "Ready" if self.page.volume is not None else "Open a series"
+        self._status_back()
+
+    def _status_back(self) -> None:
+        """The status line the engine last gave, or what to do first without an image."""
+        has_image = self.page.volume is not None
+        self.state.status = self.page.logic.status if has_image else "Open a series"
 
     def _in_background(
         self,
@@ -180,6 +185,8 @@ class PacsPanel:
         no loop runs (in-process tests). One at a time; an error is shown on the page and
         ``scratch`` (a folder) removed."""
         if self.state.pacs_busy:
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
             raise RuntimeError("the PACS is still busy with the last request: wait for it")
         self.state.status, self.state.error = doing, ""
         try:
@@ -212,7 +219,7 @@ class PacsPanel:
     def _failed(self, error: BaseException, scratch: Path | None) -> None:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
-        self.state.status = "Ready" if self.page.volume is not None else "Open a series"
+        self._status_back()
         self.page.show_error(error)
 
     def _reporter(self, doing: str) -> Callable[[int, int], None]:
