@@ -197,6 +197,10 @@ def test_credentials_are_never_shown_and_options_do_not_mix_with_the_environment
     assert DicomwebAuth.from_options() == DicomwebAuth("env-token", "bob", None)
     assert DicomwebAuth.from_options(user="carol", password="pw") == DicomwebAuth(
         None, "carol", "pw")
+    # A user given as an option keeps the password out of the command line.
+    monkeypatch.setenv("FASTSAM3D_DICOMWEB_PASSWORD", "env-pw")
+    assert DicomwebAuth.from_options(user="carol") == DicomwebAuth(None, "carol", "env-pw")
+    monkeypatch.delenv("FASTSAM3D_DICOMWEB_PASSWORD")
     monkeypatch.delenv("FASTSAM3D_DICOMWEB_USER")
     monkeypatch.delenv("FASTSAM3D_DICOMWEB_TOKEN")
     with pytest.raises(ValueError, match="without a user") as caught:

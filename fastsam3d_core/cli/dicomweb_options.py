@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 if TYPE_CHECKING:
-    from ..io.dicomweb import DicomwebAuth
+    from ..io.dicomweb_auth import DicomwebAuth
 
 DicomwebTokenOption = Annotated[
     Optional[str],
@@ -47,6 +47,6 @@ def dicomweb_auth(
     token: Optional[str], user: Optional[str], password: Optional[str]
 ) -> DicomwebAuth:
     """The credentials the options give, else the environment's (see the options' help)."""
-    from ..io.dicomweb import DicomwebAuth
+    from ..io.dicomweb_auth import DicomwebAuth
 
     return DicomwebAuth.from_options(token, user, password)

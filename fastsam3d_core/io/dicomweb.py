@@ -11,11 +11,10 @@ mixed orientation is refused exactly as for a folder.
 from __future__ import annotations
 
 import inspect
-import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
@@ -27,13 +26,15 @@ from pydicom.errors import InvalidDicomError
 
 from ._atomic import write_atomically
 
-TOKEN_VARIABLE = "FASTSAM3D_DICOMWEB_TOKEN"
-USER_VARIABLE = "FASTSAM3D_DICOMWEB_USER"
-PASSWORD_VARIABLE = "FASTSAM3D_DICOMWEB_PASSWORD"
-_CREDENTIAL_OPTIONS = (
-    f"--dicomweb-token or {TOKEN_VARIABLE}; "
-    f"--dicomweb-user/--dicomweb-password or {USER_VARIABLE}/{PASSWORD_VARIABLE}"
+# Credentials have their own module (no HTTP library); their names are also taken from here.
+from .dicomweb_auth import (  # noqa: F401
+    _CREDENTIAL_OPTIONS,
+    PASSWORD_VARIABLE,
+    TOKEN_VARIABLE,
+    USER_VARIABLE,
+    DicomwebAuth,
 )
+
 #: What a refusal (401/403) tells the user to check.
 _CREDENTIALS_HINT = f"check the token or user/password ({_CREDENTIAL_OPTIONS})"
 _SERIES_FORM = "http(s)://HOST/.../studies/{StudyInstanceUID}/series/{SeriesInstanceUID}"
@@ -118,50 +119,6 @@ class SeriesURL:
 
 def _is_uid(text: str) -> bool:
     return len(text) <= 64 and _UID.fullmatch(text) is not None
-
-
-@dataclass(frozen=True)
-class DicomwebAuth:
-    """Credentials for a DICOMweb server: a bearer token, or a user and password (HTTP basic).
-
-    A token, when given, is used and the user/password are not. Neither ``repr`` nor ``str``
-    shows any of them.
-    """
-
-    token: str | None = field(default=None, repr=False)
-    user: str | None = field(default=None, repr=False)
-    password: str | None = field(default=None, repr=False)
-
-    @classmethod
-    def from_options(
-        cls, token: str | None = None, user: str | None = None, password: str | None = None
-    ) -> DicomwebAuth:
-        """The credentials given as options; where none is given, those in the environment
-        (``FASTSAM3D_DICOMWEB_TOKEN``, ``FASTSAM3D_DICOMWEB_USER``, ``..._PASSWORD``), so that
-        options and environment are never mixed.
-
-        Raises:
-            ValueError: a password without a user, or a token with spaces or control characters
-                (it would not fit in an HTTP header); the message shows neither.
-        """
-        if not (token or user or password):
-            token, user, password = (
-                os.environ.get(name) or None
-                for name in (TOKEN_VARIABLE, USER_VARIABLE, PASSWORD_VARIABLE)
-            )
-        if token and re.search(r"[\s\x00-\x1f\x7f]", token):
-            raise ValueError("the DICOMweb token contains spaces or control characters")
-        if password and not user and not token:
-            raise ValueError(
-                f"a DICOMweb password was given without a user (--dicomweb-user or {USER_VARIABLE})"
-            )
-        return cls(token or None, user or None, password)
-
-    def __repr__(self) -> str:
-        kind = "bearer token" if self.token else "user and password" if self.user else "none"
-        return f"DicomwebAuth({kind})"
-
-    __str__ = __repr__
 
 
 class _TimedSession(requests.Session):
@@ -306,8 +263,7 @@ def download_series(
         progress: called with (instances written, instances in the series) after each one; the
             total is the server's count from QIDO-RS, or the number written when it gives none.
 
-    Returns:
-        ``folder``.
+    Returns ``folder``.
 
     Raises:
         DicomwebError: the server refused or did not answer, has no such series, or sent
@@ -318,7 +274,9 @@ def download_series(
     client = open_client(url.base, auth, timeout_s)
     missing = f"no such series on the server (study {url.study_uid}, series {url.series_uid})"
     written = 0
-    with _answers_from(url.base, "retrieving the series", timeout_s, not_found=missing):
+    # A 404 (an empty answer is a missing series) says the address is not a DICOMweb service.
+    not_found = f"{missing}, or the URL is not under the server's DICOMweb root (…/dicom-web)"
+    with _answers_from(url.base, "retrieving the series", timeout_s, not_found=not_found):
         total = _instance_count(client, url, missing)
         instances = client.iter_series(url.study_uid, url.series_uid, media_types=_AS_STORED)
         for instance in instances:
@@ -339,8 +297,7 @@ def download_series(
 def _empty_folder(folder: Path) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    if any(folder.iterdir()):
-        # Other files would be read with the series (or instead of it).
+    if any(folder.iterdir()):  # other files would be read with the series (or instead of it)
         raise ValueError(f"{folder}: not empty; a DICOMweb series is downloaded to an empty folder")
     return folder
 
