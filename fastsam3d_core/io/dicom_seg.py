@@ -50,7 +50,10 @@ _LPS_TO_RAS = np.array([-1.0, -1.0, 1.0])
 _GRID_TOLERANCE = 1e-2  # voxels, for positions written as decimal strings
 _ORIENTATION_TOLERANCE = 1e-4
 
-_ORGAN = codes.SCT.AnatomicalStructure  # 91723000 "Anatomical Structure"
+#: Spelt out: pydicom 2.4 (what Python 3.9 gets) has two SCT "AnatomicalStructure" keywords
+#: (123037004 and 91723000) and raises RuntimeError on the attribute; DICOM's CID 7150 uses
+#: 91723000.
+_ORGAN = Code("91723000", "SCT", "Anatomical Structure")
 _ABNORMAL = codes.SCT.MorphologicallyAbnormalStructure  # 49755003
 _TISSUE = codes.SCT.Tissue  # 85756007 "Tissue"
 #: Segment names (lower case, words separated by single spaces) and their SNOMED CT property
