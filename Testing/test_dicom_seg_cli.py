@@ -150,6 +150,9 @@ def test_a_series_from_dicomweb_is_segmented_and_its_seg_stored_there(
     result = segment(url, weights, centre, local, more=["--store"])
     assert result.exit_code == 0, result.output
     assert "stored the SEG on" in result.output
+    # The SEG made only to be stored is a temporary file: not said to be written.
+    assert "made the SEG for --store (" in result.output and "wrote /" not in result.output.replace(
+        f"wrote {local}", "")
     (stored,) = orthanc_segs(orthanc, study)
     assert stored.ReferencedSeriesSequence[0].SeriesInstanceUID == series
     seg_file = tmp_path / "stored.dcm"
@@ -184,3 +187,27 @@ def test_a_seg_of_another_series_is_refused_as_the_segment_to_refine(tmp_path, w
     (line,) = result.stderr.strip().splitlines()
     assert "first.dcm" in line and "series" in line
     assert not (tmp_path / "x.seg.nrrd").exists()
+
+
+def test_outputs_and_start_options_are_checked_before_the_model_runs(tmp_path, weights, centre):
+    twice = segment(PACS_DIR, weights, centre, tmp_path / "a.dcm", tmp_path / "a.dcm")
+    assert twice.exit_code == 1 and "given twice" in twice.stderr
+    alone = segment(PACS_DIR, weights, centre, tmp_path / "b.dcm", more=["--start-segment", "1"])
+    assert alone.exit_code == 2 and "--start" in alone.output
+    labels = tmp_path / "labels.nii.gz"
+    from fastsam3d_core.io import write_labelmap
+
+    volume = read_volume(PACS_DIR)
+    write_labelmap(labels, (volume.array > 0).astype(np.uint8), volume)
+    background = segment(PACS_DIR, weights, centre, tmp_path / "c.dcm",
+                         more=["--start", labels, "--start-segment", "0"])  # fmt: skip
+    assert background.exit_code == 1 and "background" in background.stderr
+    assert "loading" not in (twice.output + background.output).lower()
+    assert not list(tmp_path.glob("*.dcm"))
+
+
+def test_a_series_without_identifiers_over_the_folder_names_it_once(tmp_path, weights, centre):
+    result = segment(PLAIN_DIR, weights, centre, tmp_path / "a.dcm")
+    (line,) = result.stderr.strip().splitlines()
+    assert line.count(str(PLAIN_DIR)) == 1, line
+    assert "a DICOM SEG cannot reference" in line

@@ -70,6 +70,10 @@ def check_outputs(
     """
     from .io import check_labelmap_format
 
+    names = [output.resolve() for output in outputs]
+    repeated = next((o for o, n in zip(outputs, names) if names.count(n) > 1), None)
+    if repeated is not None:
+        raise ValueError(f"{repeated}: given twice as an output; give each file once")
     series = None
     for output in outputs:
         kind = output_kind(output)
@@ -83,13 +87,17 @@ def check_outputs(
 def _referenced_series(output: Path, image: Path, volume: Volume, shown: str) -> DicomSeries:
     from .io.dicom_source import dicom_series_of
 
-    series = dicom_series_of(image, volume)
+    try:
+        series = dicom_series_of(image, volume)
+        if series is not None:
+            series.check_referencable("a DICOM SEG")
+    except ValueError as error:  # a DICOMweb series' folder means nothing to the user: its URL
+        raise ValueError(str(error).replace(str(image), shown)) from None
     if series is None:
         raise ValueError(
             f"{output.name}: a DICOM SEG references the DICOM series it segments, and {shown} "
             f"is not DICOM; write {SEGMENTATION_SUFFIX} or a labelmap instead"
         )
-    series.check_referencable(shown)
     return series
 
 

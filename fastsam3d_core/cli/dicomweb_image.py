@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     from ..io.dicomweb import DicomwebAuth, SeriesURL
 
 
+# The file name of a SEG written only for --store, in a temporary folder.
+STORED_ONLY = "segmentation.dcm"
+
+
 @dataclass(frozen=True)
 class OpenedImage:
     """The image to read (a file, or a folder of DICOM files), how messages name it, and the
@@ -70,7 +74,22 @@ def outputs_to_write(
         yield list(outputs)
         return
     with tempfile.TemporaryDirectory(prefix="fastsam3d-seg-") as folder:
-        yield [*outputs, Path(folder) / "segmentation.dcm"]
+        yield [*outputs, Path(folder) / STORED_ONLY]
+
+
+def saying(outputs: Sequence[Path]) -> Callable[[str], None]:
+    """``typer.echo``, except that a SEG written only to be stored is not said to be written
+    (its temporary file is gone when the command ends)."""
+    temporary = next((str(p) for p in outputs if p.name == STORED_ONLY and
+                      p.parent.name.startswith("fastsam3d-seg-")), None)  # fmt: skip
+
+    def say(line: str) -> None:
+        if temporary is None or not line.startswith(f"wrote {temporary} "):
+            typer.echo(line)
+        else:
+            typer.echo(f"made the SEG for --store{line[len(f'wrote {temporary}'):]}")
+
+    return say
 
 
 def store_seg(outputs: Sequence[Path], image: OpenedImage, auth: Any) -> None:

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 
 from ..segment_job import StartSegment, output_kind, segment_file
-from .dicomweb_image import is_url, opened_image, outputs_to_write, store_seg
+from .dicomweb_image import is_url, opened_image, outputs_to_write, saying, store_seg
 from .dicomweb_options import (
     DicomwebPasswordOption,
     DicomwebTokenOption,
@@ -91,14 +91,16 @@ def _predictor(
 
 def _algorithm(model: str, open_predictor: Any) -> Callable[[], Any]:
     """The model a SEG names: its name, this version, and its weights' SHA-256 (the checkpoint
-    file's here; the service's weights with ``--server``)."""
+    file's, combined with an adapter's where one is loaded; the service's with ``--server``)."""
 
     def named() -> Any:
         from .. import __version__
         from ..io.dicom_seg import SegAlgorithm
 
         opened = open_predictor.opened[-1] if open_predictor.opened else None
-        sha = getattr(opened, "checkpoint_sha256", None) or getattr(opened, "weights_sha256", "")
+        # A loaded model's identity: its checkpoint's SHA-256, or with an adapter the hash of
+        # both (as the encoder service announces its weights, which RemotePredictor holds).
+        sha = getattr(opened, "identity", None) or getattr(opened, "weights_sha256", "")
         return SegAlgorithm(model, __version__, sha or "")
 
     return named
@@ -221,6 +223,9 @@ def segment(
     _check_outputs(output)
     prompts = read_prompts(given)
     open_predictor = _predictor(model, weights, adapter, precision, device, server, token)
+    if start_segment is not None and start is None:
+        raise typer.BadParameter("picks a segment of --start FILE; give --start too",
+                                 param_hint="--start-segment")  # fmt: skip
     begin = None if start is None else StartSegment(start, _segment_choice(start_segment))
 
     def auth() -> Any:
@@ -228,7 +233,7 @@ def segment(
 
     with opened_image(image_text, auth) as opened, outputs_to_write(store, opened, output) as outs:
         segment_file(opened.path, prompts, outs, open_predictor, name=name,
-                     inputs=(*given.files(), weights, adapter), say=typer.echo, start=begin,
+                     inputs=(*given.files(), weights, adapter), say=saying(outs), start=begin,
                      algorithm=_algorithm(model, open_predictor), shown=opened.shown)  # fmt: skip
         if store:
             store_seg(outs, opened, auth)

@@ -42,7 +42,10 @@ def read_segments(path: Path, volume: Volume, series: DicomSeries | None = None)
     if path.name.lower().endswith(DICOM_SEG_SUFFIX):
         from .dicom_seg import read_dicom_seg
 
-        return read_dicom_seg(path, volume, series)
+        segments = read_dicom_seg(path, volume, series)
+        if not segments:  # a LABELMAP SEG of its background alone
+            raise ValueError(f"{path}: the SEG holds no segment")
+        return segments
     segments, geometry = read_segmentation(path)
     return [
         Segment(s.name, s.color, on_grid(s.mask, geometry.ijk_to_ras, volume, path), s.tags)
@@ -89,6 +92,8 @@ def read_structure(
 
     if isinstance(choice, str) and not choice.isdigit():
         raise ValueError(f"{path}: a labelmap has no names; pick its structure by value")
+    if choice is not None and int(choice) == 0:
+        raise ValueError(f"{path}: value 0 is the background; pick a structure's value")
     labels = read_volume(path)
     values = on_grid(labels.array, labels.ijk_to_ras, volume, path)
     return values != 0 if choice is None else values == int(choice)

@@ -191,7 +191,9 @@ def prepare(case: CaseFiles, label: int | str | None) -> TrainingCase:
         image = read_volume(case.image)
         truth, value = _label_volume(case.label, label, image)
         crop, mask = prepare_case(image, truth, value, name=case.name)
-    except (VolumeReadError, CaseSkipped) as error:
+    except DatasetError:
+        raise
+    except (VolumeReadError, CaseSkipped, ValueError) as error:  # ValueError: a SEG off the grid
         raise DatasetError(f"{case.name}: {error}") from None
     return TrainingCase(case.name, crop, mask)
 
