@@ -5,8 +5,8 @@ options, and runs :func:`fastsam3d_core.segment_job.segment_file` with a model l
 the encoder service's predictor.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: typer on Python 3.9 must see the options' Annotated
+# metadata as objects, not strings.
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
