@@ -4,7 +4,8 @@ Debian's ``orthanc`` and ``orthanc-dicomweb`` packages (``.ci/run`` installs the
 the server gets a temporary storage folder and a configuration of its own, listens on a free
 127.0.0.1 HTTP port with DICOM networking off, and logs to a file that failures quote. Where
 Orthanc is not installed the tests that need it skip, except under
-``$FASTSAM3D_REQUIRE_SHARED_DATA`` (CI), where they fail.
+``$FASTSAM3D_REQUIRE_SHARED_DATA`` (CI), where they fail. On Linux, Orthanc dies with the tests
+that started it, also when they are killed (``timeout`` sends SIGTERM, which runs no cleanup).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -31,6 +33,21 @@ DICOMWEB_PLUGIN = Path(
 )
 #: How long Orthanc may take to answer after it was started (it creates its database first).
 START_SECONDS = 30
+#: Run as ``python -c _DIE_WITH_PARENT PARENT_PID PROGRAM ARGS...``: asks Linux to SIGKILL this
+#: process when the thread that started it ends (PR_SET_PDEATHSIG, kept across exec), then
+#: becomes PROGRAM. Not subprocess's preexec_fn, which may deadlock where threads run (they do
+#: in the tests: servers, workers). PDEATHSIG follows the starting *thread*: start Orthanc from
+#: one that outlives it (pytest's fixtures run on the main thread).
+_DIE_WITH_PARENT = """
+import ctypes, os, signal, sys
+PR_SET_PDEATHSIG = 1
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+    sys.exit("prctl(PR_SET_PDEATHSIG): " + os.strerror(ctypes.get_errno()))
+if os.getppid() != int(sys.argv[1]):  # the parent ended before prctl: nobody would stop us
+    sys.exit("the process that started Orthanc has ended")
+os.execv(sys.argv[2], sys.argv[2:])
+"""
 
 
 def require_orthanc() -> None:
@@ -95,9 +112,13 @@ class OrthancServer:
         self.folder.mkdir(parents=True, exist_ok=True)
         config = self.folder / "orthanc.json"
         config.write_text(json.dumps(self._configuration(), indent=2), encoding="utf-8")
+        command = [str(ORTHANC), "--verbose", str(config)]
+        if sys.platform.startswith("linux"):
+            wrapper = [sys.executable, "-I", "-S", "-c", _DIE_WITH_PARENT, str(os.getpid())]
+            command = wrapper + command
         with open(self.log, "wb") as log:
             self._process = subprocess.Popen(
-                [str(ORTHANC), "--verbose", str(config)],
+                command,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
