@@ -122,22 +122,44 @@ def test_without_a_dicom_source_a_seg_is_refused_in_one_line(clicked, scene, tmp
     assert not list(tmp_path.iterdir())
 
 
-def test_the_algorithm_names_the_model_and_its_weights(tmp_path: Path):
-    weights = tmp_path / "weights.pth"
-    weights.write_bytes(b"not really weights, but hashed all the same")
-    key = ("fastsam3d", "cpu", str(weights), None, None, None, "auto")
-    algorithm = seg_algorithm(key, None)
-    assert algorithm.name == "fastsam3d" and algorithm.semiautomatic
-    assert algorithm.weights_sha256 == hashlib.sha256(weights.read_bytes()).hexdigest()
-    from fastsam3d_core import __version__
+def algorithm_of(path: Path) -> tuple[str, str]:
+    """(algorithm name, parameters) of a SEG's first segment; parameters "" where none."""
+    import pydicom
 
-    assert algorithm.version == __version__
+    item = pydicom.dcmread(path).SegmentSequence[0]
+    identification = item.SegmentationAlgorithmIdentificationSequence[0]
+    return item.SegmentAlgorithmName, str(identification.get("AlgorithmParameters", ""))
 
-    class Announced:  # a remote predictor announces the service's weights
-        weights_sha256 = "ab" * 32
 
-    assert weights_sha256(("fastsam3d", "remote", None, "http://x", None), Announced()) == "ab" * 32
-    assert seg_algorithm(None, OraclePredictor(Volume(np.zeros((2, 2, 2)), np.eye(4)))).name == (
-        "oracle"
-    )
-    assert weights_sha256(("fastsam3d", "cpu", str(tmp_path / "gone.pth")), None) == ""
+def sha256_hex(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_the_seg_names_the_loaded_model_and_the_identity_of_its_weights(
+    clicked, seeded_checkpoint: Path, tmp_path: Path
+):
+    """The model as it finished loading names the SEG, with the weights it loaded (with an
+    adapter, both files' hashes, as the encoder service announces them); a later load that
+    fails leaves that model in use, and so in the SEG."""
+    from conftest import save_random_adapter, seeded_model
+
+    logic, _, _ = clicked
+    # The oracle, given directly: its name, no weights.
+    assert algorithm_of(logic.exportSegmentation(str(tmp_path / "oracle.dcm"))) == ("oracle", "")
+    adapter = tmp_path / "liver.adapter.pt"
+    save_random_adapter(seeded_model("fastsam3d"), adapter)
+    logic.setModel("fastsam3d", "cpu", str(seeded_checkpoint), None, None, str(adapter))
+    assert logic.waitForIdle(test_slicer_logic.TIMEOUT_S) and not logic.errors
+    both = f"{sha256_hex(seeded_checkpoint)}+{sha256_hex(adapter)}"
+    identity = hashlib.sha256(both.encode()).hexdigest()
+    name, parameters = algorithm_of(logic.exportSegmentation(str(tmp_path / "model.dcm")))
+    assert name == "fastsam3d" and identity in parameters
+    # Another model whose load fails: the loaded one still made the segments.
+    logic.setModel("sam-med3d-turbo", "cpu", str(tmp_path / "missing.pth"))
+    assert logic.waitForIdle(test_slicer_logic.TIMEOUT_S) and logic.errors
+    assert logic.loadedModel is None
+    name, parameters = algorithm_of(logic.exportSegmentation(str(tmp_path / "after.dcm")))
+    assert name == "fastsam3d" and identity in parameters
+    # A predictor given directly that carries no weights' identity: none in the SEG.
+    oracle = OraclePredictor(Volume(np.zeros((2, 2, 2)), np.eye(4)))
+    assert weights_sha256(oracle) == "" and seg_algorithm(None, oracle).name == "oracle"

@@ -6,8 +6,12 @@ tells the engine which series it was (:meth:`DicomSegExport.setDicomSource`, a c
 SEG for a ``.dcm`` path, and :meth:`DicomSegExport.dicomSegDataset` gives the same object in
 memory, to be sent to a PACS (STOW-RS) without a file. The object itself is the core's
 (:mod:`fastsam3d_core.io.dicom_seg`): one segment per MRML segment (its name and colour), the
-algorithm being the model (name, the product's version, the weights' SHA-256), semi-automatic
-since clicks made it.
+algorithm being the model in use (its name, the product's version, the identity of the weights
+it loaded), semi-automatic since clicks made it.
+
+Only reading the scene must happen on the scene's thread (:meth:`DicomSegExport.dicomSegInputs`);
+building the SEG (the series' headers, highdicom's encoding, hashing the weights) may run on
+another, so that a front end's event loop keeps answering (:class:`SegInputs`).
 
 Inside Slicer, DICOM export stays Slicer's own (the DICOM module): this serves the browser page
 and scripts.
@@ -15,8 +19,7 @@ and scripts.
 
 from __future__ import annotations
 
-import functools
-import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +36,45 @@ def is_dicom_seg_path(path: str | Path) -> bool:
     return Path(path).name.lower().endswith(DICOM_SEG_SUFFIX)
 
 
+@dataclass(frozen=True)
+class SegInputs:
+    """What a DICOM SEG is made of, read from the scene: building it from these reads no node,
+    so it may run on any thread.
+
+    Attributes:
+        segments: core ``Segment``s, masks ``(I, J, K)`` bool on the volume's grid (copies).
+        volume: the core ``Volume`` of the volume node (a copy).
+        series: the core ``DicomSeries`` the volume was read from.
+        made_by: (model name, predictor) of the predictor in use; the name None for a
+            predictor given directly (see :func:`seg_algorithm`).
+    """
+
+    segments: list
+    volume: Any
+    series: Any
+    made_by: tuple
+
+    def dataset(self) -> Any:
+        """The SEG as a ``pydicom.Dataset`` (see ``dicom_seg_dataset``)."""
+        from fastsam3d_core.io.dicom_seg import dicom_seg_dataset
+
+        return dicom_seg_dataset(self.segments, self.volume, self.series, self.algorithm())
+
+    def write(self, path: str | Path) -> Path:
+        """The SEG written to ``path`` (a ``.dcm`` file), atomically."""
+        from fastsam3d_core.io.dicom_seg import write_dicom_seg
+
+        return write_dicom_seg(Path(path), self.segments, self.volume, self.series,
+                               self.algorithm())  # fmt: skip
+
+    def algorithm(self) -> Any:
+        return seg_algorithm(*self.made_by)
+
+
 class DicomSegExport:
     """The engine's DICOM side: which series its volume came from, and the SEG of its
     segmentation. A mixin of :class:`~.logic.InteractiveSegmentationLogic`, which holds
-    ``volumeNode``, ``segmentationNode`` and the worker's state (model key, predictor)."""
+    ``volumeNode``, ``segmentationNode`` and the worker's state (the predictor in use)."""
 
     volumeNode: Any
     segmentationNode: Any
@@ -57,24 +95,27 @@ class DicomSegExport:
         return series if node is not None and node is self.volumeNode else None
 
     def dicomSegDataset(self) -> Any:
-        """The segmentation as a DICOM SEG (a ``pydicom.Dataset``), e.g. for STOW-RS.
+        """The segmentation as a DICOM SEG (a ``pydicom.Dataset``), e.g. for STOW-RS; all of
+        it on this thread (:meth:`dicomSegInputs` leaves the building to another).
 
         Raises:
             ValueError: one line: the volume did not come from DICOM, the segmentation is
                 empty, the series cannot be referenced or does not fit the volume's grid.
         """
-        from fastsam3d_core.io.dicom_seg import dicom_seg_dataset
-
-        return dicom_seg_dataset(*self._segInputs())
+        return self.dicomSegInputs().dataset()
 
     def _writeDicomSeg(self, path: str | Path) -> Path:
         """Write the segmentation as a DICOM SEG file (see :meth:`dicomSegDataset`)."""
-        from fastsam3d_core.io.dicom_seg import write_dicom_seg
+        return self.dicomSegInputs().write(path)
 
-        return write_dicom_seg(Path(path), *self._segInputs())
+    def dicomSegInputs(self) -> SegInputs:
+        """The segmentation's SEG inputs, read from the scene (on the scene's thread); their
+        :meth:`SegInputs.dataset` or :meth:`SegInputs.write` may then run on another.
 
-    def _segInputs(self) -> tuple:
-        """(segments with voxels, volume, series, algorithm) for the core's SEG writer."""
+        Raises:
+            RuntimeError: no segmentation yet.
+            ValueError: one line: the volume did not come from DICOM.
+        """
         if self.segmentationNode is None or self.volumeNode is None:
             raise RuntimeError("there is no segmentation to export yet")
         series = self.dicomSource
@@ -87,51 +128,30 @@ class DicomSegExport:
         # Segments without voxels stay (without frames), as the .seg.nrrd keeps them.
         segments = mrml_io.segments_on_volume_grid(self.segmentationNode, self.volumeNode)
         volume = mrml_io.volume_from_node(self.volumeNode)
-        return segments, volume, series, seg_algorithm(self._state.model_key, self._state.predictor)
+        return SegInputs(segments, volume, series, self._state.made_by)
 
 
-def seg_algorithm(model_key: tuple | None, predictor: Any) -> Any:
-    """The core ``SegAlgorithm`` that made the segments: ``setModel``'s model (``model_key``:
-    its (name, device, weights file, ...)) or the predictor given directly."""
+def seg_algorithm(model_name: str | None, predictor: Any) -> Any:
+    """The core ``SegAlgorithm`` of the predictor that made the segments: ``model_name`` (the
+    model ``setModel`` loaded it as) or, for a predictor given directly, its class's name; the
+    weights' identity the predictor carries (``weights_sha256``: a local model's checkpoint
+    SHA-256, with adapters the hash of both files' hashes; a remote one's as its service
+    announces it), else ""."""
     from fastsam3d_core import __version__
     from fastsam3d_core.io.dicom_seg import SegAlgorithm
 
-    if model_key is not None:
-        name = model_key[0]
-    else:
+    if model_name is None:
         kind = type(predictor).__name__
-        name = PREDICTOR_NAMES.get(kind, kind)
-    return SegAlgorithm(name, __version__, weights_sha256(model_key, predictor), True)
+        model_name = PREDICTOR_NAMES.get(kind, kind)
+    return SegAlgorithm(model_name, __version__, weights_sha256(predictor), True)
 
 
-def weights_sha256(model_key: tuple | None, predictor: Any) -> str:
-    """The SHA-256 of the model's weights where it is known: the encoder service's (a remote
-    predictor announces it), the weights file's, or the cached download's as recorded when it
-    was downloaded; "" otherwise (a predictor given directly, weights not downloaded yet)."""
-    announced = getattr(predictor, "weights_sha256", None)
-    if isinstance(announced, str) and announced:
-        return announced
-    if model_key is None:
-        return ""
-    name, weights_file = model_key[0], model_key[2]
+def weights_sha256(predictor: Any) -> str:
+    """The identity of the weights ``predictor`` loaded, as it carries it; "" when it carries
+    none (a predictor given directly) or the file cannot be read now (the SEG is still worth
+    writing, without it)."""
     try:
-        from fastsam3d_core.weights.download import recorded_sha256
-        from fastsam3d_core.weights.registry import WEIGHTS
-
-        if weights_file:
-            stat = os.stat(weights_file)
-            return _file_sha256(os.path.abspath(weights_file), stat.st_size, stat.st_mtime_ns)
-        entry = WEIGHTS.get(name)
-        # The cached download was checked against these when it was loaded.
-        return (entry.sha256 or recorded_sha256(entry) or "") if entry is not None else ""
-    except (ImportError, OSError, ValueError, RuntimeError):
-        return ""  # unreadable now: the SEG is still worth writing, without it
-
-
-@functools.lru_cache(maxsize=4)
-def _file_sha256(path: str, size: int, modified_ns: int) -> str:
-    """A weights file's SHA-256, read once per version of the file (a second or two for the
-    larger model: not at every export)."""
-    from fastsam3d_core.weights.download import sha256_of_file
-
-    return sha256_of_file(path)
+        announced = getattr(predictor, "weights_sha256", "")
+    except OSError:
+        return ""
+    return announced if isinstance(announced, str) else ""

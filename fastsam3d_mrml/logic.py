@@ -120,7 +120,7 @@ class InteractiveSegmentationLogic(DicomSegExport, EngineBase):
         state.model_key = None
 
         def change(report):
-            state.predictor = predictor
+            state.predictor, state.made_by = predictor, (None, predictor)
 
         self._submitOpen(change, "set predictor")
 
@@ -440,7 +440,7 @@ class InteractiveSegmentationLogic(DicomSegExport, EngineBase):
         if self._markups is not None:
             self._markups.unobserve()
         self._worker.shutdown()
-        self._state = WorkerState()
+        self._state, self._dicomSource = WorkerState(), (None, None)
 
     def _applyUpdate(self, update: Update | None) -> None:
         if update is None:

@@ -70,18 +70,33 @@ class FallbackPredictor:
         model: a built, loaded :class:`fastsam3d_core.Sam3D`.
         report: where the fallback is announced (the worker's progress reporter).
         fell_back: the model is on the CPU because the chosen GPU had too little memory.
+        loaded: the core's ``LoadedModel`` it came from (its weights' identity), or None.
 
     Attributes:
         fell_back: whether the model runs on the CPU instead of the device asked for, so that
             asking for that device again retries it.
     """
 
-    def __init__(self, model: Any, report: Reporter | None = None, fell_back: bool = False) -> None:
+    def __init__(
+        self,
+        model: Any,
+        report: Reporter | None = None,
+        fell_back: bool = False,
+        loaded: Any = None,
+    ) -> None:
         from fastsam3d_core.session import ModelPredictor
 
         self.inner = ModelPredictor(model)
         self.report = report
         self.fell_back = fell_back
+        self.loaded = loaded
+
+    @property
+    def weights_sha256(self) -> str:
+        """The loaded weights' identity, as the encoder service announces it: the checkpoint's
+        SHA-256, with adapters the hash of both files' hashes; "" when unknown. Hashed on first
+        use (a second for the larger model), then kept."""
+        return self.loaded.identity if self.loaded is not None else ""
 
     @property
     def device(self) -> str:
@@ -267,7 +282,7 @@ def _load_local(
             loaded = replace(recipe, device="cpu", precision=cpu_precision).load()
             fell_back = True
     logging.info("FastSAM3D: %s encoder precision %s", model_name, loaded.precision.describe())
-    return FallbackPredictor(loaded.model, report, fell_back=fell_back)
+    return FallbackPredictor(loaded.model, report, fell_back=fell_back, loaded=loaded)
 
 
 @contextlib.contextmanager

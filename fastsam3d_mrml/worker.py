@@ -320,6 +320,9 @@ class WorkerState:
         # failed. Set on the main thread when the load is queued, so it may already name a
         # later model while an earlier one still loads.
         self.model_key: tuple | None = None
+        # (model name, predictor) of the predictor in use, set with it: what a DICOM SEG names
+        # (model_key may name a model still loading); the name None: a predictor given directly.
+        self.made_by: tuple = (None, None)
 
     def require_session(self) -> Session:
         if self.session is None:
@@ -340,13 +343,14 @@ class WorkerState:
 
         name, device, weights_file, server, token, adapter_file, precision = key
         try:
-            self.predictor = load_predictor(
+            predictor = load_predictor(
                 name, device, weights_file, report, server, token, adapter_file, precision
             )
         except BaseException:
             if self.model_key is key:
                 self.model_key = None
             raise
+        self.predictor, self.made_by = predictor, (name, predictor)
 
     # The engine's jobs: each runs one edit of the session and returns its Update.
 
