@@ -3,19 +3,25 @@
 A static check (vermin) covers syntax and the standard library's versioned APIs; a real Python
 3.9, where one is installed, compiles every file and runs the module's first-use code, which
 must work before anything else is installed (a check that catches what vermin cannot see, such
-as slicing ``Path.parents``, new in 3.10).
+as slicing ``Path.parents``, new in 3.10). In a virtual environment of that Python holding the
+package's declared dependencies (what pip picks there: highdicom 0.22, pydicom 2.4, NumPy < 2),
+made once per run, every command reads its options (Typer on 3.9 does not evaluate string
+annotations) and a DICOM SEG is written and read back.
 """
 
 from __future__ import annotations
 
 import glob
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import SHARED_DATA_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKED = [REPO / "fastsam3d_core", REPO / "FastSAM3DSlicer", REPO / "Utilities"]
@@ -112,3 +118,142 @@ print("ok")
 """
     result = subprocess.run([interpreter, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.split()[-1] == "ok", result.stderr
+
+
+def _declared_dependencies() -> list[str]:
+    """pyproject.toml's run-time requirements, less torch (no command's --help or SEG needs it,
+    and it is the largest download by far)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python < 3.11
+        tomllib = pytest.importorskip("tomli")
+    with open(REPO / "pyproject.toml", "rb") as file:
+        requirements = tomllib.load(file)["project"]["dependencies"]
+    return [r for r in requirements if re.match(r"[A-Za-z0-9_.-]+", r).group(0) != "torch"]
+
+
+@pytest.fixture(scope="module")
+def environment39(interpreter, tmp_path_factory) -> dict:
+    """A Python 3.9 virtual environment with the declared dependencies from PyPI (about half a
+    minute), the checkout on its path: ``{"python": ..., "env": ...}`` for subprocess.run."""
+    venv = tmp_path_factory.mktemp("python39") / "venv"
+    subprocess.run([interpreter, "-m", "venv", str(venv)], check=True, timeout=300)
+    python = str(venv / "bin" / "python")
+    install = subprocess.run(
+        [python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "-q"]
+        + _declared_dependencies(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert install.returncode == 0, "pip on Python 3.9 failed (PyPI?):\n" + install.stderr[-3000:]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200", "NO_COLOR": "1"}
+    return {"python": python, "env": env}
+
+
+#: Every command of ``fastsam3d`` (by its words) and its parameters as Click received them from
+#: Typer: ``[kind, sorted option names]``, kind "Option" or "Argument".
+COMMAND_TREE = """
+import json
+import typer.main
+from fastsam3d_core.cli.app import app
+
+def walk(command, words, found):
+    found[" ".join(words)] = sorted(
+        [type(p).__name__.replace("Typer", ""), sorted(p.opts + p.secondary_opts)]
+        for p in command.params
+    )
+    for name, sub in sorted(getattr(command, "commands", {}).items()):
+        walk(sub, words + [name], found)
+    return found
+
+print(json.dumps(walk(typer.main.get_command(app), [], {})))
+"""
+
+
+def _command_tree(python: str, env: dict) -> dict:
+    run = subprocess.run(
+        [python, "-c", COMMAND_TREE], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout)
+
+
+def test_every_command_reads_its_options_on_python_3_9(environment39):
+    """Each command's options and arguments on Python 3.9 are those the tests' own Python (where
+    Typer evaluates annotations) sees: a module with ``from __future__ import annotations`` that
+    defines a command turned every Annotated option into a plain one, or an argument."""
+    on39 = _command_tree(environment39["python"], environment39["env"])
+    here = _command_tree(sys.executable, {**os.environ, "PYTHONPATH": str(REPO)})
+    assert on39.keys() == here.keys()
+    wrong = {words: on39[words] for words in here if on39[words] != here[words]}
+    assert not wrong, f"on Python 3.9: {wrong}\nexpected: { {w: here[w] for w in wrong} }"
+    assert ["Option", ["--output", "-o"]] in on39["segment"]
+    assert ["Option", ["--dicomweb"]] in on39["web"]
+
+
+@pytest.mark.parametrize(
+    "command, options",
+    [("segment", ["--output", "-o", "--store", "--point"]), ("web", ["--dicomweb", "--port"])],
+)
+def test_help_on_python_3_9_lists_the_options(environment39, command, options):
+    run = subprocess.run(
+        [environment39["python"], "-m", "fastsam3d_core", command, "--help"],
+        capture_output=True,
+        text=True,
+        env=environment39["env"],
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    listed = set(re.findall(r"(?<![\w-])--?[a-z][\w-]*", run.stdout))
+    assert set(options) <= listed, run.stdout
+    usage = next(line for line in run.stdout.splitlines() if "Usage:" in line)
+    assert "OUTPUT" not in usage, usage  # -o is an option, not an argument
+
+
+#: Writes a SEG of two segments on the shared DICOM series and reads it back; prints what pip
+#: installed and what came back.
+SEG_ROUND_TRIP = """
+import sys
+from pathlib import Path
+import numpy as np, pydicom, highdicom
+from fastsam3d_core.io import (
+    SegAlgorithm, Segment, dicom_series_of, read_dicom_seg, read_volume, write_dicom_seg,
+)
+series_dir, path = Path(sys.argv[1]), Path(sys.argv[2])
+volume = read_volume(series_dir)
+series = dicom_series_of(series_dir, volume)
+liver = np.zeros(volume.shape, bool)
+liver[100:140, 150:200, 3:9] = True
+kidney = np.zeros(volume.shape, bool)
+kidney[10:30, 400:420, 12:19] = True
+segments = [
+    Segment("liver", (0.8, 0.2, 0.1), liver), Segment("Kidney_Left", (0.1, 0.9, 0.1), kidney)
+]
+write_dicom_seg(path, segments, volume, series, SegAlgorithm("fastsam3d", "0", ""))
+back = read_dicom_seg(path, volume, series)
+category = pydicom.dcmread(path).SegmentSequence[0].SegmentedPropertyCategoryCodeSequence[0]
+print(np.__version__, pydicom.__version__, highdicom.__version__)
+print([b.name for b in back], all((a.mask == b.mask).all() for a, b in zip(segments, back)))
+print(category.CodeValue, category.CodeMeaning)
+"""
+
+
+def test_dicom_seg_round_trip_on_python_3_9(environment39, tmp_path):
+    """On what pip installs for Python 3.9: pydicom 2.4 has two codes named AnatomicalStructure
+    (an import of fastsam3d_core.io failed), highdicom 0.22 uses np.float_ (NumPy < 2 declared)."""
+    series = SHARED_DATA_DIR / "totalseg_ct" / "example_ct_dicom_pacs"
+    if not series.is_dir():
+        pytest.skip(f"shared example series not found at {series}")
+    run = subprocess.run(
+        [environment39["python"], "-c", SEG_ROUND_TRIP, str(series), str(tmp_path / "seg.dcm")],
+        capture_output=True,
+        text=True,
+        env=environment39["env"],
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    versions, segments, category = run.stdout.splitlines()[-3:]
+    assert versions.split()[0].startswith("1."), versions  # NumPy < 2
+    assert segments == "['liver', 'Kidney_Left'] True", run.stdout
+    assert category == "91723000 Anatomical Structure"

@@ -1,6 +1,7 @@
 """``fastsam3d bench``: the benchmark suite of :mod:`fastsam3d_core.benchmark`."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: Typer on Python 3.9 reads a command's annotations
+# unevaluated, as strings, and loses their typer.Option/Argument settings.
 
 from pathlib import Path
 from typing import Annotated, Optional

@@ -1,6 +1,7 @@
 """``fastsam3d evaluate``: the paper's click protocol over a folder of labelled cases."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: Typer on Python 3.9 reads a command's annotations
+# unevaluated, as strings, and loses their typer.Option/Argument settings.
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -137,7 +138,7 @@ def evaluate(
 
 def _find_cases(
     images: Path, labels: Optional[Path], model: str, first_prompt: str = "point"
-) -> list[CasePair]:
+) -> "list[CasePair]":
     """The case pairs, after checking the model name and the first prompt (all before any slow
     work)."""
     from ..evaluation import FIRST_PROMPTS, find_cases
@@ -168,7 +169,7 @@ def _predictor_factory(
     label: Optional[int],
     adapter: Optional[Path] = None,
     precision: str = "float32",
-) -> PredictorFactory:
+) -> "PredictorFactory":
     """The ground truth for ``oracle``; else one loaded model shared by every case."""
     from ..session import ModelPredictor, OraclePredictor
 
@@ -183,7 +184,7 @@ def _predictor_factory(
     return lambda _label_volume: predictor
 
 
-def _print_progress(done: int, total: int, result: CaseResult) -> None:
+def _print_progress(done: int, total: int, result: "CaseResult") -> None:
     if result.ok:
         last = len(result.dice)
         scores = ", ".join(f"{k}: {result.dice[k - 1]:.4f}" for k in sorted({1, last}))
@@ -193,7 +194,7 @@ def _print_progress(done: int, total: int, result: CaseResult) -> None:
         typer.echo(f"[{done}/{total}] {result.case}: skipped, {result.reason}")
 
 
-def _print_summary(report: EvaluationReport) -> None:
+def _print_summary(report: "EvaluationReport") -> None:
     typer.echo(f"\n{len(report.evaluated)} case(s) evaluated, {len(report.skipped)} skipped")
     if report.first_prompt != "point":
         typer.echo(f"click 1 is the simulated {report.first_prompt}")

@@ -1,6 +1,7 @@
 """``fastsam3d serve``: the encoder service on Ray Serve (see :mod:`fastsam3d_core.serving`)."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: Typer on Python 3.9 reads a command's annotations
+# unevaluated, as strings, and loses their typer.Option/Argument settings.
 
 import sys
 from pathlib import Path

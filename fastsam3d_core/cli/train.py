@@ -5,7 +5,8 @@ them there; the defaults are the settings' own. What the run reports is printed 
 :class:`_Console`.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: Typer on Python 3.9 reads a command's annotations
+# unevaluated, as strings, and loses their typer.Option/Argument settings.
 
 from pathlib import Path
 

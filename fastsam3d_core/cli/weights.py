@@ -3,7 +3,8 @@
 Commands import the library lazily so ``--help`` stays fast.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: Typer on Python 3.9 reads a command's annotations
+# unevaluated, as strings, and loses their typer.Option/Argument settings.
 
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,7 +30,7 @@ NameArgument = Annotated[
 UNKNOWN_SHA256 = "unknown (recorded on first download)"
 
 
-def _entry(name: str, param_hint: str = "NAME") -> WeightsEntry:
+def _entry(name: str, param_hint: str = "NAME") -> "WeightsEntry":
     from ..weights.registry import get_weights_entry
 
     try:
