@@ -201,6 +201,14 @@ class SessionTools:
             default,
             _("Segmentation (*.seg.nrrd);;Labelmap (*.nrrd *.nii.gz)"),
         )
+        if path.lower().endswith(".dcm"):  # the engine's SEG serves the browser page
+            raise RuntimeError(
+                _(
+                    "In Slicer, a DICOM SEG is exported by Slicer's DICOM module: in the Data "
+                    "module, right-click the segmentation and choose 'Export to DICOM...' (with "
+                    "the QuantitativeReporting extension installed)."
+                )
+            )
         if path:
             engine.exportSegmentation(path)
             self._widget.showStatus(_("Saved {path}").format(path=path))
