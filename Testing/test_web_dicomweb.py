@@ -7,14 +7,19 @@ own grid), where a click in the middle of the axial view lands. First in-process
 actions as the browser's messages call them), then in Debian's chromium with the page started as
 a user starts it (``fastsam3d web --dicomweb URL``): filter by patient ID, open the series, click,
 Save to PACS, and the SEG is in Orthanc (QIDO-RS, Modality SEG) in the same study, referencing
-the series, with the clicked voxels; Download DICOM SEG gives the same segment.
+the series, with the clicked voxels; Download DICOM SEG gives the same segment. The SEG's voxels
+are compared with the page's own .seg.nrrd export. A series the page refuses (a missing slice,
+more bytes than $FASTSAM3D_WEB_MAX_IMAGE_GB) is one line naming the server and the series, with
+no folder left; the requests' thread is driven under asyncio as the page's event loop runs it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,7 +30,7 @@ import pydicom
 import pytest
 from conftest import SHARED_DATA_DIR, free_port, wait_for_port
 
-from fastsam3d_core.io import read_volume, write_labelmap
+from fastsam3d_core.io import read_segmentation, read_volume, write_labelmap
 from fastsam3d_core.session import OraclePredictor
 
 pytest.importorskip("trame_slicer", reason="needs the web extra (pip install -e '.[web]')")
@@ -75,6 +80,25 @@ def seg_voxels(dataset: pydicom.Dataset, folder: Path, volume, series) -> np.nda
     dataset.save_as(path)
     (segment,) = dicom_seg.read_dicom_seg(path, volume, series)
     return segment.mask
+
+
+def seg_nrrd_voxels(path: Path, volume) -> np.ndarray:
+    """The one segment of a .seg.nrrd (which holds the segments' extent only) on ``volume``'s
+    grid."""
+    (segment,), grid = read_segmentation(path)
+    offset = np.round(volume.ras_to_index(grid.ijk_to_ras[:3, 3])).astype(int)
+    full = np.zeros(volume.shape, bool)
+    full[tuple(slice(o, o + n) for o, n in zip(offset, grid.shape))] = segment.mask
+    return full
+
+
+def the_pages_own_export(page, volume, folder: Path) -> np.ndarray:
+    """The segment as the page's Export .seg.nrrd writes it, on the volume's grid; checked not
+    to be trivially small, so that equal SEG voxels mean something."""
+    written = page.logic.exportSegmentation(str(folder / "page.seg.nrrd"))
+    mask = seg_nrrd_voxels(Path(written), volume)
+    assert mask.sum() > 1000
+    return mask
 
 
 # -- in-process: the page's actions as the browser calls them -------------------------------
@@ -135,7 +159,12 @@ def test_the_page_opens_the_series_from_the_pacs_and_saves_its_seg_there(
     assert len(segs) == before + 1
     assert segs[-1].ReferencedSeriesSequence[0].SeriesInstanceUID == series.series_uid
     mask = seg_voxels(segs[-1], tmp_path, volume, series)
-    assert mask.sum() > 1000
+    assert np.array_equal(mask, the_pages_own_export(page, volume, tmp_path))
+    # Download DICOM SEG: the same voxels, the SEG built on a thread of the event loop.
+    downloaded = tmp_path / "downloaded.dcm"
+    downloaded.write_bytes(asyncio.run(page.pacs.seg_bytes()))
+    (segment,) = dicom_seg.read_dicom_seg(downloaded, volume, series)
+    assert np.array_equal(segment.mask, mask)
     # The credentials never reach the browser's state.
     assert SECRET not in json.dumps(state.to_dict(), default=str)
     # Another image (an upload that is not DICOM): no SEG, and the download's files are gone.
@@ -147,7 +176,8 @@ def test_the_page_opens_the_series_from_the_pacs_and_saves_its_seg_there(
     settle(page)
     assert state.error == "" and not state.dicom_source and not state.pacs_target
     assert not any(folder.exists() for folder in downloaded)
-    assert page.pacs.download_seg() is None and "did not come from DICOM" in state.error
+    assert asyncio.run(page.pacs.download_seg()) is None
+    assert "did not come from DICOM" in state.error
 
 
 def test_an_image_that_is_a_series_url_opens_once_the_server_is_ready(pacs, orthanc):
@@ -197,7 +227,7 @@ def test_a_dicom_folder_as_image_and_uploaded_dicom_files_give_a_seg(pacs, tmp_p
         # (The download itself, an attachment, needs a running server: the browser test's.)
         written = page.logic.exportSegmentation(str(tmp_path / "from-folder.dcm"))
         from_folder = dicom_seg.read_dicom_seg(written, volume, series)[0].mask
-        assert from_folder.sum() > 1000
+        assert np.array_equal(from_folder, the_pages_own_export(page, volume, tmp_path))
         page.guarded(page.pacs.save)
         assert "did not come from a DICOMweb server" in state.error
         # The same series uploaded: its files stay (for the SEG) while it is the image.
@@ -214,6 +244,103 @@ def test_a_dicom_folder_as_image_and_uploaded_dicom_files_give_a_seg(pacs, tmp_p
         assert np.array_equal(uploaded, from_folder)
     finally:
         page.logic.cleanup()
+
+
+@pytest.fixture(scope="module")
+def gap_series(orthanc, tmp_path_factory):
+    """The shared series less its middle slice, as another patient's series in Orthanc:
+    (its folder, its series UID)."""
+    from test_dicomweb import renamed_copy
+
+    folder = renamed_copy(PACS_DIR, tmp_path_factory.mktemp("gap") / "gap", "FASTSAM3D-GAP", 10)
+    orthanc.upload(folder)
+    return folder, pydicom.dcmread(next(folder.iterdir())).SeriesInstanceUID
+
+
+def test_a_series_the_page_refuses_is_one_line_naming_the_server_and_the_series(
+    page, pacs, orthanc, gap_series
+):
+    """On a thread of the event loop, as the page runs it: while the download runs the server
+    refuses another request, whatever the browser writes into pacs_busy; the gap is said in one
+    line naming the server and the series, and the download's folder is gone. A good series
+    then opens the same way."""
+    _, series_uid = gap_series
+    state = page.state
+    page.pacs.search("FASTSAM3D-GAP", "")
+    (row,) = state.pacs_series
+
+    async def opening() -> None:
+        page.pacs.open_series(row["url"])
+        assert page.pacs.busy and state.pacs_busy and page.pacs.task is not None
+        state.pacs_busy = False  # as the browser may write it
+        page.guarded(lambda: page.pacs.search())
+        assert "still busy" in state.error
+        page.guarded(lambda: page.pacs.open_series(row["url"]))
+        assert "still busy" in state.error
+        await page.pacs.task
+
+    asyncio.run(opening())
+    assert not page.pacs.busy and not state.pacs_busy and page.volume is None
+    expected = f"DICOMweb server {orthanc.dicomweb}, series {series_uid}: DICOM slices unevenly"
+    assert state.error.startswith(expected), state.error
+    assert "found 4 mm" in state.error and "\n" not in state.error
+    assert "re-export" not in state.error and page.work_folder not in state.error
+    assert not list(Path(page.work_folder).iterdir())
+    page.pacs.search(PATIENT, "")
+
+    async def opening_the_good_one() -> None:
+        page.pacs.open_series(pacs[0])
+        await page.pacs.task
+
+    asyncio.run(opening_the_good_one())
+    settle(page)
+    assert state.error == "" and page.volume is not None and not page.pacs.busy
+    assert page.logic.dicomSource.series_uid == pacs[2].series_uid and state.pacs_target
+
+
+def test_uploaded_files_whose_series_makes_no_seg_say_so_on_the_page(page, gap_series):
+    """The scene opens the gap series' files, the core does not: the image is shown, without a
+    DICOM SEG, and the page says why in one line (not only the log)."""
+    folder, _ = gap_series
+    page.upload([{"name": path.name, "content": path.read_bytes(), "size": 1, "type": ""}
+                 for path in sorted(folder.iterdir())])  # fmt: skip
+    settle(page)
+    state = page.state
+    if page.volume is None:
+        pytest.fail(f"the scene did not open the gap series: {state.error}")
+    assert not state.dicom_source and page.logic.dicomSource is None
+    assert state.error.startswith("no DICOM SEG for this image: the uploaded files: "), state.error
+    assert "unevenly spaced" in state.error and "\n" not in state.error
+    assert page.work_folder not in state.error
+    assert not list(Path(page.work_folder).iterdir())  # the files are not kept
+
+
+def test_a_series_larger_than_the_page_opens_is_refused_before_and_while_it_downloads(
+    page, pacs, monkeypatch, tmp_path: Path
+):
+    """$FASTSAM3D_WEB_MAX_IMAGE_GB caps a PACS series as it caps an upload: 20 slices of
+    512 x 512 x 2 bytes (10.5 MB) against 5 MB. Orthanc tells the sizes (QIDO-RS): refused
+    before the download; a server that tells nothing is stopped as the instances arrive."""
+    from fastsam3d_web.series_size import SeriesBudget, SeriesTooLarge
+
+    monkeypatch.setenv("FASTSAM3D_WEB_MAX_IMAGE_GB", "0.005")
+    url, _, series, _ = pacs
+    page.pacs.search(PATIENT, "")
+    page.pacs.open_series(url)
+    state = page.state
+    expected = f"DICOMweb server {page.pacs.access.base}, series {series.series_uid}: the series "
+    assert state.error.startswith(expected + "holds 0.0105 GB of images, more than the 0.005 GB")
+    assert "FASTSAM3D_WEB_MAX_IMAGE_GB" in state.error and "\n" not in state.error
+    assert page.volume is None and not list(Path(page.work_folder).iterdir())
+    budget, arriving = SeriesBudget("the series"), tmp_path / "arriving"
+    arriving.mkdir()
+    files = sorted(PACS_DIR.iterdir())
+    for file in files[:9]:  # 9 x 0.52 MB: still under 5 MB
+        shutil.copy(file, arriving / file.name)
+        budget.check_arrived(arriving)
+    shutil.copy(files[9], arriving / files[9].name)
+    with pytest.raises(SeriesTooLarge, match="has sent 0.00524 GB of images, more than the"):
+        budget.check_arrived(arriving)
 
 
 # -- the command line and the browser -------------------------------------------------------
@@ -340,7 +467,9 @@ def test_in_the_browser_open_from_the_pacs_click_and_save_to_pacs(
             assert len(segs) == before + 1
             assert segs[-1].ReferencedSeriesSequence[0].SeriesInstanceUID == series.series_uid
             stored = seg_voxels(segs[-1], tmp_path, volume, series)
-            assert stored.sum() > 1000
+            exported = _download(page, "#export-seg", tmp_path / "page.seg.nrrd")
+            own = seg_nrrd_voxels(Path(exported), volume)  # the page's own export
+            assert own.sum() > 1000 and np.array_equal(stored, own)
             downloaded = _download(page, "#export-dicom-seg", tmp_path / "download.dcm")
             (segment,) = dicom_seg.read_dicom_seg(downloaded, volume, series)
             assert np.array_equal(segment.mask, stored)

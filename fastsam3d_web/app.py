@@ -196,13 +196,18 @@ class SegmentationPage(TrameApp):
             volumes = []
         if not volumes or volumes[0] is None:
             names = ", ".join(Path(name).name for name in files[:3])
+            names = source.shown or names + (", ..." if len(files) > 3 else "")
             raise ValueError(
-                f"{names}{', ...' if len(files) > 3 else ''}: not an image this page can open "
-                "(NRRD, NIfTI, MHA/MHD, or a DICOM series' files); the current image stays"
+                f"{names}: not an image this page can open (NRRD, NIfTI, MHA/MHD, or a DICOM "
+                "series' files); the current image stays"
             )
-        if dicom_path is not None:
-            source.series = dicom_series_for(Path(dicom_path), volumes[0])
+        problem = ""
+        if dicom_path is not None:  # the page's own copy is named as the user knows it
+            shown = source.shown or ("the uploaded files" if source.folder else None)
+            source.series, problem = dicom_series_for(Path(dicom_path), volumes[0], shown)
         self._switch_to(volumes[0], source)
+        if problem:  # the image opened, without a SEG: said once, on the page
+            self.show_error(problem)
 
     @property
     def work_folder(self) -> str:

@@ -9,7 +9,6 @@ upload) for as long as their image is the current one, and gives the engine the 
 from __future__ import annotations
 
 import shutil
-import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +26,14 @@ class ImageSource:
             another image replaces this one; None for the user's own files (IMAGE).
         server: the DICOMweb base URL the series came from, where its SEG is stored; None when
             it came from elsewhere.
+        shown: how messages name the files where ``folder``'s path would mean nothing to the
+            user (``DICOMweb server URL, series UID``); None: by their paths.
     """
 
     series: Any = None
     folder: Path | None = None
     server: str | None = None
+    shown: str | None = None
 
     def discard(self) -> None:
         """Remove the page's copy of the files (nothing of the user's)."""
@@ -67,16 +69,29 @@ def image_files(path: Path) -> list[str]:
     return [str(path)]
 
 
-def dicom_series_for(path: Path, volume_node: Any) -> Any:
-    """The DICOM series at ``path`` (a folder or a file of it) that ``volume_node`` was read
-    from, its files in the node's slice order; None when ``path`` is not DICOM, or when its
-    series does not make this volume (the reason goes to the log: the image still opens, only
-    without a DICOM SEG)."""
+def dicom_series_for(path: Path, volume_node: Any, shown: str | None = None) -> tuple:
+    """(the DICOM series at ``path`` (a folder or a file of it) that ``volume_node`` was read
+    from, its files in the node's slice order, ""), or (None, why not in one line) when its
+    series does not make this volume: the image still opens, only without a DICOM SEG.
+    ``shown``: how the reason names the files (see :class:`ImageSource`)."""
     from fastsam3d_core.io.dicom_source import dicom_series_of
     from fastsam3d_mrml.mrml_io import volume_from_node
 
     try:
-        return dicom_series_of(path, volume_from_node(volume_node))
+        return dicom_series_of(path, volume_from_node(volume_node)), ""
     except ValueError as error:
-        print(f"fastsam3d web: no DICOM SEG for this image: {error}", file=sys.stderr)
-        return None
+        reason = reworded(error, path, shown) if shown else str(error).splitlines()[0]
+        return None, f"no DICOM SEG for this image: {reason}"
+
+
+def reworded(error: BaseException, folder: Path, shown: str) -> str:
+    """``error``, said of the page's own copy of some files (``folder``, a temporary folder),
+    as one line about what the user knows them as (``shown``): the folder's path left out,
+    and the advice for files on one's own disk (re-export, another folder) with it."""
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    for path in (f"{folder}/", f"{folder}: ", str(folder)):
+        text = text.replace(path, "")
+    reason = text.split("; ")[0]
+    if reason.count("(") > reason.count(")"):  # advice inside parentheses: cut with it
+        reason = reason[: reason.rindex(" (")]
+    return f"{shown}: {reason.replace(' in this folder', ' among its files')}"

@@ -10,14 +10,20 @@ current image when it came from DICOM (a server, a folder, uploaded files); **Sa
 that SEG (STOW-RS) on the server its series came from.
 
 Requests run on a thread of their own, so the page keeps answering; their results are applied
-on the server's event loop, which owns the scene. The credentials stay in this process: no
-state the browser receives and no message holds them, and the browser can open only the series
-the page listed (a URL from the browser never makes the server fetch with them elsewhere).
+on the server's event loop, which owns the scene; one at a time, which the server keeps (the
+browser's ``pacs_busy`` only mirrors it). A SEG is built on a thread too: only reading the
+scene happens on the loop. A series is held to the size an upload may have
+(:mod:`.series_size`); one the page refuses is said in one line naming the server and the
+series. The credentials stay in this process: no state the browser receives and no message
+holds them, and the browser can open only the series the page listed (a URL from the browser
+never makes the server fetch with them elsewhere).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import io
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -27,7 +33,8 @@ from typing import Any, Callable
 from trame.widgets import html
 from trame_vuetify.widgets import vuetify3 as v3
 
-from .dicom_files import ImageSource, image_files
+from .dicom_files import ImageSource, image_files, reworded
+from .series_size import SeriesBudget
 
 # The DICOM SEG download's file name.
 SEG_FILE = "segmentation.dcm"
@@ -68,6 +75,9 @@ class PacsPanel:
         self.page, self.state = page, page.state
         self.access = access or DicomwebAccess()
         self._listed: dict[str, Any] = {}  # url -> SeriesSummary, as last listed
+        # One request at a time, kept here: the browser may write any state key it likes.
+        self.busy = False
+        self.task: asyncio.Task | None = None  # the request running on a thread, if any
         state = self.state
         state.pacs_server = self.access.base or ""
         state.pacs_dialog = False
@@ -103,33 +113,71 @@ class PacsPanel:
 
     def open_url(self, url: str) -> None:
         """Download the series at ``url`` (a DICOMweb series URL) and open it."""
-        from fastsam3d_core.io.dicomweb import SeriesURL, download_series
+        from fastsam3d_core.io.dicomweb import SeriesURL
 
-        series_url, auth = SeriesURL.parse(url), self.access.auth
+        series_url = SeriesURL.parse(url)
+        shown = f"DICOMweb server {series_url.base}, series {series_url.series_uid}"
+        self._refuse_if_busy()
         folder = Path(tempfile.mkdtemp(prefix="dicomweb-", dir=self.page.work_folder))
         files = folder / "series"
-        progress = self._reporter("Downloading the series")
-
-        def download() -> list[str]:
-            download_series(series_url, files, auth, REQUEST_TIMEOUT_S, progress)
-            return image_files(files)  # the series checked as any DICOM folder is
+        source = ImageSource(folder=folder, server=series_url.base, shown=shown)
 
         def opened(names: list[str]) -> None:
-            source = ImageSource(folder=folder, server=series_url.base)
             self.page.open_files(names, source, dicom_path=files)
+            if source.series is None:  # no SEG to make of it: the scene holds the image
+                source.discard()
             self.state.pacs_dialog = False
 
+        say = self._reporter("Downloading the series")  # made here: it needs the loop
+        download = functools.partial(self._download, series_url, files, shown, say)
         self._in_background("Downloading the series...", download, opened, folder)
 
-    def download_seg(self) -> Any:
+    def _download(
+        self, series_url: Any, files: Path, shown: str, say: Callable[[int, int], None]
+    ) -> list[str]:
+        """On the request's thread: the series, no larger than the page opens, into ``files``
+        (``say`` hears the progress); its image files, checked as any DICOM folder is (a
+        refusal names the series)."""
+        from fastsam3d_core.io.dicomweb import download_series, open_client
+        from fastsam3d_core.io.errors import VolumeReadError
+
+        auth, budget = self.access.auth, SeriesBudget(shown)
+        client = open_client(series_url.base, auth, REQUEST_TIMEOUT_S)
+        budget.check_announced(client, series_url.study_uid, series_url.series_uid)
+
+        def progress(done: int, total: int) -> None:
+            budget.check_arrived(files)
+            say(done, total)
+
+        download_series(series_url, files, auth, REQUEST_TIMEOUT_S, progress)
+        try:
+            return image_files(files)
+        except VolumeReadError as error:
+            raise ValueError(reworded(error, files, shown)) from error
+
+    async def seg_bytes(self, inputs: Any = None) -> bytes:
+        """The segmentation as a DICOM SEG file's bytes: the scene read here (or ``inputs``,
+        the engine's ``SegInputs`` read already), the SEG built on a thread."""
+        inputs = inputs or self.page.logic.dicomSegInputs()
+
+        def encoded() -> bytes:
+            buffer = io.BytesIO()
+            inputs.dataset().save_as(buffer)
+            return buffer.getvalue()
+
+        return await asyncio.get_running_loop().run_in_executor(None, encoded)
+
+    async def download_seg(self) -> Any:
         """The segmentation as a DICOM SEG file, a download attachment; None on failure."""
-
-        def written() -> Any:
-            path = Path(self.page.work_folder) / SEG_FILE
-            self.page.logic.exportSegmentation(str(path))
-            return self.page.server.protocol.addAttachment(path.read_bytes())
-
-        return self.page.guarded(written)
+        inputs = self.page.guarded(self.page.logic.dicomSegInputs)  # the scene, read here
+        if inputs is None:
+            return None
+        try:
+            seg = await self.seg_bytes(inputs)
+        except Exception as error:
+            self.page.show_error(error)
+            return None
+        return self.page.server.protocol.addAttachment(seg)
 
     def save(self) -> None:
         """Store the SEG (STOW-RS) on the server the current series came from."""
@@ -141,16 +189,18 @@ class PacsPanel:
                 "this image did not come from a DICOMweb server: Save to PACS stores the SEG "
                 "where its series is; use Download DICOM SEG instead"
             )
-        dataset = self.page.logic.dicomSegDataset()  # here: it reads the scene
+        self._refuse_if_busy()
+        inputs = self.page.logic.dicomSegInputs()  # here: it reads the scene
 
-        def stored(_: Any) -> None:
+        def built_and_stored() -> Any:
+            dataset = inputs.dataset()
+            store_dataset(server, dataset, auth, REQUEST_TIMEOUT_S)
+            return dataset
+
+        def stored(dataset: Any) -> None:
             self.state.status = f"Saved to PACS ({server}): {dataset.SeriesDescription}"
 
-        self._in_background(
-            "Saving to PACS...",
-            lambda: store_dataset(server, dataset, auth, REQUEST_TIMEOUT_S),
-            stored,
-        )
+        self._in_background("Saving to PACS...", built_and_stored, stored)
 
     def show_source(self, source: ImageSource) -> None:
         """The buttons follow the current image: a SEG for a DICOM one, PACS for a server's."""
@@ -184,10 +234,12 @@ class PacsPanel:
         """``work()`` on a thread, then ``done(result)`` here (on the event loop): at once when
         no loop runs (in-process tests). One at a time; an error is shown on the page and
         ``scratch`` (a folder) removed."""
-        if self.state.pacs_busy:
+        try:
+            self._refuse_if_busy()
+        except RuntimeError:
             if scratch is not None:
                 shutil.rmtree(scratch, ignore_errors=True)
-            raise RuntimeError("the PACS is still busy with the last request: wait for it")
+            raise
         self.state.status, self.state.error = doing, ""
         try:
             loop = asyncio.get_running_loop()
@@ -196,18 +248,25 @@ class PacsPanel:
         if loop is None:
             self._finish(work, done, scratch)
             return
-        self.state.pacs_busy = True
-        loop.create_task(self._finish_later(loop, work, done, scratch))
+        self._set_busy(True)
+        self.task = loop.create_task(self._finish_later(loop, work, done, scratch))
+
+    def _refuse_if_busy(self) -> None:
+        if self.busy:
+            raise RuntimeError("the PACS is still busy with the last request: wait for it")
+
+    def _set_busy(self, busy: bool) -> None:
+        self.busy = self.state.pacs_busy = busy  # the state only shows it
 
     async def _finish_later(self, loop, work, done, scratch) -> None:
         try:
             result = await loop.run_in_executor(None, work)
             with self.state:
-                self.state.pacs_busy = False
+                self._set_busy(False)
                 self._finish(lambda: result, done, scratch)
         except Exception as error:
             with self.state:
-                self.state.pacs_busy = False
+                self._set_busy(False)
                 self._failed(error, scratch)
 
     def _finish(self, work, done, scratch) -> None:
