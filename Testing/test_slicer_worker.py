@@ -314,7 +314,8 @@ def test_slicer_gets_the_engine_dependencies_but_not_the_command_line_ones():
     # The engine, as the module imports it, needs none of them.
     code = (
         "import sys, fastsam3d_core, fastsam3d_core.session, fastsam3d_core.weights;"
-        "import fastsam3d_core.io; print(sorted(set(sys.modules) & {'typer'}))"
+        "import fastsam3d_core.io, fastsam3d_mrml.logic;"
+        "print(sorted(set(sys.modules) & {'typer', 'highdicom', 'dicomweb_client'}))"
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert loaded.stdout.split() == ["[]"], loaded.stderr

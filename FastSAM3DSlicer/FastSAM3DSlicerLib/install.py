@@ -38,9 +38,9 @@ from typing import Any, Callable
 TORCH_MINIMUM = (2, 5)
 TORCH_REQUIREMENT = ">=" + ".".join(map(str, TORCH_MINIMUM))
 # The engine's own requirements in Slicer: pyproject.toml's dependencies less torch (above) and
-# less what only the command line needs (typer). An installed extension ships the engine itself
-# (CMake copies fastsam3d_core beside the module), so only these come from pip; most are
-# already in Slicer's Python.
+# less COMMAND_LINE_ONLY (below). An installed extension ships the engine itself (CMake copies
+# fastsam3d_core beside the module), so only these come from pip; most are already in Slicer's
+# Python.
 CORE_DEPENDENCIES = (
     "numpy>=1.22",
     "platformdirs>=3",
@@ -48,7 +48,10 @@ CORE_DEPENDENCIES = (
     "scipy>=1.9",
     "threadpoolctl>=3.1",
 )
-COMMAND_LINE_ONLY = ("typer",)
+# The core's dependencies that Slicer does without (prefixes of pyproject's lines): the command
+# line's parser, and DICOM SEG and DICOMweb, which in Slicer are its own DICOM module's (with the
+# NumPy bound that highdicom needs on Python 3.9).
+COMMAND_LINE_ONLY = ("typer", "highdicom", "dicomweb-client", "numpy<2")
 # The "Remote server" device: the service encodes, this computer decodes with onnxruntime (a
 # ~20 MB wheel) instead of PyTorch, which is then not installed at all.
 REMOTE_DEPENDENCIES = ("onnxruntime>=1.17",)
