@@ -147,7 +147,10 @@ def environment39(interpreter, tmp_path_factory) -> dict:
         timeout=900,
     )
     assert install.returncode == 0, "pip on Python 3.9 failed (PyPI?):\n" + install.stderr[-3000:]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200", "NO_COLOR": "1"}
+    # The child writes UTF-8 whatever the locale (CI's may be ASCII: rich's help has box lines);
+    # the runs below decode it so.
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200", "NO_COLOR": "1",
+           "PYTHONIOENCODING": "utf-8"}  # fmt: skip
     return {"python": python, "env": env}
 
 
@@ -173,7 +176,7 @@ print(json.dumps(walk(typer.main.get_command(app), [], {})))
 
 def _command_tree(python: str, env: dict) -> dict:
     run = subprocess.run(
-        [python, "-c", COMMAND_TREE], capture_output=True, text=True, env=env, timeout=120
+        [python, "-c", COMMAND_TREE], capture_output=True, encoding="utf-8", env=env, timeout=120
     )
     assert run.returncode == 0, run.stderr
     return json.loads(run.stdout)
@@ -200,7 +203,7 @@ def test_help_on_python_3_9_lists_the_options(environment39, command, options):
     run = subprocess.run(
         [environment39["python"], "-m", "fastsam3d_core", command, "--help"],
         capture_output=True,
-        text=True,
+        encoding="utf-8",
         env=environment39["env"],
         timeout=120,
     )
@@ -248,7 +251,7 @@ def test_dicom_seg_round_trip_on_python_3_9(environment39, tmp_path):
     run = subprocess.run(
         [environment39["python"], "-c", SEG_ROUND_TRIP, str(series), str(tmp_path / "seg.dcm")],
         capture_output=True,
-        text=True,
+        encoding="utf-8",
         env=environment39["env"],
         timeout=300,
     )
