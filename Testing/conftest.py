@@ -170,6 +170,19 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def interrupt(process: subprocess.Popen, seconds: float) -> None:
+    """Stop a server the tests started as a user would, with Ctrl-C (SIGINT); kill it if it is
+    still running after ``seconds``."""
+    import signal
+
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def wait_for_port(port: int, seconds: float, process: subprocess.Popen | None = None) -> None:
     """Return once something listens on 127.0.0.1:``port``; fail after ``seconds``, or as soon
     as ``process`` (the server being waited for) exits."""

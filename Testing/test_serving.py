@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import free_port, invoke_cli, line_within
+from conftest import free_port, interrupt, invoke_cli, line_within
 
 from fastsam3d_core import Session, build_model, load_checkpoint
 from fastsam3d_core.examples import SPLEEN_POINT_RAS, example_ct_path
@@ -80,12 +80,7 @@ def service(seeded_weights: Path, tmp_path_factory: pytest.TempPathFactory):
         assert line.startswith(f"serving fastsam3d at http://127.0.0.1:{port}/v1"), line
         yield f"http://127.0.0.1:{port}"
     finally:
-        server.send_signal(signal.SIGINT)  # Ctrl-C: the service and its Ray instance stop
-        try:
-            server.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        interrupt(server, 90)  # Ctrl-C: the service and its Ray instance stop
 
 
 def _masks(predictor, clicks=CLICKS) -> list[np.ndarray]:

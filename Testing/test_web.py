@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import free_port, wait_for_port
+from conftest import free_port, interrupt, wait_for_port
 from test_slicer_mrml import CT_IMAGE, CT_LABEL
 
 from fastsam3d_core.examples import SPLEEN_LABEL, SPLEEN_POINT_RAS
@@ -52,12 +51,7 @@ def web_server(request, tmp_path: Path):
         wait_for_port(port, seconds=120, process=server)
         yield f"http://127.0.0.1:{port}/"
     finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        interrupt(server, 30)
         log.close()
 
 

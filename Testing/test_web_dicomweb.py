@@ -20,7 +20,6 @@ import itertools
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from conftest import SHARED_DATA_DIR, free_port, wait_for_port
+from conftest import SHARED_DATA_DIR, free_port, interrupt, wait_for_port
 
 from fastsam3d_core.io import read_segmentation, read_volume, write_labelmap
 from fastsam3d_core.session import OraclePredictor
@@ -406,12 +405,7 @@ def dicomweb_page_server(pacs, orthanc, tmp_path: Path):
             wait_for_port(port, seconds=TIMEOUT_S, process=server)
             yield f"http://127.0.0.1:{port}/"
         finally:
-            server.send_signal(signal.SIGINT)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            interrupt(server, 30)
     assert SECRET not in log_path.read_text(errors="replace")
 
 

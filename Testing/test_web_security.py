@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import test_web_page
-from conftest import free_port, wait_for_port
+from conftest import free_port, interrupt, wait_for_port
 from test_slicer_mrml import CT_IMAGE, CT_LABEL
 from test_web_page import nodes, upload
 
@@ -160,12 +160,7 @@ def launcher(tmp_path: Path):
         yield port, server, sessions
     finally:
         if server.poll() is None:
-            server.send_signal(signal.SIGINT)
-            try:
-                server.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            interrupt(server, 40)
         for pid in sessions:  # the sessions it left running, if any
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
