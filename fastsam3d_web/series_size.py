@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .uploads import MAX_IMAGE_GB_ENV, max_image_bytes
+from .uploads import MAX_IMAGE_GB_ENV, max_image_bytes, memory_short_for
 
 # The instance attributes that size its pixels: (keyword, DICOM tag as QIDO-RS names it).
 PIXEL_ATTRIBUTES = (
@@ -90,16 +90,14 @@ class SeriesBudget:
         self._check(self._arrived, "has sent")
 
     def _check(self, size: int, said: str) -> None:
-        from fastsam3d_core.io.images import available_memory
-
         if size > self.limit:
             raise SeriesTooLarge(
                 f"{self.shown}: the series {said} {size / 1e9:.3g} GB of images, more than the "
                 f"{self.limit / 1e9:g} GB this page opens ({MAX_IMAGE_GB_ENV} on the server sets "
                 "it); open a smaller series"
             )
-        available = available_memory()
-        if available is not None and 2 * size > available:
+        available = memory_short_for(size)
+        if available is not None:
             raise SeriesTooLarge(
                 f"{self.shown}: the series {said} {size / 1e9:.3g} GB of images; opening it "
                 f"needs about {2 * size / 1e9:.3g} GB of memory and the server has "

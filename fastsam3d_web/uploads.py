@@ -120,12 +120,19 @@ def max_image_bytes() -> int:
     return int(gigabytes * 1e9)
 
 
+def memory_short_for(image_bytes: int) -> int | None:
+    """The server's free memory, in bytes, when it cannot hold an image of ``image_bytes``
+    twice (the scene's image and the logic's copy); None when it can, or is not known."""
+    from fastsam3d_core.io.images import available_memory
+
+    available = available_memory()
+    return available if available is not None and 2 * image_bytes > available else None
+
+
 def _check_decompressed_size(path: Path, limit: int) -> None:
     """Refuse ``path`` if its header announces more than ``limit`` bytes of voxels, or more than
     the memory free holds twice (the scene's image and the logic's copy), or if it is a gzip
     stream that inflates to more than ``limit`` (counted with a cap, nothing kept)."""
-    from fastsam3d_core.io.images import available_memory
-
     announced = _announced_bytes(path)
     with open(path, "rb") as file:
         gzipped = file.read(2) == b"\x1f\x8b"
@@ -135,8 +142,8 @@ def _check_decompressed_size(path: Path, limit: int) -> None:
             f"opens ({MAX_IMAGE_GB_ENV} on the server sets it); crop or downsample it first; "
             "the current image stays"
         )
-    available = available_memory()
-    if announced is not None and available is not None and 2 * announced > available:
+    available = memory_short_for(announced) if announced is not None else None
+    if available is not None:
         raise UploadRefused(
             f"{path.name}: decompresses to {announced / 1e9:.1f} GB; opening it needs about "
             f"{2 * announced / 1e9:.1f} GB of memory and the server has {available / 1e9:.1f} "
