@@ -153,7 +153,9 @@ def imported_modules(path: Path) -> set[str]:
 
 
 def test_the_slicer_module_imports_the_engine_and_the_core_but_no_other_front_end():
-    other_front_ends = ("fastsam3d_web", "fastsam3d_core.cli", "fastsam3d_core.__main__")
+    other_front_ends = (
+        "fastsam3d_web", "fastsam3d_monailabel", "fastsam3d_core.cli", "fastsam3d_core.__main__"
+    )
     found = {}
     for path in python_files(SLICER_MODULE):
         for name in imported_modules(path):

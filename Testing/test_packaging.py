@@ -33,8 +33,8 @@ from conftest import free_port, wait_for_port
 
 REPO = Path(__file__).resolve().parents[1]
 # The packages a user of the main wheel imports: the core, the engine (Qt-free MRML logic, by
-# the page and the Slicer module) and the page.
-PACKAGES = ("fastsam3d_core", "fastsam3d_mrml", "fastsam3d_web")
+# the page and the Slicer module), the page and the MONAI Label app.
+PACKAGES = ("fastsam3d_core", "fastsam3d_mrml", "fastsam3d_web", "fastsam3d_monailabel")
 EXAMPLE_CT = "fastsam3d_core/examples/example_ct_3mm.nii.gz"
 PIP_TIMEOUT_S = 900
 # Not a package of the distributions, though its name begins like one.
@@ -169,6 +169,7 @@ def test_the_wheel_holds_the_core_the_engine_the_page_and_the_example(sources, m
         assert modules <= set(files), f"left out of the wheel: {sorted(modules - set(files))}"
     assert EXAMPLE_CT in files
     assert "fastsam3d_mrml/logic.py" in files and "fastsam3d_web/app.py" in files
+    assert "fastsam3d_monailabel/monailabel_app/main.py" in files  # the file MONAI Label loads
 
 
 def test_the_client_is_the_same_package_without_torch(main_wheel, client_wheel):

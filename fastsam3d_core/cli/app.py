@@ -10,6 +10,7 @@ import typer
 
 from .bench import bench
 from .evaluate import evaluate
+from .monailabel import monailabel
 from .segment import segment
 from .serve import export_onnx, serve
 from .train import distill, finetune
@@ -36,6 +37,7 @@ app.command("bench")(bench)
 app.command("serve")(serve)
 app.command("export-onnx")(export_onnx)
 app.command("web")(web)
+app.command("monailabel")(monailabel)
 app.command("finetune")(finetune)
 app.command("distill")(distill)
 

@@ -108,7 +108,7 @@ class SeriesURL:
         parts, shown = _checked_http_url(url)
         match = _SERIES_PATH.fullmatch(parts.path)
         uids = (match["study"], match["series"]) if match else ()
-        if not match or parts.query or parts.fragment or not all(map(_is_uid, uids)):
+        if not match or parts.query or parts.fragment or not all(map(is_uid, uids)):
             raise DicomwebError(f"{shown}: not a DICOMweb series URL; expected {_SERIES_FORM}")
         base = urlunsplit((parts.scheme.lower(), parts.netloc, match["prefix"], "", ""))
         return cls(base, match["study"], match["series"])
@@ -117,7 +117,8 @@ class SeriesURL:
         return f"{self.base}/studies/{self.study_uid}/series/{self.series_uid}"
 
 
-def _is_uid(text: str) -> bool:
+def is_uid(text: str) -> bool:
+    """Whether ``text`` is a well-formed DICOM UID (digits and dots, at most 64 characters)."""
     return len(text) <= 64 and _UID.fullmatch(text) is not None
 
 
@@ -270,8 +271,19 @@ def download_series(
             something else than the series' instances.
         ValueError: ``folder`` is not empty.
     """
+    return retrieve_series(open_client(url.base, auth, timeout_s), url, folder, timeout_s, progress)
+
+
+def retrieve_series(
+    client: DICOMwebClient,
+    url: SeriesURL,
+    folder: Path,
+    timeout_s: float = 60,
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
+    """:func:`download_series` with a client made elsewhere (MONAI Label's, which carries its
+    own session and URL prefixes); ``url.base`` names the server in messages."""
     folder = _empty_folder(folder)
-    client = open_client(url.base, auth, timeout_s)
     missing = f"no such series on the server (study {url.study_uid}, series {url.series_uid})"
     written = 0
     # A 404 (an empty answer is a missing series) says the address is not a DICOMweb service.
@@ -320,7 +332,7 @@ def _write_instance(folder: Path, instance: pydicom.Dataset, index: int) -> None
     """Write one retrieved instance as it came (its file meta names its transfer syntax)."""
     uid = str(instance.get("SOPInstanceUID", ""))
     # The name comes from the server: only a well-formed UID is used in it.
-    name = uid if _is_uid(uid) else f"instance-{index + 1:05d}"
+    name = uid if is_uid(uid) else f"instance-{index + 1:05d}"
     path = folder / f"{name}.dcm"
     if path.exists():  # the same instance sent twice: kept, for read_volume to name
         path = folder / f"{name}-{index + 1}.dcm"
@@ -406,13 +418,13 @@ def search_series(
 
 def _image_series(client: DICOMwebClient, study: dict) -> list[SeriesSummary]:
     study_uid = str(_first(study, _STUDY_UID) or "")
-    if not _is_uid(study_uid):
+    if not is_uid(study_uid):
         return []
     summaries = []
     fields = ["SeriesDescription", "NumberOfSeriesRelatedInstances"]
     for series in client.search_for_series(study_uid, fields=fields):
         modality, series_uid = _text(series, _MODALITY), _text(series, _SERIES_UID)
-        if modality.upper() in _NOT_IMAGES or not _is_uid(series_uid):
+        if modality.upper() in _NOT_IMAGES or not is_uid(series_uid):
             continue
         count = _text(series, _SERIES_INSTANCES)
         instances = int(count) if count.isdigit() else 0

@@ -274,11 +274,15 @@ def _check_scalar_volume(
 
 
 def write_labelmap(
-    path: str | os.PathLike[str], labels: np.ndarray, reference: Volume | ImageGeometry
+    path: str | os.PathLike[str],
+    labels: np.ndarray,
+    reference: Volume | ImageGeometry,
+    compress: bool = True,
 ) -> None:
     """Write a labelmap on the reference's grid to NRRD or NIfTI, atomically.
 
-    The format follows the extension: ``.nrrd`` (gzip-compressed), ``.nii`` or ``.nii.gz``. The
+    The format follows the extension: ``.nrrd`` (gzip-compressed unless ``compress`` is False,
+    for readers without gzip such as OHIF's), ``.nii`` or ``.nii.gz``. The
     file is written beside ``path`` under a temporary name and renamed into place, so a failure
     never leaves a partial file. NRRD keeps the geometry in float64; NIfTI stores it in float32.
 
@@ -302,7 +306,7 @@ def write_labelmap(
 
     def write(temporary: Path) -> None:
         with itk_warnings_as_python(path):
-            sitk.WriteImage(image, str(temporary), useCompression=suffix == ".nrrd")
+            sitk.WriteImage(image, str(temporary), useCompression=compress and suffix == ".nrrd")
         if suffix != ".nrrd":  # ITK's NIfTI writer reports failed writes (disk full) on stderr only
             try:
                 check_nifti_voxels(temporary)
