@@ -77,6 +77,10 @@ def test_a_request_that_is_no_continuation_starts_the_label_again(
     removed = sessions.segment(ct_path, "spleen", RequestPoints((BESIDE,), ()))
     assert (removed.decoded, removed.restarted) == (1, True)
     assert np.array_equal(removed.mask, engine_mask(ct, fastsam3d_seeded, [(BESIDE, True)]))
+    # Slicer's module asks for a fresh start (reset_state) after a change of label or image.
+    reset = sessions.segment(ct_path, "spleen", RequestPoints((BESIDE,), ()), restart=True)
+    assert (reset.decoded, reset.restarted) == (1, True)
+    assert np.array_equal(reset.mask, removed.mask)
 
 
 def test_labels_are_segments_of_one_session_and_keep_apart(ct_path: Path, fastsam3d_seeded) -> None:

@@ -63,7 +63,8 @@ class FastSAM3DInfer(InferTask):
             points = request_points(request)
             written_as = label_format(request)
             image_id = request.get(IMAGE_ID_KEY)
-            result = self.sessions.segment(request["image"], label, points, image_id)
+            restart = str(request.get("reset_state", "")).lower() in ("true", "1")
+            result = self.sessions.segment(request["image"], label, points, image_id, restart)
             path = write_label(result.mask, result.volume, written_as)
         except (ValueError, VolumeReadError) as error:
             logger.warning("%s: request refused: %s", self.model, error)

@@ -116,13 +116,15 @@ class ImageSessions:
         label: str,
         points: RequestPoints,
         image_id: str | None = None,
+        restart: bool = False,
     ) -> Segmented:
         """Run a request: ``points`` for ``label`` on the image file ``image``.
 
         ``image_id`` names the image where its file's name may change between requests (MONAI
         Label gives its first request on a series a temporary file, later ones its cached copy):
         requests with the same id share a session. Without it, the file (path, size and time)
-        identifies the image.
+        identifies the image. ``restart`` starts the label again whatever its points (Slicer's
+        MONAILabel module sends ``reset_state`` after a change of label or image).
 
         Raises:
             VolumeReadError: the image cannot be read (one line naming it).
@@ -135,7 +137,7 @@ class ImageSessions:
             points.check_inside(entry.session.volume)
             state = entry.label(label)
             entry.session.select_segment(state.segment_id)
-            restarted = not points.continues(state.points)
+            restarted = restart or not points.continues(state.points)
             added = points.added_to(NO_POINTS if restarted else state.points)
             state.points = NO_POINTS  # until every point has run: a failure restarts next time
             if restarted:
