@@ -19,7 +19,7 @@ from fastsam3d_core.io import read_volume
 from fastsam3d_core.session import Session
 from fastsam3d_monailabel.label_files import LabelFormat, label_format, write_label
 from fastsam3d_monailabel.points import MAX_POINTS, RequestPoints, request_points
-from fastsam3d_monailabel.sessions import ImageSessions
+from fastsam3d_monailabel.sessions import MAX_LABELS, ImageSessions
 from fastsam3d_monailabel.settings import AppSettings
 
 # Voxel indices (i, j, k) of the example CT, (I, J, K) = (122, 101, 30): in the spleen
@@ -104,6 +104,17 @@ def test_a_point_outside_the_image_is_refused_and_changes_nothing(
         sessions.segment(ct_path, "spleen", RequestPoints((SPLEEN, outside), ()))
     after = sessions.segment(ct_path, "spleen", RequestPoints((SPLEEN,), ()))
     assert after.decoded == 0 and np.array_equal(after.mask, before.mask)
+
+
+def test_labels_per_image_are_bounded(ct_path: Path, fastsam3d_seeded) -> None:
+    sessions = ImageSessions(fastsam3d_seeded)
+    for number in range(MAX_LABELS):
+        sessions.segment(ct_path, f"label {number}", RequestPoints((SPLEEN,), ()))
+    with pytest.raises(ValueError, match=f"already has {MAX_LABELS} labels"):
+        sessions.segment(ct_path, "one more", RequestPoints((SPLEEN,), ()))
+    with pytest.raises(ValueError, match="at most 64 characters"):
+        sessions.segment(ct_path, "x" * 65, RequestPoints((SPLEEN,), ()))
+    assert sessions.segment(ct_path, "label 0", RequestPoints((SPLEEN,), ())).decoded == 0
 
 
 def test_sessions_are_bounded_and_expire(ct_path: Path, tmp_path: Path, fastsam3d_seeded) -> None:

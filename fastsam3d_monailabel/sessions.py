@@ -31,6 +31,11 @@ from .points import NO_POINTS, RequestPoints
 #: (as float32) and a byte per voxel per label: about 0.4 GB for 512 x 512 x 300 and one label.
 DEFAULT_MAX_IMAGES = 4
 DEFAULT_IDLE_MINUTES = 30.0
+#: Labels (segments) one image's session may hold, each a byte per voxel: a client sending new
+#: names without end would otherwise fill the server's memory.
+MAX_LABELS = 32
+#: Characters a label's name may have (it becomes a segment's name, and a DICOM SEG's label).
+MAX_LABEL_LENGTH = 64
 
 
 @dataclass(frozen=True)
@@ -56,8 +61,11 @@ class Segmented:
 
 @dataclass
 class _Label:
+    """A label's segment and the points it holds; ``points`` is None when a request failed
+    part-way, so that the next one starts the label again."""
+
     segment_id: int
-    points: RequestPoints = NO_POINTS
+    points: RequestPoints | None = NO_POINTS
 
 
 @dataclass
@@ -67,8 +75,20 @@ class _Image:
     last_used: float = 0.0
 
     def label(self, name: str) -> _Label:
-        """The label's segment, the session's first one for its first label."""
+        """The label's segment, the session's first one for its first label.
+
+        Raises:
+            ValueError: a name longer than :data:`MAX_LABEL_LENGTH`, or a label beyond
+                :data:`MAX_LABELS` on this image.
+        """
         if name not in self.labels:
+            if len(name) > MAX_LABEL_LENGTH:
+                raise ValueError(f"a label's name has at most {MAX_LABEL_LENGTH} characters")
+            if len(self.labels) >= MAX_LABELS:
+                raise ValueError(
+                    f"this image already has {MAX_LABELS} labels, the most one image holds; "
+                    "reuse a label's name"
+                )
             if self.labels:
                 self.session.new_segment(name=name)
             self.labels[name] = _Label(self.session.current_segment.segment_id)
@@ -137,9 +157,10 @@ class ImageSessions:
             points.check_inside(entry.session.volume)
             state = entry.label(label)
             entry.session.select_segment(state.segment_id)
-            restarted = restart or not points.continues(state.points)
-            added = points.added_to(NO_POINTS if restarted else state.points)
-            state.points = NO_POINTS  # until every point has run: a failure restarts next time
+            earlier = state.points
+            restarted = restart or earlier is None or not points.continues(earlier)
+            added = points.added_to(earlier if earlier is not None and not restarted else NO_POINTS)
+            state.points = None  # until every point has run: a failure restarts next time
             if restarted:
                 entry.session.reset()
             encoder_runs = sum(
