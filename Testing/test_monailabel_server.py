@@ -8,6 +8,7 @@ send them, and the answers are compared with the engine's own session on the sam
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -146,6 +147,8 @@ def test_a_dicom_seg_is_the_products_own_and_refers_to_the_series(
         ("SERIES", {"foreground": [[1, 2]]}, 400, "voxel index [i, j, k]"),
         ("1.2.3.4", {"foreground": [[1, 1, 1]]}, 404, "no series 1.2.3.4"),
         ("..%2F..%2Fetc", {"foreground": [[1, 1, 1]]}, 400, "not a series UID"),
+        ("%2Fetc%2Fhostname", {"foreground": [[1, 1, 1]]}, 400, "not a series UID"),
+        ("SERIES", {"foreground": [[1, 1, 1]], "label": ["x"]}, 400, "'label' must be"),
         ("SERIES", '{"foreground": [[1, 1, 1]', 500, ""),  # not JSON: MONAI Label's own reply
     ],
 )
@@ -162,8 +165,6 @@ def test_a_bad_request_gets_an_error_reply_and_the_server_keeps_serving(
 
 
 def run_cli(arguments: list[str], folder: Path) -> subprocess.CompletedProcess:
-    import os
-
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (monailabel_path(folder), env.get("PYTHONPATH")) if p
@@ -191,6 +192,18 @@ def test_the_command_checks_before_it_starts_and_prints_the_servers_command(
     two = run_cli([*common, "-m", "fastsam3d", "-m", "sam-med3d-turbo", "--weights",
                    str(seeded_checkpoint)], folder.parent)  # fmt: skip
     assert two.returncode == 2 and "one --model" in two.stderr
+    broken = folder / "broken.pth"
+    broken.write_bytes(b"not a checkpoint")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (monailabel_path(folder.parent), os.environ.get("PYTHONPATH")) if p))
+    direct = subprocess.run(
+        [sys.executable, "-m", "fastsam3d_monailabel.launch", "start_server", "--app", str(app),
+         "--studies", str(folder), "--port", str(free_port()), "--conf", "weights", str(broken)],
+        capture_output=True, text=True, env=env, timeout=300, cwd=folder,
+    )  # fmt: skip
+    assert direct.returncode != 0
+    assert f"error: FastSAM3D cannot start: {broken}" in direct.stdout + direct.stderr
+
     other = folder / "other-app"
     other.mkdir()
     (other / "main.py").write_text("# someone else's app\n")

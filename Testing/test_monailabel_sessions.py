@@ -17,7 +17,12 @@ import pytest
 from fastsam3d_core.examples import example_ct_path
 from fastsam3d_core.io import read_volume
 from fastsam3d_core.session import Session
-from fastsam3d_monailabel.label_files import LabelFormat, label_format, write_label
+from fastsam3d_monailabel.label_files import (
+    LabelFormat,
+    OutputFolder,
+    label_format,
+    write_label,
+)
 from fastsam3d_monailabel.points import MAX_POINTS, RequestPoints, request_points
 from fastsam3d_monailabel.sessions import MAX_LABELS, ImageSessions
 from fastsam3d_monailabel.settings import AppSettings
@@ -83,12 +88,17 @@ def test_a_request_that_is_no_continuation_starts_the_label_again(
     assert np.array_equal(reset.mask, removed.mask)
 
 
-def test_labels_are_segments_of_one_session_and_keep_apart(ct_path: Path, fastsam3d_seeded) -> None:
+def test_labels_are_independent_and_share_the_images_embeddings(
+    ct_path: Path, ct, fastsam3d_seeded
+) -> None:
     sessions = ImageSessions(fastsam3d_seeded)
     spleen = sessions.segment(ct_path, "spleen", RequestPoints((SPLEEN,), ()))
+    # A second label at the same place (a tumour inside an organ) is not cut by the first...
+    inside = sessions.segment(ct_path, "tumor", RequestPoints((SPLEEN,), ()))
+    assert (inside.decoded, inside.encoder_runs) == (1, 0)  # ...and its crop is encoded once
+    assert np.array_equal(inside.mask, spleen.mask) and len(sessions) == 1
     other = sessions.segment(ct_path, "other", RequestPoints((FAR,), ()))
-    assert other.decoded == 1 and len(sessions) == 1
-    assert not np.any(other.mask & spleen.mask)
+    assert np.array_equal(other.mask, engine_mask(ct, fastsam3d_seeded, [(FAR, True)]))
     spleen_again = sessions.segment(ct_path, "spleen", RequestPoints((SPLEEN,), ()))
     assert spleen_again.decoded == 0
     assert np.array_equal(spleen_again.mask, spleen.mask)
@@ -156,22 +166,20 @@ def test_the_label_is_written_as_the_client_asks(ct, tmp_path: Path) -> None:
     ohif = label_format(
         {"result_extension": ".nrrd", "result_dtype": "uint8", "result_compress": False}
     )
-    path = write_label(mask, ct, ohif)
-    try:
-        array, header = nrrd.read(str(path))
-        assert header["encoding"] == "raw" and array.dtype == np.uint8
-        # OHIF copies the voxels in file order into its labelmap: i fastest, as the image.
-        assert np.array_equal(array, mask)
-        assert not path.read_bytes().startswith(gzip.compress(b"")[:2])
-    finally:
-        path.unlink()
-    nifti = write_label(mask, ct, label_format({"result_extension": "nii.gz"}))
-    try:
-        read = read_volume(nifti)
-        assert np.array_equal(read.array, mask)
-        assert np.allclose(read.ijk_to_ras, ct.ijk_to_ras, atol=1e-4)
-    finally:
-        nifti.unlink()
+    folder = OutputFolder(keep=2)
+    path = write_label(mask, ct, ohif, folder)
+    array, header = nrrd.read(str(path))
+    assert header["encoding"] == "raw" and array.dtype == np.uint8
+    # OHIF copies the voxels in file order into its labelmap: i fastest, as the image.
+    assert np.array_equal(array, mask)
+    assert not path.read_bytes().startswith(gzip.compress(b"")[:2])
+    nifti = write_label(mask, ct, label_format({"result_extension": "nii.gz"}), folder)
+    read = read_volume(nifti)
+    assert np.array_equal(read.array, mask)
+    assert np.allclose(read.ijk_to_ras, ct.ijk_to_ras, atol=1e-4)
+    # Only the newest files stay: they hold patient data.
+    third = write_label(mask, ct, ohif, folder)
+    assert sorted(folder.path.iterdir()) == sorted([nifti, third])
     for params in ({"result_extension": ".png"}, {"result_dtype": "complex64"}):
         with pytest.raises(ValueError, match="is not written; choose"):
             label_format(params)

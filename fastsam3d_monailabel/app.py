@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import threading
-from collections import deque
-from pathlib import Path
 from typing import Any
 
 from fastapi import HTTPException
@@ -22,11 +21,12 @@ from monailabel.interfaces.app import MONAILabelApp
 from fastsam3d_core import __version__
 from fastsam3d_core.io import SegAlgorithm, VolumeReadError
 from fastsam3d_core.session.model_predictor import ModelPredictor
+from fastsam3d_core.weights import WeightsError
 from fastsam3d_core.weights.recipe import LoadedModel, ModelRecipe
 
 from .datastore import AsStoredDICOMWebDatastore
-from .infer_task import IMAGE_ID_KEY, FastSAM3DInfer
-from .label_files import dicom_seg_of_label
+from .infer_task import FastSAM3DInfer
+from .label_files import OutputFolder, dicom_seg_of_label
 from .sessions import ImageSessions
 from .settings import AppSettings
 
@@ -34,16 +34,20 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between sweeps that drop idle sessions (their images and masks).
 _EXPIRY_SWEEP_SECONDS = 60.0
-#: DICOM SEG files kept for MONAI Label to send; older ones are deleted.
-_KEPT_SEG_FILES = 8
 
 
 class FastSAM3DApp(MONAILabelApp):
     """FastSAM3D's MONAI Label app (MONAI Label calls it with these arguments)."""
 
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
-        self.settings = AppSettings.from_conf(conf or {})
-        self.loaded = {model: self._load(model) for model in self.settings.models}
+        try:
+            self.settings = AppSettings.from_conf(conf or {})
+            self.loaded = {model: self._load(model) for model in self.settings.models}
+        except (ValueError, OSError, WeightsError) as error:
+            # One line where the server's log would otherwise end in a long traceback.
+            logger.error("FastSAM3D cannot start: %s", error)
+            raise SystemExit(f"error: FastSAM3D cannot start: {error}") from None
+        self.output = OutputFolder()
         super().__init__(
             app_dir=app_dir,
             studies=studies,
@@ -53,7 +57,6 @@ class FastSAM3DApp(MONAILabelApp):
             version=__version__,
             labels=list(self.settings.labels),
         )
-        self._seg_files: deque[Path] = deque()
         # MONAI Label converts labels to DICOM SEG (for output=dicom_seg, and for a final label
         # saved to the PACS) with its own writer (every segment coded as spleen, algorithm
         # "MONAILABEL", through dcmqi's program) and offers no hook: this app's SEGs go through
@@ -72,16 +75,27 @@ class FastSAM3DApp(MONAILabelApp):
                 idle_minutes=self.settings.idle_minutes,
             )
             algorithm = SegAlgorithm(model, __version__, loaded.identity)
-            tasks[model] = FastSAM3DInfer(model, sessions, algorithm, self.settings.labels)
+            tasks[model] = FastSAM3DInfer(
+                model, sessions, algorithm, self.settings.labels, self.output
+            )
         return tasks
 
     def infer(self, request: dict[str, Any], datastore: Any = None) -> dict[str, Any]:
-        """MONAI Label's inference, the client's image id kept for the task: MONAI Label puts
-        the image's file in its place, whose name changes after the first request."""
+        """MONAI Label's inference, refusing an image given as a path outside MONAI Label's own
+        folders (MONAI Label would segment any file of the server a client names)."""
         image = request.get("image")
-        if isinstance(image, str) and image and not os.path.exists(image):
-            request = {**request, IMAGE_ID_KEY: image}
+        if isinstance(image, str) and image and os.path.exists(image):
+            if not any(_is_within(image, root) for root in self._image_roots()):
+                raise HTTPException(status_code=400, detail=f"{image!r}: not a series UID")
         return super().infer(request, datastore)
+
+    def _image_roots(self) -> list[str]:
+        """Where an image given as a path may be: uploads and sessions (MONAI Label writes them
+        there), and the studies folder of a local datastore."""
+        roots = [tempfile.gettempdir(), getattr(self.sessions(), "store_path", "") or ""]
+        if not self.studies.startswith(("http://", "https://")):
+            roots.append(self.studies)
+        return [root for root in roots if root]
 
     def init_datastore(self) -> Any:
         datastore = super().init_datastore()
@@ -110,12 +124,11 @@ class FastSAM3DApp(MONAILabelApp):
         task = next((t for t in tasks if t.label_name_of(label)), tasks[0])
         try:
             name = task.label_name_of(label) or "segment"
-            path = dicom_seg_of_label(series_dir, label, label_info, task.algorithm, name)
+            path = dicom_seg_of_label(
+                series_dir, label, label_info, task.algorithm, name, self.output
+            )
         except (ValueError, VolumeReadError) as error:
             raise HTTPException(status_code=400, detail=str(error)) from None
-        self._seg_files.append(path)
-        while len(self._seg_files) > _KEPT_SEG_FILES:
-            self._seg_files.popleft().unlink(missing_ok=True)
         return str(path)
 
     def _load(self, model: str) -> LoadedModel:
@@ -141,3 +154,8 @@ class FastSAM3DApp(MONAILabelApp):
                 dropped = task.sessions.expire()
                 if dropped:
                     logger.info("%s: %d idle session(s) dropped", task.model, dropped)
+
+
+def _is_within(path: str, root: str) -> bool:
+    real, base = os.path.realpath(path), os.path.realpath(root)
+    return os.path.commonpath([real, base]) == base

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from fastapi import HTTPException
@@ -32,7 +33,16 @@ class AsStoredDICOMWebDatastore(DICOMWebDatastore):
         folder = Path(os.path.realpath(os.path.join(self._datastore.image_path(), image_id)))
         if not folder.is_dir() or not any(folder.iterdir()):
             self._retrieve(image_id, folder)
-        return super().get_image_uri(image_id)
+        uri = Path(super().get_image_uri(image_id))
+        # On a series' first use MONAI Label converts it to a temporary NIfTI, copies that into
+        # its cache and returns the temporary file, never deleted: patient data left in /tmp,
+        # and another file name than later requests get. The cached copy is returned instead.
+        cached = folder.with_name(f"{image_id}.nii.gz")
+        temporary = Path(tempfile.gettempdir()).resolve()
+        if uri != cached and cached.is_file() and uri.resolve().parent == temporary:
+            uri.unlink(missing_ok=True)
+            return str(cached)
+        return str(uri)
 
     def _retrieve(self, series_uid: str, folder: Path) -> None:
         """The series' instances into ``folder``, whole or not at all (a partial folder would be

@@ -13,16 +13,14 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 from fastsam3d_core.io import SegAlgorithm, VolumeReadError
 
-from .label_files import label_format, write_label
-from .points import request_points
+from .label_files import OutputFolder, label_format, write_label
+from .points import request_label, request_points
 from .sessions import ImageSessions
 
 logger = logging.getLogger(__name__)
 
 #: Labels written recently, remembered for a DICOM SEG asked of them (``output=dicom_seg``).
 _REMEMBERED_LABELS = 64
-#: The request's key for the image id the client sent (MONAI Label replaces ``image`` by a file).
-IMAGE_ID_KEY = "fastsam3d_image_id"
 
 
 class FastSAM3DInfer(InferTask):
@@ -38,10 +36,16 @@ class FastSAM3DInfer(InferTask):
         sessions: the sessions of this model.
         algorithm: what a DICOM SEG of its labels names as their maker.
         labels: structure names offered to clients.
+        folder: where the label files go.
     """
 
     def __init__(
-        self, model: str, sessions: ImageSessions, algorithm: SegAlgorithm, labels: Sequence[str]
+        self,
+        model: str,
+        sessions: ImageSessions,
+        algorithm: SegAlgorithm,
+        labels: Sequence[str],
+        folder: OutputFolder,
     ) -> None:
         super().__init__(
             type=InferType.DEEPGROW,
@@ -52,20 +56,20 @@ class FastSAM3DInfer(InferTask):
         self.model = model
         self.sessions = sessions
         self.algorithm = algorithm
+        self.folder = folder
         self._written: OrderedDict[str, str] = OrderedDict()
 
     def is_valid(self) -> bool:
         return True
 
     def __call__(self, request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        label = str(request.get("label") or "segment")
         try:
+            label = request_label(request)
             points = request_points(request)
             written_as = label_format(request)
-            image_id = request.get(IMAGE_ID_KEY)
             restart = str(request.get("reset_state", "")).lower() in ("true", "1")
-            result = self.sessions.segment(request["image"], label, points, image_id, restart)
-            path = write_label(result.mask, result.volume, written_as)
+            result = self.sessions.segment(request["image"], label, points, restart)
+            path = write_label(result.mask, result.volume, written_as, self.folder)
         except (ValueError, VolumeReadError) as error:
             logger.warning("%s: request refused: %s", self.model, error)
             raise HTTPException(status_code=400, detail=str(error)) from None

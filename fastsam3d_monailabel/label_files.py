@@ -9,8 +9,12 @@ written here from that label and the series it was segmented on.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
+import threading
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +40,30 @@ LABEL_SUFFIXES = (".nii.gz", ".nrrd", ".nii")
 LABEL_DTYPES = ("uint8", "uint16", "int16", "int32", "float32")
 #: A segment's colour when the request gives none (RGB in 0..1): Slicer's first segment colour.
 DEFAULT_COLOR = (0.5, 0.68, 0.5)
+
+
+class OutputFolder:
+    """A temporary folder of the app's own for the labels and SEGs it answers with: they hold
+    patient data, so only the newest ``keep`` files stay (MONAI Label deletes a label once
+    sent, but not after a failed request, nor a SEG), and the folder goes when the server ends.
+    """
+
+    def __init__(self, keep: int = 16) -> None:
+        self.path = Path(tempfile.mkdtemp(prefix="fastsam3d-monailabel-"))
+        self.keep = keep
+        self._files: deque[Path] = deque()
+        self._lock = threading.Lock()
+        atexit.register(shutil.rmtree, self.path, True)
+
+    def new_file(self, prefix: str, suffix: str) -> Path:
+        """A new empty file here; the oldest beyond ``keep`` are deleted."""
+        handle, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=self.path)
+        os.close(handle)
+        with self._lock:
+            self._files.append(Path(name))
+            while len(self._files) > self.keep:
+                self._files.popleft().unlink(missing_ok=True)
+        return Path(name)
 
 
 @dataclass(frozen=True)
@@ -68,11 +96,12 @@ def label_format(params: Mapping[str, Any]) -> LabelFormat:
     return LabelFormat(suffix, dtype, bool(compress))
 
 
-def write_label(mask: np.ndarray, volume: Volume, label_format: LabelFormat) -> Path:
+def write_label(
+    mask: np.ndarray, volume: Volume, label_format: LabelFormat, folder: OutputFolder
+) -> Path:
     """Write ``mask`` (``(I, J, K)``, nonzero = the label, written as 1) on ``volume``'s grid
-    to a new temporary file of ``label_format``; MONAI Label deletes it once it is sent."""
-    handle, name = tempfile.mkstemp(prefix="fastsam3d-label-", suffix=label_format.suffix)
-    os.close(handle)
+    to a new file of ``label_format`` in ``folder``."""
+    name = folder.new_file("label-", label_format.suffix)
     labels = (np.asarray(mask) != 0).astype(label_format.dtype)
     try:
         write_labelmap(name, labels, volume, compress=label_format.compress)
@@ -102,9 +131,10 @@ def dicom_seg_of_label(
     label_info: Sequence[Mapping[str, Any]] | None,
     algorithm: SegAlgorithm,
     default_name: str,
+    folder: OutputFolder,
 ) -> Path:
-    """Write the DICOM SEG of a label file to a new temporary ``.dcm``, referencing the DICOM
-    series in ``series_folder`` (the label on the grid of the image read from it).
+    """Write the DICOM SEG of a label file to a new ``.dcm`` in ``folder``, referencing the
+    DICOM series in ``series_folder`` (the label on the grid of the image read from it).
 
     Raises:
         VolumeReadError, ValueError: one line: the folder holds no DICOM series with UIDs, the
@@ -117,8 +147,7 @@ def dicom_seg_of_label(
     label = read_volume(label_file)
     labels = on_grid(label.array, label.ijk_to_ras, volume, Path(label_file))
     segments = segments_of_label(labels, label_info, default_name)
-    handle, name = tempfile.mkstemp(prefix="fastsam3d-seg-", suffix=".dcm")
-    os.close(handle)
+    name = folder.new_file("seg-", ".dcm")
     try:
         write_dicom_seg(name, segments, volume, series, algorithm)
     except BaseException:

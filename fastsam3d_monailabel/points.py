@@ -94,6 +94,20 @@ def request_points(params: Mapping[str, Any]) -> RequestPoints:
     return points
 
 
+def request_label(params: Mapping[str, Any]) -> str:
+    """The request's ``label``: its name (OHIF sends none: ``"segment"``).
+
+    Raises:
+        ValueError: a label that is not text.
+    """
+    label = params.get("label")
+    if label is None or label == "":
+        return "segment"
+    if not isinstance(label, str):
+        raise ValueError(f"'label' must be a structure's name, not {_kind(label)}")
+    return label
+
+
 def _indices(value: Any, name: str) -> tuple[Index, ...]:
     if value is None or value == "":
         return ()

@@ -9,16 +9,20 @@ MAX_UNDO = 100
 
 
 class History:
-    """The edits that undo reverts (at most :data:`MAX_UNDO`) and those that redo re-applies."""
+    """The edits that undo reverts (at most ``steps``, by default :data:`MAX_UNDO`; 0 keeps
+    none) and those that redo re-applies."""
 
-    def __init__(self) -> None:
+    def __init__(self, steps: int = MAX_UNDO) -> None:
+        if steps < 0:
+            raise ValueError(f"undo steps must be 0 or more, not {steps}")
+        self.steps = steps
         self._undo: list[Edit] = []
         self._redo: list[Edit] = []
 
     def record(self, edit: Edit) -> None:
         """A new edit: it is the one undo reverts next, and nothing is left to redo."""
         self._undo.append(edit)
-        del self._undo[:-MAX_UNDO]
+        del self._undo[: max(len(self._undo) - self.steps, 0)]
         self._redo.clear()
 
     def step(self, forward: bool) -> Edit | None:

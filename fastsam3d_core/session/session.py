@@ -14,7 +14,7 @@ from ..geometry.paste import footprint_box
 from .cache import EmbeddingCache
 from .composition import compose
 from .crops import CropEditor
-from .history import History
+from .history import MAX_UNDO, History
 from .masks import SegmentMasks, frozen_mask
 from .predictor import Predictor, as_predictor
 from .prompt_edits import PromptEditor
@@ -48,6 +48,9 @@ class Session:
         initial_mask: the first segment's voxels before the session, to refine (see
             :meth:`new_segment`); None starts it empty.
         cache_bytes: memory bound of the embedding cache.
+        embeddings: a cache shared with other sessions of this volume and predictor (a server's
+            one session per label), instead of one of ``cache_bytes`` of its own.
+        undo_steps: edits kept for undo (0 for a client that never undoes, e.g. a server's).
     """
 
     def __init__(
@@ -59,17 +62,19 @@ class Session:
         foreign_mask: np.ndarray | None = None,
         initial_mask: np.ndarray | None = None,
         cache_bytes: int = 512 << 20,
+        embeddings: EmbeddingCache | None = None,
+        undo_steps: int = MAX_UNDO,
     ) -> None:
         check_segmentable(volume)
         self.volume = volume
         self.predictor = as_predictor(predictor)
         self.protect_other_segments = protect_other_segments
-        self.embeddings = EmbeddingCache(cache_bytes)
+        self.embeddings = EmbeddingCache(cache_bytes) if embeddings is None else embeddings
         self._crops = CropEditor(volume, self.predictor, self.embeddings)
         box_corners = bool(getattr(self.predictor, "accepts_box_corners", False))
         self._masks = SegmentMasks(volume.shape)
         self._prompts = PromptEditor(volume, self._crops, box_corners, self._masks.view)
-        self._history = History()
+        self._history = History(undo_steps)
         base = self._base(initial_mask)
         first = SegmentState(1, "Segment_1", SEGMENT_COLORS[0], base=base)
         self._state = SessionState((first,))
@@ -369,11 +374,8 @@ class Session:
     def uncertainty(
         self, samples: int = 20, jitter_voxels: float = 2.0, seed: int = 0
     ) -> Uncertainty:
-        """Self-ensembling probability and entropy of the current segment's latest crop.
-
-        Runs ``samples`` decoder passes on the cached embedding; the encoder runs only if the
-        crop's embedding was evicted from the cache.
-        """
+        """Self-ensembling probability and entropy of the current segment's latest crop:
+        ``samples`` decoder passes on the cached embedding (encoded again only if evicted)."""
         segment = self.current_segment
         if not segment.crops:
             raise ValueError("the current segment has no clicks yet")
@@ -398,9 +400,8 @@ class Session:
     # -- internals -------------------------------------------------------------------------
 
     def _locate(self, index: int | str) -> tuple[SegmentState, int, int]:
-        """The segment holding a click, and the click's (crop index, click index) in it: an int
-        counts the current segment's clicks (see :meth:`clicks`), a str is a click id that any
-        segment may hold."""
+        """The segment holding a click, and its (crop index, click index) there: an int counts
+        the current segment's clicks (see :meth:`clicks`), a str is any segment's click id."""
         if not isinstance(index, str):
             segment = self.current_segment
             return (segment, *segment.click_at(index))
@@ -493,7 +494,6 @@ class Session:
         return self._result(**changes_of(edit.patches, forward))
 
     def _result(self, **details: Any) -> Result:
-        """A :class:`Result` for the current segment; ``details`` are its other fields (no
-        change where they name none)."""
+        """A :class:`Result` for the current segment; ``details``: its other fields (or none)."""
         fields: dict[str, Any] = {"changed_lo": None, "changed_hi": None, **details}
         return Result(self.mask(), self._current, **fields)
