@@ -28,10 +28,14 @@ from fastsam3d_core.benchmark.machine import cpu_name
 from fastsam3d_core.io import read_volume
 from fastsam3d_core.session import ModelPredictor, Session
 
+#: The label's file as OHIF asks for it: raw uint8 NRRD.
+OHIF_LABEL = {"result_extension": ".nrrd", "result_dtype": "uint8", "result_compress": False}
+
 
 def rest_click(server: str, image: str, params: dict) -> tuple[float, dict]:
     """One ``/infer/fastsam3d`` request with the label as OHIF asks for it: (client seconds,
     the reply's ``fastsam3d`` report)."""
+    params = {**params, **OHIF_LABEL}
     boundary = uuid.uuid4().hex
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"params\"\r\n\r\n"
             f"{json.dumps(params)}\r\n--{boundary}--\r\n").encode()  # fmt: skip
