@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
+import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -214,6 +217,33 @@ def line_within(process: subprocess.Popen, seconds: float) -> str:
         pending += chunk
     line, _, _unread[process.pid] = pending.partition(b"\n")
     return line.decode()
+
+
+@contextlib.contextmanager
+def chromium_browser():
+    """Debian's chromium driven by Playwright, headless (Playwright's own browser download is
+    not reachable from these machines)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=shutil.which("chromium"), args=["--no-sandbox"], headless=True
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def session_mask(volume, model, clicks) -> np.ndarray:
+    """The core session's mask after these ``(voxel index (i, j, k), positive)`` clicks, in
+    order: what every front end must give for the same clicks."""
+    from fastsam3d_core.session import Session
+
+    session = Session(volume, model)
+    for index, positive in clicks:
+        session.add_point_ijk(index, positive)
+    return np.array(session.mask())
 
 
 def save_random_adapter(model: Sam3D, path: Path, scale: float = 0.02) -> Sam3D:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATA_DIR, free_port
+from conftest import SHARED_DATA_DIR, chromium_browser, free_port
 from monailabel_server import MonaiLabelServer, running_monailabel
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -123,12 +123,8 @@ def monailabel(orthanc, uncompressed_series, seeded_checkpoint, tmp_path_factory
 
 @pytest.fixture(scope="module")
 def browser():
-    with playwright_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox"], headless=True
-        )
+    with chromium_browser() as chromium:
         yield chromium
-        chromium.close()
 
 
 def _pixels(page, box: dict) -> np.ndarray:

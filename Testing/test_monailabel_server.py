@@ -15,11 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATA_DIR, free_port
+from conftest import SHARED_DATA_DIR, free_port, session_mask
 from monailabel_server import monailabel_path, running_monailabel
 
 from fastsam3d_core.io import DicomSeries, dicom_series_of, read_dicom_seg, read_volume
-from fastsam3d_core.session import Session
 
 SERIES_FOLDER = SHARED_DATA_DIR / "totalseg_ct" / "example_ct_dicom_pacs"
 pytestmark = [
@@ -55,13 +54,6 @@ def engine_volume():
     return read_volume(SERIES_FOLDER)
 
 
-def engine_mask(volume, model, clicks) -> np.ndarray:
-    session = Session(volume, model)
-    for index, positive in clicks:
-        session.add_point_ijk(index, positive)
-    return np.array(session.mask())
-
-
 def label_of(body: bytes, folder: Path, suffix: str = ".nii.gz"):
     path = folder / f"label{suffix}"
     path.write_bytes(body)
@@ -83,7 +75,7 @@ def test_points_give_the_engines_mask_and_an_added_point_runs_only_the_decoder(
     status, _, body = server.infer("fastsam3d", series, first, output="image")
     assert status == 200, body[:300]
     label = label_of(body, tmp_path)
-    expected = engine_mask(engine_volume, fastsam3d_seeded, [(LIVER, True)])
+    expected = session_mask(engine_volume, fastsam3d_seeded, [(LIVER, True)])
     assert expected.any()
     assert np.allclose(label.ijk_to_ras, engine_volume.ijk_to_ras, atol=1e-3)
     assert np.array_equal(label.array, expected)
@@ -96,7 +88,7 @@ def test_points_give_the_engines_mask_and_an_added_point_runs_only_the_decoder(
     status, _, body = server.infer("fastsam3d", series, added, output="image")
     clicks = [(LIVER, True), (BESIDE, True), (NEAR, False)]
     assert np.array_equal(label_of(body, tmp_path).array,
-                          engine_mask(engine_volume, fastsam3d_seeded, clicks))  # fmt: skip
+                          session_mask(engine_volume, fastsam3d_seeded, clicks))  # fmt: skip
 
 
 def test_ohifs_request_gets_a_raw_nrrd_on_the_series_grid(

@@ -13,10 +13,10 @@ from pathlib import Path
 import nrrd
 import numpy as np
 import pytest
+from conftest import session_mask
 
 from fastsam3d_core.examples import example_ct_path
 from fastsam3d_core.io import read_volume
-from fastsam3d_core.session import Session
 from fastsam3d_monailabel.label_files import (
     LabelFormat,
     OutputFolder,
@@ -45,14 +45,6 @@ def ct(ct_path: Path):
     return read_volume(ct_path)
 
 
-def engine_mask(volume, model, clicks) -> np.ndarray:
-    """The core session's mask after these (index, positive) clicks, in order."""
-    session = Session(volume, model)
-    for index, positive in clicks:
-        session.add_point_ijk(index, positive)
-    return np.array(session.mask())
-
-
 def test_a_continued_request_runs_only_its_new_point_and_matches_the_engine(
     ct_path: Path, ct, fastsam3d_seeded
 ) -> None:
@@ -60,14 +52,14 @@ def test_a_continued_request_runs_only_its_new_point_and_matches_the_engine(
     first = sessions.segment(ct_path, "spleen", RequestPoints((SPLEEN,), ()))
     assert (first.decoded, first.encoder_runs, first.restarted) == (1, 1, False)
     assert first.mask.any()
-    assert np.array_equal(first.mask, engine_mask(ct, fastsam3d_seeded, [(SPLEEN, True)]))
+    assert np.array_equal(first.mask, session_mask(ct, fastsam3d_seeded, [(SPLEEN, True)]))
 
     second = sessions.segment(ct_path, "spleen", RequestPoints((SPLEEN, BESIDE), ()))
     assert (second.decoded, second.encoder_runs, second.restarted) == (1, 0, False)
     third = sessions.segment(ct_path, "spleen", RequestPoints((SPLEEN, BESIDE), (OUTSIDE_SPLEEN,)))
     assert (third.decoded, third.encoder_runs, third.restarted) == (1, 0, False)
     clicks = [(SPLEEN, True), (BESIDE, True), (OUTSIDE_SPLEEN, False)]
-    assert np.array_equal(third.mask, engine_mask(ct, fastsam3d_seeded, clicks))
+    assert np.array_equal(third.mask, session_mask(ct, fastsam3d_seeded, clicks))
 
     again = sessions.segment(ct_path, "spleen", RequestPoints((SPLEEN, BESIDE), (OUTSIDE_SPLEEN,)))
     assert (again.decoded, again.restarted) == (0, False)
@@ -81,7 +73,7 @@ def test_a_request_that_is_no_continuation_starts_the_label_again(
     sessions.segment(ct_path, "spleen", RequestPoints((SPLEEN, BESIDE), ()))
     removed = sessions.segment(ct_path, "spleen", RequestPoints((BESIDE,), ()))
     assert (removed.decoded, removed.restarted) == (1, True)
-    assert np.array_equal(removed.mask, engine_mask(ct, fastsam3d_seeded, [(BESIDE, True)]))
+    assert np.array_equal(removed.mask, session_mask(ct, fastsam3d_seeded, [(BESIDE, True)]))
     # Slicer's module asks for a fresh start (reset_state) after a change of label or image.
     reset = sessions.segment(ct_path, "spleen", RequestPoints((BESIDE,), ()), restart=True)
     assert (reset.decoded, reset.restarted) == (1, True)
@@ -98,7 +90,7 @@ def test_labels_are_independent_and_share_the_images_embeddings(
     assert (inside.decoded, inside.encoder_runs) == (1, 0)  # ...and its crop is encoded once
     assert np.array_equal(inside.mask, spleen.mask) and len(sessions) == 1
     other = sessions.segment(ct_path, "other", RequestPoints((FAR,), ()))
-    assert np.array_equal(other.mask, engine_mask(ct, fastsam3d_seeded, [(FAR, True)]))
+    assert np.array_equal(other.mask, session_mask(ct, fastsam3d_seeded, [(FAR, True)]))
     spleen_again = sessions.segment(ct_path, "spleen", RequestPoints((SPLEEN,), ()))
     assert spleen_again.decoded == 0
     assert np.array_equal(spleen_again.mask, spleen.mask)

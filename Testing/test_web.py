@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import free_port, interrupt, wait_for_port
+from conftest import chromium_browser, free_port, interrupt, wait_for_port
 from test_slicer_mrml import CT_IMAGE, CT_LABEL
 
 from fastsam3d_core.examples import SPLEEN_LABEL, SPLEEN_POINT_RAS
@@ -57,12 +57,8 @@ def web_server(request, tmp_path: Path):
 
 @pytest.fixture
 def browser():
-    with playwright_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox"], headless=True
-        )
+    with chromium_browser() as chromium:
         yield chromium
-        chromium.close()
 
 
 def _open(browser, url: str):
