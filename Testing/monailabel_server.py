@@ -92,10 +92,12 @@ class MonaiLabelServer:
 
 @contextmanager
 def running_monailabel(
-    folder: Path, studies: str, arguments: list[str], port: int
+    folder: Path, studies: str, arguments: list[str], port: int, direct: bool = False
 ) -> Iterator[MonaiLabelServer]:
     """Start ``fastsam3d monailabel --studies studies ARGUMENTS`` on ``port`` with its app,
-    caches and log in ``folder``; stop it with Ctrl-C (SIGINT) at the end."""
+    caches and log in ``folder``; stop it with Ctrl-C (SIGINT) at the end. ``direct`` starts
+    MONAI Label's server itself as a department's service would (``python -m
+    fastsam3d_monailabel.launch start_server``, ARGUMENTS being its ``--conf`` pairs)."""
     from conftest import interrupt
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -108,6 +110,13 @@ def running_monailabel(
     log = folder / "monailabel.log"
     command = [sys.executable, "-m", "fastsam3d_core", "monailabel", "--studies", studies,
                "--port", str(port), "--app-dir", str(folder / "app"), *arguments]  # fmt: skip
+    if direct:
+        from fastsam3d_monailabel import prepare_app_folder
+
+        app = prepare_app_folder(folder / "app")
+        command = [sys.executable, "-m", "fastsam3d_monailabel.launch", "start_server",
+                   "--app", str(app), "--studies", studies, "--host", "127.0.0.1",
+                   "--port", str(port), *arguments]  # fmt: skip
     with open(log, "wb") as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env,
                                    stdin=subprocess.DEVNULL, cwd=folder)  # fmt: skip

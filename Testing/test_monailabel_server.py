@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATA_DIR, free_port, session_mask
+import torch
+from conftest import SHARED_DATA_DIR, free_port, seeded_model, session_mask
 from monailabel_server import monailabel_path, running_monailabel
 
 from fastsam3d_core.io import DicomSeries, dicom_series_of, read_dicom_seg, read_volume
@@ -129,6 +130,30 @@ def test_a_dicom_seg_is_the_products_own_and_refers_to_the_series(
     assert description.SegmentedPropertyTypeCodeSequence[0].CodeValue == "10200004"  # Liver
     algorithm = description.SegmentationAlgorithmIdentificationSequence[0]
     assert algorithm.AlgorithmName == "fastsam3d"
+
+
+def test_one_server_serves_both_models_started_as_a_service(
+    orthanc, series: str, engine_volume, tmp_path_factory
+) -> None:
+    """Both models, each with its own weights file, through MONAI Label's own start command
+    (what docs/monailabel.md gives a department for its service)."""
+    folder = tmp_path_factory.mktemp("monailabel-both")
+    conf = ["--conf", "models", "fastsam3d,sam-med3d-turbo", "--conf", "device", "cpu"]
+    models = {}
+    for name in ("fastsam3d", "sam-med3d-turbo"):
+        models[name] = seeded_model(name)
+        path = folder / f"{name}.pth"
+        torch.save({"model_state_dict": models[name].state_dict()}, path)
+        conf += ["--conf", f"weights.{name}", str(path)]
+    with running_monailabel(folder, orthanc.dicomweb, conf, free_port(), direct=True) as server:
+        served = json.loads(server.get("/info/")[1])["models"]
+        assert sorted(served) == ["fastsam3d", "sam-med3d-turbo"]
+        params = {"foreground": [LIVER], "background": [], "label": "liver"}
+        status, _, body = server.infer("sam-med3d-turbo", series, params, output="image")
+        assert status == 200, body[:300]
+        label = label_of(body, folder)
+    expected = session_mask(engine_volume, models["sam-med3d-turbo"], [(LIVER, True)])
+    assert np.array_equal(label.array, expected)
 
 
 @pytest.mark.parametrize(
