@@ -43,22 +43,24 @@ def test_thresholded_paste_equals_float_paste(seed, offset, spacing):
     assert mask_box.whole and 0 < mask_box.values.mean() < 1, mask_box.values.mean()
 
 
-def test_a_small_objects_paste_back_takes_the_sparse_path(monkeypatch):
-    """The bounds of _row_bounds leave few rows to compute for a small object (and the test
-    above shows the result is the plain one)."""
+def test_a_small_objects_paste_back_computes_few_planes(monkeypatch):
+    """A target plane between two source planes of one sign is set without computing its
+    voxels: a small object's box computes few planes (and the test above shows the result is
+    the plain one)."""
     resample_module = sys.modules["fastsam3d_core.geometry.resample"]
-    taken = []
-    sparse = resample_module._threshold_sparsely
+    computed = []
+    scaled_step = resample_module._scaled_step
 
     def recorded(*args):
-        taken.append(sparse(*args))
-        return taken[-1]
+        computed.append(1)
+        return scaled_step(*args)
 
-    monkeypatch.setattr(resample_module, "_threshold_sparsely", recorded)
+    monkeypatch.setattr(resample_module, "_scaled_step", recorded)
     volume = Volume(np.zeros((150, 170, 90), np.int16), np.diag([0.7, 0.7, 1.0, 1.0]))
     grid = crop_grid_around(volume, volume.index_to_ras(np.array([60.0, 100.0, 40.0])))
     box = logits_on_volume(smooth_logits(2, offset=-12.0), grid, volume, threshold=0.0)
-    assert taken == [True] and 0 < box.values.sum() < box.values.size // 100
+    assert 0 < len(computed) < box.values.shape[0] // 4, (len(computed), box.values.shape)
+    assert 0 < box.values.sum() < box.values.size // 100
 
 
 def test_thresholded_resample_with_targets_outside_the_source():

@@ -9,6 +9,7 @@ small matrix products (BLAS); any other pair of grids goes through
 from __future__ import annotations
 
 import contextlib
+from typing import NamedTuple
 
 import numpy as np
 from scipy.ndimage import map_coordinates
@@ -130,27 +131,47 @@ def _parallel_axes(linear: np.ndarray) -> list[int] | None:
     return [int(np.flatnonzero(significant[:, t])[0]) for t in range(3)]
 
 
-def _axis_weights(
+class _AxisTaps(NamedTuple):
+    """Where each target voxel of one axis interpolates the source: between box index ``below``
+    and ``below + 1`` at ``fraction`` float32 in [0, 1) (0: ``below`` alone), and whether it is
+    inside the source's extent."""
+
+    below: np.ndarray
+    fraction: np.ndarray
+    inside: np.ndarray
+
+
+def _axis_taps(
     positions: np.ndarray, box_size: int, box_start: int, full_size: int, mode: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """Interpolation matrix ``(targets, box_size)`` float32 along one axis, and which targets
-    are inside. ``positions`` are target voxel centres in box indices."""
+) -> _AxisTaps:
+    """The taps of target voxel centres ``positions`` (box indices) along one axis."""
     full = positions + box_start
     inside = (full >= -0.5) & (full < full_size - 0.5)
     clamped = np.clip(positions, 0, box_size - 1)
-    weights = np.zeros((len(positions), box_size), dtype=np.float32)
-    rows = np.arange(len(positions))
     if mode == "nearest":
-        weights[rows, np.minimum(np.floor(clamped + 0.5).astype(int), box_size - 1)] = 1.0
-    else:
-        below = np.minimum(np.floor(clamped).astype(int), box_size - 1)
-        above = np.minimum(below + 1, box_size - 1)
-        fraction = (clamped - below).astype(np.float32)
-        # Each statement writes one entry per row; at the last voxel below == above, and the
-        # second adds to the first.
-        weights[rows, below] += 1 - fraction
-        weights[rows, above] += fraction
-    return weights * inside[:, None], inside
+        below = np.minimum(np.floor(clamped + 0.5).astype(int), box_size - 1)
+        return _AxisTaps(below, np.zeros(len(positions), np.float32), inside)
+    below = np.minimum(np.floor(clamped).astype(int), box_size - 1)
+    fraction = (clamped - below).astype(np.float32)
+    # A fraction that rounds up to 1 in float32 is the next voxel alone: the same weights, and
+    # fractions stay below 1 (which :func:`_interpolate_planes` relies on).
+    rounded_up = fraction == 1
+    below[rounded_up] += 1
+    fraction[rounded_up] = 0
+    return _AxisTaps(below, fraction, inside)
+
+
+def _axis_weights(taps: _AxisTaps, box_size: int) -> np.ndarray:
+    """Interpolation matrix ``(targets, box_size)`` float32 along one axis; rows of targets
+    outside are 0."""
+    weights = np.zeros((len(taps.below), box_size), dtype=np.float32)
+    rows = np.arange(len(taps.below))
+    above = np.minimum(taps.below + 1, box_size - 1)
+    # Each statement writes one entry per row; at the last voxel below == above (its fraction
+    # is 0), and the second adds 0 to the first.
+    weights[rows, taps.below] += 1 - taps.fraction
+    weights[rows, above] += taps.fraction
+    return weights * taps.inside[:, None]
 
 
 def _resample_separable(
@@ -165,104 +186,113 @@ def _resample_separable(
 ) -> tuple[np.ndarray, np.ndarray]:
     # Reorder the box so that its axis t is the source axis of target axis t.
     values = box.transpose(source_axes)
-    weights, insides = [], []
+    taps = []
     for t, axis in enumerate(source_axes):
         positions = np.arange(target_shape[t]) * box_from_target[axis, t] + box_from_target[axis, 3]
-        axis_weights, inside = _axis_weights(
-            positions, box.shape[axis], int(lo[axis]), full_shape[axis], mode
-        )
-        weights.append(axis_weights)
-        insides.append(inside)
-    # Contract the first two axes as matrix products that need no transposed copies:
-    # (s0, s1·s2) -> (I', s1, s2), then one (J', s1) product per i' -> (I', J', s2).
-    first = weights[0] @ values.reshape(values.shape[0], -1)
-    rows = (weights[1] @ first.reshape(target_shape[0], *values.shape[1:])).reshape(
-        -1, values.shape[2]
-    )
-    # The last axis expands the array most: contract it in slabs of rows, so that each slab's
-    # result stays in cache and, with a threshold, the float result is never stored whole.
-    last = weights[2].T  # (s2, K')
-    out = np.empty(target_shape, dtype=bool if threshold is not None else np.float32)
-    out_rows = out.reshape(-1, target_shape[2])
-    if (
-        threshold is None
-        or not insides[2].all()
-        or not _threshold_sparsely(rows, last, threshold, out_rows, values, weights)
-    ):
-        step = max(1, (1 << 20) // max(1, target_shape[2]))
-        for start in range(0, len(rows), step):
-            part = rows[start : start + step] @ last
-            if threshold is not None:
-                np.greater(part, threshold, out=out_rows[start : start + step])
-            else:
-                out_rows[start : start + step] = part
+        taps.append(_axis_taps(positions, box.shape[axis], int(lo[axis]), full_shape[axis], mode))
+    weights = [_axis_weights(tap, size) for tap, size in zip(taps, values.shape)]
+    if target_shape[0] >= values.shape[0]:
+        out = _interpolate_planes(values, taps[0], weights[1:], target_shape, threshold)
+    else:
+        out = _contract_rows(values, weights, target_shape, threshold)
+    insides = [tap.inside for tap in taps]
     if all(inside.all() for inside in insides):
         return out, np.broadcast_to(np.True_, target_shape)
     inside = insides[0][:, None, None] & insides[1][None, :, None] & insides[2][None, None, :]
     return out, inside
 
 
-def _threshold_sparsely(
-    rows: np.ndarray,
-    last: np.ndarray,
-    threshold: float,
-    out: np.ndarray,
-    box: np.ndarray,
+def _contract_rows(
+    values: np.ndarray,
     weights: list[np.ndarray],
-) -> bool:
-    """``out = (rows @ last) > threshold``, computing the product only where it is needed.
+    target_shape: tuple[int, int, int],
+    threshold: float | None,
+) -> np.ndarray:
+    """Separable interpolation as three matrix products, for a target smaller than the source
+    along its first axis (a crop cut from a finer volume)."""
+    # Contract the first two axes as matrix products that need no transposed copies:
+    # (s0, s1·s2) -> (I', s1, s2), then one (J', s1) product per i' -> (I', J', s2).
+    first = weights[0] @ values.reshape(values.shape[0], -1)
+    rows = (weights[1] @ first.reshape(target_shape[0], *values.shape[1:])).reshape(
+        -1, values.shape[2]
+    )
+    # Then the last axis in slabs of rows, so that with a threshold the float result is never
+    # stored whole.
+    last = weights[2].T  # (s2, K')
+    out = np.empty(target_shape, dtype=bool if threshold is not None else np.float32)
+    out_rows = out.reshape(-1, target_shape[2])
+    step = max(1, (1 << 20) // max(1, target_shape[2]))
+    for start in range(0, len(rows), step):
+        part = rows[start : start + step] @ last
+        if threshold is not None:
+            np.greater(part, threshold, out=out_rows[start : start + step])
+        else:
+            out_rows[start : start + step] = part
+    return out
 
-    Every column of ``last`` (source, targets) holds non-negative weights summing to 1 (all
-    targets inside), so each result is a convex combination of one of ``rows``, itself one of
-    the box's rows under its interpolation taps (see :func:`_row_bounds`): a row whose bounds
-    lie above the threshold gives only True, one below it only False, and only the rows whose
-    bounds straddle it (those near a smooth mask's surface) need the product.
+
+def _interpolate_planes(
+    values: np.ndarray,
+    first_axis: _AxisTaps,
+    weights: list[np.ndarray],
+    target_shape: tuple[int, int, int],
+    threshold: float | None,
+) -> np.ndarray:
+    """Separable interpolation for a target at least as large as the source along its first
+    axis (low-resolution logits onto a volume's box: a click's paste-back).
+
+    The last two axes are contracted as matrix products, ``(s0, s1, s2) -> (s0, J', K')``: the
+    source's planes on the target's (J', K') grid. Each target plane i' then lies between two
+    of them, ``P[b] + f·(P[b+1] - P[b])`` in float32: two operations per target voxel, plane by
+    plane in cache, where a matrix product over the first axis would take 2·s0.
+
+    With threshold 0 (a labelmap) ``value > 0`` is computed as ``f·(P[b+1] - P[b]) > -P[b]``,
+    which is exactly the same test (a float sum is positive exactly when its exact sum is);
+    and a target plane between two source planes that are both positive everywhere, or both
+    nowhere positive, is set without computing it (most planes of a small object's box):
+    with a fraction below 1 the value keeps the sign the two share.
 
     Args:
-        rows: ``(I'·J', s2)``, the box contracted along its first two axes.
-        box: ``(s0, s1, s2)``, axes ordered as the targets'.
-        weights: the interpolation matrices of the three axes.
-
-    Returns:
-        False, leaving ``out`` alone, when too many rows straddle it for this to pay off.
+        values: ``(s0, s1, s2)`` source, axes ordered as the target's.
+        first_axis: the taps of the first axis.
+        weights: the interpolation matrices of the second and third axes.
     """
-    low, high = _row_bounds(box, weights[0], weights[1])
-    crossing = np.flatnonzero((low <= threshold) & (high > threshold))
-    if len(crossing) > len(rows) // 8:
-        return False
-    out[...] = (low > threshold)[:, None]
-    if len(crossing):
-        out[crossing] = (rows[crossing] @ last) > threshold
-    return True
+    s0, s1, s2 = values.shape
+    along_last = np.ascontiguousarray(values).reshape(s0 * s1, s2) @ weights[1].T
+    planes = weights[0] @ along_last.reshape(s0, s1, target_shape[2])  # (s0, J', K')
+    steps = planes[1:] - planes[:-1]
+    out = np.empty(target_shape, dtype=bool if threshold is not None else np.float32)
+    sign_only = threshold is not None and threshold == 0
+    if sign_only:
+        negated = -planes
+        positive = (planes > 0).reshape(s0, -1)
+        all_positive, none_positive = positive.all(axis=1), ~positive.any(axis=1)
+    scratch = np.empty(target_shape[1:], dtype=np.float32)
+    for target in range(target_shape[0]):
+        below, fraction = first_axis.below[target], first_axis.fraction[target]
+        if not first_axis.inside[target]:
+            out[target] = 0
+        elif fraction == 0:
+            out[target] = planes[below] if threshold is None else planes[below] > threshold
+        elif sign_only and none_positive[below] and none_positive[below + 1]:
+            out[target] = False
+        elif sign_only and all_positive[below] and all_positive[below + 1]:
+            out[target] = True
+        else:
+            _scaled_step(steps[below], fraction, scratch)
+            if sign_only:
+                np.greater(scratch, negated[below], out=out[target])
+            elif threshold is None:
+                np.add(scratch, planes[below], out=out[target])
+            else:
+                np.add(scratch, planes[below], out=scratch)
+                np.greater(scratch, threshold, out=out[target])
+    return out
 
 
-def _row_bounds(
-    box: np.ndarray, first: np.ndarray, second: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Lower and upper bounds ``(I'·J',)`` of the values in each row of ``rows``.
-
-    Row (i', j') mixes the box's rows (a, b, :) for the (at most two) taps a of ``first[i']``
-    and b of ``second[j']`` with non-negative weights summing to 1, so it lies between their
-    smallest minimum and largest maximum; a target outside the box has no taps and is all 0.
-    Much cheaper than the rows' own minima: the box is small, the rows are many.
-    """
-    box_low, box_high = box.min(axis=2), box.max(axis=2)
-    (low_a, high_a, any_a), (low_b, high_b, any_b) = _taps(first), _taps(second)
-    pairs = [np.ix_(a, b) for a in (low_a, high_a) for b in (low_b, high_b)]
-    low = np.minimum.reduce([box_low[pair] for pair in pairs])
-    high = np.maximum.reduce([box_high[pair] for pair in pairs])
-    outside = ~(any_a[:, None] & any_b[None, :])
-    low[outside] = high[outside] = 0.0
-    return low.ravel(), high.ravel()
-
-
-def _taps(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """First and last source index with a non-zero weight in each row of ``weights``
-    ``(targets, sources)``, and whether the row has any."""
-    nonzero = weights > 0
-    first = nonzero.argmax(axis=1)
-    last = weights.shape[1] - 1 - nonzero[:, ::-1].argmax(axis=1)
-    return first, last, nonzero.any(axis=1)
+def _scaled_step(step: np.ndarray, fraction: np.float32, scratch: np.ndarray) -> np.ndarray:
+    """``fraction · step`` into ``scratch``: where a target plane is computed voxel by voxel."""
+    return np.multiply(step, fraction, out=scratch)
 
 
 def _resample_general(
