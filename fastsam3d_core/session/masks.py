@@ -75,7 +75,7 @@ class SegmentMasks:
         """
         segment_id = segment.segment_id
         box = box_slices(lo, hi)
-        if protect:
+        if protect and (others or self.foreign is not None):
             taken = np.zeros(new.shape, dtype=bool)
             if self.foreign is not None:
                 # A segment refining a foreign one may keep that one's voxels (its base).
