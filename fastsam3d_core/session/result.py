@@ -116,14 +116,15 @@ def differing_box(
 def mask_patch(
     segment_id: int, mask: np.ndarray, box: tuple[slice, slice, slice], new: np.ndarray
 ) -> MaskPatch | None:
-    """The smallest box where ``mask[box]`` differs from ``new``, with both versions (uint8)."""
+    """The smallest box where ``mask[box]`` differs from ``new``, with both versions (before
+    packed, after uint8)."""
     slices = differing_box(mask, box, new)
     if slices is None:
         return None
     inner = tuple(slice(s.start - b.start, s.stop - b.start) for s, b in zip(slices, box))
     # ``new`` is the caller's fresh array: where the whole of it changed it is kept, not copied.
     after = np.ascontiguousarray(new[inner])
-    return MaskPatch(segment_id, slices, mask[slices].copy(), after)
+    return MaskPatch(segment_id, slices, np.packbits(mask[slices], axis=-1), after)
 
 
 def segment_change(segment_id: int, slices: tuple[slice, ...], voxels: np.ndarray) -> SegmentChange:
