@@ -49,7 +49,9 @@ def test_serve_answers_and_stops_on_ctrl_c(tmp_path: Path):
         # replica's server for calls between deployments (behind Ray's token authentication).
         assert len(exposed) <= 1 and all(name == "ray::ServeRepli" for *_, name in exposed), exposed
         server.send_signal(signal.SIGINT)
-        assert server.wait(timeout=60) in (0, 130)  # 130: the usual status after Ctrl-C
+        # Ray takes ~10 s to stop here, but over 60 s once on a loaded 2-core machine (a CI run
+        # beside benchmarks): the bound is on stopping at all, not on its speed.
+        assert server.wait(timeout=180) in (0, 130)  # 130: the usual status after Ctrl-C
     finally:
         if server.poll() is None:
             server.kill()
