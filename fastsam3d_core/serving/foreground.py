@@ -34,8 +34,10 @@ def serve_until_stopped(
     try:
         url = start_service(options, scaling, gpus_per_replica, host, port, address)
         # A process manager stops with SIGTERM: clean up as for Ctrl-C. Set after Ray starts,
-        # whose own handler would abort the process.
+        # whose own handler would abort the process. SIGINT too: a process started with SIGINT
+        # ignored (a background job of a script, some test runners) would not stop on Ctrl-C.
         signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGINT, _interrupt)
         if on_started is not None:
             on_started(url)
         while True:
