@@ -32,8 +32,12 @@ def test_serve_answers_and_stops_on_ctrl_c(tmp_path: Path):
     (tmp_path / "token").write_text("t0ken\n")
     port = free_port()
     env = {**os.environ, "FASTSAM3D_CACHE_DIR": str(tmp_path / "cache")}
-    command = [str(Path(sys.executable).with_name("fastsam3d")), "serve", "--weights", str(weights),
-               "--port", str(port), "--device", "cpu",
+    # Started with SIGINT ignored, as a script's background job is (and as CI's full run once
+    # left it): Ctrl-C must stop the service all the same.
+    ignoring = [sys.executable, "-c", "import os, signal, sys; signal.signal(signal.SIGINT, "
+                "signal.SIG_IGN); os.execv(sys.argv[1], sys.argv[1:])"]  # fmt: skip
+    command = [*ignoring, str(Path(sys.executable).with_name("fastsam3d")), "serve", "--weights",
+               str(weights), "--port", str(port), "--device", "cpu",
                "--token-file", str(tmp_path / "token")]  # fmt: skip
     server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
