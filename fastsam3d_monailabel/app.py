@@ -11,6 +11,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from typing import Any
 
 from fastapi import HTTPException
@@ -149,7 +150,8 @@ class FastSAM3DApp(MONAILabelApp):
         return [task for task in self._infers.values() if isinstance(task, FastSAM3DInfer)]
 
     def _sweep_idle(self) -> None:
-        while not threading.Event().wait(_EXPIRY_SWEEP_SECONDS):
+        while True:
+            time.sleep(_EXPIRY_SWEEP_SECONDS)
             for task in self._tasks():
                 dropped = task.sessions.expire()
                 if dropped:
