@@ -46,7 +46,8 @@ class EngineObserver:
         """
 
     def segmentsChanged(self) -> None:
-        """Segments were added or removed, or the current segment changed."""
+        """Segments were added, removed, renamed, recoloured, shown or hidden, or the current
+        segment changed."""
 
     def suggestionReady(self, pointRas: np.ndarray | None) -> None:
         """The most uncertain point (RAS mm) to click next, or None when the segment is certain."""

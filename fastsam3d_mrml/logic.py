@@ -36,12 +36,13 @@ from .dicom_export import DicomSegExport, is_dicom_seg_path
 from .engine_base import EngineBase
 from .events import EngineObserver
 from .overlay import UNCERTAINTY_SAMPLES, show_entropy
+from .segment_edits import SegmentEdits
 from .segment_writer import SegmentWriter, segmentation_for
 from .session_markups import SessionMarkups
 from .worker import SessionOpening, Update, WorkerState
 
 
-class InteractiveSegmentationLogic(DicomSegExport, EngineBase):
+class InteractiveSegmentationLogic(SegmentEdits, DicomSegExport, EngineBase):
     """Click-to-segment on MRML nodes.
 
     Args:
@@ -54,7 +55,9 @@ class InteractiveSegmentationLogic(DicomSegExport, EngineBase):
             None: errors are logged, nothing else is shown.
 
     The observer, the status line, the worker and the collection of its results
-    (:meth:`processEvents`, :meth:`waitForIdle`) are :class:`~.engine_base.EngineBase`'s.
+    (:meth:`processEvents`, :meth:`waitForIdle`) are :class:`~.engine_base.EngineBase`'s; the
+    edits of segments themselves (rename, recolour, show or hide, delete) are
+    :class:`~.segment_edits.SegmentEdits`'.
     """
 
     def __init__(
@@ -381,12 +384,6 @@ class InteractiveSegmentationLogic(DicomSegExport, EngineBase):
             label=label,
         )
         self._requestPoll()
-
-    def toggleSegmentVisibility(self) -> None:
-        """Show or hide the current segment in the views."""
-        segmentId, display = self.currentSegmentId, self.segmentationNode.GetDisplayNode()
-        if segmentId and display is not None:
-            display.SetSegmentVisibility(segmentId, not display.GetSegmentVisibility(segmentId))
 
     @property
     def currentSegmentId(self) -> str | None:

@@ -76,6 +76,7 @@ class SegmentWriter:
         self._mrml_ids: dict[int, str] = {}
         self._created: set[str] = set()  # MRML segments made for session segments
         self._live: set[int] = set()  # session segments that exist now (not undone)
+        self._dropped: set[int] = set()  # session segments whose MRML segment the user deleted
         # The protected segments as the session last read them (see foreign_if_changed).
         self._protected_read: tuple = ()
 
@@ -90,6 +91,7 @@ class SegmentWriter:
         self._mrml_ids = {1: first_segment_id} if first_segment_id else {}
         self._created = set()
         self._live = {1}
+        self._dropped = set()
         self.protect = protect
         self.current = 1
 
@@ -98,6 +100,7 @@ class SegmentWriter:
         self._mrml_ids = dict(previous._mrml_ids)
         self._created = set(previous._created)
         self._live = set(previous._live)
+        self._dropped = set(previous._dropped)
         self.protect = previous.protect
         self.current = previous.current
 
@@ -105,9 +108,15 @@ class SegmentWriter:
         """Make a session segment write to an existing MRML segment (one being refined)."""
         self._mrml_ids[session_id] = segment_id
 
+    def drop(self, session_id: int) -> None:
+        """The user deleted this session segment's MRML segment: it is not made again, and
+        what the session still writes to it is ignored."""
+        self._dropped.add(session_id)
+        self._live.discard(session_id)
+
     def current_mrml_id(self) -> str | None:
-        """The MRML segment of the session's current segment, if it has one yet."""
-        return self._mrml_ids.get(self.current)
+        """The MRML segment of the session's current segment, if it has one (yet)."""
+        return None if self.current in self._dropped else self._mrml_ids.get(self.current)
 
     def session_id(self, segment_id: str) -> int | None:
         """The live session segment writing to this MRML segment, if any."""
@@ -180,9 +189,11 @@ class SegmentWriter:
             Whether segments were added or removed, and the live session segments whose MRML
             segment was deleted by someone else and made again (empty: write all of it).
         """
-        self._live = {session_id for session_id, _, _ in segments}
+        self._live = {session_id for session_id, _, _ in segments} - self._dropped
         changed, remade = False, []
         for session_id, name, color in segments:
+            if session_id in self._dropped:
+                continue
             mapped = self._mrml_ids.get(session_id)
             if mapped is None or self.segmentation.GetSegment(mapped) is None:
                 new_id = self.segmentation.AddEmptySegment(mapped or "", name, list(color))
