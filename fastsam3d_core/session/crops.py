@@ -116,6 +116,11 @@ class CropEditor:
             crop, logits=_with_prior(self.volume, crop, mask_prompt(self.volume, segment, grid))
         )
 
+    def text_crop(self, grid: CropGrid, logits: Any) -> CropState:
+        """A new crop a text prompt opened, its logits the text's there (its ``prior``)."""
+        self._last_crop_number += 1
+        return CropState(grid, logits=logits, opened=self._last_crop_number, prior=logits)
+
     def takes(self, crop: CropState, point_ras: Any) -> bool:
         """Whether a crop takes a click at a RAS point: it holds the point, and so does the box
         that bounds it, if any."""
@@ -155,7 +160,7 @@ class CropEditor:
         edited = [segment.crops[index] for index in sorted(remaining)]
         crops = [c for i, c in enumerate(segment.crops) if i not in remaining]
         crops += [replace(c, clicks=remaining[i]) for i, c in zip(sorted(remaining), edited)]
-        crops = [c for c in crops if c.clicks]
+        crops = [c for c in crops if c.clicks or c.prior is not None]
         changed = [(footprint_box(c.grid, self.volume), c.opened) for c in edited]
         changed += list(changed_since)
         grids, encoder_ran = [c.grid for c in edited], False
@@ -176,7 +181,9 @@ class CropEditor:
         """The crop had its clicks been placed one step after another in the segment ``older``
         (the crops opened before it, and the base): a user's click is one step, the points of a
         drawn prompt one step together, as they were placed."""
-        first = _with_prior(self.volume, crop, mask_prompt(self.volume, older, crop.grid))
+        first = crop.prior
+        if first is None:
+            first = _with_prior(self.volume, crop, mask_prompt(self.volume, older, crop.grid))
         state = replace(crop, clicks=(), logits=first)
         encoder_ran = False
         for count in _step_ends(crop.clicks):
@@ -189,7 +196,7 @@ class CropEditor:
         embedding, encoder_ran = self.embedding(crop.grid)
         points, labels = decoder_prompt(crop.grid, clicks)
         logits = self.predictor.decode(embedding, points, labels, crop.logits)
-        return replace(crop, clicks=clicks, logits=_squeeze(logits)), encoder_ran
+        return replace(crop, clicks=clicks, logits=squeezed_logits(logits)), encoder_ran
 
 
 def _with_prior(volume: Volume, crop: CropState, prompt: np.ndarray | None) -> np.ndarray | None:
@@ -208,7 +215,7 @@ def _step_ends(clicks: tuple[Click, ...]) -> list[int]:
     return ends
 
 
-def _squeeze(logits: Any) -> Any:
+def squeezed_logits(logits: Any) -> Any:
     """Drop leading singleton axes so logits are ``(n, n, n)``."""
     while logits.ndim > 3 and logits.shape[0] == 1:
         logits = logits[0]

@@ -21,14 +21,15 @@ from .prompt_edits import PromptEditor
 from .result import Result, SegmentChange, changes_of, segment_change
 from .shapes import check_point
 from .state import SEGMENT_COLORS, Click, Edit, MaskPatch, Prompt, SegmentState, SessionState
+from .text_prompt import TextPrompts
 from .uncertainty import Uncertainty, ensemble_probability, on_volume
 
 if TYPE_CHECKING:
     from ..models.sam3d import Sam3D
 
 
-class Session:
-    """Click-to-segment on one volume with any predictor.
+class Session(TextPrompts):
+    """Click-to-segment on one volume with any predictor (and by name: :meth:`add_text`).
 
     The image encoder runs once per crop and its embedding is cached; a click inside a crop of
     the current segment re-runs only the decoder, with all of that crop's clicks and its previous

@@ -86,6 +86,10 @@ class CropState:
 
     ``bound`` is set on a crop a positive box opened: the box (see :class:`Bound`). The crop
     then decides the segment's voxels inside the box only, and takes only clicks that lie in it.
+
+    ``prior`` is set on a crop a text prompt opened: the text's logits there (as ``logits``).
+    Its clicks start from them instead of the segment's mask prompt, and the crop stays when
+    its last click is removed.
     """
 
     grid: CropGrid
@@ -93,6 +97,7 @@ class CropState:
     logits: Any | None = None
     opened: int = 0
     bound: Bound | None = None
+    prior: Any | None = None
 
 
 @dataclass(frozen=True, eq=False)
