@@ -41,19 +41,25 @@ class AdapterConfig:
         hyper_rank: bottleneck width of the decoder's hyper-prompting adapters (0: none).
         box_corners: learned embeddings for a box's corners in the prompt encoder (labels 2
             and 3; see :meth:`~.prompt_encoder.PromptEncoder3D.add_box_corner_embeddings`).
+        encoder: adapters in the image encoder's blocks too (``finetune --text`` leaves them out
+            by default: the frozen encoder's outputs are then computed once per crop).
     """
 
     ratio: float = 0.0625
     mlp_scale: float = 0.5
     hyper_rank: int = 16
     box_corners: bool = False
+    encoder: bool = True
 
     def to_dict(self) -> dict:
-        """The configuration as an adapter file records it. Without box corners the key is left
-        out: such a file is what it was before boxes (older versions read it)."""
+        """The configuration as an adapter file records it. Keys at their old defaults (no box
+        corners, encoder adapters) are left out: such a file is what it was before them (older
+        versions read it)."""
         content = asdict(self)
         if not self.box_corners:
             del content["box_corners"]
+        if self.encoder:
+            del content["encoder"]
         return content
 
 
@@ -111,9 +117,15 @@ class HyperPromptAdapter(nn.Module):
         return x + self.up(nn.functional.gelu(hidden))
 
 
-# The modules that adapters add (the prompt encoder's box corners included): their weights are
-# the adapter file's, never the base model's.
-ADAPTER_KEYS = ("attn_adapter", "mlp_adapter", "hyper_adapter", "box_corner_embeddings")
+# The modules that adapters add (the prompt encoder's box corners and the text path included):
+# their weights are the adapter file's, never the base model's.
+ADAPTER_KEYS = (
+    "attn_adapter",
+    "mlp_adapter",
+    "hyper_adapter",
+    "box_corner_embeddings",
+    "text_reference",
+)
 
 
 def attach_adapters(model: nn.Module, config: AdapterConfig) -> list[nn.Parameter]:
@@ -134,10 +146,10 @@ def attach_adapters(model: nn.Module, config: AdapterConfig) -> list[nn.Paramete
     model.requires_grad_(False)
     reference = next(model.parameters())
     for module in list(model.modules()):
-        if isinstance(module, EncoderBlock):
+        if isinstance(module, EncoderBlock) and config.encoder:
             dim = module.norm1.normalized_shape[0]
             module.attn_adapter = Adapter(dim, config.ratio, skip=True)
-        if isinstance(module, (EncoderBlock, MLPOnlyBlock)):
+        if isinstance(module, (EncoderBlock, MLPOnlyBlock)) and config.encoder:
             dim = module.norm2.normalized_shape[0]
             module.mlp_adapter = Adapter(dim, config.ratio, skip=False)
             module.mlp_adapter_scale = config.mlp_scale

@@ -315,6 +315,33 @@ class ImageEncoderViT3D(nn.Module):
             x = block(x)
         return self._neck(x)
 
+    def forward_levels(
+        self, image: torch.Tensor, depths: tuple[int, ...]
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """:meth:`forward`, also returning the outputs of the blocks numbered in ``depths``.
+
+        The same operations in the same order as :meth:`forward`, so the embedding is the one
+        :meth:`forward` gives; the text path (:mod:`.text_reference`) reads the block outputs.
+
+        Args:
+            image: as :meth:`forward`.
+            depths: 1-based block numbers (block ``n``'s output is the stream after ``n``
+                blocks), in increasing order.
+
+        Returns:
+            The embedding ``(B, out_chans, G, G, G)`` and one ``(B, G, G, G, embed_dim)``
+            channels-last block output per depth, in the encoder's compute dtype.
+        """
+        if any(not 1 <= depth <= len(self.blocks) for depth in depths):
+            raise ValueError(f"block depths must be in 1..{len(self.blocks)}, got {depths}")
+        x = self.patch_embed(image.to(self.pos_embed.dtype)) + self.pos_embed
+        levels = []
+        for number, block in enumerate(self.blocks, 1):
+            x = block(x)
+            if number in depths:
+                levels.append(x)
+        return self._neck(x), tuple(levels)
+
     def _neck(self, x: torch.Tensor) -> torch.Tensor:
         """The neck on channels-last tokens ``(B, G, G, G, embed_dim)``; ``(B, out, G, G, G)``.
 

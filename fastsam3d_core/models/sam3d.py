@@ -15,6 +15,7 @@ from .image_encoder import EncoderAttention, ImageEncoderViT3D
 from .mask_decoder import MaskDecoder3D
 from .precision import PrecisionChoice, PrecisionError, check_precision, convert_encoder
 from .prompt_encoder import BOX_HIGH_CORNER, BOX_LOW_CORNER, PromptEncoder3D
+from .text_reference import NO_TEXT_PATH, NoTextPath, TextReference, TextReferenceConfig
 from .transformer import DecoderAttention
 
 PARTS = ("image_encoder", "prompt_encoder", "mask_decoder")
@@ -46,6 +47,9 @@ class Sam3D(nn.Module):
         self.prompt_encoder = prompt_encoder
         self.mask_decoder = mask_decoder
         self.name = name
+        # RefSAM3D's text path (:mod:`.text_reference`): None in the released models; an adapter
+        # file trained with ``finetune --text`` brings one. Not part of the base weights.
+        self.text_reference: TextReference | None = None
         self.random_parts: set[str] = set(PARTS)
         # The image encoder's precision (:mod:`.precision`); set once, when the model is loaded.
         self.precision = "float32"
@@ -93,6 +97,66 @@ class Sam3D(nn.Module):
         """Whether a box can be given as its corners, labels 2 and 3: only a model fine-tuned
         with ``fastsam3d finetune --prompts box`` (its adapter file loaded) has learned them."""
         return self.prompt_encoder.accepts_box_corners
+
+    @property
+    def accepts_text(self) -> bool:
+        """Whether :meth:`decode_text` works: a text path is attached (an adapter file trained
+        with ``fastsam3d finetune --text`` loaded)."""
+        return self.text_reference is not None
+
+    @property
+    def text_depths(self) -> tuple[int, ...]:
+        """The encoder blocks (1-based) whose outputs the text path reads."""
+        if self.text_reference is not None:
+            return self.text_reference.config.depths
+        return TextReferenceConfig().for_depth(len(self.image_encoder.blocks)).depths
+
+    def encode_levels(self, image: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """:meth:`encode`, also returning the block outputs the text path reads.
+
+        Returns:
+            The embedding ``(B, 384, 8, 8, 8)`` (equal to :meth:`encode`'s) and one
+            ``(B, 8, 8, 8, 768)`` block output per :attr:`text_depths`.
+        """
+        image = image.to(device=self.device, dtype=self.dtype)
+        return self.image_encoder.forward_levels(image, self.text_depths)
+
+    def decode_text(
+        self,
+        embedding: torch.Tensor,
+        levels: tuple[torch.Tensor, ...],
+        text: torch.Tensor,
+        mask_input: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masks from text: the text path's prompt tokens (sparse) and dense prior, the dense
+        prior added to the mask prompt's embedding, through the mask decoder.
+
+        Args:
+            embedding, levels: from :meth:`encode_levels` (batch 1 or B).
+            text: ``(B, 512)`` text embeddings.
+            mask_input: ``(B, 1, 32, 32, 32)`` logits, or None (a zero mask, as a first click).
+
+        Returns:
+            logits ``(B, 1, 32, 32, 32)`` and predicted IoU ``(B, 1)``.
+
+        Raises:
+            NoTextPath: the model has no text path.
+        """
+        if self.text_reference is None:
+            raise NoTextPath(NO_TEXT_PATH)
+        batch = text.shape[0]
+        if mask_input is None:
+            mask_input = embedding.new_zeros(batch, 1, *self.prompt_encoder.mask_input_size)
+        mask_input = mask_input.to(device=self.device, dtype=self.dtype)
+        _, dense = self.prompt_encoder(None, None, mask_input)
+        sparse, prior = self.text_reference(levels, text.to(self.device))
+        return self.mask_decoder(
+            embedding.to(device=self.device, dtype=self.dtype),
+            self.prompt_encoder.get_dense_pe(),
+            sparse,
+            dense + prior,
+            False,
+        )
 
     @property
     def device(self) -> torch.device:

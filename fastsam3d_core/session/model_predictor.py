@@ -9,6 +9,7 @@ import torch
 
 from ..geometry import Crop
 from ..models.sam3d import Sam3D
+from ..models.text_reference import TEXT_EMBED_DIM, CropFeatures
 
 
 class ModelPredictor:
@@ -28,6 +29,47 @@ class ModelPredictor:
         """Whether :meth:`decode` takes a box as its corners, labels 2 (low) and 3 (high): a
         model fine-tuned with ``fastsam3d finetune --prompts box``, its adapter file loaded."""
         return self.model.accepts_box_corners
+
+    @property
+    def accepts_text(self) -> bool:
+        """Whether :meth:`decode_text` works: an adapter file with a text path
+        (``fastsam3d finetune --text``) is loaded."""
+        return self.model.accepts_text
+
+    def encode_features(self, crop: Crop) -> CropFeatures:
+        """The embedding ``(1, 384, 8, 8, 8)`` (what :meth:`encode` gives: cache it for the
+        clicks) and the encoder block outputs the text path reads, on the model's device."""
+        image = torch.from_numpy(np.ascontiguousarray(crop.image))[None, None]
+        with torch.inference_mode():
+            embedding, levels = self.model.encode_levels(image)
+        return CropFeatures(embedding, levels)
+
+    def decode_text(
+        self, features: CropFeatures, text_embedding: Any, mask_input: Any = None
+    ) -> np.ndarray:
+        """Logits ``(32, 32, 32)`` float32 of the text's structure in the crop.
+
+        Args:
+            features: from :meth:`encode_features`.
+            text_embedding: ``(512,)`` (a text encoder's or an adapter file's bank entry).
+            mask_input: ``(32, 32, 32)`` logits of a previous prediction, or None.
+
+        Raises:
+            NoTextPath: the model has no text path (one line).
+        """
+        device = self.model.device
+        text = torch.as_tensor(text_embedding, dtype=torch.float32, device=device)
+        if tuple(text.shape) != (TEXT_EMBED_DIM,):
+            raise ValueError(f"a text embedding is ({TEXT_EMBED_DIM},), got {tuple(text.shape)}")
+        with torch.inference_mode():
+            mask = None
+            if mask_input is not None:
+                mask = torch.as_tensor(mask_input, device=device).reshape(1, 1, 32, 32, 32)
+            levels = tuple(level.to(device) for level in features.levels)
+            logits, _ = self.model.decode_text(
+                features.embedding.to(device), levels, text[None], mask
+            )
+        return logits[0, 0].float().cpu().numpy()
 
     def encode(self, crop: Crop) -> torch.Tensor:
         """The embedding ``(1, 384, 8, 8, 8)`` on the model's device."""

@@ -4,6 +4,11 @@ A file holds the adapters' weights, their :class:`~fastsam3d_core.models.adapter
 the base model's name and the SHA-256 of its frozen weights (and of its checkpoint file when
 known), and a training summary. Loading checks the base: adapters trained on other weights are
 refused instead of silently degrading the masks.
+
+A file trained with ``fastsam3d finetune --text`` also holds the text path (its weights with the
+adapters', its configuration under ``text.config``), the identity of the text encoder it was
+trained with and the embedding bank of its training names and synonyms
+(:class:`~.text_bank.TextBank`, under ``text``).
 """
 
 from __future__ import annotations
@@ -18,7 +23,28 @@ from torch import nn
 
 from ..io._atomic import write_atomically
 from ..models.adapter import AdapterConfig, adapter_state, attach_adapters, base_state
+from ..models.text_reference import (
+    NoTextPath,
+    TextReferenceConfig,
+    attach_text_reference,
+)
 from .checkpoint import CheckpointError, read_checkpoint_file
+from .text_bank import TextBank, TextNotKnown, text_key
+
+__all__ = [
+    "ADAPTER_FORMAT",
+    "AdapterFileError",
+    "AdapterMismatchError",
+    "NoTextPath",
+    "TextBank",
+    "TextNotKnown",
+    "load_adapter",
+    "read_adapter",
+    "read_text_bank",
+    "save_adapter",
+    "text_key",
+    "weights_sha256",
+]
 
 ADAPTER_FORMAT = "fastsam3d-adapter"
 ADAPTER_VERSION = 1
@@ -48,15 +74,23 @@ def save_adapter(
     *,
     checkpoint_sha256: str | None = None,
     summary: dict[str, Any] | None = None,
+    text_bank: TextBank | None = None,
 ) -> None:
     """Write the model's adapters to ``path`` (atomically: never a partial file).
 
+    Args:
+        text_bank: with a text path: the text encoder's identity and the embeddings of the
+            training names and synonyms.
+
     Raises:
-        ValueError: the model has no adapters.
+        ValueError: the model has no adapters, or a text path without ``text_bank``.
     """
     config = getattr(model, "adapter_config", None)
     if config is None:
         raise ValueError("the model has no adapters to save (attach_adapters first)")
+    reference = getattr(model, "text_reference", None)
+    if (reference is None) != (text_bank is None):
+        raise ValueError("a text path is saved with its text bank, and a text bank with a path")
     content = {
         "format": ADAPTER_FORMAT,
         "version": ADAPTER_VERSION,
@@ -69,6 +103,8 @@ def save_adapter(
         "summary": summary or {},
         "state_dict": {k: v.detach().cpu().clone() for k, v in adapter_state(model).items()},
     }
+    if reference is not None and text_bank is not None:
+        content["text"] = {"config": reference.config.to_dict(), **text_bank.to_dict()}
     write_atomically(Path(path), ".pt", lambda temporary: torch.save(content, temporary))
 
 
@@ -120,8 +156,31 @@ def load_adapter(model: nn.Module, path: str | os.PathLike) -> dict[str, Any]:
             "checkpoint it was trained on"
         )
     attach_adapters(model, AdapterConfig(**content["config"]))
+    if "text" in content:
+        attach_text_reference(model, TextReferenceConfig.from_dict(content["text"]["config"]))
     missing = set(adapter_state(model)) ^ set(content["state_dict"])
     if missing:
         raise AdapterFileError(f"{os.fspath(path)}: adapter keys do not fit: {sorted(missing)[:3]}")
     model.load_state_dict(content["state_dict"], strict=False)
-    return {key: content[key] for key in ("base", "config", "summary")}
+    described = {key: content[key] for key in ("base", "config", "summary")}
+    if "text" in content:
+        bank = TextBank.from_dict(content["text"])
+        described["text"] = {"identity": bank.identity, "names": bank.names}
+    return described
+
+
+def read_text_bank(source: str | os.PathLike | dict[str, Any]) -> TextBank:
+    """The text bank of an adapter file (a path, or its content from :func:`read_adapter`).
+
+    Raises:
+        AdapterFileError: not an adapter file.
+        NoTextPath: an adapter trained without ``--text`` (one line).
+    """
+    content = source if isinstance(source, dict) else read_adapter(source)
+    if "text" not in content:
+        where = "" if isinstance(source, dict) else f"{os.fspath(source)}: "
+        raise NoTextPath(
+            f"{where}an adapter without a text path (trained without --text): segmenting by "
+            "text needs one trained with 'fastsam3d finetune --text'"
+        )
+    return TextBank.from_dict(content["text"])

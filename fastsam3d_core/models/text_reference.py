@@ -1,0 +1,197 @@
+"""RefSAM3D's cross-modal reference: text prompts for a 3-D SAM (Gao & Lu, "Adapting SAM with
+Cross-modal Reference for 3D Medical Image Segmentation").
+
+A text embedding (CLIP's, 512 values) becomes prompts for the frozen mask decoder:
+
+1. a **projector** maps the embedding (L2-normalised first: CLIP's features are compared by
+   angle) to ``tokens`` query vectors of width ``width`` (Linear 512→256, GELU, Linear
+   256→tokens·width);
+2. **hierarchical cross-attention**: at each of the image encoder's block outputs named by
+   ``depths`` (shallow to deep, channels-last ``(B, 8, 8, 8, 768)``, position embedding
+   included), the queries attend over the 512 image tokens (pre-norm, ``heads`` heads, keys and
+   values projected 768→width) and pass an MLP, each with a residual: the text is refined by the
+   image at several depths in turn;
+3. the refined queries become **sparse prompt tokens** (LayerNorm, Linear width→384), appended
+   to the decoder's tokens as point embeddings are;
+4. a **dense prior** ``(B, 384, 8, 8, 8)``: per voxel, the deepest level's image token projected
+   to ``width`` times the mean query projected likewise, GELU, Linear width→384 (zero at start:
+   an untrained path adds no prior). It is added to the mask prompt's dense embedding.
+
+The paper leaves widths, token count and depths open; these are chosen small (docs/text-prompts.md)
+so that the path trains on one GPU, and on a CPU in the tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+TEXT_EMBED_DIM = 512  # CLIP ViT-B's projected text feature
+
+
+class NoTextPath(ValueError):
+    """Text asked of a model (or adapter file) without a text path."""
+
+
+NO_TEXT_PATH = (
+    "this model has no text path: load an adapter file trained with 'fastsam3d finetune --text' "
+    "(--adapter FILE)"
+)
+
+
+@dataclass(frozen=True)
+class TextReferenceConfig:
+    """The text path's shape (recorded in the adapter file).
+
+    Attributes:
+        depths: 1-based image-encoder blocks whose outputs the text attends over, shallow to deep
+            (empty: a third, two thirds and all of the encoder's depth).
+        width: width of the text queries and of the attention.
+        heads: attention heads.
+        tokens: sparse prompt tokens produced.
+    """
+
+    depths: tuple[int, ...] = ()
+    width: int = 128
+    heads: int = 4
+    tokens: int = 4
+
+    def for_depth(self, encoder_depth: int) -> TextReferenceConfig:
+        """This configuration with its depths filled in for an encoder of ``encoder_depth``."""
+        if self.depths:
+            return self
+        thirds = tuple(sorted({max(1, round(encoder_depth * n / 3)) for n in (1, 2, 3)}))
+        return TextReferenceConfig(thirds, self.width, self.heads, self.tokens)
+
+    def to_dict(self) -> dict:
+        content = asdict(self)
+        content["depths"] = list(self.depths)
+        return content
+
+    @classmethod
+    def from_dict(cls, content: dict[str, Any]) -> TextReferenceConfig:
+        return cls(**{**content, "depths": tuple(int(d) for d in content.get("depths", ()))})
+
+
+@dataclass(frozen=True, eq=False)
+class CropFeatures:
+    """What the text path needs of one crop: the embedding (``(1, 384, 8, 8, 8)``, exactly what
+    ``encode`` gives, for the clicks that follow) and the encoder's block outputs at the text
+    path's depths (each ``(1, 8, 8, 8, 768)``)."""
+
+    embedding: torch.Tensor
+    levels: tuple[torch.Tensor, ...]
+
+
+class ReferenceLevel(nn.Module):
+    """The text queries attend over one level's image tokens, then pass an MLP (both
+    pre-norm with residuals)."""
+
+    def __init__(self, width: int, image_width: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm_query = nn.LayerNorm(width)
+        self.norm_image = nn.LayerNorm(image_width)
+        self.query = nn.Linear(width, width)
+        self.key_value = nn.Linear(image_width, 2 * width)
+        self.out = nn.Linear(width, width)
+        self.norm_mlp = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(
+            nn.Linear(width, 2 * width), nn.GELU(), nn.Linear(2 * width, width)
+        )
+
+    def forward(self, queries: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """Args: queries ``(B, T, width)``; image ``(B, N, image_width)`` tokens.
+        Returns the queries ``(B, T, width)``."""
+        batch, count, width = queries.shape
+        q = self.query(self.norm_query(queries))
+        k, v = self.key_value(self.norm_image(image)).chunk(2, dim=-1)
+
+        def heads(x: torch.Tensor) -> torch.Tensor:  # (B, L, width) -> (B, heads, L, width/heads)
+            return x.reshape(batch, x.shape[1], self.heads, -1).transpose(1, 2)
+
+        attended = F.scaled_dot_product_attention(heads(q), heads(k), heads(v))
+        queries = queries + self.out(attended.transpose(1, 2).reshape(batch, count, width))
+        return queries + self.mlp(self.norm_mlp(queries))
+
+
+class TextReference(nn.Module):
+    """Text embedding + the encoder's block outputs -> sparse prompt tokens and a dense prior.
+
+    Args:
+        config: its shape, depths filled in (:meth:`TextReferenceConfig.for_depth`).
+        image_width: the encoder's token width (768).
+        prompt_width: the decoder's token width (384).
+    """
+
+    def __init__(self, config: TextReferenceConfig, image_width: int, prompt_width: int) -> None:
+        super().__init__()
+        if not config.depths:
+            raise ValueError("TextReference needs its depths (TextReferenceConfig.for_depth)")
+        self.config = config
+        width = config.width
+        self.projector = nn.Sequential(
+            nn.Linear(TEXT_EMBED_DIM, 256), nn.GELU(), nn.Linear(256, config.tokens * width)
+        )
+        self.levels = nn.ModuleList(
+            ReferenceLevel(width, image_width, config.heads) for _ in config.depths
+        )
+        self.to_sparse = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, prompt_width))
+        self.dense_norm = nn.LayerNorm(image_width)
+        self.dense_image = nn.Linear(image_width, width)
+        self.dense_text = nn.Linear(width, width)
+        self.dense_out = nn.Linear(width, prompt_width)
+        nn.init.zeros_(self.dense_out.weight)
+        nn.init.zeros_(self.dense_out.bias)
+
+    def forward(
+        self, levels: tuple[torch.Tensor, ...], text: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Args:
+            levels: one ``(B or 1, G, G, G, image_width)`` block output per configured depth.
+            text: ``(B, 512)`` text embeddings (any norm).
+
+        Returns:
+            sparse ``(B, tokens, prompt_width)`` and dense ``(B, prompt_width, G, G, G)``.
+        """
+        if len(levels) != len(self.levels):
+            raise ValueError(f"expected {len(self.levels)} block outputs, got {len(levels)}")
+        if text.ndim != 2 or text.shape[1] != TEXT_EMBED_DIM:
+            raise ValueError(f"text must be (B, {TEXT_EMBED_DIM}), got {tuple(text.shape)}")
+        dtype = self.dense_out.weight.dtype
+        batch = text.shape[0]
+        text = F.normalize(text.to(dtype), dim=-1)
+        queries = self.projector(text).reshape(batch, self.config.tokens, -1)
+        grid = levels[-1].shape[1:4]
+        for level, image in zip(self.levels, levels):
+            tokens = image.to(dtype).flatten(1, 3).expand(batch, -1, -1)
+            queries = level(queries, tokens)
+        sparse = self.to_sparse(queries)
+        deepest = levels[-1].to(dtype).flatten(1, 3).expand(batch, -1, -1)
+        image = self.dense_image(self.dense_norm(deepest))  # (B, N, width)
+        mixed = F.gelu(image * self.dense_text(queries.mean(dim=1))[:, None])
+        dense = self.dense_out(mixed).transpose(1, 2).reshape(batch, -1, *grid)
+        return sparse, dense
+
+
+def attach_text_reference(
+    model: nn.Module, config: TextReferenceConfig | None = None
+) -> list[nn.Parameter]:
+    """Give ``model`` (a :class:`~.sam3d.Sam3D`) a new text path, sized to its encoder, on its
+    device; returns the path's parameters (trainable).
+
+    Raises:
+        ValueError: the model has a text path already.
+    """
+    if getattr(model, "text_reference", None) is not None:
+        raise ValueError("the model has a text path already")
+    encoder = model.image_encoder
+    config = (config or TextReferenceConfig()).for_depth(len(encoder.blocks))
+    image_width = encoder.pos_embed.shape[-1]
+    reference = TextReference(config, image_width, model.prompt_encoder.embed_dim)
+    model.text_reference = reference.to(model.device)
+    return list(reference.parameters())
