@@ -228,6 +228,8 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if node.inputVolume is None:
             raise ValueError(_("Select an input volume."))
         self.modelPanel.fillMenus()  # the engine imports now (after a first installation too)
+        if self.isShown():  # the engine's key table imports now (after a first installation)
+            self.tools.installShortcuts()
         engine = self.logic.engine()
         engine.protectOtherSegments = not self.ui.overwriteCheckBox.checked
         with slicer.util.WaitCursor():

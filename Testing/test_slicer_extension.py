@@ -421,11 +421,14 @@ def test_help_and_tooltips_say_how_points_are_deleted_and_placement_stops():
 
 def test_single_key_shortcuts_leave_slicers_slice_view_keys_alone():
     """Keys that Slicer's slice views use themselves (vtkMRMLSliceIntersectionWidget: g, t,
-    f, b, v, V, r); a main-window shortcut would take them over."""
-    (keys_dict,) = [
-        n for n in ast.walk(function_node("installShortcuts")) if isinstance(n, ast.Dict)
-    ]
-    keys = [key.value for key in keys_dict.keys]
+    f, b, v, V, r); a main-window shortcut would take them over. The keys are the engine's
+    table's (the page reads it too), and the module connects every action of it."""
+    from fastsam3d_mrml.shortcuts import DRAWING_ACTIONS, SHORTCUTS
+
+    (actions,) = [n for n in ast.walk(function_node("installShortcuts")) if isinstance(n, ast.Dict)]
+    connected = {key.value for key in actions.keys} | set(DRAWING_ACTIONS)
+    assert {action for _, action, _ in SHORTCUTS} == connected
+    keys = [key for key, _, _ in SHORTCUTS]
     assert {"P", "N", "Shift+T", "H", "D", "Ctrl+Z"} <= set(keys), keys
     assert not {key.lower() for key in keys if len(key) == 1} & set("gtfbvr")
 

@@ -290,12 +290,12 @@ def test_the_module_offers_each_prompt_and_sign_as_a_button_and_a_free_shortcut(
     tools = ast.parse((MODULE / "FastSAM3DSlicerLib" / "session_tools.py").read_text("utf-8"))
     functions = {node.name: node for node in ast.walk(tools) if isinstance(node, ast.FunctionDef)}
     every = {(kind, sign) for kind in ("box", "scribble", "lasso") for sign in (True, False)}
-    (keys,) = [n for n in ast.walk(functions["installShortcuts"]) if isinstance(n, ast.Dict)]
-    drawing_keys = {
-        key.value: drawing_calls(value)[0]
-        for key, value in zip(keys.keys, keys.values)
-        if drawing_calls(value)
-    }
+    # The keys are the engine's table's (which the page reads too); the module draws each.
+    from fastsam3d_mrml.shortcuts import DRAWING_ACTIONS, SHORTCUTS
+
+    installed = ast.unparse(functions["installShortcuts"])
+    assert "DRAWING_ACTIONS" in installed and "partial(self.draw, kind, positive)" in installed
+    drawing_keys = {k: DRAWING_ACTIONS[act] for k, act, _ in SHORTCUTS if act in DRAWING_ACTIONS}
     assert set(drawing_keys.values()) == every and len(drawing_keys) == len(every)
     for key, (_kind, positive) in drawing_keys.items():
         letter = key.split("+")[-1]

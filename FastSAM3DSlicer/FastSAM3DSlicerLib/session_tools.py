@@ -216,34 +216,30 @@ class SessionTools:
     # -- keyboard shortcuts ----------------------------------------------------------------
 
     def installShortcuts(self) -> None:
-        """Main-window shortcuts for these actions, while the module is shown."""
+        """Main-window shortcuts for these actions, while the module is shown: the engine's key
+        table (``fastsam3d_mrml.shortcuts``, which the browser page reads too)."""
         self.removeShortcuts()
-        keys = {
-            "P": lambda: self.place(True),
-            "N": lambda: self.place(False),
-            # SlicerNNInteractive's T and V are Slicer's own keys in slice views (foreground
-            # opacity, slice visibility): the same actions here take Shift+T and H.
-            "Shift+T": self.togglePolarity,
-            "H": self.toggleVisibility,
-            # Boxes, scribbles, lassos: keys that no view of Slicer takes (its slice views: g
-            # t f b v r [ ] { } and arrows; its 3-D view: r + - i; a point under the mouse: s,
-            # Delete, BackSpace) nor the application (Ctrl+<key>, Ctrl+Shift+A/T/Space).
-            "X": lambda: self.draw("box", True),
-            "Shift+X": lambda: self.draw("box", False),
-            "W": lambda: self.draw("scribble", True),
-            "Shift+W": lambda: self.draw("scribble", False),
-            "L": lambda: self.draw("lasso", True),
-            "Shift+L": lambda: self.draw("lasso", False),
-            "D": self.deleteLastPoint,
-            "S": self.suggest,
-            "Ctrl+Z": self.undo,
-            "Ctrl+Y": self.redo,
-            "Ctrl+N": self.nextSegment,
+        try:
+            from fastsam3d_mrml.shortcuts import DRAWING_ACTIONS, SHORTCUTS
+        except ImportError:  # a source checkout before its first installation: at Start
+            return
+        actions = {
+            "positive-points": lambda: self.place(True),
+            "negative-points": lambda: self.place(False),
+            "toggle-polarity": self.togglePolarity,
+            "toggle-visibility": self.toggleVisibility,
+            "delete-last-point": self.deleteLastPoint,
+            "suggest": self.suggest,
+            "undo": self.undo,
+            "redo": self.redo,
+            "next-segment": self.nextSegment,
         }
-        for key, slot in keys.items():
+        for action, (kind, positive) in DRAWING_ACTIONS.items():
+            actions[action] = partial(self.draw, kind, positive)
+        for key, action, _description in SHORTCUTS:
             shortcut = qt.QShortcut(qt.QKeySequence(key), slicer.util.mainWindow())
             message = _("{key} failed.").format(key=key)
-            shortcut.connect("activated()", self._widget.guarded(slot, message))
+            shortcut.connect("activated()", self._widget.guarded(actions[action], message))
             self._shortcuts.append(shortcut)
 
     def removeShortcuts(self) -> None:
