@@ -28,7 +28,10 @@ from .events import PageEvents
 from .pacs import DicomwebAccess, PacsPanel
 from .page_ui import EXPORT_FILES, PageWidgets
 from .placement import Placement
+from .segments_panel import SegmentsPanel
+from .shortcuts import PageShortcuts
 from .uploads import UploadRefused, check_uploads
+from .views_panel import ViewsPanel
 
 # How often results are collected while the worker has work, and when idle.
 POLL_BUSY_S = 0.03
@@ -108,6 +111,8 @@ class SegmentationPage(PageWidgets, TrameApp):
             guarded=self._guarded,
         )
         self.pacs = PacsPanel(self, dicomweb)
+        self.segments_panel, self.shortcuts = SegmentsPanel(self), PageShortcuts(self)
+        self.views_panel = ViewsPanel(self)
         url = str(image) if image is not None and is_dicomweb_url(str(image)) else None
         if image is not None and url is None:
             self._open_image(Path(image))

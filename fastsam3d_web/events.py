@@ -8,6 +8,8 @@ from typing import Any
 
 from fastsam3d_mrml.events import EngineObserver
 
+from .segments_panel import segment_items
+
 
 class PageEvents(EngineObserver):
     """What the page shows of the engine's events: the status line, errors and warnings, busy
@@ -61,16 +63,9 @@ class PageEvents(EngineObserver):
             loop.call_soon_threadsafe(wake.set)  # wakes the loop if it sleeps
 
     def segmentsChanged(self) -> None:
-        """The segment selector's items: the segmentation's segments by name."""
-        logic = self.page.logic
-        node = logic.segmentationNode
-        segmentation = node.GetSegmentation() if node is not None else None
-        count = segmentation.GetNumberOfSegments() if segmentation is not None else 0
-        ids = [segmentation.GetNthSegmentID(n) for n in range(count)]
-        self.state.segments = [
-            {"title": segmentation.GetSegment(i).GetName(), "value": i} for i in ids
-        ]
-        self.state.segment_id = logic.currentSegmentId
+        """The segment selector's and the segment list's items (names, colours, shown)."""
+        self.state.segments = segment_items(self.page.logic)
+        self.state.segment_id = self.page.logic.currentSegmentId
 
     def suggestionReady(self, pointRas: Any) -> None:
         if pointRas is not None:

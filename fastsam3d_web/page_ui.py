@@ -88,6 +88,7 @@ class PageWidgets:
             ("Clear", self.logic.clearSegment, "clear"),
             ("Next segment", self.logic.nextSegment, "next-segment"),
         )
+        self.shortcuts.build_button()
 
     def _build_side_actions(self) -> None:
         """The side panel's buttons: uncertainty, the suggested point, the exports (the
@@ -146,9 +147,12 @@ class PageWidgets:
                     step=0.05,
                     hide_details=True,
                 )
+                self.views_panel.build()
                 self._build_side_actions()
+                self.segments_panel.build()
                 self._build_point_list()
             self.pacs.build_dialog()
+            self.shortcuts.build()
             with self.ui.content:
                 with html.Div(style="height: calc(100vh - 96px);"):
                     self.layout.initialize_layout_grid(self.ui)
