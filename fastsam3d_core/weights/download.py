@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, BinaryIO, Callable, Optional
 
 from ..io.errors import special_file_kind
 from ..messages import one_line, os_error_reason
-from .formats import describe_start, is_checkpoint_start
+from .formats import describe_start, is_checkpoint_start, is_safetensors_start
 from .registry import WeightsEntry, get_weights_entry
 
 if TYPE_CHECKING:
@@ -376,7 +376,7 @@ def _refuse_non_weights(entry: WeightsEntry, final: Path, part: Path) -> None:
     if abs(size - entry.size) > tolerance:
         expected = f"{entry.size:,} bytes" if entry.size_exact else f"about {entry.size:,} bytes"
         reason = f"the server sent {size} bytes (starting {head!r}), not the weights ({expected})"
-    elif not is_checkpoint_start(head):
+    elif not (is_checkpoint_start(head) or is_safetensors_start(head)):
         reason = f"the server sent a file that is not a torch checkpoint: {describe_start(head)}"
     else:
         return

@@ -5,11 +5,22 @@ from __future__ import annotations
 # ``torch.save`` writes a zip file; files from before PyTorch 1.6 are a pickle (protocol >= 2).
 ZIP_MAGIC = b"PK\x03\x04"
 PICKLE_PROTOCOL_MAGIC = b"\x80"
+# safetensors caps its JSON header at 100 MB.
+SAFETENSORS_MAX_HEADER = 100_000_000
 
 
 def is_checkpoint_start(head: bytes) -> bool:
     """Whether a file's first bytes can start a ``torch.save`` file (zip, or a legacy pickle)."""
     return head.startswith((ZIP_MAGIC, PICKLE_PROTOCOL_MAGIC))
+
+
+def is_safetensors_start(head: bytes) -> bool:
+    """Whether a file's first bytes can start a safetensors file: an 8-byte little-endian
+    header length, then the header's JSON object (the CLIP text weights come in this form)."""
+    if len(head) < 9:
+        return False
+    header_length = int.from_bytes(head[:8], "little")
+    return 2 <= header_length <= SAFETENSORS_MAX_HEADER and head[8:9] == b"{"
 
 
 def describe_start(head: bytes) -> str:

@@ -1,6 +1,6 @@
 """Where the released weights live: one frozen record per file, and a dict of them by name.
 
-The registry holds no secrets: both files are public on Hugging Face and need no token.
+The registry holds no secrets: every file is public (Hugging Face, PyPI) and needs no token.
 """
 
 from __future__ import annotations
@@ -77,7 +77,52 @@ WEIGHTS: dict[str, WeightsEntry] = {
         architecture="sam-med3d-turbo",
         description="SAM-Med3D-turbo (FastSAM3D's teacher); weights only",
     ),
+    # RefSAM3D's text prompts (docs/text-prompts.md): the OpenCLIP ViT-B/32 text tower ...
+    "clip-vit-b-32-laion2b": WeightsEntry(
+        name="clip-vit-b-32-laion2b",
+        filename="open_clip_model.safetensors",
+        url=(
+            "https://huggingface.co/laion/CLIP-ViT-B-32-laion2B-s34B-b79K/resolve/main/"
+            "open_clip_model.safetensors"
+        ),
+        size=605_000_000,
+        # Not found published where this registry was written (the Hugging Face file page
+        # could not be read here): the first download records it, as for "fastsam3d".
+        sha256=None,
+        licence="MIT (model card at huggingface.co/laion/CLIP-ViT-B-32-laion2B-s34B-b79K)",
+        architecture="clip-text-gelu",
+        description=(
+            "OpenCLIP ViT-B/32 LAION-2B (s34B b79K), whole CLIP in safetensors; the text "
+            "tower (GELU MLP) is read, the image tower ignored"
+        ),
+    ),
+    # ... and the BPE vocabulary of its tokenizer, as shipped inside OpenCLIP's wheel on PyPI
+    # (the file of OpenAI's CLIP, MIT): the wheel is the download, the vocabulary is read out
+    # of it without installing or importing open_clip (which needs torchvision).
+    "clip-bpe-vocab": WeightsEntry(
+        name="clip-bpe-vocab",
+        filename="open_clip_torch-3.3.0-py3-none-any.whl",
+        url=(
+            "https://files.pythonhosted.org/packages/py3/o/open-clip-torch/"
+            "open_clip_torch-3.3.0-py3-none-any.whl"
+        ),
+        size=1_547_268,
+        sha256="c549ad5ed6bfc119cc11105033c0a2b9d7a2a4afeb40a58a09aab3da1a0043ce",
+        licence="MIT (OpenCLIP; the vocabulary is OpenAI CLIP's, MIT)",
+        architecture="clip-bpe-vocabulary",
+        description=(
+            "CLIP's BPE vocabulary (bpe_simple_vocab_16e6.txt.gz, 49,408 tokens) inside the "
+            "open_clip_torch 3.3.0 wheel"
+        ),
+        size_exact=True,
+    ),
 }
+
+# Architectures of the entries that are not a segmentation model (MODEL_REGISTRY): the CLIP
+# text tower, named by the MLP activation its weights were trained with (OpenAI's weights:
+# QuickGELU; OpenCLIP's LAION weights: GELU), and the tokenizer's vocabulary.
+TEXT_ENCODER_ARCHITECTURES = {"clip-text-gelu": "gelu", "clip-text-quick-gelu": "quick_gelu"}
+TOKENIZER_ARCHITECTURE = "clip-bpe-vocabulary"
 
 
 def get_weights_entry(name: str) -> WeightsEntry:
