@@ -136,3 +136,44 @@ def test_a_model_without_a_text_path_says_so(ct):
         session.add_text("liver")
     assert str(refused.value) == NO_TEXT_PATH
     assert len(session.segments) == 1
+
+
+def test_the_seeded_model_with_a_text_adapter_segments_by_name_and_clicks_reuse_its_crops(
+    ct, tmp_path
+):
+    """The model's own text path (seeded, untrained: no Dice asked of it) through the adapter
+    file's bank: a named segment from every crop, and a click inside runs the decoder only."""
+    from text_adapters import model_with_adapter, save_text_adapter
+
+    from fastsam3d_core.session.text_prompt import TextVocabulary
+
+    adapter = save_text_adapter(tmp_path / "text.pt")
+    session = Session(ct[0], model_with_adapter(adapter))
+    vocabulary = TextVocabulary.from_adapter(adapter)
+    assert vocabulary.names == ("liver", "spleen")
+    told = []
+    result = session.add_text("Liver", vocabulary, lambda done, total: told.append(done))
+    assert told == [1, 2, 3, 4] and result.encoder_ran
+    assert session.current_segment.name == "Liver" and len(session.current_segment.crops) == 4
+    before = session.mask().copy()
+    assert before.any()
+    clicked = session.add_point_ijk((60.0, 50.0, 15.0), positive=False)
+    assert not clicked.encoder_ran  # the text's crop embedding, cached
+    assert not np.array_equal(session.mask(), before)
+    again = session.add_text("spleen", vocabulary)
+    assert not again.encoder_ran  # the text features of every crop, cached
+    with pytest.raises(ValueError, match="^'kidney' is not in this adapter's vocabulary"):
+        session.add_text("kidney", vocabulary)
+
+
+def test_an_adapter_without_a_text_path_says_so_in_one_line(tmp_path):
+    from conftest import save_random_adapter, seeded_model
+
+    from fastsam3d_core.session.text_prompt import TextVocabulary
+
+    adapter = tmp_path / "clicks.pt"
+    save_random_adapter(seeded_model("fastsam3d"), adapter)
+    with pytest.raises(ValueError) as refused:
+        TextVocabulary.from_adapter(adapter)
+    message = str(refused.value)
+    assert "an adapter without a text path" in message and "\n" not in message

@@ -10,8 +10,9 @@
     segment_file("ct.nii.gz", prompts, "spleen.seg.nrrd",
                  lambda: ModelRecipe("fastsam3d").load().model, say=print)
 
-A prompt is a :class:`PointPrompt`, :class:`BoxPrompt`, :class:`ScribblePrompt` or
-:class:`LassoPrompt` (each one interaction of the :class:`~fastsam3d_core.session.Session`).
+A prompt is a :class:`PointPrompt`, :class:`BoxPrompt`, :class:`ScribblePrompt`,
+:class:`LassoPrompt` or :class:`TextPrompt` (each one interaction of the
+:class:`~fastsam3d_core.session.Session`).
 The image is read and every prompt checked against it before the model is opened, so that a bad
 input is refused before the slow part.
 """
@@ -158,8 +159,38 @@ class LassoPrompt:
         return _curve_description(self.contour_ras, self.source)
 
 
+@dataclass(frozen=True)
+class TextPrompt:
+    """A structure's name: a new segment, named by it, over the whole image (RefSAM3D's text
+    prompt; needs a model with a text path, i.e. its adapter file from ``fastsam3d finetune
+    --text``). The prompts after it refine that segment.
+
+    Attributes:
+        text: the name, e.g. ``"liver"``.
+        source: where it came from, for messages ("--text liver"); empty: "text N".
+    """
+
+    text: str
+    source: str = ""
+    kind: ClassVar[str] = "text"
+    positive: ClassVar[bool] = True
+
+    def check(self, volume: Volume) -> None:
+        """Raises ValueError (one line) for empty text."""
+        from .session.text_prompt import checked_text
+
+        checked_text(self.text)
+
+    def run(self, session: Session, vocabulary: Any = None) -> str:
+        result = session.add_text(self.text, vocabulary)
+        return f"{_stage(result)}, whole image"
+
+    def describe(self) -> str:
+        return repr(self.text)
+
+
 # Any of them: what segment_file takes.
-SegmentPrompt = Union[PointPrompt, BoxPrompt, ScribblePrompt, LassoPrompt]
+SegmentPrompt = Union[PointPrompt, BoxPrompt, ScribblePrompt, LassoPrompt, TextPrompt]
 
 
 @dataclass(frozen=True)
@@ -184,6 +215,7 @@ def segment_file(
     start: StartSegment | None = None,
     algorithm: Callable[[], SegAlgorithm] | None = None,
     shown: str = "",
+    open_vocabulary: Callable[[], Any] | None = None,
 ) -> SegmentedFile:
     """Segment one object of ``image`` (NRRD, NIfTI, MHA/MHD or a DICOM folder) from
     ``prompts``, in order, and write it to each ``output`` (:func:`output_kind`; a DICOM SEG for
@@ -200,9 +232,13 @@ def segment_file(
         algorithm: the model a SEG names (name, version, weights' SHA-256), asked once the
             model has run (its weights are known by then).
         shown: how the image is named in messages (e.g. the DICOMweb URL it was read from).
+        open_vocabulary: for the text prompts, returns the names the model knows (a
+            :class:`~fastsam3d_core.session.text_prompt.TextVocabulary`); each text is looked
+            up before the model opens. None: the predictor embeds text itself.
 
     Returns:
-        The first output written (the others are written the same way).
+        The first output written (the others are written the same way). With text prompts,
+        each text's segment is written (and the first segment where it holds voxels).
 
     Raises:
         ValueError: an output's kind, an image the model cannot segment, a prompt that does
@@ -222,14 +258,38 @@ def segment_file(
     volume = read_checked_volume(image, prompts, say, shown)
     series = check_outputs(outputs, image, volume, shown)
     initial = None if start is None else _start_mask(start, volume, image, series, say)
+    texts = [prompt for prompt in prompts if isinstance(prompt, TextPrompt)]
+    vocabulary = _checked_vocabulary(texts, open_vocabulary, shown or image.name)
     session = Session(volume, open_predictor(), initial_mask=initial)
     for number, prompt in enumerate(prompts, 1):
         began = time.perf_counter()
-        stage = prompt.run(session)
+        stage = (
+            prompt.run(session, vocabulary)
+            if isinstance(prompt, TextPrompt)
+            else prompt.run(session)
+        )
         say(f"{prompt.kind} {number}/{len(prompts)} {'+' if prompt.positive else '-'} "
             f"{prompt.describe()}: {stage}, {time.perf_counter() - began:.2f} s")  # fmt: skip
-    segment = Segment(name, session.current_segment.color, session.mask())
-    return write_outputs(outputs, segment, volume, series, algorithm, say)[0]
+    if not texts:
+        segments = [Segment(name, session.current_segment.color, session.mask())]
+    else:  # the first segment only where it holds voxels (--start), then one per text
+        kept = [s for s in session.segments if s.segment_id != 1 or session.mask(1).any()]
+        segments = [Segment(s.name, s.color, session.mask(s.segment_id)) for s in kept]
+    return write_outputs(outputs, segments, volume, series, algorithm, say)[0]
+
+
+def _checked_vocabulary(texts: list[TextPrompt], open_vocabulary: Any, shown: str) -> Any:
+    """The vocabulary of the text prompts, each text looked up in it (one line for the first
+    that is not known, naming its source)."""
+    if not texts or open_vocabulary is None:
+        return None
+    vocabulary = open_vocabulary()
+    for number, prompt in enumerate(texts, 1):
+        try:
+            vocabulary.embedding(prompt.text)
+        except ValueError as error:
+            raise ValueError(f"{prompt.source or f'text {number}'}: {error}") from None
+    return vocabulary
 
 
 def _start_mask(

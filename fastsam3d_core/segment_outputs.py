@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+import numpy as np
+
 from .io.suffixes import DICOM_SEG_SUFFIX, LABELMAP_SUFFIXES, SEGMENTATION_SUFFIX
 
 if TYPE_CHECKING:
@@ -103,22 +105,24 @@ def _referenced_series(output: Path, image: Path, volume: Volume, shown: str) ->
 
 def write_outputs(
     outputs: Sequence[Path],
-    segment: Segment,
+    segment: Segment | Sequence[Segment],
     volume: Volume,
     series: DicomSeries | None,
     algorithm: Callable[[], SegAlgorithm] | None,
     say: Callable[[str], None],
 ) -> list[SegmentedFile]:
-    """Write ``segment`` (its mask on ``volume``'s grid) to each output, in order; a SEG names
-    the model that ``algorithm`` returns (called once the model has run).
+    """Write ``segment`` (its mask on ``volume``'s grid), or several segments, to each output,
+    in order (a labelmap: segment n as value n, the later winning where they overlap); a SEG
+    names the model that ``algorithm`` returns (called once the model has run).
 
     Raises:
-        ValueError: a SEG is asked for and the segment is empty (checked before any file is
+        ValueError: a SEG is asked for and the segments are empty (checked before any file is
             written), or the SEG cannot be made.
     """
     from .io import write_labelmap, write_segmentation
 
-    voxels = int(segment.mask.sum())
+    segments = [segment] if not isinstance(segment, Sequence) else list(segment)
+    voxels = sum(int(s.mask.sum()) for s in segments)
     kinds = [output_kind(output) for output in outputs]
     if "dicom-seg" in kinds and voxels == 0:
         raise ValueError(
@@ -128,19 +132,29 @@ def write_outputs(
     written = []
     for output, kind in zip(outputs, kinds):
         if kind == "segmentation":
-            write_segmentation(output, [segment], volume)
+            write_segmentation(output, segments, volume)
         elif kind == "labelmap":
-            write_labelmap(output, segment.mask, volume)
+            write_labelmap(output, _labels(segments), volume)
         else:
-            _write_seg(output, segment, volume, series, algorithm)
+            _write_seg(output, [s for s in segments if s.mask.any()], volume, series, algorithm)
         say(f"wrote {output} ({voxels} voxels)")
         written.append(SegmentedFile(output, kind, voxels))
     return written
 
 
+def _labels(segments: Sequence[Segment]) -> np.ndarray:
+    """One labelmap of segments: uint8 (uint16 beyond 255), segment n as value n."""
+    if len(segments) == 1:
+        return segments[0].mask
+    labels = np.zeros(segments[0].mask.shape, np.uint8 if len(segments) < 256 else np.uint16)
+    for value, segment in enumerate(segments, 1):
+        labels[segment.mask.astype(bool)] = value
+    return labels
+
+
 def _write_seg(
     output: Path,
-    segment: Segment,
+    segments: Sequence[Segment],
     volume: Volume,
     series: DicomSeries | None,
     algorithm: Callable[[], SegAlgorithm] | None,
@@ -151,4 +165,4 @@ def _write_seg(
         raise ValueError(f"{output.name}: no DICOM series to reference (see check_outputs)")
     if algorithm is None:
         raise ValueError(f"{output.name}: a SEG names the model that made it; give algorithm")
-    write_dicom_seg(output, [segment], volume, series, algorithm())
+    write_dicom_seg(output, list(segments), volume, series, algorithm())

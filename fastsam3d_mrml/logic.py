@@ -39,10 +39,11 @@ from .overlay import UNCERTAINTY_SAMPLES, show_entropy
 from .segment_edits import SegmentEdits
 from .segment_writer import SegmentWriter, segmentation_for
 from .session_markups import SessionMarkups
+from .text_segments import TextSegments
 from .worker import SessionOpening, Update, WorkerState
 
 
-class InteractiveSegmentationLogic(SegmentEdits, DicomSegExport, EngineBase):
+class InteractiveSegmentationLogic(TextSegments, SegmentEdits, DicomSegExport, EngineBase):
     """Click-to-segment on MRML nodes.
 
     Args:

@@ -108,6 +108,17 @@ class FallbackPredictor:
     def decode(self, embedding: Any, points: Any, labels: Any, mask_input: Any) -> Any:
         return self._call(lambda: self.inner.decode(embedding, points, labels, mask_input))
 
+    # The text path (an adapter file from ``fastsam3d finetune --text``; issue 29).
+    @property
+    def accepts_text(self) -> bool:
+        return self.inner.accepts_text
+
+    def encode_features(self, crop: Any) -> Any:
+        return self._call(lambda: self.inner.encode_features(crop))
+
+    def decode_text(self, features: Any, text_embedding: Any, mask_input: Any = None) -> Any:
+        return self._call(lambda: self.inner.decode_text(features, text_embedding, mask_input))
+
     def _call(self, run: Callable[[], Any]) -> Any:
         try:
             return run()

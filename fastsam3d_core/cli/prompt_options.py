@@ -1,7 +1,8 @@
-"""The prompts of ``fastsam3d segment``: points, boxes, scribbles and lassos from its options.
+"""The prompts of ``fastsam3d segment``: texts, points, boxes, scribbles and lassos, as given.
 
 Typer gives each option's values apart, not in the order they stood on the command line, so the
-prompts run in a fixed order, coarse to fine: boxes (in the order given), lassos (``--lasso``
+prompts run in a fixed order, coarse to fine: texts (each a new segment over the whole image,
+which the prompts after it refine), boxes (in the order given), lassos (``--lasso``
 then ``--negative-lasso``), scribbles (``--scribble`` then ``--negative-scribble``), then points
 (``--point`` in the order given, then ``--points``, then ``--negative-points``).
 """
@@ -15,7 +16,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..segment_job import BoxPrompt, LassoPrompt, PointPrompt, ScribblePrompt, SegmentPrompt
+from ..segment_job import (
+    BoxPrompt,
+    LassoPrompt,
+    PointPrompt,
+    ScribblePrompt,
+    SegmentPrompt,
+    TextPrompt,
+)
 
 # Each prompt runs the model (a third of a second or more on a CPU): 10,000 points from a file
 # exported by mistake would run for an hour. Interactive segmentation takes tens of points.
@@ -79,10 +87,11 @@ class PromptOptions:
     negative_scribbles: list[Path] = field(default_factory=list)
     lassos: list[Path] = field(default_factory=list)
     negative_lassos: list[Path] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
 
     def any_given(self) -> bool:
         return bool(
-            self.points or self.points_file or self.negative_points_file or self.boxes
+            self.texts or self.points or self.points_file or self.negative_points_file or self.boxes
             or self.scribbles or self.negative_scribbles or self.lassos or self.negative_lassos
         )  # fmt: skip
 
@@ -101,7 +110,8 @@ def read_prompts(options: PromptOptions) -> list[SegmentPrompt]:
         typer.BadParameter: a malformed value; no prompt, or no positive one.
         ValueError: a file that cannot be read, of the wrong markups type, or too many points.
     """
-    prompts: list[SegmentPrompt] = [parse_box(text) for text in options.boxes]
+    prompts: list[SegmentPrompt] = [TextPrompt(text, f"--text {text!r}") for text in options.texts]
+    prompts += [parse_box(text) for text in options.boxes]
     for paths, closed, positive in (
         (options.lassos, True, True),
         (options.negative_lassos, True, False),
@@ -113,7 +123,7 @@ def read_prompts(options: PromptOptions) -> list[SegmentPrompt]:
     prompts += _point_prompts(options, before=len(prompts))
     if not prompts:
         raise typer.BadParameter(
-            "give at least one prompt: --point, --points, --box, --scribble or --lasso"
+            "give at least one prompt: --text, --point, --points, --box, --scribble or --lasso"
         )
     if not any(prompt.positive for prompt in prompts):
         raise typer.BadParameter(
@@ -194,6 +204,25 @@ def _check_point_count(path: Path, in_file: int, before: int) -> None:
 
 
 # The options' declarations, named here to keep segment() short.
+TextOption = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--text",
+        metavar="NAME",
+        help="Segment a structure by name, e.g. liver (repeatable: one segment each, over the "
+        "whole image; the other prompts then refine the last one). Needs --adapter from "
+        "`fastsam3d finetune --text`.",
+    ),
+]
+TextModelOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--text-model",
+        metavar="NAME|FILE",
+        help="The text model the adapter was trained with, for --text names not in the "
+        "adapter's vocabulary.",
+    ),
+]
 BoxOption = Annotated[
     Optional[list[str]],
     typer.Option(

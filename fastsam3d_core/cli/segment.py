@@ -27,6 +27,8 @@ from .prompt_options import (
     NegativeScribbleOption,
     PromptOptions,
     ScribbleOption,
+    TextModelOption,
+    TextOption,
     parse_point,
     read_prompts,
 )
@@ -191,6 +193,8 @@ _ExampleOption = Annotated[
 def segment(
     output: _OutputOption,
     image: _ImageArgument = None,
+    text: TextOption = None,
+    text_model: TextModelOption = None,
     point: _PointOption = None,
     points: _PointsOption = None,
     negative_points: _NegativePointsOption = None,
@@ -215,14 +219,17 @@ def segment(
     dicomweb_user: DicomwebUserOption = None,
     dicomweb_password: DicomwebPasswordOption = None,
 ) -> None:
-    """Segment one object from prompts (points, boxes, scribbles, lassos) and write it with the
-    image's geometry. Prompts run in this order: boxes, lassos, scribbles, then points."""
+    """Segment one object from prompts (points, boxes, scribbles, lassos), or structures by name
+    (--text), and write it with the image's geometry. Prompts run in this order: texts, boxes,
+    lassos, scribbles, then points."""
     given = PromptOptions(point or [], points, negative_points, box or [], scribble or [],
-                          negative_scribble or [], lasso or [], negative_lasso or [])  # fmt: skip
+                          negative_scribble or [], lasso or [], negative_lasso or [],
+                          text or [])  # fmt: skip
     image_text = _image_or_example_prompts(image, example, given)
     _check_outputs(output)
     prompts = read_prompts(given)
     open_predictor = _predictor(model, weights, adapter, precision, device, server, token)
+    open_vocabulary = _vocabulary(given.texts, text_model, adapter, server)
     if start_segment is not None and start is None:
         raise typer.BadParameter("picks a segment of --start FILE; give --start too",
                                  param_hint="--start-segment")  # fmt: skip
@@ -234,9 +241,40 @@ def segment(
     with opened_image(image_text, auth) as opened, outputs_to_write(store, opened, output) as outs:
         segment_file(opened.path, prompts, outs, open_predictor, name=name,
                      inputs=(*given.files(), weights, adapter), say=saying(outs), start=begin,
-                     algorithm=_algorithm(model, open_predictor), shown=opened.shown)  # fmt: skip
+                     algorithm=_algorithm(model, open_predictor), shown=opened.shown,
+                     open_vocabulary=open_vocabulary)  # fmt: skip
         if store:
             store_seg(outs, opened, auth)
+
+
+def _vocabulary(
+    texts: list[str], text_model: Optional[str], adapter: Optional[Path], server: Optional[str]
+) -> Optional[Callable[[], Any]]:
+    """What opens the names the model knows, for ``--text`` (the adapter file's bank, and
+    ``--text-model`` for other names); one line where ``--text`` cannot run."""
+    if not texts:
+        if text_model is not None:
+            raise typer.BadParameter("is for --text; give --text NAME too",
+                                     param_hint="--text-model")  # fmt: skip
+        return None
+    if server is not None:
+        raise typer.BadParameter(
+            "the encoder service has no text path yet: run --text here, without --server",
+            param_hint="--text",
+        )
+    if adapter is None:
+        raise typer.BadParameter(
+            "segmenting by name needs a model with a text path: give --adapter FILE, an "
+            "adapter file from 'fastsam3d finetune DATA --text'",
+            param_hint="--text",
+        )
+
+    def open_vocabulary() -> Any:
+        from ..session.text_prompt import TextVocabulary
+
+        return TextVocabulary.from_adapter(adapter, text_model)
+
+    return open_vocabulary
 
 
 def _segment_choice(text: Optional[str]) -> Any:

@@ -1,13 +1,12 @@
 """A text prompt: a new segment named by the text, over the whole volume (RefSAM3D, issue 29).
 
-The text is turned into an embedding once (the adapter file's bank, or the text model: the
-predictor's ``text_embedding``), then the volume is covered by 128³ crops that overlap by
-``TEXT_TILE_OVERLAP_MM``; each crop is encoded once (through the session's embedding cache, so
-that later clicks inside it run the decoder only) and the text decoded there
-(``decode_text``). Each crop keeps the text's logits as its ``prior``: a click inside it refines
-them through the ordinary mask-prompt path, and removing that click goes back to them. The crops
-are composed as any segment's crops are (where they overlap, the latest wins), and the whole is
-one undoable edit.
+The text is turned into an embedding once (the adapter file's bank, or the text model), then the
+volume is covered by 128³ crops (those text training cuts: the fewest that cover it). Each crop
+is encoded once (through the session's embedding cache, so that later clicks inside it run the
+decoder only) and the text decoded there (``decode_text``). Each crop keeps the text's logits as
+its ``prior``: a click inside it refines them through the ordinary mask-prompt path, and removing
+that click goes back to them. The crops are composed as any segment's crops are (where they
+overlap, the latest wins), and the whole is one undoable edit.
 """
 
 from __future__ import annotations
@@ -15,16 +14,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-import numpy as np
-
-from ..geometry import (
-    CROP_SIZE,
-    CROP_SPACING_MM,
-    CropGrid,
-    Volume,
-    crop_grid_around,
-    extract_crop,
-)
+from ..geometry import CropGrid, Volume, extract_crop
+from ..geometry.tiles import text_tiles
 from .composition import compose
 from .crops import squeezed_logits
 from .result import Result, changes_of
@@ -33,9 +24,6 @@ from .state import SEGMENT_COLORS, CropState, Edit, SegmentState, SessionState
 if TYPE_CHECKING:
     from .session import Session
 
-# Neighbouring crops overlap by this much (mm), so that every voxel lies at least half of it away
-# from some crop's edge, where the model sees too little around it (as for a large box's crops).
-TEXT_TILE_OVERLAP_MM = 16.0
 # Called after each crop with (crops done, crops in all): the front ends show it as progress.
 TextProgress = Callable[[int, int], None]
 
@@ -138,17 +126,9 @@ def text_embedding_of(predictor: Any, text: str, vocabulary: TextVocabulary | No
 
 
 def volume_tiles(volume: Volume) -> list[CropGrid]:
-    """The crops that cover the whole volume, overlapping by ``TEXT_TILE_OVERLAP_MM``: per
-    axis as few as cover its length, their centres spread evenly (each crop shifted inside the
-    volume by :func:`~fastsam3d_core.geometry.crop_grid_around`), in i, then j, then k order."""
-    shape = np.asarray(volume.shape)
-    length_mm = shape * volume.spacing
-    usable_mm = CROP_SIZE * CROP_SPACING_MM - TEXT_TILE_OVERLAP_MM
-    counts = np.maximum(np.ceil((length_mm - TEXT_TILE_OVERLAP_MM) / usable_mm), 1).astype(int)
-    centres = [-0.5 + (np.arange(n) + 0.5) * shape[axis] / n for axis, n in enumerate(counts)]
-    mesh = np.meshgrid(*centres, indexing="ij")
-    points = volume.index_to_ras(np.stack([m.ravel() for m in mesh], axis=1))
-    return [crop_grid_around(volume, point) for point in np.atleast_2d(points)]
+    """The crops that cover the whole volume: those text training cuts its crops from
+    (:func:`~fastsam3d_core.geometry.tiles.text_tiles`: the fewest, spread evenly)."""
+    return text_tiles(volume)
 
 
 class TextPrompts:
