@@ -234,6 +234,9 @@ def test_seeded_encoders_are_reproducible_and_leave_the_random_state(vocabulary_
     assert torch.equal(first.embed("spleen"), again.embed("spleen"))
     assert not torch.allclose(first.embed("spleen"), other.embed("spleen"))
     assert first.identity == {"name": "seeded", "sha256": "seeded:7", "activation": "gelu"}
+    named = load_text_encoder("seeded:7", vocabulary=vocabulary_wheel)
+    assert named.identity == first.identity
+    assert torch.equal(named.embed("spleen"), first.embed("spleen"))
 
 
 def test_empty_text_is_refused_in_one_line(seeded):

@@ -15,6 +15,7 @@ image tower (``visual.*``), ``logit_scale`` and ``logit_bias`` are ignored.
 from __future__ import annotations
 
 import os
+import re
 import zipfile
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from ..weights.checkpoint import CheckpointError, extract_state_dict, read_check
 from ..weights.download import resolve_weights, sha256_of_file
 from ..weights.formats import is_safetensors_start
 from ..weights.registry import TEXT_ENCODER_ARCHITECTURES, WEIGHTS
-from .clip_text import ClipTextConfig, ClipTextEncoder
+from .clip_text import ClipTextConfig, ClipTextEncoder, seeded_text_encoder
 
 DEFAULT_TEXT_MODEL = "clip-vit-b-32-laion2b"
 TEXT_PREFIXES = ("", "text.")
@@ -36,6 +37,7 @@ _TOWER_ROOTS = (
     "text_projection",
 )
 _LISTED = 6
+_SEEDED = re.compile(r"seeded:(\d+)")
 
 
 class TextModelError(CheckpointError):
@@ -60,7 +62,8 @@ def load_text_encoder(
 
     Args:
         name_or_path: a registry name (:func:`text_model_names`), from the weights cache
-            (downloaded when missing and ``download``), or a local weights file.
+            (downloaded when missing and ``download``), a local weights file, or
+            ``"seeded:<n>"`` for :func:`~fastsam3d_core.text.seeded_text_encoder` (tests).
         device: where the encoder runs.
         activation: the MLP activation, ``"gelu"`` (OpenCLIP's LAION weights) or
             ``"quick_gelu"`` (OpenAI's weights); default: the registry entry's, and ``"gelu"``
@@ -74,6 +77,9 @@ def load_text_encoder(
         WeightsError: the registry file cannot be downloaded or verified.
     """
     name = os.fspath(name_or_path)
+    seeded = _SEEDED.fullmatch(name)
+    if seeded is not None:
+        return seeded_text_encoder(int(seeded.group(1)), activation or "gelu", vocabulary, device)
     if name in WEIGHTS and WEIGHTS[name].architecture in TEXT_ENCODER_ARCHITECTURES:
         path = resolve_weights(name, download=download)
         activation = activation or TEXT_ENCODER_ARCHITECTURES[WEIGHTS[name].architecture]
