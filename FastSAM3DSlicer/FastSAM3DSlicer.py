@@ -25,6 +25,7 @@ from FastSAM3DSlicerLib.model_panel import ModelPanel
 # The self-test class lives in FastSAM3DSlicerLib; Slicer finds it here by its name.
 from FastSAM3DSlicerLib.selftest import FastSAM3DSlicerTest  # noqa: F401
 from FastSAM3DSlicerLib.session_tools import SessionTools, translatedStatusLines
+from FastSAM3DSlicerLib.text_field import TextField
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
@@ -82,6 +83,7 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._firstUse = FirstUseInstaller(self)
         self.tools = SessionTools(self)
+        self.textField = TextField(self)
         self._timer = qt.QTimer()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -103,6 +105,7 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         selection = slicer.app.applicationLogic().GetSelectionNode()
         self.addObserver(selection, selection.ActivePlaceNodeIDChangedEvent, tools.placingChanged)
         tools.connectDrawingButtons()
+        self.textField.connect()
         actions = {
             self.ui.positiveButton: (lambda: tools.place(True), _("Failed to place a point.")),
             self.ui.negativeButton: (lambda: tools.place(False), _("Failed to place a point.")),
@@ -218,6 +221,7 @@ class FastSAM3DSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ):
             button.enabled = started
         self.tools.updatePlacingButtons(engine if started else None)
+        self.textField.update(engine if started else None)
 
     # -- actions -------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ overlap, the latest wins), and the whole is one undoable edit.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from ..geometry import CropGrid, Volume, extract_crop
 from ..geometry.tiles import text_tiles
@@ -21,8 +21,9 @@ from .crops import squeezed_logits
 from .result import Result, changes_of
 from .state import SEGMENT_COLORS, CropState, Edit, SegmentState, SessionState
 
-if TYPE_CHECKING:
-    from .session import Session
+# The session's mixin reads its crop editor, masks and history; it names the session ``Any``
+# (importing session.py here would make a circle of the two modules).
+Session = Any
 
 # Called after each crop with (crops done, crops in all): the front ends show it as progress.
 TextProgress = Callable[[int, int], None]
@@ -136,7 +137,7 @@ class TextPrompts:
     session's crop editor, masks and history)."""
 
     def add_text(
-        self: Session,
+        self: Any,
         text: str,
         vocabulary: TextVocabulary | None = None,
         progress: TextProgress | None = None,
