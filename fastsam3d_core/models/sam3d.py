@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..attention import AttentionConfig
@@ -129,7 +130,8 @@ class Sam3D(nn.Module):
         mask_input: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Masks from text: the text path's prompt tokens (sparse) and dense prior, the dense
-        prior added to the mask prompt's embedding, through the mask decoder.
+        prior added to the mask prompt's embedding, through the mask decoder; the path's logit
+        prior (upsampled) added to the decoder's logits.
 
         Args:
             embedding, levels: from :meth:`encode_levels` (batch 1 or B).
@@ -149,14 +151,17 @@ class Sam3D(nn.Module):
             mask_input = embedding.new_zeros(batch, 1, *self.prompt_encoder.mask_input_size)
         mask_input = mask_input.to(device=self.device, dtype=self.dtype)
         _, dense = self.prompt_encoder(None, None, mask_input)
-        sparse, prior = self.text_reference(levels, text.to(self.device))
-        return self.mask_decoder(
+        sparse, prior, logit_prior = self.text_reference(levels, text.to(self.device))
+        logits, iou = self.mask_decoder(
             embedding.to(device=self.device, dtype=self.dtype),
             self.prompt_encoder.get_dense_pe(),
             sparse,
             dense + prior,
             False,
         )
+        size = logits.shape[2:]
+        upsampled = F.interpolate(logit_prior, size=size, mode="trilinear", align_corners=False)
+        return logits + upsampled.to(logits.dtype), iou
 
     @property
     def device(self) -> torch.device:

@@ -13,9 +13,13 @@ A text embedding (CLIP's, 512 values) becomes prompts for the frozen mask decode
    image at several depths in turn;
 3. the refined queries become **sparse prompt tokens** (LayerNorm, Linear width→384), appended
    to the decoder's tokens as point embeddings are;
-4. a **dense prior** ``(B, 384, 8, 8, 8)``: per voxel, the deepest level's image token projected
-   to ``width`` times the mean query projected likewise, GELU, Linear width→384 (zero at start:
-   an untrained path adds no prior). It is added to the mask prompt's dense embedding.
+4. a **dense prior** ``(B, 384, 8, 8, 8)``: per voxel a score (the deepest level's image token
+   and the mean refined query, each projected to ``width``, their scaled dot product plus a
+   bias), whose sigmoid mixes two learned 384-vectors, "inside" and "outside" (zero at start:
+   an untrained path adds no prior). It is added to the mask prompt's dense embedding;
+5. the same score, times a learned gain (0 at start), upsampled trilinearly to 32³, is added to
+   the decoder's low-resolution logits: a direct say in where the structure is, which a decoder
+   that never saw text cannot learn quickly from prompts alone (docs/text-prompts.md).
 
 The paper leaves widths, token count and depths open; these are chosen small (docs/text-prompts.md)
 so that the path trains on one GPU, and on a CPU in the tests.
@@ -141,28 +145,38 @@ class TextReference(nn.Module):
             ReferenceLevel(width, image_width, config.heads) for _ in config.depths
         )
         self.to_sparse = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, prompt_width))
-        self.dense_norm = nn.LayerNorm(image_width)
-        self.dense_image = nn.Linear(image_width, width)
-        self.dense_text = nn.Linear(width, width)
-        self.dense_out = nn.Linear(width, prompt_width)
-        nn.init.zeros_(self.dense_out.weight)
-        nn.init.zeros_(self.dense_out.bias)
+        # The dense prior: a score per voxel (the refined text against the deepest image
+        # tokens), mixing two learned embeddings, "inside" and "outside" (both zero at start: an
+        # untrained path adds no prior). Bounded, unlike a product of features, which grew
+        # without limit against the decoder's LayerNorms when tried.
+        self.score_norm = nn.LayerNorm(image_width)
+        self.score_image = nn.Linear(image_width, width)
+        self.score_text = nn.Linear(width, width)
+        self.score_bias = nn.Parameter(torch.zeros(()))
+        self.inside = nn.Parameter(torch.zeros(prompt_width))
+        self.outside = nn.Parameter(torch.zeros(prompt_width))
+        # The same score, scaled, also joins the decoder's low-resolution logits (gain 0 at
+        # start): a base decoder that never saw text (or a seeded random one) learns slowly to
+        # place a mask from prompts alone, so the path gets a direct say in where.
+        self.logit_gain = nn.Parameter(torch.zeros(()))
 
     def forward(
         self, levels: tuple[torch.Tensor, ...], text: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Args:
             levels: one ``(B or 1, G, G, G, image_width)`` block output per configured depth.
             text: ``(B, 512)`` text embeddings (any norm).
 
         Returns:
-            sparse ``(B, tokens, prompt_width)`` and dense ``(B, prompt_width, G, G, G)``.
+            sparse ``(B, tokens, prompt_width)``, dense ``(B, prompt_width, G, G, G)``, and the
+            logit prior ``(B, 1, G, G, G)`` (the score times :attr:`logit_gain`; the caller
+            upsamples it onto the decoder's logits).
         """
         if len(levels) != len(self.levels):
             raise ValueError(f"expected {len(self.levels)} block outputs, got {len(levels)}")
         if text.ndim != 2 or text.shape[1] != TEXT_EMBED_DIM:
             raise ValueError(f"text must be (B, {TEXT_EMBED_DIM}), got {tuple(text.shape)}")
-        dtype = self.dense_out.weight.dtype
+        dtype = self.inside.dtype
         batch = text.shape[0]
         text = F.normalize(text.to(dtype), dim=-1)
         queries = self.projector(text).reshape(batch, self.config.tokens, -1)
@@ -171,11 +185,24 @@ class TextReference(nn.Module):
             tokens = image.to(dtype).flatten(1, 3).expand(batch, -1, -1)
             queries = level(queries, tokens)
         sparse = self.to_sparse(queries)
-        deepest = levels[-1].to(dtype).flatten(1, 3).expand(batch, -1, -1)
-        image = self.dense_image(self.dense_norm(deepest))  # (B, N, width)
-        mixed = F.gelu(image * self.dense_text(queries.mean(dim=1))[:, None])
-        dense = self.dense_out(mixed).transpose(1, 2).reshape(batch, -1, *grid)
-        return sparse, dense
+        score = self.score(levels[-1], queries)  # (B, N)
+        weight = torch.sigmoid(score)[..., None]
+        dense = self.outside + weight * (self.inside - self.outside)  # (B, N, prompt_width)
+        prior = (self.logit_gain * score).reshape(batch, 1, *grid)
+        return sparse, dense.transpose(1, 2).reshape(batch, -1, *grid), prior
+
+    def score(self, deepest: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+        """Per image token, how much it is the text's structure: the scaled dot product of the
+        mean refined query and the token (both projected), plus a learned bias.
+
+        Args: deepest ``(B or 1, G, G, G, image_width)``; queries ``(B, T, width)``.
+        Returns ``(B, G·G·G)`` (C order of the grid).
+        """
+        dtype = self.inside.dtype
+        tokens = deepest.to(dtype).flatten(1, 3)
+        image = self.score_image(self.score_norm(tokens))  # (B or 1, N, width)
+        text = self.score_text(queries.mean(dim=1))  # (B, width)
+        return (image * text[:, None]).sum(-1) / image.shape[-1] ** 0.5 + self.score_bias
 
 
 def attach_text_reference(

@@ -1,0 +1,137 @@
+"""What ``finetune --text`` minimises, and how a text prompt is scored on a whole volume.
+
+The image encoder is frozen and carries no adapters in a text run, so each tile's encoder
+outputs (the embedding and the block outputs the text path reads) are computed once, before the
+first step; a step runs the text path and the mask decoder only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..evaluation.protocol import next_click
+from ..geometry import CROP_SIZE
+from ..geometry.paste import logits_on_volume
+from ..models.sam3d import Sam3D
+from ..models.text_reference import CropFeatures
+from .objectives import balanced_dice_ce_loss, dice_ce_loss
+from .text_data import TextCase
+
+# (case index, tile index, name): one training sample.
+Sample = tuple[int, int, str]
+
+
+def tile_features(model: Sam3D, cases: Sequence[TextCase]) -> list[list[CropFeatures]]:
+    """Every tile's encoder outputs, computed once (the encoder is frozen)."""
+    features = []
+    with torch.no_grad():
+        for case in cases:
+            tiles = []
+            for tile in case.tiles:
+                image = torch.from_numpy(np.ascontiguousarray(tile.image))[None, None]
+                embedding, levels = model.encode_levels(image)
+                tiles.append(CropFeatures(embedding.float(), tuple(x.float() for x in levels)))
+            features.append(tiles)
+    return features
+
+
+class TextObjective(nn.Module):
+    """A sample's loss: the text alone (no mask prompt), then ``clicks`` rounds each adding one
+    click sampled from the errors (:func:`~fastsam3d_core.evaluation.protocol.next_click`),
+    decoded through the click path with the previous logits as the mask prompt (as a session
+    refines a text's mask). The mean over the rounds made of the class-balanced Dice + CE at
+    128³.
+    """
+
+    def __init__(
+        self,
+        model: Sam3D,
+        cases: Sequence[TextCase],
+        features: list[list[CropFeatures]],
+        clicks: int = 1,
+        balanced: bool = True,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.cases = list(cases)
+        self.features = features
+        self.clicks = clicks
+        self.loss = balanced_dice_ce_loss if balanced else dice_ce_loss
+
+    def forward(self, samples: list[Sample], texts: torch.Tensor, seeds: list[list[int]]):
+        """Args: samples; texts ``(B, 512)`` their text embeddings; seeds: per sample, its
+        click sampler's seed. Returns the mean loss (a scalar)."""
+        total = texts.new_zeros(())
+        for (case, tile, name), text, seed in zip(samples, texts, seeds):
+            total = total + self._sample_loss(case, tile, name, text, seed)
+        return total / len(samples)
+
+    def _sample_loss(
+        self, case: int, tile: int, name: str, text: torch.Tensor, seed: list[int]
+    ) -> torch.Tensor:
+        features = self.features[case][tile]
+        truth = self.cases[case].truths[name][tile]
+        device = self.model.device
+        target = torch.from_numpy(truth).to(device=device, dtype=torch.float32)[None, None]
+        low, _ = self.model.decode_text(features.embedding, features.levels, text[None])
+        upsampled = _upsample(low)
+        losses = [self.loss(upsampled.float(), target)]
+        rng = np.random.default_rng(seed)
+        for number in range(self.clicks):
+            click = next_click(truth, upsampled.detach()[0, 0].cpu().numpy(), number, rng)
+            if click is None:
+                break
+            point = torch.as_tensor(click[0], dtype=torch.float32, device=device)[None, None]
+            label = torch.tensor([[click[1]]], device=device)
+            low, _ = self.model.decode(features.embedding, point, label, low.detach())
+            upsampled = _upsample(low)
+            losses.append(self.loss(upsampled.float(), target))
+        return torch.stack(losses).mean()
+
+
+def _upsample(low: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(low, size=(CROP_SIZE,) * 3, mode="trilinear", align_corners=False)
+
+
+def text_logits_on_volume(
+    predictor, case: TextCase, features: list[CropFeatures], text: torch.Tensor
+) -> np.ndarray:
+    """The text's logits on the case's image grid ``(I, J, K)`` float32: each tile's logits
+    resampled onto the voxels it covers, the largest where tiles overlap (-inf where none
+    does). ``predictor``: a :class:`~fastsam3d_core.session.model_predictor.ModelPredictor`."""
+    merged = np.full(case.image.shape, -np.inf, np.float32)
+    for tile, tile_features_ in zip(case.tiles, features):
+        logits = predictor.decode_text(tile_features_, text)
+        box = logits_on_volume(logits, tile.grid, case.image)
+        region = merged[box.slices]
+        np.maximum(region, np.where(box.inside, box.values, -np.inf), out=region)
+    return merged
+
+
+def dice(predicted: np.ndarray, truth: np.ndarray) -> float:
+    """Dice of two bool masks (1.0 when both are empty)."""
+    total = int(predicted.sum()) + int(truth.sum())
+    return 1.0 if total == 0 else 2.0 * int((predicted & truth).sum()) / total
+
+
+def text_dice(
+    model: Sam3D,
+    cases: Sequence[TextCase],
+    features: list[list[CropFeatures]],
+    texts: dict[str, torch.Tensor],
+) -> dict[str, float]:
+    """Per name, the mean whole-volume Dice of the text alone over the cases that have it."""
+    from ..session.model_predictor import ModelPredictor
+
+    predictor = ModelPredictor(model)
+    scores: dict[str, list[float]] = {}
+    for case, case_features in zip(cases, features):
+        for name, structure in case.structures.items():
+            logits = text_logits_on_volume(predictor, case, case_features, texts[name])
+            scores.setdefault(name, []).append(dice(logits > 0, structure))
+    return {name: float(np.mean(values)) for name, values in sorted(scores.items())}
