@@ -40,8 +40,11 @@ from .train_options import (
     StepsOption,
     StudentOption,
     StudentWeightsOption,
+    SynonymOption,
     TeacherOption,
     TeacherWeightsOption,
+    TextModelOption,
+    TextOption,
     ValidateEveryOption,
     ValidationClicksOption,
     ValidationOption,
@@ -72,6 +75,9 @@ def finetune(
     device: DeviceOption = Finetune.device,
     seed: SeedOption = Finetune.seed,
     checkpoint_every: CheckpointEveryOption = Finetune.checkpoint_every,
+    text: TextOption = Finetune.text,
+    synonym: SynonymOption = None,
+    text_model: TextModelOption = Finetune.text_model,
 ) -> None:
     """Train Med-SA adapters on your labelled cases; the base model stays frozen and untouched.
 
@@ -95,7 +101,16 @@ def finetune(
         prompts=prompts, validation=validation, validate_every=validate_every,
         validation_clicks=validation_clicks, keep_last=keep_last,
         device=resolve_device(device), seed=seed, checkpoint_every=checkpoint_every,
+        text=text, synonyms=tuple(synonym or ()), text_model=text_model,
     )  # fmt: skip
+    if text:
+        from ..training.text_data import parse_synonyms
+
+        try:
+            parse_synonyms(settings.synonyms)
+        except ValueError as error:
+            raise typer.BadParameter(str(error).removeprefix("--synonym "),
+                                     param_hint="--synonym") from None  # fmt: skip
     run_finetune(settings, _Console(), load_recipe)
 
 

@@ -116,3 +116,28 @@ DistillRateOption = Annotated[
 DistillValidateEveryOption = Annotated[
     int, typer.Option(min=1, metavar="N", help="Steps between evaluations of the logit loss.")
 ]
+TextOption = Annotated[
+    bool,
+    typer.Option(
+        "--text",
+        help="Train the text path (segment by name: RefSAM3D's cross-modal reference) and the "
+        "decoder's adapters on every named structure of DATA (names from dataset.json or the "
+        ".seg.nrrd segments); --label and --prompts do not apply.",
+    ),
+]
+SynonymOption = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--synonym",
+        metavar="NAME=SYNONYM",
+        help="With --text: another name for a structure (repeatable), e.g. liver=hepatic.",
+    ),
+]
+TextModelOption = Annotated[
+    Optional[str],
+    typer.Option(
+        metavar="NAME|FILE",
+        help="With --text: the CLIP text model (a registry name or a weights file; default: "
+        "the standard one). The adapter file records which.",
+    ),
+]

@@ -66,6 +66,12 @@ class FinetuneSettings:
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``, ``mps`` (or a torch device).
         seed: seeds the split, crop order and clicks.
         checkpoint_every: steps between saved training states.
+        text: train the text path (RefSAM3D's cross-modal reference) and the decoder's
+            adapters on every named structure instead (:mod:`.text_workflow`); ``label`` and
+            ``prompts`` do not apply, ``clicks`` counts the text as its first round.
+        synonyms: with ``text``, ``"name=synonym"`` pairs (``liver=hepatic``).
+        text_model: with ``text``, the text encoder: a registry name, a file or ``seeded:<n>``
+            (None: the default CLIP text model).
     """
 
     data: Path
@@ -89,10 +95,14 @@ class FinetuneSettings:
     device: str | torch.device = "auto"
     seed: int = 0
     checkpoint_every: int = 25
+    text: bool = False
+    synonyms: tuple[str, ...] = ()
+    text_model: str | None = None
 
     def __post_init__(self) -> None:
         _paths_as_paths(self)
         check_prompts(self.prompts)
+        object.__setattr__(self, "synonyms", tuple(self.synonyms))  # frozen: set once, here
 
 
 @dataclass(frozen=True)

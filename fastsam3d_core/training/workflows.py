@@ -36,6 +36,7 @@ from .loop import LoopConfig, Ranks, process_group, remove_state, write_metrics
 from .objectives import LayerwiseDistillation
 from .observer import TrainingObserver
 from .settings import DistillSettings, FinetuneSettings
+from .text_workflow import TextOutcome, run_text_finetune
 from .validation import BestState, ValidationPlan
 
 # load(recipe) -> the model loaded by its recipe (ModelRecipe.load), with the identity of its
@@ -91,6 +92,9 @@ def run_finetune(
         WeightsError, CheckpointError: the base checkpoint cannot be had or loaded.
     """
     observer = observer or TrainingObserver()
+    if settings.text:  # the text path (finetune --text)
+        history, summary, written = run_text_finetune(settings, observer, load_model)
+        return FinetuneResult(TextOutcome(history), summary, written)  # type: ignore[arg-type]
     files = find_cases(settings.data)
     data_files = [path for case in files for path in (case.image, case.label)]
     check_output_path(settings.output, inputs=(settings.weights, settings.data, *data_files))
