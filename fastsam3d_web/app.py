@@ -30,6 +30,7 @@ from .page_ui import EXPORT_FILES, PageWidgets
 from .placement import Placement
 from .segments_panel import SegmentsPanel
 from .shortcuts import PageShortcuts
+from .text_panel import TextPanel
 from .uploads import UploadRefused, check_uploads
 from .views_panel import ViewsPanel
 
@@ -113,6 +114,7 @@ class SegmentationPage(PageWidgets, TrameApp):
         self.pacs = PacsPanel(self, dicomweb)
         self.segments_panel, self.shortcuts = SegmentsPanel(self), PageShortcuts(self)
         self.views_panel = ViewsPanel(self)
+        self.text_panel = TextPanel(self)  # segment by name
         url = str(image) if image is not None and is_dicomweb_url(str(image)) else None
         if image is not None and url is None:
             self._open_image(Path(image))
@@ -317,6 +319,7 @@ class SegmentationPage(PageWidgets, TrameApp):
                 self._list_points(self.logic.clicks)
                 self.placement.keep_placing()
                 self.placement.show_counts()
+                self.text_panel.refresh_names()
             try:
                 nap = POLL_BUSY_S if self.logic.busy else POLL_IDLE_S
                 await asyncio.wait_for(wake.wait(), nap)

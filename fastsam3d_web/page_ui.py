@@ -148,6 +148,7 @@ class PageWidgets:
                     hide_details=True,
                 )
                 self.views_panel.build()
+                self.text_panel.build()
                 self._build_side_actions()
                 self.segments_panel.build()
                 self._build_point_list()
