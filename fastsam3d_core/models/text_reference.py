@@ -17,8 +17,9 @@ A text embedding (CLIP's, 512 values) becomes prompts for the frozen mask decode
    and the mean refined query, each projected to ``width``, their scaled dot product plus a
    bias), whose sigmoid mixes two learned 384-vectors, "inside" and "outside" (zero at start:
    an untrained path adds no prior). It is added to the mask prompt's dense embedding;
-5. the same score, times a learned gain (0 at start), upsampled trilinearly to 32³, is added to
-   the decoder's low-resolution logits: a direct say in where the structure is, which a decoder
+5. the same score, times a learned gain (0 at start), plus a learned offset (-4 at start: an
+   untrained path finds nothing), upsampled trilinearly to 32³, is added to the decoder's
+   low-resolution logits: a direct say in where the structure is, which a decoder
    that never saw text cannot learn quickly from prompts alone (docs/text-prompts.md).
 
 The paper leaves widths, token count and depths open; these are chosen small (docs/text-prompts.md)
@@ -35,6 +36,9 @@ import torch.nn.functional as F
 from torch import nn
 
 TEXT_EMBED_DIM = 512  # CLIP ViT-B's projected text feature
+# The logit prior's offset before training: below the seeded and released decoders' logits
+# (|logit| about 1 on a first prompt), so an untrained path gives an empty mask.
+UNTRAINED_LOGIT_BIAS = -4.0
 
 
 class NoTextPath(ValueError):
@@ -159,6 +163,9 @@ class TextReference(nn.Module):
         # start): a base decoder that never saw text (or a seeded random one) learns slowly to
         # place a mask from prompts alone, so the path gets a direct say in where.
         self.logit_gain = nn.Parameter(torch.zeros(()))
+        # And a learned offset, starting low: an untrained path finds nothing (an empty mask)
+        # rather than whatever the decoder makes of prompts it never saw.
+        self.logit_bias = nn.Parameter(torch.tensor(UNTRAINED_LOGIT_BIAS))
 
     def forward(
         self, levels: tuple[torch.Tensor, ...], text: torch.Tensor
@@ -169,8 +176,8 @@ class TextReference(nn.Module):
 
         Returns:
             sparse ``(B, tokens, prompt_width)``, dense ``(B, prompt_width, G, G, G)``, and the
-            logit prior ``(B, 1, G, G, G)`` (the score times :attr:`logit_gain`; the caller
-            upsamples it onto the decoder's logits).
+            logit prior ``(B, 1, G, G, G)`` (the score times :attr:`logit_gain` plus
+            :attr:`logit_bias`; the caller upsamples it onto the decoder's logits).
         """
         if len(levels) != len(self.levels):
             raise ValueError(f"expected {len(self.levels)} block outputs, got {len(levels)}")
@@ -188,7 +195,7 @@ class TextReference(nn.Module):
         score = self.score(levels[-1], queries)  # (B, N)
         weight = torch.sigmoid(score)[..., None]
         dense = self.outside + weight * (self.inside - self.outside)  # (B, N, prompt_width)
-        prior = (self.logit_gain * score).reshape(batch, 1, *grid)
+        prior = (self.logit_gain * score + self.logit_bias).reshape(batch, 1, *grid)
         return sparse, dense.transpose(1, 2).reshape(batch, -1, *grid), prior
 
     def score(self, deepest: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
