@@ -70,3 +70,37 @@ def test_text_the_model_cannot_segment_shows_one_line(page, typed, says):
     settle(page)
     assert page.state.error.startswith(says) and "\n" not in page.state.error
     assert page.state.segments == before
+
+
+def test_the_page_loads_the_adapter_file_it_is_given_and_offers_its_names(tmp_path):
+    """``fastsam3d web --adapter A.pt``'s way to a session: the settings carry the file to the
+    session process, which loads the model with it (the seeded FastSAM3D, a text adapter)."""
+    import torch
+    from conftest import seeded_model
+    from text_adapters import save_text_adapter
+    from trame.app import get_server
+
+    from fastsam3d_web import start
+    from fastsam3d_web.app import SegmentationPage
+    from fastsam3d_web.server import predictor_for
+
+    weights = tmp_path / "seeded.pth"
+    torch.save({"model_state_dict": seeded_model("fastsam3d").state_dict()}, weights)
+    adapter = save_text_adapter(tmp_path / "text.pt")
+    settings = start.PageSettings(image=CT_IMAGE, weights=weights, adapter=adapter)
+    received = start.settings_from_environment(start.session_environment(settings))
+    assert received.adapter == adapter.resolve()
+    predictor = predictor_for(received.model, received.weights, None, None, None, None,
+                              received.adapter)  # fmt: skip
+    assert predictor[-1] == str(adapter.resolve())
+    server = get_server(f"test-text-page-{next(_servers)}", client_type="vue3")
+    page = SegmentationPage(server, CT_IMAGE, predictor, SPLEEN_POINT_RAS)
+    try:
+        settle(page)
+        page.text_panel.refresh_names()
+        assert page.state.text_names == ["liver", "spleen"]
+        page.text_panel.segment("liver")
+        settle(page)
+        assert page.state.error == "" and page.state.segments[-1]["title"] == "liver"
+    finally:
+        page.logic.cleanup()

@@ -16,9 +16,10 @@ def predictor_for(
     token: str | None,
     truth: Path | None,
     truth_value: int | None = None,
+    adapter: Path | None = None,
 ) -> Any:
     """What the page's logic runs: the oracle on ``truth``, the remote service, or a local
-    model (as ``setModel`` arguments)."""
+    model (as ``setModel`` arguments), with an adapter file (e.g. one with a text path)."""
     if model == "oracle":
         from fastsam3d_core.io import read_volume
         from fastsam3d_core.session import OraclePredictor
@@ -28,7 +29,8 @@ def predictor_for(
         return OraclePredictor(read_volume(truth), truth_value)
     if server is not None:
         return (model, "remote", str(weights) if weights else None, server, token)
-    return (model, "auto", str(weights) if weights else None, None, None)
+    local = (model, "auto", str(weights) if weights else None, None, None)
+    return local + (str(adapter),) if adapter is not None else local
 
 
 # A session process stops once no tab has been connected for this long (a reload reconnects

@@ -50,6 +50,8 @@ class PageSettings:
         weights: a local checkpoint (with ``server``: the decoder's); None: the cached one.
         server, token: the encoder service to encode on, and its token; None: encode here.
         truth, truth_value: with the oracle, the labels and the structure's value (None: any).
+        adapter: an adapter file from ``fastsam3d finetune`` (with ``--text``: the page's
+            "Segment by name" offers its names); None: none.
         focus: (R, A, S) mm to centre the slice views on.
         host: where the launcher and its sessions listen.
         idle_minutes: a session closes after this long without use (0: never).
@@ -68,6 +70,7 @@ class PageSettings:
     image_url: str | None = None
     dicomweb: str | None = None
     dicomweb_auth: Any = None
+    adapter: Path | None = None
 
 
 def check_inputs(image: Path) -> None:
@@ -90,7 +93,7 @@ def check_dicomweb(base: str, auth: Any) -> None:
 def serve_session(settings: PageSettings, port: int) -> None:
     """One tab's page on ``port``, as the launcher starts it (:mod:`fastsam3d_web.session`)."""
     predictor = predictor_for(settings.model, settings.weights, settings.server, settings.token,
-                              settings.truth, settings.truth_value)  # fmt: skip
+                              settings.truth, settings.truth_value, settings.adapter)  # fmt: skip
     idle = settings.idle_minutes if settings.idle_minutes > 0 else None
     access = None
     if settings.dicomweb or settings.image_url:
@@ -129,6 +132,7 @@ def session_environment(settings: PageSettings) -> dict[str, str]:
         "model": settings.model,
         "weights": str(settings.weights.resolve()) if settings.weights else None,
         "truth": str(settings.truth.resolve()) if settings.truth else None,
+        "adapter": str(settings.adapter.resolve()) if settings.adapter else None,
         "truth_value": settings.truth_value,
         "focus": list(settings.focus) if settings.focus else None,
         "host": settings.host,
@@ -159,7 +163,7 @@ def settings_from_environment(environment: Mapping[str, str]) -> PageSettings:
     try:
         fields = json.loads(text)
         optional_path = {name: Path(fields[name]) if fields[name] else None
-                         for name in ("weights", "truth")}  # fmt: skip
+                         for name in ("weights", "truth", "adapter") if name in fields}  # fmt: skip
         urls = {name: fields[name] or None for name in ("image_url", "dicomweb")}
         return PageSettings(
             image=Path(fields["image"]) if fields["image"] else None,

@@ -14,7 +14,7 @@ from .dicomweb_options import (
     DicomwebUserOption,
     dicomweb_auth,
 )
-from .runtime import ServerOption, TokenOption
+from .runtime import AdapterOption, ServerOption, TokenOption
 
 # IMAGE is text, not a Path: a DICOMweb URL's "//" would not survive a Path.
 ImageArgument = Annotated[
@@ -56,6 +56,7 @@ def web(
         Optional[Path],
         typer.Option(metavar="FILE", help="Local checkpoint (or, with --server, the decoder's)."),
     ] = None,
+    adapter: AdapterOption = None,
     server: ServerOption = None,
     token: TokenOption = None,
     truth: Annotated[
@@ -104,6 +105,11 @@ def web(
         ) from None
     if (model == "oracle") != (truth is not None):
         raise typer.BadParameter("--truth goes with --model oracle, and only with it")
+    if adapter is not None and (model == "oracle" or server is not None):
+        raise typer.BadParameter("adapters run where the model runs: not with --model oracle "
+                                 "or --server", param_hint="--adapter")  # fmt: skip
+    if adapter is not None and not adapter.is_file():
+        raise typer.BadParameter(f"{adapter}: no such file", param_hint="--adapter")
     if example and not focus:  # the views on the example's spleen
         focus = example_point()
     credentials = (dicomweb_token, dicomweb_user, dicomweb_password)
@@ -111,6 +117,7 @@ def web(
     point = parse_point(focus)[0] if focus else None
     settings = PageSettings(model=model, weights=weights, server=server, token=token,
                             truth=truth, truth_value=truth_value, focus=point, host=host,
+                            adapter=adapter,
                             idle_minutes=idle_minutes, dicomweb=dicomweb, dicomweb_auth=auth,
                             image=images[0], image_url=images[1])  # fmt: skip
     if sessions < 1:
