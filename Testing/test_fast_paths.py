@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED_DATA_DIR
 
 from fastsam3d_core.geometry import Volume, crop_grid_around, resample
 from fastsam3d_core.geometry.paste import logits_on_volume
@@ -61,6 +62,42 @@ def test_a_small_objects_paste_back_computes_few_planes(monkeypatch):
     box = logits_on_volume(smooth_logits(2, offset=-12.0), grid, volume, threshold=0.0)
     assert 0 < len(computed) < box.values.shape[0] // 4, (len(computed), box.values.shape)
     assert 0 < box.values.sum() < box.values.size // 100
+
+
+def real_organ_logits(volume: Volume, labels: np.ndarray, grid) -> np.ndarray:
+    """A scan's organ (bool labels on ``volume``'s grid) as 32³ logits of ``grid``: each cell's
+    share of the organ from -6 to +6, as a session's mask prompt (0 where half covered)."""
+    box_to_ras = volume.ijk_to_ras
+    share, _ = resample(labels.astype(np.float32), box_to_ras, grid.crop_to_ras, grid.shape)
+    cells = share.reshape(32, 4, 32, 4, 32, 4).mean(axis=(1, 3, 5))
+    return ((2 * cells - 1) * 6).astype(np.float32)
+
+
+@pytest.mark.parametrize("organ", [5, 2])  # the example CT's liver, and its right kidney
+def test_paste_back_of_a_real_organ_equals_the_plain_one_bit_for_bit(organ):
+    """On a real scan's organ and on noise, the labelmap (voxels copied where the source planes
+    around them share a sign, the rest computed) is exactly the plain float paste-back
+    thresholded: on the scan's own grid, and on a 0.7×0.7×1 mm 512×512×300 grid there (a
+    click's box of millions of voxels)."""
+    ct = SHARED_DATA_DIR / "totalseg_ct" / "example_ct_3mm.nii.gz"
+    if not ct.exists():
+        pytest.skip(f"{ct} not found")
+    from fastsam3d_core.io import read_volume
+
+    volume = read_volume(ct)
+    labels = read_volume(ct.with_name("example_seg_3mm.nii.gz")).array == organ
+    centre = np.argwhere(labels).mean(axis=0)
+    grid = crop_grid_around(volume, volume.index_to_ras(centre))
+    fine_affine = np.diag([0.7, 0.7, 1.0, 1.0])
+    fine_affine[:3, 3] = volume.index_to_ras(centre) - 0.5 * np.array([0.7 * 512, 0.7 * 512, 300])
+    fine = Volume(np.zeros((512, 512, 300), np.int16), fine_affine)
+    noise = np.random.default_rng(organ).normal(size=(32, 32, 32)).astype(np.float32)
+    for logits in (real_organ_logits(volume, labels, grid), noise):
+        for target in (volume, fine):
+            float_box = logits_on_volume(logits, grid, target)
+            mask_box = logits_on_volume(logits, grid, target, threshold=0.0)
+            np.testing.assert_array_equal(mask_box.values, float_box.values > 0)
+            assert 0 < mask_box.values.sum() < mask_box.values.size
 
 
 def test_thresholded_resample_with_targets_outside_the_source():

@@ -244,13 +244,8 @@ def _interpolate_planes(
     The last two axes are contracted as matrix products, ``(s0, s1, s2) -> (s0, J', K')``: the
     source's planes on the target's (J', K') grid. Each target plane i' then lies between two
     of them, ``P[b] + f·(P[b+1] - P[b])`` in float32: two operations per target voxel, plane by
-    plane in cache, where a matrix product over the first axis would take 2·s0.
-
-    With threshold 0 (a labelmap) ``value > 0`` is computed as ``f·(P[b+1] - P[b]) > -P[b]``,
-    which is exactly the same test (a float sum is positive exactly when its exact sum is);
-    and a target plane between two source planes that are both positive everywhere, or both
-    nowhere positive, is set without computing it (most planes of a small object's box):
-    with a fraction below 1 the value keeps the sign the two share.
+    plane in cache, where a matrix product over the first axis would take 2·s0. With threshold
+    0 (a labelmap) see :func:`_positive_planes`, which gives the same voxels.
 
     Args:
         values: ``(s0, s1, s2)`` source, axes ordered as the target's.
@@ -260,13 +255,10 @@ def _interpolate_planes(
     s0, s1, s2 = values.shape
     along_last = np.ascontiguousarray(values).reshape(s0 * s1, s2) @ weights[1].T
     planes = weights[0] @ along_last.reshape(s0, s1, target_shape[2])  # (s0, J', K')
+    if threshold is not None and threshold == 0:
+        return _positive_planes(planes, first_axis, target_shape)
     steps = planes[1:] - planes[:-1]
     out = np.empty(target_shape, dtype=bool if threshold is not None else np.float32)
-    sign_only = threshold is not None and threshold == 0
-    if sign_only:
-        negated = -planes
-        positive = (planes > 0).reshape(s0, -1)
-        all_positive, none_positive = positive.all(axis=1), ~positive.any(axis=1)
     scratch = np.empty(target_shape[1:], dtype=np.float32)
     for target in range(target_shape[0]):
         below, fraction = first_axis.below[target], first_axis.fraction[target]
@@ -274,15 +266,9 @@ def _interpolate_planes(
             out[target] = 0
         elif fraction == 0:
             out[target] = planes[below] if threshold is None else planes[below] > threshold
-        elif sign_only and none_positive[below] and none_positive[below + 1]:
-            out[target] = False
-        elif sign_only and all_positive[below] and all_positive[below + 1]:
-            out[target] = True
         else:
-            _scaled_step(steps[below], fraction, scratch)
-            if sign_only:
-                np.greater(scratch, negated[below], out=out[target])
-            elif threshold is None:
+            np.multiply(steps[below], fraction, out=scratch)
+            if threshold is None:
                 np.add(scratch, planes[below], out=out[target])
             else:
                 np.add(scratch, planes[below], out=scratch)
@@ -290,8 +276,102 @@ def _interpolate_planes(
     return out
 
 
+# A target plane at a fraction up to this from the source plane below it keeps the sign that
+# both source planes around it share (see _positive_planes); float32's only larger fraction
+# below 1 is 1 - 2**-24, whose planes are always computed.
+_SIGN_KEEPING_FRACTION = np.float32(1 - 2**-23)
+# Where more than this share of a plane's (j, k) changes sign between two source planes, the
+# whole plane is computed, without looking for the box of those that do (noise-like logits).
+_DENSE_SHARE = 0.25
+
+
+def _positive_planes(
+    planes: np.ndarray, first_axis: _AxisTaps, target_shape: tuple[int, int, int]
+) -> np.ndarray:
+    """``P[b] + f·(P[b+1] - P[b]) > 0`` of :func:`_interpolate_planes`, bool ``target_shape``,
+    the same voxels computed with less work.
+
+    ``x + P[b] > 0`` is computed as ``x > -P[b]`` (``x = f·(P[b+1] - P[b])`` rounded): a float
+    sum is positive exactly when its exact sum is. Where the two source planes around a run of
+    target planes have the same sign at (j, k), every target voxel there has it too, so those
+    voxels are copied from the sign of ``P[b]`` and only the box of (j, k) where the signs
+    differ is computed (a smooth mask's surface; every voxel for noise). In float32: if
+    ``P[b], P[b+1] <= 0`` then ``d = P[b+1] - P[b] <= -P[b]`` and ``f·d <= -P[b]`` after
+    rounding (f <= 1); if both are positive and ``P[b]`` is a normal float, ``d >= -P[b]`` and,
+    for ``f <= 1 - 2**-23``, ``f·d`` rounds to more than ``-P[b]``. Without those conditions
+    (a positive subnormal value, a fraction of 1 - 2**-24) every voxel is computed.
+
+    Args:
+        planes: ``(s0, J', K')`` float32, the source planes on the target's (J', K') grid.
+        first_axis: the taps of the first axis.
+    """
+    out = np.empty(target_shape, dtype=bool)
+    positive = planes > 0
+    # Positive subnormal values (none in real logits) would break the argument above.
+    may_copy = np.count_nonzero(positive) == np.count_nonzero(planes >= np.finfo(np.float32).tiny)
+    everywhere = (slice(None), slice(None))
+    for start, stop in _runs(first_axis):
+        below, fractions = first_axis.below[start], first_axis.fraction[start:stop]
+        if not first_axis.inside[start]:
+            out[start:stop] = False
+        elif fractions[0] == 0:
+            out[start:stop] = positive[below]
+        elif may_copy and fractions.max() <= _SIGN_KEEPING_FRACTION:
+            region = _sign_change_box(positive[below], positive[below + 1])
+            if region != everywhere:
+                out[start:stop] = positive[below]
+            if region is not None:
+                _compute_signs(planes, below, fractions, region, out[start:stop])
+        else:
+            _compute_signs(planes, below, fractions, everywhere, out[start:stop])
+    return out
+
+
+def _sign_change_box(below: np.ndarray, above: np.ndarray) -> tuple[slice, slice] | None:
+    """The box of (j, k) where two source planes' signs (bool (J', K')) differ: None where
+    nowhere, the whole plane where they differ at many."""
+    differs = below != above
+    changes = np.count_nonzero(differs)
+    if changes == 0:
+        return None
+    if changes > _DENSE_SHARE * differs.size:
+        return (slice(None), slice(None))
+    rows, columns = np.flatnonzero(differs.any(axis=1)), np.flatnonzero(differs.any(axis=0))
+    if rows.size == differs.shape[0] and columns.size == differs.shape[1]:
+        return (slice(None), slice(None))
+    return (slice(rows[0], rows[-1] + 1), slice(columns[0], columns[-1] + 1))
+
+
+def _runs(taps: _AxisTaps) -> list[tuple[int, int]]:
+    """Runs ``[start, stop)`` of consecutive target planes computed alike: between the same two
+    source planes (fraction > 0), on one source plane (fraction 0), or outside."""
+    between = 2 * taps.below + (taps.fraction > 0)
+    kind = np.where(taps.inside, between, -1)
+    edges = np.flatnonzero(np.diff(kind)) + 1
+    bounds = [0, *edges.tolist(), len(kind)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def _compute_signs(
+    planes: np.ndarray,
+    below: int,
+    fractions: np.ndarray,
+    region: tuple[slice, slice],
+    out: np.ndarray,
+) -> None:
+    """``f·(P[b+1] - P[b]) > -P[b]`` over ``region`` of (J', K') for each fraction f, into
+    ``out`` ``(len(fractions), J', K')``, plane by plane (in cache; a scalar f is the fastest
+    NumPy loop)."""
+    step = planes[below + 1][region] - planes[below][region]
+    negated = np.negative(planes[below][region])
+    scratch = np.empty_like(step)
+    for target, fraction in enumerate(fractions):
+        np.greater(_scaled_step(step, fraction, scratch), negated, out=out[target][region])
+
+
 def _scaled_step(step: np.ndarray, fraction: np.float32, scratch: np.ndarray) -> np.ndarray:
-    """``fraction · step`` into ``scratch``: where a target plane is computed voxel by voxel."""
+    """``fraction · step`` into ``scratch``: where a target plane's voxels are computed one by
+    one."""
     return np.multiply(step, fraction, out=scratch)
 
 
