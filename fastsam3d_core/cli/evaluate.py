@@ -4,10 +4,11 @@
 # unevaluated, as strings, and loses their typer.Option/Argument settings.
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
+from .prompt_options import TextModelOption
 from .runtime import AdapterOption, PrecisionOption
 
 if TYPE_CHECKING:
@@ -68,10 +69,12 @@ PlotOption = Annotated[
 FirstPromptOption = Annotated[
     str,
     typer.Option(
-        metavar="point|box|scribble|lasso",
-        help="The first interaction of each case: the paper's click (point), or a drawing "
+        metavar="point|box|scribble|lasso|text",
+        help="The first interaction of each case: the paper's click (point), a drawing "
         "simulated from the ground truth (its box with a jitter of up to 3 mm a face, a "
-        "scribble along its core, its outline on its largest slice), then the paper's clicks.",
+        "scribble along its core, its outline on its largest slice), or the --label's name in "
+        "dataset.json as a text prompt (needs --adapter with a text path), then the paper's "
+        "clicks.",
     ),
 ]
 
@@ -91,6 +94,7 @@ def evaluate(
     seed: SeedOption = PAPER_SEED,
     plot: PlotOption = None,
     first_prompt: FirstPromptOption = "point",
+    text_model: TextModelOption = None,
 ) -> None:
     """Evaluate a model with FastSAM3D's click protocol: Dice after 1, 3, 5 and 10 clicks.
 
@@ -104,13 +108,14 @@ def evaluate(
     from ..io._atomic import same_file
 
     cases = _find_cases(images, labels, model, first_prompt)
+    text, vocabulary = _text_first(images, first_prompt, label, model, adapter, text_model)
     inputs = [path for case in cases for path in (case.image, case.label)] + [weights, adapter]
     check_output_path(output, inputs)
     if plot is not None:
         if same_file(plot, output):
             raise ValueError(f"{plot}: -o and --plot name one file; give the plot another name")
         check_output_path(plot, inputs)
-    factory = _predictor_factory(model, weights, device, label, adapter, precision)
+    factory = _predictor_factory(model, weights, device, label, adapter, precision, text)
     typer.echo(
         f"evaluating {len(cases)} case(s) with {model}: {clicks} clicks, "
         f"{_mode(first_prompt, accumulate)}"
@@ -124,10 +129,13 @@ def evaluate(
         seed=seed,
         progress=_print_progress,
         first_prompt=first_prompt,
+        text=text,
+        vocabulary=vocabulary,
     )
     write_csv(report, output)
     typer.echo(f"wrote {output}")
-    title = f"{model}" + ("" if first_prompt == "point" else f", a {first_prompt} first")
+    first = f"the text {text!r}" if text else f"a {first_prompt}"
+    title = f"{model}" + ("" if first_prompt == "point" else f", {first} first")
     if plot is not None and write_plot(report, plot, title=f"{title}: mean Dice against clicks"):
         typer.echo(f"wrote {plot}")
     _print_summary(report)
@@ -154,8 +162,52 @@ def _find_cases(
     return find_cases(images, labels)
 
 
+def _text_first(
+    images: Path,
+    first_prompt: str,
+    label: Optional[int],
+    model: str,
+    adapter: Optional[Path],
+    text_model: Optional[str],
+) -> "tuple[Optional[str], Any]":
+    """With ``--first-prompt text``: the ``--label``'s name in the dataset's ``dataset.json``
+    (as ``finetune --text`` names it), and the names the model knows (the adapter's bank; the
+    oracle needs none), the name looked up in them; (None, None) otherwise. One line for what
+    is missing, before any case is read."""
+    if first_prompt != "text":
+        if text_model is not None:
+            raise typer.BadParameter("is for --first-prompt text", param_hint="--text-model")
+        return None, None
+    if label is None:
+        raise typer.BadParameter(
+            "--first-prompt text needs --label VALUE: the structure whose name in dataset.json "
+            "is the text",
+            param_hint="--label",
+        )
+    from ..training.data import label_names
+
+    folder = images if (images / "dataset.json").is_file() else images.parent
+    text = next((n for n, v in label_names(folder).items() if v == label), None)
+    if text is None:
+        raise ValueError(f"--first-prompt text takes label {label}'s name from "
+                         f"{folder / 'dataset.json'}, which does not name it")  # fmt: skip
+    if model == ORACLE:
+        return text, None
+    if adapter is None:
+        raise typer.BadParameter("segmenting by name needs a model with a text path: give "
+                                 "--adapter FILE, an adapter file from 'fastsam3d finetune DATA "
+                                 "--text'", param_hint="--first-prompt")  # fmt: skip
+    from ..session.text_prompt import TextVocabulary
+
+    vocabulary = TextVocabulary.from_adapter(adapter, text_model)
+    vocabulary.embedding(text)  # not known: one line now, not one per case
+    return text, vocabulary
+
+
 def _mode(first_prompt: str, accumulate: bool) -> str:
     """How each case runs, in words."""
+    if first_prompt == "text":
+        return "the label's name (text) first over the whole image, then clicks through a session"
     if first_prompt != "point":
         # A session decodes all of a crop's clicks, so --accumulate does not apply.
         return f"a simulated {first_prompt} first, then clicks through a session"
@@ -169,13 +221,19 @@ def _predictor_factory(
     label: Optional[int],
     adapter: Optional[Path] = None,
     precision: str = "float32",
+    text: Optional[str] = None,
 ) -> "PredictorFactory":
-    """The ground truth for ``oracle``; else one loaded model shared by every case."""
+    """The ground truth for ``oracle`` (which knows the structure by ``text``, where given);
+    else one loaded model shared by every case."""
     from ..session import ModelPredictor, OraclePredictor
 
     if model == ORACLE:
         if weights is not None:
             typer.echo("note: --weights is ignored with --model oracle")
+        if text is not None and label is not None:
+            from ..session.text_oracle import OracleTextPredictor
+
+            return lambda label_volume: OracleTextPredictor(label_volume, {text: label})
         return lambda label_volume: OraclePredictor(label_volume, label_value=label)
     from .runtime import load_model, resolve_device
 
@@ -196,7 +254,9 @@ def _print_progress(done: int, total: int, result: "CaseResult") -> None:
 
 def _print_summary(report: "EvaluationReport") -> None:
     typer.echo(f"\n{len(report.evaluated)} case(s) evaluated, {len(report.skipped)} skipped")
-    if report.first_prompt != "point":
+    if report.first_prompt == "text":
+        typer.echo("click 1 is the text prompt")
+    elif report.first_prompt != "point":
         typer.echo(f"click 1 is the simulated {report.first_prompt}")
     typer.echo(f"{'clicks':>6}  {'mean Dice':>9}")
     for clicks, dice in report.mean_dice().items():

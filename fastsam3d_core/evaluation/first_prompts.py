@@ -36,7 +36,8 @@ from ..session.shapes import LASSO_MAX_POINTS
 from .centreline import centreline
 from .outline import largest_component, outer_outline, simplified
 
-FIRST_PROMPTS = ("point", "box", "scribble", "lasso")
+# "text": the structure's name (RefSAM3D's text prompt over the whole image; issue 29), no drawing.
+FIRST_PROMPTS = ("point", "box", "scribble", "lasso", "text")
 # A hand-drawn box misses the object's edge by a little, both ways: each face moves by up to
 # 3 mm, two voxels of the models' 1.5 mm grid (one at 3 mm). A positive box bounds the result,
 # so a face moved inward costs the Dice what it cuts off; a jitter this small measures a careful

@@ -1,5 +1,6 @@
 """The click protocol with another first prompt: a box, a scribble or a lasso simulated from the
-ground truth (:mod:`.first_prompts`), then the paper's clicks (``evaluate --first-prompt``).
+ground truth (:mod:`.first_prompts`), or the structure's name (a text prompt over the whole image),
+then the paper's clicks (``evaluate --first-prompt``).
 
 A drawing is not a click the decoder takes: a session turns it into points, a mask prompt and
 exact voxels (:mod:`fastsam3d_core.session.prompt_edits`). So a case with a drawn first prompt
@@ -47,6 +48,8 @@ def evaluate_prompted_case(
     label_value: int | None = None,
     seed: int | np.random.Generator = 0,
     name: str = "",
+    text: str | None = None,
+    vocabulary: Any = None,
 ) -> CaseResult:
     """:func:`~.protocol.evaluate_case` whose first interaction is ``first_prompt``.
 
@@ -54,15 +57,20 @@ def evaluate_prompted_case(
     results). A drawing (``"box"``, ``"scribble"``, ``"lasso"``) is simulated from the truth
     with ``seed``'s generator and added to a session on the image, then ``clicks - 1`` clicks of
     the paper's sampler follow (see the module's docstring); ``accumulate`` does not apply.
+    ``"text"``: the structure's name ``text`` (looked up in ``vocabulary``, see
+    :meth:`~fastsam3d_core.session.Session.add_text`) instead of a drawing.
 
     Returns:
         The result; ``dice[0]`` is after the drawing alone. ``"skipped"`` as for the paper's
         protocol, and where the session refuses the simulated drawing (the reason says why).
 
     Raises:
-        ValueError: an unknown ``first_prompt``, or ``clicks`` below 1.
+        ValueError: an unknown ``first_prompt``, or ``clicks`` below 1; for ``"text"``, no
+            text, or one the model cannot segment (not known, no text path).
     """
     check_first_prompt(first_prompt)
+    if first_prompt == "text" and not text:
+        raise ValueError("a text first prompt needs the structure's name (text=...)")
     if first_prompt == "point":
         options: dict[str, Any] = {"accumulate": accumulate, "label_value": label_value}
         return evaluate_case(
@@ -75,7 +83,10 @@ def evaluate_prompted_case(
     try:
         mask, grid, truth = oracle_truth(image, label, label_value, name=name)
         session = Session(image, predictor)
-        add_drawing(session, first_prompt, simulated_prompt(first_prompt, image, mask, rng))
+        if first_prompt == "text":
+            session.add_text(str(text), vocabulary)  # the clicks then go to its segment
+        else:
+            add_drawing(session, first_prompt, simulated_prompt(first_prompt, image, mask, rng))
     except CaseSkipped as skipped:
         seconds = time.perf_counter() - start
         return CaseResult(name, "skipped", str(skipped), seconds=seconds, first_prompt=first_prompt)

@@ -164,6 +164,8 @@ def evaluate_cases(
     seed: int = 0,
     progress: ProgressCallback | None = None,
     first_prompt: str = "point",
+    text: str | None = None,
+    vocabulary: Any = None,
 ) -> EvaluationReport:
     """Run :func:`~.prompted.evaluate_prompted_case` (for ``"point"``: the paper's
     :func:`~.protocol.evaluate_case`) on every case.
@@ -177,7 +179,9 @@ def evaluate_cases(
         clicks, accumulate, label_value: see :func:`~.protocol.evaluate_case`.
         seed: base seed, non-negative.
         progress: called after each case.
-        first_prompt: ``point`` (the paper), ``box``, ``scribble`` or ``lasso``.
+        first_prompt: ``point`` (the paper), ``box``, ``scribble``, ``lasso`` or ``text``.
+        text, vocabulary: with ``text``, the structure's name and the names the model knows
+            (see :func:`~.prompted.evaluate_prompted_case`).
 
     Raises:
         ValueError: an unknown ``first_prompt`` (before any case is read).
@@ -205,6 +209,8 @@ def evaluate_cases(
                 label_value=label_value,
                 seed=np.random.default_rng([seed, zlib.crc32(case.name.encode())]),
                 name=case.name,
+                text=text,
+                vocabulary=vocabulary,
             )
         results.append(result)
         if progress is not None:
