@@ -62,19 +62,28 @@ def _onednn_dtypes(path: str) -> tuple[torch.dtype, ...]:
 
 _ONEDNN_DTYPES = _onednn_dtypes(_LINEAR_PATH)
 
+# Under the auto path, float32 products of fewer rows go to the plain call. oneDNN builds (JIT)
+# a kernel for every new shape, about 0.6 ms against 0.06 ms for a 20-row product here, and the
+# decoder's token products take a new row count at every click (one more point): about 20 of
+# them, 3-5 ms of each click. The plain call has no such cost and is as fast at these sizes.
+_ONEDNN_MIN_ROWS_AUTO = 64
+_ONEDNN_MIN_ROWS = _ONEDNN_MIN_ROWS_AUTO if _LINEAR_PATH == "auto" else 0
+
 
 @contextlib.contextmanager
 def linear_path(path: str) -> Iterator[None]:
     """Take one linear path inside the block: "plain", "onednn" or "auto" (tests that check a
     numerical claim on both)."""
-    global _ONEDNN_DTYPES
+    global _ONEDNN_DTYPES, _ONEDNN_MIN_ROWS
     if path not in ("auto", "plain", "onednn"):
         raise ValueError(f"linear path must be auto, plain or onednn, not {path!r}")
-    previous, _ONEDNN_DTYPES = _ONEDNN_DTYPES, _onednn_dtypes(path)
+    previous = _ONEDNN_DTYPES, _ONEDNN_MIN_ROWS
+    _ONEDNN_DTYPES = _onednn_dtypes(path)
+    _ONEDNN_MIN_ROWS = _ONEDNN_MIN_ROWS_AUTO if path == "auto" else 0
     try:
         yield
     finally:
-        _ONEDNN_DTYPES = previous
+        _ONEDNN_DTYPES, _ONEDNN_MIN_ROWS = previous
 
 
 # Weights of these dtypes are packed once per layer (see _packed_weight). For float32 it saves
@@ -92,6 +101,7 @@ def _onednn_applies(weight: torch.Tensor, x: torch.Tensor) -> bool:
         and x.device.type == "cpu"
         and x.dtype == weight.dtype
         and x.dtype in _ONEDNN_DTYPES
+        and (x.dtype != torch.float32 or x.numel() >= _ONEDNN_MIN_ROWS * x.shape[-1])
         and not torch.is_autocast_enabled("cpu")
         # The fused op has no backward: keep autograd's path whenever a gradient could flow.
         and not (torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad))
