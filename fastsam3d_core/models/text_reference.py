@@ -13,10 +13,11 @@ A text embedding (CLIP's, 512 values) becomes prompts for the frozen mask decode
    image at several depths in turn;
 3. the refined queries become **sparse prompt tokens** (LayerNorm, Linear width→384), appended
    to the decoder's tokens as point embeddings are;
-4. a **dense prior** ``(B, 384, 8, 8, 8)``: per voxel a score (the deepest level's image token
-   and the mean refined query, each projected to ``width``, their scaled dot product plus a
-   bias), whose sigmoid mixes two learned 384-vectors, "inside" and "outside" (zero at start:
-   an untrained path adds no prior). It is added to the mask prompt's dense embedding;
+4. a **dense prior** ``(B, 384, 8, 8, 8)``: per voxel a score (at every level, the image token
+   and the mean refined query, each projected to ``width``, their scaled dot product; summed
+   over the levels, plus a bias), whose sigmoid mixes two learned 384-vectors, "inside" and
+   "outside" (zero at start: an untrained path adds no prior). It is added to the mask
+   prompt's dense embedding;
 5. the same score, times a learned gain (0 at start), plus a learned offset (-4 at start: an
    untrained path finds nothing), upsampled trilinearly to 32³, is added to the decoder's
    low-resolution logits: a direct say in where the structure is, which a decoder
@@ -39,6 +40,10 @@ TEXT_EMBED_DIM = 512  # CLIP ViT-B's projected text feature
 # The logit prior's offset before training: below the seeded and released decoders' logits
 # (|logit| about 1 on a first prompt), so an untrained path gives an empty mask.
 UNTRAINED_LOGIT_BIAS = -4.0
+# The logit prior's gain and offset are learned in units of this many logits: Adam moves a
+# parameter by about the learning rate per step, which, unscaled, would take a thousand steps
+# to move the offset from -4 to where a structure shows.
+LOGIT_PRIOR_SCALE = 10.0
 
 
 class NoTextPath(ValueError):
@@ -153,8 +158,8 @@ class TextReference(nn.Module):
         # tokens), mixing two learned embeddings, "inside" and "outside" (both zero at start: an
         # untrained path adds no prior). Bounded, unlike a product of features, which grew
         # without limit against the decoder's LayerNorms when tried.
-        self.score_norm = nn.LayerNorm(image_width)
-        self.score_image = nn.Linear(image_width, width)
+        self.score_norm = nn.ModuleList(nn.LayerNorm(image_width) for _ in config.depths)
+        self.score_image = nn.ModuleList(nn.Linear(image_width, width) for _ in config.depths)
         self.score_text = nn.Linear(width, width)
         self.score_bias = nn.Parameter(torch.zeros(()))
         self.inside = nn.Parameter(torch.zeros(prompt_width))
@@ -165,7 +170,7 @@ class TextReference(nn.Module):
         self.logit_gain = nn.Parameter(torch.zeros(()))
         # And a learned offset, starting low: an untrained path finds nothing (an empty mask)
         # rather than whatever the decoder makes of prompts it never saw.
-        self.logit_bias = nn.Parameter(torch.tensor(UNTRAINED_LOGIT_BIAS))
+        self.logit_bias = nn.Parameter(torch.tensor(UNTRAINED_LOGIT_BIAS / LOGIT_PRIOR_SCALE))
 
     def forward(
         self, levels: tuple[torch.Tensor, ...], text: torch.Tensor
@@ -177,7 +182,8 @@ class TextReference(nn.Module):
         Returns:
             sparse ``(B, tokens, prompt_width)``, dense ``(B, prompt_width, G, G, G)``, and the
             logit prior ``(B, 1, G, G, G)`` (the score times :attr:`logit_gain` plus
-            :attr:`logit_bias`; the caller upsamples it onto the decoder's logits).
+            :attr:`logit_bias`, in units of :data:`LOGIT_PRIOR_SCALE` logits; the caller
+            upsamples it onto the decoder's logits).
         """
         if len(levels) != len(self.levels):
             raise ValueError(f"expected {len(self.levels)} block outputs, got {len(levels)}")
@@ -192,24 +198,32 @@ class TextReference(nn.Module):
             tokens = image.to(dtype).flatten(1, 3).expand(batch, -1, -1)
             queries = level(queries, tokens)
         sparse = self.to_sparse(queries)
-        score = self.score(levels[-1], queries)  # (B, N)
+        score = self.score(levels, queries)  # (B, N)
         weight = torch.sigmoid(score)[..., None]
         dense = self.outside + weight * (self.inside - self.outside)  # (B, N, prompt_width)
-        prior = (self.logit_gain * score + self.logit_bias).reshape(batch, 1, *grid)
+        prior = LOGIT_PRIOR_SCALE * (self.logit_gain * score + self.logit_bias)
+        prior = prior.reshape(batch, 1, *grid)
         return sparse, dense.transpose(1, 2).reshape(batch, -1, *grid), prior
 
-    def score(self, deepest: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
-        """Per image token, how much it is the text's structure: the scaled dot product of the
-        mean refined query and the token (both projected), plus a learned bias.
+    def score(self, levels: tuple[torch.Tensor, ...], queries: torch.Tensor) -> torch.Tensor:
+        """Per image token, how much it is the text's structure: at every level the scaled dot
+        product of the mean refined query and the token (both projected), summed over the
+        levels, plus a learned bias. (Shallow levels hold the local intensities that tell
+        organs apart; deep ones the context.)
 
-        Args: deepest ``(B or 1, G, G, G, image_width)``; queries ``(B, T, width)``.
+        Args: levels, each ``(B or 1, G, G, G, image_width)``; queries ``(B, T, width)``.
         Returns ``(B, G·G·G)`` (C order of the grid).
         """
         dtype = self.inside.dtype
-        tokens = deepest.to(dtype).flatten(1, 3)
-        image = self.score_image(self.score_norm(tokens))  # (B or 1, N, width)
-        text = self.score_text(queries.mean(dim=1))  # (B, width)
-        return (image * text[:, None]).sum(-1) / image.shape[-1] ** 0.5 + self.score_bias
+        text = self.score_text(queries.mean(dim=1))[:, None]  # (B, 1, width)
+        total = None
+        for norm, project, level in zip(self.score_norm, self.score_image, levels):
+            image = project(norm(level.to(dtype).flatten(1, 3)))  # (B or 1, N, width)
+            term = (image * text).sum(-1)
+            total = term if total is None else total + term
+        assert total is not None
+        scale = (text.shape[-1] * len(levels)) ** 0.5
+        return total / scale + self.score_bias
 
 
 def attach_text_reference(
