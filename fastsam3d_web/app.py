@@ -17,22 +17,23 @@ from pathlib import Path
 from typing import Any, Callable
 
 from trame.app import TrameApp
-from trame.app.file_upload import ClientFile
 from trame_slicer.core import LayoutManager, SlicerApp
 from trame_slicer.rca_view import register_rca_factories
 
 from fastsam3d_core.io.dicomweb import is_dicomweb_url
 
 from .dicom_files import ImageSource, dicom_series_for, image_files, is_dicom_file
+from .drop import FileReceiver
 from .events import PageEvents
 from .pacs import DicomwebAccess, PacsPanel
 from .page_ui import EXPORT_FILES, PageWidgets
 from .placement import Placement
+from .progress import PageProgress
 from .segments_panel import SegmentsPanel
 from .shortcuts import PageShortcuts
 from .text_panel import TextPanel
-from .uploads import UploadRefused, check_uploads
 from .views_panel import ViewsPanel
+from .zip_upload import save_uploads
 
 # How often results are collected while the worker has work, and when idle.
 POLL_BUSY_S = 0.03
@@ -93,6 +94,8 @@ class SegmentationPage(PageWidgets, TrameApp):
         self.state.status = "Loading..."
         self.state.error = ""
         self.state.busy = self.logic.busy
+        self.progress = PageProgress(self.state)  # long work shown over the views
+        self.receiver = FileReceiver(self)  # uploads, dropped or chosen, off the event loop
         self.state.clicks = 0
         self.state.negatives = 0
         self.state.closing = False
@@ -154,9 +157,14 @@ class SegmentationPage(PageWidgets, TrameApp):
 
     def _open_upload(self, files: list[dict]) -> None:
         folder = Path(tempfile.mkdtemp(prefix="upload-", dir=self.work_folder))
+        self.open_uploaded(folder, lambda: save_uploads(files, folder))
+
+    def open_uploaded(self, folder: Path, saved: Callable[[], list[Path]]) -> None:
+        """Open the files that ``saved()`` wrote and checked (a zip unpacked) into ``folder``,
+        the page's own; the folder goes with the image, or at once if nothing needs it."""
         source = ImageSource(folder=folder)  # a DICOM series' files stay while it is shown
         try:
-            paths = self._save_uploads(files, folder)
+            paths = saved()
             dicom = any(is_dicom_file(path) for path in paths)
             self.open_files([str(path) for path in paths], source, folder if dicom else None)
         except BaseException:
@@ -164,22 +172,6 @@ class SegmentationPage(PageWidgets, TrameApp):
             raise
         if source.series is None:  # the scene holds the image in memory
             source.discard()
-
-    def _save_uploads(self, files: list[dict], folder: Path) -> list[Path]:
-        """The uploaded files, written into ``folder`` once checked."""
-        paths = []
-        for entry in files or []:
-            upload = ClientFile(entry)
-            name = Path(upload.name).name  # never a folder the client names
-            if name in ("", ".", ".."):
-                raise UploadRefused(f"{upload.name!r}: not a file name; the current image stays")
-            path = folder / name
-            path.write_bytes(upload.content)
-            paths.append(path)
-        if not paths:
-            raise ValueError("no file was uploaded")
-        check_uploads(paths)  # before any reader follows a header's file names or inflates
-        return paths
 
     def _open_image(self, image: Path) -> None:
         """IMAGE: a file, or a DICOM series (a folder, or a file of it)."""

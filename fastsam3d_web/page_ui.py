@@ -123,13 +123,11 @@ class PageWidgets:
                 self._build_toolbar()
             with self.ui.drawer:
                 v3.VFileInput(
-                    label="Open an image",
+                    label="Open an image (or drop it on the views)",
                     id="upload",
+                    multiple=True,  # a DICOM series' files (or its .zip)
                     hide_details=True,
-                    change=(
-                        f"trigger('{self.server.controller.trigger_name(self.upload)}', "
-                        "[$event.target.files])"
-                    ),
+                    change=self.receiver.send_js("$event.target.files"),
                 )
                 v3.VSelect(
                     label="Segment",
@@ -155,8 +153,13 @@ class PageWidgets:
             self.pacs.build_dialog()
             self.shortcuts.build()
             with self.ui.content:
-                with html.Div(style="height: calc(100vh - 96px);"):
+                with html.Div(
+                    id="views",
+                    style="height: calc(100vh - 96px); position: relative;",
+                    raw_attrs=self.receiver.view_events(),  # drop an image on the views
+                ):
                     self.layout.initialize_layout_grid(self.ui)
+                    self.receiver.build_overlays()
             with self.ui.footer:
                 html.Span("{{ status }}", id="status")
                 html.Span("{{ error }}", id="error", style="color: #e53935; margin-left: 1em;")
