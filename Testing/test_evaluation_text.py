@@ -86,3 +86,20 @@ def test_what_a_text_first_prompt_lacks_is_one_line_before_any_case(
     assert result.exit_code in (1, 2) and len(lines) == 1, result.output
     assert says in " ".join(lines[0].split()), lines[0]
     assert "no.pth" not in lines[0] and not output.exists()
+
+
+def test_clicks_after_a_text_refine_its_segment_and_the_dice_rises():
+    """The text's mask is the clicks' start: a text the (oracle) model reads as the wrong organ
+    (the spleen for "liver"), then the paper's clicks on the liver's errors, which the session
+    adds to the text's segment: Dice starts near 0 and rises."""
+    from fastsam3d_core.evaluation.prompted import evaluate_prompted_case
+    from fastsam3d_core.io import read_volume
+    from fastsam3d_core.session.text_oracle import OracleTextPredictor
+
+    image = read_volume(CT / "example_ct_3mm.nii.gz")
+    labels = read_volume(CT / "example_seg_3mm.nii.gz")
+    mistaken = OracleTextPredictor(labels, {"liver": 1})
+    result = evaluate_prompted_case(image, labels, mistaken, first_prompt="text", text="liver",
+                                    label_value=LIVER, clicks=3, name="ct")  # fmt: skip
+    assert result.ok and result.first_prompt == "text"
+    assert result.dice[0] < 0.05 and result.dice[-1] > 0.5 > result.dice[0]
