@@ -180,3 +180,30 @@ def seeded_server(tmp_path: Path):
     finally:
         interrupt(server, 30)
         log.close()
+
+
+def test_the_first_encode_shows_progress_and_the_page_answers_meanwhile(seeded_server, browser):  # noqa: F811
+    """The first click's encode (about 2 s on a 2-core CPU, in the page) shows in the strip, and
+    a button pressed meanwhile is answered before the encode ends."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(seeded_server)
+    page.wait_for_selector("#work-text", state="attached", timeout=TIMEOUT_MS)
+    page.evaluate(RECORD_WORK)
+    page.wait_for_function(READY, timeout=TIMEOUT_MS)  # the model loaded, the session opened
+    page.wait_for_timeout(1000)  # the views' first images
+    box = _axial_view_box(page)
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    # While the encoder runs (on the engine's worker), the strip says so and the page answers.
+    page.wait_for_function(
+        "window.workLines.includes('Preparing: encoding the image around the point...')",
+        timeout=TIMEOUT_MS,
+    )
+    page.click("#polarity")
+    page.wait_for_function(
+        "document.querySelector('#polarity').textContent.includes('Negative')", timeout=TIMEOUT_MS
+    )
+    still = page.text_content("#work-text").strip()
+    assert still == "Preparing: encoding the image around the point...", still
+    assert page.is_visible("#work-bar")
+    page.wait_for_function(f"{NO_WORK} && {READY}", timeout=TIMEOUT_MS)
+    assert page.text_content("#error").strip() == ""
