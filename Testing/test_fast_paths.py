@@ -12,11 +12,12 @@ import pytest
 import torch
 from conftest import SHARED_DATA_DIR
 
-from fastsam3d_core.geometry import Volume, crop_grid_around, resample
+from fastsam3d_core.geometry import Volume, crop_grid_around, resample, slabs
 from fastsam3d_core.geometry.paste import logits_on_volume
 from fastsam3d_core.models import common
 from fastsam3d_core.models.common import linear
 from fastsam3d_core.session import Session
+from fastsam3d_core.session.result import write_patch
 
 
 def smooth_logits(seed: int, size: int = 32, offset: float = 0.5) -> torch.Tensor:
@@ -131,6 +132,57 @@ def test_session_click_equals_the_plain_paste_back():
     expected = np.zeros(volume.shape, bool)
     expected[box.slices] = box.inside & (box.values > 0)
     np.testing.assert_array_equal(result.mask.astype(bool), expected)
+
+
+@pytest.fixture
+def slab_threads():
+    """Sets the slab threads for a test (set_thread_count), the default again afterwards."""
+    yield slabs.set_thread_count
+    slabs.set_thread_count(None)
+
+
+def test_paste_back_in_threads_equals_one_thread(slab_threads):
+    """The paste-back's slabs computed in several threads give the one-thread voxels, on a
+    click's 512×512×300 box (noise and a smooth mask: runs cut at the slabs' edges)."""
+    volume = Volume(np.zeros((512, 512, 300), np.int16), np.diag([0.7, 0.7, 1.0, 1.0]))
+    grid = crop_grid_around(volume, volume.index_to_ras(np.array([256.0, 256.0, 150.0])))
+    noise = np.random.default_rng(3).normal(size=(32, 32, 32)).astype(np.float32)
+    for logits in (noise, smooth_logits(0).numpy()):
+        by_threads = {}
+        for threads in (1, 2, 3):
+            slab_threads(threads)
+            by_threads[threads] = logits_on_volume(logits, grid, volume, threshold=0.0).values
+        np.testing.assert_array_equal(by_threads[2], by_threads[1])
+        np.testing.assert_array_equal(by_threads[3], by_threads[1])
+        assert 0 < by_threads[1].sum() < by_threads[1].size
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_a_write_keeps_the_smallest_differing_box_packed(slab_threads, threads):
+    """A write (slabs compared, packed and copied in threads) gives the smallest box where the
+    voxels changed, both versions there exactly (the box's k starting inside a packed byte),
+    and the mask holding the new voxels; an equal write changes nothing."""
+    slab_threads(threads)
+    rng = np.random.default_rng(threads)
+    mask = (rng.random((70, 60, 45)) < 0.5).astype(np.uint8)
+    box = (slice(3, 66), slice(2, 59), slice(4, 41))
+    new = mask[box].copy()
+    changed = (slice(9, 50), slice(5, 33), slice(7, 30))  # in the box's indices
+    new[changed] = rng.random(new[changed].shape) < 0.5
+    new[9, 5, 7] = 1 - new[9, 5, 7]  # the box's first and last voxels surely differ
+    new[49, 32, 29] = 1 - new[49, 32, 29]
+    old = mask.copy()
+    patch, voxels = write_patch(7, mask, box, new)
+    expected = tuple(slice(b.start + c.start, b.start + c.stop) for b, c in zip(box, changed))
+    assert patch.slices == expected and patch.segment_id == 7
+    np.testing.assert_array_equal(patch.before, old[expected])
+    np.testing.assert_array_equal(patch.after, new[changed])
+    np.testing.assert_array_equal(voxels, new[changed])
+    written = old.copy()
+    written[box] = new
+    np.testing.assert_array_equal(mask, written)
+    assert write_patch(7, mask, box, new) is None
+    np.testing.assert_array_equal(mask, written)
 
 
 @pytest.mark.parametrize("activation", ["none", "gelu", "relu"])

@@ -14,6 +14,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy.ndimage import map_coordinates
 
+from .slabs import run_slabs, slab_bounds
 from .volume import apply_affine
 
 # The BLAS behind NumPy, run single-threaded here: OpenBLAS threads keep spinning after each
@@ -254,7 +255,14 @@ def _interpolate_planes(
     """
     s0, s1, s2 = values.shape
     along_last = np.ascontiguousarray(values).reshape(s0 * s1, s2) @ weights[1].T
-    planes = weights[0] @ along_last.reshape(s0, s1, target_shape[2])  # (s0, J', K')
+    along_last = along_last.reshape(s0, s1, target_shape[2])
+    planes = np.empty((s0, *target_shape[1:]), dtype=np.float32)  # (s0, J', K')
+
+    def contract(start: int, stop: int) -> None:
+        # One (J', s1) @ (s1, K') product per source plane, whichever thread computes it.
+        np.matmul(weights[0], along_last[start:stop], out=planes[start:stop])
+
+    run_slabs(contract, slab_bounds(s0))
     if threshold is not None and threshold == 0:
         return _positive_planes(planes, first_axis, target_shape)
     steps = planes[1:] - planes[:-1]
@@ -309,8 +317,29 @@ def _positive_planes(
     positive = planes > 0
     # Positive subnormal values (none in real logits) would break the argument above.
     may_copy = np.count_nonzero(positive) == np.count_nonzero(planes >= np.finfo(np.float32).tiny)
+    runs = _runs(first_axis)
+
+    def target_slab(first: int, last: int) -> None:
+        # Runs cut at the slab's edges: a part of a run is computed as the whole run is.
+        clipped = [(max(a, first), min(b, last)) for a, b in runs if a < last and b > first]
+        _positive_runs(planes, positive, may_copy, first_axis, clipped, out)
+
+    run_slabs(target_slab, slab_bounds(target_shape[0]))
+    return out
+
+
+def _positive_runs(
+    planes: np.ndarray,
+    positive: np.ndarray,
+    may_copy: bool,
+    first_axis: _AxisTaps,
+    runs: list[tuple[int, int]],
+    out: np.ndarray,
+) -> None:
+    """:func:`_positive_planes` for the target planes of ``runs`` (of :func:`_runs`), into
+    ``out``; ``positive``: ``planes > 0``; ``may_copy``: no positive subnormal there."""
     everywhere = (slice(None), slice(None))
-    for start, stop in _runs(first_axis):
+    for start, stop in runs:
         below, fractions = first_axis.below[start], first_axis.fraction[start:stop]
         if not first_axis.inside[start]:
             out[start:stop] = False
@@ -324,7 +353,6 @@ def _positive_planes(
                 _compute_signs(planes, below, fractions, region, out[start:stop])
         else:
             _compute_signs(planes, below, fractions, everywhere, out[start:stop])
-    return out
 
 
 def _sign_change_box(below: np.ndarray, above: np.ndarray) -> tuple[slice, slice] | None:

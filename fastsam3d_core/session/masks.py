@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from ..geometry import box_slices
-from .result import differing_box, mask_patch
+from .result import differing_box, write_patch
 from .state import MaskPatch, SegmentState
+
+
+class Written(NamedTuple):
+    """What :meth:`SegmentMasks.write` changed: at most one patch per segment, and each
+    patch's voxels after the edit (uint8 0/1 views of the arrays written, which the caller may
+    hand on: :func:`changes_of`'s ``voxels``)."""
+
+    patches: tuple[MaskPatch, ...]
+    voxels: tuple[np.ndarray, ...]
 
 
 class SegmentMasks:
@@ -60,9 +71,9 @@ class SegmentMasks:
         new: np.ndarray,
         others: list[int],
         protect: bool,
-    ) -> tuple[MaskPatch, ...]:
+    ) -> Written:
         """Write a segment's box ``[lo, hi)`` with ``new`` (bool ``(hi - lo)``), keeping
-        segments from overlapping; returns what changed, at most one patch per segment.
+        segments from overlapping; returns what changed.
 
         Args:
             segment: the segment written.
@@ -87,14 +98,14 @@ class SegmentMasks:
         targets = [(segment_id, new)]
         if not protect:
             targets += [(sid, (self._masks[sid][box] > 0) & ~new) for sid in others]
-        patches = []
+        patches, voxels = [], []
         for sid, values in targets:
             # A bool array is stored as bytes 0/1: view it as the uint8 mask values, no copy.
-            patch = mask_patch(sid, self._masks[sid], box, values.view(np.uint8))
-            if patch is not None:
-                self._masks[sid][patch.slices] = patch.after
-                patches.append(patch)
-        return tuple(patches)
+            written = write_patch(sid, self._masks[sid], box, values.view(np.uint8))
+            if written is not None:
+                patches.append(written[0])
+                voxels.append(written[1])
+        return Written(tuple(patches), tuple(voxels))
 
     def apply(self, patches: tuple[MaskPatch, ...], forward: bool) -> None:
         """Redo (``forward``) or undo the patches of one edit."""

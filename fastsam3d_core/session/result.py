@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..geometry import CropGrid
+from ..geometry.slabs import run_slabs, slab_bounds
 from .state import MaskPatch
 
 
@@ -28,8 +29,9 @@ class SegmentChange:
         lo_ijk, hi_ijk: int (3,) volume indices (i, j, k) of the box ``[lo, hi)``: the smallest
             box that holds every voxel of this segment that changed.
         mask: bool ``(hi - lo)`` indexed (i, j, k): the segment's voxels in the box. Read-only
-            and never changed afterwards (the session's undo history holds it), so it may be
-            handed to another thread without a copy.
+            and never changed afterwards (an array of this edit alone: the one it wrote, or
+            unpacked from the undo history), so it may be handed to another thread without a
+            copy.
     """
 
     segment_id: int
@@ -100,31 +102,104 @@ def differing_box(
         slab_words = as_words.reshape(stop - start, -1)
         rows_differ[start:stop] = np.bitwise_or.reduce(slab_words, axis=1) != 0
         columns |= np.bitwise_or.reduce(as_words, axis=0)
+    inner = _differing_slices(rows_differ, columns, shape[2])
+    if inner is None:
+        return None
+    return tuple(  # type: ignore[return-value]
+        slice(outer.start + part.start, outer.start + part.stop) for outer, part in zip(box, inner)
+    )
+
+
+def write_patch(
+    segment_id: int, mask: np.ndarray, box: tuple[slice, slice, slice], new: np.ndarray
+) -> tuple[MaskPatch, np.ndarray] | None:
+    """Write ``new`` (uint8 0/1 shaped like ``mask[box]``) into ``mask[box]``: the patch of the
+    smallest box where they differed (before and after packed, for undo and redo) and ``new``
+    there (a view, not a copy); None where they were equal (nothing written).
+
+    Slabs of the box run in threads (:mod:`..geometry.slabs`); each compares, packs and copies
+    its rows while they are in cache.
+    """
+    region = mask[box]
+    shape = region.shape
+    if 0 in shape:
+        return None
+    packed = (*shape[:2], -(-shape[2] // 8))
+    before_bits, after_bits = np.empty(packed, np.uint8), np.empty(packed, np.uint8)
+
+    def slab(first: int, last: int) -> tuple[np.ndarray, np.ndarray]:
+        return _write_slab(region, new, (first, last), before_bits, after_bits)
+
+    parts = run_slabs(slab, slab_bounds(shape[0]))
+    rows_differ = np.concatenate([rows for rows, _ in parts])
+    columns = np.bitwise_or.reduce([words for _, words in parts], axis=0)
+    inner = _differing_slices(rows_differ, columns, shape[2])
+    if inner is None:
+        return None
+    slices = tuple(slice(b.start + s.start, b.start + s.stop) for s, b in zip(inner, box))
+    before, after = (_cut_bits(bits, inner, shape[2]) for bits in (before_bits, after_bits))
+    return MaskPatch(segment_id, slices, before, after), new[inner]  # type: ignore[arg-type]
+
+
+def _write_slab(
+    region: np.ndarray,
+    new: np.ndarray,
+    rows: tuple[int, int],
+    before_bits: np.ndarray,
+    after_bits: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`write_patch` for the rows ``[first, last)`` of the box's first axis, a few at a
+    time (a buffer in cache): which rows differ, bool, and per (j, word of k) whether any of
+    its voxels differs, uint64 ``(J, words)`` (as :func:`differing_box`)."""
+    first, last = rows
+    shape = region.shape
+    words = -(-shape[2] // 8)
+    step = max(1, _SLAB_VOXELS // max(1, shape[1] * words * 8))
+    differs = np.zeros((min(step, last - first), shape[1], words * 8), dtype=bool)
+    rows_differ = np.zeros(last - first, dtype=bool)
+    columns = np.zeros((shape[1], words), dtype=np.uint64)
+    for start in range(first, last, step):
+        stop = min(start + step, last)
+        before, after = region[start:stop], new[start:stop]
+        part = differs[: stop - start]
+        np.not_equal(before, after, out=part[..., : shape[2]])
+        as_words = part.view(np.uint64)  # (slab, J, words)
+        slab_rows = np.bitwise_or.reduce(as_words.reshape(stop - start, -1), axis=1) != 0
+        rows_differ[start - first : stop - first] = slab_rows
+        before_bits[start:stop] = np.packbits(before, axis=-1)
+        if not slab_rows.any():
+            after_bits[start:stop] = before_bits[start:stop]
+            continue
+        columns |= np.bitwise_or.reduce(as_words, axis=0)
+        after_bits[start:stop] = np.packbits(after, axis=-1)
+        region[start:stop] = after  # after the before is packed
+    return rows_differ, columns
+
+
+def _differing_slices(
+    rows_differ: np.ndarray, columns: np.ndarray, length: int
+) -> tuple[slice, slice, slice] | None:
+    """The box, in the region's indices, of the differing voxels: from the rows that differ
+    (first axis), and the OR of the differing words per (j, word of k)."""
     along = [rows_differ, columns.any(axis=1)]
-    along.append(np.bitwise_or.reduce(columns, axis=0).view(np.uint8)[: shape[2]] != 0)
+    along.append(np.bitwise_or.reduce(columns, axis=0).view(np.uint8)[:length] != 0)
     inner = []
     for projection in along:
         hits = np.flatnonzero(projection)
         if hits.size == 0:
             return None
         inner.append(slice(int(hits[0]), int(hits[-1]) + 1))
-    return tuple(  # type: ignore[return-value]
-        slice(outer.start + part.start, outer.start + part.stop) for outer, part in zip(box, inner)
-    )
+    return tuple(inner)  # type: ignore[return-value]
 
 
-def mask_patch(
-    segment_id: int, mask: np.ndarray, box: tuple[slice, slice, slice], new: np.ndarray
-) -> MaskPatch | None:
-    """The smallest box where ``mask[box]`` differs from ``new``, with both versions (before
-    packed, after uint8)."""
-    slices = differing_box(mask, box, new)
-    if slices is None:
-        return None
-    inner = tuple(slice(s.start - b.start, s.stop - b.start) for s, b in zip(slices, box))
-    # ``new`` is the caller's fresh array: where the whole of it changed it is kept, not copied.
-    after = np.ascontiguousarray(new[inner])
-    return MaskPatch(segment_id, slices, np.packbits(mask[slices], axis=-1), after)
+def _cut_bits(bits: np.ndarray, inner: tuple[slice, ...], length: int) -> np.ndarray:
+    """The packed rows (``np.packbits(..., axis=-1)`` of ``length`` voxels) cut to ``inner``,
+    packed again from its first voxel of k where that is not the first."""
+    rows = bits[inner[0], inner[1]]
+    if inner[2].start == 0 and inner[2].stop == length:
+        return np.ascontiguousarray(rows)  # no copy where the whole box differs
+    voxels = np.unpackbits(rows, axis=-1, count=length)[..., inner[2]]
+    return np.packbits(voxels, axis=-1)
 
 
 def segment_change(segment_id: int, slices: tuple[slice, ...], voxels: np.ndarray) -> SegmentChange:
@@ -136,14 +211,25 @@ def segment_change(segment_id: int, slices: tuple[slice, ...], voxels: np.ndarra
     return SegmentChange(segment_id, lo, hi, view)
 
 
-def changes_of(patches: tuple[MaskPatch, ...], forward: bool = True) -> dict[str, Any]:
+def changes_of(
+    patches: tuple[MaskPatch, ...],
+    forward: bool = True,
+    voxels: tuple[np.ndarray, ...] | None = None,
+) -> dict[str, Any]:
     """The changes an edit's patches make, applied (``forward``) or undone, as :class:`Result`
-    fields: the box holding them all, the changed segments, and each one's change."""
+    fields: the box holding them all, the changed segments, and each one's change.
+
+    Args:
+        voxels: the patches' voxels after the edit, uint8 0/1, where the caller has them (the
+            arrays just written, kept as the changes' masks); None unpacks the patches'.
+    """
     if not patches:
         return {"changed_lo": None, "changed_hi": None}
-    ordered = sorted(patches, key=lambda p: p.segment_id)
+    if voxels is None:
+        voxels = tuple(p.after if forward else p.before for p in patches)
+    order = sorted(range(len(patches)), key=lambda n: patches[n].segment_id)
     changes = tuple(
-        segment_change(p.segment_id, p.slices, p.after if forward else p.before) for p in ordered
+        segment_change(patches[n].segment_id, patches[n].slices, voxels[n]) for n in order
     )
     return {
         "changed_lo": np.min([c.lo_ijk for c in changes], axis=0),

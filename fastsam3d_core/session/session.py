@@ -15,12 +15,12 @@ from .cache import EmbeddingCache
 from .composition import compose
 from .crops import CropEditor
 from .history import MAX_UNDO, History
-from .masks import SegmentMasks, frozen_mask
+from .masks import SegmentMasks, Written, frozen_mask
 from .predictor import Predictor, as_predictor
 from .prompt_edits import PromptEditor
 from .result import Result, SegmentChange, changes_of, segment_change
 from .shapes import check_point
-from .state import SEGMENT_COLORS, Click, Edit, MaskPatch, Prompt, SegmentState, SessionState
+from .state import SEGMENT_COLORS, Click, Edit, Prompt, SegmentState, SessionState
 from .text_prompt import TextPrompts
 from .uncertainty import Uncertainty, ensemble_probability, on_volume
 
@@ -448,15 +448,15 @@ class Session(TextPrompts):
     ) -> Result:
         state = self._state.with_segment(segment)
         lo, hi = self._edit_box(segment.segment_id, grids, clear_all, boxes)
-        patches: tuple[MaskPatch, ...] = ()
+        written = Written((), ())
         if np.all(hi > lo):
             new = compose(self.volume, segment, lo, hi)
             others = [s.segment_id for s in self.segments if s.segment_id != segment.segment_id]
-            patches = self._masks.write(segment, lo, hi, new, others, self.protect_other_segments)
-        self._record(Edit(self._state, state, patches))
+            written = self._masks.write(segment, lo, hi, new, others, self.protect_other_segments)
+        self._record(Edit(self._state, state, written.patches))
         crop = segment.crops[-1] if segment.crops else None
         return self._result(
-            **changes_of(patches),
+            **changes_of(written.patches, voxels=written.voxels),
             crop=crop.grid if crop else None,
             logits=crop.logits if crop else None,
             encoder_ran=encoder_ran,

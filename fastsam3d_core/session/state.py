@@ -251,24 +251,36 @@ class SessionState:
 class MaskPatch:
     """A box of one segment's mask before and after an edit, for undo and redo.
 
+    Both versions are kept packed (``np.packbits(..., axis=-1)``): an eighth of the memory of
+    the voxels (a click's box is millions of voxels; a hundred undo steps are kept), and the
+    click's own voxels need no fresh memory kept beyond the click (a fresh page costs a page
+    fault).
+
     Attributes:
         segment_id: the segment.
         slices: the box, volume indices (i, j, k).
-        before_bits: the box before, ``np.packbits(..., axis=-1)``: undo alone reads it, and
-            packed it is an eighth of the fresh memory a click takes (a click's box is
-            millions of voxels; a fresh page costs a page fault); see :attr:`before`.
-        after: the box after, uint8 0/1 ``(hi - lo)``, also the result's change.
+        before_bits, after_bits: the box before and after the edit, packed; see
+            :attr:`before` and :attr:`after`.
     """
 
     segment_id: int
     slices: tuple[slice, slice, slice]
     before_bits: np.ndarray
-    after: np.ndarray
+    after_bits: np.ndarray
 
     @property
     def before(self) -> np.ndarray:
         """The box before the edit, uint8 0/1 ``(hi - lo)``: a new array."""
-        return np.unpackbits(self.before_bits, axis=-1, count=self.after.shape[-1])
+        return np.unpackbits(self.before_bits, axis=-1, count=self._length)
+
+    @property
+    def after(self) -> np.ndarray:
+        """The box after the edit, uint8 0/1 ``(hi - lo)``: a new array."""
+        return np.unpackbits(self.after_bits, axis=-1, count=self._length)
+
+    @property
+    def _length(self) -> int:
+        return self.slices[2].stop - self.slices[2].start
 
 
 @dataclass(frozen=True, eq=False)

@@ -217,12 +217,12 @@ def _with_text_segment(
     lo, hi = session._edit_box(segment_id, grids, False, ())
     others = [s.segment_id for s in before.segments]
     new = compose(session.volume, segment, lo, hi)
-    patches = session._masks.write(segment, lo, hi, new, others, session.protect_other_segments)
-    session._record(Edit(before, after, patches))
+    written = session._masks.write(segment, lo, hi, new, others, session.protect_other_segments)
+    session._record(Edit(before, after, written.patches))
     session._current = segment_id
     latest = crops[-1] if crops else None
     return session._result(
-        **changes_of(patches),
+        **changes_of(written.patches, voxels=written.voxels),
         crop=latest.grid if latest else None,
         logits=latest.logits if latest else None,
         encoder_ran=encoder_ran,
