@@ -29,9 +29,11 @@ from .pacs import DicomwebAccess, PacsPanel
 from .page_ui import EXPORT_FILES, PageWidgets
 from .placement import Placement
 from .progress import PageProgress
+from .rendering import configure_views, show_segments_as_surfaces
 from .segments_panel import SegmentsPanel
 from .shortcuts import PageShortcuts
 from .text_panel import TextPanel
+from .timeline import install_engine_hooks, install_stream_hooks
 from .views_panel import ViewsPanel
 from .zip_upload import save_uploads
 
@@ -78,6 +80,7 @@ class SegmentationPage(PageWidgets, TrameApp):
         from fastsam3d_mrml.logic import InteractiveSegmentationLogic as logic_class
 
         self.slicer = SlicerApp()
+        install_stream_hooks()  # $FASTSAM3D_TIMELINE only (benchmarks/bench_page.py)
         register_rca_factories(self.slicer.view_manager, self.server)
         self.layout = LayoutManager(self.slicer.scene, self.slicer.view_manager, self.server)
         self.layout.register_layout_dict(LayoutManager.default_grid_configuration())
@@ -87,6 +90,7 @@ class SegmentationPage(PageWidgets, TrameApp):
         self._export_dir = tempfile.TemporaryDirectory(prefix="fastsam3d-web-")
         self.events = PageEvents(self)
         self.logic = logic_class(self.slicer.scene, observer=self.events)
+        install_engine_hooks(self.logic)
         if isinstance(predictor, tuple):
             self.logic.setModel(*predictor)
         else:
@@ -223,6 +227,7 @@ class SegmentationPage(PageWidgets, TrameApp):
         self.pacs.show_source(source)
         self.volume = volume
         self.slicer.display_manager.show_volume(volume, do_reset_views=True)
+        show_segments_as_surfaces(volume, self.logic.segmentationNode)  # no volume rendering
         self.placement.restart()  # a drawing on the previous image is dropped
         for node in previous:
             if node is not None and node is not volume:
@@ -299,6 +304,7 @@ class SegmentationPage(PageWidgets, TrameApp):
         print(f"fastsam3d web: {self.state.error}", file=sys.stderr)
 
     def _start_polling(self, **_: Any) -> None:
+        configure_views(self.slicer.view_manager)  # one cheap frame per change (rendering.py)
         loop = asyncio.get_event_loop()
         loop.create_task(self._poll(self.events.listen(loop)))
 
