@@ -47,6 +47,7 @@ CORE_DEPENDENCIES = (
     "SimpleITK>=2.2",
     "scipy>=1.9",
     "threadpoolctl>=3.1",
+    "safetensors>=0.4",  # the CLIP text weights of text prompts
 )
 # The core's dependencies that Slicer does without (prefixes of pyproject's lines): the command
 # line's parser, and DICOM SEG and DICOMweb, which in Slicer are its own DICOM module's (with the
