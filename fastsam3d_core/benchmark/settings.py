@@ -19,7 +19,8 @@ class BenchSettings:
         models, backends, devices, precisions: every combination is measured (int8 on the CPU
             only), plus the reference backend of each model and device in float32.
         repeats, warmup: timed and untimed runs of each part; medians are reported.
-        threads: CPU threads for torch (None: torch's default).
+        threads: CPU threads for torch and for the click's paste-back and write (None: the
+            defaults, torch's and the cores this process may use, at most 4).
         volume_shape: the synthetic CT-sized volume of the click measurements, (I, J, K).
         clicks: clicks timed inside the crop (at least ``repeats``).
         new_crop_clicks: first clicks of fresh sessions timed (encoder included).

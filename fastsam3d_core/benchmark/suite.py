@@ -235,10 +235,12 @@ def run_suite(settings: BenchSettings, echo: Callable[[str], None] | None = None
     ``echo`` is told which configuration is being measured."""
     import torch
 
+    from ..geometry.slabs import set_thread_count
     from ..models.build import resolve_device
 
     if settings.threads:
         torch.set_num_threads(settings.threads)
+        set_thread_count(settings.threads)  # the click's paste-back and write, too
     load_start = load_average()
     machine = machine_description(settings)
     volume = ct_sized_volume(settings.volume_shape)
