@@ -157,6 +157,25 @@ def test_paste_back_in_threads_equals_one_thread(slab_threads):
         assert 0 < by_threads[1].sum() < by_threads[1].size
 
 
+def test_paste_back_planes_with_positive_subnormals_equal_the_plain_ones(slab_threads):
+    """Source planes with positive subnormal values (where copying a sign is not proven) and
+    without, in one paste-back: each target plane as the plain float computation gives it."""
+    resample_module = sys.modules["fastsam3d_core.geometry.resample"]
+    slab_threads(2)
+    rng = np.random.default_rng(7)
+    planes = np.repeat(smooth_logits(4, size=40).numpy()[:, :, :, None], 2, axis=3)
+    planes = np.ascontiguousarray(planes.reshape(40, 40, 80)[:12])  # (s0, J', K')
+    planes[9:, 3:6, 7:9] = np.float32(1e-40)  # positive subnormals in the last planes only
+    positions = np.arange(100) * (11 / 99) + rng.uniform(-0.01, 0.01, 100)
+    taps = resample_module._axis_taps(positions, 12, 0, 12, "linear")
+    fast = resample_module._positive_planes(planes, taps, (100, 40, 80))
+    steps = planes[1:] - planes[:-1]
+    for target, (below, fraction) in enumerate(zip(taps.below, taps.fraction)):
+        plain = planes[below] if fraction == 0 else steps[below] * fraction + planes[below]
+        np.testing.assert_array_equal(fast[target], plain > 0)
+    assert 0 < fast.sum() < fast.size
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_a_write_keeps_the_smallest_differing_box_packed(slab_threads, threads):
     """A write (slabs compared, packed and copied in threads) gives the smallest box where the

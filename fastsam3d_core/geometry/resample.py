@@ -315,14 +315,12 @@ def _positive_planes(
     """
     out = np.empty(target_shape, dtype=bool)
     positive = planes > 0
-    # Positive subnormal values (none in real logits) would break the argument above.
-    may_copy = np.count_nonzero(positive) == np.count_nonzero(planes >= np.finfo(np.float32).tiny)
     runs = _runs(first_axis)
 
     def target_slab(first: int, last: int) -> None:
         # Runs cut at the slab's edges: a part of a run is computed as the whole run is.
         clipped = [(max(a, first), min(b, last)) for a, b in runs if a < last and b > first]
-        _positive_runs(planes, positive, may_copy, first_axis, clipped, out)
+        _positive_runs(planes, positive, first_axis, clipped, out)
 
     run_slabs(target_slab, slab_bounds(target_shape[0]))
     return out
@@ -331,28 +329,39 @@ def _positive_planes(
 def _positive_runs(
     planes: np.ndarray,
     positive: np.ndarray,
-    may_copy: bool,
     first_axis: _AxisTaps,
     runs: list[tuple[int, int]],
     out: np.ndarray,
 ) -> None:
     """:func:`_positive_planes` for the target planes of ``runs`` (of :func:`_runs`), into
-    ``out``; ``positive``: ``planes > 0``; ``may_copy``: no positive subnormal there."""
+    ``out``; ``positive``: ``planes > 0``."""
     everywhere = (slice(None), slice(None))
+    may_copy = None  # known once a run could copy (noise never does)
     for start, stop in runs:
         below, fractions = first_axis.below[start], first_axis.fraction[start:stop]
         if not first_axis.inside[start]:
             out[start:stop] = False
         elif fractions[0] == 0:
             out[start:stop] = positive[below]
-        elif may_copy and fractions.max() <= _SIGN_KEEPING_FRACTION:
+        elif fractions.max() <= _SIGN_KEEPING_FRACTION:
             region = _sign_change_box(positive[below], positive[below + 1])
+            if region != everywhere and may_copy is None:
+                sources = slice(first_axis.below[runs[0][0]], first_axis.below[runs[-1][0]] + 2)
+                may_copy = _normal_positives(planes[sources], positive[sources])
+            if region != everywhere and not may_copy:
+                region = everywhere
             if region != everywhere:
                 out[start:stop] = positive[below]
             if region is not None:
                 _compute_signs(planes, below, fractions, region, out[start:stop])
         else:
             _compute_signs(planes, below, fractions, everywhere, out[start:stop])
+
+
+def _normal_positives(planes: np.ndarray, positive: np.ndarray) -> bool:
+    """Whether no value of ``planes`` is a positive subnormal float (none in real logits),
+    which would break :func:`_positive_planes`' argument."""
+    return np.count_nonzero(positive) == np.count_nonzero(planes >= np.finfo(np.float32).tiny)
 
 
 def _sign_change_box(below: np.ndarray, above: np.ndarray) -> tuple[slice, slice] | None:
