@@ -103,13 +103,7 @@ def web(
             f"the browser front end needs the web extra ({error.name} is missing): "
             "pip install -e '.[web]'"
         ) from None
-    if (model == "oracle") != (truth is not None):
-        raise typer.BadParameter("--truth goes with --model oracle, and only with it")
-    if adapter is not None and (model == "oracle" or server is not None):
-        raise typer.BadParameter("adapters run where the model runs: not with --model oracle "
-                                 "or --server", param_hint="--adapter")  # fmt: skip
-    if adapter is not None and not adapter.is_file():
-        raise typer.BadParameter(f"{adapter}: no such file", param_hint="--adapter")
+    _check_options(model, truth, adapter, server, sessions, idle_minutes)
     if example and not focus:  # the views on the example's spleen
         focus = example_point()
     credentials = (dicomweb_token, dicomweb_user, dicomweb_password)
@@ -120,11 +114,29 @@ def web(
                             adapter=adapter,
                             idle_minutes=idle_minutes, dicomweb=dicomweb, dicomweb_auth=auth,
                             image=images[0], image_url=images[1])  # fmt: skip
+    serve_pages(settings, port, sessions, require_token)
+
+
+def _check_options(
+    model: str,
+    truth: Optional[Path],
+    adapter: Optional[Path],
+    server: Optional[str],
+    sessions: int,
+    idle_minutes: float,
+) -> None:
+    """The options that go together, in one line each where they do not."""
+    if (model == "oracle") != (truth is not None):
+        raise typer.BadParameter("--truth goes with --model oracle, and only with it")
+    if adapter is not None and (model == "oracle" or server is not None):
+        raise typer.BadParameter("adapters run where the model runs: not with --model oracle "
+                                 "or --server", param_hint="--adapter")  # fmt: skip
+    if adapter is not None and not adapter.is_file():
+        raise typer.BadParameter(f"{adapter}: no such file", param_hint="--adapter")
     if sessions < 1:
         raise typer.BadParameter("at least 1", param_hint="--sessions")
     if idle_minutes < 0:
         raise typer.BadParameter("0 (never) or more", param_hint="--idle-minutes")
-    serve_pages(settings, port, sessions, require_token)
 
 
 def _checked_sources(
