@@ -29,7 +29,12 @@ from .pacs import DicomwebAccess, PacsPanel
 from .page_ui import EXPORT_FILES, PageWidgets
 from .placement import Placement
 from .progress import PageProgress
-from .rendering import configure_views, show_segments_as_surfaces
+from .rendering import (
+    after_first_frame,
+    configure_views,
+    show_segments_as_surfaces,
+    views_made_without_frames,
+)
 from .segments_panel import SegmentsPanel
 from .shortcuts import PageShortcuts
 from .text_panel import TextPanel
@@ -71,6 +76,7 @@ class SegmentationPage(PageWidgets, TrameApp):
         idle_minutes: float | None = None,
         home: str | None = None,
         dicomweb: DicomwebAccess | None = None,
+        model_after_first_frame: bool = False,
     ) -> None:
         super().__init__(server=server)
         self.idle_minutes = idle_minutes
@@ -83,15 +89,18 @@ class SegmentationPage(PageWidgets, TrameApp):
         install_stream_hooks()  # $FASTSAM3D_TIMELINE only (benchmarks/bench_page.py)
         register_rca_factories(self.slicer.view_manager, self.server)
         self.layout = LayoutManager(self.slicer.scene, self.slicer.view_manager, self.server)
-        self.layout.register_layout_dict(LayoutManager.default_grid_configuration())
-        # The axial view first and largest (the others stacked beside it).
-        self.layout.set_layout("Axial Primary")
+        with views_made_without_frames():  # their first frames come when the page connects
+            self.layout.register_layout_dict(LayoutManager.default_grid_configuration())
+            # The axial view first and largest (the others stacked beside it).
+            self.layout.set_layout("Axial Primary")
         self.volume, self.source = None, ImageSource()
         self._export_dir = tempfile.TemporaryDirectory(prefix="fastsam3d-web-")
         self.events = PageEvents(self)
         self.logic = logic_class(self.slicer.scene, observer=self.events)
         install_engine_hooks(self.logic)
-        if isinstance(predictor, tuple):
+        if isinstance(predictor, tuple) and model_after_first_frame:  # the image shows sooner
+            after_first_frame(self.server, lambda: self.logic.setModel(*predictor))
+        elif isinstance(predictor, tuple):
             self.logic.setModel(*predictor)
         else:
             self.logic.setPredictor(predictor)
@@ -304,7 +313,8 @@ class SegmentationPage(PageWidgets, TrameApp):
         print(f"fastsam3d web: {self.state.error}", file=sys.stderr)
 
     def _start_polling(self, **_: Any) -> None:
-        configure_views(self.slicer.view_manager)  # one cheap frame per change (rendering.py)
+        # One cheap frame per change; a view's mouse events render only it (rendering.py).
+        configure_views(self.slicer.view_manager, busy=lambda: self.logic.busy)
         loop = asyncio.get_event_loop()
         loop.create_task(self._poll(self.events.listen(loop)))
 

@@ -61,7 +61,8 @@ def run(
 
     server = get_server(client_type="vue3")
     home = os.environ.get(SESSION_HOME_ENV)
-    SegmentationPage(server, image, predictor, focus, idle_minutes, home, dicomweb)
+    # The model loads once the page shows its image (its first frame is out).
+    SegmentationPage(server, image, predictor, focus, idle_minutes, home, dicomweb, True)
     guard_server(server, host, port, os.environ.get(SESSION_SECRET_ENV), home)
     server.start(
         host=host,
