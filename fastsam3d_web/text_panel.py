@@ -38,7 +38,13 @@ class TextPanel:
         if model == self._names_of:
             return
         self._names_of = model
-        self.page.state.text_names = list(self.page.logic.textNames())
+        # Called from the polling task: an unreadable adapter file is said on the page, and
+        # the task goes on collecting results.
+        try:
+            self.page.state.text_names = list(self.page.logic.textNames())
+        except Exception as error:
+            self.page.state.text_names = []
+            self.page.show_error(error)
 
     def build(self) -> None:
         segment = self.page.server.controller.trigger_name(self.segment)

@@ -16,8 +16,10 @@ Every function here touches files only (no MRML): the page runs them off its eve
 
 from __future__ import annotations
 
+import lzma
 import stat
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
@@ -102,7 +104,11 @@ def unpack_zip(archive: Path, folder: Path, limit: int | None = None) -> list[Pa
                     )
                 left -= _copy_counted(opened.open(entry), target, left, archive.name, limit)
                 paths.append(target)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError) as error:
+    except UploadRefused:
+        raise  # already one line naming the zip
+    # zlib, lzma and bz2 raise their own errors (or OSError, ValueError) on damaged data.
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError,
+            zlib.error, lzma.LZMAError, OSError, ValueError) as error:  # fmt: skip
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise UploadRefused(
             f"{archive.name}: a damaged or unsupported zip ({reason}); the current image stays"

@@ -346,7 +346,9 @@ def _positive_runs(
         elif fractions.max() <= _SIGN_KEEPING_FRACTION:
             region = _sign_change_box(positive[below], positive[below + 1])
             if region != everywhere and may_copy is None:
-                sources = slice(first_axis.below[runs[0][0]], first_axis.below[runs[-1][0]] + 2)
+                # The first axis may be flipped: the source planes of the runs, either way.
+                ends = first_axis.below[runs[0][0]], first_axis.below[runs[-1][0]]
+                sources = slice(min(ends), max(ends) + 2)
                 may_copy = _normal_positives(planes[sources], positive[sources])
             if region != everywhere and not may_copy:
                 region = everywhere

@@ -65,8 +65,7 @@ def run_slabs(work: Callable[[int, int], Result], bounds: list[tuple[int, int]])
     exception raised by a slab is raised here, after every slab has finished."""
     if len(bounds) <= 1:
         return [work(*bound) for bound in bounds]
-    pool = _worker_pool(len(bounds) - 1)
-    futures = [pool.submit(work, *bound) for bound in bounds[1:]]
+    futures = _submitted(work, bounds[1:])
     try:
         first = work(*bounds[0])
     finally:
@@ -77,15 +76,20 @@ def run_slabs(work: Callable[[int, int], Result], bounds: list[tuple[int, int]])
     return [first, *(future.result() for future in futures)]
 
 
-def _worker_pool(workers: int) -> ThreadPoolExecutor:
+def _submitted(work: Callable[[int, int], Result], bounds: list[tuple[int, int]]) -> list:
+    """``work`` for each of ``bounds`` submitted to the pool, under the lock: another thread may
+    replace the pool (a larger one, a new thread count), and a replaced pool still runs what was
+    submitted to it but refuses new work."""
     global _pool, _pool_workers
     with _lock:
-        if _pool is None or _pool_workers < workers:
+        if _pool is None or _pool_workers < len(bounds):
             if _pool is not None:
                 _pool.shutdown(wait=False)
-            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fastsam3d-slab")
-            _pool_workers = workers
-        return _pool
+            _pool = ThreadPoolExecutor(
+                max_workers=len(bounds), thread_name_prefix="fastsam3d-slab"
+            )
+            _pool_workers = len(bounds)
+        return [_pool.submit(work, *bound) for bound in bounds]
 
 
 def _forget_pool_in_child() -> None:
