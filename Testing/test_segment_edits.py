@@ -120,3 +120,26 @@ def test_deleting_another_segment_keeps_the_current_one_and_its_points(scene, ma
     with pytest.raises(ValueError):
         logic.deleteSegment(first)
     assert np.any(current_mask(logic))
+
+
+def test_undo_after_deleting_a_segment_does_not_bring_back_its_hidden_voxels(scene, make_logic):
+    """Deleting is not undoable: an Undo after it must not restore the deleted segment inside
+    the session, where its unseen voxels would keep the other segments out."""
+    labels, logic, first, second = two_segments(scene, make_logic)
+    kidney = current_mask(logic)
+    logic.deleteSegment(second)
+    settle(logic)
+    logic.undo()
+    settle(logic)
+    assert logic.segmentIds() == [first] and logic.currentSegmentId == first
+    place(logic, deepest_ras(labels, 2))
+    settle(logic)
+    assert logic.segmentIds() == [first]
+    assert (current_mask(logic) & kidney).sum() > 0.9 * kidney.sum()
+    # Deleting the last one starts a new segment in the same edit: Undo cannot go back behind it.
+    logic.deleteSegment(first)
+    settle(logic)
+    logic.undo()
+    settle(logic)
+    (only,) = logic.segmentIds()
+    assert only != first and logic.currentSegmentId == only and not current_mask(logic).any()

@@ -64,10 +64,12 @@ class SegmentEdits:
     def deleteSegment(self, segmentId: str) -> None:
         """Remove a segment from the segmentation.
 
-        A segment of the session is also cleared in the session, so that its voxels no longer
-        keep the other segments out; Undo does not bring it back. If it was the current
-        segment, later points go to the next segment in the list (the previous one for the
-        last), or to a new segment where none is left: the logic always has a current segment.
+        A segment of the session is also removed from the session (``Session.remove_segment``),
+        so that its voxels no longer keep the other segments out. Deleting cannot be undone,
+        and it clears the undo history: the edits before it can no longer be undone or redone.
+        If it was the current segment, later points go to the next segment in the list (the
+        previous one for the last), or to a new segment where none is left: the logic always
+        has a current segment.
         """
         self._segmentNamed(segmentId)
         writer, ids = self._writer, self.segmentIds()
@@ -79,10 +81,13 @@ class SegmentEdits:
             writer.drop(sessionId)
         self.segmentationNode.GetSegmentation().RemoveSegment(segmentId)
         if sessionId is not None:
-            self._submitSession(_clearing(sessionId), "delete segment")
+            # Where a new segment follows, it comes first, inside the same edit: Undo then has
+            # nothing to take back to the deleted one.
+            startNew = wasCurrent and successor is None
+            self._submitSession(_removing(sessionId, startNew), "delete segment")
         if wasCurrent and successor is not None:
             self.selectSegment(successor)
-        elif wasCurrent:
+        elif wasCurrent and sessionId is None:
             self.nextSegment()
         self._observer.segmentsChanged()
 
@@ -101,14 +106,14 @@ class SegmentEdits:
         return segment
 
 
-def _clearing(sessionId: int):
-    """A session edit that clears one of its segments (every click and voxel of it) and leaves
-    the current segment as it was."""
+def _removing(sessionId: int, startNew: bool):
+    """A session edit that removes one of its segments for good (``Session.remove_segment``:
+    every click and voxel of it, and the undo history, so that Undo cannot bring it back
+    unseen), after starting a new current segment where ``startNew``."""
 
-    def clear(session):
-        current = session.current_segment.segment_id
-        session.select_segment(sessionId)
-        result = session.reset()
-        return session.select_segment(current) if current != sessionId else result
+    def remove(session):
+        if startNew:
+            session.new_segment()
+        return session.remove_segment(sessionId)
 
-    return clear
+    return remove

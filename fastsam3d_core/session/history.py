@@ -25,6 +25,11 @@ class History:
         del self._undo[: max(len(self._undo) - self.steps, 0)]
         self._redo.clear()
 
+    def clear(self) -> None:
+        """Forget every edit: nothing is left to undo or redo."""
+        self._undo.clear()
+        self._redo.clear()
+
     def step(self, forward: bool) -> Edit | None:
         """The edit to re-apply (``forward``, redo) or to revert (undo), moved to the other
         stack; None when there is none."""

@@ -19,6 +19,7 @@ from .masks import SegmentMasks, Written, frozen_mask
 from .predictor import Predictor, as_predictor
 from .prompt_edits import PromptEditor
 from .result import Result, SegmentChange, changes_of, segment_change
+from .segment_removal import SegmentRemoval
 from .shapes import check_point
 from .state import SEGMENT_COLORS, Click, Edit, Prompt, SegmentState, SessionState
 from .text_prompt import TextPrompts
@@ -28,8 +29,9 @@ if TYPE_CHECKING:
     from ..models.sam3d import Sam3D
 
 
-class Session(TextPrompts):
-    """Click-to-segment on one volume with any predictor (and by name: :meth:`add_text`).
+class Session(TextPrompts, SegmentRemoval):
+    """Click-to-segment on one volume with any predictor (and by name: :meth:`add_text`);
+    :meth:`remove_segment` deletes a segment for good.
 
     The image encoder runs once per crop and its embedding is cached; a click inside a crop of
     the current segment re-runs only the decoder, with all of that crop's clicks and its previous
@@ -175,10 +177,8 @@ class Session(TextPrompts):
         """
         start = time.perf_counter()
         segment, crop_index, click_index = self._locate(index)
-        updated, grids, encoder_ran = self._crops.replace_click(
-            segment, crop_index, click_index, ()
-        )
-        return self._apply(updated, grids, encoder_ran, start)
+        edit = self._crops.replace_click(segment, crop_index, click_index, ())
+        return self._apply(*edit, start)
 
     def move_point(self, index: int | str, point_ras: Any) -> Result:
         """Move a click to a RAS point (3,), keeping its id: one undoable edit.
