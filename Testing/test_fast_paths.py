@@ -230,3 +230,45 @@ def test_fused_linear_lets_gradients_reach_the_input_of_a_frozen_layer():
     torch.nn.functional.gelu(layer(expected)).sum().backward()
     assert x.grad is not None
     torch.testing.assert_close(x.grad, expected.grad)
+
+
+@pytest.mark.parametrize("keys", [1, 7, 30])
+def test_attention_with_few_keys_equals_attend(keys):
+    """The image → token attention's (keys, queries) layout computes the same function."""
+    from fastsam3d_core.attention import attend
+    from fastsam3d_core.models.transformer import _attend_few_keys
+
+    generator = torch.Generator().manual_seed(keys)
+    q, k, v = (torch.randn(2, 8, n, 24, generator=generator) * 3 for n in (512, keys, keys))
+    expected = attend(q.double(), k.double(), v.double()).float()
+    # Float32 rounding of logits up to about 100 (as the fused kernel's own error).
+    tolerance = 1e-5 * float(expected.abs().max())
+    assert float((_attend_few_keys(q, k, v) - expected).abs().max()) <= tolerance
+    assert float((attend(q, k, v) - expected).abs().max()) <= tolerance
+
+
+def test_decoder_caches_follow_new_weights():
+    """What a click keeps between decodes (the dense positional encoding, the upscaling as
+    linear weights, transposed token weights) follows weights loaded in place: after new
+    weights the decoder still equals the plain path, and differs from before."""
+    torch.manual_seed(3)
+    from fastsam3d_core.models import build_model
+
+    model = build_model("fastsam3d")
+    embedding = torch.randn(1, 384, 8, 8, 8)
+    points, labels = torch.tensor([[[10.0, 20.0, 30.0], [60.0, 64.0, 3.0]]]), torch.tensor([[1, 0]])
+    mask = torch.randn(1, 1, 32, 32, 32)
+
+    def decode(backend: str) -> torch.Tensor:
+        model.set_attention_backend(backend)
+        with torch.inference_mode():
+            return model.decode(embedding, points, labels, mask)[0]
+
+    before = decode("exact")
+    with torch.no_grad():
+        for parameter in model.mask_decoder.parameters():
+            parameter.mul_(1.1)
+        model.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix.mul_(0.5)
+    after, plain = decode("exact"), decode("reference")
+    assert (after - before).abs().max() > 1e-2
+    assert (after - plain).abs().max() <= 1e-5 * plain.abs().max()

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import LayerNorm3d, MLPHead, fused_linear
+from .common import LayerNorm3d, MLPHead, cached_derived, fused_linear
 from .transformer import TwoWayTransformer3D
 
 
@@ -125,20 +125,11 @@ class MaskDecoder3D(nn.Module):
         Returns:
             logits ``(B, M, 4·G0, 4·G1, 4·G2)``.
         """
-        up1 = cast(nn.ConvTranspose3d, self.output_upscaling[0])
         norm = cast(LayerNorm3d, self.output_upscaling[1])
-        up2 = cast(nn.ConvTranspose3d, self.output_upscaling[3])
-        batch, tokens, channels = image_tokens.shape
+        batch, tokens, _ = image_tokens.shape
         masks = hyper.shape[1]
-        mid, out = up1.out_channels, up2.out_channels
-        # As linear layers, weights (sub-voxel · C_out, C_in), so that the GELU can be fused
-        # (models.common.fused_linear).
-        weight1 = up1.weight.reshape(channels, mid, 8).permute(2, 1, 0).reshape(8 * mid, channels)
-        weight2 = up2.weight.reshape(mid, out, 8).permute(2, 1, 0).reshape(8 * out, mid)
-        bias1, bias2 = (
-            (up.bias if up.bias is not None else up.weight.new_zeros(up.out_channels)).repeat(8)
-            for up in (up1, up2)
-        )
+        weight1, bias1, weight2, bias2 = self._upscaling_as_linear()
+        mid, out = weight1.shape[0] // 8, weight2.shape[0] // 8
         first = fused_linear(image_tokens, weight1, bias1)
         first = F.layer_norm(first.view(-1, mid), (mid,), norm.weight, norm.bias, norm.eps)
         first = F.gelu(first).view(batch, tokens * 8, mid)  # (B, voxels at 2G, mid)
@@ -154,3 +145,25 @@ class MaskDecoder3D(nn.Module):
         logits = logits.view(batch, *grid, 2, 2, 2, 2, 2, 2, masks)
         logits = logits.permute(0, 10, 1, 4, 7, 2, 5, 8, 3, 6, 9)
         return logits.reshape(batch, masks, *(4 * g for g in grid))
+
+    def _upscaling_as_linear(self) -> tuple[torch.Tensor, ...]:
+        """The two transposed convolutions as linear layers: weights (sub-voxel · C_out, C_in)
+        and biases (sub-voxel · C_out,), so that the GELU can be fused
+        (:func:`models.common.fused_linear`). Kept until the weights change, where no gradient
+        flows to them (the permuted copies cost about 0.5 ms a click)."""
+        up1 = cast(nn.ConvTranspose3d, self.output_upscaling[0])
+        up2 = cast(nn.ConvTranspose3d, self.output_upscaling[3])
+
+        def permuted() -> tuple[torch.Tensor, ...]:
+            result = []
+            for up in (up1, up2):
+                inputs, outputs = up.in_channels, up.out_channels
+                weight = up.weight.reshape(inputs, outputs, 8).permute(2, 1, 0)
+                bias = up.bias if up.bias is not None else up.weight.new_zeros(outputs)
+                result += [weight.reshape(8 * outputs, inputs), bias.repeat(8)]
+            return tuple(result)
+
+        parameters = tuple(p for up in (up1, up2) for p in (up.weight, up.bias) if p is not None)
+        if torch.is_grad_enabled() and any(p.requires_grad for p in parameters):
+            return permuted()
+        return cached_derived(self, "_upscaling_linear", parameters, permuted)

