@@ -161,6 +161,8 @@ def test_text_training_learns_the_liver_by_name(trained):
 # After 40 steps the path finds the large organ whatever the name (liver and spleen masks
 # overlap with Dice 0.998): names are told apart only later in longer runs (spleen 0.22 at step
 # 150), and the liver's Dice varies with the run (0.47 here, 0.61 at step 25 of another).
+# With the text centred on the training names' mean embedding: liver 0.53, the liver and spleen
+# masks' Dice 0.68 (0.998 uncentred): closer, not yet reliably apart.
 SHORTFALL = "known shortfall: liver 0.47-0.61, and names not yet told apart in 40 steps"
 
 
@@ -172,14 +174,17 @@ def test_the_liver_reaches_the_issues_dice_and_the_spleen_differs(trained):
     load_adapter(model, trained["output"])
     cases = text_cases(find_cases(trained["data"]), trained["data"])
     masks = _masks(model, cases, read_text_bank(trained["output"]), ["liver", "spleen"])
-    assert dice(masks["liver"], masks["spleen"]) < 0.5  # another name, another mask
+    overlap = dice(masks["liver"], masks["spleen"])
+    print(f"\nDice between the 'liver' and 'spleen' masks: {overlap:.3f}")
+    assert overlap < 0.5  # another name, another mask
 
 
-@pytest.mark.xfail(reason="known shortfall: clicks after the text go through the seeded base's "
-                   "click path with the text's logits as mask prompt only, and lose the text's "
-                   "mask (liver tile 0.75 -> 0.13-0.19)", strict=False)  # fmt: skip
+@pytest.mark.xfail(reason="known shortfall: clicks decoded with the text's prompts keep the "
+                   "text's mask but barely refine it (liver tile 0.771 -> 0.768, 0.770, 0.772; "
+                   "the click path alone lost it: 0.75 -> 0.13-0.19)", strict=False)  # fmt: skip
 def test_clicks_refine_the_text_mask(trained):
-    """Text first, then clicks from the errors through the mask-prompt path: the Dice rises."""
+    """Text first, then clicks from the errors decoded with the text's prompts (every click so
+    far, the previous logits as mask prompt): the Dice rises."""
     from fastsam3d_core.evaluation.protocol import next_click
 
     model = seeded_model("fastsam3d")
@@ -199,8 +204,8 @@ def test_clicks_refine_the_text_mask(trained):
         click = next_click(truth, _upsampled(logits), number, rng)
         points.append(click[0])
         labels.append(click[1])
-        logits = predictor.decode(features[tile].embedding, np.array(points, np.float32),
-                                  np.array(labels), logits)  # fmt: skip
+        logits = predictor.decode_text(features[tile], bank.lookup("liver"), logits,
+                                       np.array(points, np.float32), np.array(labels))  # fmt: skip
         scores.append(_crop_dice(logits, truth))
     print(f"\nliver tile Dice: text {scores[0]:.3f}, then clicks {[round(s, 3) for s in scores]}")
     assert max(scores[1:]) > scores[0], scores

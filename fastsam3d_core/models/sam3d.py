@@ -128,15 +128,20 @@ class Sam3D(nn.Module):
         levels: tuple[torch.Tensor, ...],
         text: torch.Tensor,
         mask_input: torch.Tensor | None = None,
+        points: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Masks from text: the text path's prompt tokens (sparse) and dense prior, the dense
         prior added to the mask prompt's embedding, through the mask decoder; the path's logit
-        prior (upsampled) added to the decoder's logits.
+        prior (upsampled) added to the decoder's logits. Clicks after the text come as
+        ``points``: their tokens go before the text's, so the text keeps its say in the mask
+        (the click path alone, from the text's logits as mask prompt, lost it).
 
         Args:
             embedding, levels: from :meth:`encode_levels` (batch 1 or B).
             text: ``(B, 512)`` text embeddings.
             mask_input: ``(B, 1, 32, 32, 32)`` logits, or None (a zero mask, as a first click).
+            points, labels: clicks as for :meth:`decode` (``(B, N, 3)``, ``(B, N)``), or None.
 
         Returns:
             logits ``(B, 1, 32, 32, 32)`` and predicted IoU ``(B, 1)``.
@@ -146,12 +151,15 @@ class Sam3D(nn.Module):
         """
         if self.text_reference is None:
             raise NoTextPath(NO_TEXT_PATH)
+        points, labels = self._check_points(points, labels)
         batch = text.shape[0]
         if mask_input is None:
             mask_input = embedding.new_zeros(batch, 1, *self.prompt_encoder.mask_input_size)
         mask_input = mask_input.to(device=self.device, dtype=self.dtype)
-        _, dense = self.prompt_encoder(None, None, mask_input)
+        clicks, dense = self.prompt_encoder(points, labels, mask_input)
         sparse, prior, logit_prior = self.text_reference(levels, text.to(self.device))
+        if points is not None:
+            sparse = torch.cat([clicks.to(sparse.dtype), sparse], dim=1)
         logits, iou = self.mask_decoder(
             embedding.to(device=self.device, dtype=self.dtype),
             self.prompt_encoder.get_dense_pe(),

@@ -3,9 +3,10 @@ Cross-modal Reference for 3D Medical Image Segmentation").
 
 A text embedding (CLIP's, 512 values) becomes prompts for the frozen mask decoder:
 
-1. a **projector** maps the embedding (L2-normalised first: CLIP's features are compared by
-   angle) to ``tokens`` query vectors of width ``width`` (Linear 512→256, GELU, Linear
-   256→tokens·width);
+1. a **projector** maps the embedding (centred on the training vocabulary's mean embedding,
+   :attr:`TextReference.text_centre`, then L2-normalised: CLIP's text embeddings share a large
+   common component, and are compared by angle) to ``tokens`` query vectors of width ``width``
+   (Linear 512→256, GELU, Linear 256→tokens·width);
 2. **hierarchical cross-attention**: at each of the image encoder's block outputs named by
    ``depths`` (shallow to deep, channels-last ``(B, 8, 8, 8, 768)``, position embedding
    included), the queries attend over the 512 image tokens (pre-norm, ``heads`` heads, keys and
@@ -147,6 +148,12 @@ class TextReference(nn.Module):
             raise ValueError("TextReference needs its depths (TextReferenceConfig.for_depth)")
         self.config = config
         width = config.width
+        # The training vocabulary's mean text embedding, subtracted before the projector (set by
+        # training, saved in the adapter file; zero: no centring). CLIP's text embeddings of
+        # organ names share a large common component (cosines 0.8-0.9 between them, seeded or
+        # trained), so normalised but uncentred they reach the projector nearly alike and the
+        # path learns one mask for every name; centred, their cosines are -0.5 to 0.
+        self.register_buffer("text_centre", torch.zeros(TEXT_EMBED_DIM))
         self.projector = nn.Sequential(
             nn.Linear(TEXT_EMBED_DIM, 256), nn.GELU(), nn.Linear(256, config.tokens * width)
         )
@@ -177,7 +184,7 @@ class TextReference(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Args:
             levels: one ``(B or 1, G, G, G, image_width)`` block output per configured depth.
-            text: ``(B, 512)`` text embeddings (any norm).
+            text: ``(B, 512)`` text embeddings (any norm; centred on :attr:`text_centre` here).
 
         Returns:
             sparse ``(B, tokens, prompt_width)``, dense ``(B, prompt_width, G, G, G)``, and the
@@ -191,7 +198,10 @@ class TextReference(nn.Module):
             raise ValueError(f"text must be (B, {TEXT_EMBED_DIM}), got {tuple(text.shape)}")
         dtype = self.inside.dtype
         batch = text.shape[0]
-        text = F.normalize(text.to(dtype), dim=-1)
+        # On the unit sphere first (the norm of a CLIP embedding carries no meaning), then
+        # centred and back on the sphere.
+        text = F.normalize(text.to(dtype), dim=-1) - self.text_centre.to(dtype)
+        text = F.normalize(text, dim=-1)
         queries = self.projector(text).reshape(batch, self.config.tokens, -1)
         grid = levels[-1].shape[1:4]
         for level, image in zip(self.levels, levels):
@@ -204,6 +214,13 @@ class TextReference(nn.Module):
         prior = LOGIT_PRIOR_SCALE * (self.logit_gain * score + self.logit_bias)
         prior = prior.reshape(batch, 1, *grid)
         return sparse, dense.transpose(1, 2).reshape(batch, -1, *grid), prior
+
+    def set_text_centre(self, embeddings: torch.Tensor) -> None:
+        """Centre texts on the mean of ``embeddings`` ``(N, 512)`` (the training names'), each
+        L2-normalised first as :meth:`forward` normalises a text."""
+        with torch.no_grad():
+            unit = F.normalize(embeddings.to(self.text_centre), dim=-1)
+            self.text_centre.copy_(unit.mean(dim=0))
 
     def score(self, levels: tuple[torch.Tensor, ...], queries: torch.Tensor) -> torch.Tensor:
         """Per image token, how much it is the text's structure: at every level the scaled dot

@@ -45,7 +45,12 @@ class ModelPredictor:
         return CropFeatures(embedding, levels)
 
     def decode_text(
-        self, features: CropFeatures, text_embedding: Any, mask_input: Any = None
+        self,
+        features: CropFeatures,
+        text_embedding: Any,
+        mask_input: Any = None,
+        points: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
     ) -> np.ndarray:
         """Logits ``(32, 32, 32)`` float32 of the text's structure in the crop.
 
@@ -53,6 +58,8 @@ class ModelPredictor:
             features: from :meth:`encode_features`.
             text_embedding: ``(512,)`` (a text encoder's or an adapter file's bank entry).
             mask_input: ``(32, 32, 32)`` logits of a previous prediction, or None.
+            points, labels: clicks after the text, as for :meth:`decode` (``(N, 3)`` crop voxel
+                coordinates, ``(N,)`` labels), decoded with the text's prompts; or None.
 
         Raises:
             NoTextPath: the model has no text path (one line).
@@ -66,8 +73,12 @@ class ModelPredictor:
             if mask_input is not None:
                 mask = torch.as_tensor(mask_input, device=device).reshape(1, 1, 32, 32, 32)
             levels = tuple(level.to(device) for level in features.levels)
+            clicks = click_labels = None
+            if points is not None:
+                clicks = torch.as_tensor(points, dtype=torch.float32, device=device)[None]
+                click_labels = torch.as_tensor(labels, dtype=torch.long, device=device)[None]
             logits, _ = self.model.decode_text(
-                features.embedding.to(device), levels, text[None], mask
+                features.embedding.to(device), levels, text[None], mask, clicks, click_labels
             )
         return logits[0, 0].float().cpu().numpy()
 

@@ -43,9 +43,9 @@ def tile_features(model: Sam3D, cases: Sequence[TextCase]) -> list[list[CropFeat
 class TextObjective(nn.Module):
     """A sample's loss: the text alone (no mask prompt), then ``clicks`` rounds each adding one
     click sampled from the errors (:func:`~fastsam3d_core.evaluation.protocol.next_click`),
-    decoded through the click path with the previous logits as the mask prompt (as a session
-    refines a text's mask). The mean over the rounds made of the class-balanced Dice + CE at
-    128³.
+    decoded with the text's prompts, every click so far and the previous logits as the mask
+    prompt (as a session refines a text's mask). The mean over the rounds of the
+    class-balanced Dice + CE at 128³.
     """
 
     def __init__(
@@ -82,13 +82,19 @@ class TextObjective(nn.Module):
         upsampled = _upsample(low)
         losses = [self.loss(upsampled.float(), target)]
         rng = np.random.default_rng(seed)
+        points, labels = [], []
         for number in range(self.clicks):
             click = next_click(truth, upsampled.detach()[0, 0].cpu().numpy(), number, rng)
             if click is None:
                 break
-            point = torch.as_tensor(click[0], dtype=torch.float32, device=device)[None, None]
-            label = torch.tensor([[click[1]]], device=device)
-            low, _ = self.model.decode(features.embedding, point, label, low.detach())
+            points.append(click[0])
+            labels.append(click[1])
+            # As a session refines a text's mask: every click so far with the text's prompts.
+            point = torch.as_tensor(np.array(points), dtype=torch.float32, device=device)[None]
+            label = torch.tensor([labels], device=device)
+            low, _ = self.model.decode_text(
+                features.embedding, features.levels, text[None], low.detach(), point, label
+            )
             upsampled = _upsample(low)
             losses.append(self.loss(upsampled.float(), target))
         return torch.stack(losses).mean()

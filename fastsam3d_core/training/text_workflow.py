@@ -73,6 +73,10 @@ def run_text_finetune(settings: FinetuneSettings, observer=None, load_model=None
         torch.manual_seed(settings.seed)
         attach_adapters(model, AdapterConfig(encoder=False))
         attach_text_reference(model)
+        # Texts centred on the training names' mean embedding (not the synonyms': each
+        # structure counts once); the adapter file keeps it for any text at use time.
+        names = [name for name in bank.embeddings if name not in bank.synonyms]
+        model.text_reference.set_text_centre(torch.stack([bank.embeddings[n] for n in names]))
         outcome = _train(model, training, held_out, bank, settings, ranks, observer, loaded)
         if not ranks.main:
             return outcome[0], None, []
