@@ -103,6 +103,17 @@ def test_a_damaged_zip_or_an_empty_one_is_refused(tmp_path: Path):
     assert "holds no file" in _refused(_written(tmp_path, _zip({"dir/": b""}), "empty.zip"))
 
 
+@pytest.mark.parametrize("method", [zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA])
+def test_damaged_compressed_data_is_refused_in_one_line(tmp_path: Path, method: int):
+    """The directory is whole, the compressed stream is not: the decompressor's own error
+    (zlib.error, OSError, LZMAError) must become the page's one line."""
+    data = bytes(range(256)) * 64
+    whole = bytearray(_zip({"a.nrrd": data}, method))
+    start = zipfile.sizeFileHeader + len("a.nrrd") + 4  # inside the stream's first bytes
+    whole[start : start + 16] = bytes(16)
+    assert "damaged" in _refused(_written(tmp_path, bytes(whole), "broken.zip"))
+
+
 def test_the_limit_follows_the_servers_setting(tmp_path: Path, monkeypatch):
     monkeypatch.setenv(MAX_IMAGE_GB_ENV, "0.001")
     folder = tmp_path / "upload"
