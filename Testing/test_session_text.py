@@ -160,6 +160,9 @@ def test_the_seeded_model_with_a_text_adapter_segments_by_name_and_clicks_reuse_
     clicked = session.add_point_ijk((60.0, 50.0, 15.0), positive=False)
     assert not clicked.encoder_ran  # the text's crop embedding, cached
     assert not np.array_equal(session.mask(), before)
+    # The click was decoded with the text's prompts (the model's text path keeps the text).
+    clicked_crop = next(c for c in session.current_segment.crops if c.clicks)
+    assert clicked_crop.text is not None and clicked_crop.prior is not None
     again = session.add_text("spleen", vocabulary)
     assert not again.encoder_ran  # the text features of every crop, cached
     with pytest.raises(ValueError, match="^'kidney' is not in this adapter's vocabulary"):

@@ -116,10 +116,25 @@ class CropEditor:
             crop, logits=_with_prior(self.volume, crop, mask_prompt(self.volume, segment, grid))
         )
 
-    def text_crop(self, grid: CropGrid, logits: Any) -> CropState:
-        """A new crop a text prompt opened, its logits the text's there (its ``prior``)."""
+    def text_features(self, grid: CropGrid) -> tuple[Any, bool]:
+        """The predictor's ``encode_features`` of the crop (the embedding also cached as the
+        crop's, for clicks), through the cache; and whether the encoder ran."""
+        key = grid.key() + b"+text"
+        held = self.embeddings.get(key)
+        if held is not None:
+            return held.features, False
+        features = self.predictor.encode_features(extract_crop(self.volume, grid))
+        self.embeddings.put(grid.key(), features.embedding)
+        self.embeddings.put(key, HeldFeatures(features))
+        return features, True
+
+    def text_crop(self, grid: CropGrid, logits: Any, text: Any = None) -> CropState:
+        """A new crop a text prompt opened, its logits the text's there (its ``prior``);
+        ``text``: the text's embedding, for clicks decoded with it (None: the click path)."""
         self._last_crop_number += 1
-        return CropState(grid, logits=logits, opened=self._last_crop_number, prior=logits)
+        return CropState(
+            grid, logits=logits, opened=self._last_crop_number, prior=logits, text=text
+        )
 
     def takes(self, crop: CropState, point_ras: Any) -> bool:
         """Whether a crop takes a click at a RAS point: it holds the point, and so does the box
@@ -193,10 +208,25 @@ class CropEditor:
 
     def _predict(self, crop: CropState, clicks: tuple[Click, ...]) -> tuple[CropState, bool]:
         """The crop after a decode of ``clicks`` with its logits as the mask prompt."""
-        embedding, encoder_ran = self.embedding(crop.grid)
         points, labels = decoder_prompt(crop.grid, clicks)
+        if crop.text is not None:
+            # A text crop: the clicks with the text's prompts (the click path alone, from the
+            # text's logits as mask prompt, loses the text's mask).
+            features, encoder_ran = self.text_features(crop.grid)
+            logits = self.predictor.decode_text(features, crop.text, crop.logits, points, labels)
+            return replace(crop, clicks=clicks, logits=squeezed_logits(logits)), encoder_ran
+        embedding, encoder_ran = self.embedding(crop.grid)
         logits = self.predictor.decode(embedding, points, labels, crop.logits)
         return replace(crop, clicks=clicks, logits=squeezed_logits(logits)), encoder_ran
+
+
+class HeldFeatures:
+    """A crop's text features in the embedding cache, sized as the cache counts (``nbytes``)."""
+
+    def __init__(self, features: Any) -> None:
+        self.features = features
+        tensors = [features.embedding, *features.levels]
+        self.nbytes = sum(int(getattr(t, "nbytes", 0)) for t in tensors)
 
 
 def _with_prior(volume: Volume, crop: CropState, prompt: np.ndarray | None) -> np.ndarray | None:

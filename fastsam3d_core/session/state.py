@@ -89,7 +89,8 @@ class CropState:
 
     ``prior`` is set on a crop a text prompt opened: the text's logits there (as ``logits``).
     Its clicks start from them instead of the segment's mask prompt, and the crop stays when
-    its last click is removed.
+    its last click is removed. ``text`` is then the text's embedding where the predictor decodes
+    clicks with it (``decode_text`` with points: a model's text path), else None.
     """
 
     grid: CropGrid
@@ -98,6 +99,7 @@ class CropState:
     opened: int = 0
     bound: Bound | None = None
     prior: Any | None = None
+    text: Any | None = None
 
 
 @dataclass(frozen=True, eq=False)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from ..geometry import CropGrid, Volume, extract_crop
+from ..geometry import CropGrid, Volume
 from ..geometry.tiles import text_tiles
 from .composition import compose
 from .crops import squeezed_logits
@@ -164,37 +164,22 @@ class TextPrompts:
         for done, grid in enumerate(grids, 1):
             features, ran = _crop_features(self, grid)
             logits = self.predictor.decode_text(features, embedding_of_text, None)
-            crops.append(self._crops.text_crop(grid, squeezed_logits(logits)))
+            # A model's text path also decodes the later clicks here with the text.
+            text = embedding_of_text if hasattr(self.predictor, "encode_features") else None
+            crops.append(self._crops.text_crop(grid, squeezed_logits(logits), text))
             encoder_ran |= ran
             if progress is not None:
                 progress(done, len(grids))
         return _with_text_segment(self, name, tuple(crops), grids, encoder_ran, start)
 
 
-class _HeldFeatures:
-    """A crop's text features in the embedding cache, sized as the cache counts (``nbytes``)."""
-
-    def __init__(self, features: Any) -> None:
-        self.features = features
-        tensors = [features.embedding, *features.levels]
-        self.nbytes = sum(int(getattr(t, "nbytes", 0)) for t in tensors)
-
-
 def _crop_features(session: Session, grid: CropGrid) -> tuple[Any, bool]:
     """What ``decode_text`` takes for a crop, and whether the encoder ran: a model's
     ``encode_features`` (its embedding also cached as the crop's, for later clicks), kept in
     the session's cache for another text; else the crop's embedding."""
-    predictor, cache = session.predictor, session.embeddings
-    if not callable(getattr(predictor, "encode_features", None)):
+    if not callable(getattr(session.predictor, "encode_features", None)):
         return session._crops.embedding(grid)
-    key = grid.key() + b"+text"
-    held = cache.get(key)
-    if held is not None:
-        return held.features, False
-    features = predictor.encode_features(extract_crop(session.volume, grid))
-    cache.put(grid.key(), features.embedding)
-    cache.put(key, _HeldFeatures(features))
-    return features, True
+    return session._crops.text_features(grid)
 
 
 def _with_text_segment(
