@@ -272,3 +272,48 @@ def test_decoder_caches_follow_new_weights():
     after, plain = decode("exact"), decode("reference")
     assert (after - before).abs().max() > 1e-2
     assert (after - plain).abs().max() <= 1e-5 * plain.abs().max()
+
+
+def test_predictor_clicks_with_the_decoders_cache_equal_the_plain_decoder():
+    """A predictor keeps the first block's products of the last embedding between clicks
+    (Sam3D.decoder_image_cache): its clicks equal the plain decoder's, on that embedding, on a
+    new one, and after new weights are loaded in place."""
+    from fastsam3d_core.models import build_model
+    from fastsam3d_core.session import ModelPredictor
+
+    torch.manual_seed(11)
+    model = build_model("fastsam3d").allow_random_weights()
+    predictor = ModelPredictor(model)
+    generator = np.random.default_rng(4)
+
+    def plain(embedding, points, labels, mask):
+        model.set_attention_backend("reference")
+        with torch.inference_mode():
+            logits, _ = model.decode(
+                embedding,
+                torch.as_tensor(points)[None],
+                torch.as_tensor(labels)[None],
+                None if mask is None else torch.as_tensor(mask)[None, None],
+            )
+        model.set_attention_backend("exact")
+        return logits[0, 0].numpy()
+
+    embeddings = [torch.randn(1, 384, 8, 8, 8) for _ in range(2)]
+    caches = []
+    for step in range(5):
+        if step == 4:
+            with torch.no_grad():
+                model.mask_decoder.transformer.layers[
+                    0
+                ].cross_attn_token_to_image.k_proj.weight.mul_(1.5)
+                model.prompt_encoder.mask_projection.bias.add_(0.3)
+        embedding = embeddings[step // 3]
+        points = (generator.random((step + 1, 3)) * 128).astype(np.float32)
+        labels = (np.arange(step + 1) % 2).astype(np.int64)
+        mask = None if step == 0 else generator.normal(size=(32, 32, 32)).astype(np.float32)
+        ours = predictor.decode(embedding, points, labels, mask)
+        caches.append(predictor._image_cache)
+        expected = plain(embedding, points, labels, mask)
+        assert np.abs(ours - expected).max() <= 1e-5 * np.abs(expected).max()
+    assert caches[0] is not None and caches[0] is caches[1] is caches[2]  # one crop's clicks
+    assert caches[3] is not caches[2] and caches[4] is not caches[3]  # new embedding, weights

@@ -96,3 +96,25 @@ def test_the_golden_references_hold_on_both_linear_paths(golden: GoldenReference
             assert common._onednn_applies(torch.ones(8, 8), torch.ones(2, 8)) == (path == "onednn")
         errors = golden.relative_errors(golden.run(model))
     assert max(errors.values()) <= GOLDEN_RTOL, errors
+
+
+@pytest.mark.parametrize("path", ["auto", "plain", "onednn"])
+def test_the_golden_references_hold_with_the_decoders_cache(
+    golden: GoldenReference, path, monkeypatch
+) -> None:
+    """A predictor's clicks reuse the first two-way block's products of the embedding
+    (Sam3D.decoder_image_cache, terms added in another order): the golden scenarios decoded
+    that way hold too, on each linear path."""
+    model = seeded_model(golden.name, golden)
+    decode, used = model.decode, []
+
+    def decode_with_cache(embedding, *args, **kwargs):
+        cache = model.decoder_image_cache(embedding)
+        used.append(cache is not None)
+        return decode(embedding, *args, image_cache=cache, **kwargs)
+
+    monkeypatch.setattr(model, "decode", decode_with_cache)
+    with linear_path(path):
+        errors = golden.relative_errors(golden.run(model))
+    assert used and all(used)
+    assert max(errors.values()) <= GOLDEN_RTOL, errors

@@ -166,6 +166,16 @@ def _packed_weight(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
 Derived = TypeVar("Derived")
 
 
+def sources_key(sources: tuple[torch.Tensor, ...]) -> tuple:
+    """What identifies the values of ``sources`` while their storage is held: address, version
+    (inference tensors have none: they cannot change outside inference mode), dtype, device,
+    shape."""
+    return tuple(
+        (s.data_ptr(), 0 if s.is_inference() else s._version, s.dtype, s.device, tuple(s.shape))
+        for s in sources
+    )
+
+
 def cached_derived(
     owner: nn.Module, name: str, sources: tuple[torch.Tensor, ...], make: Callable[[], Derived]
 ) -> Derived:
@@ -175,7 +185,7 @@ def cached_derived(
     reused by its successor. ``make`` runs outside inference mode and autograd: the value is a
     constant any later call may read, training included (where a gradient must flow to the
     sources, compute it directly instead)."""
-    key = tuple((s.data_ptr(), s._version, s.dtype, s.device, tuple(s.shape)) for s in sources)
+    key = sources_key(sources)
     cached = owner.__dict__.get(name)
     if cached is None or cached[0] != key:
         with torch.inference_mode(False), torch.no_grad():

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import LayerNorm3d, MLPHead, cached_derived, fused_linear
-from .transformer import TwoWayTransformer3D
+from .common import LayerNorm3d, MLPHead, cached_derived, fused_linear, linear, sources_key
+from .transformer import ImageProjections, TwoWayTransformer3D
 
 
 class MaskDecoder3D(nn.Module):
@@ -62,6 +63,7 @@ class MaskDecoder3D(nn.Module):
         sparse_prompt: torch.Tensor,
         dense_prompt: torch.Tensor,
         multimask_output: bool,
+        first_projections: ImageProjections | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode masks.
 
@@ -71,6 +73,8 @@ class MaskDecoder3D(nn.Module):
             sparse_prompt: ``(B, T, dim)`` point embeddings (T may be 0).
             dense_prompt: ``(B, dim, G0, G1, G2)`` mask embedding.
             multimask_output: return masks 1… instead of mask 0.
+            first_projections: the first two-way block's products of ``image_embedding +
+                dense_prompt`` (:meth:`first_projections`), or None to compute them.
 
         Returns:
             logits ``(B, 1 or num_multimask_outputs, 4·G0, 4·G1, 4·G2)`` and IoU ``(B, 1 or …)``.
@@ -84,7 +88,7 @@ class MaskDecoder3D(nn.Module):
         tokens = torch.cat([output_tokens.expand(batch, -1, -1), sparse_prompt], dim=1)
         image = image_embedding.expand(batch, -1, -1, -1, -1) + dense_prompt
         hidden, image_tokens = self.transformer(
-            image, image_pe.expand(batch, -1, -1, -1, -1), tokens, sparse_prompt
+            image, image_pe.expand(batch, -1, -1, -1, -1), tokens, sparse_prompt, first_projections
         )
         # Only the hypernetworks of the masks asked for run (model.md §3.3 step 5).
         selected = slice(1, None) if multimask_output else slice(0, 1)
@@ -167,3 +171,123 @@ class MaskDecoder3D(nn.Module):
         if torch.is_grad_enabled() and any(p.requires_grad for p in parameters):
             return permuted()
         return cached_derived(self, "_upscaling_linear", parameters, permuted)
+
+    def _first_block_layers(self) -> tuple[nn.Linear, nn.Linear, nn.Linear] | None:
+        """The first block's projections of the image tokens, where they are plain linear
+        layers (an adapter may wrap them) on the fast path."""
+        block = self.transformer.layers[0]
+        layers = (
+            block.cross_attn_token_to_image.k_proj,
+            block.cross_attn_token_to_image.v_proj,
+            block.cross_attn_image_to_token.q_proj,
+        )
+        if block.cross_attn_token_to_image.plain or any(type(x) is not nn.Linear for x in layers):
+            return None
+        return cast("tuple[nn.Linear, nn.Linear, nn.Linear]", layers)
+
+    def image_cache(
+        self, embedding: torch.Tensor, image_pe: torch.Tensor, mask_projection: nn.Conv3d
+    ) -> DecoderImageCache | None:
+        """What every click on one embedding shares (:class:`DecoderImageCache`), or None where
+        the first block's projections are not plain linear layers or run the plain path.
+
+        Args:
+            embedding: ``(1, dim, G0, G1, G2)``; image_pe: ``(1, dim, G0, G1, G2)``.
+            mask_projection: the prompt encoder's last mask layer, a 1×1×1 convolution from
+                the mask features to ``dim`` (:meth:`PromptEncoder3D.mask_features`).
+        """
+        layers = self._first_block_layers()
+        if layers is None or mask_projection.kernel_size != (1, 1, 1):
+            return None
+        sources = _cache_sources(layers, mask_projection, image_pe)
+        bias = mask_projection.bias
+        image = embedding if bias is None else embedding + bias.view(1, -1, 1, 1, 1)
+        tokens = image.flatten(2).transpose(1, 2)
+        with_pe = tokens + image_pe.flatten(2).transpose(1, 2)
+        keys, values, queries = (
+            linear(layers[0], with_pe),
+            linear(layers[1], tokens),
+            linear(layers[2], with_pe),
+        )
+        return DecoderImageCache(
+            embedding, sources_key(sources), sources, torch.cat([keys, values, queries], dim=-1)
+        )
+
+    def cache_serves(
+        self,
+        cache: DecoderImageCache,
+        embedding: torch.Tensor,
+        image_pe: torch.Tensor,
+        mask_projection: nn.Conv3d,
+    ) -> bool:
+        """Whether :meth:`first_projections` may use ``cache`` for ``embedding``: the same
+        embedding, weights unchanged, the fast path, no gradient."""
+        layers = self._first_block_layers()
+        return (
+            layers is not None
+            and not torch.is_grad_enabled()
+            and cache.serves(embedding, _cache_sources(layers, mask_projection, image_pe))
+        )
+
+    def first_projections(
+        self,
+        cache: DecoderImageCache,
+        mask_features: torch.Tensor,
+        mask_projection: nn.Conv3d,
+    ) -> ImageProjections:
+        """The first block's three products of ``embedding + mask_projection(mask_features)``
+        (+ positional encoding) from the cache: the dense prompt is a 1×1×1 convolution of 16
+        features, so each product is the cached one of the embedding plus the features times
+        (projection weight · convolution weight), 16 instead of 384 inputs a voxel. The same
+        sums up to float32 rounding (the terms are added in another order).
+
+        Args:
+            cache: from :meth:`image_cache`, for the decoded embedding and these weights.
+            mask_features: ``(B, F, G0, G1, G2)``.
+        """
+        layers = self._first_block_layers()
+        assert layers is not None
+        conv_weight = mask_projection.weight
+
+        def combined() -> torch.Tensor:
+            conv = conv_weight.reshape(conv_weight.shape[0], -1)  # (dim, F)
+            return torch.cat([layer.weight @ conv for layer in layers]).t().contiguous()
+
+        weight = cached_derived(
+            self,
+            "_mask_feature_products",
+            tuple(x.weight for x in layers) + (conv_weight,),
+            combined,
+        )  # (F, 3 · internal)
+        features = mask_features.flatten(2).transpose(1, 2)  # (B, N, F)
+        products = (features @ weight).add_(cache.products)
+        keys, values, queries = products.split(layers[0].out_features, dim=-1)
+        return ImageProjections(keys, values, queries)
+
+
+def _cache_sources(
+    layers: tuple[nn.Linear, ...], mask_projection: nn.Conv3d, image_pe: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
+    parameters = [p for x in (*layers, mask_projection) for p in (x.weight, x.bias)]
+    return tuple(p for p in parameters if p is not None) + (image_pe,)
+
+
+@dataclass(frozen=True)
+class DecoderImageCache:
+    """The first two-way block's products of one embedding, shared by every click on it:
+    ``products`` ``(1, N, 3 · internal)`` = the token → image keys of (embedding + mask bias +
+    positional encoding), its values of (embedding + mask bias), the image → token queries of
+    (embedding + mask bias + positional encoding), each with its layer's bias.
+
+    It holds the embedding and the weights it was computed with; :meth:`serves` says whether it
+    still applies. Treat the embedding as read-only while the cache is used (as
+    :meth:`Sam3D.encode` returns it).
+    """
+
+    embedding: torch.Tensor
+    key: tuple
+    sources: tuple[torch.Tensor, ...]
+    products: torch.Tensor
+
+    def serves(self, embedding: torch.Tensor, sources: tuple[torch.Tensor, ...]) -> bool:
+        return embedding is self.embedding and sources_key(sources) == self.key

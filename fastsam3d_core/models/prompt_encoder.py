@@ -175,6 +175,28 @@ class PromptEncoder3D(nn.Module):
                 encoded = encoded + (labels == label)[..., None] * weight
         return encoded
 
+    def sparse_embeddings(
+        self, points: torch.Tensor | None, labels: torch.Tensor | None, batch: int
+    ) -> torch.Tensor:
+        """The points' embeddings ``(B, N+1, embed_dim)``, or ``(batch, 0, embed_dim)`` without
+        points (see :meth:`forward`)."""
+        if points is None:
+            return self.not_a_point_embed.weight.new_empty(batch, 0, self.embed_dim)
+        if labels is None or labels.shape != points.shape[:2]:
+            raise ValueError("labels must be given with points, shaped (B, N)")
+        return self._embed_points(points, labels)
+
+    @property
+    def mask_projection(self) -> nn.Conv3d:
+        """The mask path's last layer: a 1×1×1 convolution of :meth:`mask_features` to the
+        dense embedding."""
+        return cast(nn.Conv3d, self.mask_downscaling[-1])
+
+    def mask_features(self, masks: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, *mask_input_size)`` logits → ``(B, mask_in_chans, G0, G1, G2)``: the mask path
+        before :attr:`mask_projection` (the dense embedding is that projection of these)."""
+        return self.mask_downscaling[:-1](masks)
+
     def forward(
         self,
         points: torch.Tensor | None,
@@ -195,12 +217,7 @@ class PromptEncoder3D(nn.Module):
             dense ``(B, embed_dim, G0, G1, G2)``.
         """
         batch = _batch_size(points, masks)
-        if points is not None:
-            if labels is None or labels.shape != points.shape[:2]:
-                raise ValueError("labels must be given with points, shaped (B, N)")
-            sparse = self._embed_points(points, labels)
-        else:
-            sparse = self.not_a_point_embed.weight.new_empty(batch, 0, self.embed_dim)
+        sparse = self.sparse_embeddings(points, labels, batch)
         if masks is not None:
             dense = self.mask_downscaling(masks)
         else:

@@ -13,7 +13,7 @@ from torch import nn
 from ..attention import AttentionConfig
 from ..attention.backends import Backend
 from .image_encoder import EncoderAttention, ImageEncoderViT3D
-from .mask_decoder import MaskDecoder3D
+from .mask_decoder import DecoderImageCache, MaskDecoder3D
 from .precision import PrecisionChoice, PrecisionError, check_precision, convert_encoder
 from .prompt_encoder import BOX_HIGH_CORNER, BOX_LOW_CORNER, PromptEncoder3D
 from .text_reference import NO_TEXT_PATH, NoTextPath, TextReference, TextReferenceConfig
@@ -246,6 +246,7 @@ class Sam3D(nn.Module):
         labels: torch.Tensor | None,
         mask_input: torch.Tensor | None,
         multimask: bool = False,
+        image_cache: DecoderImageCache | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompt encoder and mask decoder on a cached embedding.
 
@@ -259,6 +260,8 @@ class Sam3D(nn.Module):
                 None for an all-zero mask, which is what the released models were evaluated with
                 on a first click (model.md §8 item 6).
             multimask: return the three multimask outputs instead of the single mask.
+            image_cache: from :meth:`decoder_image_cache` for this embedding, or None; used
+                where it still applies (same embedding and weights, no gradient), else ignored.
 
         Returns:
             logits ``(B, 1 or 3, 32, 32, 32)`` and predicted IoU ``(B, 1 or 3)``.
@@ -273,13 +276,29 @@ class Sam3D(nn.Module):
                 f"mask_input must be (B, {expected_mask}), got {tuple(mask_input.shape)}"
             )
         mask_input = mask_input.to(device=self.device, dtype=self.dtype)
-        sparse, dense = self.prompt_encoder(points, labels, mask_input)
-        return self.mask_decoder(
-            embedding.to(device=self.device, dtype=self.dtype),
-            self.prompt_encoder.get_dense_pe(),
-            sparse,
-            dense,
-            multimask,
+        embedding = embedding.to(device=self.device, dtype=self.dtype)
+        image_pe, encoder = self.prompt_encoder.get_dense_pe(), self.prompt_encoder
+        projection, first = encoder.mask_projection, None
+        if image_cache is not None and self.mask_decoder.cache_serves(
+            image_cache, embedding, image_pe, projection
+        ):
+            sparse = encoder.sparse_embeddings(points, labels, mask_input.shape[0])
+            features = encoder.mask_features(mask_input)
+            dense = projection(features)
+            first = self.mask_decoder.first_projections(image_cache, features, projection)
+        else:
+            sparse, dense = encoder(points, labels, mask_input)
+        return self.mask_decoder(embedding, image_pe, sparse, dense, multimask, first)
+
+    def decoder_image_cache(self, embedding: torch.Tensor) -> DecoderImageCache | None:
+        """What :meth:`decode` can reuse on every click on ``embedding`` ``(1, 384, 8, 8, 8)``
+        (:class:`DecoderImageCache`: about a fifth of the transformer's products), or None
+        where it does not apply (the reference path, adapted projections). Pass it as
+        ``image_cache`` while the embedding and the weights stay as they are."""
+        embedding = embedding.to(device=self.device, dtype=self.dtype)
+        encoder = self.prompt_encoder
+        return self.mask_decoder.image_cache(
+            embedding, encoder.get_dense_pe(), encoder.mask_projection
         )
 
     def _check_points(

@@ -3,11 +3,23 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
 
 from ..attention import AttentionConfig, attend
 from .common import MLPBlock, linear
+
+
+class ImageProjections(NamedTuple):
+    """A two-way block's three products of the image tokens, each ``(B, N, internal)``: the
+    token → image attention's keys (of image + positional encoding) and values (of the image),
+    the image → token attention's queries (of image + positional encoding)."""
+
+    token_to_image_keys: torch.Tensor
+    values: torch.Tensor
+    image_to_token_queries: torch.Tensor
 
 
 class DecoderAttention(nn.Module):
@@ -37,12 +49,28 @@ class DecoderAttention(nn.Module):
         """``(B, N, heads·c)`` -> ``(B, heads, N, c)``."""
         return x.reshape(x.shape[0], x.shape[1], self.num_heads, -1).transpose(1, 2)
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Args: q ``(B, Nq, dim)``, k and v ``(B, Nk, dim)``. Returns ``(B, Nq, dim)``."""
+    def forward(
+        self,
+        q: torch.Tensor | None,
+        k: torch.Tensor | None,
+        v: torch.Tensor | None,
+        projected: dict[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Args: q ``(B, Nq, dim)``, k and v ``(B, Nk, dim)``; ``projected``: any of "q", "k",
+        "v" already through its projection, ``(B, N, internal)`` (that input may be None).
+        Returns ``(B, Nq, dim)``."""
         plain = self.plain
-        heads_q = self._split_heads(linear(self.q_proj, q, plain=plain))
-        heads_k = self._split_heads(linear(self.k_proj, k, plain=plain))
-        heads_v = self._split_heads(linear(self.v_proj, v, plain=plain))
+        projected = projected or {}
+        heads_q, heads_k, heads_v = (
+            self._split_heads(
+                projected[name] if name in projected else linear(layer, x, plain=plain)
+            )
+            for name, layer, x in (
+                ("q", self.q_proj, q),
+                ("k", self.k_proj, k),
+                ("v", self.v_proj, v),
+            )
+        )
         if not plain and _few_keys_applies(heads_q, heads_k, self.config):
             out = _attend_few_keys(heads_q, heads_k, heads_v)
         else:
@@ -115,9 +143,11 @@ class TwoWayAttentionBlock3D(nn.Module):
         query_pe: torch.Tensor,
         key_pe: torch.Tensor,
         prompt: torch.Tensor | None = None,
+        image_projections: ImageProjections | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Args: queries/query_pe ``(B, T, dim)``, keys/key_pe ``(B, N, dim)``; prompt
-        ``(B, P, dim)``, the prompt tokens, for the hyper-prompting adapter."""
+        ``(B, P, dim)``, the prompt tokens, for the hyper-prompting adapter;
+        ``image_projections``: this block's products of the image tokens, already computed."""
         if self.skip_first_layer_pe:
             queries = self.self_attn(queries, queries, queries)
         else:
@@ -126,15 +156,25 @@ class TwoWayAttentionBlock3D(nn.Module):
         queries = self.norm1(queries)
 
         # keys change only at the end of the block: keys + key_pe serves both cross-attentions.
-        k = keys + key_pe
-        queries = self.norm2(queries + self.cross_attn_token_to_image(queries + query_pe, k, keys))
+        k = keys + key_pe if image_projections is None else None
+        token_to_image, image_to_token = (
+            ({}, {})
+            if image_projections is None
+            else (
+                {"k": image_projections.token_to_image_keys, "v": image_projections.values},
+                {"q": image_projections.image_to_token_queries},
+            )
+        )
+        queries = self.norm2(
+            queries + self.cross_attn_token_to_image(queries + query_pe, k, keys, token_to_image)
+        )
         mlp_out = self.mlp(queries)
         if self.mlp_adapter is not None:
             mlp_out = mlp_out + self.mlp_adapter_scale * self.mlp_adapter(queries)
         queries = self.norm3(queries + mlp_out)
 
         q = queries + query_pe
-        keys = self.norm4(keys + self.cross_attn_image_to_token(k, q, queries))
+        keys = self.norm4(keys + self.cross_attn_image_to_token(k, q, queries, image_to_token))
         if self.hyper_adapter is not None and prompt is not None and prompt.shape[1]:
             keys = self.hyper_adapter(keys, prompt)
         return queries, keys
@@ -177,12 +217,15 @@ class TwoWayTransformer3D(nn.Module):
         image_pe: torch.Tensor,
         tokens: torch.Tensor,
         prompt: torch.Tensor | None = None,
+        first_projections: ImageProjections | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Args:
             image: ``(B, dim, G0, G1, G2)`` embedding plus dense prompt.
             image_pe: ``(B, dim, G0, G1, G2)``.
             tokens: ``(B, T, dim)`` output tokens followed by prompt tokens.
             prompt: ``(B, P, dim)`` the prompt tokens alone, for hyper-prompting adapters.
+            first_projections: the first block's products of ``image`` (and ``image_pe``),
+                computed by the caller (:meth:`MaskDecoder3D.forward`), or None.
 
         Returns:
             tokens ``(B, T, dim)`` and image ``(B, G0·G1·G2, dim)``, both processed.
@@ -191,7 +234,8 @@ class TwoWayTransformer3D(nn.Module):
         keys = image.flatten(2).transpose(1, 2).contiguous()
         key_pe = image_pe.flatten(2).transpose(1, 2).contiguous()
         queries = tokens
-        for layer in self.layers:
-            queries, keys = layer(queries, keys, tokens, key_pe, prompt)
+        for index, layer in enumerate(self.layers):
+            projections = first_projections if index == 0 else None
+            queries, keys = layer(queries, keys, tokens, key_pe, prompt, projections)
         attended = self.final_attn_token_to_image(queries + tokens, keys + key_pe, keys)
         return self.norm_final_attn(queries + attended), keys

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ..geometry import Crop
+from ..models.mask_decoder import DecoderImageCache
 from ..models.sam3d import Sam3D
 from ..models.text_reference import TEXT_EMBED_DIM, CropFeatures
 
@@ -23,6 +24,7 @@ class ModelPredictor:
     def __init__(self, model: Sam3D) -> None:
         model.check_weights_loaded()
         self.model = model
+        self._image_cache: DecoderImageCache | None = None
 
     @property
     def accepts_box_corners(self) -> bool:
@@ -95,17 +97,35 @@ class ModelPredictor:
         labels: np.ndarray,
         mask_input: Any,
     ) -> np.ndarray:
-        """Logits ``(32, 32, 32)`` float32 (see :meth:`Predictor.decode`)."""
+        """Logits ``(32, 32, 32)`` float32 (see :meth:`Predictor.decode`).
+
+        The decoder's products of the last embedding decoded are kept for the next click on it
+        (:meth:`Sam3D.decoder_image_cache`): ``embedding`` is read as :meth:`encode` returned
+        it, never changed in place.
+        """
         device = self.model.device
         with torch.inference_mode():
             mask = None
             if mask_input is not None:
                 mask = torch.as_tensor(mask_input, device=device).reshape(1, 1, 32, 32, 32)
+            # An embedding cached before the model moved (e.g. to the CPU) follows it.
+            embedding = embedding.to(device=device, dtype=self.model.dtype)
             logits, _ = self.model.decode(
-                # An embedding cached before the model moved (e.g. to the CPU) follows it.
-                embedding.to(device),
+                embedding,
                 torch.as_tensor(points, dtype=torch.float32, device=device)[None],
                 torch.as_tensor(labels, dtype=torch.long, device=device)[None],
                 mask,
+                image_cache=self._image_cache_for(embedding),
             )
         return logits[0, 0].float().cpu().numpy()
+
+    def _image_cache_for(self, embedding: torch.Tensor) -> DecoderImageCache | None:
+        """The decoder's cache for ``embedding``: the last one if it still serves (same
+        embedding and weights), else a new one; one embedding at a time (a crop's clicks)."""
+        cache = self._image_cache
+        decoder, encoder = self.model.mask_decoder, self.model.prompt_encoder
+        if cache is None or not decoder.cache_serves(
+            cache, embedding, encoder.get_dense_pe(), encoder.mask_projection
+        ):
+            cache = self._image_cache = self.model.decoder_image_cache(embedding)
+        return cache
