@@ -17,6 +17,8 @@ runs: not the next mouse event, not the engine's result, not the other views' fr
   asks every view for a frame (four renders per mouse move, four more per click, while the click
   waits for the loop and the engine for the cores). The other views' frames wait until the page
   is idle (:class:`RenderFocus`); the engine's result, written a moment later, renders them anyway.
+- The click's own frame (its point placed) waits up to 150 ms for the engine's result: one
+  render shows both, and the engine has the cores to itself meanwhile.
 - Of the frames one change asks for (the engine's result shows in every view), the view last
   under the mouse renders and is sent first: the others wait until its frame is out, as the
   loop would otherwise render them all before the encoded frames are sent.
@@ -59,6 +61,9 @@ FOCUSED_EVENTS = ("MouseMoveEvent", "LeftButtonPressEvent", "LeftButtonReleaseEv
                   "EnterEvent", "LeaveEvent")  # fmt: skip
 # Deferred frames are checked this often until the page is idle.
 DEFERRED_CHECK_S = 0.25
+# A click's own frame (the point it placed) waits this long for the engine's result, so that
+# one render shows both, and no render takes a core from the engine meanwhile.
+PLACED_POINT_WAIT_S = 0.15
 # Work held back for the page's first image starts this long after its first frame is sent
 # (the other views' first frames go out meanwhile), or this long after the server is ready if
 # no tab has shown one.
@@ -141,6 +146,7 @@ class _Activity:
 
     def __init__(self) -> None:
         self.focused: Any = None
+        self.clicking = False  # the focused event is a button's (placing a point)
         self.last: _FocusedRender | None = None
         self.last_event = 0.0
         self.busy: Callable[[], bool] = lambda: False
@@ -158,12 +164,13 @@ class _Activity:
     def focus_on(self, render: _FocusedRender) -> Callable[..., None]:
         """An interactor observer: while its event is handled, only ``render``'s view renders."""
 
-        def observer(*_: Any) -> None:
+        def observer(_interactor: Any, event: str) -> None:
             loop = _running_loop()
             if loop is None:
                 return
             self.last_event = time.monotonic()
             self.focused, self.last = render.abstract_view, render
+            self.clicking = event in ("LeftButtonPressEvent", "LeftButtonReleaseEvent")
             loop.call_soon(self._unfocus)  # the event is handled synchronously, before this
 
         return observer
@@ -242,6 +249,7 @@ class _FocusedRender(ScheduledRenderStrategy):
         self.inner = inner
         self._scheduler = getattr(inner, "_scheduler", None)  # trame-rca's frame scheduler
         self.awaited = False  # a frame was asked for and is not sent yet
+        self.held: asyncio.TimerHandle | None = None  # a click's frame, waiting
 
     def set_abstract_view(self, abstract_view: Any) -> None:
         super().set_abstract_view(abstract_view)
@@ -251,6 +259,18 @@ class _FocusedRender(ScheduledRenderStrategy):
         if ACTIVITY.defers(self):
             return
         ACTIVITY.rendered(self)
+        loop = _running_loop()
+        if ACTIVITY.clicking and ACTIVITY.focused is self.abstract_view and loop is not None:
+            if self.held is None:  # the click's own frame waits for the engine's result
+                self.held = loop.call_later(PLACED_POINT_WAIT_S, self._release_held)
+            return
+        if self.held is not None:  # this frame shows the click's point too
+            self.held.cancel()
+            self.held = None
+        ACTIVITY.in_turn(self)
+
+    def _release_held(self) -> None:
+        self.held = None
         ACTIVITY.in_turn(self)
 
     def did_render(self) -> None:
