@@ -32,6 +32,27 @@ DATA = SHARED / "data"
 # -- worker -----------------------------------------------------------------------------------
 
 
+def test_each_job_end_is_told_on_the_worker_thread_before_any_poll():
+    """The page wakes its polling task from there: the result is collected as the job ends,
+    not at the next poll (a failing job too)."""
+    told = []
+    ended = threading.Event()
+
+    def finished():
+        told.append(threading.current_thread().name)
+        ended.set()
+
+    worker = Worker(on_finished=finished)
+    worker.submit(lambda report: 1)
+    assert ended.wait(10) and told == ["FastSAM3D worker"]
+    ended.clear()
+    worker.submit(lambda report: 1 / 0, on_error=lambda error: None)
+    assert ended.wait(10) and len(told) == 2
+    assert worker.pending == 2, "told before poll() handed the results back"
+    assert worker.poll(1) == 2
+    assert worker.shutdown()
+
+
 def test_jobs_run_in_order_on_one_thread_and_results_arrive_on_poll():
     worker = Worker()
     threads, results = [], []
@@ -269,13 +290,14 @@ def test_a_source_checkout_installs_the_core_and_a_module_without_it_says_to_rei
 def test_a_bundled_engine_needs_only_its_missing_dependencies(tmp_path):
     (tmp_path / "fastsam3d_core").mkdir()
     (tmp_path / "fastsam3d_core" / "__init__.py").write_text("")
-    lookup = versions(torch="2.13.0", numpy="2.1", scipy="1.14", threadpoolctl="3.5")
+    lookup = versions(torch="2.13.0", numpy="2.1", scipy="1.14", threadpoolctl="3.5",
+                      safetensors="0.4")  # fmt: skip
     assert install.missing_packages(lookup, tmp_path) == ["platformdirs", "SimpleITK"]
     steps = install.plan_installation("py", lookup, module_dir=tmp_path)
     assert [s.command for s in steps] == [
         ("py", "-m", "pip", "install", "--no-input", "platformdirs>=3", "SimpleITK>=2.2")
     ]
-    names = ("numpy", "scipy", "SimpleITK", "platformdirs", "threadpoolctl")
+    names = ("numpy", "scipy", "SimpleITK", "platformdirs", "threadpoolctl", "safetensors")
     everything = versions(torch="2.13.0", **{name: "1" for name in names})
     assert install.plan_installation("py", everything, module_dir=tmp_path) == []
     assert not install.bundled_core(REPO / "FastSAM3DSlicer")
@@ -283,7 +305,8 @@ def test_a_bundled_engine_needs_only_its_missing_dependencies(tmp_path):
 
 def test_the_remote_server_device_installs_onnxruntime_and_no_torch(tmp_path):
     no_torch = versions(
-        numpy="2.1", scipy="1.14", SimpleITK="2.4", platformdirs="4", threadpoolctl="3.5"
+        numpy="2.1", scipy="1.14", SimpleITK="2.4", platformdirs="4", threadpoolctl="3.5",
+        safetensors="0.4",
     )
     # From a source checkout: the core without its declared dependencies (torch is one).
     assert install.missing_packages(no_torch, remote=True) == ["fastsam3d-core", "onnxruntime"]
@@ -297,10 +320,11 @@ def test_the_remote_server_device_installs_onnxruntime_and_no_torch(tmp_path):
     (tmp_path / "fastsam3d_core" / "__init__.py").write_text("")
     bare = versions(numpy="2.1")
     assert install.missing_packages(bare, tmp_path, remote=True) == [
-        "platformdirs", "SimpleITK", "scipy", "threadpoolctl", "onnxruntime"
+        "platformdirs", "SimpleITK", "scipy", "threadpoolctl", "safetensors", "onnxruntime"
     ]  # fmt: skip
     everything = versions(onnxruntime="1.20", **{k: "1" for k in ("numpy", "scipy")},
-                          SimpleITK="2.4", platformdirs="4", threadpoolctl="3.5")  # fmt: skip
+                          SimpleITK="2.4", platformdirs="4", threadpoolctl="3.5",
+                          safetensors="0.4")  # fmt: skip
     assert install.plan_installation("py", everything, module_dir=tmp_path, remote=True) == []
     assert install.missing_packages(everything, tmp_path) == ["torch"], "a local device needs it"
 

@@ -30,7 +30,10 @@ class EngineBase:
         self.pollWaitSeconds = POLL_WAIT_S
         self._observer = observer if observer is not None else EngineObserver()
         self.status = "No model loaded"
-        self._worker = Worker(self._onProgress, self._onJobError, self._observer.busyChanged)
+        # An observer written before jobFinishedOnWorker existed (duck-typed) has none.
+        finished = getattr(self._observer, "jobFinishedOnWorker", None)
+        self._worker = Worker(self._onProgress, self._onJobError, self._observer.busyChanged,
+                              on_finished=finished)  # fmt: skip
 
     @property
     def observer(self) -> EngineObserver:

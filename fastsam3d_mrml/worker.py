@@ -100,10 +100,13 @@ class Worker:
         on_error: Callable[[BaseException], None] | None = None,
         on_busy: Callable[[bool], None] | None = None,
         name: str = "FastSAM3D worker",
+        on_finished: Callable[[], None] | None = None,
     ) -> None:
         self.on_progress = on_progress
         self.on_error = on_error
         self.on_busy = on_busy
+        # Called on the worker thread as each job ends (its result queued for poll()).
+        self.on_finished = on_finished
         self._busy = False  # as on_busy was last told
         self._jobs: queue.Queue[Any] = queue.Queue()
         self._events: queue.Queue[_Finished | _Progress] = queue.Queue()
@@ -253,6 +256,8 @@ class Worker:
                 self._events.put(_Finished(job, value=job.function(report)))
             except BaseException as error:  # handed to the main thread, never swallowed
                 self._events.put(_Finished(job, error=error))  # keeps its __traceback__
+            if self.on_finished is not None:
+                self.on_finished()
 
 
 # -- what lives on the worker thread -------------------------------------------------------------

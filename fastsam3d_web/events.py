@@ -62,6 +62,9 @@ class PageEvents(EngineObserver):
         with contextlib.suppress(RuntimeError):  # the loop closed: nothing waits any more
             loop.call_soon_threadsafe(wake.set)  # wakes the loop if it sleeps
 
+    def jobFinishedOnWorker(self) -> None:
+        self.resultsPending()  # thread-safe: the polling task wakes as the engine's job ends
+
     def segmentsChanged(self) -> None:
         """The segment selector's and the segment list's items (names, colours, shown)."""
         self.state.segments = segment_items(self.page.logic)
