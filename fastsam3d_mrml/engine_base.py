@@ -30,7 +30,10 @@ class EngineBase:
         self.pollWaitSeconds = POLL_WAIT_S
         self._observer = observer if observer is not None else EngineObserver()
         self.status = "No model loaded"
-        # An observer written before jobFinishedOnWorker existed (duck-typed) has none.
+        # Optional, and not one of EngineObserver's events (those run on the scene's thread):
+        # an observer's ``jobFinishedOnWorker()`` is called on the WORKER thread as each job
+        # ends, so a front end that can be woken from any thread (the page's event loop)
+        # collects the result at once. Slicer's panel has none: its timer collects.
         finished = getattr(self._observer, "jobFinishedOnWorker", None)
         self._worker = Worker(self._onProgress, self._onJobError, self._observer.busyChanged,
                               on_finished=finished)  # fmt: skip

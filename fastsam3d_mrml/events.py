@@ -45,11 +45,6 @@ class EngineObserver:
         inside that call.
         """
 
-    def jobFinishedOnWorker(self) -> None:
-        """A job ended: called on the WORKER thread, at once, so that a front end which can be
-        woken from any thread (the page's event loop) collects the result now rather than at
-        its next poll. Must be thread-safe and quick; Slicer's timer needs nothing here."""
-
     def segmentsChanged(self) -> None:
         """Segments were added, removed, renamed, recoloured, shown or hidden, or the current
         segment changed."""

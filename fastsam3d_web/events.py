@@ -63,7 +63,9 @@ class PageEvents(EngineObserver):
             loop.call_soon_threadsafe(wake.set)  # wakes the loop if it sleeps
 
     def jobFinishedOnWorker(self) -> None:
-        self.resultsPending()  # thread-safe: the polling task wakes as the engine's job ends
+        """Called by the engine on its worker thread as a job ends (see EngineBase): the
+        polling task wakes now (:meth:`resultsPending` is thread-safe)."""
+        self.resultsPending()
 
     def segmentsChanged(self) -> None:
         """The segment selector's and the segment list's items (names, colours, shown)."""
