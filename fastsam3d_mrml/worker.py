@@ -28,6 +28,7 @@ starts its worker before they are installed): the core is imported when a sessio
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -257,7 +258,10 @@ class Worker:
             except BaseException as error:  # handed to the main thread, never swallowed
                 self._events.put(_Finished(job, error=error))  # keeps its __traceback__
             if self.on_finished is not None:
-                self.on_finished()
+                try:
+                    self.on_finished()
+                except Exception:  # a front end's hook must never stop the worker thread
+                    logging.exception("FastSAM3D: the job-finished hook failed")
 
 
 # -- what lives on the worker thread -------------------------------------------------------------
