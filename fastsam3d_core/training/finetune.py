@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -17,7 +18,7 @@ from .data import TrainingCase
 from .loop import LoopConfig, Ranks, case_of, train
 from .objectives import InteractiveObjective
 from .observer import TrainingObserver
-from .settings import check_prompts
+from .settings import FinetuneSettings, check_prompts
 from .validation import BestState, Evaluation, ValidationPlan
 
 PROTOCOL_CLICKS = 10  # the paper's: Dice after 1, 3, 5 and 10 clicks
@@ -126,6 +127,26 @@ def with_box_dice(clicks: Evaluation, box: float, base: Evaluation | None = None
         worse = clicks.score < base.details["click_score"] or box < base.details["box_alone_dice"]
         score = min(score, base.score) if worse else score
     return Evaluation(score, clicks.empty, details)
+
+
+def finetune_loop_config(settings: FinetuneSettings, samples: int, run: dict) -> LoopConfig:
+    """The training loop's configuration of a fine-tuning run over ``samples`` samples (what
+    ``--epochs`` counts); ``run`` identifies the run a saved state belongs to."""
+    steps = settings.steps
+    if settings.epochs is not None:
+        steps = math.ceil(settings.epochs * samples / settings.batch_size)
+    return LoopConfig(
+        steps=steps,
+        learning_rate=settings.learning_rate,
+        batch_size=settings.batch_size,
+        accumulation=settings.accumulation,
+        seed=settings.seed,
+        checkpoint=settings.output.with_name(settings.output.name + ".state"),
+        checkpoint_every=settings.checkpoint_every,
+        warmup_steps=settings.warmup,
+        clip_norm=settings.clip_norm or None,
+        run=run,
+    )
 
 
 class NotImprovedError(ValueError):

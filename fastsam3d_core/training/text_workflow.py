@@ -9,7 +9,6 @@ computed once (with its synonyms'), and each tile's encoder outputs once.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from ..models.text_reference import attach_text_reference
 from ..weights.recipe import ModelRecipe
 from ..weights.text_bank import TextBank, build_bank
 from .data import find_cases
-from .finetune import LOSS, NotImprovedError
+from .finetune import LOSS, NotImprovedError, finetune_loop_config
 from .loop import LoopConfig, Ranks, case_of, process_group, remove_state, train, write_metrics
 from .observer import TrainingObserver
 from .settings import FinetuneSettings
@@ -153,20 +152,10 @@ def _train(model, training, held_out, bank, settings, ranks: Ranks, observer, lo
 
 
 def _config(settings: FinetuneSettings, training, base_sha256: str, samples: int) -> LoopConfig:
-    steps = settings.steps
-    if settings.epochs is not None:
-        steps = math.ceil(settings.epochs * samples / settings.batch_size)
-    return LoopConfig(
-        steps=steps,
-        learning_rate=settings.learning_rate,
-        batch_size=settings.batch_size,
-        accumulation=settings.accumulation,
-        seed=settings.seed,
-        checkpoint=settings.output.with_name(settings.output.name + ".state"),
-        checkpoint_every=settings.checkpoint_every,
-        warmup_steps=settings.warmup,
-        clip_norm=settings.clip_norm or None,
-        run={"command": "finetune --text", "model": settings.model, "base_sha256": base_sha256,
+    return finetune_loop_config(
+        settings,
+        samples,
+        {"command": "finetune --text", "model": settings.model, "base_sha256": base_sha256,
              "cases": [case.name for case in training], "clicks": settings.clicks,
              "loss": LOSS, "synonyms": sorted(settings.synonyms),
              "text_model": settings.text_model, "validate_every": settings.validate_every},

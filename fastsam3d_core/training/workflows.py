@@ -9,7 +9,6 @@ settings gets the same files. They print nothing: what they report goes to a
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -30,6 +29,7 @@ from .finetune import (
     FinetuneOutcome,
     NotImprovedError,
     ValidationSettings,
+    finetune_loop_config,
     finetune_validated,
 )
 from .loop import LoopConfig, Ranks, process_group, remove_state, write_metrics
@@ -136,20 +136,10 @@ def _finetune_config(
     settings: FinetuneSettings, training: list[str], base_sha256: str, label: str | None
 ) -> LoopConfig:
     """The loop's configuration; ``run`` identifies the run a saved state belongs to."""
-    steps = settings.steps
-    if settings.epochs is not None:
-        steps = math.ceil(settings.epochs * len(training) / settings.batch_size)
-    return LoopConfig(
-        steps=steps,
-        learning_rate=settings.learning_rate,
-        batch_size=settings.batch_size,
-        accumulation=settings.accumulation,
-        seed=settings.seed,
-        checkpoint=settings.output.with_name(settings.output.name + ".state"),
-        checkpoint_every=settings.checkpoint_every,
-        warmup_steps=settings.warmup,
-        clip_norm=settings.clip_norm or None,
-        run={"command": "finetune", "model": settings.model, "base_sha256": base_sha256,
+    return finetune_loop_config(
+        settings,
+        len(training),
+        {"command": "finetune", "model": settings.model, "base_sha256": base_sha256,
              "label": label, "cases": training, "clicks": settings.clicks, "loss": LOSS,
              "validate_every": settings.validate_every,
              "validation_clicks": settings.validation_clicks,
