@@ -235,6 +235,44 @@ def chromium_browser():
             browser.close()
 
 
+# -- the engine on a real MRML scene (slicer-core, imported by the fixtures that need it) ------
+
+
+@pytest.fixture
+def scene():
+    """A new MRML scene (slicer-core) with the segmentation converters registered; skips
+    without slicer-core."""
+    slicer = pytest.importorskip(
+        "slicer", reason="needs the slicer-core wheel (pip install '.[test]')"
+    )
+    from fastsam3d_mrml import mrml_io
+
+    mrml_io.ensure_segmentation_converters()
+    return slicer.vtkMRMLScene()
+
+
+@pytest.fixture
+def make_logic(scene):
+    """``make(predictor, volume_node, **options)``: the engine's logic on ``scene`` with a
+    recording observer (Testing/engine_recorder.py), its inputs set and settled; ``options`` go
+    to the logic. Every logic made is cleaned up after the test."""
+    from engine_recorder import TIMEOUT_S, recorded_logic
+
+    logics = []
+
+    def make(predictor, volume_node, **options):
+        logic = recorded_logic(scene, **options)
+        logic.setPredictor(predictor)
+        logic.setInputs(volume_node)
+        assert logic.waitForIdle(TIMEOUT_S)
+        logics.append(logic)
+        return logic
+
+    yield make
+    for logic in logics:
+        logic.cleanup()
+
+
 def session_mask(volume, model, clicks) -> np.ndarray:
     """The core session's mask after these ``(voxel index (i, j, k), positive)`` clicks, in
     order: what every front end must give for the same clicks."""

@@ -30,8 +30,6 @@ from fastsam3d_core.io.dicom_source import dicom_series_of  # noqa: E402
 PACS_SERIES = DATA / "totalseg_ct/example_ct_dicom_pacs"
 pytestmark = pytest.mark.skipif(not PACS_SERIES.is_dir(), reason=f"{PACS_SERIES} not found")
 BALL_MM = 25.0
-# The engine tests' fixtures: a MRML scene, logics with a recording observer.
-scene, make_logic = test_slicer_logic.scene, test_slicer_logic.make_logic
 
 
 def ball_labels(volume: Volume, centres_ijk: list, radius_mm: float = BALL_MM) -> Volume:

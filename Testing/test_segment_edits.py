@@ -8,44 +8,16 @@ import pytest
 from test_slicer_logic import (
     CT_IMAGE,
     CT_LABEL,
-    TIMEOUT_S,
     current_mask,
     deepest_ras,
-    mrml_io,
     place,
     read_volume_node,
-    recorded_logic,
     segment_on_volume_grid,
     settle,
-    slicer,
 )
 
 from fastsam3d_core.io import read_volume
 from fastsam3d_core.session import OraclePredictor
-
-
-@pytest.fixture
-def scene():
-    mrml_io.ensure_segmentation_converters()
-    return slicer.vtkMRMLScene()
-
-
-@pytest.fixture
-def make_logic(scene):
-    """make(predictor, volume node): a settled logic with a recorder (see test_slicer_logic)."""
-    logics = []
-
-    def make(predictor, volume_node):
-        logic = recorded_logic(scene)
-        logic.setPredictor(predictor)
-        logic.setInputs(volume_node)
-        assert logic.waitForIdle(TIMEOUT_S)
-        logics.append(logic)
-        return logic
-
-    yield make
-    for logic in logics:
-        logic.cleanup()
 
 
 def two_segments(scene, make_logic):

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 from test_slicer_logic import TIMEOUT_S, deepest_ras, place
-from test_slicer_mrml import CT_IMAGE, CT_LABEL, DATA, read_volume_node, slicer
+from test_slicer_mrml import CT_IMAGE, CT_LABEL, DATA, read_volume_node
 
 from fastsam3d_core.io import read_volume
 from fastsam3d_mrml.events import EngineObserver
@@ -33,12 +33,6 @@ ROUNDS = 3
 # What the issue asks: within 1.5x of free-running, and the GUI never blocked over 100 ms.
 MAX_SLOWDOWN = 1.5
 MAX_BLOCKED_S = 0.100
-
-
-@pytest.fixture
-def scene():
-    mrml_io.ensure_segmentation_converters()
-    return slicer.vtkMRMLScene()
 
 
 class SlicerMainLoop(EngineObserver):

@@ -34,75 +34,14 @@ from fastsam3d_core.geometry import crop_grid_around
 from fastsam3d_core.geometry.paste import footprint_box
 from fastsam3d_core.io import read_segmentation, read_volume
 from fastsam3d_core.session import OraclePredictor
-from fastsam3d_mrml.events import EngineObserver
 
 # test_slicer_mrml put the module's folder on sys.path (and skipped without slicer-core).
 mrml_io = pytest.importorskip("fastsam3d_mrml.mrml_io")
-InteractiveSegmentationLogic = pytest.importorskip(
-    "fastsam3d_mrml.logic"
-).InteractiveSegmentationLogic
+# The engine's logic with a recording observer (engine_recorder.py); `scene` and `make_logic`
+# are conftest's fixtures. Other test files import these names from here too.
+from engine_recorder import TIMEOUT_S, recorded_logic  # noqa: E402
 
-TIMEOUT_S = 120
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"test scans not found at {DATA}")
-
-
-class Recorder(EngineObserver):
-    """What a front end would show: every event the logic sends, in order."""
-
-    def __init__(self) -> None:
-        self.logic = None
-        self.errors: list[BaseException] = []
-        self.statuses: list[str] = []
-        self.busy: list[bool] = []
-        self.suggestions: list = []
-        self.segments_shown: list = []  # the current segment at each segmentsChanged
-
-    def errorOccurred(self, error: BaseException) -> None:
-        self.errors.append(error)
-
-    def statusChanged(self, message: str) -> None:
-        self.statuses.append(message)
-
-    def busyChanged(self, busy: bool) -> None:
-        self.busy.append(busy)
-
-    def suggestionReady(self, pointRas) -> None:
-        self.suggestions.append(pointRas)
-
-    def segmentsChanged(self) -> None:
-        self.segments_shown.append(self.logic.currentSegmentId)
-
-
-def recorded_logic(scene, **options):
-    """A logic with a :class:`Recorder`; ``logic.errors`` is the recorder's list."""
-    recorder = Recorder()
-    logic = InteractiveSegmentationLogic(scene, observer=recorder, **options)
-    recorder.logic = logic
-    logic.errors = recorder.errors
-    return logic
-
-
-@pytest.fixture
-def scene():
-    mrml_io.ensure_segmentation_converters()
-    return slicer.vtkMRMLScene()
-
-
-@pytest.fixture
-def make_logic(scene):
-    logics = []
-
-    def make(predictor, volume_node, **options):
-        logic = recorded_logic(scene, **options)
-        logic.setPredictor(predictor)
-        logic.setInputs(volume_node)
-        assert logic.waitForIdle(TIMEOUT_S)
-        logics.append(logic)
-        return logic
-
-    yield make
-    for logic in logics:
-        logic.cleanup()
 
 
 def deepest_ras(labels: Volume, value: int | None = None) -> np.ndarray:

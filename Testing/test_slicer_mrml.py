@@ -93,12 +93,6 @@ def segment_on_volume_grid(segmentation_node, segment_id: str, volume_node) -> n
     return array
 
 
-@pytest.fixture
-def scene():
-    mrml_io.ensure_segmentation_converters()
-    return slicer.vtkMRMLScene()
-
-
 # -- reading volumes --------------------------------------------------------------------------
 
 

@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from test_slicer_mrml import slicer  # skips without slicer-core; puts the module on sys.path
+import test_slicer_mrml  # noqa: F401 (skips without slicer-core; puts the module on sys.path)
 
 checks = pytest.importorskip("fastsam3d_mrml.checks")
 mrml_io = pytest.importorskip("fastsam3d_mrml.mrml_io")
-
-
-@pytest.fixture
-def scene():
-    mrml_io.ensure_segmentation_converters()
-    return slicer.vtkMRMLScene()
 
 
 def test_sphere_scenario_with_the_oracle_is_exact(scene):

@@ -13,12 +13,9 @@ from test_slicer_logic import (
     CT_LABEL,
     TIMEOUT_S,
     current_mask,
-    mrml_io,
     place,
     read_volume_node,
-    recorded_logic,
     settle,
-    slicer,
 )
 
 from fastsam3d_core.io import read_volume
@@ -26,29 +23,6 @@ from fastsam3d_core.session import OraclePredictor
 from fastsam3d_core.session.text_oracle import OracleTextPredictor
 
 SPLEEN, LIVER = 1, 5
-
-
-@pytest.fixture
-def scene():
-    mrml_io.ensure_segmentation_converters()
-    return slicer.vtkMRMLScene()
-
-
-@pytest.fixture
-def make_logic(scene):
-    logics = []
-
-    def make(predictor, volume_node):
-        logic = recorded_logic(scene)
-        logic.setPredictor(predictor)
-        logic.setInputs(volume_node)
-        assert logic.waitForIdle(TIMEOUT_S)
-        logics.append(logic)
-        return logic
-
-    yield make
-    for logic in logics:
-        logic.cleanup()
 
 
 def segment_names(logic) -> list[str]:
