@@ -8,6 +8,7 @@ import select
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -217,6 +218,39 @@ def line_within(process: subprocess.Popen, seconds: float) -> str:
         pending += chunk
     line, _, _unread[process.pid] = pending.partition(b"\n")
     return line.decode()
+
+
+@contextlib.contextmanager
+def running_web_page(arguments: list, folder: Path, log_name: str = "server.log"):
+    """The URL of ``fastsam3d web <arguments> --port <free port>`` run as a user starts it (a
+    subprocess on 127.0.0.1, in ``folder``, its output in ``folder/log_name``), once it listens;
+    stopped with Ctrl-C on leaving."""
+    port = free_port()
+    command = [str(Path(sys.executable).with_name("fastsam3d")), "web",
+               *[str(argument) for argument in arguments], "--port", str(port)]  # fmt: skip
+    with open(folder / log_name, "w") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=folder)
+        try:
+            wait_for_port(port, seconds=120, process=server)
+            yield f"http://127.0.0.1:{port}/"
+        finally:
+            interrupt(server, 30)
+
+
+@pytest.fixture
+def start_web_page(tmp_path: Path):
+    """``start(*arguments)``: the URL of a ``fastsam3d web`` started with these arguments (the
+    image and options, not ``--port``) for this test; the first one's output is in
+    ``tmp_path/server.log`` (the next ones' in server-2.log, ...). All stop after the test."""
+    with contextlib.ExitStack() as servers:
+        started = []
+
+        def start(*arguments) -> str:
+            started.append(arguments)
+            log_name = "server.log" if len(started) == 1 else f"server-{len(started)}.log"
+            return servers.enter_context(running_web_page(list(arguments), tmp_path, log_name))
+
+        yield start
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import chromium_browser, free_port, interrupt, wait_for_port
+from conftest import chromium_browser, free_port
 from test_slicer_mrml import CT_IMAGE, CT_LABEL
 
 from fastsam3d_core.examples import SPLEEN_LABEL, SPLEEN_POINT_RAS
@@ -35,24 +35,15 @@ CHANGED = 40  # a pixel changed if a channel moved by more than this (0-255)
 
 
 @pytest.fixture
-def web_server(request, tmp_path: Path):
-    """The URL of ``fastsam3d web`` on a free loopback port, holding at most 2 sessions; a
-    ``web_args`` marker adds options."""
+def web_server(request, start_web_page):
+    """The URL of ``fastsam3d web`` (conftest's start_web_page: a free loopback port, its output
+    in tmp_path/server.log) on the example CT with the oracle on the spleen, holding at most 2
+    sessions; a ``web_args`` marker adds options."""
     marker = request.node.get_closest_marker("web_args")
-    port = free_port()
     focus = ",".join(f"{v:.2f}" for v in SPLEEN_POINT_RAS)
-    command = [str(Path(sys.executable).with_name("fastsam3d")), "web", str(CT_IMAGE),
-               "--model", "oracle", "--truth", str(CT_LABEL), "--truth-value", str(SPLEEN_LABEL),
-               "--focus", focus, "--port", str(port),
-               "--sessions", "2", *(marker.args if marker else ())]  # fmt: skip
-    log = open(tmp_path / "server.log", "w")
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
-    try:
-        wait_for_port(port, seconds=120, process=server)
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        interrupt(server, 30)
-        log.close()
+    return start_web_page(CT_IMAGE, "--model", "oracle", "--truth", CT_LABEL,
+                          "--truth-value", SPLEEN_LABEL, "--focus", focus,
+                          "--sessions", "2", *(marker.args if marker else ()))  # fmt: skip
 
 
 @pytest.fixture

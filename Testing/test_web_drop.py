@@ -10,14 +10,12 @@ from __future__ import annotations
 import base64
 import io
 import shutil
-import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import free_port, interrupt, wait_for_port
 from test_dicom_series import DICOM_DIR
 from test_slicer_mrml import CT_IMAGE
 from test_web import (
@@ -160,7 +158,7 @@ def test_dropped_images_open_and_refused_zips_keep_the_image(web_server, browser
 
 
 @pytest.fixture
-def seeded_server(tmp_path: Path):
+def seeded_server(tmp_path: Path, start_web_page):
     """``fastsam3d web`` on the example CT with the seeded FastSAM3D on the CPU: its model
     loads and its first click encodes for a while, long enough to be seen."""
     torch = pytest.importorskip("torch")
@@ -169,17 +167,7 @@ def seeded_server(tmp_path: Path):
 
     weights = tmp_path / "fastsam3d-seeded.pth"
     torch.save({"model_state_dict": seeded_model("fastsam3d").state_dict()}, weights)
-    port = free_port()
-    command = [str(Path(sys.executable).with_name("fastsam3d")), "web", str(CT_IMAGE),
-               "--model", "fastsam3d", "--weights", str(weights), "--port", str(port)]  # fmt: skip
-    log = open(tmp_path / "server.log", "w")
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
-    try:
-        wait_for_port(port, seconds=120, process=server)
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        interrupt(server, 30)
-        log.close()
+    return start_web_page(CT_IMAGE, "--model", "fastsam3d", "--weights", weights)
 
 
 def test_the_first_encode_shows_progress_and_the_page_answers_meanwhile(seeded_server, browser):  # noqa: F811

@@ -5,13 +5,11 @@ that name in the page's segment list."""
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import chromium_browser, free_port, interrupt, seeded_model, wait_for_port
+from conftest import chromium_browser, seeded_model
 from test_slicer_mrml import CT_IMAGE
 
 pytest.importorskip("trame_slicer", reason="needs the web extra (pip install -e '.[web]')")
@@ -25,24 +23,13 @@ TIMEOUT_MS = 180_000
 
 
 @pytest.fixture
-def text_web_server(tmp_path: Path):
+def text_web_server(tmp_path: Path, start_web_page):
     from text_adapters import save_text_adapter
 
     weights = tmp_path / "seeded.pth"
     torch.save({"model_state_dict": seeded_model("fastsam3d").state_dict()}, weights)
     adapter = save_text_adapter(tmp_path / "text.pt")
-    port = free_port()
-    command = [str(Path(sys.executable).with_name("fastsam3d")), "web", str(CT_IMAGE),
-               "--weights", str(weights), "--adapter", str(adapter), "--port", str(port),
-               "--sessions", "1"]  # fmt: skip
-    log = open(tmp_path / "server.log", "w")
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
-    try:
-        wait_for_port(port, seconds=120, process=server)
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        interrupt(server, 30)
-        log.close()
+    return start_web_page(CT_IMAGE, "--weights", weights, "--adapter", adapter, "--sessions", "1")
 
 
 def test_a_name_typed_in_the_field_adds_its_segment(text_web_server):
