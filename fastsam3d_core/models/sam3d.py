@@ -134,9 +134,8 @@ class Sam3D(nn.Module):
         """Masks from text: the text path's prompt tokens (sparse) and dense prior, the dense
         prior added to the mask prompt's embedding, through the mask decoder; the path's logit
         prior (upsampled) added to the decoder's logits. Clicks after the text come as
-        ``points`` with the previous logits as ``mask_input``: the decoder reads them through
-        the mask prompt, beside the text's prompts, and each click adds a signed Gaussian
-        around it to the logits (:meth:`TextReference.click_map`).
+        ``points``: their tokens go before the text's, so the text keeps its say in the mask
+        (the click path alone, from the text's logits as mask prompt, lost it).
 
         Args:
             embedding, levels: from :meth:`encode_levels` (batch 1 or B).
@@ -157,11 +156,10 @@ class Sam3D(nn.Module):
         if mask_input is None:
             mask_input = embedding.new_zeros(batch, 1, *self.prompt_encoder.mask_input_size)
         mask_input = mask_input.to(device=self.device, dtype=self.dtype)
-        # Clicks reach the decoder through the mask prompt (the previous logits) only: its
-        # reading of click tokens, with a base that never saw a text's mask, moved the mask
-        # away from the text's (docs/text-prompts.md); each click adds its map to the logits.
-        _, dense = self.prompt_encoder(None, None, mask_input)
+        clicks, dense = self.prompt_encoder(points, labels, mask_input)
         sparse, prior, logit_prior = self.text_reference(levels, text.to(self.device))
+        if points is not None:
+            sparse = torch.cat([clicks.to(sparse.dtype), sparse], dim=1)
         logits, iou = self.mask_decoder(
             embedding.to(device=self.device, dtype=self.dtype),
             self.prompt_encoder.get_dense_pe(),
@@ -171,10 +169,6 @@ class Sam3D(nn.Module):
         )
         size = logits.shape[2:]
         upsampled = F.interpolate(logit_prior, size=size, mode="trilinear", align_corners=False)
-        if points is not None and labels is not None:  # each click claims its neighbourhood
-            crop = self.prompt_encoder.input_image_size[0]
-            clicks_map = self.text_reference.click_map(points, labels, tuple(size), crop)
-            upsampled = upsampled + clicks_map
         return logits + upsampled.to(logits.dtype), iou
 
     @property

@@ -45,16 +45,6 @@ UNTRAINED_LOGIT_BIAS = -4.0
 # parameter by about the learning rate per step, which, unscaled, would take a thousand steps
 # to move the offset from -4 to where a structure shows.
 LOGIT_PRIOR_SCALE = 10.0
-# A click after the text claims its neighbourhood: a Gaussian of this height (logits) and width
-# (standard deviation, crop voxels) around it, up for a positive click, down for a negative one,
-# added to the logits (both learned). The prior's margins after training are a few logits, so
-# the height lets one click flip a region; width 8 voxels (12 mm): wider, a click near an
-# edge spilled over it (one liver tile: 3 clicks +0.03 at 6 and 8; 12 voxels lost Dice).
-CLICK_HEIGHT = 6.0
-CLICK_WIDTH = 8.0
-# State entries a file written before them lacks: such a file loads with their initial values
-# (no centring; the click map at its initial height and width).
-OPTIONAL_TEXT_STATE = ("text_centre", "click_height", "click_width")
 
 
 class NoTextPath(ValueError):
@@ -188,10 +178,6 @@ class TextReference(nn.Module):
         # And a learned offset, starting low: an untrained path finds nothing (an empty mask)
         # rather than whatever the decoder makes of prompts it never saw.
         self.logit_bias = nn.Parameter(torch.tensor(UNTRAINED_LOGIT_BIAS / LOGIT_PRIOR_SCALE))
-        # Clicks after the text: a signed Gaussian around each (:meth:`click_map`), in units of
-        # LOGIT_PRIOR_SCALE logits and crop voxels / LOGIT_PRIOR_SCALE, as the offset is.
-        self.click_height = nn.Parameter(torch.tensor(CLICK_HEIGHT / LOGIT_PRIOR_SCALE))
-        self.click_width = nn.Parameter(torch.tensor(CLICK_WIDTH / LOGIT_PRIOR_SCALE))
 
     def forward(
         self, levels: tuple[torch.Tensor, ...], text: torch.Tensor
@@ -210,9 +196,17 @@ class TextReference(nn.Module):
             raise ValueError(f"expected {len(self.levels)} block outputs, got {len(levels)}")
         if text.ndim != 2 or text.shape[1] != TEXT_EMBED_DIM:
             raise ValueError(f"text must be (B, {TEXT_EMBED_DIM}), got {tuple(text.shape)}")
+        dtype = self.inside.dtype
         batch = text.shape[0]
+        # On the unit sphere first (the norm of a CLIP embedding carries no meaning), then
+        # centred and back on the sphere.
+        text = F.normalize(text.to(dtype), dim=-1) - self.text_centre.to(dtype)
+        text = F.normalize(text, dim=-1)
+        queries = self.projector(text).reshape(batch, self.config.tokens, -1)
         grid = levels[-1].shape[1:4]
-        queries = self.queries(levels, text)
+        for level, image in zip(self.levels, levels):
+            tokens = image.to(dtype).flatten(1, 3).expand(batch, -1, -1)
+            queries = level(queries, tokens)
         sparse = self.to_sparse(queries)
         score = self.score(levels, queries)  # (B, N)
         weight = torch.sigmoid(score)[..., None]
@@ -221,52 +215,12 @@ class TextReference(nn.Module):
         prior = prior.reshape(batch, 1, *grid)
         return sparse, dense.transpose(1, 2).reshape(batch, -1, *grid), prior
 
-    def queries(self, levels: tuple[torch.Tensor, ...], text: torch.Tensor) -> torch.Tensor:
-        """The text's queries ``(B, tokens, width)`` refined by the image at every level."""
-        dtype = self.inside.dtype
-        batch = text.shape[0]
-        # On the unit sphere first (the norm of a CLIP embedding carries no meaning), then
-        # centred and back on the sphere.
-        text = F.normalize(text.to(dtype), dim=-1) - self.text_centre.to(dtype)
-        text = F.normalize(text, dim=-1)
-        queries = self.projector(text).reshape(batch, self.config.tokens, -1)
-        for level, image in zip(self.levels, levels):
-            tokens = image.to(dtype).flatten(1, 3).expand(batch, -1, -1)
-            queries = level(queries, tokens)
-        return queries
-
     def set_text_centre(self, embeddings: torch.Tensor) -> None:
         """Centre texts on the mean of ``embeddings`` ``(N, 512)`` (the training names'), each
         L2-normalised first as :meth:`forward` normalises a text."""
         with torch.no_grad():
             unit = F.normalize(embeddings.to(self.text_centre), dim=-1)
             self.text_centre.copy_(unit.mean(dim=0))
-
-    def click_map(
-        self, points: torch.Tensor, labels: torch.Tensor, size: tuple[int, ...], crop: int
-    ) -> torch.Tensor:
-        """What clicks after the text add to the logits: per click a Gaussian of height
-        :attr:`click_height` and standard deviation :attr:`click_width` (crop voxels) around it,
-        positive for label 1, negative for label 0 (other labels, box corners, add nothing).
-        The decoder's own reading of clicks, from a base that never saw a text's mask, moved
-        the text's mask by a thousandth (docs/text-prompts.md).
-
-        Args: points ``(B, N, 3)`` crop voxel indices (d0, d1, d2); labels ``(B, N)``; size:
-        the logits' grid (32, 32, 32); crop: the crop's edge in voxels (128).
-        Returns ``(B, 1, *size)``.
-        """
-        dtype = self.click_height.dtype
-        sign = (labels == 1).to(dtype) - (labels == 0).to(dtype)  # (B, N)
-        axes = [
-            (torch.arange(n, device=points.device, dtype=dtype) + 0.5) * (crop / n) for n in size
-        ]
-        grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)
-        centres = points.to(dtype) + 0.5  # (B, N, 3), as the prompt encoder places a click
-        squared = ((grid[None, None] - centres[:, :, None]) ** 2).sum(-1)  # (B, N, V)
-        width = LOGIT_PRIOR_SCALE * self.click_width.abs().clamp(min=0.1)
-        bumps = torch.exp(-squared / (2 * width**2)) * sign[..., None]
-        height = LOGIT_PRIOR_SCALE * self.click_height
-        return (height * bumps.sum(1)).reshape(points.shape[0], 1, *size)
 
     def score(self, levels: tuple[torch.Tensor, ...], queries: torch.Tensor) -> torch.Tensor:
         """Per image token, how much it is the text's structure: at every level the scaled dot

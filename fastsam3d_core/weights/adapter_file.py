@@ -24,7 +24,6 @@ from torch import nn
 from ..io._atomic import write_atomically
 from ..models.adapter import AdapterConfig, adapter_state, attach_adapters, base_state
 from ..models.text_reference import (
-    OPTIONAL_TEXT_STATE,
     NoTextPath,
     TextReferenceConfig,
     attach_text_reference,
@@ -160,8 +159,8 @@ def load_adapter(model: nn.Module, path: str | os.PathLike) -> dict[str, Any]:
     if "text" in content:
         attach_text_reference(model, TextReferenceConfig.from_dict(content["text"]["config"]))
     missing = set(adapter_state(model)) ^ set(content["state_dict"])
-    # Files written before these entries: they keep their initial values (text_reference.py).
-    missing -= {f"text_reference.{key}" for key in OPTIONAL_TEXT_STATE}
+    # Files written before the text path centred its input: no centre, i.e. a zero one.
+    missing.discard("text_reference.text_centre")
     if missing:
         raise AdapterFileError(f"{os.fspath(path)}: adapter keys do not fit: {sorted(missing)[:3]}")
     model.load_state_dict(content["state_dict"], strict=False)
