@@ -1,7 +1,7 @@
 """The page's click latency in Chromium, with the timeline of a click, next to the engine's own.
 
 Usage: python benchmarks/bench_page.py [--image FILE] [--clicks 20] [--new-crops 5]
-           [--json out.json]
+           [--json out.json] [--timeline steps.json] [--start-up-only]
 
 Starts ``fastsam3d web`` as a user does (the launcher, a session process per tab) with the seeded
 FastSAM3D weights (the golden references' seeded weights saved as a checkpoint) and
@@ -17,7 +17,10 @@ Written as JSON: the CPU and load, start-up times, per-click latencies (browser 
 overlay painted in the axial view, and -> idle status) with median/min/max, the median
 timeline of a decoder-only click and of a new crop (each step's start and end, ms after the
 browser's press), renders/bytes per click, and the engine's own click time measured in this
-process on the same volume before the page starts (the reference).
+process on the same volume before the page starts (the reference). The start-up timeline: the
+launcher's request, the session process's spawn, imports, page, server and connection (each
+with that process's CPU time), the first frame, the model's load, and the browser's steps, ms
+after the address was opened.
 """
 
 from __future__ import annotations
@@ -49,8 +52,17 @@ TIMEOUT_MS = 120_000
 # In the page before its scripts: the press time and each canvas drawing and paint, in epoch
 # ms (performance.timeOrigin + now: the server's time.time() on the same machine).
 BROWSER_PROBE = """
-window.__bench = {presses: [], draws: []};
+window.__bench = {presses: [], draws: [], socket: {}};
 const __now = () => performance.timeOrigin + performance.now();
+// When trame's client opens its websocket (start-up timeline).
+const __WebSocket = window.WebSocket;
+window.WebSocket = class extends __WebSocket {
+  constructor(...args) {
+    super(...args);
+    window.__bench.socket.created = window.__bench.socket.created || __now();
+    this.addEventListener('open', () => { window.__bench.socket.open ||= __now(); });
+  }
+};
 document.addEventListener('pointerdown', () => window.__bench.presses.push(__now()), true);
 // trame-rca shows each view's frame as an <img> whose src becomes the new frame's blob URL.
 new MutationObserver((changes) => {
@@ -64,6 +76,23 @@ new MutationObserver((changes) => {
   }
 }).observe(document, {attributes: true, attributeFilter: ['src'], subtree: true});
 """
+
+# The session page's loading as the browser timed it (epoch ms): its response (after the
+# launcher's redirect), its document parsed and loaded (trame's client scripts), the websocket.
+BROWSER_START_UP = """(() => {
+  const nav = performance.getEntriesByType('navigation')[0];
+  const at = (ms) => (ms ? performance.timeOrigin + ms : null);
+  return {
+    'browser: session page requested': at(nav.requestStart),
+    'browser: session page received': at(nav.responseEnd),
+    'browser: page scripts run (DOMContentLoaded)': at(nav.domContentLoadedEventEnd),
+    'browser: page loaded': at(nav.loadEventEnd),
+    'browser: websocket created': window.__bench.socket.created || null,
+    'browser: websocket open': window.__bench.socket.open || null,
+    'browser: first image drawn': window.__bench.draws[0].t,
+    'browser: first image painted': window.__bench.draws[0].paint || null,
+  };
+})()"""
 
 
 def free_port() -> int:
@@ -96,6 +125,18 @@ def start_server(image: Path, weights: Path, timeline: Path, log: Path) -> tuple
     return server, f"http://127.0.0.1:{port}/"
 
 
+def wait_for_spare(timeline: Path, seconds: float = 180) -> float:
+    """Wait until the launcher's spare session has loaded its model (its timeline says so);
+    the seconds waited."""
+    start = time.monotonic()
+    while time.monotonic() - start < seconds:
+        if any(s["step"] == "engine" and s.get("label") == "load model"
+               for s in read_timeline(timeline)):  # fmt: skip
+            return time.monotonic() - start
+        time.sleep(0.5)
+    raise RuntimeError("the launcher's spare session did not get ready in time")
+
+
 def read_timeline(path: Path) -> list[dict]:
     if not path.exists():
         return []
@@ -114,7 +155,7 @@ def click(page, x: float, y: float, points_after: int) -> dict:
     return {"press": press, "idle": idle, "status": status, "x": x, "y": y}
 
 
-def drive_page(browser, url: str, clicks: int, new_crops: int) -> dict:
+def drive_page(browser, url: str, clicks: int | None, new_crops: int) -> dict:
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     context.add_init_script(BROWSER_PROBE)
     page = context.new_page()
@@ -124,6 +165,19 @@ def drive_page(browser, url: str, clicks: int, new_crops: int) -> dict:
     first_image = page.evaluate("window.__bench.draws[0].t")
     page.wait_for_function(READY, timeout=TIMEOUT_MS)
     ready = time.time() * 1000
+    browser_steps = page.evaluate(BROWSER_START_UP)
+    if clicks is None:  # --start-up-only
+        context.close()
+        return {
+            "opened": opened,
+            "first_image": first_image,
+            "ready": ready,
+            "clicks": [],
+            "draws": [],
+            "axial": None,
+            "error": "",
+            "browser start-up": browser_steps,
+        }
     page.wait_for_timeout(2000)  # the first images of every view
     box = page.locator(".view-gutter").first.locator("xpath=..").bounding_box()
     cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
@@ -142,7 +196,8 @@ def drive_page(browser, url: str, clicks: int, new_crops: int) -> dict:
     error = page.text_content("#error") or ""
     context.close()
     return {"opened": opened, "first_image": first_image, "ready": ready, "clicks": done,
-            "draws": draws, "axial": box, "error": error}  # fmt: skip
+            "draws": draws, "axial": box, "error": error,
+            "browser start-up": browser_steps}  # fmt: skip
 
 
 def in_box(draw: dict, box: dict) -> bool:
@@ -202,6 +257,31 @@ def click_timeline(one: dict, until: float, steps: list[dict], draws: list[dict]
     return line
 
 
+def start_up_timeline(run: dict, steps: list[dict]) -> dict:
+    """The way to the first image and to Ready, ms after the address was opened: the
+    launcher's and the session's steps (the first of each), the first frame's render, encode
+    and send, the model's load, and the browser's."""
+    opened = run["opened"]
+    events, cpu = {"browser: address opened": opened}, {}
+    for entry in steps:
+        if entry["t"] < opened - 5:
+            continue
+        if entry["step"] == "start-up":
+            events.setdefault(entry["what"], entry["t"])
+            cpu.setdefault(entry["what"], entry["cpu_ms"])
+        elif entry["step"] in ("render", "encode", "send"):
+            events.setdefault(f"first frame: {entry['step']} ({entry.get('view')})", entry["t"])
+        elif entry["step"] == "engine" and entry.get("label") == "load model":
+            events.setdefault("model load (worker): start", entry["t"])
+            events.setdefault("model load (worker): end", entry["end"])
+    events.update({k: v for k, v in run["browser start-up"].items() if v})
+    events["browser: Ready status seen"] = run["ready"]
+    ordered = sorted(events.items(), key=lambda item: item[1])
+    timeline = {what: round(t - opened, 1) for what, t in ordered}
+    return {"wall ms after the address was opened": timeline,
+            "the process's CPU ms by then (launcher, session)": cpu}  # fmt: skip
+
+
 def median_timeline(lines: list[dict]) -> dict:
     keys = [k for k in lines[0] if all(k in line for line in lines)
             and not isinstance(lines[0][k], str) and k != "press_epoch_ms"]  # fmt: skip
@@ -250,20 +330,22 @@ def measure(args: argparse.Namespace) -> dict:
     from playwright.sync_api import sync_playwright
 
     # The engine's own first: in this process, before the page starts (same volume, model).
-    reference = engine_reference(args.image, args.clicks, args.new_crops)
+    clicks = None if args.start_up_only else args.clicks
+    reference = None if clicks is None else engine_reference(args.image, clicks, args.new_crops)
     work = Path(tempfile.mkdtemp(prefix="bench-page-"))
     weights = work / "fastsam3d-seeded.pth"
     torch.save({"model_state_dict": seeded_model("fastsam3d").state_dict()}, weights)
     timeline = work / "timeline.jsonl"
     load_before = os.getloadavg()
     server, url = start_server(args.image, weights, timeline, work / "server.log")
+    waited = wait_for_spare(timeline) if args.start_up == "spare" else 0.0
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(
                 executable_path=shutil.which("chromium"), args=["--no-sandbox"], headless=True
             )
             try:
-                run = drive_page(browser, url, args.clicks, args.new_crops)
+                run = drive_page(browser, url, clicks, args.new_crops)
             finally:
                 browser.close()
     finally:
@@ -287,10 +369,18 @@ def measure(args: argparse.Namespace) -> dict:
         "cores": os.cpu_count(),
         "load average before, after": [list(load_before), list(os.getloadavg())],
         "image": str(args.image),
+        "start-up": f"{args.start_up}: "
+        + (
+            "the address opened once the launcher's spare session was ready "
+            f"({waited:.1f} s after the launcher listened)"
+            if args.start_up == "spare"
+            else "the address opened as soon as the launcher listened"
+        ),
         "start-up ms": {
             "to first image": round(run["first_image"] - run["opened"], 1),
             "to ready status": round(run["ready"] - run["opened"], 1),
         },
+        "start-up timeline": start_up_timeline(run, steps),
         "page error": run["error"],
     }
     for kind in ("decoder-only", "new-crop"):
@@ -321,6 +411,16 @@ def main() -> None:
     parser.add_argument("--new-crops", type=int, default=5)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--timeline", type=Path, help="also write every step logged, as JSON")
+    parser.add_argument(
+        "--start-up",
+        choices=("spare", "cold"),
+        default="spare",
+        help="open the page once the launcher's spare session is ready (a tab "
+        "opened a while after `fastsam3d web` started), or at once",
+    )
+    parser.add_argument("--start-up-only", action="store_true",
+                        help="only open the page (to the Ready status): no clicks, no engine "
+                             "reference")  # fmt: skip
     args = parser.parse_args()
     result = measure(args)
     text = json.dumps(result, indent=1)

@@ -26,6 +26,9 @@ from urllib.parse import urlsplit
 SESSION_SECRET_ENV = "FASTSAM3D_SESSION_SECRET"
 # The launcher's address as the tab used it: where a closed session sends the user.
 SESSION_HOME_ENV = "FASTSAM3D_SESSION_HOME"
+# For a spare session, started before a tab asks (see fastsam3d_web.launcher): the launcher's
+# process id (the spare ends when its launcher has).
+SESSION_SPARE_ENV = "FASTSAM3D_SESSION_SPARE"
 
 
 def cookie_name(kind: str, port: int) -> str:

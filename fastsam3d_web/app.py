@@ -38,7 +38,7 @@ from .rendering import (
 from .segments_panel import SegmentsPanel
 from .shortcuts import PageShortcuts
 from .text_panel import TextPanel
-from .timeline import install_engine_hooks, install_stream_hooks
+from .timeline import install_engine_hooks, install_stream_hooks, mark
 from .views_panel import ViewsPanel
 from .zip_upload import save_uploads
 
@@ -87,6 +87,7 @@ class SegmentationPage(PageWidgets, TrameApp):
         from fastsam3d_mrml.logic import InteractiveSegmentationLogic as logic_class
 
         self.slicer = SlicerApp()
+        mark("session: Slicer's application made")
         install_stream_hooks()  # $FASTSAM3D_TIMELINE only (benchmarks/bench_page.py)
         register_rca_factories(self.slicer.view_manager, self.server)
         self.layout = LayoutManager(self.slicer.scene, self.slicer.view_manager, self.server)
@@ -96,6 +97,7 @@ class SegmentationPage(PageWidgets, TrameApp):
             self.layout.set_layout("Axial Primary")
         self.volume, self.source = None, ImageSource()
         self._export_dir = tempfile.TemporaryDirectory(prefix="fastsam3d-web-")
+        mark("session: views made")
         self.events = PageEvents(self)
         self.logic = logic_class(self.slicer.scene, observer=self.events)
         install_engine_hooks(self.logic)
@@ -137,11 +139,14 @@ class SegmentationPage(PageWidgets, TrameApp):
             self._open_image(Path(image))
         if focus is not None:
             self.centre_slices(focus)
+        mark("session: image opened")
         self._build_ui()
         for index in range(self.slicer.scene.GetNumberOfNodesByClass("vtkMRMLSliceNode")):
             slice_node = self.slicer.scene.GetNthNodeByClass(index, "vtkMRMLSliceNode")
             slice_node.AddObserver("ModifiedEvent", self._used)  # scrolling, zooming, panning
         self.server.controller.on_server_ready.add(self._start_polling)
+        # A session started before its tab (the launcher's spare) counts its idle time from it.
+        self.server.controller.on_client_connected.add(self._used)
         self.server.controller.on_server_ready.add(lambda **_: self.pacs.start(url))
 
     # -- actions -------------------------------------------------------------------------

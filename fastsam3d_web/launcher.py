@@ -1,9 +1,10 @@
 """One process per browser tab: the address users open hands each new tab a session of its own.
 
 A trame server holds one state and one scene, which every connected tab would share. The
-launcher listens on the public address; each request for the page starts a session process
+launcher listens on the public address; each request for the page gets a session process
 (``python -m fastsam3d_web.session PORT``, its settings in its environment) on a free loopback
-port and redirects the tab there. At most ``max_sessions`` run at once; a session exits when its
+port, the spare one started before the tab asked if there is one (:class:`Launcher`), and
+redirects the tab there. At most ``max_sessions`` run at once; a session exits when its
 tab has been closed for a while, when it idles, or when no tab ever connects (see
 :mod:`fastsam3d_web.server`). Who may open what: :mod:`fastsam3d_web.access`.
 """
@@ -20,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
@@ -27,6 +29,7 @@ from urllib.parse import parse_qsl, urlsplit
 from .access import (
     SESSION_HOME_ENV,
     SESSION_SECRET_ENV,
+    SESSION_SPARE_ENV,
     WILDCARD_HOSTS,
     bracketed,
     cookie_name,
@@ -36,13 +39,29 @@ from .access import (
     request_hostname,
     set_cookie_header,
 )
+from .timeline import mark
 
 # How long a new session may take to listen (it loads the image and, locally, the model).
 SESSION_START_S = 180.0
+# How often a starting session is checked for listening (the tab waits that long at most more).
+LISTEN_CHECK_S = 0.05
+# The spare session starts this long after a tab got a session (see Launcher), and whether one
+# is due is checked this often.
+SPARE_DELAY_S = 20.0
+SPARE_CHECK_S = 1.0
 
 
 class Launcher:
-    """Starts, bounds and reaps the session processes.
+    """Starts, bounds and reaps the session processes, and keeps one spare session started.
+
+    A session's cold start (Python, Slicer's libraries, the page, the image) takes seconds;
+    so, while fewer than ``max_sessions`` run, one spare session is started before any tab asks
+    and the next tab gets it. It is started when the launcher starts, and again
+    :data:`SPARE_DELAY_S` after a tab got a session (not at once: its start would take the
+    cores from that tab's first image and model). A spare counts among ``max_sessions``; it
+    loads its model before its tab comes, and waits for it without the no-tab timeout
+    (:data:`fastsam3d_web.server.SESSION_IDLE_S`) or the page's idle time, until its launcher
+    stops (see :func:`fastsam3d_web.server.wait_as_spare`).
 
     Args:
         session_command: the command that serves one session; its port is appended.
@@ -50,6 +69,7 @@ class Launcher:
         max_sessions: sessions running at once; more tabs get a 503 page.
         session_environment: variables added to each session's environment (its settings,
             which may hold secrets: command lines are public, ``ps``).
+        spare: keep a spare session started (False: each tab's session starts on its request).
     """
 
     def __init__(
@@ -58,14 +78,23 @@ class Launcher:
         host: str,
         max_sessions: int,
         session_environment: Mapping[str, str] | None = None,
+        spare: bool = True,
     ) -> None:
         self.session_command = list(session_command)
         self.session_environment = dict(session_environment or {})
         self.host = host
         self.max_sessions = max_sessions
+        self.spare = spare
         self._sessions: list[subprocess.Popen] = []
+        self._spare: _Started | None = None
+        self._spare_home: str | None = None  # the launcher's address, once known
+        self._next_spare_at = 0.0  # time.monotonic() after which a spare may start
         self._lock = threading.Lock()
         self._stopped = False  # no session starts once stop() has begun
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
 
     def running(self) -> int:
         with self._lock:
@@ -73,8 +102,9 @@ class Launcher:
             return len(self._sessions)
 
     def start_session(self, home: str) -> tuple[int, str] | None:
-        """A new session's port and secret, once it listens; None when ``max_sessions`` run
-        already. ``home``: the launcher's address, for the session's pages.
+        """A session's port and secret, once it listens: the spare if one is started for
+        ``home``, else a new one; None when ``max_sessions`` run already. ``home``: the
+        launcher's address, for the session's pages.
 
         Raises:
             RuntimeError: the session process exited or did not listen in time.
@@ -83,25 +113,69 @@ class Launcher:
             self._sessions = [s for s in self._sessions if s.poll() is None]
             if self._stopped:
                 raise RuntimeError("this server is stopping")
-            if len(self._sessions) >= self.max_sessions:
+            started, self._spare = self._spare, None
+            if started is not None and (started.process.poll() is not None or started.home != home):
+                self._end(started.process)  # for another address (a wildcard host's other name)
+                started = None
+            self._spare_home = home
+            self._next_spare_at = time.monotonic() + SPARE_DELAY_S
+            if started is not None:
+                mark("launcher: the spare session handed out")
+            elif len(self._sessions) >= self.max_sessions:
                 return None
-            port = _free_port(self.host)
-            secret = secrets.token_urlsafe(24)
-            # The secret goes through the environment: command lines are public (``ps``).
-            env = {**os.environ, **self.session_environment,
-                   SESSION_SECRET_ENV: secret, SESSION_HOME_ENV: home}  # fmt: skip
-            session = subprocess.Popen([*self.session_command, str(port)], env=env)
-            self._sessions.append(session)
+            else:
+                started = self._spawn(home)
         deadline = time.monotonic() + SESSION_START_S
         while time.monotonic() < deadline:
-            if session.poll() is not None:
-                raise RuntimeError(f"the session process exited with status {session.returncode}")
+            if started.process.poll() is not None:
+                raise RuntimeError(
+                    f"the session process exited with status {started.process.returncode}"
+                )
             with socket.socket() as probe:
-                if probe.connect_ex((self.host, port)) == 0:
-                    return port, secret
-            time.sleep(0.2)
-        session.kill()
+                if probe.connect_ex((self.host, started.port)) == 0:
+                    mark("launcher: the session listens")
+                    return started.port, started.secret
+            time.sleep(LISTEN_CHECK_S)
+        started.process.kill()
         raise RuntimeError(f"the session did not start within {SESSION_START_S:.0f} s")
+
+    def keep_spare(self, home: str | None = None) -> None:
+        """Start a spare session (for ``home``, else the address the last tab used) if none is
+        started, there is room, and the last tab got its session long enough ago."""
+        with self._lock:
+            self._sessions = [s for s in self._sessions if s.poll() is None]
+            home = home or self._spare_home
+            if self._spare is not None and self._spare.process.poll() is not None:
+                self._spare = None  # it ended (its idle time, or stopped from outside)
+            if (
+                not self.spare
+                or self._stopped
+                or home is None
+                or self._spare is not None
+                or len(self._sessions) >= self.max_sessions
+                or time.monotonic() < self._next_spare_at
+            ):
+                return
+            self._spare = self._spawn(home, spare=True)
+
+    def _spawn(self, home: str, spare: bool = False) -> _Started:
+        """A new session process (the lock held), not waited for."""
+        port = _free_port(self.host)
+        secret = secrets.token_urlsafe(24)
+        # The secret goes through the environment: command lines are public (``ps``).
+        env = {**os.environ, **self.session_environment,
+               SESSION_SECRET_ENV: secret, SESSION_HOME_ENV: home}  # fmt: skip
+        if spare:
+            env[SESSION_SPARE_ENV] = str(os.getpid())
+        mark("launcher: session process spawned", spare=spare)
+        process = subprocess.Popen([*self.session_command, str(port)], env=env)
+        self._sessions.append(process)
+        return _Started(process, port, secret, home)
+
+    def _end(self, process: subprocess.Popen) -> None:
+        process.terminate()
+        with contextlib.suppress(ValueError):
+            self._sessions.remove(process)
 
     def stop(self) -> None:
         with self._lock:
@@ -115,6 +189,25 @@ class Launcher:
                     session.kill()
 
 
+@dataclass(frozen=True)
+class _Started:
+    """A session process: where it listens, the secret its tab brings, the home it was told."""
+
+    process: subprocess.Popen
+    port: int
+    secret: str
+    home: str
+
+
+def _keep_spare_sessions(launcher: Launcher, home: str | None) -> None:
+    """The launcher's spare session started now (``home``: its address, if known) and kept
+    started: checked every :data:`SPARE_CHECK_S` until the launcher stops."""
+    launcher.keep_spare(home)
+    while not launcher.stopped:
+        time.sleep(SPARE_CHECK_S)
+        launcher.keep_spare()
+
+
 def serve(launcher: Launcher, host: str, port: int, token: str | None = None) -> None:
     """Answer page requests on ``host:port`` until interrupted; then stop every session.
 
@@ -124,6 +217,7 @@ def serve(launcher: Launcher, host: str, port: int, token: str | None = None) ->
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (the http.server interface)
+            mark("launcher: page requested")
             name = _address_name(self.headers.get("Host"), host)
             if name is None:  # a DNS name pointed at this machine by someone else's page
                 self._page(403, "This FastSAM3D server answers only under its own address.")
@@ -174,6 +268,14 @@ def serve(launcher: Launcher, host: str, port: int, token: str | None = None) ->
     httpd = ThreadingHTTPServer((host, port), Handler)
     address = f"http://{bracketed(host)}:{port}/" + (f"?token={token}" if token else "")
     print(f"fastsam3d web: {address} (each tab gets its own session)", flush=True)
+    # Under every interface's address, the name a tab uses is known only from its request.
+    home = (
+        None
+        if host.strip("[]") in WILDCARD_HOSTS
+        else f"http://{bracketed(host.strip('[]'))}:{port}/"
+    )
+    keeper = threading.Thread(target=_keep_spare_sessions, args=(launcher, home), daemon=True)
+    keeper.start()
     try:
         with _terminate_as_interrupt():
             httpd.serve_forever()

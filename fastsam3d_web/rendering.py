@@ -24,8 +24,9 @@ runs: not the next mouse event, not the engine's result, not the other views' fr
   loop would otherwise render them all before the encoded frames are sent.
 - At start-up, the views are made without rendering (trame-slicer renders a view synchronously
   on each of the ~60 changes that make it, until trame-rca's scheduler takes over: 1.8 s), and
-  the model loads once the first frame is out (:func:`after_first_frame`): its import and build
-  on the worker thread took the cores and the GIL from the first frames.
+  the model loads once a tab's first frame is out (:func:`after_first_frame`): its import and
+  build on the worker thread took the cores and the GIL from the first frames. The frames the
+  views render as the server starts, before any tab connects, do not count.
 - The 3-D surface is made again only when the page is quiet (no mouse event in the views for a
   moment, the engine idle): the conversion holds the loop, and a click must not wait for it.
 """
@@ -117,9 +118,12 @@ def views_made_without_frames() -> Iterator[None]:
 
 
 def after_first_frame(server: Any, action: Callable[[], Any]) -> None:
-    """``action()`` on the event loop once a view's first frame has been sent (the page shows
-    its image), or :data:`FIRST_FRAME_FALLBACK_S` after ``server`` is ready if none was."""
+    """``action()`` on the event loop once a view's first frame has been sent to a connected tab
+    (the page shows its image), or :data:`FIRST_FRAME_FALLBACK_S` after ``server`` is ready if
+    none was. The views render a frame as the server starts, before any tab is there to see it:
+    that one does not count (the model's load then took the cores from the tab's first frames)."""
     ACTIVITY.after_first_frame.append(action)
+    server.controller.on_client_connected.add(ACTIVITY.tab_connected)
 
     def fallback(**_: Any) -> None:
         asyncio.get_event_loop().call_later(FIRST_FRAME_FALLBACK_S, ACTIVITY.first_frame_out)
@@ -155,6 +159,10 @@ class _Activity:
         self._after_last: set = set()  # frames waiting for the last view's frame
         self._turn_pending = False
         self.after_first_frame: list = []  # actions held back until the first frame is out
+        self.tab_seen = False  # a tab has connected (frames before it reach nobody)
+
+    def tab_connected(self, **_: Any) -> None:
+        self.tab_seen = True
 
     def first_frame_out(self) -> None:
         actions, self.after_first_frame = self.after_first_frame, []
@@ -287,7 +295,7 @@ class _FrameSent:
     def __call__(self, content: bytes, meta: dict) -> None:
         self.push(content, meta)
         ACTIVITY.sent(self.render)
-        if ACTIVITY.after_first_frame:
+        if ACTIVITY.after_first_frame and ACTIVITY.tab_seen:
             asyncio.get_running_loop().call_later(AFTER_FIRST_FRAME_S, ACTIVITY.first_frame_out)
 
 

@@ -6,7 +6,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .access import SESSION_HOME_ENV, SESSION_SECRET_ENV, origin_guard, session_guard
+from .access import (
+    SESSION_HOME_ENV,
+    SESSION_SECRET_ENV,
+    SESSION_SPARE_ENV,
+    origin_guard,
+    session_guard,
+)
+from .timeline import mark
 
 
 def predictor_for(
@@ -59,11 +66,19 @@ def run(
 
     from .app import SegmentationPage
 
+    mark("session: trame and Slicer's libraries imported")
     server = get_server(client_type="vue3")
     home = os.environ.get(SESSION_HOME_ENV)
     # The model loads once the page shows its image (its first frame is out).
-    SegmentationPage(server, image, predictor, focus, idle_minutes, home, dicomweb, True)
+    page = SegmentationPage(server, image, predictor, focus, idle_minutes, home, dicomweb, True)
+    mark("session: page built")
     guard_server(server, host, port, os.environ.get(SESSION_SECRET_ENV), home)
+    server.controller.on_server_ready.add(lambda **_: mark("session: server ready"))
+    server.controller.on_client_connected.add(lambda **_: mark("session: a tab connected"))
+    launcher = os.environ.get(SESSION_SPARE_ENV, "")
+    if idle_timeout_s and launcher.isdigit():
+        wait_as_spare(server, page, idle_timeout_s, int(launcher))
+        idle_timeout_s = None
     server.start(
         host=host,
         port=port,
@@ -71,6 +86,36 @@ def run(
         show_connection_info=False,
         timeout=idle_timeout_s or 0,
     )
+
+
+# A spare session checks this often whether its launcher still runs.
+LAUNCHER_CHECK_S = 2.0
+
+
+def wait_as_spare(server: Any, page: Any, idle_timeout_s: int, launcher: int) -> None:
+    """A spare session (started before its tab asked) waits for its tab without a timeout and
+    without the page's idle time; once a tab has connected, it stops ``idle_timeout_s`` after
+    its last tab left, or after the idle time, as other sessions do. It stops when its launcher
+    (process ``launcher``, its parent) has gone: it would wait for nobody."""
+    web_server: list = []
+    server.controller.on_server_bind.add(web_server.append)
+    idle_minutes, page.idle_minutes = page.idle_minutes, None
+
+    def tab_connected(**_: Any) -> None:
+        # wslink reads its timeout when the last tab leaves (the session's start had none).
+        for web in web_server:
+            web.config["timeout"] = idle_timeout_s
+        page.idle_minutes = idle_minutes  # from now (the page counts from its tab's connection)
+
+    async def watch_launcher(**_: Any) -> None:
+        import asyncio
+
+        while os.getppid() == launcher:
+            await asyncio.sleep(LAUNCHER_CHECK_S)
+        await server.stop()
+
+    server.controller.on_client_connected.add(tab_connected)
+    server.controller.on_server_ready.add_task(watch_launcher)
 
 
 def guard_server(server: Any, host: str, port: int, secret: str | None, home: str | None) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from fastsam3d_core.messages import one_line, os_error_reason
 
 from .start import serve_session, settings_from_environment
+from .timeline import mark
 
 USAGE = "usage: python -m fastsam3d_web.session PORT (started by `fastsam3d web`)"
 INPUT_STATUS = 1  # as the command line's: a refused input, said in one line
@@ -24,6 +25,7 @@ INTERRUPTED_STATUS = 130
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve one session on the port in ``argv`` (default: the process's arguments), with the
     settings in this process's environment; return the exit status."""
+    mark("session: its module imported")
     arguments = list(sys.argv[1:] if argv is None else argv)
     if len(arguments) != 1 or not arguments[0].isdigit():
         print(USAGE, file=sys.stderr)

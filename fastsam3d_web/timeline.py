@@ -5,6 +5,7 @@ to it: ``{"t": epoch ms, "step": ..., "view": ..., ...}``. The steps: ``receive`
 mouse event reaches the server), ``engine`` (the worker's job: start and end), ``mrml`` (the
 result written into the segmentation node), ``render`` (a view rendered and read back),
 ``encode`` (its image compressed: bytes, quality), ``send`` (the image handed to the websocket).
+``start-up`` lines (:func:`mark`) time the way to the first image, from the launcher's request.
 The browser's side (the click, the paint) is the benchmark's own. Unset: nothing is installed
 and nothing costs anything.
 
@@ -44,6 +45,15 @@ def record(step: str, start_ms: float, end_ms: float | None = None, **details: A
 
 def now_ms() -> float:
     return time.time() * 1000.0
+
+
+def mark(what: str, **details: Any) -> None:
+    """A start-up step reached now (``{"step": "start-up", "what": what, "cpu_ms": ...}``, the
+    process's CPU time so far): the launcher's request and spawn, the session's imports, page,
+    server and first connection."""
+    if enabled():
+        cpu_ms = round(time.process_time() * 1000.0, 1)
+        record("start-up", now_ms(), what=what, cpu_ms=cpu_ms, **details)
 
 
 def install_stream_hooks() -> None:
