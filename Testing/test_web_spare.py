@@ -29,6 +29,14 @@ pytest.importorskip("trame_slicer", reason="needs the web extra (pip install -e 
 
 HOME = "http://127.0.0.1:1/"
 LISTENER = [sys.executable, "-m", "http.server", "--bind", "127.0.0.1"]  # + the port
+# A session that listens on its port (argv[1]) and keeps a core busy.
+BUSY_LISTENER = """import socket, sys
+listening = socket.socket()
+listening.bind(("127.0.0.1", int(sys.argv[1])))
+listening.listen()
+while True:
+    pass
+"""
 
 
 def _listens(port: int) -> bool:
@@ -95,6 +103,26 @@ def test_a_spare_counts_among_the_sessions_and_another_address_gets_a_new_one(ma
     assert launcher.start_session(HOME) is None  # full: one session at most
     launcher.keep_spare()
     assert launcher._spare is None and launcher.running() == 1
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs Linux's /proc")
+def test_no_spare_starts_while_a_session_works(make_launcher):
+    """A session that keeps a core busy (a user's clicks, its model's load): the spare waits."""
+    from fastsam3d_web import launcher as launcher_module
+
+    launcher = make_launcher(2)
+    launcher.session_command = [sys.executable, "-c", BUSY_LISTENER]
+    launcher.start_session(HOME)
+    launcher._next_spare_at = 0.0
+    for _ in range(3):
+        time.sleep(launcher_module.SPARE_CHECK_S)
+        launcher.keep_spare()
+    assert launcher._spare is None and launcher.running() == 1
+    launcher.session_command = LISTENER
+    launcher._sessions[0].kill()  # it ended: the sessions are quiet again
+    launcher._sessions[0].wait(timeout=30)
+    launcher.keep_spare()
+    assert launcher._spare is not None and launcher.running() == 1
 
 
 def test_a_session_without_a_spare_starts_on_request(make_launcher):

@@ -24,6 +24,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 from .access import (
@@ -49,6 +50,9 @@ LISTEN_CHECK_S = 0.05
 # is due is checked this often.
 SPARE_DELAY_S = 20.0
 SPARE_CHECK_S = 1.0
+# ... and only while the running sessions together used less than this share of one core since
+# the previous check (a user clicking, a model loading: the spare's start would slow them).
+QUIET_CPU_SHARE = 0.1
 
 
 class Launcher:
@@ -89,6 +93,8 @@ class Launcher:
         self._spare: _Started | None = None
         self._spare_home: str | None = None  # the launcher's address, once known
         self._next_spare_at = 0.0  # time.monotonic() after which a spare may start
+        self._cpu_seen: dict = {}  # each session's CPU seconds at the last check
+        self._cpu_checked_at = time.monotonic()
         self._lock = threading.Lock()
         self._stopped = False  # no session starts once stop() has begun
 
@@ -141,12 +147,14 @@ class Launcher:
 
     def keep_spare(self, home: str | None = None) -> None:
         """Start a spare session (for ``home``, else the address the last tab used) if none is
-        started, there is room, and the last tab got its session long enough ago."""
+        started, there is room, the last tab got its session long enough ago, and the running
+        sessions are quiet (a spare's start would slow their clicks)."""
         with self._lock:
             self._sessions = [s for s in self._sessions if s.poll() is None]
             home = home or self._spare_home
             if self._spare is not None and self._spare.process.poll() is not None:
                 self._spare = None  # it ended (its idle time, or stopped from outside)
+            quiet = self._sessions_quiet()
             if (
                 not self.spare
                 or self._stopped
@@ -154,9 +162,26 @@ class Launcher:
                 or self._spare is not None
                 or len(self._sessions) >= self.max_sessions
                 or time.monotonic() < self._next_spare_at
+                or not quiet
             ):
                 return
             self._spare = self._spawn(home, spare=True)
+
+    def _sessions_quiet(self) -> bool:
+        """Whether the sessions used less than :data:`QUIET_CPU_SHARE` of a core since the last
+        call (Linux's /proc; elsewhere always)."""
+        now, used, known = time.monotonic(), 0.0, True
+        seconds = {s.pid: _cpu_seconds(s.pid) for s in self._sessions}
+        for pid, cpu in seconds.items():
+            if cpu is None:
+                continue
+            if pid in self._cpu_seen:
+                used += max(0.0, cpu - self._cpu_seen[pid])
+            else:
+                known = False  # a session not measured before: until the next call
+        elapsed = max(now - self._cpu_checked_at, 1e-3)
+        self._cpu_seen, self._cpu_checked_at = seconds, now
+        return known and used / elapsed < QUIET_CPU_SHARE
 
     def _spawn(self, home: str, spare: bool = False) -> _Started:
         """A new session process (the lock held), not waited for."""
@@ -315,6 +340,15 @@ def _terminate_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """The CPU time (user + system, s) that process ``pid`` used so far; None if unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _free_port(host: str) -> int:
