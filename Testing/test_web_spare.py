@@ -125,6 +125,19 @@ def test_no_spare_starts_while_a_session_works(make_launcher):
     assert launcher._spare is not None and launcher.running() == 1
 
 
+def test_a_spare_that_fails_is_not_started_again_at_once(make_launcher):
+    from fastsam3d_web import launcher as launcher_module
+
+    launcher = make_launcher(1)
+    launcher.session_command = [sys.executable, "-c", "raise SystemExit(1)"]  # + the port
+    launcher.keep_spare(HOME)
+    failed = launcher._spare
+    assert failed is not None and failed.process.wait(timeout=30) == 1
+    launcher.keep_spare()
+    assert launcher._spare is None and launcher.running() == 0
+    assert launcher._next_spare_at - time.monotonic() > launcher_module.SPARE_DELAY_S
+
+
 def test_a_session_without_a_spare_starts_on_request(make_launcher):
     from fastsam3d_web.access import SESSION_SPARE_ENV
 

@@ -94,6 +94,7 @@ class Launcher:
         self._spare_home: str | None = None  # the launcher's address, once known
         self._next_spare_at = 0.0  # time.monotonic() after which a spare may start
         self._cpu_seen: dict = {}  # each session's CPU seconds at the last check
+        self._spare_failures = 0  # spares in a row that ended before a tab got them
         self._cpu_checked_at = time.monotonic()
         self._lock = threading.Lock()
         self._stopped = False  # no session starts once stop() has begun
@@ -127,6 +128,7 @@ class Launcher:
             self._next_spare_at = time.monotonic() + SPARE_DELAY_S
             if started is not None:
                 mark("launcher: the spare session handed out")
+                self._spare_failures = 0
             elif len(self._sessions) >= self.max_sessions:
                 return None
             else:
@@ -153,7 +155,10 @@ class Launcher:
             self._sessions = [s for s in self._sessions if s.poll() is None]
             home = home or self._spare_home
             if self._spare is not None and self._spare.process.poll() is not None:
-                self._spare = None  # it ended (its idle time, or stopped from outside)
+                # It ended unused (it failed, or was stopped from outside): not again at once.
+                self._spare, self._spare_failures = None, self._spare_failures + 1
+                backoff = SPARE_DELAY_S * 2 ** min(self._spare_failures, 6)
+                self._next_spare_at = time.monotonic() + backoff
             quiet = self._sessions_quiet()
             if (
                 not self.spare
