@@ -239,3 +239,63 @@ def test_a_spare_session_ends_when_its_launcher_is_killed(launcher_process):
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _alive(pid), "the spare outlived its launcher"
+
+
+# -- a real session as the spare, its no-tab timeout shortened --------------------------------
+
+# A session (fastsam3d_web.session) whose no-tab timeout is SHORT_IDLE_S: set before the module
+# that reads it (fastsam3d_web.start) is imported.
+SHORT_IDLE_S = 3
+SHORT_IDLE_SESSION = (
+    "import sys, fastsam3d_web.server as server\n"
+    f"server.SESSION_IDLE_S = {SHORT_IDLE_S}\n"
+    "from fastsam3d_web.session import main\n"
+    "raise SystemExit(main())\n"
+)
+
+
+@pytest.fixture
+def session_launcher():
+    """A launcher (at most 1 session) whose sessions are real ones (the oracle)."""
+    from fastsam3d_web.launcher import Launcher
+    from fastsam3d_web.start import PageSettings, session_environment
+
+    settings = PageSettings(image=CT_IMAGE, model="oracle", truth=CT_LABEL,
+                            truth_value=SPLEEN_LABEL)  # fmt: skip
+    command = [sys.executable, "-c", SHORT_IDLE_SESSION]
+    launcher = Launcher(command, "127.0.0.1", 1, session_environment(settings))
+    yield launcher
+    launcher.stop()
+
+
+def _ends_within(process: subprocess.Popen, seconds: float) -> bool:
+    try:
+        process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
+
+
+def test_a_spare_handed_out_to_no_tab_ends_as_a_cold_session_does(session_launcher):
+    """The redirect to the spare was never followed (a closed tab, a link preview, ``curl``):
+    the spare ends after the no-tab timeout, as a session started on request does; it held one
+    of --sessions for good, and every later tab got "All 1 sessions are in use"."""
+    launcher = session_launcher
+    launcher.keep_spare(HOME)
+    spare = launcher._spare
+    assert launcher.start_session(HOME)[0] == spare.port  # handed out; no tab comes
+    assert _ends_within(spare.process, SHORT_IDLE_S + 20), "the spare waits for its tab for good"
+    assert launcher.start_session(HOME) is not None  # the next tab gets a session
+
+
+def test_a_spare_waits_for_its_tab_whatever_its_parent_process(session_launcher):
+    """A spare ends with its launcher, known by its end of a pipe, not by its parent's process
+    id: that is another process where the launcher's Python starts the real one (Windows'
+    virtual environments) or, here, a shell in between."""
+    launcher = session_launcher
+    launcher.session_command = ["/bin/sh", "-c", '"$0" "$@"; exit $?', *launcher.session_command]
+    launcher.keep_spare(HOME)
+    spare = launcher._spare
+    assert launcher.start_session(HOME)[0] == spare.port  # listens: its server is ready
+    time.sleep(SHORT_IDLE_S / 2)
+    assert _listens(spare.port), "the spare ended as soon as it was ready"

@@ -27,8 +27,11 @@ SESSION_SECRET_ENV = "FASTSAM3D_SESSION_SECRET"
 # The launcher's address as the tab used it: where a closed session sends the user.
 SESSION_HOME_ENV = "FASTSAM3D_SESSION_HOME"
 # For a spare session, started before a tab asks (see fastsam3d_web.launcher): the launcher's
-# process id (the spare ends when its launcher has).
+# process id (the spare ends when its standard input, a pipe from its launcher, ends).
 SESSION_SPARE_ENV = "FASTSAM3D_SESSION_SPARE"
+# What the launcher writes on a spare session's standard input when it hands it to a tab (the
+# spare's standard input is a pipe from its launcher; its end: the launcher has gone).
+SPARE_TAKEN = b"taken\n"
 
 
 def cookie_name(kind: str, port: int) -> str:

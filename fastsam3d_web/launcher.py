@@ -31,6 +31,7 @@ from .access import (
     SESSION_HOME_ENV,
     SESSION_SECRET_ENV,
     SESSION_SPARE_ENV,
+    SPARE_TAKEN,
     WILDCARD_HOSTS,
     bracketed,
     cookie_name,
@@ -128,6 +129,7 @@ class Launcher:
             self._next_spare_at = time.monotonic() + SPARE_DELAY_S
             if started is not None:
                 mark("launcher: the spare session handed out")
+                _tell(started.process, SPARE_TAKEN)  # it ends if no tab comes (a cold one does)
                 self._spare_failures = 0
             elif len(self._sessions) >= self.max_sessions:
                 return None
@@ -198,7 +200,9 @@ class Launcher:
         if spare:
             env[SESSION_SPARE_ENV] = str(os.getpid())
         mark("launcher: session process spawned", spare=spare)
-        process = subprocess.Popen([*self.session_command, str(port)], env=env)
+        # A spare's standard input: told when a tab has it, and its end when this process ends.
+        stdin = subprocess.PIPE if spare else None
+        process = subprocess.Popen([*self.session_command, str(port)], env=env, stdin=stdin)
         self._sessions.append(process)
         return _Started(process, port, secret, home)
 
@@ -227,6 +231,13 @@ class _Started:
     port: int
     secret: str
     home: str
+
+
+def _tell(process: subprocess.Popen, line: bytes) -> None:
+    """Write ``line`` on a spare session's standard input (if it has ended: nothing)."""
+    with contextlib.suppress(OSError, ValueError):
+        process.stdin.write(line)
+        process.stdin.flush()
 
 
 def _keep_spare_sessions(launcher: Launcher, home: str | None) -> None:

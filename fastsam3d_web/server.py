@@ -10,6 +10,7 @@ from .access import (
     SESSION_HOME_ENV,
     SESSION_SECRET_ENV,
     SESSION_SPARE_ENV,
+    SPARE_TAKEN,
     origin_guard,
     session_guard,
 )
@@ -75,9 +76,8 @@ def run(
     guard_server(server, host, port, os.environ.get(SESSION_SECRET_ENV), home)
     server.controller.on_server_ready.add(lambda **_: mark("session: server ready"))
     server.controller.on_client_connected.add(lambda **_: mark("session: a tab connected"))
-    launcher = os.environ.get(SESSION_SPARE_ENV, "")
-    if idle_timeout_s and launcher.isdigit():
-        wait_as_spare(server, page, idle_timeout_s, int(launcher))
+    if idle_timeout_s and os.environ.get(SESSION_SPARE_ENV):
+        wait_as_spare(server, page, idle_timeout_s)
         idle_timeout_s = None
     server.start(
         host=host,
@@ -88,31 +88,46 @@ def run(
     )
 
 
-# A spare session checks this often whether its launcher still runs.
-LAUNCHER_CHECK_S = 2.0
-
-
-def wait_as_spare(server: Any, page: Any, idle_timeout_s: int, launcher: int) -> None:
+def wait_as_spare(server: Any, page: Any, idle_timeout_s: int) -> None:
     """A spare session (started before its tab asked) waits for its tab without a timeout and
-    without the page's idle time; once a tab has connected, it stops ``idle_timeout_s`` after
-    its last tab left, or after the idle time, as other sessions do. It stops when its launcher
-    (process ``launcher``, its parent) has gone: it would wait for nobody."""
+    without the page's idle time. Once its launcher has handed it to a tab (a line on its
+    standard input, :data:`SPARE_TAKEN`), it stops ``idle_timeout_s`` after that unless the tab
+    connects (a redirect nobody followed: a closed tab, a link preview); once a tab has
+    connected, ``idle_timeout_s`` after its last tab left, or after the idle time, as other
+    sessions do. It stops when its standard input ends: the launcher has stopped or was killed
+    (its parent's process id would not tell: a Python that starts the real one, Windows'
+    virtual environments, sits in between)."""
+    import asyncio
+    import sys
+    import threading
+
     web_server: list = []
     server.controller.on_server_bind.add(web_server.append)
     idle_minutes, page.idle_minutes = page.idle_minutes, None
+    tab_seen: list = []
 
     def tab_connected(**_: Any) -> None:
         # wslink reads its timeout when the last tab leaves (the session's start had none).
+        tab_seen.append(True)
         for web in web_server:
             web.config["timeout"] = idle_timeout_s
         page.idle_minutes = idle_minutes  # from now (the page counts from its tab's connection)
 
-    async def watch_launcher(**_: Any) -> None:
-        import asyncio
+    def handed_out() -> None:
+        if not tab_seen:  # as wslink does at a session's start: cancelled when a tab connects
+            for web in web_server:
+                web.config["timeout"] = idle_timeout_s
+                web.shutdown_schedule()
 
-        while os.getppid() == launcher:
-            await asyncio.sleep(LAUNCHER_CHECK_S)
-        await server.stop()
+    def read_launcher(loop: asyncio.AbstractEventLoop) -> None:
+        for line in sys.stdin.buffer if sys.stdin is not None else ():
+            if line == SPARE_TAKEN:
+                loop.call_soon_threadsafe(handed_out)
+        asyncio.run_coroutine_threadsafe(server.stop(), loop)  # the launcher has gone
+
+    async def watch_launcher(**_: Any) -> None:
+        loop = asyncio.get_running_loop()
+        threading.Thread(target=read_launcher, args=(loop,), daemon=True).start()
 
     server.controller.on_client_connected.add(tab_connected)
     server.controller.on_server_ready.add_task(watch_launcher)
