@@ -288,6 +288,7 @@ def test_a_spare_handed_out_to_no_tab_ends_as_a_cold_session_does(session_launch
     assert launcher.start_session(HOME) is not None  # the next tab gets a session
 
 
+@pytest.mark.skipif(not Path("/bin/sh").is_file(), reason="needs a POSIX shell")
 def test_a_spare_waits_for_its_tab_whatever_its_parent_process(session_launcher):
     """A spare ends with its launcher, known by its end of a pipe, not by its parent's process
     id: that is another process where the launcher's Python starts the real one (Windows'
