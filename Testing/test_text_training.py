@@ -35,7 +35,11 @@ from fastsam3d_core.weights.text_bank import TextBank, TextNotKnown, text_key
 
 CT = SHARED_DATA_DIR / "totalseg_ct"
 ORGANS = {"spleen": 1, "kidney_right": 2, "kidney_left": 3, "liver": 5, "stomach": 6}
-STEPS = 40  # the liver's text Dice peaked near step 25 at --lr 1e-3 (0.61) in a 200-step run
+# 150 steps at --lr 2e-3, validated every 5 (the validated Dice swings by 0.1-0.2 from one
+# validation to the next; the best state is kept): the names are told apart from about step 80
+# (docs/text-prompts.md). In 40 steps at 1e-3, before the vocabulary term and the direct text
+# term, the "liver" and "spleen" masks overlapped with Dice 0.68-0.85.
+STEPS = 150
 
 
 def _sha256(path: Path) -> str:
@@ -104,7 +108,7 @@ def trained(text_setup, tmp_path_factory, pytestconfig):
         result = invoke_cli(["finetune", text_setup["data"], "--text", "--weights",
                              text_setup["checkpoint"], "--text-model", text_setup["text_model"],
                              "--synonym", "liver=hepatic", "--steps", STEPS, "--clicks", "2",
-                             "--lr", "1e-3", "--validate-every", 10, "--device", "cpu",
+                             "--lr", "2e-3", "--validate-every", 5, "--device", "cpu",
                              "-o", output])  # fmt: skip
     finally:
         torch.set_num_threads(threads)
@@ -153,20 +157,10 @@ def test_text_training_learns_the_liver_by_name(trained):
     masks = _masks(model, cases, bank, ["liver", "spleen"])
     liver_dice = dice(masks["liver"], cases[0].structures["liver"])
     assert liver_dice == pytest.approx(after["liver"], abs=1e-6)
-    # Measured 0.47 (2 threads) to 0.61 (a 200-step run at step 25); the issue asks for 0.5,
-    # which test_the_liver_reaches_the_issues_dice holds as a known shortfall.
-    assert liver_dice >= 0.35, after
+    # The issue's 0.5: measured 0.537 (2 threads, AVX-512) and 0.638 (AVX2): a thin margin.
+    assert liver_dice >= 0.5, after
 
 
-# After 40 steps the path finds the large organ whatever the name (liver and spleen masks
-# overlap with Dice 0.998): names are told apart only later in longer runs (spleen 0.22 at step
-# 150), and the liver's Dice varies with the run (0.47 here, 0.61 at step 25 of another).
-# With the text centred on the training names' mean embedding: liver 0.53, the liver and spleen
-# masks' Dice 0.68 (0.998 uncentred): closer, not yet reliably apart.
-SHORTFALL = "known shortfall: liver 0.47-0.61, and names not yet told apart in 40 steps"
-
-
-@pytest.mark.xfail(reason=SHORTFALL, strict=False)
 def test_the_liver_reaches_the_issues_dice_and_the_spleen_differs(trained):
     after = read_adapter(trained["output"])["summary"]["text_dice_after"]
     assert after["liver"] >= 0.5, after
@@ -176,12 +170,17 @@ def test_the_liver_reaches_the_issues_dice_and_the_spleen_differs(trained):
     masks = _masks(model, cases, read_text_bank(trained["output"]), ["liver", "spleen"])
     overlap = dice(masks["liver"], masks["spleen"])
     print(f"\nDice between the 'liver' and 'spleen' masks: {overlap:.3f}")
-    assert overlap < 0.5  # another name, another mask
+    assert overlap < 0.5  # another name, another mask (measured 0.205 and 0.456 on AVX2)
 
 
+# Clicks after the text go through the decoder as click tokens (as SAM and RefSAM3D do), with
+# the text's prompts; the seeded random decoder's own logits vary by about 0.2 over a crop
+# against the text's logit prior's 1.6, and its click tokens barely move them: 150 steps with
+# one click round a sample still leave the liver tile flat (2 threads: 0.738 -> 0.738 x3;
+# AVX2: 0.779 -> 0.780 x3; docs/text-prompts.md).
 @pytest.mark.xfail(reason="known shortfall: clicks decoded with the text's prompts keep the "
-                   "text's mask but barely refine it (liver tile 0.771 -> 0.768, 0.770, 0.772; "
-                   "the click path alone lost it: 0.75 -> 0.13-0.19)", strict=False)  # fmt: skip
+                   "text's mask but do not refine it (liver tile 0.738 -> 0.738 x3)",
+                   strict=False)  # fmt: skip
 def test_clicks_refine_the_text_mask(trained):
     """Text first, then clicks from the errors decoded with the text's prompts (every click so
     far, the previous logits as mask prompt): the Dice rises."""
@@ -208,7 +207,8 @@ def test_clicks_refine_the_text_mask(trained):
                                        np.array(points, np.float32), np.array(labels))  # fmt: skip
         scores.append(_crop_dice(logits, truth))
     print(f"\nliver tile Dice: text {scores[0]:.3f}, then clicks {[round(s, 3) for s in scores]}")
-    assert max(scores[1:]) > scores[0], scores
+    assert max(scores[1:]) >= scores[0] + 0.01, scores  # a real rise
+    assert all(b >= a - 0.01 for a, b in zip(scores, scores[1:])), scores  # no click spoils it
 
 
 def _upsampled(logits: np.ndarray) -> np.ndarray:

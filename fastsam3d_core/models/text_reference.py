@@ -15,8 +15,9 @@ A text embedding (CLIP's, 512 values) becomes prompts for the frozen mask decode
 3. the refined queries become **sparse prompt tokens** (LayerNorm, Linear width→384), appended
    to the decoder's tokens as point embeddings are;
 4. a **dense prior** ``(B, 384, 8, 8, 8)``: per voxel a score (at every level, the image token
-   and the mean refined query, each projected to ``width``, their scaled dot product; summed
-   over the levels, plus a bias), whose sigmoid mixes two learned 384-vectors, "inside" and
+   projected to ``width`` against the text's score vector: the mean refined query projected,
+   plus the centred text projected directly; their scaled dot product summed over the levels,
+   plus a bias), whose sigmoid mixes two learned 384-vectors, "inside" and
    "outside" (zero at start: an untrained path adds no prior). It is added to the mask
    prompt's dense embedding;
 5. the same score, times a learned gain (0 at start), plus a learned offset (-4 at start: an
@@ -117,13 +118,21 @@ class ReferenceLevel(nn.Module):
         self.mlp = nn.Sequential(
             nn.Linear(width, 2 * width), nn.GELU(), nn.Linear(2 * width, width)
         )
+        # Both residual branches start at zero: the queries leave a level as the text made
+        # them, and the image refines them as training finds it useful. With the default
+        # initialisation the attended image (the same for every text) outweighed what told
+        # the names apart about 125 to 1 after three levels, and the names separated only
+        # after 100+ steps (docs/text-prompts.md).
+        for last in (self.out, self.mlp[-1]):
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
 
     def forward(self, queries: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        """Args: queries ``(B, T, width)``; image ``(B, N, image_width)`` tokens.
-        Returns the queries ``(B, T, width)``."""
+        """Args: queries ``(B, T, width)``; image ``(B or 1, N, image_width)`` tokens (one
+        image's keys and values serve every text). Returns the queries ``(B, T, width)``."""
         batch, count, width = queries.shape
         q = self.query(self.norm_query(queries))
-        k, v = self.key_value(self.norm_image(image)).chunk(2, dim=-1)
+        k, v = self.key_value(self.norm_image(image)).expand(batch, -1, -1).chunk(2, dim=-1)
 
         def heads(x: torch.Tensor) -> torch.Tensor:  # (B, L, width) -> (B, heads, L, width/heads)
             return x.reshape(batch, x.shape[1], self.heads, -1).transpose(1, 2)
@@ -168,6 +177,11 @@ class TextReference(nn.Module):
         self.score_norm = nn.ModuleList(nn.LayerNorm(image_width) for _ in config.depths)
         self.score_image = nn.ModuleList(nn.Linear(image_width, width) for _ in config.depths)
         self.score_text = nn.Linear(width, width)
+        # The centred text straight into the score's text vector too: one matrix per name's
+        # direction, which learns as fast as a linear probe; through the projector, the
+        # queries and score_text alone (a product of four matrices from a small start) the
+        # names were told apart only after 150+ steps (docs/text-prompts.md).
+        self.score_direct = nn.Linear(TEXT_EMBED_DIM, width, bias=False)
         self.score_bias = nn.Parameter(torch.zeros(()))
         self.inside = nn.Parameter(torch.zeros(prompt_width))
         self.outside = nn.Parameter(torch.zeros(prompt_width))
@@ -202,13 +216,15 @@ class TextReference(nn.Module):
         # centred and back on the sphere.
         text = F.normalize(text.to(dtype), dim=-1) - self.text_centre.to(dtype)
         text = F.normalize(text, dim=-1)
-        queries = self.projector(text).reshape(batch, self.config.tokens, -1)
+        # Minus the centre's queries: what the names share (the projector's biases) would
+        # otherwise outweigh what tells them apart, as the common component of the embeddings did.
+        queries = self.projector(text) - self.projector(torch.zeros_like(text[:1]))
+        queries = queries.reshape(batch, self.config.tokens, -1)
         grid = levels[-1].shape[1:4]
         for level, image in zip(self.levels, levels):
-            tokens = image.to(dtype).flatten(1, 3).expand(batch, -1, -1)
-            queries = level(queries, tokens)
+            queries = level(queries, image.to(dtype).flatten(1, 3))
         sparse = self.to_sparse(queries)
-        score = self.score(levels, queries)  # (B, N)
+        score = self.score(levels, queries, text)  # (B, N)
         weight = torch.sigmoid(score)[..., None]
         dense = self.outside + weight * (self.inside - self.outside)  # (B, N, prompt_width)
         prior = LOGIT_PRIOR_SCALE * (self.logit_gain * score + self.logit_bias)
@@ -222,7 +238,9 @@ class TextReference(nn.Module):
             unit = F.normalize(embeddings.to(self.text_centre), dim=-1)
             self.text_centre.copy_(unit.mean(dim=0))
 
-    def score(self, levels: tuple[torch.Tensor, ...], queries: torch.Tensor) -> torch.Tensor:
+    def score(
+        self, levels: tuple[torch.Tensor, ...], queries: torch.Tensor, text: torch.Tensor
+    ) -> torch.Tensor:
         """Per image token, how much it is the text's structure: at every level the scaled dot
         product of the mean refined query and the token (both projected), summed over the
         levels, plus a learned bias. (Shallow levels hold the local intensities that tell
@@ -232,7 +250,8 @@ class TextReference(nn.Module):
         Returns ``(B, G·G·G)`` (C order of the grid).
         """
         dtype = self.inside.dtype
-        text = self.score_text(queries.mean(dim=1))[:, None]  # (B, 1, width)
+        text = self.score_text(queries.mean(dim=1)) + self.score_direct(text.to(dtype))
+        text = text[:, None]  # (B, 1, width)
         total = None
         for norm, project, level in zip(self.score_norm, self.score_image, levels):
             image = project(norm(level.to(dtype).flatten(1, 3)))  # (B or 1, N, width)

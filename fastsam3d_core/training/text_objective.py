@@ -24,6 +24,10 @@ from .text_data import TextCase
 
 # (case index, tile index, name): one training sample.
 Sample = tuple[int, int, str]
+# The weight of the vocabulary term (TextObjective._vocabulary_loss) beside a sample's loss:
+# at 1 the "liver" and "spleen" masks still overlapped (Dice 0.44-0.74 after 150-200 steps),
+# at 3 0.21-0.49, at 5 0.2 (docs/text-prompts.md).
+VOCABULARY_WEIGHT = 5.0
 
 
 def tile_features(model: Sam3D, cases: Sequence[TextCase]) -> list[list[CropFeatures]]:
@@ -55,6 +59,8 @@ class TextObjective(nn.Module):
         features: list[list[CropFeatures]],
         clicks: int = 1,
         balanced: bool = True,
+        vocabulary: dict[str, torch.Tensor] | None = None,
+        vocabulary_weight: float = 1.0,
     ) -> None:
         super().__init__()
         self.model = model
@@ -62,6 +68,16 @@ class TextObjective(nn.Module):
         self.features = features
         self.clicks = clicks
         self.loss = balanced_dice_ce_loss if balanced else dice_ce_loss
+        self.vocabulary = dict(sorted((vocabulary or {}).items()))
+        self.vocabulary_weight = vocabulary_weight
+        # Per case, tile and name: the structure at the prior's 32^3, where half a cell is in.
+        self.coarse = [
+            {
+                name: torch.stack([_coarse(truth) for truth in case.truths[name]])
+                for name in self.vocabulary if name in case.truths
+            }
+            for case in self.cases
+        ]  # fmt: skip
 
     def forward(self, samples: list[Sample], texts: torch.Tensor, seeds: list[list[int]]):
         """Args: samples; texts ``(B, 512)`` their text embeddings; seeds: per sample, its
@@ -69,7 +85,26 @@ class TextObjective(nn.Module):
         total = texts.new_zeros(())
         for (case, tile, name), text, seed in zip(samples, texts, seeds):
             total = total + self._sample_loss(case, tile, name, text, seed)
+            if self.vocabulary and self.vocabulary_weight:
+                total = total + self.vocabulary_weight * self._vocabulary_loss(case, tile)
         return total / len(samples)
+
+    def _vocabulary_loss(self, case: int, tile: int) -> torch.Tensor:
+        """Every training name's logit prior on the sample's tile against its own structure
+        (class-balanced BCE at 32^3, empty where the name is not in the tile): a sample's loss
+        shows one name, this term sets all of them apart on the same image tokens, as a
+        labelmap's structures are. It costs the text path only (no decoder), once per name."""
+        names = [name for name in self.vocabulary if name in self.coarse[case]]
+        device = self.model.device
+        texts = torch.stack([self.vocabulary[name] for name in names]).to(device)
+        _, _, prior = self.model.text_reference(self.features[case][tile].levels, texts)
+        prior = F.interpolate(prior, size=(CROP_SIZE // 4,) * 3, mode="trilinear",
+                              align_corners=False)[:, 0].float()  # fmt: skip
+        losses = [
+            _balanced_bce(prior[index], self.coarse[case][name][tile].to(device))
+            for index, name in enumerate(names)
+        ]
+        return torch.stack(losses).mean()
 
     def _sample_loss(
         self, case: int, tile: int, name: str, text: torch.Tensor, seed: list[int]
@@ -98,6 +133,22 @@ class TextObjective(nn.Module):
             upsampled = _upsample(low)
             losses.append(self.loss(upsampled.float(), target))
         return torch.stack(losses).mean()
+
+
+def _coarse(truth: np.ndarray) -> torch.Tensor:
+    """A (128,)*3 bool structure -> (32,)*3 bool: cells at least half inside."""
+    tensor = torch.from_numpy(np.ascontiguousarray(truth, np.float32))[None, None]
+    return F.avg_pool3d(tensor, 4)[0, 0] >= 0.5
+
+
+def _balanced_bce(logits: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """BCE with the inside and the outside weighing half each (an empty structure: the
+    outside only)."""
+    inside = truth.float()
+    weight_in = 0.5 / inside.sum().clamp(min=1)
+    weight_out = (0.5 if bool(truth.any()) else 1.0) / (1 - inside).sum().clamp(min=1)
+    weight = torch.where(truth, weight_in, weight_out)
+    return F.binary_cross_entropy_with_logits(logits, inside, weight=weight, reduction="sum")
 
 
 def _upsample(low: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ from .loop import LoopConfig, Ranks, case_of, process_group, remove_state, train
 from .observer import TrainingObserver
 from .settings import FinetuneSettings
 from .text_data import TextCase, parse_synonyms, text_cases
-from .text_objective import TextObjective, text_dice, tile_features
+from .text_objective import VOCABULARY_WEIGHT, TextObjective, text_dice, tile_features
 from .validation import BestState, Evaluation, ValidationPlan
 
 
@@ -120,7 +120,10 @@ def _train(model, training, held_out, bank, settings, ranks: Ranks, observer, lo
     spoken = {name: [name] + sorted(s for s, n in bank.synonyms.items() if n == name)
               for name in bank.embeddings if name not in bank.synonyms}  # fmt: skip
     samples = _samples(training)
-    objective = TextObjective(model, training, features, max(0, settings.clicks - 1))
+    vocabulary = {name: texts[name] for name in spoken}
+    objective = TextObjective(model, training, features, max(0, settings.clicks - 1),
+                              vocabulary=vocabulary,
+                              vocabulary_weight=VOCABULARY_WEIGHT)  # fmt: skip
     config = _config(settings, training, loaded.checkpoint_sha256, len(samples))
 
     def evaluate() -> Evaluation:
