@@ -349,7 +349,9 @@ def measure(args: argparse.Namespace) -> dict:
             finally:
                 browser.close()
     finally:
-        server.send_signal(2)
+        # SIGTERM, which the launcher handles as Ctrl-C: a shell's background job (nohup ... &)
+        # starts with SIGINT ignored, and the server would outlive the benchmark.
+        server.terminate()
         server.wait(60)
         weights.unlink()
     steps = sorted(read_timeline(timeline), key=lambda s: s["t"])
