@@ -39,7 +39,9 @@ def machine_description(settings: BenchSettings) -> dict[str, Any]:
         "cpu_matrix_units": units.describe(),
         f"matmul_{settings.matmul_size}_fp32_gflops": round(matmul_gflops(settings.matmul_size), 1),
     }
-    if units.bfloat16:  # elsewhere a bfloat16 product is a scalar fallback: minutes at 4096²
+    # Elsewhere a bfloat16 product is a scalar fallback: minutes at 4096². That includes a CPU
+    # with the units whose torch is held to AVX2 (ATEN_CPU_CAPABILITY=avx2, the AVX2 path).
+    if units.bfloat16 and "AVX512" in description["cpu_capability"]:
         gflops = matmul_gflops(settings.matmul_size, dtype="bfloat16")
         description[f"matmul_{settings.matmul_size}_bf16_gflops"] = round(gflops, 1)
     if torch.cuda.is_available():
