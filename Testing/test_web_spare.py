@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import free_port, interrupt, wait_for_port
+import test_web_security
 from test_slicer_mrml import CT_IMAGE, CT_LABEL
 from test_web_security import _alive, _children, _open_session
 
@@ -185,26 +184,8 @@ def test_the_model_waits_for_a_tabs_first_frame():
 # -- fastsam3d web's own spare, as real processes --------------------------------------------
 
 
-@pytest.fixture
-def launcher_process(tmp_path: Path):
-    """``fastsam3d web`` (the oracle) on a free loopback port, at most 1 session."""
-    port = free_port()
-    command = [str(Path(sys.executable).with_name("fastsam3d")), "web", str(CT_IMAGE),
-               "--model", "oracle", "--truth", str(CT_LABEL), "--truth-value", str(SPLEEN_LABEL),
-               "--port", str(port), "--sessions", "1"]  # fmt: skip
-    log = open(tmp_path / "server.log", "w")
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
-    sessions: list[int] = []
-    try:
-        wait_for_port(port, seconds=120, process=server)
-        yield port, server, sessions
-    finally:
-        if server.poll() is None:
-            interrupt(server, 40)
-        for pid in sessions:
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
-        log.close()
+# The same real launcher as test_web_security's (a fixture, under this module's name).
+launcher_process = test_web_security.launcher
 
 
 def _spare_port(server: subprocess.Popen, seconds: float = 120) -> tuple[int, int]:
