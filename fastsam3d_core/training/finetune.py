@@ -135,17 +135,8 @@ def finetune_loop_config(settings: FinetuneSettings, samples: int, run: dict) ->
     steps = settings.steps
     if settings.epochs is not None:
         steps = math.ceil(settings.epochs * samples / settings.batch_size)
-    return LoopConfig(
-        steps=steps,
-        learning_rate=settings.learning_rate,
-        batch_size=settings.batch_size,
-        accumulation=settings.accumulation,
-        seed=settings.seed,
-        checkpoint=settings.output.with_name(settings.output.name + ".state"),
-        checkpoint_every=settings.checkpoint_every,
-        warmup_steps=settings.warmup,
-        clip_norm=settings.clip_norm or None,
-        run=run,
+    return LoopConfig.for_command(
+        settings, steps, run, warmup_steps=settings.warmup, clip_norm=settings.clip_norm or None
     )
 
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -69,6 +69,23 @@ class LoopConfig:
     warmup_steps: int = 0
     clip_norm: float | None = None
     run: dict = field(default_factory=dict)
+
+    @classmethod
+    def for_command(cls, settings: Any, steps: int, run: dict, **options: Any) -> LoopConfig:
+        """A training command's loop (``settings``: its FinetuneSettings or DistillSettings):
+        its learning rate, batch, accumulation, seed and checkpoint interval, the state kept
+        beside its output as ``OUTPUT.state``; ``options``: the other fields."""
+        return cls(
+            steps=steps,
+            learning_rate=settings.learning_rate,
+            batch_size=settings.batch_size,
+            accumulation=settings.accumulation,
+            seed=settings.seed,
+            checkpoint=settings.output.with_name(settings.output.name + ".state"),
+            checkpoint_every=settings.checkpoint_every,
+            run=run,
+            **options,
+        )
 
     def learning_rate_at(self, step: int) -> float:
         """The learning rate of ``step`` (0-based): linear warm-up, then constant."""

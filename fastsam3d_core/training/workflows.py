@@ -330,14 +330,9 @@ def _distill_config(
     settings: DistillSettings, images: list[Path], teacher_sha256: str, student_start: str | None
 ) -> LoopConfig:
     """The loop's configuration; ``run`` identifies the run a saved state belongs to."""
-    return LoopConfig(
-        steps=settings.steps + settings.logit_steps,
-        learning_rate=settings.learning_rate,
-        batch_size=settings.batch_size,
-        accumulation=settings.accumulation,
-        seed=settings.seed,
-        checkpoint=settings.output.with_name(settings.output.name + ".state"),
-        checkpoint_every=settings.checkpoint_every,
+    return LoopConfig.for_command(
+        settings,
+        settings.steps + settings.logit_steps,
         run={"command": "distill", "teacher": settings.teacher, "student": settings.student,
              "teacher_sha256": teacher_sha256, "student_sha256": student_start,
              "images": [path.name for path in images], "layerwise_steps": settings.steps,
