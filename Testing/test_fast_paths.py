@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import SHARED_DATA_DIR
 
-from fastsam3d_core.geometry import Volume, crop_grid_around, resample, slabs
+from fastsam3d_core.geometry import Volume, crop_grid_around, resample, slabs, voxel_kernels
 from fastsam3d_core.geometry.paste import logits_on_volume
 from fastsam3d_core.models import common
 from fastsam3d_core.models.common import linear
@@ -29,9 +29,19 @@ def smooth_logits(seed: int, size: int = 32, offset: float = 0.5) -> torch.Tenso
     return up[0, 0] * 10 + offset
 
 
+@pytest.fixture(params=["compiled", "numpy"])
+def voxel_loops(request):
+    """The paste-back's voxel loops compiled (where built) and in NumPy, one run each."""
+    if request.param == "compiled" and voxel_kernels._voxels is None:
+        pytest.skip("the compiled voxel loops are not built here")
+    previous = voxel_kernels.set_compiled(request.param == "compiled")
+    yield request.param
+    voxel_kernels.set_compiled(previous)
+
+
 @pytest.mark.parametrize("seed,offset", [(0, 0.5), (1, 0.5), (2, -12.0), (3, -14.0)])
 @pytest.mark.parametrize("spacing", [(0.7, 0.7, 1.0), (2.0, 0.5, 3.0)])
-def test_thresholded_paste_equals_float_paste(seed, offset, spacing):
+def test_thresholded_paste_equals_float_paste(seed, offset, spacing, voxel_loops):
     affine = np.diag([*spacing, 1.0])
     affine[:3, 3] = (-30.0, 10.0, 5.0)
     volume = Volume(np.zeros((150, 170, 90), np.int16), affine)
@@ -51,13 +61,13 @@ def test_a_small_objects_paste_back_computes_few_planes(monkeypatch):
     the plain one)."""
     resample_module = sys.modules["fastsam3d_core.geometry.resample"]
     computed = []
-    scaled_step = resample_module._scaled_step
+    signs_between = resample_module.signs_between
 
-    def recorded(*args):
-        computed.append(1)
-        return scaled_step(*args)
+    def recorded(step, negated, fractions, out):
+        computed.extend(fractions)  # one per target plane computed voxel by voxel
+        return signs_between(step, negated, fractions, out)
 
-    monkeypatch.setattr(resample_module, "_scaled_step", recorded)
+    monkeypatch.setattr(resample_module, "signs_between", recorded)
     volume = Volume(np.zeros((150, 170, 90), np.int16), np.diag([0.7, 0.7, 1.0, 1.0]))
     grid = crop_grid_around(volume, volume.index_to_ras(np.array([60.0, 100.0, 40.0])))
     box = logits_on_volume(smooth_logits(2, offset=-12.0), grid, volume, threshold=0.0)
@@ -75,7 +85,7 @@ def real_organ_logits(volume: Volume, labels: np.ndarray, grid) -> np.ndarray:
 
 
 @pytest.mark.parametrize("organ", [5, 2])  # the example CT's liver, and its right kidney
-def test_paste_back_of_a_real_organ_equals_the_plain_one_bit_for_bit(organ):
+def test_paste_back_of_a_real_organ_equals_the_plain_one_bit_for_bit(organ, voxel_loops):
     """On a real scan's organ and on noise, the labelmap (voxels copied where the source planes
     around them share a sign, the rest computed) is exactly the plain float paste-back
     thresholded: on the scan's own grid, and on a 0.7×0.7×1 mm 512×512×300 grid there (a
@@ -114,7 +124,7 @@ def test_thresholded_resample_with_targets_outside_the_source():
     np.testing.assert_array_equal(inside_too, inside)
 
 
-def test_session_click_equals_the_plain_paste_back():
+def test_session_click_equals_the_plain_paste_back(voxel_loops):
     """A click's labelmap is exactly the thresholded float paste-back of its logits."""
 
     class Fixed:
@@ -141,7 +151,7 @@ def slab_threads():
     slabs.set_thread_count(None)
 
 
-def test_paste_back_in_threads_equals_one_thread(slab_threads):
+def test_paste_back_in_threads_equals_one_thread(slab_threads, voxel_loops):
     """The paste-back's slabs computed in several threads give the one-thread voxels, on a
     click's 512×512×300 box (noise and a smooth mask: runs cut at the slabs' edges)."""
     volume = Volume(np.zeros((512, 512, 300), np.int16), np.diag([0.7, 0.7, 1.0, 1.0]))
@@ -157,7 +167,7 @@ def test_paste_back_in_threads_equals_one_thread(slab_threads):
         assert 0 < by_threads[1].sum() < by_threads[1].size
 
 
-def test_paste_back_planes_with_positive_subnormals_equal_the_plain_ones(slab_threads):
+def test_paste_back_planes_with_positive_subnormals_equal_the_plain_ones(slab_threads, voxel_loops):
     """Source planes with positive subnormal values (where copying a sign is not proven) and
     without, in one paste-back: each target plane as the plain float computation gives it."""
     resample_module = sys.modules["fastsam3d_core.geometry.resample"]
@@ -177,7 +187,7 @@ def test_paste_back_planes_with_positive_subnormals_equal_the_plain_ones(slab_th
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_a_write_keeps_the_smallest_differing_box_packed(slab_threads, threads):
+def test_a_write_keeps_the_smallest_differing_box_packed(slab_threads, threads, voxel_loops):
     """A write (slabs compared, packed and copied in threads) gives the smallest box where the
     voxels changed, both versions there exactly (the box's k starting inside a packed byte),
     and the mask holding the new voxels; an equal write changes nothing."""

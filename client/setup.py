@@ -2,6 +2,7 @@
 outside this one, so it is built as a wheel only (``pip install ./client``, ``pip wheel
 ./client``)."""
 
+import runpy
 from pathlib import Path
 
 from setuptools import setup
@@ -30,4 +31,12 @@ if not (Path(__file__).resolve().parent.parent / "fastsam3d_core" / "__init__.py
 
 # The build's metadata folder here: by default setuptools writes it beside the package, in the
 # repository's root, where a Python started there would take it for an installed distribution.
-setup(cmdclass={"sdist": NoSourceDistribution}, options={"egg_info": {"egg_base": "."}})
+# The compiled voxel loops, defined once in the main distribution's setup.py (optional there too).
+main_build = runpy.run_path(
+    str(Path(__file__).resolve().parent.parent / "setup.py"), run_name="build"
+)
+setup(
+    ext_modules=[main_build["voxel_extension"]("..")],
+    cmdclass={"sdist": NoSourceDistribution, "build_ext": main_build["OptimisedBuildExt"]},
+    options={"egg_info": {"egg_base": "."}},
+)

@@ -16,6 +16,7 @@ from scipy.ndimage import map_coordinates
 
 from .slabs import run_slabs, slab_bounds
 from .volume import apply_affine
+from .voxel_kernels import signs_between
 
 # The BLAS behind NumPy, run single-threaded here: OpenBLAS threads keep spinning after each
 # call and take the cores from the model's own threads (torch, onnxruntime), which doubled a
@@ -399,19 +400,10 @@ def _compute_signs(
     out: np.ndarray,
 ) -> None:
     """``f·(P[b+1] - P[b]) > -P[b]`` over ``region`` of (J', K') for each fraction f, into
-    ``out`` ``(len(fractions), J', K')``, plane by plane (in cache; a scalar f is the fastest
-    NumPy loop)."""
+    ``out`` ``(len(fractions), J', K')`` (:func:`.voxel_kernels.signs_between`)."""
     step = planes[below + 1][region] - planes[below][region]
     negated = np.negative(planes[below][region])
-    scratch = np.empty_like(step)
-    for target, fraction in enumerate(fractions):
-        np.greater(_scaled_step(step, fraction, scratch), negated, out=out[target][region])
-
-
-def _scaled_step(step: np.ndarray, fraction: np.float32, scratch: np.ndarray) -> np.ndarray:
-    """``fraction · step`` into ``scratch``: where a target plane's voxels are computed one by
-    one."""
-    return np.multiply(step, fraction, out=scratch)
+    signs_between(step, negated, fractions, out[(slice(None), *region)])
 
 
 def _resample_general(

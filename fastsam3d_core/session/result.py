@@ -14,6 +14,7 @@ import numpy as np
 
 from ..geometry import CropGrid
 from ..geometry.slabs import run_slabs, slab_bounds
+from ..geometry.voxel_kernels import write_rows
 from .state import MaskPatch
 
 
@@ -149,30 +150,16 @@ def _write_slab(
     before_bits: np.ndarray,
     after_bits: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`write_patch` for the rows ``[first, last)`` of the box's first axis, a few at a
-    time (in cache): both versions packed, compared packed (an eighth of the bytes), the new
-    one copied where a row differs. Returns which rows differ, bool, and the OR over the rows
-    of the packed differences, uint8 ``(J, bytes of k)``."""
+    """:func:`write_patch` for the rows ``[first, last)`` of the box's first axis
+    (:func:`~fastsam3d_core.geometry.voxel_kernels.write_rows`: both versions packed, compared
+    packed, the new one copied where a row differs). Returns which rows differ, bool, and the
+    OR over the rows of the packed differences, uint8 ``(J, bytes of k)``."""
     first, last = rows
-    shape = region.shape
-    step = max(1, _SLAB_VOXELS // max(1, shape[1] * shape[2]))
     rows_differ = np.zeros(last - first, dtype=bool)
-    flipped = np.zeros(before_bits.shape[1:], dtype=np.uint8)
-    scratch = np.empty((min(step, last - first), *before_bits.shape[1:]), dtype=np.uint8)
-    for start in range(first, last, step):
-        stop = min(start + step, last)
-        before, after = region[start:stop], new[start:stop]
-        before_bits[start:stop] = np.packbits(before, axis=-1)
-        after_bits[start:stop] = np.packbits(after, axis=-1)
-        flips = np.bitwise_xor(
-            before_bits[start:stop], after_bits[start:stop], out=scratch[: stop - start]
-        )
-        slab_rows = flips.reshape(stop - start, -1).any(axis=1)
-        if not slab_rows.any():
-            continue
-        rows_differ[start - first : stop - first] = slab_rows
-        flipped |= np.bitwise_or.reduce(flips, axis=0)
-        region[start:stop] = after  # after the before is packed
+    flipped = write_rows(
+        region[first:last], new[first:last], before_bits[first:last], after_bits[first:last],
+        rows_differ,
+    )  # fmt: skip
     return rows_differ, flipped
 
 
