@@ -25,6 +25,7 @@ def cpu_name() -> str:
 def machine_description(settings: BenchSettings) -> dict[str, Any]:
     import torch
 
+    from ..geometry.voxel_kernels import compiled_loops
     from ..models.precision import cpu_matrix_units
 
     units = cpu_matrix_units()
@@ -37,6 +38,8 @@ def machine_description(settings: BenchSettings) -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu_matrix_units": units.describe(),
+        # The click's paste-back loops: compiled (setup.py) or NumPy's, 2-3x slower on a large CT.
+        "voxel_loops": compiled_loops() or "numpy",
         f"matmul_{settings.matmul_size}_fp32_gflops": round(matmul_gflops(settings.matmul_size), 1),
     }
     # Elsewhere a bfloat16 product is a scalar fallback: minutes at 4096². That includes a CPU

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 from .settings import PARTS
@@ -28,6 +29,10 @@ def format_table(report: dict[str, Any]) -> str:
             f"{row['encoder_peak_mb']:9.0f} "
             f"{row['encoder_gflops']:7.1f} {ratios:>23s} {row['note']}".rstrip()
         )
+        samples = row.get("click_samples_s") or []
+        if samples:  # the measure is every click, not the median alone
+            spread = "/".join(f"{f(samples) * 1e3:.1f}" for f in (min, statistics.median, max))
+            lines.append(f"{'':16s} click min/median/max {spread} ms over {len(samples)} clicks")
         if row["speedup_vs_float32"]:
             ratios = "/".join(f"{row['speedup_vs_float32'][p]:.2f}×" for p in PARTS)
             lines.append(
@@ -44,7 +49,8 @@ def format_table(report: dict[str, Any]) -> str:
     load = report["load_average_1_5_15"]
     lines.append(
         f"{machine['cpu']} (matrix units: {machine['cpu_matrix_units']}, torch: "
-        f"{machine['cpu_capability']}), {machine['torch_threads']} threads, "
+        f"{machine['cpu_capability']}), {machine['torch_threads']} threads, voxel loops "
+        f"{machine.get('voxel_loops', 'numpy')}, "
         f"torch {machine['torch']}, {throughput}; load average {load['start']} -> {load['end']}"
     )
     return "\n".join(lines)
