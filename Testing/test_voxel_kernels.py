@@ -29,6 +29,24 @@ def test_the_loops_are_built_where_a_compiler_is():
     assert voxel_kernels.compiled_loops() in ("avx2", "scalar"), "run: pip install -e ."
 
 
+@pytest.fixture(params=["avx2", "scalar"], autouse=True)
+def instruction_set(request):
+    """Each test with the AVX2 loops (where the CPU has AVX2) and the scalar ones (the path of
+    other CPUs, e.g. ARM)."""
+    if not BUILT:
+        yield None
+        return
+    try:
+        voxel_kernels._voxels.use_instruction_set(request.param)
+    except ValueError:
+        pytest.skip(f"no {request.param} loops on this CPU")
+    yield request.param
+    try:  # back to the import's choice
+        voxel_kernels._voxels.use_instruction_set("avx2")
+    except ValueError:
+        pass  # the scalar loops were in use
+
+
 def both(function, *arrays, **keywords):
     """``function`` on copies of ``arrays`` with the compiled loops and with NumPy: the
     copies (written in place) and the results of each."""

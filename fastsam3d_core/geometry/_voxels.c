@@ -296,7 +296,32 @@ static PyObject *instruction_set(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(
     return PyUnicode_FromString("scalar");
 }
 
+/* The fastest loops this CPU runs (at import), or the scalar ones (tests: the path of CPUs
+ * without AVX2, e.g. ARM, checked on any machine). */
+static PyObject *use_instruction_set(PyObject *Py_UNUSED(self), PyObject *args) {
+    const char *name;
+    if (!PyArg_ParseTuple(args, "s", &name)) {
+        return NULL;
+    }
+    if (strcmp(name, "scalar") == 0) {
+        pack_row = pack_row_scalar;
+        signs_row = signs_row_scalar;
+        Py_RETURN_NONE;
+    }
+#ifdef HAVE_AVX2_PATH
+    if (strcmp(name, "avx2") == 0 && __builtin_cpu_supports("avx2")) {
+        pack_row = pack_row_avx2;
+        signs_row = signs_row_avx2;
+        Py_RETURN_NONE;
+    }
+#endif
+    PyErr_Format(PyExc_ValueError, "this CPU or build has no %s loops", name);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
+    {"use_instruction_set", use_instruction_set, METH_VARARGS,
+     "use_instruction_set(name): 'avx2' (where the CPU has it) or 'scalar'."},
     {"signs_between", signs_between, METH_VARARGS,
      "signs_between(step, negated, fractions, out): out[t] = fractions[t] * step > negated."},
     {"write_rows", write_rows, METH_VARARGS,
