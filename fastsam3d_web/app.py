@@ -25,6 +25,7 @@ from fastsam3d_core.io.dicomweb import is_dicomweb_url
 from .dicom_files import ImageSource, dicom_series_for, image_files, is_dicom_file
 from .drop import FileReceiver
 from .events import PageEvents
+from .image_reading import ReadImage, read_upload, volume_node
 from .pacs import DicomwebAccess, PacsPanel
 from .page_ui import EXPORT_FILES, PageWidgets
 from .placement import Placement
@@ -178,14 +179,25 @@ class SegmentationPage(PageWidgets, TrameApp):
         folder = Path(tempfile.mkdtemp(prefix="upload-", dir=self.work_folder))
         self.open_uploaded(folder, lambda: save_uploads(files, folder))
 
-    def open_uploaded(self, folder: Path, saved: Callable[[], list[Path]]) -> None:
+    def open_uploaded(
+        self, folder: Path, saved: Callable[[], list[Path]], read: ReadImage | None = None
+    ) -> None:
         """Open the files that ``saved()`` wrote and checked (a zip unpacked) into ``folder``,
-        the page's own; the folder goes with the image, or at once if nothing needs it."""
+        the page's own; the folder goes with the image, or at once if nothing needs it.
+        ``read``: the image as :func:`.image_reading.read_upload` read them off the event loop
+        (None: read here); what the core's reader refused, the scene's reader opens."""
         source = ImageSource(folder=folder)  # a DICOM series' files stay while it is shown
         try:
             paths = saved()
-            dicom = any(is_dicom_file(path) for path in paths)
-            self.open_files([str(path) for path in paths], source, folder if dicom else None)
+            image = read_upload(paths, folder) if read is None else read
+            if image.volume is not None:
+                source.series = image.series
+                self._switch_to(volume_node(self.slicer.scene, image), source)
+                if image.problem:  # the image opened, without a SEG: said once, on the page
+                    self.show_error(image.problem)
+            else:
+                dicom_path = folder if image.dicom else None
+                self.open_files([str(path) for path in paths], source, dicom_path)
         except BaseException:
             source.discard()
             raise

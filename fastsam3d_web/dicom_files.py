@@ -74,11 +74,18 @@ def dicom_series_for(path: Path, volume_node: Any, shown: str | None = None) -> 
     from, its files in the node's slice order, ""), or (None, why not in one line) when its
     series does not make this volume: the image still opens, only without a DICOM SEG.
     ``shown``: how the reason names the files (see :class:`ImageSource`)."""
-    from fastsam3d_core.io.dicom_source import dicom_series_of
     from fastsam3d_mrml.mrml_io import volume_from_node
 
+    return dicom_series_for_volume(path, volume_from_node(volume_node), shown)
+
+
+def dicom_series_for_volume(path: Path, volume: Any, shown: str | None = None) -> tuple:
+    """:func:`dicom_series_for` of the core ``Volume`` read from ``path`` (no MRML: it may
+    run off the event loop)."""
+    from fastsam3d_core.io.dicom_source import dicom_series_of
+
     try:
-        return dicom_series_of(path, volume_from_node(volume_node)), ""
+        return dicom_series_of(path, volume), ""
     except ValueError as error:
         reason = reworded(error, path, shown) if shown else str(error).splitlines()[0]
         return None, f"no DICOM SEG for this image: {reason}"

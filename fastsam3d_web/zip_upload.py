@@ -51,16 +51,40 @@ def save_uploads(files: list[dict], folder: Path, report: Reporter | None = None
     paths = []
     for entry in files or []:
         upload = ClientFile(entry)
-        name = Path(upload.name or "").name  # never a folder the client names
-        if name in ("", ".", ".."):
-            raise UploadRefused(f"{upload.name!r}: not a file name; the current image stays")
+        path = folder / upload_name(upload.name)
         if upload.content is None:  # the browser could not read it (trame sends its error)
-            raise UploadRefused(f"{name}: the browser could not read this file; try again")
-        path = folder / name
+            raise UploadRefused(f"{path.name}: the browser could not read this file; try again")
         if path.exists():
-            raise UploadRefused(f"{name}: two files of this name came; the current image stays")
+            raise UploadRefused(
+                f"{path.name}: two files of this name came; the current image stays"
+            )
         path.write_bytes(upload.content)
         paths.append(path)
+    return unpacked_and_checked(paths, folder, report)
+
+
+def upload_name(name: str | None) -> str:
+    """The name an uploaded file is written under: the browser's name without any folder.
+
+    Raises:
+        UploadRefused: the name is no file's (empty, ``.``, ``..``).
+    """
+    own = Path(name or "").name  # never a folder the client names
+    if own in ("", ".", ".."):
+        raise UploadRefused(f"{name!r}: not a file name; the current image stays")
+    return own
+
+
+def unpacked_and_checked(
+    paths: list[Path], folder: Path, report: Reporter | None = None
+) -> list[Path]:
+    """The uploaded files ``paths`` (written in ``folder``), each zip replaced by its entries,
+    once all are checked (:func:`.uploads.check_uploads`); ``report`` as in :func:`save_uploads`.
+
+    Raises:
+        UploadRefused: a zip that is refused, or a check failed; one line that names the file.
+        ValueError: no file came.
+    """
     if not paths:
         raise ValueError("no file was uploaded")
     unpacked = []
