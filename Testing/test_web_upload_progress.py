@@ -27,12 +27,12 @@ from test_web import (  # noqa: F401 (browser, web_server: fixtures)
     web_server,
 )
 from test_web_drop import NO_WORK, RECORD_WORK, _changed, _drop, _series_files
-from test_web_page import page, settle  # noqa: F401 (page: a fixture)
+from test_web_page import CT_IMAGE, page, settle  # noqa: F401 (page: a fixture)
 
 pytest.importorskip("trame_slicer", reason="needs the web extra (pip install -e '.[web]')")
 pytestmark = pytest.mark.skipif(not DICOM_DIR.is_dir(), reason=f"{DICOM_DIR} not found")
 
-from fastsam3d_web.drop import YIELD_S  # noqa: E402
+from fastsam3d_web.drop import LEFT_BEHIND_S, YIELD_S  # noqa: E402
 from fastsam3d_web.upload_chunks import CHUNK_BYTES, ChunkedUpload  # noqa: E402
 from fastsam3d_web.uploads import MAX_IMAGE_GB_ENV, UploadRefused  # noqa: E402
 
@@ -200,3 +200,41 @@ def test_an_upload_shows_the_share_sent_then_the_image_opens(web_server, browser
     ]  # fmt: skip
     values = tab.evaluate("window.barValues")
     assert any(0 < value < 100 for value in values), values  # the bar showed the share
+
+
+def test_the_receiver_takes_one_upload_in_slices_at_a_time(page):  # noqa: F811
+    """The browser's calls in-process: a second upload is refused while one arrives, a slice
+    out of place ends the upload (its folder removed), one left behind for a minute gives way
+    to the next, and a finished one opens (the CT, in its own task)."""
+    receiver, content = page.receiver, CT_IMAGE.read_bytes()
+    announced = [{"name": CT_IMAGE.name, "size": len(content)}]
+    uploads = Path(page.work_folder)
+
+    async def run() -> None:
+        first = await receiver.begin(announced)
+        assert first is not None and page.state.error == ""
+        assert await receiver.begin(announced) is None
+        assert page.state.error.startswith("another upload is still being opened")
+        assert not await receiver.append(first, 0, 10, content[:10])  # not the first bytes
+        assert "byte 10 came where byte 0 was due" in page.state.error
+        assert not list(uploads.glob("upload-*")) and not receiver.receiving
+        stale = await receiver.begin(announced)
+        assert await receiver.append(stale, 0, 0, content[:1000])
+        receiver.chunked.touched -= LEFT_BEHIND_S + 1  # no slice for a minute
+        number = await receiver.begin(announced)
+        assert number == stale + 1 and len(list(uploads.glob("upload-*"))) == 1
+        assert not await receiver.append(stale, 0, 1000, content[1000:])  # the old one's
+        for offset in range(0, len(content), CHUNK_BYTES // 4):
+            assert await receiver.append(
+                number, 0, offset, content[offset : offset + CHUNK_BYTES // 4]
+            )
+        await receiver.finish(number)
+        assert receiver.task is not None and not receiver.task.done()  # the trigger returned
+        await receiver.task
+
+    previous = page.volume
+    asyncio.run(run())
+    settle(page)
+    assert page.state.error == "" and page.volume is not previous and not receiver.receiving
+    assert page.volume.GetImageData().GetDimensions() == (122, 101, 30)
+    assert not list(uploads.glob("upload-*"))  # not DICOM: the scene holds it, the files went
