@@ -9,7 +9,10 @@ click on a large CT without any test noticing.
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import sysconfig
 from pathlib import Path
 
@@ -66,9 +69,14 @@ def both(function, *arrays, **keywords):
 def test_a_write_packs_compares_and_copies_as_numpy(length):
     rng = np.random.default_rng(length)
     mask = rng.integers(0, 2, (9, 11, length + 6)).astype(np.uint8)
-    mask[0, 0, :3] = (2, 255, 7)  # nonzero is one, as np.packbits takes it
     box = (slice(1, 8), slice(2, 10), slice(3, 3 + length))  # strided rows of a larger array
+    # Nonzero is one, as np.packbits takes it (0x80 and 0x7f: the word trick's edge cases); in a
+    # row that changes, which both copy (bytes other than 0/1 in a row that packs alike may
+    # stay: the compiled loops copy by row, NumPy by slab).
+    odd = np.array([2, 255, 128, 127], np.uint8)[: min(4, length)]
+    mask[2, 3, 3 : 3 + odd.size] = odd
     new = rng.integers(0, 2, (7, 8, length)).astype(np.uint8)
+    new[1, 1, 0] = 0  # region[1, 1, 0] is 2: packed, it changes
     new[3] = mask[box][3]  # a row of the first axis that does not change
     packed = (7, 8, -(-length // 8))
     (compiled, numpy) = both(
@@ -102,3 +110,70 @@ def test_signs_between_planes_equal_numpys(length):
     plain = fractions[:, None, None] * step[None] > negated[None]
     np.testing.assert_array_equal(compiled[1][:, 1:14, 2 : 2 + length], plain)
     assert not compiled[1][:, 0].any() and not compiled[1][:, :, :2].any()
+
+
+@pytest.mark.skipif(not BUILT, reason="the compiled loops are not built here")
+@pytest.mark.parametrize("length", [3, 8, 32, 61, 256])
+def test_packing_takes_every_nonzero_byte_as_one(length):
+    rng = np.random.default_rng(length)
+    source = np.resize(np.arange(256, dtype=np.uint8), (2, 3, length))
+    source[:, 1] = rng.permutation(source[:, 1], axis=-1)
+    source[1, 2] = 0
+    out = np.full((2, 3, -(-length // 8)), 0xA5, np.uint8)  # every byte written
+    voxel_kernels._voxels.pack_rows(source, out)
+    np.testing.assert_array_equal(out, np.packbits(source != 0, axis=-1))
+
+
+@pytest.mark.skipif(not BUILT, reason="the compiled loops are not built here")
+def test_flipped_and_broadcast_views_take_the_compiled_loops_and_equal_numpys():
+    """Negative strides on the first two axes (a flipped volume's box) and zero strides (a
+    broadcast, read-only ``new``) are walked by the compiled loops as NumPy walks them."""
+    rng = np.random.default_rng(5)
+    flip = (slice(None, None, -1), slice(None, None, -2))
+    new = np.broadcast_to(rng.integers(0, 2, (1, 5, 37), dtype=np.uint8), (6, 5, 37))
+    assert voxel_kernels._rows_contiguous(new, np.empty((6, 10, 37), np.uint8)[flip])
+    (compiled, numpy) = both(
+        lambda mask, *rest: (mask, write_rows(mask[flip], *rest)),
+        rng.integers(0, 2, (6, 10, 37), dtype=np.uint8), new,
+        np.zeros((6, 5, 5), np.uint8), np.zeros((6, 5, 5), np.uint8)[::-1], np.zeros(6, bool),
+    )  # fmt: skip
+    for ours, theirs in zip(compiled[0], numpy[0]):
+        np.testing.assert_array_equal(ours, theirs)
+    np.testing.assert_array_equal(compiled[1][1], numpy[1][1])
+    np.testing.assert_array_equal(compiled[0][0][flip], new)
+
+    step = rng.normal(size=(9, 21)).astype(np.float32)[::-1, :]
+    negated = rng.normal(size=(9, 21)).astype(np.float32)[:, :]
+    fractions = np.array([0.25, 0.5, 0.75], np.float32)
+    (compiled, numpy) = both(
+        lambda out, *rest: signs_between(*rest, out[::-1, ::-1]) or out,
+        np.zeros((3, 9, 21), bool), step, negated, fractions,
+    )  # fmt: skip
+    np.testing.assert_array_equal(compiled[1], numpy[1])
+    plain = fractions[:, None, None] * step[None] > negated[None]
+    np.testing.assert_array_equal(compiled[1][::-1, ::-1], plain)
+
+
+def test_unaligned_or_reversed_rows_are_computed_by_numpy():
+    """Rows the C loops cannot read as they are (reversed; floats at an odd address) go to
+    NumPy, with the same result."""
+    raw = np.zeros(4 * 5 * 16 + 1, np.uint8)
+    unaligned = np.frombuffer(raw.data, np.float32, 5 * 16, offset=1).reshape(5, 16)
+    assert not voxel_kernels._rows_contiguous(unaligned)
+    reversed_rows = (np.arange(80, dtype=np.float32) - 40).reshape(5, 16)[:, ::-1]
+    assert not voxel_kernels._rows_contiguous(reversed_rows)
+    out = np.zeros((1, 5, 16), bool)
+    signs_between(reversed_rows, unaligned, np.ones(1, np.float32), out)
+    np.testing.assert_array_equal(out[0], reversed_rows > 0)
+
+
+@pytest.mark.skipif(not BUILT, reason="the compiled loops are not built here")
+@pytest.mark.parametrize("value,compiled", [("1", False), ("yes", False), ("0", True), ("", True)])
+def test_the_environment_variable_turns_the_compiled_loops_off(value, compiled):
+    script = "from fastsam3d_core.geometry import voxel_kernels as v; print(v.compiled_loops())"
+    environment = {**os.environ, "FASTSAM3D_NO_COMPILED_LOOPS": value}
+    run = subprocess.run(
+        [sys.executable, "-c", script], env=environment, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr
+    assert (run.stdout.strip() != "None") == compiled, run.stdout

@@ -21,23 +21,29 @@
 
 /* ---- packing: bytes (nonzero = 1) to bits, first byte in the highest bit (np.packbits) ---- */
 
-/* Eight bytes, each 0 or not, to one byte: each nonzero byte to 0x01 at its place, then one
- * multiplication moves byte i's bit to bit 63 - i (no two products meet, so no carries). */
-static inline uint8_t pack_eight(const uint8_t *src) {
-    uint64_t x;
-    memcpy(&x, src, 8);
-    const uint64_t low7 = 0x7f7f7f7f7f7f7f7fULL;
-    x = (((x & low7) + low7) | x) & 0x8080808080808080ULL;
-    x >>= 7;
-    return (uint8_t)((x * 0x8040201008040201ULL) >> 56);
-}
-
+/* Up to eight bytes, one by one (a row's last bytes). */
 static inline uint8_t pack_tail(const uint8_t *src, Py_ssize_t count) {
     uint8_t byte = 0;
     for (Py_ssize_t n = 0; n < count; n++) {
         byte |= (uint8_t)((src[n] != 0) << (7 - n));
     }
     return byte;
+}
+
+/* Eight bytes, each 0 or not, to one byte: each nonzero byte to 0x01 at its place, then one
+ * multiplication moves byte i's bit to bit 63 - i (no two products meet, so no carries). */
+static inline uint8_t pack_eight(const uint8_t *src) {
+#if defined(__BYTE_ORDER__) && defined(__ORDER_BIG_ENDIAN__) && \
+    __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    return pack_tail(src, 8); /* the word trick below reads src[0] as the lowest byte */
+#else
+    uint64_t x;
+    memcpy(&x, src, 8);
+    const uint64_t low7 = 0x7f7f7f7f7f7f7f7fULL;
+    x = (((x & low7) + low7) | x) & 0x8080808080808080ULL;
+    x >>= 7;
+    return (uint8_t)((x * 0x8040201008040201ULL) >> 56);
+#endif
 }
 
 static void pack_row_scalar(const uint8_t *src, Py_ssize_t length, uint8_t *dst) {

@@ -20,7 +20,9 @@ try:  # built by setup.py where a C compiler was found
 except ImportError:  # pragma: no cover - depends on the installation
     _voxels = None
 
-_use_compiled = _voxels is not None and not os.environ.get("FASTSAM3D_NO_COMPILED_LOOPS")
+# "0" or empty leaves them on, as for most switches of this kind.
+_TURNED_OFF = os.environ.get("FASTSAM3D_NO_COMPILED_LOOPS", "") not in ("", "0")
+_use_compiled = _voxels is not None and not _TURNED_OFF
 # Rows of a write handled at a time by the NumPy loop: a slab that stays in cache.
 _SLAB_VOXELS = 1 << 19
 
@@ -41,9 +43,11 @@ def set_compiled(enabled: bool) -> bool:
 
 
 def _rows_contiguous(*arrays: np.ndarray) -> bool:
-    """Whether each array's last axis is contiguous (the compiled loops' one requirement on
-    layout; the other axes may be strided)."""
-    return all(a.shape[-1] <= 1 or a.strides[-1] == a.itemsize for a in arrays)
+    """Whether each array's last axis is contiguous and its items aligned (the compiled loops'
+    requirements on layout: C reads them as floats; the other axes may be strided)."""
+    return all(
+        a.flags.aligned and (a.shape[-1] <= 1 or a.strides[-1] == a.itemsize) for a in arrays
+    )
 
 
 def signs_between(
@@ -81,7 +85,9 @@ def write_rows(
     """Write ``new`` into ``region`` (uint8 0/1 ``(I, J, K)``, indexed alike), keeping both
     versions packed (``np.packbits(..., axis=-1)``) in ``before_bits`` and ``after_bits``
     (uint8 ``(I, J, ceil(K / 8))``); ``rows_differ`` (bool ``(I,)``) is set where a row of the
-    first axis changed.
+    first axis changed. Packing takes any nonzero byte as 1; but a row whose packed bits do
+    not change may be left as it was (the compiled loops copy row by row, NumPy slab by slab),
+    so bytes other than 0 and 1 may stay in ``region`` differently (never in a segment's mask).
 
     Returns:
         The OR over the rows of the packed differences, uint8 ``(J, ceil(K / 8))``: where along
