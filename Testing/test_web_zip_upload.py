@@ -145,7 +145,8 @@ def test_a_dicom_series_as_a_zip_opens_with_its_series_and_a_bad_zip_keeps_it(pa
 
 @needs_series
 def test_the_browsers_files_are_checked_off_the_event_loop_with_progress(page):  # noqa: F811
-    """The browser's path (``receiver.receive``): the series comes as one zip, unpacked and
+    """An upload in one message (``receiver.receive``; the browser's slices end in the same
+    opening, Testing/test_web_upload_progress.py): the series comes as one zip, unpacked and
     checked on another thread while the loop goes on (its ticks see the "Unpacking"/"Checking"
     lines, which only the worker sets, and only while it runs: about 0.3 s of checks here);
     the progress line says each step and clears at the end."""
