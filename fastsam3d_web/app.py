@@ -190,19 +190,26 @@ class SegmentationPage(PageWidgets, TrameApp):
         try:
             paths = saved()
             image = read_upload(paths, folder) if read is None else read
-            if image.volume is not None:
-                source.series = image.series
-                self._switch_to(volume_node(self.slicer.scene, image), source)
-                if image.problem:  # the image opened, without a SEG: said once, on the page
-                    self.show_error(image.problem)
-            else:
-                dicom_path = folder if image.dicom else None
-                self.open_files([str(path) for path in paths], source, dicom_path)
+            self.open_read(paths, image, source, folder)
         except BaseException:
             source.discard()
             raise
         if source.series is None:  # the scene holds the image in memory
             source.discard()
+
+    def open_read(
+        self, paths: list[Path], image: ReadImage, source: ImageSource, folder: Path
+    ) -> None:
+        """Open ``image``, read off the event loop from ``paths`` in ``folder``
+        (:func:`.read_upload`), from ``source``: the volume node made of it, or, where the
+        core's reader refused the files, the scene's reader on them."""
+        if image.volume is not None:
+            source.series = image.series
+            self._switch_to(volume_node(self.slicer.scene, image), source)
+            if image.problem:  # the image opened, without a SEG: said once, on the page
+                self.show_error(image.problem)
+            return
+        self.open_files([str(path) for path in paths], source, folder if image.dicom else None)
 
     def _open_image(self, image: Path) -> None:
         """IMAGE: a file, or a DICOM series (a folder, or a file of it)."""

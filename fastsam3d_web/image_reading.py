@@ -50,10 +50,12 @@ class ReadImage:
     problem: str = ""
 
 
-def read_upload(paths: list[Path], folder: Path) -> ReadImage:
+def read_upload(paths: list[Path], folder: Path, shown: str = UPLOADED) -> ReadImage:
     """The image that the uploaded (and checked) ``paths`` in ``folder`` make, read by the core:
     a DICOM series (the folder's largest), or the first file that is an image (a MetaImage or
     NRRD header before its data file). Runs off the event loop: it touches no MRML node.
+    ``shown``: what a message calls the files (a series downloaded from a PACS: its server and
+    UID), not the page's folder.
 
     Never raises for files the core does not read: ``volume`` is None then."""
     from fastsam3d_core.io.errors import VolumeReadError
@@ -70,7 +72,7 @@ def read_upload(paths: list[Path], folder: Path) -> ReadImage:
         return image  # the scene's reader tries, and says why not in its own words
     image.image_data = _image_data(image.volume.array)
     if dicom:
-        image.series, image.problem = dicom_series_for_volume(folder, image.volume, UPLOADED)
+        image.series, image.problem = dicom_series_for_volume(folder, image.volume, shown)
         image.name = _series_name(image.series.files[0] if image.series else paths[0])
     else:
         image.name = target.name

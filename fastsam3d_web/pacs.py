@@ -34,6 +34,7 @@ from trame.widgets import html
 from trame_vuetify.widgets import vuetify3 as v3
 
 from .dicom_files import ImageSource, image_files, reworded
+from .image_reading import ReadImage, read_upload
 from .series_size import SeriesBudget
 
 # The DICOM SEG download's file name.
@@ -122,8 +123,8 @@ class PacsPanel:
         files = folder / "series"
         source = ImageSource(folder=folder, server=series_url.base, shown=shown)
 
-        def opened(names: list[str]) -> None:
-            self.page.open_files(names, source, dicom_path=files)
+        def opened(downloaded: tuple[list[Path], ReadImage]) -> None:
+            self.page.open_read(*downloaded, source, files)
             if source.series is None:  # no SEG to make of it: the scene holds the image
                 source.discard()
             self.state.pacs_dialog = False
@@ -134,10 +135,11 @@ class PacsPanel:
 
     def _download(
         self, series_url: Any, files: Path, shown: str, say: Callable[[int, int], None]
-    ) -> list[str]:
+    ) -> tuple[list[Path], ReadImage]:
         """On the request's thread: the series, no larger than the page opens, into ``files``
         (``say`` hears the progress); its image files, checked as any DICOM folder is (a
-        refusal names the series)."""
+        refusal names the series), and the image read from them there too (the event loop
+        only makes the node of it)."""
         from fastsam3d_core.io.dicomweb import download_series, open_client
         from fastsam3d_core.io.errors import VolumeReadError
 
@@ -151,9 +153,10 @@ class PacsPanel:
 
         download_series(series_url, files, auth, REQUEST_TIMEOUT_S, progress)
         try:
-            return image_files(files)
+            paths = [Path(name) for name in image_files(files)]
         except VolumeReadError as error:
             raise ValueError(reworded(error, files, shown)) from error
+        return paths, read_upload(paths, files, shown)
 
     async def seg_bytes(self, inputs: Any = None) -> bytes:
         """The segmentation as a DICOM SEG file's bytes: the scene read here (or ``inputs``,
