@@ -103,6 +103,31 @@ __attribute__((target("avx2"))) static void signs_row_avx2(const float *step,
 typedef void (*signs_row_fn)(const float *, const float *, float, Py_ssize_t, uint8_t *);
 static signs_row_fn signs_row = signs_row_scalar;
 
+/* ---- which loops run ---- */
+
+static int avx2_available(void) {
+#ifdef HAVE_AVX2_PATH
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2");
+#else
+    return 0;
+#endif
+}
+
+/* The AVX2 loops (only where avx2_available()) or the scalar ones. */
+static void select_loops(int avx2) {
+    pack_row = pack_row_scalar;
+    signs_row = signs_row_scalar;
+#ifdef HAVE_AVX2_PATH
+    if (avx2) {
+        pack_row = pack_row_avx2;
+        signs_row = signs_row_avx2;
+    }
+#else
+    (void)avx2;
+#endif
+}
+
 /* ---- argument checks ---- */
 
 typedef struct {
@@ -263,7 +288,7 @@ static PyObject *write_rows(PyObject *Py_UNUSED(self), PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* ---- pack_rows(source, out): np.packbits(source, axis=-1) into out (tests, undo) ---- */
+/* ---- pack_rows(source, out): np.packbits(source, axis=-1) into out; the packer alone (tests) */
 
 static PyObject *pack_rows(PyObject *Py_UNUSED(self), PyObject *args) {
     PyObject *o[2];
@@ -309,18 +334,10 @@ static PyObject *use_instruction_set(PyObject *Py_UNUSED(self), PyObject *args) 
     if (!PyArg_ParseTuple(args, "s", &name)) {
         return NULL;
     }
-    if (strcmp(name, "scalar") == 0) {
-        pack_row = pack_row_scalar;
-        signs_row = signs_row_scalar;
+    if (strcmp(name, "scalar") == 0 || (strcmp(name, "avx2") == 0 && avx2_available())) {
+        select_loops(strcmp(name, "avx2") == 0);
         Py_RETURN_NONE;
     }
-#ifdef HAVE_AVX2_PATH
-    if (strcmp(name, "avx2") == 0 && __builtin_cpu_supports("avx2")) {
-        pack_row = pack_row_avx2;
-        signs_row = signs_row_avx2;
-        Py_RETURN_NONE;
-    }
-#endif
     PyErr_Format(PyExc_ValueError, "this CPU or build has no %s loops", name);
     return NULL;
 }
@@ -340,12 +357,6 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_voxels", NULL, -1, methods};
 
 PyMODINIT_FUNC PyInit__voxels(void) {
-#ifdef HAVE_AVX2_PATH
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2")) {
-        pack_row = pack_row_avx2;
-        signs_row = signs_row_avx2;
-    }
-#endif
+    select_loops(avx2_available());
     return PyModule_Create(&module);
 }

@@ -23,8 +23,9 @@ except ImportError:  # pragma: no cover - depends on the installation
 # "0" or empty leaves them on, as for most switches of this kind.
 _TURNED_OFF = os.environ.get("FASTSAM3D_NO_COMPILED_LOOPS", "") not in ("", "0")
 _use_compiled = _voxels is not None and not _TURNED_OFF
-# Rows of a write handled at a time by the NumPy loop: a slab that stays in cache.
-_SLAB_VOXELS = 1 << 19
+# Voxels handled at a time by a NumPy loop over a box (here, and the session's comparison of
+# masks): a slab that stays in cache.
+SLAB_VOXELS = 1 << 19
 
 
 def compiled_loops() -> str | None:
@@ -102,7 +103,7 @@ def write_rows(
         _voxels.write_rows(region, new, before_bits, after_bits, rows_differ, flipped)
         return flipped
     depth, rows, length = region.shape
-    step = max(1, _SLAB_VOXELS // max(1, rows * length))
+    step = max(1, SLAB_VOXELS // max(1, rows * length))
     scratch = np.empty((min(step, depth), *before_bits.shape[1:]), dtype=np.uint8)
     for start in range(0, depth, step):
         stop = min(start + step, depth)

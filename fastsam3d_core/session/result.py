@@ -14,7 +14,7 @@ import numpy as np
 
 from ..geometry import CropGrid
 from ..geometry.slabs import run_slabs, slab_bounds
-from ..geometry.voxel_kernels import write_rows
+from ..geometry.voxel_kernels import SLAB_VOXELS, write_rows
 from .state import MaskPatch
 
 
@@ -71,10 +71,6 @@ class Result:
     changes: tuple[SegmentChange, ...] = ()
 
 
-# Voxels compared at a time by :func:`differing_box`: a slab that stays in cache.
-_SLAB_VOXELS = 1 << 19
-
-
 def differing_box(
     mask: np.ndarray, box: tuple[slice, slice, slice], new: np.ndarray
 ) -> tuple[slice, slice, slice] | None:
@@ -89,7 +85,7 @@ def differing_box(
     # box is millions of voxels); its rows are padded to whole 8-byte words, so that "any
     # voxel of a row differs" is a test of a few words instead of every byte.
     words = -(-shape[2] // 8)
-    step = max(1, _SLAB_VOXELS // max(1, shape[1] * words * 8))
+    step = max(1, SLAB_VOXELS // max(1, shape[1] * words * 8))
     differs = np.zeros((min(step, shape[0]), shape[1], words * 8), dtype=bool)
     rows_differ = np.zeros(shape[0], dtype=bool)
     columns = np.zeros((shape[1], words), dtype=np.uint64)  # OR over the slabs so far
