@@ -75,10 +75,6 @@ class ChunkedUpload:
         self.received = [0] * len(self.paths)
         self.touched = time.monotonic()  # the last slice's time: an upload left behind ends
 
-    @property
-    def total(self) -> int:
-        return sum(self.sizes)
-
     def append(self, index: object, offset: object, data: object) -> int:
         """Write the slice ``data`` (bytes) of file ``index`` at ``offset``: the next bytes of
         that file, within its announced size. Returns the bytes received in all so far.
