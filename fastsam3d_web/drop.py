@@ -175,6 +175,7 @@ class FileReceiver:
             self._end_chunked()
         if self.receiving:
             self._refuse_another()
+            await self._yield()
             return None
         folder = Path(tempfile.mkdtemp(prefix="upload-", dir=page.work_folder))
         try:
@@ -182,7 +183,7 @@ class FileReceiver:
         except Exception as error:
             shutil.rmtree(folder, ignore_errors=True)
             page.show_error(error)
-            page.state.flush()
+            await self._yield()
             return None
         self.receiving = True
         self.number += 1
@@ -200,6 +201,7 @@ class FileReceiver:
             )
         except Exception as error:
             self._end_chunked(error)
+            await self._yield()
             return False
         return True
 
@@ -219,6 +221,7 @@ class FileReceiver:
                 folder, lambda report: unpacked_and_checked(upload.complete(), folder, report)
             )
         )
+        await self._yield()
 
     def abort(self, number: int, reason: str = "") -> None:
         """The browser stopped sending upload ``number`` (a file it could not read)."""
@@ -286,6 +289,10 @@ class FileReceiver:
             return None
 
     async def _yield(self) -> None:
-        """Send the state now and let the loop write it before the next step."""
+        """Send the state now and let the loop write it before the next step. A trigger's
+        answer goes out at once while the state is sent by a task the loop runs later, so a
+        trigger that changed the state yields before it answers: otherwise the browser clears
+        its sending line before the server's line (or refusal) arrives, and for a moment the
+        strip says nothing while the upload is still being opened."""
         self.page.state.flush()
         await asyncio.sleep(YIELD_S)
