@@ -36,6 +36,20 @@ from fastsam3d_web.drop import LEFT_BEHIND_S, YIELD_S  # noqa: E402
 from fastsam3d_web.upload_chunks import CHUNK_BYTES, ChunkedUpload  # noqa: E402
 from fastsam3d_web.uploads import MAX_IMAGE_GB_ENV, UploadRefused  # noqa: E402
 
+
+async def send_in_slices(receiver, files: list[tuple[str, bytes]]) -> None:
+    """What the browser's handler does (fastsam3d_web/drop.py, SEND_IN_SLICES): announce the
+    files, send each in slices of CHUNK_BYTES, finish; then wait for the opening to end."""
+    number = await receiver.begin([{"name": name, "size": len(data)} for name, data in files])
+    assert number is not None, receiver.page.state.error
+    for index, (_, data) in enumerate(files):
+        for offset in range(0, len(data), CHUNK_BYTES):
+            slice_ = data[offset : offset + CHUNK_BYTES]
+            assert await receiver.append(number, index, offset, slice_), receiver.page.state.error
+    await receiver.finish(number)
+    await receiver.task
+
+
 needs_chromium = pytest.mark.skipif(
     shutil.which("chromium") is None, reason="Debian's chromium is missing"
 )
@@ -100,7 +114,7 @@ def test_a_dicom_series_is_read_off_the_loop_with_the_scenes_geometry(page):  # 
 
     async def run() -> None:
         watcher = asyncio.ensure_future(watch())
-        await page.receiver.receive([{"name": p.name, "content": p.read_bytes()} for p in files])
+        await send_in_slices(page.receiver, [(p.name, p.read_bytes()) for p in files])
         watcher.cancel()
 
     asyncio.run(run())

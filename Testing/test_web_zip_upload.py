@@ -14,11 +14,13 @@ from pathlib import Path
 import pytest
 from test_dicom_series import DICOM_DIR
 from test_web_page import CT_IMAGE, nodes, page, settle, upload  # noqa: F401 (page: a fixture)
+from test_web_upload_progress import send_in_slices
 
 pytest.importorskip("trame_slicer", reason="needs the web extra (pip install -e '.[web]')")
 
+from fastsam3d_web.upload_chunks import save_uploads  # noqa: E402
 from fastsam3d_web.uploads import MAX_IMAGE_GB_ENV, UploadRefused  # noqa: E402
-from fastsam3d_web.zip_upload import save_uploads, unpack_zip  # noqa: E402
+from fastsam3d_web.zip_upload import unpack_zip  # noqa: E402
 
 
 def _zip(entries: dict, method: int = zipfile.ZIP_DEFLATED) -> bytes:
@@ -145,8 +147,8 @@ def test_a_dicom_series_as_a_zip_opens_with_its_series_and_a_bad_zip_keeps_it(pa
 
 @needs_series
 def test_the_browsers_files_are_checked_off_the_event_loop_with_progress(page):  # noqa: F811
-    """An upload in one message (``receiver.receive``; the browser's slices end in the same
-    opening, Testing/test_web_upload_progress.py): the series comes as one zip, unpacked and
+    """An upload as the browser sends it (in slices; Testing/test_web_upload_progress.py
+    drives them through the browser too): the series comes as one zip, unpacked and
     checked on another thread while the loop goes on (its ticks see the "Unpacking"/"Checking"
     lines, which only the worker sets, and only while it runs: about 0.3 s of checks here);
     the progress line says each step and clears at the end."""
@@ -163,7 +165,7 @@ def test_the_browsers_files_are_checked_off_the_event_loop_with_progress(page): 
 
     async def run() -> None:
         watcher = asyncio.ensure_future(watch())
-        await page.receiver.receive([{"name": "series.zip", "content": series}])
+        await send_in_slices(page.receiver, [("series.zip", series)])
         watcher.cancel()
 
     asyncio.run(run())

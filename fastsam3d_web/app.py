@@ -40,8 +40,8 @@ from .segments_panel import SegmentsPanel
 from .shortcuts import PageShortcuts
 from .text_panel import TextPanel
 from .timeline import install_engine_hooks, install_stream_hooks, mark
+from .upload_chunks import save_uploads
 from .views_panel import ViewsPanel
-from .zip_upload import save_uploads
 
 # How often results are collected while the worker has work, and when idle. The engine wakes
 # the poll when a job is queued, not when it ends: a click's result waited up to a nap (30 ms).

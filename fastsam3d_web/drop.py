@@ -8,8 +8,7 @@ bar). The server writes the slices, then unpacks and checks the files
 (:func:`.zip_upload.unpacked_and_checked`) and reads the image (:func:`.image_reading.read_upload`)
 on a thread of its own, so that its event loop keeps answering the page (clicks, other buttons,
 the views' images); only putting the image into the MRML scene, which owns its nodes on the
-event loop's thread, runs there. Files sent in one message (:meth:`FileReceiver.receive`) take
-the same path from their writing on.
+event loop's thread, runs there.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ from trame_vuetify.widgets import vuetify3 as v3
 
 from .image_reading import read_upload
 from .upload_chunks import CHUNK_BYTES, ChunkedUpload
-from .zip_upload import Reporter, save_uploads, unpacked_and_checked
+from .zip_upload import Reporter, unpacked_and_checked
 
 # The line the drop hint shows over the views while files are dragged there.
 DROP_HINT = (
@@ -87,7 +86,6 @@ class FileReceiver:
         # The browser's line and bar while it sends; the server never sets them.
         page.state.sending, page.state.sending_fraction = "", None
         controller = page.server.controller
-        self.trigger = controller.trigger_name(self.receive)  # the files in one message
         self.triggers = {
             "BEGIN": controller.trigger_name(self.begin),
             "SLICE": controller.trigger_name(self.append),
@@ -151,17 +149,6 @@ class FileReceiver:
 
     # -- on the server ---------------------------------------------------------------------
 
-    async def receive(self, files: list[dict]) -> None:
-        """Open the files the browser sent in one message: written, unpacked and checked off
-        the event loop, then read (also off it) and put into the scene; a refusal is said in
-        one line and the current image stays."""
-        if self.receiving:
-            self._refuse_another()
-            return
-        self.receiving = True
-        folder = Path(tempfile.mkdtemp(prefix="upload-", dir=self.page.work_folder))
-        await self._open(folder, lambda report: save_uploads(files, folder, report))
-
     async def begin(self, announced: list) -> int | None:
         """Start an upload sent in slices, its files ``announced`` (``{name, size}`` each) and
         made empty in a folder of its own; its number, or None when it is refused (said on
@@ -206,10 +193,10 @@ class FileReceiver:
         return True
 
     async def finish(self, number: int) -> None:
-        """Upload ``number`` has been sent: its files, once whole, are opened as
-        :meth:`receive` opens files, in a task of its own (:attr:`task`) and this returns at
-        once: wslink answers one tab's messages in turn, so the tab's next click or button
-        would wait for as long as this trigger ran."""
+        """Upload ``number`` has been sent: its files, once whole, are unpacked, checked and
+        read off the event loop and put into the scene (:meth:`_open`), in a task of its own
+        (:attr:`task`), and this returns at once: wslink answers one tab's messages in turn,
+        so the tab's next click or button would wait for as long as this trigger ran."""
         upload = self._chunked(number)
         if upload is None:
             return

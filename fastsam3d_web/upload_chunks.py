@@ -6,8 +6,8 @@ upload showed only an indeterminate bar. So the browser sends each file in slice
 last), and shows the share sent after each (``sending``, the browser's own line). Here the
 server checks what the browser announces before any byte comes (names, count, total size) and
 writes each slice where it belongs, in order, refusing anything else. Once every file is whole,
-the same unpacking and checks as for files sent in one message follow
-(:func:`.zip_upload.unpacked_and_checked`).
+the unpacking and checks follow (:func:`.zip_upload.unpacked_and_checked`). Files given whole
+(:func:`save_uploads`, the page's ``upload``) go through the same class in one slice each.
 
 Every function here touches files only (no MRML): the page runs the writes off its event loop.
 """
@@ -17,8 +17,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from trame.app.file_upload import ClientFile
+
 from .uploads import MAX_IMAGE_GB_ENV, UploadRefused, max_image_bytes
-from .zip_upload import MAX_ZIP_ENTRIES, upload_name
+from .zip_upload import MAX_ZIP_ENTRIES, Reporter, unpacked_and_checked, upload_name
 
 # The browser sends this much of a file per message (the last slice of a file may be shorter):
 # small enough that a few MB show several steps, large enough that each message's round trip
@@ -112,6 +114,28 @@ class ChunkedUpload:
             if received != size:
                 raise UploadRefused(f"{path.name}: {received} of its {size} bytes came; try again")
         return list(self.paths)
+
+
+def save_uploads(files: list[dict], folder: Path, report: Reporter | None = None) -> list[Path]:
+    """The browser's files given whole (trame's file dicts: name, content, ...) written into
+    ``folder`` as an upload of one slice each, then unpacked and checked as every upload is.
+
+    Raises:
+        UploadRefused: as :class:`ChunkedUpload` and
+            :func:`.zip_upload.unpacked_and_checked` refuse, or a file the browser could not
+            read; one line that names the file.
+        ValueError: no file came.
+    """
+    given = [ClientFile(entry) for entry in files or []]
+    for entry in given:
+        if entry.content is None:  # the browser could not read it (trame sends its error)
+            name = upload_name(entry.name)
+            raise UploadRefused(f"{name}: the browser could not read this file; try again")
+    sizes = [{"name": entry.name, "size": len(entry.content)} for entry in given]
+    upload = ChunkedUpload(folder, sizes)
+    for index, entry in enumerate(given):
+        upload.append(index, 0, entry.content)
+    return unpacked_and_checked(upload.complete(), folder, report)
 
 
 def _shown(paths: list[Path]) -> str:

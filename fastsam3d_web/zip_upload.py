@@ -23,8 +23,6 @@ import zlib
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from trame.app.file_upload import ClientFile
-
 from .uploads import MAX_IMAGE_GB_ENV, UploadRefused, check_uploads, max_image_bytes
 
 # At most this many entries in one zip: a long DICOM series has a few thousand slices.
@@ -35,32 +33,6 @@ COPY_CHUNK = 1 << 20
 _CLUTTER = ("__MACOSX/", ".DS_Store", "Thumbs.db")
 
 Reporter = Callable[[str], None]
-
-
-def save_uploads(files: list[dict], folder: Path, report: Reporter | None = None) -> list[Path]:
-    """The browser's files (trame's file dicts: name, content, ...) written into ``folder``,
-    each zip among them replaced by its entries, and all of them checked.
-
-    ``report`` is told, in a line, what is being done (for the page's progress line).
-
-    Raises:
-        UploadRefused: a name that is not a file's, a zip that is refused, or a check of
-            :func:`.uploads.check_uploads` failed; one line that names the file.
-        ValueError: no file came.
-    """
-    paths = []
-    for entry in files or []:
-        upload = ClientFile(entry)
-        path = folder / upload_name(upload.name)
-        if upload.content is None:  # the browser could not read it (trame sends its error)
-            raise UploadRefused(f"{path.name}: the browser could not read this file; try again")
-        if path.exists():
-            raise UploadRefused(
-                f"{path.name}: two files of this name came; the current image stays"
-            )
-        path.write_bytes(upload.content)
-        paths.append(path)
-    return unpacked_and_checked(paths, folder, report)
 
 
 def upload_name(name: str | None) -> str:
@@ -79,7 +51,8 @@ def unpacked_and_checked(
     paths: list[Path], folder: Path, report: Reporter | None = None
 ) -> list[Path]:
     """The uploaded files ``paths`` (written in ``folder``), each zip replaced by its entries,
-    once all are checked (:func:`.uploads.check_uploads`); ``report`` as in :func:`save_uploads`.
+    once all are checked (:func:`.uploads.check_uploads`); ``report`` is told, in a line, what is
+    being done (for the page's progress line).
 
     Raises:
         UploadRefused: a zip that is refused, or a check failed; one line that names the file.
