@@ -12,6 +12,7 @@ from torch import nn
 
 from ..attention import AttentionConfig
 from ..attention.backends import Backend
+from . import text_clicks
 from .image_encoder import EncoderAttention, ImageEncoderViT3D
 from .mask_decoder import DecoderImageCache, MaskDecoder3D
 from .precision import PrecisionChoice, PrecisionError, check_precision, convert_encoder
@@ -130,12 +131,15 @@ class Sam3D(nn.Module):
         mask_input: torch.Tensor | None = None,
         points: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        honour_clicks: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Masks from text: the text path's prompt tokens (sparse) and dense prior, the dense
         prior added to the mask prompt's embedding, through the mask decoder; the path's logit
         prior (upsampled) added to the decoder's logits. Clicks after the text come as
         ``points``: their tokens go before the text's, so the text keeps its say in the mask
-        (the click path alone, from the text's logits as mask prompt, lost it).
+        (the click path alone, from the text's logits as mask prompt, lost it), and each is
+        honoured where it landed (:func:`.text_clicks.honour_clicks`; ``honour_clicks=False``:
+        the decoder's answer alone, as training reads it).
 
         Args:
             embedding, levels: from :meth:`encode_levels` (batch 1 or B).
@@ -169,7 +173,11 @@ class Sam3D(nn.Module):
         )
         size = logits.shape[2:]
         upsampled = F.interpolate(logit_prior, size=size, mode="trilinear", align_corners=False)
-        return logits + upsampled.to(logits.dtype), iou
+        logits = logits + upsampled.to(logits.dtype)
+        if points is not None and honour_clicks:
+            seen = self.text_reference.image_as_seen(levels)
+            logits = text_clicks.honour_clicks(logits, seen, points, labels)
+        return logits, iou
 
     @property
     def device(self) -> torch.device:

@@ -231,6 +231,13 @@ class TextReference(nn.Module):
         prior = prior.reshape(batch, 1, *grid)
         return sparse, dense.transpose(1, 2).reshape(batch, -1, *grid), prior
 
+    def image_as_seen(self, levels: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The shallowest level's tokens as the score projects them, ``(B or 1, G, G, G,
+        width)``: the local image as this path learned to tell structures apart by it (what
+        :func:`.text_clicks.honour_clicks` compares a click's place with)."""
+        level = levels[0].to(self.inside.dtype)
+        return self.score_image[0](self.score_norm[0](level))
+
     def set_text_centre(self, embeddings: torch.Tensor) -> None:
         """Centre texts on the mean of ``embeddings`` ``(N, 512)`` (the training names'), each
         L2-normalised first as :meth:`forward` normalises a text."""

@@ -127,9 +127,11 @@ class TextObjective(nn.Module):
             # As a session refines a text's mask: every click so far with the text's prompts.
             point = torch.as_tensor(np.array(points), dtype=torch.float32, device=device)[None]
             label = torch.tensor([labels], device=device)
+            # The decoder's own answer: the click rule (models/text_clicks.py) learns nothing.
             low, _ = self.model.decode_text(
-                features.embedding, features.levels, text[None], low.detach(), point, label
-            )
+                features.embedding, features.levels, text[None], low.detach(), point, label,
+                honour_clicks=False,
+            )  # fmt: skip
             upsampled = _upsample(low)
             losses.append(self.loss(upsampled.float(), target))
         return torch.stack(losses).mean()
