@@ -101,3 +101,11 @@ def test_the_module_segments_by_name_with_the_text_adapter_it_loads(
     session = Session(read_volume(CT_IMAGE), model_with_adapter(adapter).eval())
     expected = session.add_text("spleen", TextVocabulary.from_adapter(adapter)).mask
     np.testing.assert_array_equal(current_mask(logic), expected.astype(bool))
+    # A point afterwards, in one of the text's crops: decoded with the text (no encoder run),
+    # as the engine's own session decodes it.
+    ras = labels.index_to_ras(np.array(labels.array.shape, dtype=float) / 2)
+    place(logic, ras, positive=False)
+    settle(logic)
+    assert not logic.lastEncoderRan
+    expected = session.add_point(ras, positive=False).mask
+    np.testing.assert_array_equal(current_mask(logic), expected.astype(bool))

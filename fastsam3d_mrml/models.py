@@ -116,8 +116,19 @@ class FallbackPredictor:
     def encode_features(self, crop: Any) -> Any:
         return self._call(lambda: self.inner.encode_features(crop))
 
-    def decode_text(self, features: Any, text_embedding: Any, mask_input: Any = None) -> Any:
-        return self._call(lambda: self.inner.decode_text(features, text_embedding, mask_input))
+    def decode_text(
+        self,
+        features: Any,
+        text_embedding: Any,
+        mask_input: Any = None,
+        points: Any = None,
+        labels: Any = None,
+    ) -> Any:
+        """The inner predictor's ``decode_text``: the text alone, or clicks after it (a click
+        in a text's crop decodes with the text, :mod:`fastsam3d_core.session.crops`)."""
+        return self._call(
+            lambda: self.inner.decode_text(features, text_embedding, mask_input, points, labels)
+        )
 
     def _call(self, run: Callable[[], Any]) -> Any:
         try:
