@@ -8,7 +8,12 @@ import pytest
 import torch
 from conftest import seeded_model
 
-from fastsam3d_core.models.text_clicks import CLICK_LOGIT, REACH_VOXELS, honour_clicks
+from fastsam3d_core.models.text_clicks import (
+    CLICK_LOGIT,
+    REACH_VOXELS,
+    _linear_upsampling,
+    honour_clicks,
+)
 from fastsam3d_core.models.text_reference import attach_text_reference
 
 # Image tokens (1, 8, 8, 8, C): the lower half of the crop along d0 (tokens 0-3) alike, the
@@ -52,6 +57,38 @@ def test_a_click_already_satisfied_changes_nothing():
     logits = torch.full((1, 1, 32, 32, 32), -8.0)
     out = honour_clicks(logits, HALVES, torch.tensor([[[64.0, 64.0, 64.0]]]), torch.tensor([[0]]))
     assert torch.equal(out, logits)  # a negative click where the mask is already far outside
+
+
+def test_the_resemblance_is_upsampled_as_torch_interpolates_trilinearly():
+    tokens = torch.rand(3, 8, 8, 8)
+    expected = torch.nn.functional.interpolate(
+        tokens[None], size=(32, 32, 32), mode="trilinear", align_corners=False
+    )[0]
+    upsampled = tokens
+    for axis in range(3):
+        product = torch.tensordot(
+            upsampled, _linear_upsampling(8, 32, tokens.device), ([axis + 1], [1])
+        )
+        upsampled = torch.movedim(product, -1, axis + 1)
+    assert torch.allclose(upsampled, expected, atol=1e-6)
+
+
+def test_clicks_apply_in_their_order_and_each_batch_entry_reads_its_own_tokens():
+    logits = torch.zeros(2, 1, 32, 32, 32)
+    # Entry 0: the two halves; entry 1: every token its own (no token resembles another).
+    tokens = torch.zeros(2, 8, 8, 8, 512)
+    tokens[0, ..., :4] = HALVES[0]
+    tokens[1] = torch.eye(512).reshape(8, 8, 8, 512)
+    here = [64.0, 64.0, 64.0]
+    points = torch.tensor([[here, here]] * 2)
+    last_positive = honour_clicks(logits, tokens, points, torch.tensor([[0, 1], [0, 1]]))
+    last_negative = honour_clicks(logits, tokens, points, torch.tensor([[1, 0], [1, 0]]))
+    assert last_positive[0, 0, 16, 16, 16] > 0 and last_negative[0, 0, 16, 16, 16] < 0
+    # A click at (24, 64, 64): around it, its tissue in entry 0 only.
+    low = torch.tensor([[[24.0, 64.0, 64.0]]] * 2)
+    out = honour_clicks(logits, tokens, low, torch.tensor([[1], [1]]))[:, 0]
+    assert out[0, 4, 16, 16] > 1.0 and out[1, 4, 16, 16] > 1.0  # the clicked place itself
+    assert out[0, 1, 16, 16] > out[1, 1, 16, 16] + 0.5  # tissue alike in entry 0 only
 
 
 @pytest.fixture(scope="module")

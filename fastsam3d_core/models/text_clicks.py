@@ -2,12 +2,11 @@
 it towards its own label, as far as the image there resembles the image at the click.
 
 The text path adds a logit prior to the decoder's logits (:class:`.text_reference.TextReference`),
-on the same scale as the decoder's own answer or larger (a standard deviation of 4.2 logits over
-a crop against the seeded decoder's 0.32; docs/text-prompts.md). The decoder's answer to a click
-comes from its trained attention, which relates a click's position to the image; through a
-frozen seeded decoder it moves the logits by 0.015, and nothing ties a trained decoder's answer
-to the scale training gave the prior. So a click also has its say where the prior has its own,
-at the output:
+whose scale training sets. The decoder's answer to a click comes from its trained attention,
+which relates a click's position to the image: through the frozen seeded decoder a click moves
+the logits by a small fraction of the prior's spread, and nothing ties a trained decoder's
+answer to the prior's scale (docs/text-prompts.md has the figures). So a click also has its say
+where the prior has its own, at the output:
 
 - around the click, a Gaussian of the distance (:data:`REACH_VOXELS` crop voxels), times how
   much each image token resembles the clicked one as the text path sees the image (the cosine,
@@ -15,8 +14,9 @@ at the output:
   local intensities through the projection the path learned to tell structures apart by),
   trilinear from the 8³ tokens onto the 32³ logits and taken relative to the click's own cell;
 - the logits are moved that share of the way to :data:`CLICK_LOGIT` with the click's sign, and
-  only towards it: a negative click never raises a logit, a positive one never lowers one, and
-  the clicked cell itself ends on the click's side.
+  only towards it: a negative click never raises a logit, a positive one never lowers one, a
+  logit already beyond the click's target keeps its value, and the clicked cell ends on the
+  click's side (the Gaussian at its centre is at least 0.977: any logit within ±85).
 
 Nothing is learned (no state in the adapter file, and training reads the decoder's answer
 alone); clicks are applied in their order.
@@ -28,12 +28,14 @@ import torch
 import torch.nn.functional as F
 
 # A click's reach: the Gaussian's standard deviation, in crop voxels (an image token is 16).
-# Measured on three adapters of the test's recipe, 8 click sequences each (docs/text-prompts.md):
-# 12 met the test's bar in 21 of 24; 14 and 16 gained more but let a boundary click spoil more.
+# Chosen on three adapters of the test's recipe (docs/text-prompts.md): a wider reach gained
+# more but let a click at the boundary spoil more.
 REACH_VOXELS = 12.0
 # Where a click pulls its own voxel's logit: firmly on its side of 0, no further (a voxel
 # already beyond it keeps its logit).
 CLICK_LOGIT = 2.0
+# Crop voxels per low-resolution logit cell along each axis (128 / 32).
+CELL_VOXELS = 4
 
 
 def honour_clicks(
@@ -43,7 +45,8 @@ def honour_clicks(
         logits: ``(B, 1, 32, 32, 32)`` low-resolution logits of the crop (axes d0, d1, d2).
         level: ``(B or 1, 8, 8, 8, C)`` the image tokens a click's place is compared with
             (:meth:`.text_reference.TextReference.image_as_seen`).
-        points: ``(B, N, 3)`` crop voxel coordinates (d0, d1, d2, 0-127), as the decoder takes.
+        points: ``(B, N, 3)`` crop voxel coordinates (d0, d1, d2, 0-127), as the decoder takes;
+            inside the crop (a session passes only those).
         labels: ``(B, N)`` 1 positive, 0 negative; other values (padding) are skipped.
 
     Returns:
@@ -70,11 +73,12 @@ def honour_clicks(
 
 
 def _reach(clicks: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
-    """``(N, *size)``: the Gaussian of each cell's distance to each click, 1 at the click; one
-    factor per axis (the cells' centres in crop voxels: each cell covers 4 along each axis)."""
+    """``(N, *size)``: the Gaussian of each cell's centre's distance to each click, 1 at the
+    click; one factor per axis."""
     factors = []
     for axis, length in enumerate(size):
-        centres = (torch.arange(length, device=clicks.device, dtype=torch.float32) + 0.5) * 4 - 0.5
+        cells = torch.arange(length, device=clicks.device, dtype=torch.float32)
+        centres = (cells + 0.5) * CELL_VOXELS - 0.5
         offset = centres[None] - clicks[:, axis, None]  # (N, length)
         factors.append(torch.exp(-(offset**2) / (2 * REACH_VOXELS**2)))
     return factors[0][:, :, None, None] * factors[1][:, None, :, None] * factors[2][:, None, None]
@@ -84,10 +88,11 @@ def _resemblance(
     features: torch.Tensor, clicks: torch.Tensor, tokens: tuple[int, ...], size: tuple[int, ...]
 ) -> torch.Tensor:
     """``(N, *size)``: the cosine (at least 0) of each image token with each clicked one,
-    trilinear onto ``size``, relative to the click's own cell (interpolated, the clicked
-    token's cosine of 1 falls at its border: the click's own cell resembles itself fully)."""
+    trilinear onto ``size``, relative to the click's own cell: interpolation mixes the clicked
+    token's cosine of 1 with its neighbours' even at the click, and the click's own place is
+    meant to resemble itself fully."""
     grid = torch.tensor(tokens, device=clicks.device)
-    crop = 4 * torch.tensor(size, device=clicks.device)  # each cell covers 4 crop voxels
+    crop = CELL_VOXELS * torch.tensor(size, device=clicks.device)
     token = torch.minimum((clicks.clamp(min=0) / crop * grid).long(), grid - 1)
     index = (token[:, 0] * tokens[1] + token[:, 1]) * tokens[2] + token[:, 2]
     smooth = (features[index] @ features.T).clamp(min=0).reshape(-1, *tokens)
@@ -96,7 +101,7 @@ def _resemblance(
         smooth = torch.movedim(
             torch.tensordot(smooth, spread, dims=([axis + 1], [1])), -1, axis + 1
         )
-    cell = torch.minimum((clicks.clamp(min=0) / 4).long(), crop // 4 - 1)
+    cell = torch.minimum((clicks.clamp(min=0) / CELL_VOXELS).long(), crop // CELL_VOXELS - 1)
     own = smooth[torch.arange(len(clicks)), cell[:, 0], cell[:, 1], cell[:, 2]].clamp(min=1e-6)
     return (smooth / own[:, None, None, None]).clamp(max=1)
 

@@ -144,7 +144,8 @@ class TextPrompts:
     ) -> Result:
         """Segment by name: a new segment, named by the text and made current, from the text's
         mask over the whole volume; one undoable edit. Clicks afterwards refine it (a click
-        inside one of its crops runs the decoder only, from the text's logits there).
+        inside one of its crops runs no encoder: it decodes with the text, from the text's
+        logits there, and is honoured where it landed, :mod:`..models.text_clicks`).
 
         Args:
             text: the structure's name, e.g. ``"liver"`` (surrounding spaces ignored).
