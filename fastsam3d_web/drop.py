@@ -195,8 +195,9 @@ class FileReceiver:
     async def finish(self, number: int) -> None:
         """Upload ``number`` has been sent: its files, once whole, are unpacked, checked and
         read off the event loop and put into the scene (:meth:`_open`), in a task of its own
-        (:attr:`task`), and this returns at once: wslink answers one tab's messages in turn,
-        so the tab's next click or button would wait for as long as this trigger ran."""
+        (:attr:`task`), and this returns once its progress line has gone out (:meth:`_yield`):
+        wslink answers one tab's messages in turn, so the tab's next click or button would
+        wait for as long as this trigger ran."""
         upload = self._chunked(number)
         if upload is None:
             return
