@@ -11,7 +11,6 @@ from conftest import seeded_model
 from fastsam3d_core.models.text_clicks import (
     CLICK_LOGIT,
     REACH_VOXELS,
-    _linear_upsampling,
     honour_clicks,
 )
 from fastsam3d_core.models.text_reference import attach_text_reference
@@ -57,20 +56,6 @@ def test_a_click_already_satisfied_changes_nothing():
     logits = torch.full((1, 1, 32, 32, 32), -8.0)
     out = honour_clicks(logits, HALVES, torch.tensor([[[64.0, 64.0, 64.0]]]), torch.tensor([[0]]))
     assert torch.equal(out, logits)  # a negative click where the mask is already far outside
-
-
-def test_the_resemblance_is_upsampled_as_torch_interpolates_trilinearly():
-    tokens = torch.rand(3, 8, 8, 8)
-    expected = torch.nn.functional.interpolate(
-        tokens[None], size=(32, 32, 32), mode="trilinear", align_corners=False
-    )[0]
-    upsampled = tokens
-    for axis in range(3):
-        product = torch.tensordot(
-            upsampled, _linear_upsampling(8, 32, tokens.device), ([axis + 1], [1])
-        )
-        upsampled = torch.movedim(product, -1, axis + 1)
-    assert torch.allclose(upsampled, expected, atol=1e-6)
 
 
 def test_clicks_apply_in_their_order_and_each_batch_entry_reads_its_own_tokens():

@@ -95,27 +95,8 @@ def _resemblance(
     crop = CELL_VOXELS * torch.tensor(size, device=clicks.device)
     token = torch.minimum((clicks.clamp(min=0) / crop * grid).long(), grid - 1)
     index = (token[:, 0] * tokens[1] + token[:, 1]) * tokens[2] + token[:, 2]
-    smooth = (features[index] @ features.T).clamp(min=0).reshape(-1, *tokens)
-    for axis, (short, long) in enumerate(zip(tokens, size)):  # trilinear, one axis at a time
-        spread = _linear_upsampling(short, long, clicks.device)  # (long, short)
-        smooth = torch.movedim(
-            torch.tensordot(smooth, spread, dims=([axis + 1], [1])), -1, axis + 1
-        )
+    cosine = (features[index] @ features.T).clamp(min=0).reshape(1, -1, *tokens)
+    smooth = F.interpolate(cosine, size=size, mode="trilinear", align_corners=False)[0]
     cell = torch.minimum((clicks.clamp(min=0) / CELL_VOXELS).long(), crop // CELL_VOXELS - 1)
     own = smooth[torch.arange(len(clicks)), cell[:, 0], cell[:, 1], cell[:, 2]].clamp(min=1e-6)
     return (smooth / own[:, None, None, None]).clamp(max=1)
-
-
-def _linear_upsampling(short: int, long: int, device: torch.device) -> torch.Tensor:
-    """``(long, short)``: linear interpolation from ``short`` samples onto ``long`` as
-    ``F.interpolate(..., align_corners=False)`` places them, as a matrix (three small products
-    cost less than the interpolation of one volume per click)."""
-    source = (torch.arange(long, device=device, dtype=torch.float32) + 0.5) * short / long - 0.5
-    source = source.clamp(min=0)
-    low = source.floor().long().clamp(max=short - 1)
-    high = (low + 1).clamp(max=short - 1)
-    weight = source - low
-    matrix = torch.zeros(long, short, device=device)
-    matrix[torch.arange(long), low] += 1 - weight
-    matrix[torch.arange(long), high] += weight
-    return matrix
