@@ -309,9 +309,10 @@ def test_a_saved_state_is_resumed_only_by_the_same_run_and_kept_until_removed(tm
     again = _distill_tiny(CPU, crops, checkpoint=state, run=run)  # all steps done: nothing to do
     for key, value in first.items():
         assert torch.equal(again[key], value), key
-    for other in ({"run": {**run, "teacher_sha256": "bbb"}}, {"run": run, "learning_rate": 1.0}):
+    for other, changed in (({"run": {**run, "teacher_sha256": "bbb"}}, "teacher_sha256"),
+                           ({"run": run, "learning_rate": 1.0}, "learning_rate"),
+                           ({"run": run, "schedule": "cosine"}, "schedule")):  # fmt: skip
         config = {"checkpoint": state, **other}
-        changed = "learning_rate" if "learning_rate" in other else "teacher_sha256"
         with pytest.raises(ValueError, match=f"another training run \\({changed} differ"):
             _distill_tiny(CPU, crops, **config)
     # A state saved before runs had an identity (no "run") is resumed on its parameters.
@@ -322,6 +323,20 @@ def test_a_saved_state_is_resumed_only_by_the_same_run_and_kept_until_removed(tm
     assert all(torch.equal(again[key], value) for key, value in first.items())
     remove_state(LoopConfig(steps=1, learning_rate=1.0, checkpoint=state), CPU)
     assert not state.exists()
+
+
+def test_the_cosine_schedule_warms_up_then_falls_to_zero_at_the_last_step():
+    constant = LoopConfig(steps=100, learning_rate=2e-3, warmup_steps=10)
+    cosine = LoopConfig(steps=100, learning_rate=2e-3, warmup_steps=10, schedule="cosine")
+    for config in (constant, cosine):  # the warm-up is the same
+        assert config.learning_rate_at(0) == pytest.approx(2e-4)
+        assert config.learning_rate_at(9) == pytest.approx(2e-3)
+    assert constant.learning_rate_at(99) == 2e-3
+    rates = [cosine.learning_rate_at(step) for step in range(10, 100)]
+    assert rates[0] == pytest.approx(2e-3) and rates[45] == pytest.approx(1e-3)
+    assert all(a > b for a, b in zip(rates, rates[1:])) and rates[-1] < 1e-5
+    with pytest.raises(ValueError, match="--schedule 'linear': choose from constant, cosine"):
+        LoopConfig(steps=1, learning_rate=1.0, schedule="linear")
 
 
 def test_held_out_cases_never_take_every_training_case():

@@ -15,7 +15,7 @@ import typer
 from ..training.observer import TrainingObserver, describe_step
 from ..training.settings import DistillSettings as Distill
 from ..training.settings import FinetuneSettings as Finetune
-from ..training.settings import check_prompts
+from ..training.settings import check_prompts, check_schedule
 from .runtime import check_model_name
 from .train_options import (
     AccumulationOption,
@@ -36,6 +36,7 @@ from .train_options import (
     OutputAdapter,
     OutputStudent,
     PromptsOption,
+    ScheduleOption,
     SeedOption,
     StepsOption,
     StudentOption,
@@ -65,6 +66,7 @@ def finetune(
     accumulation: AccumulationOption = Finetune.accumulation,
     learning_rate: LearningRateOption = Finetune.learning_rate,
     warmup: WarmupOption = Finetune.warmup,
+    schedule: ScheduleOption = Finetune.schedule,
     clip_norm: ClipNormOption = Finetune.clip_norm,
     clicks: ClicksOption = Finetune.clicks,
     prompts: PromptsOption = Finetune.prompts,
@@ -89,15 +91,17 @@ def finetune(
     from .runtime import load_recipe, resolve_device
 
     check_model_name(model, sorted(MODEL_REGISTRY))
-    try:
-        check_prompts(prompts)
-    except ValueError as error:
-        problem = str(error).removeprefix("--prompts ")
-        raise typer.BadParameter(problem, param_hint="--prompts") from None
+    for check, value, hint in ((check_prompts, prompts, "--prompts"),
+                               (check_schedule, schedule, "--schedule")):  # fmt: skip
+        try:
+            check(value)
+        except ValueError as error:
+            raise typer.BadParameter(str(error).removeprefix(f"{hint} "), param_hint=hint) from None
     settings = Finetune(
         data=data, output=output, model=model, weights=weights, label=label, steps=steps,
         epochs=epochs, batch_size=batch_size, accumulation=accumulation,
-        learning_rate=learning_rate, warmup=warmup, clip_norm=clip_norm, clicks=clicks,
+        learning_rate=learning_rate, warmup=warmup, schedule=schedule, clip_norm=clip_norm,
+        clicks=clicks,
         prompts=prompts, validation=validation, validate_every=validate_every,
         validation_clicks=validation_clicks, keep_last=keep_last,
         device=resolve_device(device), seed=seed, checkpoint_every=checkpoint_every,

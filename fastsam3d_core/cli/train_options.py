@@ -54,6 +54,14 @@ LearningRateOption = Annotated[
 WarmupOption = Annotated[
     int, typer.Option(min=0, metavar="N", help="Steps over which the learning rate grows to --lr.")
 ]
+ScheduleOption = Annotated[
+    str,
+    typer.Option(
+        metavar="constant|cosine",
+        help="The learning rate after the warm-up: constant, or cosine (down to 0 at the last "
+        "step, so the last states settle).",
+    ),
+]
 ClipNormOption = Annotated[
     Optional[float],
     typer.Option(min=0.0, metavar="X", help="Clip the gradients' global L2 norm to X (0: not)."),

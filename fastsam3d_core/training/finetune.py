@@ -136,8 +136,9 @@ def finetune_loop_config(settings: FinetuneSettings, samples: int, run: dict) ->
     if settings.epochs is not None:
         steps = math.ceil(settings.epochs * samples / settings.batch_size)
     return LoopConfig.for_command(
-        settings, steps, run, warmup_steps=settings.warmup, clip_norm=settings.clip_norm or None
-    )
+        settings, steps, run, warmup_steps=settings.warmup, schedule=settings.schedule,
+        clip_norm=settings.clip_norm or None,
+    )  # fmt: skip
 
 
 class NotImprovedError(ValueError):

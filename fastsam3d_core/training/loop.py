@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from torch import nn
 
 from ..io._atomic import write_atomically
 from .observer import TrainingObserver
+from .settings import check_schedule
 from .validation import BestState, trained_state
 
 # compute_loss(objective, this micro-batch's sample numbers, step) -> its mean loss. Sample n is
@@ -53,6 +55,11 @@ class LoopConfig:
             (Adam's first steps move every weight by about the learning rate, whatever its
             gradient: a warm-up keeps them from throwing the model off at once).
         clip_norm: the gradients' global L2 norm is clipped to this (None: not clipped).
+        schedule: after the warm-up, ``constant`` keeps the learning rate, ``cosine`` lowers
+            it along half a cosine to 0 at ``steps`` (:data:`.settings.SCHEDULES`). At a
+            constant rate the weights keep moving by about the rate each step, so the state a
+            validation keeps depends on where the last steps happened to land; a decay lets
+            them settle.
         run: what identifies the run besides the learning rate, batch size and seed (base
             weights, data, settings; JSON values): a state saved with other values is another
             run's, and is not resumed. ``steps`` is not part of it, so a finished run can be
@@ -68,7 +75,11 @@ class LoopConfig:
     checkpoint_every: int = 25
     warmup_steps: int = 0
     clip_norm: float | None = None
+    schedule: str = "constant"
     run: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_schedule(self.schedule)
 
     @classmethod
     def for_command(cls, settings: Any, steps: int, run: dict, **options: Any) -> LoopConfig:
@@ -88,9 +99,12 @@ class LoopConfig:
         )
 
     def learning_rate_at(self, step: int) -> float:
-        """The learning rate of ``step`` (0-based): linear warm-up, then constant."""
+        """The learning rate of ``step`` (0-based): linear warm-up, then ``schedule``'s."""
         if step < self.warmup_steps:
             return self.learning_rate * (step + 1) / self.warmup_steps
+        if self.schedule == "cosine":
+            progress = (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps)
+            return self.learning_rate * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
         return self.learning_rate
 
 
@@ -292,6 +306,8 @@ def _identity(config: LoopConfig) -> dict:
         # Recipes added later: absent from the states saved before them, which used neither.
         **({"warmup_steps": config.warmup_steps} if config.warmup_steps else {}),
         **({"clip_norm": config.clip_norm} if config.clip_norm is not None else {}),
+        # A decaying rate depends on the run's length: one continued with more steps is another.
+        **({"schedule": [config.schedule, config.steps]} if config.schedule != "constant" else {}),
     }
 
 

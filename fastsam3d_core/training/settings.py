@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 # the structure's box, whose corners get learned embeddings (labels 2 and 3).
 PROMPTS = ("point", "box")
 
+# How the learning rate goes after the warm-up (training.loop.LoopConfig.learning_rate_at).
+SCHEDULES = ("constant", "cosine")
+
 # The settings that name files: given as strings (a script's literals, a parsed config), they
 # are made paths at once, not minutes later where a path's method is first called on them.
 _PATH_FIELDS = ("data", "output", "weights", "teacher_weights", "student_weights")
@@ -37,6 +40,12 @@ def check_prompts(prompts: str) -> None:
         raise ValueError(f"--prompts {prompts!r}: choose from {', '.join(PROMPTS)}")
 
 
+def check_schedule(schedule: str) -> None:
+    """Raises ValueError, in one line, for a ``schedule`` not one of :data:`SCHEDULES`."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"--schedule {schedule!r}: choose from {', '.join(SCHEDULES)}")
+
+
 @dataclass(frozen=True)
 class FinetuneSettings:
     """A fine-tuning run (see :func:`~fastsam3d_core.training.workflows.run_finetune`).
@@ -53,6 +62,8 @@ class FinetuneSettings:
         batch_size: crops per step, across all torchrun processes.
         accumulation: micro-batches per process and step.
         learning_rate, warmup: Adam's rate, and the steps over which it grows to it.
+        schedule: the rate after the warm-up: ``constant`` or ``cosine`` (down to 0 at the
+            last step; see :class:`~fastsam3d_core.training.loop.LoopConfig`).
         clip_norm: the gradients' global L2 norm is clipped to this (None or 0: not).
         clicks: simulated clicks per crop and step.
         prompts: what each crop starts from: ``point`` (the paper's clicks) or ``box`` (the
@@ -85,6 +96,7 @@ class FinetuneSettings:
     accumulation: int = 1
     learning_rate: float = 3e-3
     warmup: int = 0
+    schedule: str = "constant"
     clip_norm: float | None = None
     clicks: int = 5
     prompts: str = "point"

@@ -190,7 +190,7 @@ def _write(model, bank, outcome, settings, ranks, observer, loaded, held_out):
         "validation_score_best": (best.best or best.start).score,
         "text_dice_before": before, "text_dice_after": after,
         "trainable_parameters": trainable, "learning_rate": settings.learning_rate,
-        "clicks": settings.clicks, "processes": ranks.world,
+        "schedule": settings.schedule, "clicks": settings.clicks, "processes": ranks.world,
         "final_loss": history[-1]["loss"] if history else None,
     }  # fmt: skip
     save_adapter(model, output, checkpoint_sha256=loaded.checkpoint_sha256, summary=summary,

@@ -245,6 +245,7 @@ def _finetune_summary(
         "validation_clicks": config.run["validation_clicks"],
         "loss": config.run["loss"],
         "warmup_steps": config.warmup_steps,
+        "schedule": config.schedule,
         "clip_norm": config.clip_norm,
         "batch_size": config.batch_size,
         "learning_rate": config.learning_rate,
