@@ -35,11 +35,13 @@ from fastsam3d_core.weights.text_bank import TextBank, TextNotKnown, text_key
 
 CT = SHARED_DATA_DIR / "totalseg_ct"
 ORGANS = {"spleen": 1, "kidney_right": 2, "kidney_left": 3, "liver": 5, "stomach": 6}
-# 150 steps at --lr 2e-3, validated every 5 (the validated Dice swings by 0.1-0.2 from one
-# validation to the next; the best state is kept): the names are told apart from about step 80
-# (docs/text-prompts.md). In 40 steps at 1e-3, before the vocabulary term and the direct text
-# term, the "liver" and "spleen" masks overlapped with Dice 0.68-0.85.
-STEPS = 150
+# 250 steps from --lr 2e-3 down a cosine, validated every 5: the names are told apart from
+# about step 80 (docs/text-prompts.md). At a constant 2e-3 the validated Dice swung by 0.1-0.2
+# from one validation to the next, so the liver of the kept state depended on the CPU's
+# rounding (0.49-0.66 over 150-step runs); with the decay the last 50 steps settle. In 40 steps
+# at 1e-3, before the vocabulary term and the direct text term, the "liver" and "spleen" masks
+# overlapped with Dice 0.68-0.85.
+STEPS = 250
 
 
 def _sha256(path: Path) -> str:
@@ -108,7 +110,8 @@ def trained(text_setup, tmp_path_factory, pytestconfig):
         result = invoke_cli(["finetune", text_setup["data"], "--text", "--weights",
                              text_setup["checkpoint"], "--text-model", text_setup["text_model"],
                              "--synonym", "liver=hepatic", "--steps", STEPS, "--clicks", "2",
-                             "--lr", "2e-3", "--validate-every", 5, "--device", "cpu",
+                             "--lr", "2e-3", "--schedule", "cosine", "--validate-every", 5,
+                             "--device", "cpu",
                              "-o", output])  # fmt: skip
     finally:
         torch.set_num_threads(threads)
@@ -157,17 +160,13 @@ def test_text_training_learns_the_liver_by_name(trained):
     masks = _masks(model, cases, bank, ["liver", "spleen"])
     liver_dice = dice(masks["liver"], cases[0].structures["liver"])
     assert liver_dice == pytest.approx(after["liver"], abs=1e-6)
-    # Learned on every CPU path (0.49-0.66 over this recipe's runs); the issue's 0.5 is the next
-    # test's, measured 0.537 (2 threads, AVX-512) and 0.638 (AVX2).
+    # Learned (the issue's 0.5, with the names' overlap, is the next test's).
     assert liver_dice >= 0.4, after
 
 
-# Met here on both CPU paths, by a thin margin: the liver 0.537 (2 threads, AVX-512) and 0.638
-# (AVX2), the two masks' overlap 0.205 and 0.456; over this recipe's runs the liver ranged
-# 0.49-0.66 and the overlap 0.21-0.49. Non-strict until the margin is wider: another CPU's
-# rounding, over 150 steps, may land below it (docs/text-prompts.md).
-@pytest.mark.xfail(reason="thin margin: liver 0.49-0.66 and overlap 0.21-0.49 over runs",
-                   strict=False)  # fmt: skip
+# With the cosine decay, measured on the AVX2 machine: the liver 0.635 (BLAS, 2 threads) and
+# 0.585 (oneDNN), the masks' overlap 0.198 and 0.288 (docs/text-prompts.md). Before it, at a
+# constant rate over 150 steps, the liver ranged 0.49-0.66 and the overlap 0.21-0.49.
 def test_the_liver_reaches_the_issues_dice_and_the_spleen_differs(trained):
     after = read_adapter(trained["output"])["summary"]["text_dice_after"]
     assert after["liver"] >= 0.5, after
@@ -177,42 +176,54 @@ def test_the_liver_reaches_the_issues_dice_and_the_spleen_differs(trained):
     masks = _masks(model, cases, read_text_bank(trained["output"]), ["liver", "spleen"])
     overlap = dice(masks["liver"], masks["spleen"])
     print(f"\nDice between the 'liver' and 'spleen' masks: {overlap:.3f}")
-    assert overlap < 0.5  # another name, another mask (measured 0.205 and 0.456 on AVX2)
+    assert overlap < 0.5  # another name, another mask
 
 
 # Clicks after the text go through the decoder as click tokens (as SAM and RefSAM3D do), with
 # the text's prompts, and each is honoured where it landed (fastsam3d_core/models/text_clicks.py).
 # Through the seeded decoder alone a click moved its logits by 0.015 and the liver tile not at
-# all (0.738 -> 0.738 x3). With the rule this sequence met the bar by a wide margin on three
-# adapters of this recipe (AVX2 machine, both linear paths; docs/text-prompts.md).
+# all (0.738 -> 0.738 x3). A click reaches about its own neighbourhood of a tile the liver
+# fills, so one sequence's rise depends on where its clicks fell (+0.008 to +0.022 in three
+# clicks over eight sequences on one adapter of this recipe); four sequences' mean is the claim.
 def test_clicks_refine_the_text_mask(trained):
-    """Text first, then clicks from the errors decoded with the text's prompts (every click so
-    far, the previous logits as mask prompt): the Dice rises."""
-    from fastsam3d_core.evaluation.protocol import next_click
-
+    """Text first, then three clicks from the errors, decoded with the text's prompts (every
+    click so far, the previous logits as mask prompt), in four sequences: the Dice rises in
+    each, by 0.01 on average, and no click spoils it."""
     model = seeded_model("fastsam3d")
     load_adapter(model, trained["output"])
-    bank = read_text_bank(trained["output"])
     cases = text_cases(find_cases(trained["data"]), trained["data"])
-    predictor = ModelPredictor(model)
     features = tile_features(model, cases)[0]
     truths = cases[0].truths["liver"]
-    # The tile holding most of the liver: text, then three clicks there.
+    # The tile holding most of the liver.
     tile = int(np.argmax([t.sum() for t in truths]))
-    truth = truths[tile]
-    logits = predictor.decode_text(features[tile], bank.lookup("liver"))
+    text = read_text_bank(trained["output"]).lookup("liver")
+    sequences = [
+        _text_then_clicks(ModelPredictor(model), features[tile], text, truths[tile], seed)
+        for seed in range(4)
+    ]
+    rises = [max(scores[1:]) - scores[0] for scores in sequences]
+    print(f"\nliver tile Dice, text then clicks: {[[round(s, 3) for s in q] for q in sequences]}")
+    assert min(rises) > 0 and np.mean(rises) >= 0.01, rises  # a real rise
+    for scores in sequences:  # no click spoils it
+        assert all(b >= a - 0.01 for a, b in zip(scores, scores[1:])), scores
+
+
+def _text_then_clicks(predictor, features, text, truth: np.ndarray, seed: int) -> list[float]:
+    """The tile's Dice from ``text`` alone, then after each of three clicks placed by the
+    evaluation protocol (``seed``: its choice among the error's points)."""
+    from fastsam3d_core.evaluation.protocol import next_click
+
+    logits = predictor.decode_text(features, text)
     scores = [_crop_dice(logits, truth)]
-    rng, points, labels = np.random.default_rng(0), [], []
+    rng, points, labels = np.random.default_rng(seed), [], []
     for number in range(3):
         click = next_click(truth, _upsampled(logits), number, rng)
         points.append(click[0])
         labels.append(click[1])
-        logits = predictor.decode_text(features[tile], bank.lookup("liver"), logits,
-                                       np.array(points, np.float32), np.array(labels))  # fmt: skip
+        logits = predictor.decode_text(features, text, logits, np.array(points, np.float32),
+                                       np.array(labels))  # fmt: skip
         scores.append(_crop_dice(logits, truth))
-    print(f"\nliver tile Dice: text {scores[0]:.3f}, then clicks {[round(s, 3) for s in scores]}")
-    assert max(scores[1:]) >= scores[0] + 0.01, scores  # a real rise
-    assert all(b >= a - 0.01 for a, b in zip(scores, scores[1:])), scores  # no click spoils it
+    return scores
 
 
 def _upsampled(logits: np.ndarray) -> np.ndarray:
