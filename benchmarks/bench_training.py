@@ -1,8 +1,10 @@
-"""Time per training step of ``finetune`` (each model) and ``distill`` on this machine.
+"""Time per training step of ``finetune`` (each model), ``finetune --text`` and ``distill``
+on this machine.
 
 Seeded weights (the golden recipe), one 128³ crop of the shared CT per step, 5 simulated clicks
-for fine-tuning. The reference in the same run is the model's inference encoder pass. Prints the
-CPU, medians over the timed steps, and the ratio to the reference.
+for fine-tuning; the text step is the text recipe's (the text, one click round, the vocabulary
+term). The reference in the same run is the model's inference encoder pass. Prints the CPU,
+medians over the timed steps, the ratio to the reference and, on a GPU, the peak memory.
 
     python benchmarks/bench_training.py [--steps 6] [--device cpu] [--json out.json]
 """
@@ -62,6 +64,46 @@ def encoder_seconds(model, image: torch.Tensor, repeats: int) -> float:
     return statistics.median(times)
 
 
+def text_steps(case: TrainingCase, device: torch.device, config: LoopConfig) -> list[dict]:
+    """``finetune --text``'s steps on the crop: FastSAM3D with decoder adapters and the text
+    path, the objective of Testing/test_text_training.py's recipe (``--clicks 2``: the text,
+    then one click round; the vocabulary term on two names). Seeded random embeddings stand in
+    for a text encoder's: a step's time does not depend on the words."""
+    from fastsam3d_core.geometry import Volume
+    from fastsam3d_core.models.adapter import AdapterConfig, attach_adapters
+    from fastsam3d_core.models.text_reference import TEXT_EMBED_DIM, attach_text_reference
+    from fastsam3d_core.training.loop import train
+    from fastsam3d_core.training.text_data import TextCase
+    from fastsam3d_core.training.text_objective import (
+        VOCABULARY_WEIGHT,
+        TextObjective,
+        tile_features,
+    )
+
+    model = seeded("fastsam3d", device)
+    torch.manual_seed(0)
+    attach_adapters(model, AdapterConfig(encoder=False))
+    attach_text_reference(model)
+    model.to(device)
+    structures = {"liver": case.truth, "outside": ~case.truth}
+    image = Volume(case.crop.image, case.crop.grid.crop_to_ras)
+    text_case = TextCase("ct", image, (case.crop,), structures,
+                         {name: (truth,) for name, truth in structures.items()})  # fmt: skip
+    generator = torch.Generator().manual_seed(0)
+    texts = {name: torch.randn(TEXT_EMBED_DIM, generator=generator) for name in structures}
+    features = tile_features(model, [text_case])
+    objective = TextObjective(model, [text_case], features, clicks=1, vocabulary=texts,
+                              vocabulary_weight=VOCABULARY_WEIGHT)  # fmt: skip
+    names = sorted(structures)
+
+    def compute_loss(wrapped, numbers: list[int], step: int) -> torch.Tensor:
+        name = names[step % 2]
+        return wrapped([(0, 0, name)], texts[name][None].to(device), [[0, n] for n in numbers])
+
+    model.train()
+    return train(objective, compute_loss, config, Ranks(0, 1, device))
+
+
 def step_seconds(history: list[dict]) -> float:
     return statistics.median(r["seconds"] for r in history[1:])  # the first warms up
 
@@ -87,20 +129,31 @@ def main() -> None:
         memory = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
         rows.append({"run": f"finetune {name}", "step_s": step_seconds(history),
                      "encoder_s": reference, "gpu_peak_gib": memory})  # fmt: skip
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    history = text_steps(case, device, config)
+    memory = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
+    rows.append({"run": "finetune --text fastsam3d", "step_s": step_seconds(history),
+                 "encoder_s": rows[0]["encoder_s"], "gpu_peak_gib": memory})  # fmt: skip
     teacher, student = seeded("sam-med3d-turbo", device), build_model("fastsam3d", device=device)
     objective = LayerwiseDistillation(teacher.image_encoder, student.image_encoder)
     crops = image.cpu().repeat(2, 1, 1, 1, 1)
     history = distill_encoder(objective, crops, config, ranks, layerwise_steps=args.steps)
     rows.append({"run": "distill sam-med3d-turbo -> fastsam3d (layer-wise)",
                  "step_s": step_seconds(history), "encoder_s": rows[1]["encoder_s"]})  # fmt: skip
+    report(rows, device, args.json)
+
+
+def report(rows: list[dict], device: torch.device, json_path: Path | None) -> None:
     print(f"\n{cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"device {device}")  # fmt: skip
     for row in rows:
+        peak = f", peak {row['gpu_peak_gib']:.2f} GiB" if row.get("gpu_peak_gib") else ""
         print(f"{row['run']:<52} {row['step_s']:6.2f} s/step  = "
               f"{row['step_s'] / row['encoder_s']:4.1f} × the encoder's inference pass "
-              f"({row['encoder_s'] * 1000:.0f} ms)")  # fmt: skip
-    if args.json:
-        args.json.write_text(json.dumps({"cpu": cpu_name(), "device": str(device),
+              f"({row['encoder_s'] * 1000:.0f} ms){peak}")  # fmt: skip
+    if json_path:
+        json_path.write_text(json.dumps({"cpu": cpu_name(), "device": str(device),
                                          "rows": rows}, indent=1))  # fmt: skip
 
 

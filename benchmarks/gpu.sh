@@ -12,7 +12,7 @@
 #                       figures against float32 (golden scenarios included)
 #   bench-compile.json  the same with torch.compile
 #   bench-flash.json    with flash-attn, when it is installed
-#   training.json       time and peak memory per fine-tuning and distillation step
+#   training.json       time and peak memory per fine-tuning (clicks, text) and distillation step
 #   training-gpu.json   a tiny validated fine-tune under bfloat16 autocast (finite losses, Dice
 #                       before and after, s/step, peak memory) and two NCCL processes against
 #                       one (skipped with fewer than two GPUs)
