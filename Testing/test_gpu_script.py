@@ -55,7 +55,10 @@ def test_the_gpu_script_runs_with_only_torch_numpy_scipy_and_typer(tmp_path):
     int8 = next(r for r in bench["results"] if r["precision"] == "int8")
     assert [a["source"] for a in int8["agreement"]] == ["bench", "golden fastsam3d"]
     training = json.loads((out / "training.json").read_text(encoding="utf-8"))
-    assert [r["run"].split()[0] for r in training["rows"]] == ["finetune", "finetune", "distill"]
+    runs = [" ".join(r["run"].split()[:2]) for r in training["rows"]]
+    assert runs == ["finetune fastsam3d", "finetune sam-med3d-turbo", "finetune --text",
+                    "distill sam-med3d-turbo"], runs  # fmt: skip
+    assert all(r["step_s"] > 0 for r in training["rows"])
     tests = (out / "gpu-tests.txt").read_text(encoding="utf-8")
     assert "7 passed, 1 skipped" in tests, tests  # on the CPU: all but int8's refusal
 
