@@ -137,6 +137,7 @@ def test_text_training_learns_the_liver_by_name(trained):
     content = read_adapter(trained["output"])
     summary = content["summary"]
     before, after = summary["text_dice_before"], summary["text_dice_after"]
+    assert summary["schedule"] == "cosine" and summary["steps"] == STEPS
     print(f"\ntext Dice before {before}\nafter {after}\ntrainable parameters "
           f"{summary['trainable_parameters']:,}")  # fmt: skip
     # Before training the path finds nothing (its untrained offset), whatever the name.
@@ -218,6 +219,8 @@ def _text_then_clicks(predictor, features, text, truth: np.ndarray, seed: int) -
     rng, points, labels = np.random.default_rng(seed), [], []
     for number in range(3):
         click = next_click(truth, _upsampled(logits), number, rng)
+        if click is None:  # no error left to click on
+            break
         points.append(click[0])
         labels.append(click[1])
         logits = predictor.decode_text(features, text, logits, np.array(points, np.float32),

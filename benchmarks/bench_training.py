@@ -65,15 +65,15 @@ def encoder_seconds(model, image: torch.Tensor, repeats: int) -> float:
 
 
 def text_steps(case: TrainingCase, device: torch.device, config: LoopConfig) -> list[dict]:
-    """``finetune --text``'s steps on the crop: FastSAM3D with decoder adapters and the text
-    path, the objective of Testing/test_text_training.py's recipe (``--clicks 2``: the text,
-    then one click round; the vocabulary term on two names). Seeded random embeddings stand in
-    for a text encoder's: a step's time does not depend on the words."""
-    from fastsam3d_core.geometry import Volume
+    """``finetune --text``'s steps on the crop, built as its workflow builds them: FastSAM3D
+    with decoder adapters and the text path (texts centred on the names'), the recipe of
+    Testing/test_text_training.py (``--clicks 2``: the text, then one click round) and the
+    vocabulary term over five names (the liver and four parts of the rest of the crop). Seeded
+    random embeddings stand in for a text encoder's: a step's time does not depend on the
+    words."""
     from fastsam3d_core.models.adapter import AdapterConfig, attach_adapters
     from fastsam3d_core.models.text_reference import TEXT_EMBED_DIM, attach_text_reference
     from fastsam3d_core.training.loop import train
-    from fastsam3d_core.training.text_data import TextCase
     from fastsam3d_core.training.text_objective import (
         VOCABULARY_WEIGHT,
         TextObjective,
@@ -85,23 +85,35 @@ def text_steps(case: TrainingCase, device: torch.device, config: LoopConfig) -> 
     attach_adapters(model, AdapterConfig(encoder=False))
     attach_text_reference(model)
     model.to(device)
-    structures = {"liver": case.truth, "outside": ~case.truth}
-    image = Volume(case.crop.image, case.crop.grid.crop_to_ras)
-    text_case = TextCase("ct", image, (case.crop,), structures,
-                         {name: (truth,) for name, truth in structures.items()})  # fmt: skip
+    text_case = five_named_structures(case)
+    names = sorted(text_case.structures)
     generator = torch.Generator().manual_seed(0)
-    texts = {name: torch.randn(TEXT_EMBED_DIM, generator=generator) for name in structures}
-    features = tile_features(model, [text_case])
-    objective = TextObjective(model, [text_case], features, clicks=1, vocabulary=texts,
-                              vocabulary_weight=VOCABULARY_WEIGHT)  # fmt: skip
-    names = sorted(structures)
+    texts = {name: torch.randn(TEXT_EMBED_DIM, generator=generator) for name in names}
+    model.text_reference.set_text_centre(torch.stack([texts[n] for n in names]))
+    objective = TextObjective(model, [text_case], tile_features(model, [text_case]), clicks=1,
+                              vocabulary=texts, vocabulary_weight=VOCABULARY_WEIGHT)  # fmt: skip
 
     def compute_loss(wrapped, numbers: list[int], step: int) -> torch.Tensor:
-        name = names[step % 2]
+        name = names[step % len(names)]
         return wrapped([(0, 0, name)], texts[name][None].to(device), [[0, n] for n in numbers])
 
     model.train()
     return train(objective, compute_loss, config, Ranks(0, 1, device))
+
+
+def five_named_structures(case: TrainingCase):
+    """The crop as a text case of one tile: the liver, and the rest of the crop in four slabs
+    along d0 (as many names as the test's five organs)."""
+    from fastsam3d_core.geometry import Volume
+    from fastsam3d_core.training.text_data import TextCase
+
+    slab = np.arange(case.truth.shape[0])[:, None, None] * 4 // case.truth.shape[0]
+    structures = {"liver": case.truth}
+    for part in range(4):
+        structures[f"part {part + 1}"] = ~case.truth & (slab == part)
+    image = Volume(case.crop.image, case.crop.grid.crop_to_ras)
+    return TextCase("ct", image, (case.crop,), structures,
+                    {name: (truth,) for name, truth in structures.items()})  # fmt: skip
 
 
 def step_seconds(history: list[dict]) -> float:
@@ -129,7 +141,9 @@ def main() -> None:
         memory = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
         rows.append({"run": f"finetune {name}", "step_s": step_seconds(history),
                      "encoder_s": reference, "gpu_peak_gib": memory})  # fmt: skip
+    del model, history  # SAM-Med3D-turbo's weights would count in the text step's peak
     if device.type == "cuda":
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     history = text_steps(case, device, config)
     memory = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None

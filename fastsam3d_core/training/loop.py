@@ -63,7 +63,7 @@ class LoopConfig:
         run: what identifies the run besides the learning rate, batch size and seed (base
             weights, data, settings; JSON values): a state saved with other values is another
             run's, and is not resumed. ``steps`` is not part of it, so a finished run can be
-            continued with more.
+            continued with more (except down a cosine, whose rates depend on it).
     """
 
     steps: int
@@ -307,7 +307,8 @@ def _identity(config: LoopConfig) -> dict:
         **({"warmup_steps": config.warmup_steps} if config.warmup_steps else {}),
         **({"clip_norm": config.clip_norm} if config.clip_norm is not None else {}),
         # A decaying rate depends on the run's length: one continued with more steps is another.
-        **({"schedule": [config.schedule, config.steps]} if config.schedule != "constant" else {}),
+        **({"schedule": config.schedule, "schedule_steps": config.steps}
+           if config.schedule != "constant" else {}),  # fmt: skip
     }
 
 

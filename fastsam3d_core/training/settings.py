@@ -114,6 +114,7 @@ class FinetuneSettings:
     def __post_init__(self) -> None:
         _paths_as_paths(self)
         check_prompts(self.prompts)
+        check_schedule(self.schedule)  # here, not minutes later where the loop starts
         object.__setattr__(self, "synonyms", tuple(self.synonyms))  # frozen: set once, here
 
 
