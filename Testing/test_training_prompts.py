@@ -159,13 +159,17 @@ def test_a_box_state_is_kept_only_if_neither_clicks_nor_box_got_worse():
     assert with_box_dice(clicks(0.9), 0.49, base).score <= base.score  # the box got worse
 
 
-def test_an_unknown_prompts_value_is_refused_in_one_line(tmp_path):
-    with pytest.raises(ValueError, match="--prompts 'lasso': choose from point, box"):
-        FinetuneSettings(data=tmp_path, output=tmp_path / "a.pt", prompts="lasso")
-    result = invoke_cli(["finetune", tmp_path, "-o", tmp_path / "a.pt", "--prompts", "lasso"])
+@pytest.mark.parametrize(
+    "setting, value, words",
+    [("prompts", "lasso", "point, box"), ("schedule", "linear", "constant, cosine")],
+)
+def test_an_unknown_choice_is_refused_in_one_line(tmp_path, setting, value, words):
+    with pytest.raises(ValueError, match=f"--{setting} '{value}': choose from {words}"):
+        FinetuneSettings(data=tmp_path, output=tmp_path / "a.pt", **{setting: value})
+    result = invoke_cli(["finetune", tmp_path, "-o", tmp_path / "a.pt", f"--{setting}", value])
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and "'lasso': choose from point, box" in lines[0], result.output
+    assert len(lines) == 1 and f"'{value}': choose from {words}" in lines[0], result.output
     assert not (tmp_path / "a.pt").exists()
 
 

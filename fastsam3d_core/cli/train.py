@@ -13,9 +13,9 @@ from pathlib import Path
 import typer
 
 from ..training.observer import TrainingObserver, describe_step
+from ..training.settings import CHOICES, check_choice
 from ..training.settings import DistillSettings as Distill
 from ..training.settings import FinetuneSettings as Finetune
-from ..training.settings import check_prompts, check_schedule
 from .runtime import check_model_name
 from .train_options import (
     AccumulationOption,
@@ -91,11 +91,11 @@ def finetune(
     from .runtime import load_recipe, resolve_device
 
     check_model_name(model, sorted(MODEL_REGISTRY))
-    for check, value, hint in ((check_prompts, prompts, "--prompts"),
-                               (check_schedule, schedule, "--schedule")):  # fmt: skip
+    for setting, value in (("prompts", prompts), ("schedule", schedule)):
         try:
-            check(value)
+            check_choice(setting, value)
         except ValueError as error:
+            hint = CHOICES[setting][0]
             raise typer.BadParameter(str(error).removeprefix(f"{hint} "), param_hint=hint) from None
     settings = Finetune(
         data=data, output=output, model=model, weights=weights, label=label, steps=steps,

@@ -18,7 +18,7 @@ from .data import TrainingCase
 from .loop import LoopConfig, Ranks, case_of, train
 from .objectives import InteractiveObjective
 from .observer import TrainingObserver
-from .settings import FinetuneSettings, check_prompts
+from .settings import FinetuneSettings, check_choice
 from .validation import BestState, Evaluation, ValidationPlan
 
 PROTOCOL_CLICKS = 10  # the paper's: Dice after 1, 3, 5 and 10 clicks
@@ -55,7 +55,7 @@ def finetune(
             and the box corners' embeddings are trained with the adapters (see
             :class:`~.objectives.InteractiveObjective`).
     """
-    check_prompts(prompts)
+    check_choice("prompts", prompts)
     adapters = adapters or AdapterConfig()
     attach_adapters(model, replace(adapters, box_corners=adapters.box_corners or prompts == "box"))
     model.train()

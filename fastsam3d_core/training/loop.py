@@ -29,7 +29,7 @@ from torch import nn
 
 from ..io._atomic import write_atomically
 from .observer import TrainingObserver
-from .settings import check_schedule
+from .settings import check_choice
 from .validation import BestState, trained_state
 
 # compute_loss(objective, this micro-batch's sample numbers, step) -> its mean loss. Sample n is
@@ -79,7 +79,7 @@ class LoopConfig:
     run: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        check_schedule(self.schedule)
+        check_choice("schedule", self.schedule)
 
     @classmethod
     def for_command(cls, settings: Any, steps: int, run: dict, **options: Any) -> LoopConfig:

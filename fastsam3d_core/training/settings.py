@@ -34,16 +34,16 @@ def _paths_as_paths(settings: object) -> None:
             object.__setattr__(settings, field.name, Path(value))  # frozen: set once, here
 
 
-def check_prompts(prompts: str) -> None:
-    """Raises ValueError, in one line, for a ``prompts`` that is not one of :data:`PROMPTS`."""
-    if prompts not in PROMPTS:
-        raise ValueError(f"--prompts {prompts!r}: choose from {', '.join(PROMPTS)}")
+# The settings that take one of a few words, each with its option's name and the words.
+CHOICES = {"prompts": ("--prompts", PROMPTS), "schedule": ("--schedule", SCHEDULES)}
 
 
-def check_schedule(schedule: str) -> None:
-    """Raises ValueError, in one line, for a ``schedule`` not one of :data:`SCHEDULES`."""
-    if schedule not in SCHEDULES:
-        raise ValueError(f"--schedule {schedule!r}: choose from {', '.join(SCHEDULES)}")
+def check_choice(setting: str, value: str) -> None:
+    """Raises ValueError, in one line naming the option, for a ``value`` of ``setting`` (a key
+    of :data:`CHOICES`) that is not one of its words."""
+    option, words = CHOICES[setting]
+    if value not in words:
+        raise ValueError(f"{option} {value!r}: choose from {', '.join(words)}")
 
 
 @dataclass(frozen=True)
@@ -113,8 +113,8 @@ class FinetuneSettings:
 
     def __post_init__(self) -> None:
         _paths_as_paths(self)
-        check_prompts(self.prompts)
-        check_schedule(self.schedule)  # here, not minutes later where the loop starts
+        for setting in CHOICES:  # here, not minutes later where the loop starts
+            check_choice(setting, getattr(self, setting))
         object.__setattr__(self, "synonyms", tuple(self.synonyms))  # frozen: set once, here
 
 
