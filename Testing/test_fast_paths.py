@@ -327,3 +327,50 @@ def test_predictor_clicks_with_the_decoders_cache_equal_the_plain_decoder():
         assert np.abs(ours - expected).max() <= 1e-5 * np.abs(expected).max()
     assert caches[0] is not None and caches[0] is caches[1] is caches[2]  # one crop's clicks
     assert caches[3] is not caches[2] and caches[4] is not caches[3]  # new embedding, weights
+
+
+@pytest.mark.parametrize("tokens", [1, 8, 16])
+@pytest.mark.parametrize("direction", ["token_to_image", "image_to_token", "projected_queries"])
+def test_folded_cross_attention_equals_the_plain_one(tokens, direction):
+    """With few tokens the decoder's cross-attentions fold the image-side projections into the
+    tokens' (DecoderAttention._folds): the same function as projecting the 512 image tokens,
+    compared in float64 on the plain path, for both directions and for queries the first block
+    takes already projected (the decoder's image cache)."""
+    from fastsam3d_core.models.transformer import DecoderAttention
+
+    torch.manual_seed(tokens)
+    attention = DecoderAttention(384, 8, downsample_rate=2).eval()
+    with torch.no_grad():
+        for parameter in attention.parameters():
+            parameter.normal_(0, 0.05)
+    few, image = torch.randn(2, tokens, 384), torch.randn(2, 512, 384)
+    plain = DecoderAttention(384, 8, downsample_rate=2).double()
+    plain.load_state_dict(attention.state_dict())
+    plain.plain = True
+    with torch.inference_mode():
+        if direction == "token_to_image":
+            assert attention._folds(few, image) and not attention._folds(image, few)
+            ours = attention(few, image, image * 0.5)
+            expected = plain(few.double(), image.double(), image.double() * 0.5)
+        else:
+            assert attention._folds(few, image)
+            projected = {}
+            if direction == "projected_queries":
+                projected = {"q": linear(attention.q_proj, image)}
+            ours = attention(None if projected else image, few, few * 0.5, projected)
+            expected = plain(image.double(), few.double(), few.double() * 0.5)
+    assert float((ours.double() - expected).abs().max()) <= 1e-5 * float(expected.abs().max())
+
+
+def test_cross_attention_with_many_tokens_is_not_folded():
+    """Beyond the share of the internal width where folding pays (24 tokens of 8 heads, 192
+    wide), and under gradients, the image tokens are projected as in the plain path."""
+    from fastsam3d_core.models.transformer import DecoderAttention
+
+    attention = DecoderAttention(384, 8, downsample_rate=2)
+    image = torch.randn(1, 512, 384)
+    with torch.inference_mode():
+        assert attention._folds(torch.randn(1, 16, 384), image)
+        assert not attention._folds(torch.randn(1, 24, 384), image)
+    with torch.enable_grad():
+        assert not attention._folds(torch.randn(1, 8, 384), image)
