@@ -63,9 +63,9 @@ def test_a_small_objects_paste_back_computes_few_planes(monkeypatch):
     computed = []
     signs_between = resample_module.signs_between
 
-    def recorded(step, negated, fractions, out):
+    def recorded(below, above, fractions, out):
         computed.extend(fractions)  # one per target plane computed voxel by voxel
-        return signs_between(step, negated, fractions, out)
+        return signs_between(below, above, fractions, out)
 
     monkeypatch.setattr(resample_module, "signs_between", recorded)
     volume = Volume(np.zeros((150, 170, 90), np.int16), np.diag([0.7, 0.7, 1.0, 1.0]))

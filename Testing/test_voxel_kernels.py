@@ -97,17 +97,18 @@ def test_a_write_packs_compares_and_copies_as_numpy(length):
 @pytest.mark.parametrize("length", [1, 5, 16, 17, 40, 274])
 def test_signs_between_planes_equal_numpys(length):
     rng = np.random.default_rng(length)
-    step = rng.normal(size=(13, length)).astype(np.float32)
-    negated = (step * rng.uniform(0, 1, size=step.shape)).astype(np.float32)  # near the edge
-    negated[0, 0] = np.float32(-0.0)
+    below = rng.normal(size=(13, length)).astype(np.float32)
+    # Above at a random multiple of -below away: the interpolation crosses 0 near the fractions.
+    above = (below - below / rng.uniform(0, 1, size=below.shape)).astype(np.float32)
+    below[0, 0], above[1, 0] = np.float32(-0.0), below[1, 0]
     fractions = np.concatenate([[0, 1 - 2**-24], rng.uniform(0, 1, 6)]).astype(np.float32)
     whole = np.zeros((8, 15, length + 4), bool)
     (compiled, numpy) = both(
         lambda out, *rest: signs_between(*rest, out[:, 1:14, 2 : 2 + length]) or out,
-        whole, step, negated, fractions,
+        whole, below, above, fractions,
     )  # fmt: skip
     np.testing.assert_array_equal(compiled[1], numpy[1])
-    plain = fractions[:, None, None] * step[None] > negated[None]
+    plain = fractions[:, None, None] * (above - below)[None] > -below[None]
     np.testing.assert_array_equal(compiled[1][:, 1:14, 2 : 2 + length], plain)
     assert not compiled[1][:, 0].any() and not compiled[1][:, :, :2].any()
 
@@ -142,15 +143,15 @@ def test_flipped_and_broadcast_views_take_the_compiled_loops_and_equal_numpys():
     np.testing.assert_array_equal(compiled[1][1], numpy[1][1])
     np.testing.assert_array_equal(compiled[0][0][flip], new)
 
-    step = rng.normal(size=(9, 21)).astype(np.float32)[::-1, :]
-    negated = rng.normal(size=(9, 21)).astype(np.float32)[:, :]
+    below = rng.normal(size=(9, 21)).astype(np.float32)[::-1, :]
+    above = rng.normal(size=(9, 21)).astype(np.float32)[:, :]
     fractions = np.array([0.25, 0.5, 0.75], np.float32)
     (compiled, numpy) = both(
         lambda out, *rest: signs_between(*rest, out[::-1, ::-1]) or out,
-        np.zeros((3, 9, 21), bool), step, negated, fractions,
+        np.zeros((3, 9, 21), bool), below, above, fractions,
     )  # fmt: skip
     np.testing.assert_array_equal(compiled[1], numpy[1])
-    plain = fractions[:, None, None] * step[None] > negated[None]
+    plain = fractions[:, None, None] * (above - below)[None] > -below[None]
     np.testing.assert_array_equal(compiled[1][::-1, ::-1], plain)
 
 
@@ -163,7 +164,7 @@ def test_unaligned_or_reversed_rows_are_computed_by_numpy():
     reversed_rows = (np.arange(80, dtype=np.float32) - 40).reshape(5, 16)[:, ::-1]
     assert not voxel_kernels._rows_contiguous(reversed_rows)
     out = np.zeros((1, 5, 16), bool)
-    signs_between(reversed_rows, unaligned, np.ones(1, np.float32), out)
+    signs_between(unaligned, reversed_rows, np.ones(1, np.float32), out)
     np.testing.assert_array_equal(out[0], reversed_rows > 0)
 
 

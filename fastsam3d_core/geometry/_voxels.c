@@ -80,21 +80,23 @@ static pack_row_fn pack_row = pack_row_scalar;
 
 /* ---- the interpolated sign between two source planes ---- */
 
-/* out[k] = fraction * step[k] > negated[k]: the float32 product rounded, then compared, as
- * NumPy's multiply and greater compute it (no fused multiply-add: nothing is added). */
+/* out[k] = fraction * (above[k] - below[k]) > -below[k]: the difference rounded to float32,
+ * the product rounded, then compared, as NumPy's subtract, multiply, negative and greater
+ * compute it (no fused multiply-add: the product is not added to anything). */
 #define SIGNS_ROW_BODY                                                 \
     for (Py_ssize_t k = 0; k < length; k++) {                          \
-        out[k] = (uint8_t)(fraction * step[k] > negated[k]);           \
+        float step = above[k] - below[k];                              \
+        out[k] = (uint8_t)(fraction * step > -below[k]);               \
     }
 
-static void signs_row_scalar(const float *step, const float *negated, float fraction,
+static void signs_row_scalar(const float *below, const float *above, float fraction,
                              Py_ssize_t length, uint8_t *out) {
     SIGNS_ROW_BODY
 }
 
 #ifdef HAVE_AVX2_PATH
-__attribute__((target("avx2"))) static void signs_row_avx2(const float *step,
-                                                           const float *negated, float fraction,
+__attribute__((target("avx2"))) static void signs_row_avx2(const float *below,
+                                                           const float *above, float fraction,
                                                            Py_ssize_t length, uint8_t *out) {
     SIGNS_ROW_BODY
 }
@@ -178,7 +180,7 @@ static inline char *item_at(Py_buffer *v, Py_ssize_t i, Py_ssize_t j) {
     return base;
 }
 
-/* ---- signs_between(step, negated, fractions, out) ---- */
+/* ---- signs_between(below, above, fractions, out) ---- */
 
 static PyObject *signs_between(PyObject *Py_UNUSED(self), PyObject *args) {
     PyObject *objects[4];
@@ -187,18 +189,18 @@ static PyObject *signs_between(PyObject *Py_UNUSED(self), PyObject *args) {
     }
     Array a[4];
     memset(a, 0, sizeof a);
-    enum { STEP, NEGATED, FRACTIONS, OUT };
-    if (get_array(objects[STEP], &a[STEP], 2, 'f', 4, 0, "step") < 0 ||
-        get_array(objects[NEGATED], &a[NEGATED], 2, 'f', 4, 0, "negated") < 0 ||
+    enum { BELOW, ABOVE, FRACTIONS, OUT };
+    if (get_array(objects[BELOW], &a[BELOW], 2, 'f', 4, 0, "below") < 0 ||
+        get_array(objects[ABOVE], &a[ABOVE], 2, 'f', 4, 0, "above") < 0 ||
         get_array(objects[FRACTIONS], &a[FRACTIONS], 1, 'f', 4, 0, "fractions") < 0 ||
         get_array(objects[OUT], &a[OUT], 3, 0, 1, 1, "out") < 0) {
         release(a, 4);
         return NULL;
     }
-    Py_ssize_t rows = a[STEP].view.shape[0], length = a[STEP].view.shape[1];
+    Py_ssize_t rows = a[BELOW].view.shape[0], length = a[BELOW].view.shape[1];
     Py_ssize_t planes = a[FRACTIONS].view.shape[0];
     Py_buffer *out = &a[OUT].view;
-    if (a[NEGATED].view.shape[0] != rows || a[NEGATED].view.shape[1] != length ||
+    if (a[ABOVE].view.shape[0] != rows || a[ABOVE].view.shape[1] != length ||
         out->shape[0] != planes || out->shape[1] != rows || out->shape[2] != length) {
         release(a, 4);
         PyErr_SetString(PyExc_ValueError, "signs_between: shapes do not match");
@@ -208,7 +210,7 @@ static PyObject *signs_between(PyObject *Py_UNUSED(self), PyObject *args) {
     for (Py_ssize_t t = 0; t < planes; t++) {
         float fraction = *AT(a[FRACTIONS], float, t, 0);
         for (Py_ssize_t j = 0; j < rows; j++) {
-            signs_row(AT(a[STEP], float, j, 0), AT(a[NEGATED], float, j, 0), fraction, length,
+            signs_row(AT(a[BELOW], float, j, 0), AT(a[ABOVE], float, j, 0), fraction, length,
                       AT(a[OUT], uint8_t, t, j));
         }
     }
@@ -346,7 +348,8 @@ static PyMethodDef methods[] = {
     {"use_instruction_set", use_instruction_set, METH_VARARGS,
      "use_instruction_set(name): 'avx2' (where the CPU has it) or 'scalar'."},
     {"signs_between", signs_between, METH_VARARGS,
-     "signs_between(step, negated, fractions, out): out[t] = fractions[t] * step > negated."},
+     "signs_between(below, above, fractions, out): "
+     "out[t] = fractions[t] * (above - below) > -below."},
     {"write_rows", write_rows, METH_VARARGS,
      "write_rows(region, new, before_bits, after_bits, rows_differ, flipped)."},
     {"pack_rows", pack_rows, METH_VARARGS, "pack_rows(source, out): packbits along the last axis."},

@@ -401,9 +401,9 @@ def _compute_signs(
 ) -> None:
     """``f·(P[b+1] - P[b]) > -P[b]`` over ``region`` of (J', K') for each fraction f, into
     ``out`` ``(len(fractions), J', K')`` (:func:`.voxel_kernels.signs_between`)."""
-    step = planes[below + 1][region] - planes[below][region]
-    negated = np.negative(planes[below][region])
-    signs_between(step, negated, fractions, out[(slice(None), *region)])
+    signs_between(
+        planes[below][region], planes[below + 1][region], fractions, out[(slice(None), *region)]
+    )
 
 
 def _resample_general(

@@ -52,25 +52,27 @@ def _rows_contiguous(*arrays: np.ndarray) -> bool:
 
 
 def signs_between(
-    step: np.ndarray, negated: np.ndarray, fractions: np.ndarray, out: np.ndarray
+    below: np.ndarray, above: np.ndarray, fractions: np.ndarray, out: np.ndarray
 ) -> None:
-    """``out[t] = fractions[t] · step > negated`` for each t: the float32 product rounded, then
-    compared (no fused multiply-add).
+    """``out[t] = fractions[t] · (above − below) > −below`` for each t: the float32 difference
+    and product each rounded, then compared (no fused multiply-add): the sign of the float32
+    interpolation between two planes at each fraction (see ``resample._positive_planes``).
 
     Args:
-        step, negated: float32 ``(J, K)``.
+        below, above: float32 ``(J, K)``, the two planes.
         fractions: float32 ``(T,)``.
         out: bool ``(T, J, K)``, written.
     """
     fractions = np.ascontiguousarray(fractions, dtype=np.float32)
     if (
         _use_compiled
-        and step.dtype == negated.dtype == np.float32
+        and below.dtype == above.dtype == np.float32
         and out.dtype == np.bool_
-        and _rows_contiguous(step, negated, out)
+        and _rows_contiguous(below, above, out)
     ):
-        _voxels.signs_between(step, negated, fractions, out)
+        _voxels.signs_between(below, above, fractions, out)
         return
+    step, negated = np.subtract(above, below), np.negative(below)
     scratch = np.empty_like(step)
     for target, fraction in enumerate(fractions):
         np.greater(np.multiply(step, fraction, out=scratch), negated, out=out[target])
