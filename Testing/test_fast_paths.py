@@ -329,9 +329,25 @@ def test_predictor_clicks_with_the_decoders_cache_equal_the_plain_decoder():
     assert caches[3] is not caches[2] and caches[4] is not caches[3]  # new embedding, weights
 
 
+def recorded_folds(monkeypatch) -> list:
+    """The (attention module, direction) of every folded cross-attention from now on."""
+    from fastsam3d_core.models.transformer import DecoderAttention
+
+    calls: list = []
+    for name in ("_token_to_image_folded", "_image_to_token_folded"):
+        original = getattr(DecoderAttention, name)
+
+        def recording(self, *args, _original=original, _name=name):
+            calls.append((self, _name))
+            return _original(self, *args)
+
+        monkeypatch.setattr(DecoderAttention, name, recording)
+    return calls
+
+
 @pytest.mark.parametrize("tokens", [1, 8, 16])
 @pytest.mark.parametrize("direction", ["token_to_image", "image_to_token", "projected_queries"])
-def test_folded_cross_attention_equals_the_plain_one(tokens, direction):
+def test_folded_cross_attention_equals_the_plain_one(tokens, direction, monkeypatch):
     """With few tokens the decoder's cross-attentions fold the image-side projections into the
     tokens' (DecoderAttention._folds): the same function as projecting the 512 image tokens,
     compared in float64 on the plain path, for both directions and for queries the first block
@@ -347,23 +363,54 @@ def test_folded_cross_attention_equals_the_plain_one(tokens, direction):
     plain = DecoderAttention(384, 8, downsample_rate=2).double()
     plain.load_state_dict(attention.state_dict())
     plain.plain = True
+    folds = recorded_folds(monkeypatch)
     with torch.inference_mode():
         if direction == "token_to_image":
-            assert attention._folds(few, image) and not attention._folds(image, few)
             ours = attention(few, image, image * 0.5)
             expected = plain(few.double(), image.double(), image.double() * 0.5)
         else:
-            assert attention._folds(few, image)
             projected = {}
             if direction == "projected_queries":
                 projected = {"q": linear(attention.q_proj, image)}
             ours = attention(None if projected else image, few, few * 0.5, projected)
             expected = plain(image.double(), few.double(), few.double() * 0.5)
+    kind = "_token_to_image_folded" if direction == "token_to_image" else "_image_to_token_folded"
+    assert folds == [(attention, kind)]
     assert float((ours.double() - expected).abs().max()) <= 1e-5 * float(expected.abs().max())
 
 
+@pytest.mark.parametrize("points,folding", [(2, True), (10, True), (11, False)])
+def test_a_decode_folds_the_cross_attentions_it_should(points, folding, monkeypatch):
+    """In a click's decode (the image cache in use) block 1's two cross-attentions, the final
+    one and block 0's image → token one (its queries from the cache) fold while the tokens
+    (5 output tokens, the points, a padding point) are at most 16; never a self-attention nor
+    block 0's token → image one (keys and values from the cache); with 11 points none."""
+    from fastsam3d_core.models import build_model
+
+    torch.manual_seed(5)
+    model = build_model("fastsam3d")
+    model.set_attention_backend("exact")
+    embedding = torch.randn(1, 384, 8, 8, 8)
+    generator = torch.Generator().manual_seed(points)
+    clicks = torch.rand(1, points, 3, generator=generator) * 128
+    labels = (torch.arange(points) % 2)[None]
+    folds = recorded_folds(monkeypatch)
+    with torch.inference_mode():
+        cache = model.decoder_image_cache(embedding)
+        model.decode(embedding, clicks, labels, torch.randn(1, 1, 32, 32, 32), image_cache=cache)
+    transformer = model.mask_decoder.transformer
+    first, second = transformer.layers
+    expected = [
+        (first.cross_attn_image_to_token, "_image_to_token_folded"),
+        (second.cross_attn_token_to_image, "_token_to_image_folded"),
+        (second.cross_attn_image_to_token, "_image_to_token_folded"),
+        (transformer.final_attn_token_to_image, "_token_to_image_folded"),
+    ]
+    assert folds == (expected if folding else [])
+
+
 def test_cross_attention_with_many_tokens_is_not_folded():
-    """Beyond the share of the internal width where folding pays (24 tokens of 8 heads, 192
+    """Beyond the share of the internal width where folding pays (16 tokens of 8 heads, 192
     wide), and under gradients, the image tokens are projected as in the plain path."""
     from fastsam3d_core.models.transformer import DecoderAttention
 
@@ -371,6 +418,7 @@ def test_cross_attention_with_many_tokens_is_not_folded():
     image = torch.randn(1, 512, 384)
     with torch.inference_mode():
         assert attention._folds(torch.randn(1, 16, 384), image)
-        assert not attention._folds(torch.randn(1, 24, 384), image)
+        assert not attention._folds(torch.randn(1, 17, 384), image)
+        assert not attention._folds(image, torch.randn(1, 8, 384))
     with torch.enable_grad():
         assert not attention._folds(torch.randn(1, 8, 384), image)

@@ -98,7 +98,8 @@ def test_a_write_packs_compares_and_copies_as_numpy(length):
 def test_signs_between_planes_equal_numpys(length):
     rng = np.random.default_rng(length)
     below = rng.normal(size=(13, length)).astype(np.float32)
-    # Above at a random multiple of -below away: the interpolation crosses 0 near the fractions.
+    # Above at a random multiple of -below away: the interpolation crosses 0 at a random
+    # fraction in (0, 1) (ties are in the next test).
     above = (below - below / rng.uniform(0, 1, size=below.shape)).astype(np.float32)
     below[0, 0], above[1, 0] = np.float32(-0.0), below[1, 0]
     fractions = np.concatenate([[0, 1 - 2**-24], rng.uniform(0, 1, 6)]).astype(np.float32)
@@ -111,6 +112,38 @@ def test_signs_between_planes_equal_numpys(length):
     plain = fractions[:, None, None] * (above - below)[None] > -below[None]
     np.testing.assert_array_equal(compiled[1][:, 1:14, 2 : 2 + length], plain)
     assert not compiled[1][:, 0].any() and not compiled[1][:, :, :2].any()
+
+
+@pytest.mark.skipif(not BUILT, reason="the compiled loops are not built here")
+def test_signs_between_rounds_as_float32_at_ties():
+    """Planes built so that f·(above − below) lands within a few float32 steps of −below (the
+    interpolation's sign decided by rounding), and special values: the loops round the
+    difference and the product to float32 and compare, as NumPy does; a fused multiply-add or
+    wider intermediates would flip some of these voxels (checked: float64 flips some)."""
+    rng = np.random.default_rng(7)
+    fractions = np.array([0.1, 0.25, 1 / 3, 0.7, 0.9], np.float32)
+    below = rng.normal(size=(len(fractions), 4096)).astype(np.float32)
+    # above = below + s with f·s ≈ −below: s one to three float32 steps either side of −below/f.
+    steps = rng.integers(-3, 4, size=below.shape).astype(np.float32)
+    tie = (-below / fractions[:, None]).astype(np.float32)
+    above = (below + tie + steps * np.spacing(tie)).astype(np.float32)
+    below, above = below.reshape(-1), above.reshape(-1)
+    specials = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, 3e38, -3e38])
+    below = np.concatenate([below, np.repeat(specials, 9)]).astype(np.float32)[None]
+    above = np.concatenate([above, np.tile(specials, 9)]).astype(np.float32)[None]
+    with np.errstate(all="ignore"):
+        plain = fractions[:, None, None] * (above - below)[None] > -below[None]
+        wide = (
+            fractions.astype(np.float64)[:, None, None] * (above.astype(np.float64) - below)[None]
+            > -below.astype(np.float64)[None]
+        )
+        (compiled, numpy) = both(
+            lambda out, *rest: signs_between(*rest, out) or out,
+            np.zeros(plain.shape, bool), below, above, fractions,
+        )  # fmt: skip
+    assert (wide != plain).any()  # the data tells float32 from wider arithmetic
+    np.testing.assert_array_equal(compiled[1], plain)
+    np.testing.assert_array_equal(numpy[1], plain)
 
 
 @pytest.mark.skipif(not BUILT, reason="the compiled loops are not built here")

@@ -94,6 +94,9 @@ class DecoderAttention(nn.Module):
         layers = (self.q_proj, self.k_proj, self.v_proj, self.out_proj)
         return (
             self.config.backend == "exact"
+            # A graph traced (exported, compiled) at one token count would fold at every count.
+            and not torch.compiler.is_compiling()
+            and not torch.onnx.is_in_onnx_export()
             and few.device.type == "cpu"
             and few.dtype == many.dtype == torch.float32
             and not torch.is_grad_enabled()
@@ -166,9 +169,9 @@ class DecoderAttention(nn.Module):
 
 # Fold a cross-attention's image-side projections (DecoderAttention._folds) where heads × tokens
 # is at most this share of the internal width: 8 heads, 192 wide, so up to 16 tokens (5 output
-# tokens and up to 11 points). At 8 tokens the image → token attention took 0.76 against
-# 1.41 ms and the token → image one 0.88 against 1.43 ms; at 24 both about break even (AVX2
-# EPYC, 2 threads).
+# tokens, a padding point and up to 10 points). At 8 tokens the image → token attention took
+# 0.76 against 1.41 ms and the token → image one 0.88 against 1.43 ms; at 24 both about break
+# even (AVX2 EPYC, 2 threads).
 _FOLD_SHARE = 2 / 3
 
 
