@@ -62,10 +62,10 @@ def test_the_extension_builds_and_installs_the_compiled_loops(tmp_path: Path) ->
     cmake("--build", str(build), "--target", "FastSAM3DVoxels")
     cmake("--install", str(build), "--prefix", str(installed))
 
+    built = Path(SCRIPTED, "fastsam3d_core", "geometry", "_voxels.so")
     for root in (build, installed):
-        built = root / SCRIPTED / "fastsam3d_core" / "geometry" / "_voxels.so"
-        assert built.is_file(), sorted(str(p) for p in root.rglob("_voxels*"))
-    module = load_extension(installed / SCRIPTED / "fastsam3d_core" / "geometry" / "_voxels.so")
+        assert (root / built).is_file(), sorted(str(p) for p in root.rglob("_voxels*"))
+    module = load_extension(installed / built)
     assert module.instruction_set() in ("avx2", "scalar")
     rng = np.random.default_rng(0)
     below, above = rng.normal(size=(2, 7, 37)).astype(np.float32)

@@ -92,12 +92,17 @@ def linear_path(path: str) -> Iterator[None]:
 _PACKED_DTYPES = (torch.bfloat16,)
 
 
+def traced() -> bool:
+    """Whether this call is being traced into a graph (torch.compile, ONNX export): the eager
+    fast paths step aside, as the graph is made for other shapes and needs standard ops."""
+    return torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()
+
+
 def _onednn_applies(weight: torch.Tensor, x: torch.Tensor) -> bool:
     return (
         # Under torch.compile the compiler makes its own choice (it emits this same kernel); an
         # ONNX export needs the standard op.
-        not torch.compiler.is_compiling()
-        and not torch.onnx.is_in_onnx_export()
+        not traced()
         and _ONEDNN_LINEAR is not None
         and x.device.type == "cpu"
         and x.dtype == weight.dtype
@@ -200,8 +205,7 @@ def _transposed_product_applies(weight: torch.Tensor, x: torch.Tensor) -> bool:
         x.device.type == "cpu"
         and x.dtype == weight.dtype == torch.float32
         and 0 < x.numel() < 64 * x.shape[-1]
-        and not torch.compiler.is_compiling()
-        and not torch.onnx.is_in_onnx_export()
+        and not traced()
         and not torch.is_autocast_enabled("cpu")
         and not (torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad))
     )

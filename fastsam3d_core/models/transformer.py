@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..attention import AttentionConfig, attend
-from .common import MLPBlock, linear
+from .common import MLPBlock, linear, traced
 
 
 class ImageProjections(NamedTuple):
@@ -95,8 +95,7 @@ class DecoderAttention(nn.Module):
         return (
             self.config.backend == "exact"
             # A graph traced (exported, compiled) at one token count would fold at every count.
-            and not torch.compiler.is_compiling()
-            and not torch.onnx.is_in_onnx_export()
+            and not traced()
             and few.device.type == "cpu"
             and few.dtype == many.dtype == torch.float32
             and not torch.is_grad_enabled()
